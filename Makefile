@@ -1,0 +1,148 @@
+# Makefile - memsvc: one non-recursive makefile for the daemon, client, engine, tools and tests
+#
+#   make deps      install the Debian 12 packages the project needs (only what is missing)
+#   make all       build everything into build/
+#   make test      build and run the test suites
+#   make test-san  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make run       the main job
+#   make bench     benchmarks, each next to a reference measured in the same run
+#   make clean     remove build outputs
+#
+# V=1 shows the commands; NODEPS=1 skips the package check.
+
+SAN     ?= 0
+ifeq ($(SAN),1)
+B       ?= build-san
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT     ?= -O1
+else
+B       ?= build
+SANFLAGS =
+OPT     ?= -O2
+endif
+
+CC      ?= cc
+PKGS    := ucx msgpack jemalloc liburing cunit
+# Expanded once, on first use: after `deps` has installed what pkg-config reads.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing))$(PKG_LIBS)
+CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
+
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+           -Wshadow -Wpointer-arith -Wstrict-prototypes -fno-strict-aliasing $(SANFLAGS)
+CPPFLAGS += -I. -D_GNU_SOURCE $(PKG_CFLAGS) -MMD -MP
+LDFLAGS += $(SANFLAGS)
+LDLIBS   = $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# ---- sources, per directory -------------------------------------------------------------
+CLIENT_SRCS  := $(wildcard client/*.c)
+SIM_SRCS     := $(wildcard sim_npu/*.c)
+ENGINE_SRCS  := $(wildcard memsvc/eng_*.c)
+DAEMON_SRCS  := $(wildcard memsvc/msd_*.c)
+POLICY_SRCS  := $(wildcard policy/*.c)
+TRACE_SRCS   := $(filter-out tools/memtrace/main.c,$(wildcard tools/memtrace/*.c))
+TEST_SRCS    := $(wildcard tests/*.c) $(wildcard tests/unit/*.c) $(wildcard tests/integ/*.c)
+BENCH_SRCS   := $(wildcard tools/bench/*.c)
+EXAMPLE_SRCS := $(wildcard tools/examples/*.c)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+LIBCLIENT := $(B)/lib/libmemsvc.a
+LIBCORE   := $(B)/lib/libmemsvc_core.a
+LIBTRACE  := $(B)/lib/libmemtrace.a
+
+BIN_MEMSVCD := $(B)/bin/memsvcd
+BIN_MEMTRACE := $(B)/bin/memtrace
+BIN_CTL     := $(B)/bin/memsvc-ctl
+BIN_TESTS   := $(B)/bin/memsvc_tests
+BIN_BENCH   := $(patsubst tools/bench/%.c,$(B)/bin/%,$(BENCH_SRCS))
+BIN_EXAMPLES := $(patsubst tools/examples/%.c,$(B)/bin/%,$(EXAMPLE_SRCS))
+
+BINS := $(BIN_TESTS) $(BIN_BENCH) $(BIN_EXAMPLES)
+ifneq ($(wildcard memsvc/memsvcd.c),)
+BINS += $(BIN_MEMSVCD)
+endif
+ifneq ($(wildcard tools/memtrace/main.c),)
+BINS += $(BIN_MEMTRACE)
+endif
+ifneq ($(wildcard tools/ctl/memsvc-ctl.c),)
+BINS += $(BIN_CTL)
+endif
+
+ALL_SRCS := $(CLIENT_SRCS) $(SIM_SRCS) $(ENGINE_SRCS) $(DAEMON_SRCS) $(POLICY_SRCS) \
+            $(TRACE_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(EXAMPLE_SRCS) \
+            $(wildcard memsvc/memsvcd.c tools/memtrace/main.c tools/ctl/memsvc-ctl.c)
+
+.PHONY: all deps test test-san run bench clean fuzz
+.DEFAULT_GOAL := all
+
+all: $(BINS)
+
+ifeq ($(NODEPS),1)
+DEPS_PREREQ :=
+else
+DEPS_PREREQ := deps
+endif
+
+deps:
+	$(Q)sh tools/deps.sh
+
+# ---- rules --------------------------------------------------------------------------------
+$(B)/obj/%.o: %.c | $(DEPS_PREREQ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(LIBCLIENT): $(call obj,$(CLIENT_SRCS))
+$(LIBCORE): $(call obj,$(SIM_SRCS) $(ENGINE_SRCS) $(POLICY_SRCS) $(DAEMON_SRCS))
+$(LIBTRACE): $(call obj,$(TRACE_SRCS))
+$(B)/lib/%.a:
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+LIBS_ALL := $(LIBTRACE) $(LIBCORE) $(LIBCLIENT)
+
+define link
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS_ALL) $(1) $(LDLIBS)
+endef
+
+$(BIN_TESTS): $(call obj,$(TEST_SRCS)) $(LIBS_ALL)
+	$(call link,$(CUNIT_LIBS))
+$(BIN_MEMSVCD): $(call obj,memsvc/memsvcd.c) $(LIBS_ALL)
+	$(call link,)
+$(BIN_MEMTRACE): $(call obj,tools/memtrace/main.c) $(LIBS_ALL)
+	$(call link,)
+$(BIN_CTL): $(call obj,tools/ctl/memsvc-ctl.c) $(LIBS_ALL)
+	$(call link,)
+$(B)/bin/%: $(B)/obj/tools/bench/%.o $(LIBS_ALL)
+	$(call link,)
+$(B)/bin/%: $(B)/obj/tools/examples/%.o $(LIBS_ALL)
+	$(call link,)
+
+# ---- what a user runs ---------------------------------------------------------------------
+test: all
+	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(BIN_TESTS)
+
+test-san:
+	$(Q)$(MAKE) --no-print-directory SAN=1 test
+
+run: all
+	$(Q)sh tools/run.sh $(abspath $(B)/bin)
+
+bench: all
+	$(Q)sh tools/bench/run.sh $(abspath $(B)/bin)
+
+clean:
+	rm -rf build build-san
+
+-include $(patsubst %.c,$(B)/obj/%.d,$(ALL_SRCS))

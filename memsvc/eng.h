@@ -1,0 +1,209 @@
+/* eng.h - the memory engine: tensor registry, state machine, moves on sim_npu, accounting */
+#ifndef ENG_H
+#define ENG_H
+
+#include "client/memsvc_status.h"
+#include "client/memsvc_types.h"
+#include "sim_npu/sim_node.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/*
+ * One engine serves the daemon (real clock) and the replay tool (virtual clock). It is not
+ * thread-safe: the daemon runs it from its one event loop, run-to-completion.
+ *
+ * A handle names one allocation (index + generation; stale handles are detected); a key names
+ * the same logical tensor in every step, scoped by job.
+ */
+typedef uint64_t eng_handle_t;
+#define ENG_HANDLE_NULL ((eng_handle_t)0)
+
+typedef struct eng eng_t;
+
+typedef struct eng_params {
+    const sim_desc_t *desc;       /* the node (copied) */
+    sim_mem_mode_t    mode;       /* backed or phantom */
+    sim_clock_kind_t  clock;      /* virtual (replay) or real (daemon) */
+    const char       *policy;     /* "NAME[:key=value,...]"; NULL means "lru" */
+} eng_params_t;
+
+/* What a new tensor is. */
+typedef struct eng_tensor_desc {
+    const char    *key;          /* stable key, 1..MEMSVC_KEY_MAX bytes, unique per job */
+    uint64_t       size;         /* bytes, > 0 */
+    memsvc_kind_t  kind;
+    unsigned       device;       /* NPU index on the node */
+    memsvc_tags_t  tags;
+    bool           recomputable; /* may be dropped and recomputed by its owner */
+    uint64_t       recompute_ns; /* device time to recompute it */
+    bool           durable;      /* never dropped (parameters, optimizer state) */
+    uint32_t       job;          /* owner job */
+    uint32_t       rank;         /* owner rank */
+} eng_tensor_desc_t;
+
+/* A read-only snapshot of one tensor. */
+typedef struct eng_tensor_info {
+    eng_handle_t   handle;
+    const char    *key;          /* valid until the tensor is freed */
+    uint64_t       size;
+    memsvc_kind_t  kind;
+    memsvc_state_t state;
+    unsigned       device;
+    memsvc_tags_t  tags;
+    bool           recomputable;
+    uint64_t       recompute_ns;
+    bool           durable;
+    uint32_t       job, rank;
+    uint32_t       pins;
+    bool           valid;        /* false after a recompute until written */
+    uint64_t       dev_offset;   /* HBM offset while on device */
+} eng_tensor_info_t;
+
+/* Accounting of one device and the tensors that belong to it. */
+typedef struct eng_dev_stats {
+    sim_alloc_stats_t alloc;                          /* HBM allocator figures */
+    uint64_t   resident_by_kind[MEMSVC_KIND_COUNT];   /* bytes on device, by kind */
+    uint64_t   peak_by_kind[MEMSVC_KIND_COUNT];       /* peak of each */
+    uint64_t   bytes_by_state[MEMSVC_STATE_COUNT];    /* bytes of this device's tensors */
+    uint64_t   tensors_by_state[MEMSVC_STATE_COUNT];
+    uint64_t   peak_resident;                         /* peak bytes on device */
+    uint64_t   pinned_tensors, pinned_bytes;
+    uint64_t   swap_out_bytes, swap_outs;             /* device to host */
+    uint64_t   swap_in_bytes, swap_ins;               /* host/disk to device */
+    uint64_t   spill_bytes, spills;                   /* host to disk */
+    uint64_t   drops, recomputes;
+    sim_time_t recompute_ns;                          /* compute time charged to recompute */
+    sim_time_t stall_ns;                              /* time acquires/allocs waited for room or moves */
+    uint64_t   stalls;                                /* waits that took > 0 ns */
+    uint64_t   oom_events, fragmented_events;         /* requests failed for lack of memory */
+} eng_dev_stats_t;
+
+typedef struct eng_stats {
+    unsigned         num_devices;
+    sim_host_stats_t host;
+    uint64_t         live_tensors;
+    uint64_t         moves_in_flight;
+    sim_time_t       now;
+} eng_stats_t;
+
+/* Called when an operation that returned MEMSVC_INPROGRESS completes. status is the final one
+ * (MEMSVC_OK, MEMSVC_RECOMPUTE, or an error such as MEMSVC_ERR_NO_MEMORY). */
+typedef void (*eng_done_cb_t)(void *arg, eng_handle_t handle, memsvc_status_t status);
+
+/* Flags of eng_alloc. */
+#define ENG_ALLOC_PIN 0x1u /* the new tensor is pinned (as if acquired) */
+
+/*
+ * Create an engine: node, clock and policy. Errors: MEMSVC_ERR_INVALID_PARAM,
+ * MEMSVC_ERR_UNKNOWN_KEY (policy name), MEMSVC_ERR_PARSE (policy parameters),
+ * MEMSVC_ERR_NO_RESOURCE. The message goes to err when given.
+ */
+memsvc_status_t eng_create(const eng_params_t *params, eng_t **eng_p, char *err, size_t errlen);
+void            eng_destroy(eng_t *eng);
+
+sim_node_t  *eng_node(eng_t *eng);
+sim_clock_t *eng_clock(eng_t *eng);
+const char  *eng_policy_name(const eng_t *eng);
+
+/*
+ * Allocate a tensor on its device. MEMSVC_OK: resident now. MEMSVC_INPROGRESS: waiting for
+ * room (the policy is moving others out); cb runs when it is resident or failed; *handle_p is
+ * valid either way. Errors: MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_EXISTS (key live in the job),
+ * MEMSVC_ERR_NO_MEMORY / MEMSVC_ERR_FRAGMENTED (cannot fit even after the policy acted),
+ * MEMSVC_ERR_TOO_LARGE (larger than the device).
+ */
+memsvc_status_t eng_alloc(eng_t *eng, const eng_tensor_desc_t *desc, unsigned flags,
+                          eng_done_cb_t cb, void *arg, eng_handle_t *handle_p);
+
+/*
+ * Make a tensor resident and pin it. MEMSVC_OK: resident and pinned. MEMSVC_RECOMPUTE: it had
+ * been dropped; space is allocated and pinned, the owner recomputes and writes it.
+ * MEMSVC_INPROGRESS: a swap-in (or a wait for room) started; cb reports OK, RECOMPUTE or an
+ * error. Errors: MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_NO_MEMORY, MEMSVC_ERR_FRAGMENTED.
+ */
+memsvc_status_t eng_acquire(eng_t *eng, eng_handle_t handle, eng_done_cb_t cb, void *arg);
+
+/* Unpin. MEMSVC_ERR_NOT_PINNED without a matching acquire. */
+memsvc_status_t eng_release(eng_t *eng, eng_handle_t handle);
+
+/* End a tensor (pinned or not, in any state); its space is returned. Waiters get CANCELED. */
+memsvc_status_t eng_free(eng_t *eng, eng_handle_t handle);
+
+/* Explicit moves (also what policies ask for). MEMSVC_INPROGRESS when a transfer started. */
+memsvc_status_t eng_swap_out(eng_t *eng, eng_handle_t handle);
+memsvc_status_t eng_drop(eng_t *eng, eng_handle_t handle);
+memsvc_status_t eng_prefetch(eng_t *eng, eng_handle_t handle);
+memsvc_status_t eng_spill(eng_t *eng, eng_handle_t handle);
+
+/*
+ * Tensor bytes (backed mode; MEMSVC_ERR_UNSUPPORTED in phantom mode). Legal on a tensor that
+ * is on device or on host; MEMSVC_ERR_BUSY while moving; MEMSVC_ERR_OUT_OF_RANGE past its end.
+ * A write over a recomputed tensor marks it valid.
+ */
+memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, const void *src,
+                          uint64_t len);
+memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void *dst, uint64_t len);
+
+/* Lookup by (job, key). MEMSVC_ERR_NOT_FOUND if no live tensor has it. */
+memsvc_status_t eng_lookup(eng_t *eng, uint32_t job, const char *key, eng_handle_t *handle_p);
+memsvc_status_t eng_info(eng_t *eng, eng_handle_t handle, eng_tensor_info_t *info_p);
+
+/* A hint from a trainer; passed to the policy. */
+typedef struct eng_hint {
+    memsvc_hint_type_t  type;
+    uint32_t            job, rank;
+    int32_t             step, layer, microbatch;
+    memsvc_phase_t      phase;
+    const eng_handle_t *handles;     /* MEMSVC_HINT_UPCOMING: tensors about to be used */
+    size_t              num_handles;
+} eng_hint_t;
+
+memsvc_status_t eng_hint(eng_t *eng, const eng_hint_t *hint);
+
+/* Run the completions that are due now (real clock: by the wall clock). Returns how many. */
+size_t eng_progress(eng_t *eng);
+/* Virtual clock: jump to the next completion and run it. false when nothing is pending. */
+bool   eng_step(eng_t *eng);
+/* Time of the next pending completion, or SIM_TIME_NEVER. */
+sim_time_t eng_next_event(const eng_t *eng);
+
+/* Charge recompute work to a device's compute stream (replay); returns when it completes. */
+sim_time_t eng_charge_compute(eng_t *eng, unsigned device, sim_time_t duration, bool recompute);
+
+memsvc_status_t eng_dev_stats(const eng_t *eng, unsigned device, eng_dev_stats_t *stats_p);
+void            eng_stats(const eng_t *eng, eng_stats_t *stats_p);
+void            eng_print_stats(const eng_t *eng, FILE *out);
+
+/* Visit the tensors of one job (job == UINT32_MAX: all). Stops when fn returns false. */
+void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tensor_info_t *info),
+                 void *arg);
+
+/* Bytes of engine metadata held per live tensor at the moment (registry + allocator). */
+double eng_metadata_per_tensor(const eng_t *eng);
+
+/* ---- state machine --------------------------------------------------------------------- */
+
+typedef enum eng_op {
+    ENG_OP_ALLOC_WAIT,  /* (new) -> moving_in: waiting for room */
+    ENG_OP_PLACED,      /* moving_in -> on_device: room found / transfer done */
+    ENG_OP_SWAP_OUT,    /* on_device -> moving_out (to host) */
+    ENG_OP_SPILL,       /* on_host -> moving_out (to disk) */
+    ENG_OP_OUT_DONE,    /* moving_out -> on_host (swap-out finished) */
+    ENG_OP_SPILL_DONE,  /* moving_out -> on_disk (spill finished) */
+    ENG_OP_CANCEL_OUT,  /* moving_out -> on_device (acquired while still moving out) */
+    ENG_OP_SWAP_IN,     /* on_host / on_disk -> moving_in */
+    ENG_OP_DROP,        /* on_device -> dropped */
+    ENG_OP_RECOMPUTE,   /* dropped -> on_device (owner recomputes) */
+    ENG_OP_RECOMPUTE_WAIT, /* dropped -> moving_in (waiting for room to recompute into) */
+    ENG_OP_FREE,        /* any live state -> freed */
+    ENG_OP_COUNT
+} eng_op_t;
+
+/* The transition table: MEMSVC_OK and *next_p, or MEMSVC_ERR_ILLEGAL_STATE. */
+memsvc_status_t eng_transition(memsvc_state_t from, eng_op_t op, memsvc_state_t *next_p);
+const char     *eng_op_name(eng_op_t op);
+
+#endif /* ENG_H */
