@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /*
  * Sizes are counted in granules of SIM_ALLOC_ALIGN bytes. A free block of g granules lives in
@@ -20,7 +21,8 @@
 #define SL_LOG         5
 #define SL_COUNT       (1u << SL_LOG)
 #define FL_COUNT       (64 - SIM_GRAN_SHIFT - SL_LOG + 1)
-#define SLAB_BLOCKS    4096u
+#define SLAB_FIRST     (64u << 10) /* the first slab: small allocators stay small */
+#define SLAB_BYTES     (2u << 20)  /* later slabs: one huge page where the kernel gives them */
 
 #define BLOCK_FREE_BIT  1ull   /* in offset_flags: block is free */
 #define BLOCK_SLACK_MSK 511ull /* in size_slack: rounded size - requested size */
@@ -36,7 +38,7 @@ struct sim_alloc_block {
 
 typedef struct sim_alloc_slab {
     struct sim_alloc_slab *next;
-    sim_alloc_block_t      blocks[SLAB_BLOCKS];
+    sim_alloc_block_t      blocks[];
 } sim_alloc_slab_t;
 
 struct sim_alloc {
@@ -45,7 +47,8 @@ struct sim_alloc {
     uint32_t           sl_bitmap[FL_COUNT];     /* bit sl: list (fl, sl) is non-empty */
     sim_alloc_block_t *lists[FL_COUNT][SL_COUNT];
     sim_alloc_slab_t  *slabs;                   /* every slab, for destroy */
-    sim_alloc_block_t *spare;                   /* unused headers, linked by next_free */
+    sim_alloc_block_t *spare;                   /* returned headers, linked by next_free */
+    sim_alloc_block_t *bump, *bump_end;         /* never-used headers of the newest slab */
     uint64_t           allocated, reserved, free_blocks, live_blocks;
     uint64_t           peak_allocated, peak_reserved, high_water;
     uint64_t           fail_oom, fail_fragmented;
@@ -87,26 +90,37 @@ static inline void sim_mapping(uint64_t g, unsigned *fl_p, unsigned *sl_p)
 
 /* ---- header pool --------------------------------------------------------------------------- */
 
+/*
+ * A header: a returned one if any (recently used, so likely cached), else the next unused one
+ * of the newest slab. The first slab is small; later ones are 2 MiB, aligned and advised as
+ * huge pages so that a million headers cost few TLB entries. Headers are touched only when
+ * first used. NULL when out of memory.
+ */
 static sim_alloc_block_t *sim_block_get(sim_alloc_t *a)
 {
     sim_alloc_block_t *b = a->spare;
+    sim_alloc_slab_t  *slab;
 
-    if (b == NULL) {
-        sim_alloc_slab_t *slab = malloc(sizeof(*slab));
-        unsigned          i;
+    if (b != NULL) {
+        a->spare = b->next_free;
+        return b;
+    }
+    if (a->bump == a->bump_end) {
+        size_t bytes = (a->slabs == NULL) ? SLAB_FIRST : SLAB_BYTES;
 
+        slab = aligned_alloc(bytes, bytes);
         if (slab == NULL) {
             return NULL;
         }
-        slab->next = a->slabs;
-        a->slabs   = slab;
-        for (i = 0; i < SLAB_BLOCKS; i++) {
-            slab->blocks[i].next_free = (i + 1 < SLAB_BLOCKS) ? &slab->blocks[i + 1] : NULL;
+        if (bytes == SLAB_BYTES) {
+            madvise(slab, bytes, MADV_HUGEPAGE); /* advice only: failure is harmless */
         }
-        b = &slab->blocks[0];
+        slab->next  = a->slabs;
+        a->slabs    = slab;
+        a->bump     = slab->blocks;
+        a->bump_end = slab->blocks + (bytes - sizeof(*slab)) / sizeof(*a->bump);
     }
-    a->spare = b->next_free;
-    return b;
+    return a->bump++;
 }
 
 static void sim_block_put(sim_alloc_t *a, sim_alloc_block_t *b)
