@@ -132,8 +132,8 @@ memsvc_status_t sim_clock_schedule(sim_clock_t *clock, sim_time_t when, sim_even
     sim_event_t ev;
     size_t      i;
 
-    if (cb == NULL) {
-        return MEMSVC_ERR_INVALID_PARAM;
+    if ((cb == NULL) || (when == SIM_TIME_NEVER)) {
+        return MEMSVC_ERR_INVALID_PARAM; /* an event at NEVER could never run */
     }
     if (clock->count == clock->cap) {
         size_t       cap  = (clock->cap == 0) ? 64 : clock->cap * 2;

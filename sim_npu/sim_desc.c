@@ -441,8 +441,13 @@ memsvc_status_t sim_desc_set(sim_desc_t *desc, const char *assignment, char *err
         sim_errf(err, errlen, "\"%s\": expected key=value", assignment);
         return MEMSVC_ERR_PARSE;
     }
-    if ((size_t)(eq - assignment) >= sizeof(key) || strlen(eq + 1) >= sizeof(value)) {
-        sim_errf(err, errlen, "\"%.40s...\": too long", assignment);
+    if ((size_t)(eq - assignment) >= sizeof(key)) {
+        sim_key_list(keys, sizeof(keys));
+        sim_errf(err, errlen, "unknown key \"%.40s...\"; valid keys: %s", assignment, keys);
+        return MEMSVC_ERR_UNKNOWN_KEY;
+    }
+    if (strlen(eq + 1) >= sizeof(value)) {
+        sim_errf(err, errlen, "\"%.40s...\": value too long", assignment);
         return MEMSVC_ERR_PARSE;
     }
     sim_trim(assignment, (size_t)(eq - assignment), key, sizeof(key));
@@ -595,12 +600,19 @@ static const char *sim_format_rate(double r, char *buf, size_t len)
 void sim_desc_print(const sim_desc_t *desc, void *file)
 {
     static const char *const names[] = { "h2d", "d2h", "d2d", "disk", "nic" };
-    const sim_link_desc_t   *links[5] = { &desc->h2d, &desc->d2h, &desc->d2d, &desc->disk,
-                                          &desc->nic };
-    FILE                    *f        = (file != NULL) ? file : stdout;
+    const sim_link_desc_t   *links[5];
+    FILE                    *f = (file != NULL) ? file : stdout;
     char                     b1[48], b2[48];
     int                      i;
 
+    if (desc == NULL) {
+        return;
+    }
+    links[0] = &desc->h2d;
+    links[1] = &desc->d2h;
+    links[2] = &desc->d2d;
+    links[3] = &desc->disk;
+    links[4] = &desc->nic;
     fprintf(f, "preset = %s\n", desc->name);
     fprintf(f, "npus = %u\n", desc->num_npus);
     fprintf(f, "hbm = %s (%llu B)\n", sim_format_size(desc->hbm_bytes, b1, sizeof(b1)),

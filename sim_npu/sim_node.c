@@ -204,18 +204,17 @@ static memsvc_status_t sim_disk_create(sim_node_t *node)
         status = MEMSVC_ERR_IO;
         goto err_free_alloc;
     }
-    rc = io_uring_queue_init(8, &node->ring, 0);
+    /* Where io_uring is refused (seccomp in containers, old kernels), say so and fall back. */
+    rc = (getenv("MEMSVC_SIM_NO_IO_URING") != NULL) ? -ENOSYS
+                                                    : io_uring_queue_init(8, &node->ring, 0);
     if (rc < 0) {
-        fprintf(stderr, "sim_node: io_uring_queue_init failed: %s\n", strerror(-rc));
-        status = MEMSVC_ERR_IO;
-        goto err_close;
+        fprintf(stderr, "sim_node: io_uring unavailable (%s); spill file uses pread/pwrite\n",
+                strerror(-rc));
+    } else {
+        node->has_ring = true;
     }
-    node->has_ring = true;
     return MEMSVC_OK;
 
-err_close:
-    close(node->disk_fd);
-    node->disk_fd = -1;
 err_free_alloc:
     sim_alloc_destroy(node->disk_alloc);
     node->disk_alloc = NULL;
@@ -460,9 +459,47 @@ void sim_disk_free(sim_node_t *node, sim_disk_buf_t *buf)
 }
 
 /*
- * Read or write `len` bytes at file offset `off` through io_uring, one request at a time,
- * resubmitting the remainder after a short transfer. A read that meets the end of the file
- * (a region never written) gives zeros. MEMSVC_ERR_IO with a message on failure.
+ * One read or write of up to `chunk` bytes at `off`: through io_uring, or pread/pwrite where
+ * io_uring is unavailable. Returns bytes transferred (0 at end of file) or -errno.
+ */
+static int sim_disk_io_once(sim_node_t *node, bool write, uint64_t off, uint8_t *p, unsigned chunk)
+{
+    struct io_uring_sqe *sqe;
+    struct io_uring_cqe *cqe;
+    ssize_t              n;
+    int                  rc, res;
+
+    if (!node->has_ring) {
+        n = write ? pwrite(node->disk_fd, p, chunk, (off_t)off)
+                  : pread(node->disk_fd, p, chunk, (off_t)off);
+        return (n < 0) ? -errno : (int)n;
+    }
+    sqe = io_uring_get_sqe(&node->ring);
+    if (sqe == NULL) {
+        return -EBUSY;
+    }
+    if (write) {
+        io_uring_prep_write(sqe, node->disk_fd, p, chunk, off);
+    } else {
+        io_uring_prep_read(sqe, node->disk_fd, p, chunk, off);
+    }
+    rc = io_uring_submit_and_wait(&node->ring, 1);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = io_uring_wait_cqe(&node->ring, &cqe);
+    if (rc < 0) {
+        return rc;
+    }
+    res = cqe->res;
+    io_uring_cqe_seen(&node->ring, cqe);
+    return res;
+}
+
+/*
+ * Read or write `len` bytes at file offset `off`, one request at a time, resubmitting the
+ * remainder after a short transfer. A read that meets the end of the file (a region never
+ * written) gives zeros. MEMSVC_ERR_IO with a message on failure.
  */
 static memsvc_status_t sim_disk_rw(sim_node_t *node, bool write, uint64_t off, uint8_t *p,
                                    uint64_t len)
@@ -470,34 +507,10 @@ static memsvc_status_t sim_disk_rw(sim_node_t *node, bool write, uint64_t off, u
     uint64_t done = 0;
 
     while (done < len) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&node->ring);
-        struct io_uring_cqe *cqe;
-        unsigned             chunk = (len - done > SIM_DISK_IO_MAX) ? SIM_DISK_IO_MAX
-                                                                    : (unsigned)(len - done);
-        int                  rc, res;
+        unsigned chunk = (len - done > SIM_DISK_IO_MAX) ? SIM_DISK_IO_MAX : (unsigned)(len - done);
+        int      res   = sim_disk_io_once(node, write, off + done, p + done, chunk);
 
-        if (sqe == NULL) {
-            fprintf(stderr, "sim_node: io_uring submission queue full\n");
-            return MEMSVC_ERR_IO;
-        }
-        if (write) {
-            io_uring_prep_write(sqe, node->disk_fd, p + done, chunk, off + done);
-        } else {
-            io_uring_prep_read(sqe, node->disk_fd, p + done, chunk, off + done);
-        }
-        rc = io_uring_submit_and_wait(&node->ring, 1);
-        if (rc < 0) {
-            fprintf(stderr, "sim_node: io_uring submit failed: %s\n", strerror(-rc));
-            return MEMSVC_ERR_IO;
-        }
-        rc = io_uring_wait_cqe(&node->ring, &cqe);
-        if (rc < 0) {
-            fprintf(stderr, "sim_node: io_uring wait failed: %s\n", strerror(-rc));
-            return MEMSVC_ERR_IO;
-        }
-        res = cqe->res;
-        io_uring_cqe_seen(&node->ring, cqe);
-        if (res == -EINTR || res == -EAGAIN) {
+        if ((res == -EINTR) || (res == -EAGAIN)) {
             continue;
         }
         if (res < 0) {
@@ -551,6 +564,14 @@ memsvc_status_t sim_disk_read(sim_node_t *node, const sim_disk_buf_t *buf, void 
         return status;
     }
     return sim_disk_rw(node, false, buf->offset, dst, len);
+}
+
+const char *sim_node_disk_io_name(const sim_node_t *node)
+{
+    if (node->disk_fd < 0) {
+        return "none";
+    }
+    return node->has_ring ? "io_uring" : "pread";
 }
 
 void sim_node_host_stats(const sim_node_t *node, sim_host_stats_t *stats_p)

@@ -172,6 +172,8 @@ static void test_virtual_advance_and_past_events(void)
     CU_ASSERT_EQUAL(sim_clock_run_due(c), 1);
     CU_ASSERT_EQUAL(r->whens[1], 2000);
     CU_ASSERT_EQUAL(sim_clock_schedule(c, 1, NULL, NULL), MEMSVC_ERR_INVALID_PARAM);
+    CU_ASSERT_EQUAL(sim_clock_schedule(c, SIM_TIME_NEVER, record_cb, &a), MEMSVC_ERR_INVALID_PARAM);
+    CU_ASSERT_EQUAL(sim_clock_pending(c), 0);
     sim_clock_destroy(c);
     free(r);
 }

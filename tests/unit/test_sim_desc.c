@@ -141,6 +141,11 @@ static void test_bad_overrides_rejected(void)
         { "h2d_lat=-2us", MEMSVC_ERR_PARSE },     { "mfu=0", MEMSVC_ERR_PARSE },
         { "mfu=1.01", MEMSVC_ERR_PARSE },         { "flops=nan", MEMSVC_ERR_PARSE },
         { "flops=inf", MEMSVC_ERR_PARSE },        { "link_bw=0x10", MEMSVC_ERR_PARSE },
+        { "a_key_that_is_much_longer_than_any_valid_key_could_ever_be_at_all=1",
+          MEMSVC_ERR_UNKNOWN_KEY },
+        { "hbm=11111111111111111111111111111111111111111111111111111111111111111111111111111111111"
+          "1111111111111111111111111111111111111111111111111111111111111111111111111111111111",
+          MEMSVC_ERR_PARSE },
     };
     sim_desc_t d, before;
     char       err[512];

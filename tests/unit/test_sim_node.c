@@ -187,17 +187,19 @@ static void test_backed_hbm_round_trip(void)
 }
 
 /* Backed disk: what is written to the spill file reads back byte for byte. */
-static void test_backed_disk_round_trip(void)
+static void disk_round_trip(const char *io)
 {
     sim_clock_t     *c;
     sim_node_t      *node = make_node("tiny", SIM_MEM_BACKED, &c); /* disk 256 MiB */
-    sim_disk_buf_t   a, b, x;
+    sim_disk_buf_t   a, b, z, x;
     sim_host_stats_t s;
     const uint64_t   na = 5 * MIB + 123, nb = 777;
     uint8_t         *src = malloc(na), *dst = malloc(na);
 
+    CU_ASSERT_STRING_EQUAL(sim_node_disk_io_name(node), io);
     TEST_ASSERT_OK(sim_disk_alloc(node, na, &a));
     TEST_ASSERT_OK(sim_disk_alloc(node, nb, &b));
+    TEST_ASSERT_OK(sim_disk_alloc(node, 4096, &z));
     CU_ASSERT_EQUAL(a.size, na);
     CU_ASSERT_NOT_EQUAL(a.offset, b.offset);
     CU_ASSERT_EQUAL(b.offset % SIM_ALLOC_ALIGN, 0);
@@ -211,6 +213,12 @@ static void test_backed_disk_round_trip(void)
     test_fill(src, na, 42);
     TEST_ASSERT_OK(sim_disk_read(node, &a, dst, na));
     CU_ASSERT_EQUAL(memcmp(dst, src, na), 0); /* b's write did not clobber a */
+    /* Never written (beyond the end of the file): zeros. */
+    memset(dst, 0xee, 4096);
+    memset(src, 0, 4096);
+    TEST_ASSERT_OK(sim_disk_read(node, &z, dst, 4096));
+    CU_ASSERT_EQUAL(memcmp(dst, src, 4096), 0);
+    sim_disk_free(node, &z);
     /* Beyond the buffer: refused. */
     CU_ASSERT_EQUAL(sim_disk_write(node, &b, src, nb + 1), MEMSVC_ERR_OUT_OF_RANGE);
     CU_ASSERT_EQUAL(sim_disk_read(node, &b, dst, nb + 1), MEMSVC_ERR_OUT_OF_RANGE);
@@ -224,13 +232,26 @@ static void test_backed_disk_round_trip(void)
     sim_disk_free(node, &b);
     sim_node_host_stats(node, &s);
     CU_ASSERT_EQUAL(s.disk_used, 0);
-    CU_ASSERT_EQUAL(s.disk_peak, na + nb);
+    CU_ASSERT_EQUAL(s.disk_peak, na + nb + 4096);
     TEST_ASSERT_OK(sim_disk_alloc(node, 256 * MIB, &x));
     sim_disk_free(node, &x);
     free(src);
     free(dst);
     sim_node_destroy(node);
     sim_clock_destroy(c);
+}
+
+static void test_backed_disk_round_trip(void)
+{
+    disk_round_trip("io_uring");
+}
+
+/* The same through pread/pwrite, as where io_uring is refused. */
+static void test_backed_disk_round_trip_pread(void)
+{
+    setenv("MEMSVC_SIM_NO_IO_URING", "1", 1);
+    disk_round_trip("pread");
+    unsetenv("MEMSVC_SIM_NO_IO_URING");
 }
 
 static void test_no_disk_tier(void)
@@ -245,6 +266,7 @@ static void test_no_disk_tier(void)
     TEST_ASSERT_OK(sim_clock_create(SIM_CLOCK_VIRTUAL, &c));
     TEST_ASSERT_OK(sim_node_create(&d, SIM_MEM_BACKED, c, &node));
     CU_ASSERT_EQUAL(sim_disk_alloc(node, 512, &x), MEMSVC_ERR_HOST_MEMORY);
+    CU_ASSERT_STRING_EQUAL(sim_node_disk_io_name(node), "none");
     sim_node_destroy(node);
     sim_clock_destroy(c);
 }
@@ -319,6 +341,7 @@ static void add_suite(void)
     CU_add_test(s, "host pool accounting, backed", test_host_pool_backed);
     CU_add_test(s, "backed HBM round trip", test_backed_hbm_round_trip);
     CU_add_test(s, "backed disk round trip", test_backed_disk_round_trip);
+    CU_add_test(s, "backed disk round trip, pread fallback", test_backed_disk_round_trip_pread);
     CU_add_test(s, "no disk tier", test_no_disk_tier);
     CU_add_test(s, "phantom ascend-910b maps no HBM", test_phantom_full_scale);
 }
