@@ -583,18 +583,54 @@ const char *sim_format_time(uint64_t ns, char *buf, size_t len)
     return buf;
 }
 
-static const char *sim_format_rate(double r, char *buf, size_t len)
+/* "key = value" with the value in the friendliest unit that parses back exactly. */
+static void sim_print_size(FILE *f, const char *key, uint64_t bytes)
 {
-    if (r >= 1e12) {
-        snprintf(buf, len, "%.4g TB/s", r / 1e12);
-    } else if (r >= 1e9) {
-        snprintf(buf, len, "%.4g GB/s", r / 1e9);
-    } else if (r >= 1e6) {
-        snprintf(buf, len, "%.4g MB/s", r / 1e6);
-    } else {
-        snprintf(buf, len, "%.4g B/s", r);
+    char     buf[48];
+    uint64_t back;
+
+    sim_format_size(bytes, buf, sizeof(buf));
+    if ((sim_parse_size(buf, &back) != MEMSVC_OK) || (back != bytes)) {
+        snprintf(buf, sizeof(buf), "%llu B", (unsigned long long)bytes);
     }
-    return buf;
+    fprintf(f, "%s = %s\n", key, buf);
+}
+
+static void sim_print_rate(FILE *f, const char *key, double r, int flops)
+{
+    static const char *const byte_units[] = { "TB/s", "GB/s", "MB/s", "B/s" };
+    static const char *const flop_units[] = { "PFLOPS", "TFLOPS", "GFLOPS", "FLOPS" };
+    static const double      scales[]     = { 1e12, 1e9, 1e6, 1.0 };
+    const char *const       *units        = flops ? flop_units : byte_units;
+    double                   scale0       = flops ? 1e3 : 1.0;
+    char                     buf[48];
+    double                   back;
+    int                      i;
+
+    for (i = 0; i < 4; i++) {
+        double scale = (i < 3) ? scales[i] * scale0 : 1.0;
+
+        if ((r >= scale) || (i == 3)) {
+            snprintf(buf, sizeof(buf), "%.6g %s", r / scale, units[i]);
+            break;
+        }
+    }
+    if ((sim_parse_rate(buf, &back) != MEMSVC_OK) || (back != r)) {
+        snprintf(buf, sizeof(buf), "%.17g", r);
+    }
+    fprintf(f, "%s = %s\n", key, buf);
+}
+
+static void sim_print_time(FILE *f, const char *key, uint64_t ns)
+{
+    char     buf[48];
+    uint64_t back;
+
+    sim_format_time(ns, buf, sizeof(buf));
+    if ((sim_parse_duration(buf, &back) != MEMSVC_OK) || (back != ns)) {
+        snprintf(buf, sizeof(buf), "%llu ns", (unsigned long long)ns);
+    }
+    fprintf(f, "%s = %s\n", key, buf);
 }
 
 void sim_desc_print(const sim_desc_t *desc, void *file)
@@ -602,7 +638,7 @@ void sim_desc_print(const sim_desc_t *desc, void *file)
     static const char *const names[] = { "h2d", "d2h", "d2d", "disk", "nic" };
     const sim_link_desc_t   *links[5];
     FILE                    *f = (file != NULL) ? file : stdout;
-    char                     b1[48], b2[48];
+    char                     key[32];
     int                      i;
 
     if (desc == NULL) {
@@ -615,17 +651,16 @@ void sim_desc_print(const sim_desc_t *desc, void *file)
     links[4] = &desc->nic;
     fprintf(f, "preset = %s\n", desc->name);
     fprintf(f, "npus = %u\n", desc->num_npus);
-    fprintf(f, "hbm = %s (%llu B)\n", sim_format_size(desc->hbm_bytes, b1, sizeof(b1)),
-            (unsigned long long)desc->hbm_bytes);
-    fprintf(f, "hbm_bw = %s\n", sim_format_rate(desc->hbm_bw, b1, sizeof(b1)));
-    fprintf(f, "host = %s (%llu B)\n", sim_format_size(desc->host_bytes, b1, sizeof(b1)),
-            (unsigned long long)desc->host_bytes);
-    fprintf(f, "disk = %s (%llu B)\n", sim_format_size(desc->disk_bytes, b1, sizeof(b1)),
-            (unsigned long long)desc->disk_bytes);
+    sim_print_size(f, "hbm", desc->hbm_bytes);
+    sim_print_rate(f, "hbm_bw", desc->hbm_bw, 0);
+    sim_print_size(f, "host", desc->host_bytes);
+    sim_print_size(f, "disk", desc->disk_bytes);
     for (i = 0; i < 5; i++) {
-        fprintf(f, "%s_bw = %s\n", names[i], sim_format_rate(links[i]->bw, b1, sizeof(b1)));
-        fprintf(f, "%s_lat = %s\n", names[i], sim_format_time(links[i]->lat_ns, b2, sizeof(b2)));
+        snprintf(key, sizeof(key), "%s_bw", names[i]);
+        sim_print_rate(f, key, links[i]->bw, 0);
+        snprintf(key, sizeof(key), "%s_lat", names[i]);
+        sim_print_time(f, key, links[i]->lat_ns);
     }
-    fprintf(f, "flops = %.4g TFLOPS\n", desc->flops / 1e12);
-    fprintf(f, "mfu = %.3g\n", desc->mfu);
+    sim_print_rate(f, "flops", desc->flops, 1);
+    fprintf(f, "mfu = %.17g\n", desc->mfu);
 }

@@ -287,31 +287,53 @@ static void test_link_time_and_format(void)
     CU_ASSERT_STRING_EQUAL(sim_format_time(3000000000ull, buf, sizeof(buf)), "3.000 s");
 }
 
-/* Every printed "key = value" line names a key that sim_desc_set accepts. */
-static void test_print_names_keys(void)
+/* Printed "key = value" lines, applied as overrides, rebuild the same description. */
+static void print_round_trip(const sim_desc_t *d)
 {
-    sim_desc_t d, copy;
-    char       line[256], key[64];
+    sim_desc_t copy;
+    char       line[256], assign[256], err[256];
     FILE      *f = tmpfile();
     int        lines = 0;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    TEST_ASSERT_OK(sim_desc_preset("ascend-910b", &d));
-    sim_desc_print(&d, f);
+    sim_desc_print(d, f);
     rewind(f);
+    memset(&copy, 0, sizeof(copy));
+    memcpy(copy.name, d->name, sizeof(copy.name));
     while (fgets(line, sizeof(line), f) != NULL) {
         char *eq = strstr(line, " = ");
 
         CU_ASSERT_PTR_NOT_NULL_FATAL(eq);
-        snprintf(key, sizeof(key), "%.*s=1", (int)(eq - line), line);
-        copy = d;
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(assign, sizeof(assign), "%.*s=%s", (int)(eq - line), line, eq + 3);
         if (strncmp(line, "preset", 6) != 0) {
-            CU_ASSERT_NOT_EQUAL(sim_desc_set(&copy, key, NULL, 0), MEMSVC_ERR_UNKNOWN_KEY);
+            err[0] = '\0';
+            CU_ASSERT_EQUAL(sim_desc_set(&copy, assign, err, sizeof(err)), MEMSVC_OK);
         }
         lines++;
     }
     fclose(f);
     CU_ASSERT_EQUAL(lines, 18);
+    CU_ASSERT_EQUAL(memcmp(&copy, d, sizeof(copy)), 0);
+}
+
+static void test_print_round_trip(void)
+{
+    const char *const *names = sim_desc_preset_names();
+    sim_desc_t         d;
+
+    for (; *names != NULL; names++) {
+        TEST_ASSERT_OK(sim_desc_preset(*names, &d));
+        print_round_trip(&d);
+    }
+    /* Values that do not format exactly fall back to exact forms. */
+    TEST_ASSERT_OK(sim_desc_preset("tiny", &d));
+    TEST_ASSERT_OK(sim_desc_set(&d, "hbm=123456789", NULL, 0));
+    TEST_ASSERT_OK(sim_desc_set(&d, "h2d_bw=12345.6789012345GB/s", NULL, 0));
+    TEST_ASSERT_OK(sim_desc_set(&d, "d2h_lat=1234567ns", NULL, 0));
+    TEST_ASSERT_OK(sim_desc_set(&d, "mfu=0.123456789", NULL, 0));
+    TEST_ASSERT_OK(sim_desc_set(&d, "flops=123.456789TFLOPS", NULL, 0));
+    print_round_trip(&d);
 }
 
 static void add_suite(void)
@@ -326,7 +348,7 @@ static void add_suite(void)
     CU_add_test(s, "rate parser table", test_parse_rate_table);
     CU_add_test(s, "duration parser table", test_parse_duration_table);
     CU_add_test(s, "link time and formatting", test_link_time_and_format);
-    CU_add_test(s, "print names settable keys", test_print_names_keys);
+    CU_add_test(s, "print round-trips through overrides", test_print_round_trip);
 }
 
 TEST_REGISTER(sim_desc, add_suite)
