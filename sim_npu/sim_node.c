@@ -107,6 +107,17 @@ static memsvc_status_t sim_host_arena_create(sim_node_t *node)
         return MEMSVC_ERR_NO_RESOURCE;
     }
     node->has_arena = true;
+    /* Keep freed host pages mapped: the pool is reused by the next swap-out, and giving pages
+     * back only to fault them in again would cost more than the copy itself. */
+    {
+        char    name[64];
+        ssize_t never = -1;
+
+        snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", node->arena);
+        mallctl(name, NULL, NULL, &never, sizeof(never));
+        snprintf(name, sizeof(name), "arena.%u.muzzy_decay_ms", node->arena);
+        mallctl(name, NULL, NULL, &never, sizeof(never));
+    }
     return MEMSVC_OK;
 }
 
