@@ -758,7 +758,7 @@ void eng_destroy(eng_t *eng)
         eng->devs[i].queue.head = eng->devs[i].queue.tail = NULL;
     }
     for (i = 0; i < eng->num_slots; i++) {
-        eng_tensor_t *t = eng->slots[i];
+        eng_tensor_t *t = eng_reg_slot(eng, i);
         eng_waiter_t *w;
 
         if (t == NULL) {
@@ -843,21 +843,24 @@ memsvc_status_t eng_alloc(eng_t *eng, const eng_tensor_desc_t *desc, unsigned fl
     memsvc_status_t status;
     eng_tensor_t   *t;
     size_t          keylen;
+    uint32_t        hash;
 
     status = eng_check_desc(eng, desc);
     if (status != MEMSVC_OK) {
         return status;
     }
-    if (eng_reg_find(eng, desc->job, desc->key) != NULL) {
+    keylen = strlen(desc->key);
+    hash   = eng_key_hash(desc->job, desc->key, keylen);
+    if (eng_reg_find_hashed(eng, desc->job, desc->key, hash) != NULL) {
         return MEMSVC_ERR_EXISTS;
     }
-    keylen = strlen(desc->key);
-    t      = malloc(ENG_TENSOR_BYTES(keylen));
+    t = malloc(ENG_TENSOR_BYTES(keylen));
     if (t == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
     memset(t, 0, offsetof(eng_tensor_t, key));
     memcpy(t->key, desc->key, keylen + 1);
+    t->hash             = hash;
     t->pub.size         = desc->size;
     t->pub.kind         = (uint8_t)desc->kind;
     t->pub.device       = (uint16_t)desc->device;
@@ -1247,7 +1250,7 @@ void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tenso
     uint32_t          i;
 
     for (i = 0; i < eng->num_slots; i++) {
-        const eng_tensor_t *t = eng->slots[i];
+        const eng_tensor_t *t = eng_reg_slot(eng, i);
 
         if (t == NULL || (job != UINT32_MAX && t->pub.job != job)) {
             continue;
@@ -1338,8 +1341,10 @@ double eng_metadata_per_tensor(const eng_t *eng)
         return 0.0;
     }
     for (i = 0; i < eng->num_slots; i++) {
-        if (eng->slots[i] != NULL) {
-            bytes += ENG_TENSOR_BYTES(strlen(eng->slots[i]->key)) + sim_alloc_block_overhead();
+        const eng_tensor_t *t = eng_reg_slot(eng, i);
+
+        if (t != NULL) {
+            bytes += ENG_TENSOR_BYTES(strlen(t->key)) + sim_alloc_block_overhead();
         }
     }
     return (double)bytes / (double)eng->live;

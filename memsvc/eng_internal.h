@@ -49,6 +49,7 @@ typedef struct eng_tensor {
     uint8_t            flags;      /* ENG_TF_* */
     uint8_t            in_kind;    /* enum eng_in_kind while moving_in */
     uint8_t            out_kind;   /* enum eng_out_kind while moving_out */
+    uint32_t           hash;       /* of (job, key) */
     char               key[];      /* NUL-terminated */
 } eng_tensor_t;
 
@@ -93,15 +94,17 @@ struct eng {
     pol_ctx_t        pol_ctx;
     char             pol_spec[128];
 
-    /* registry: handle = generation << 32 | slot */
+    /* registry: handle = generation << 32 | slot; free slots are chained through `slots`
+     * (an odd value: next free slot << 1 | 1) */
     eng_tensor_t   **slots;
     uint32_t        *gens;
-    uint32_t        *free_slots;
-    uint32_t         num_free, num_slots, cap_slots;
+    uint64_t         free_head;  /* first free slot + 1, 0 if none */
+    uint32_t         num_slots, cap_slots;
     uint64_t         live;
 
-    /* key hash: (job, key) -> slot + 1, open addressing with linear probing (0: empty) */
-    uint32_t        *buckets;
+    /* key hash: (job, key) -> hash << 32 | slot + 1, linear probing (0: empty); keeping the
+     * hash in the bucket lets probes and deletions run without touching the tensors */
+    uint64_t        *buckets;
     uint64_t         num_buckets;
 
     uint32_t         next_move_id;
@@ -115,7 +118,10 @@ void            eng_reg_cleanup(eng_t *eng);
 memsvc_status_t eng_reg_insert(eng_t *eng, eng_tensor_t *t);   /* assigns pub.handle */
 void            eng_reg_remove(eng_t *eng, eng_tensor_t *t);
 eng_tensor_t   *eng_reg_get(const eng_t *eng, eng_handle_t handle); /* NULL if stale */
+eng_tensor_t   *eng_reg_slot(const eng_t *eng, uint32_t slot);      /* NULL if free */
 eng_tensor_t   *eng_reg_find(const eng_t *eng, uint32_t job, const char *key);
+uint32_t        eng_key_hash(uint32_t job, const char *key, size_t len);
+eng_tensor_t   *eng_reg_find_hashed(const eng_t *eng, uint32_t job, const char *key, uint32_t hash);
 size_t          eng_reg_bytes(const eng_t *eng);               /* table memory */
 
 /* lists */

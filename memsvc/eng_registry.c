@@ -1,6 +1,8 @@
 /* eng_registry.c - the tensor registry: handle table with generations, (job, key) hash */
 #include "memsvc/eng_internal.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,16 +10,30 @@
 #define ENG_BUCKET_INIT 1024u
 #define ENG_SLOT_MAX    0xfffffff0u
 
-static uint64_t eng_key_hash(uint32_t job, const char *key)
+static inline uint64_t eng_mix(uint64_t a, uint64_t b)
 {
-    uint64_t h = 0xcbf29ce484222325ull ^ job;
-    const unsigned char *p;
+    __uint128_t r = (__uint128_t)a * b;
 
-    for (p = (const unsigned char *)key; *p != '\0'; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ull;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+/* A fast 64-bit multiply-mix hash over 8-byte words, folded to 32 bits. */
+uint32_t eng_key_hash(uint32_t job, const char *key, size_t len)
+{
+    const uint64_t k1 = 0xa0761d6478bd642full, k2 = 0xe7037ed1a0b428dbull;
+    uint64_t       h  = 0x8bb84b93962eacc9ull ^ ((uint64_t)job << 32) ^ len;
+    uint64_t       w;
+
+    while (len >= 8) {
+        memcpy(&w, key, 8);
+        h = eng_mix(h ^ w ^ k1, k2);
+        key += 8;
+        len -= 8;
     }
-    return h ^ (h >> 29);
+    w = 0;
+    memcpy(&w, key, len);
+    h = eng_mix(h ^ w ^ k2, k1 ^ len);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 memsvc_status_t eng_reg_init(eng_t *eng)
@@ -25,11 +41,9 @@ memsvc_status_t eng_reg_init(eng_t *eng)
     eng->cap_slots   = ENG_SLOT_INIT;
     eng->slots       = calloc(eng->cap_slots, sizeof(*eng->slots));
     eng->gens        = calloc(eng->cap_slots, sizeof(*eng->gens));
-    eng->free_slots  = calloc(eng->cap_slots, sizeof(*eng->free_slots));
     eng->num_buckets = ENG_BUCKET_INIT;
     eng->buckets     = calloc(eng->num_buckets, sizeof(*eng->buckets));
-    if (eng->slots == NULL || eng->gens == NULL || eng->free_slots == NULL ||
-        eng->buckets == NULL) {
+    if (eng->slots == NULL || eng->gens == NULL || eng->buckets == NULL) {
         eng_reg_cleanup(eng);
         return MEMSVC_ERR_NO_RESOURCE;
     }
@@ -40,19 +54,29 @@ void eng_reg_cleanup(eng_t *eng)
 {
     free(eng->slots);
     free(eng->gens);
-    free(eng->free_slots);
     free(eng->buckets);
-    eng->slots      = NULL;
-    eng->gens       = NULL;
-    eng->free_slots = NULL;
-    eng->buckets    = NULL;
+    eng->slots   = NULL;
+    eng->gens    = NULL;
+    eng->buckets = NULL;
+}
+
+static inline bool eng_slot_is_free(const eng_tensor_t *p)
+{
+    return ((uintptr_t)p & 1u) != 0 || p == NULL;
+}
+
+eng_tensor_t *eng_reg_slot(const eng_t *eng, uint32_t slot)
+{
+    eng_tensor_t *p = (slot < eng->num_slots) ? eng->slots[slot] : NULL;
+
+    return eng_slot_is_free(p) ? NULL : p;
 }
 
 static memsvc_status_t eng_reg_grow_slots(eng_t *eng)
 {
     uint32_t       cap = eng->cap_slots * 2;
     eng_tensor_t **slots;
-    uint32_t      *gens, *free_slots;
+    uint32_t      *gens;
 
     if (eng->cap_slots >= ENG_SLOT_MAX / 2) {
         return MEMSVC_ERR_TOO_LARGE;
@@ -66,28 +90,23 @@ static memsvc_status_t eng_reg_grow_slots(eng_t *eng)
     if (gens == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    eng->gens  = gens;
-    free_slots = realloc(eng->free_slots, cap * sizeof(*free_slots));
-    if (free_slots == NULL) {
-        return MEMSVC_ERR_NO_RESOURCE;
-    }
-    eng->free_slots = free_slots;
+    eng->gens = gens;
     memset(eng->slots + eng->cap_slots, 0, (cap - eng->cap_slots) * sizeof(*slots));
     memset(eng->gens + eng->cap_slots, 0, (cap - eng->cap_slots) * sizeof(*gens));
     eng->cap_slots = cap;
     return MEMSVC_OK;
 }
 
-static inline uint64_t eng_bucket_of(const eng_t *eng, const eng_tensor_t *t)
+static inline uint64_t eng_bucket_home(const eng_t *eng, uint64_t bucket)
 {
-    return eng_key_hash(t->pub.job, t->key) & (eng->num_buckets - 1);
+    return (bucket >> 32) & (eng->num_buckets - 1);
 }
 
 /* Double the table; keeps the load at most one half. */
 static void eng_reg_grow_buckets(eng_t *eng)
 {
-    uint64_t  n   = eng->num_buckets * 2;
-    uint32_t *old = eng->buckets;
+    uint64_t  n     = eng->num_buckets * 2;
+    uint64_t *old   = eng->buckets;
     uint64_t  old_n = eng->num_buckets;
     uint64_t  i;
 
@@ -99,7 +118,7 @@ static void eng_reg_grow_buckets(eng_t *eng)
     eng->num_buckets = n;
     for (i = 0; i < old_n; i++) {
         if (old[i] != 0) {
-            uint64_t h = eng_bucket_of(eng, eng->slots[old[i] - 1]);
+            uint64_t h = eng_bucket_home(eng, old[i]);
 
             while (eng->buckets[h] != 0) {
                 h = (h + 1) & (n - 1);
@@ -122,8 +141,9 @@ memsvc_status_t eng_reg_insert(eng_t *eng, eng_tensor_t *t)
             return MEMSVC_ERR_NO_RESOURCE;
         }
     }
-    if (eng->num_free > 0) {
-        slot = eng->free_slots[--eng->num_free];
+    if (eng->free_head != 0) {
+        slot           = (uint32_t)(eng->free_head - 1);
+        eng->free_head = (uintptr_t)eng->slots[slot] >> 1;
     } else {
         if (eng->num_slots == eng->cap_slots) {
             status = eng_reg_grow_slots(eng);
@@ -139,11 +159,11 @@ memsvc_status_t eng_reg_insert(eng_t *eng, eng_tensor_t *t)
     eng->slots[slot] = t;
     t->pub.handle    = ((uint64_t)eng->gens[slot] << 32) | slot;
 
-    h = eng_bucket_of(eng, t);
+    h = t->hash & (eng->num_buckets - 1);
     while (eng->buckets[h] != 0) {
         h = (h + 1) & (eng->num_buckets - 1);
     }
-    eng->buckets[h] = slot + 1;
+    eng->buckets[h] = ((uint64_t)t->hash << 32) | (slot + 1);
     eng->live++;
     return MEMSVC_OK;
 }
@@ -151,12 +171,13 @@ memsvc_status_t eng_reg_insert(eng_t *eng, eng_tensor_t *t)
 /* Remove with backward shift, so that no tombstones are needed. */
 void eng_reg_remove(eng_t *eng, eng_tensor_t *t)
 {
-    uint32_t slot = (uint32_t)t->pub.handle;
-    uint64_t mask = eng->num_buckets - 1;
-    uint64_t i    = eng_bucket_of(eng, t);
+    uint32_t slot  = (uint32_t)t->pub.handle;
+    uint64_t mask  = eng->num_buckets - 1;
+    uint64_t entry = ((uint64_t)t->hash << 32) | (slot + 1);
+    uint64_t i     = t->hash & mask;
     uint64_t j;
 
-    while (eng->buckets[i] != slot + 1) {
+    while (eng->buckets[i] != entry) {
         i = (i + 1) & mask;
     }
     j = i;
@@ -167,8 +188,8 @@ void eng_reg_remove(eng_t *eng, eng_tensor_t *t)
         if (eng->buckets[j] == 0) {
             break;
         }
-        home = eng_bucket_of(eng, eng->slots[eng->buckets[j] - 1]);
-        /* move j back to i unless its home lies cyclically in (i, j] */
+        home = eng_bucket_home(eng, eng->buckets[j]);
+        /* leave j where it is if its home lies cyclically in (i, j] */
         if ((i <= j) ? (i < home && home <= j) : (i < home || home <= j)) {
             continue;
         }
@@ -177,8 +198,11 @@ void eng_reg_remove(eng_t *eng, eng_tensor_t *t)
     }
     eng->buckets[i] = 0;
 
-    eng->slots[slot]                 = NULL;
-    eng->free_slots[eng->num_free++] = slot;
+    if (++eng->gens[slot] == 0) { /* stale handles stop matching at once */
+        eng->gens[slot] = 1;
+    }
+    eng->slots[slot] = (eng_tensor_t *)(uintptr_t)((eng->free_head << 1) | 1u);
+    eng->free_head   = (uint64_t)slot + 1;
     eng->live--;
 }
 
@@ -190,28 +214,35 @@ eng_tensor_t *eng_reg_get(const eng_t *eng, eng_handle_t handle)
     if (gen == 0 || slot >= eng->num_slots || eng->gens[slot] != gen) {
         return NULL;
     }
-    return eng->slots[slot];
+    return eng_reg_slot(eng, slot);
 }
 
-eng_tensor_t *eng_reg_find(const eng_t *eng, uint32_t job, const char *key)
+eng_tensor_t *eng_reg_find_hashed(const eng_t *eng, uint32_t job, const char *key, uint32_t hash)
 {
     uint64_t mask = eng->num_buckets - 1;
-    uint64_t h    = eng_key_hash(job, key) & mask;
+    uint64_t h    = hash & mask;
 
     while (eng->buckets[h] != 0) {
-        eng_tensor_t *t = eng->slots[eng->buckets[h] - 1];
+        if ((uint32_t)(eng->buckets[h] >> 32) == hash) {
+            eng_tensor_t *t = eng->slots[(uint32_t)eng->buckets[h] - 1];
 
-        if (t->pub.job == job && strcmp(t->key, key) == 0) {
-            return t;
+            if (t->pub.job == job && strcmp(t->key, key) == 0) {
+                return t;
+            }
         }
         h = (h + 1) & mask;
     }
     return NULL;
 }
 
+eng_tensor_t *eng_reg_find(const eng_t *eng, uint32_t job, const char *key)
+{
+    return eng_reg_find_hashed(eng, job, key, eng_key_hash(job, key, strlen(key)));
+}
+
 size_t eng_reg_bytes(const eng_t *eng)
 {
-    return eng->cap_slots * (sizeof(*eng->slots) + sizeof(*eng->gens) + sizeof(*eng->free_slots)) +
+    return eng->cap_slots * (sizeof(*eng->slots) + sizeof(*eng->gens)) +
            eng->num_buckets * sizeof(*eng->buckets);
 }
 
