@@ -171,7 +171,7 @@ static void test_dtr_sample(void)
     CU_ASSERT_EQUAL(st.allocs, 5);   /* w, x, y, z, s (v is a view: an alias of z) */
     CU_ASSERT_EQUAL(st.computes, 5); /* mm, relu, view, add_, sum */
     CU_ASSERT_EQUAL(st.hints, 2);
-    CU_ASSERT_EQUAL(st.frees, 3);    /* z's storage (after v), y's (after z2), s */
+    CU_ASSERT_EQUAL(st.frees, 3); /* z's storage (after v), y's (after z2), s */
     /* w 4096 + x 1024 + y 2048 + z 2048 + s 4 */
     CU_ASSERT_EQUAL(st.recorded_peak, 9220);
     CU_ASSERT_EQUAL(g->header.recorded_peak, 9220);
@@ -255,9 +255,9 @@ static void expect_bad(mt_import_format_t format, const char *text, const char *
     unlink(in);
 }
 
-#define L_W  "{\"INSTRUCTION\":\"CONSTANT\",\"NAME\":\"w\"}\n"
+#define L_W "{\"INSTRUCTION\":\"CONSTANT\",\"NAME\":\"w\"}\n"
 #define L_WM "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":\"64\"}\n"
-#define L_CALL(args, res) \
+#define L_CALL(args, res)                                                                          \
     "{\"INSTRUCTION\":\"CALL\",\"NAME\":\"f\",\"ARGS\":" args ",\"RESULT\":" res ",\"TIME\":1}\n"
 
 static void test_dtr_malformed(void)
@@ -268,16 +268,16 @@ static void test_dtr_malformed(void)
     expect_bad(D, L_W L_WM "{\"NAME\":\"w\"}\n", "line 3:", "INSTRUCTION: missing");
     expect_bad(D, L_W "{\"INSTRUCTION\": \n", "line 2, column", "invalid JSON");
     expect_bad(D, L_W "[1, 2]\n", "line 2:", "expected a JSON object");
-    expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":-5}\n", "line 2:",
-               "field MEMORY");
-    expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":[1]}\n", "line 2:",
-               "field MEMORY");
+    expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":-5}\n",
+               "line 2:", "field MEMORY");
+    expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":[1]}\n",
+               "line 2:", "field MEMORY");
     expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":\"12x\"}\n",
                "line 2:", "field MEMORY");
-    expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"RELEASE\",\"NAME\":\"nope\"}\n", "line 3:",
-               "unknown tensor name 'nope'");
-    expect_bad(D, L_W L_WM L_CALL("[\"w\", \"q\"]", "[\"y\"]"), "line 3:",
-               "unknown tensor name 'q'");
+    expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"RELEASE\",\"NAME\":\"nope\"}\n",
+               "line 3:", "unknown tensor name 'nope'");
+    expect_bad(D, L_W L_WM L_CALL("[\"w\", \"q\"]", "[\"y\"]"),
+               "line 3:", "unknown tensor name 'q'");
     expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"CALL\",\"NAME\":\"f\",\"RESULT\":[],\"TIME\":1}\n",
                "line 3:", "field ARGS: missing");
     expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"CALL\",\"NAME\":\"f\",\"ARGS\":[],\"RESULT\":[]}\n",
@@ -287,16 +287,20 @@ static void test_dtr_malformed(void)
                         "\"TIME\":\"-1\"}\n",
                "line 3:", "field TIME");
     expect_bad(D, L_W L_WM L_CALL("[\"w\"]", "[7]"), "line 3:", "field RESULT");
-    expect_bad(D,
-               L_W L_WM L_CALL("[\"w\"]", "[\"y\"]")
-               "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"y\",\"MEMORY\":8}\n"
-               "{\"INSTRUCTION\":\"ALIAS\",\"NAME\":\"y\",\"ALIAS\":5}\n",
-               "line 5:", "field ALIAS");
-    expect_bad(D, L_W L_WM L_CALL("[\"w\"]", "[\"y\"]") "{\"INSTRUCTION\":\"RELEASE\",\"NAME\":\"w\"}\n",
-               "line 4:", "before the MEMORY/ALIAS lines of the instruction at line 3");
-    expect_bad(D, L_W L_WM L_CALL("[\"w\"]", "[\"y\"]")
-               "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"y\",\"MEMORY\":8}\n",
-               "line 5:", "the log ends before the MEMORY/ALIAS lines of the instruction at line 3");
+    expect_bad(
+        D,
+        L_W L_WM L_CALL("[\"w\"]",
+                        "[\"y\"]") "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"y\",\"MEMORY\":8}\n"
+                                   "{\"INSTRUCTION\":\"ALIAS\",\"NAME\":\"y\",\"ALIAS\":5}\n",
+        "line 5:", "field ALIAS");
+    expect_bad(
+        D, L_W L_WM L_CALL("[\"w\"]", "[\"y\"]") "{\"INSTRUCTION\":\"RELEASE\",\"NAME\":\"w\"}\n",
+        "line 4:", "before the MEMORY/ALIAS lines of the instruction at line 3");
+    expect_bad(
+        D,
+        L_W L_WM L_CALL("[\"w\"]",
+                        "[\"y\"]") "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"y\",\"MEMORY\":8}\n",
+        "line 5:", "the log ends before the MEMORY/ALIAS lines of the instruction at line 3");
     expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"z\",\"MEMORY\":8}\n",
                "line 3:", "no pending CALL result");
     expect_bad(D, L_W L_WM L_W, "line 3:", "'w' is already defined");
@@ -309,11 +313,13 @@ static void test_dtr_malformed(void)
                "line 3:", "unknown tensor name 'nope'");
     expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"COPY_FROM\",\"DST\":\"v\",\"SRC\":\"w\"}\n",
                "line 3:", "unknown tensor name 'v'");
-    expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"ANNOTATE\",\"ANNOTATION\":\"LUNCH\"}\n", "line 3:",
-               "unknown ANNOTATION");
-    expect_bad(D, L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":\"1000000000000000\"}\n",
+    expect_bad(D, L_W L_WM "{\"INSTRUCTION\":\"ANNOTATE\",\"ANNOTATION\":\"LUNCH\"}\n",
+               "line 3:", "unknown ANNOTATION");
+    expect_bad(D,
+               L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"MEMORY\":\"1000000000000000\"}\n",
                "line 2:", "above 2^48");
-    expect_bad(D, "\n" L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"NAME\":\"w\",\"MEMORY\":1}\n",
+    expect_bad(D,
+               "\n" L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"NAME\":\"w\",\"MEMORY\":1}\n",
                "line 3, column", "duplicate");
 }
 
@@ -321,7 +327,8 @@ static void test_snapshot_malformed(void)
 {
     const mt_import_format_t S = MT_IMPORT_SNAPSHOT;
 
-#define SNAP(entry) "{\"device_traces\": [[{\"action\":\"alloc\",\"addr\":16,\"size\":8}, " entry "]]}"
+#define SNAP(entry)                                                                                \
+    "{\"device_traces\": [[{\"action\":\"alloc\",\"addr\":16,\"size\":8}, " entry "]]}"
     expect_bad(S, "{\"device_traces\": 5}", "device_traces: missing or not an array", NULL);
     expect_bad(S, "{\"segments\": []}", "device_traces: missing", NULL);
     expect_bad(S, "[]", "(top): expected an object", NULL);
@@ -352,17 +359,20 @@ static void test_chrome_malformed(void)
 {
     const mt_import_format_t C = MT_IMPORT_CHROME;
 
-#define MEM(args) "{\"traceEvents\": [{\"name\":\"x\"}, {\"name\":\"[memory]\",\"ts\":1,\"args\":" args "}]}"
+#define MEM(args)                                                                                  \
+    "{\"traceEvents\": [{\"name\":\"x\"}, {\"name\":\"[memory]\",\"ts\":1,\"args\":" args "}]}"
 #define OK_ARGS "\"Addr\":16,\"Total Allocated\":8,\"Device Type\":1,\"Device Id\":0"
     expect_bad(C, "{\"events\": []}", "traceEvents: missing", NULL);
     expect_bad(C, "{\"traceEvents\": [1]}", "traceEvents[0]: expected an object", NULL);
     expect_bad(C, MEM("5"), "traceEvents[1].args: missing or not an object", NULL);
     expect_bad(C, MEM("{\"Bytes\":\"8\"," OK_ARGS "}"), "traceEvents[1].args.Bytes", NULL);
-    expect_bad(C, MEM("{\"Bytes\":8,\"Addr\":-16,\"Total Allocated\":8,\"Device Type\":1,"
-                      "\"Device Id\":0}"),
+    expect_bad(C,
+               MEM("{\"Bytes\":8,\"Addr\":-16,\"Total Allocated\":8,\"Device Type\":1,"
+                   "\"Device Id\":0}"),
                "traceEvents[1].args.Addr", NULL);
-    expect_bad(C, MEM("{\"Bytes\":8,\"Addr\":16,\"Total Allocated\":8,\"Device Type\":1,"
-                      "\"Device Id\":64}"),
+    expect_bad(C,
+               MEM("{\"Bytes\":8,\"Addr\":16,\"Total Allocated\":8,\"Device Type\":1,"
+                   "\"Device Id\":64}"),
                "traceEvents[1].args.Device Id", NULL);
     expect_bad(C, MEM("{\"Bytes\":8,\"Addr\":16,\"Device Type\":1,\"Device Id\":0}"),
                "traceEvents[1].args.Total Allocated", NULL);
@@ -464,8 +474,9 @@ static void test_cli(void)
     int  lines;
 
     tmp_path(out, sizeof(out));
-    snprintf(cmd, sizeof(cmd), "%s/memtrace import --from dtr " DATA "dtr_small.jsonl %s 2>/dev/null",
-             test_bin_dir(), out);
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace import --from dtr " DATA "dtr_small.jsonl %s 2>/dev/null", test_bin_dir(),
+             out);
     CU_ASSERT_EQUAL(run(cmd, &lines), 0);
     snprintf(cmd, sizeof(cmd), "%s/memtrace dump %s", test_bin_dir(), out);
     CU_ASSERT_EQUAL(run(cmd, &lines), 0);

@@ -53,21 +53,51 @@ static const uint64_t ev_writes[] = {13};
 static void sample_events(mt_event_t ev[MT_EV_COUNT])
 {
     memset(ev, 0, MT_EV_COUNT * sizeof(ev[0]));
-    ev[0] = (mt_event_t){.type = MT_EV_ALLOC, .time_ns = 1000, .rank = 3, .device = 5,
-                         .tensor = 77, .key = "L12.mb3.attn.qkv", .size = 1ull << 33,
-                         .kind = MEMSVC_KIND_OPTIM, .tags = {12, 3, -1, 7, 2},
-                         .recomputable = true, .recompute_ns = 4321, .durable = true,
-                         .producer = 99, .inputs = ev_inputs, .num_inputs = 3};
-    ev[1] = (mt_event_t){.type = MT_EV_ACCESS, .time_ns = 2000, .rank = 3, .device = 5,
-                         .tensor = 77, .write = true, .op = 1234};
-    ev[2] = (mt_event_t){.type = MT_EV_FREE, .time_ns = UINT64_MAX, .rank = 1, .device = 63,
-                         .tensor = UINT64_MAX};
-    ev[3] = (mt_event_t){.type = MT_EV_COMPUTE, .time_ns = 3000, .rank = 2, .device = 1,
-                         .op = 55, .name = "moe.dispatch", .duration_ns = 777, .stream = 2,
-                         .reads = ev_reads, .num_reads = 2, .writes = ev_writes, .num_writes = 1};
-    ev[4] = (mt_event_t){.type = MT_EV_HINT, .time_ns = 4000, .rank = 0, .device = 0,
-                         .hint = MEMSVC_HINT_PHASE, .step = 2, .layer = -1, .microbatch = 31,
-                         .phase = MEMSVC_PHASE_OPTIMIZER};
+    ev[0] = (mt_event_t){.type         = MT_EV_ALLOC,
+                         .time_ns      = 1000,
+                         .rank         = 3,
+                         .device       = 5,
+                         .tensor       = 77,
+                         .key          = "L12.mb3.attn.qkv",
+                         .size         = 1ull << 33,
+                         .kind         = MEMSVC_KIND_OPTIM,
+                         .tags         = {12, 3, -1, 7, 2},
+                         .recomputable = true,
+                         .recompute_ns = 4321,
+                         .durable      = true,
+                         .producer     = 99,
+                         .inputs       = ev_inputs,
+                         .num_inputs   = 3};
+    ev[1] = (mt_event_t){.type    = MT_EV_ACCESS,
+                         .time_ns = 2000,
+                         .rank    = 3,
+                         .device  = 5,
+                         .tensor  = 77,
+                         .write   = true,
+                         .op      = 1234};
+    ev[2] = (mt_event_t){
+        .type = MT_EV_FREE, .time_ns = UINT64_MAX, .rank = 1, .device = 63, .tensor = UINT64_MAX};
+    ev[3] = (mt_event_t){.type        = MT_EV_COMPUTE,
+                         .time_ns     = 3000,
+                         .rank        = 2,
+                         .device      = 1,
+                         .op          = 55,
+                         .name        = "moe.dispatch",
+                         .duration_ns = 777,
+                         .stream      = 2,
+                         .reads       = ev_reads,
+                         .num_reads   = 2,
+                         .writes      = ev_writes,
+                         .num_writes  = 1};
+    ev[4] = (mt_event_t){.type       = MT_EV_HINT,
+                         .time_ns    = 4000,
+                         .rank       = 0,
+                         .device     = 0,
+                         .hint       = MEMSVC_HINT_PHASE,
+                         .step       = 2,
+                         .layer      = -1,
+                         .microbatch = 31,
+                         .phase      = MEMSVC_PHASE_OPTIMIZER};
 }
 
 static void assert_event_equal(const mt_event_t *a, const mt_event_t *b)
@@ -229,8 +259,8 @@ static void test_writer_refuses_invalid(void)
     TEST_ASSERT_OK(mt_writer_open(path, &h, &w));
     memset(longkey, 'k', sizeof(longkey) - 1);
     longkey[sizeof(longkey) - 1] = '\0';
-    e     = ev[0];
-    e.key = longkey;
+    e                            = ev[0];
+    e.key                        = longkey;
     CU_ASSERT_EQUAL(mt_writer_put(w, &e), MEMSVC_ERR_INVALID_PARAM);
     e      = ev[0];
     e.kind = MEMSVC_KIND_COUNT;
@@ -314,7 +344,7 @@ static void test_million_events_bounded(void)
 /* One large event: the buffer grows to hold it (and no more than about twice it). */
 static void test_large_event_bounded(void)
 {
-    const uint32_t n = 200000;
+    const uint32_t n   = 200000;
     uint64_t      *ids = calloc(n, sizeof(*ids));
     mt_header_t    h;
     mt_writer_t   *w;
@@ -571,19 +601,33 @@ static size_t pack(char *out, const char *fmt, const uint64_t *vals)
     msgpack_pack_array(&pk, n);
     for (i = 0; i < n; i++) {
         switch (fmt[i]) {
-        case 'i': msgpack_pack_uint64(&pk, vals[i]); break;
-        case 'n': msgpack_pack_int64(&pk, -5); break;
-        case 's': msgpack_pack_str_with_body(&pk, "ab", 2); break;
-        case 'z': msgpack_pack_str_with_body(&pk, "a\0b", 3); break;
-        case 'b': msgpack_pack_true(&pk); break;
-        case 'a': msgpack_pack_array(&pk, 0); break;
+        case 'i':
+            msgpack_pack_uint64(&pk, vals[i]);
+            break;
+        case 'n':
+            msgpack_pack_int64(&pk, -5);
+            break;
+        case 's':
+            msgpack_pack_str_with_body(&pk, "ab", 2);
+            break;
+        case 'z':
+            msgpack_pack_str_with_body(&pk, "a\0b", 3);
+            break;
+        case 'b':
+            msgpack_pack_true(&pk);
+            break;
+        case 'a':
+            msgpack_pack_array(&pk, 0);
+            break;
         case 't': /* tags */
             msgpack_pack_array(&pk, 5);
             for (len = 0; len < 5; len++) {
                 msgpack_pack_int32(&pk, -1);
             }
             break;
-        default: CU_FAIL("bad pack format"); break;
+        default:
+            CU_FAIL("bad pack format");
+            break;
         }
     }
     memcpy(out, sb.data, sb.size);
@@ -690,10 +734,12 @@ static void test_hostile_header(void)
     tmp_path(path, sizeof(path));
     memset(file, 'm', sizeof(file));
     for (variant = 0; variant < 6; variant++) {
-        static const char *const want[] = {
-            "header field '(top)': expected map, got array", "header field 'version': missing",
-            "header field 'version': 2 differs", "header field 'meta': 17 pairs",
-            "header field 'model': string of 64 bytes", "header field 'node.num_npus': value 65"};
+        static const char *const want[] = {"header field '(top)': expected map, got array",
+                                           "header field 'version': missing",
+                                           "header field 'version': 2 differs",
+                                           "header field 'meta': 17 pairs",
+                                           "header field 'model': string of 64 bytes",
+                                           "header field 'node.num_npus': value 65"};
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -767,11 +813,11 @@ static char *print_event(const mt_event_t *e)
 
 static void test_json(void)
 {
-    mt_event_t ev[MT_EV_COUNT], e;
-    char      *s;
-    char      *out = NULL;
-    size_t     len = 0;
-    FILE      *f;
+    mt_event_t  ev[MT_EV_COUNT], e;
+    char       *s;
+    char       *out = NULL;
+    size_t      len = 0;
+    FILE       *f;
     mt_header_t h;
 
     sample_events(ev);
@@ -800,7 +846,8 @@ static void test_json(void)
     f = open_memstream(&out, &len);
     mt_header_print_json(&h, f);
     fclose(f);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"meta\":{\"source\":\"unit \\\"test\\\"\",\"seed\":\"43\"}}\n"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(out, "\"meta\":{\"source\":\"unit \\\"test\\\"\",\"seed\":\"43\"}}\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"h2d\":{\"bw\":25000000000,\"lat_ns\":2000}"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"mfu\":0.29999999999999999"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"layout\":{\"tp\":8,\"pp\":16,\"vpp\":2,\"ep\":4,"));

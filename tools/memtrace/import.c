@@ -72,11 +72,20 @@ memsvc_status_t mt_imp_emit(mt_imp_t *imp, const mt_event_t *e)
     }
     imp->stats.events++;
     switch (e->type) {
-    case MT_EV_ALLOC:   imp->stats.allocs++; break;
-    case MT_EV_FREE:    imp->stats.frees++; break;
-    case MT_EV_COMPUTE: imp->stats.computes++; break;
-    case MT_EV_HINT:    imp->stats.hints++; break;
-    default:            break;
+    case MT_EV_ALLOC:
+        imp->stats.allocs++;
+        break;
+    case MT_EV_FREE:
+        imp->stats.frees++;
+        break;
+    case MT_EV_COMPUTE:
+        imp->stats.computes++;
+        break;
+    case MT_EV_HINT:
+        imp->stats.hints++;
+        break;
+    default:
+        break;
     }
     return MEMSVC_OK;
 }
@@ -265,9 +274,9 @@ memsvc_status_t mt_map_put(mt_map_t *map, const char *key, void *val)
             mt_map_ent_t *next;
 
             for (e = map->buckets[i]; e != NULL; e = next) {
-                next                   = e->next;
-                e->next                = b[e->hash & (n - 1)];
-                b[e->hash & (n - 1)]   = e;
+                next                 = e->next;
+                e->next              = b[e->hash & (n - 1)];
+                b[e->hash & (n - 1)] = e;
             }
         }
         free(map->buckets);

@@ -18,7 +18,7 @@ typedef struct mt_import_opts {
 } mt_import_opts_t;
 
 typedef struct mt_import_stats {
-    uint64_t events;        /* events written */
+    uint64_t events; /* events written */
     uint64_t allocs, frees, computes, hints;
     uint64_t recorded_peak; /* the header's recorded_peak */
     uint64_t skipped;       /* input records ignored (CPU memory, frees of unknown addresses) */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,26 +14,26 @@
 typedef struct mt_dtr_storage {
     uint64_t tensor; /* tensor id in the trace */
     uint64_t size;
-    uint64_t refs;   /* names bound to it */
+    uint64_t refs; /* names bound to it */
 } mt_dtr_storage_t;
 
 /* A result of the pending CALL, or the pending CONSTANT. */
 typedef struct mt_dtr_result {
-    char     *name;
-    uint64_t  size;
-    int64_t   alias;     /* -1: new storage; else index into the call's ARGS */
-    bool      have_size, have_alias;
+    char    *name;
+    uint64_t size;
+    int64_t  alias; /* -1: new storage; else index into the call's ARGS */
+    bool     have_size, have_alias;
 } mt_dtr_result_t;
 
 typedef struct mt_dtr {
-    mt_imp_t          *imp;
+    mt_imp_t               *imp;
     const mt_import_opts_t *opts;
-    mt_map_t           names;      /* name -> mt_dtr_storage_t */
-    uint64_t           line;       /* current line number, from 1 */
-    uint64_t           clock_ns;   /* simulated time: sum of the durations so far */
-    uint64_t           next_tensor, next_op;
-    uint64_t           live, peak; /* bytes of live storages */
-    int32_t            step;       /* START annotations seen - 1 */
+    mt_map_t                names;    /* name -> mt_dtr_storage_t */
+    uint64_t                line;     /* current line number, from 1 */
+    uint64_t                clock_ns; /* simulated time: sum of the durations so far */
+    uint64_t                next_tensor, next_op;
+    uint64_t                live, peak; /* bytes of live storages */
+    int32_t                 step;       /* START annotations seen - 1 */
 
     /* the CALL or CONSTANT waiting for its MEMORY / ALIAS lines */
     enum { MT_DTR_IDLE, MT_DTR_CONSTANT, MT_DTR_CALL } pending;
@@ -44,15 +45,20 @@ typedef struct mt_dtr {
     mt_dtr_result_t   *results;
     uint32_t           num_results;
 
-    uint64_t          *ids;        /* scratch for reads/writes/inputs */
-    uint64_t          *ids2;
+    uint64_t *ids; /* scratch for reads/writes/inputs */
+    uint64_t *ids2;
 } mt_dtr_t;
 
-static memsvc_status_t mt_dtr_fail(mt_dtr_t *t, const char *fmt, const char *a, const char *b)
+/* Fail with "line N: <message>"; returns MEMSVC_ERR_FORMAT. */
+static memsvc_status_t __attribute__((format(printf, 2, 3)))
+mt_dtr_fail(mt_dtr_t *t, const char *fmt, ...)
 {
-    char msg[384];
+    char    msg[384];
+    va_list ap;
 
-    snprintf(msg, sizeof(msg), fmt, a, b);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
     return mt_imp_fail(t->imp, "line %" PRIu64 ": %s", t->line, msg);
 }
 
@@ -81,10 +87,10 @@ static memsvc_status_t mt_dtr_str(mt_dtr_t *t, const json_t *obj, const char *fi
     const char *s = json_string_value(json_object_get(obj, field));
 
     if (s == NULL) {
-        return mt_dtr_fail(t, "field %s: missing or not a string%s", field, "");
+        return mt_dtr_fail(t, "field %s: missing or not a string", field);
     }
     if ((s[0] == '\0') || (strlen(s) > MEMSVC_KEY_MAX)) {
-        return mt_dtr_fail(t, "field %s: empty or longer than %s bytes", field, "255");
+        return mt_dtr_fail(t, "field %s: empty or longer than %d bytes", field, MEMSVC_KEY_MAX);
     }
     *s_p = s;
     return MEMSVC_OK;
@@ -95,11 +101,11 @@ static memsvc_status_t mt_dtr_time(mt_dtr_t *t, const json_t *obj, uint64_t *ns_
     double v;
 
     if (!mt_json_get_double(json_object_get(obj, "TIME"), true, &v)) {
-        return mt_dtr_fail(t, "field TIME: missing or not a non-negative number%s%s", "", "");
+        return mt_dtr_fail(t, "field TIME: missing or not a non-negative number");
     }
     v *= (double)t->opts->time_unit_ns;
     if (v >= 1e18) {
-        return mt_dtr_fail(t, "field TIME: absurdly large%s%s", "", "");
+        return mt_dtr_fail(t, "field TIME: absurdly large");
     }
     *ns_p = (uint64_t)llround(v);
     return MEMSVC_OK;
@@ -110,7 +116,7 @@ static memsvc_status_t mt_dtr_lookup(mt_dtr_t *t, const char *name, mt_dtr_stora
     mt_dtr_storage_t *s = mt_map_get(&t->names, name);
 
     if (s == NULL) {
-        return mt_dtr_fail(t, "unknown tensor name '%.80s'%s", name, "");
+        return mt_dtr_fail(t, "unknown tensor name '%.80s'", name);
     }
     *s_p = s;
     return MEMSVC_OK;
@@ -126,11 +132,11 @@ static memsvc_status_t mt_dtr_args(mt_dtr_t *t, const json_t *obj, mt_dtr_storag
     size_t             i, n;
 
     if (!json_is_array(a)) {
-        return mt_dtr_fail(t, "field ARGS: missing or not an array%s%s", "", "");
+        return mt_dtr_fail(t, "field ARGS: missing or not an array");
     }
     n = json_array_size(a);
     if (n > MT_ARRAY_MAX) {
-        return mt_dtr_fail(t, "field ARGS: too many arguments%s%s", "", "");
+        return mt_dtr_fail(t, "field ARGS: too many arguments");
     }
     args = calloc((n > 0) ? n : 1, sizeof(*args));
     if (args == NULL) {
@@ -141,7 +147,7 @@ static memsvc_status_t mt_dtr_args(mt_dtr_t *t, const json_t *obj, mt_dtr_storag
 
         if (name == NULL) {
             free(args);
-            return mt_dtr_fail(t, "field ARGS: element is not a string%s%s", "", "");
+            return mt_dtr_fail(t, "field ARGS: element is not a string");
         }
         status = mt_dtr_lookup(t, name, &args[i]);
         if (status != MEMSVC_OK) {
@@ -184,7 +190,7 @@ static memsvc_status_t mt_dtr_bind(mt_dtr_t *t, const char *name, mt_dtr_storage
     memsvc_status_t status;
 
     if (mt_map_get(&t->names, name) != NULL) {
-        return mt_dtr_fail(t, "tensor name '%.80s' is already defined%s", name, "");
+        return mt_dtr_fail(t, "tensor name '%.80s' is already defined", name);
     }
     status = mt_map_put(&t->names, name, s);
     if (status == MEMSVC_OK) {
@@ -200,7 +206,7 @@ static memsvc_status_t mt_dtr_unbind(mt_dtr_t *t, const char *name)
     mt_event_t        e;
 
     if (s == NULL) {
-        return mt_dtr_fail(t, "unknown tensor name '%.80s'%s", name, "");
+        return mt_dtr_fail(t, "unknown tensor name '%.80s'", name);
     }
     if (--s->refs > 0) {
         return MEMSVC_OK;
@@ -224,7 +230,7 @@ static memsvc_status_t mt_dtr_new(mt_dtr_t *t, const char *name, uint64_t size, 
     memsvc_status_t   status;
 
     if (t->live + size < t->live) {
-        return mt_dtr_fail(t, "live bytes overflow%s%s", "", "");
+        return mt_dtr_fail(t, "live bytes overflow");
     }
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -340,11 +346,11 @@ static memsvc_status_t mt_dtr_result_line(mt_dtr_t *t, const json_t *obj, bool m
     }
     if (memory) {
         if (r->have_size) {
-            return mt_dtr_fail(t, "second MEMORY for '%.80s'%s", name, "");
+            return mt_dtr_fail(t, "second MEMORY for '%.80s'", name);
         }
         if (!mt_json_get_u64(json_object_get(obj, "MEMORY"), true, MT_IMPORT_SIZE_MAX, &u)) {
             return mt_dtr_fail(t, "field MEMORY: missing, negative, not an integer or above "
-                               "2^48%s%s", "", "");
+                                  "2^48");
         }
         r->size      = u;
         r->have_size = true;
@@ -353,7 +359,7 @@ static memsvc_status_t mt_dtr_result_line(mt_dtr_t *t, const json_t *obj, bool m
         int64_t       alias;
 
         if (r->have_alias || (t->pending != MT_DTR_CALL)) {
-            return mt_dtr_fail(t, "unexpected ALIAS for '%.80s'%s", name, "");
+            return mt_dtr_fail(t, "unexpected ALIAS for '%.80s'", name);
         }
         if (json_is_string(a) && (strcmp(json_string_value(a), "-1") == 0)) {
             alias = -1;
@@ -362,7 +368,7 @@ static memsvc_status_t mt_dtr_result_line(mt_dtr_t *t, const json_t *obj, bool m
         } else if (mt_json_get_u64(a, true, UINT32_MAX, &u) && (u < t->num_args)) {
             alias = (int64_t)u;
         } else {
-            return mt_dtr_fail(t, "field ALIAS: not -1 or the index of an argument%s%s", "", "");
+            return mt_dtr_fail(t, "field ALIAS: not -1 or the index of an argument");
         }
         r->alias      = alias;
         r->have_alias = true;
@@ -386,7 +392,7 @@ static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
         return status;
     }
     if (!json_is_array(res) || (json_array_size(res) > MT_ARRAY_MAX)) {
-        return mt_dtr_fail(t, "field RESULT: missing or not an array%s%s", "", "");
+        return mt_dtr_fail(t, "field RESULT: missing or not an array");
     }
     status = mt_dtr_args(t, obj, &t->args, &t->num_args);
     if (status != MEMSVC_OK) {
@@ -404,14 +410,14 @@ static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
         const char *name = json_string_value(json_array_get(res, i));
 
         if ((name == NULL) || (name[0] == '\0') || (strlen(name) > MEMSVC_KEY_MAX)) {
-            return mt_dtr_fail(t, "field RESULT: element is not a tensor name%s%s", "", "");
+            return mt_dtr_fail(t, "field RESULT: element is not a tensor name");
         }
         if (mt_map_get(&t->names, name) != NULL) {
-            return mt_dtr_fail(t, "result '%.80s' is already defined%s", name, "");
+            return mt_dtr_fail(t, "result '%.80s' is already defined", name);
         }
         for (j = 0; j < i; j++) {
             if (strcmp(t->results[j].name, name) == 0) {
-                return mt_dtr_fail(t, "result '%.80s' listed twice%s", name, "");
+                return mt_dtr_fail(t, "result '%.80s' listed twice", name);
             }
         }
         t->results[i].name = strdup(name);
@@ -425,7 +431,7 @@ static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
 
 static memsvc_status_t mt_dtr_mutate(mt_dtr_t *t, const json_t *obj)
 {
-    const json_t     *mut = json_object_get(obj, "MUTATE");
+    const json_t      *mut = json_object_get(obj, "MUTATE");
     mt_dtr_storage_t **args, **written;
     memsvc_status_t    status;
     const char        *op;
@@ -438,7 +444,7 @@ static memsvc_status_t mt_dtr_mutate(mt_dtr_t *t, const json_t *obj)
         return status;
     }
     if (!json_is_array(mut) || (json_array_size(mut) > MT_ARRAY_MAX)) {
-        return mt_dtr_fail(t, "field MUTATE: missing or not an array%s%s", "", "");
+        return mt_dtr_fail(t, "field MUTATE: missing or not an array");
     }
     status = mt_dtr_args(t, obj, &args, &num_args);
     if (status != MEMSVC_OK) {
@@ -450,10 +456,8 @@ static memsvc_status_t mt_dtr_mutate(mt_dtr_t *t, const json_t *obj)
         goto out;
     }
     for (i = 0; i < json_array_size(mut); i++) {
-        if (!mt_json_get_u64(json_array_get(mut, i), true, UINT32_MAX, &idx) ||
-            (idx >= num_args)) {
-            status = mt_dtr_fail(t, "field MUTATE: element is not the index of an argument%s%s",
-                                 "", "");
+        if (!mt_json_get_u64(json_array_get(mut, i), true, UINT32_MAX, &idx) || (idx >= num_args)) {
+            status = mt_dtr_fail(t, "field MUTATE: element is not the index of an argument");
             goto out;
         }
         written[i] = args[idx];
@@ -473,7 +477,7 @@ static memsvc_status_t mt_dtr_hint(mt_dtr_t *t, const json_t *obj)
     mt_event_t  e;
 
     if (a == NULL) {
-        return mt_dtr_fail(t, "field ANNOTATION: missing or not a string%s%s", "", "");
+        return mt_dtr_fail(t, "field ANNOTATION: missing or not a string");
     }
     memset(&e, 0, sizeof(e));
     e.type       = MT_EV_HINT;
@@ -488,7 +492,7 @@ static memsvc_status_t mt_dtr_hint(mt_dtr_t *t, const json_t *obj)
         e.step  = t->step;
         e.phase = MEMSVC_PHASE_BACKWARD;
     } else {
-        return mt_dtr_fail(t, "unknown ANNOTATION '%.40s' (START or BACKWARD)%s", a, "");
+        return mt_dtr_fail(t, "unknown ANNOTATION '%.40s' (START or BACKWARD)", a);
     }
     return mt_imp_emit(t->imp, &e);
 }
@@ -501,10 +505,10 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
     memsvc_status_t   status;
 
     if (!json_is_object(obj)) {
-        return mt_dtr_fail(t, "expected a JSON object%s%s", "", "");
+        return mt_dtr_fail(t, "expected a JSON object");
     }
     if (ins == NULL) {
-        return mt_dtr_fail(t, "field INSTRUCTION: missing or not a string%s%s", "", "");
+        return mt_dtr_fail(t, "field INSTRUCTION: missing or not a string");
     }
     if (strcmp(ins, "MEMORY") == 0) {
         return mt_dtr_result_line(t, obj, true);
@@ -513,11 +517,9 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
         return mt_dtr_result_line(t, obj, false);
     }
     if (t->pending != MT_DTR_IDLE) {
-        char where[32];
-
-        snprintf(where, sizeof(where), "%" PRIu64, t->pending_line);
-        return mt_dtr_fail(t, "%s before the MEMORY/ALIAS lines of the instruction at line %s",
-                           ins, where);
+        return mt_dtr_fail(
+            t, "%.40s before the MEMORY/ALIAS lines of the instruction at line %" PRIu64, ins,
+            t->pending_line);
     }
     if (strcmp(ins, "CONSTANT") == 0) {
         status = mt_dtr_str(t, obj, "NAME", &a);
@@ -525,7 +527,7 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
             return status;
         }
         if (mt_map_get(&t->names, a) != NULL) {
-            return mt_dtr_fail(t, "tensor name '%.80s' is already defined%s", a, "");
+            return mt_dtr_fail(t, "tensor name '%.80s' is already defined", a);
         }
         t->results = calloc(1, sizeof(*t->results));
         if ((t->results == NULL) || ((t->results[0].name = strdup(a)) == NULL)) {
@@ -553,7 +555,7 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
         }
         /* COPY_FROM: DST lets go of its tensor and refers to SRC's */
         if (mt_map_get(&t->names, a) == NULL) {
-            return mt_dtr_fail(t, "unknown tensor name '%.80s'%s", a, "");
+            return mt_dtr_fail(t, "unknown tensor name '%.80s'", a);
         }
         s->refs++; /* keep SRC's storage alive if DST was its last other name */
         status = mt_dtr_unbind(t, a);
@@ -567,7 +569,7 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
     if (strcmp(ins, "ANNOTATE") == 0) {
         return mt_dtr_hint(t, obj);
     }
-    return mt_dtr_fail(t, "unknown INSTRUCTION '%.40s'%s", ins, "");
+    return mt_dtr_fail(t, "unknown INSTRUCTION '%.40s'", ins);
 }
 
 static void mt_dtr_free_storage(void *val)
@@ -619,7 +621,7 @@ static memsvc_status_t mt_dtr_run(mt_imp_t *imp, const mt_import_opts_t *opts, v
 
         t.line++;
         if ((size_t)len > MT_DTR_LINE_MAX) {
-            status = mt_dtr_fail(&t, "line longer than 1 MiB%s%s", "", "");
+            status = mt_dtr_fail(&t, "line longer than 1 MiB");
             break;
         }
         if (strspn(line, " \t\r\n") == (size_t)len) {
@@ -639,8 +641,10 @@ static memsvc_status_t mt_dtr_run(mt_imp_t *imp, const mt_import_opts_t *opts, v
     }
     if ((status == MEMSVC_OK) && (t.pending != MT_DTR_IDLE)) {
         t.line++;
-        status = mt_imp_fail(imp, "line %" PRIu64 ": the log ends before the MEMORY/ALIAS lines "
-                             "of the instruction at line %" PRIu64, t.line, t.pending_line);
+        status = mt_imp_fail(imp,
+                             "line %" PRIu64 ": the log ends before the MEMORY/ALIAS lines "
+                             "of the instruction at line %" PRIu64,
+                             t.line, t.pending_line);
     }
     if (status == MEMSVC_OK) {
         imp->stats.recorded_peak = t.peak;
@@ -657,5 +661,8 @@ static memsvc_status_t mt_dtr_run(mt_imp_t *imp, const mt_import_opts_t *opts, v
 }
 
 const mt_import_ops_t mt_import_dtr_ops = {
-    "dtr", mt_dtr_load, mt_dtr_run, mt_dtr_unload,
+    "dtr",
+    mt_dtr_load,
+    mt_dtr_run,
+    mt_dtr_unload,
 };

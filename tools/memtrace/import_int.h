@@ -8,11 +8,11 @@
 
 /* One pass over the input. The first pass has no writer: it validates and fills the header. */
 typedef struct mt_imp {
-    mt_writer_t       *writer; /* NULL on the validating pass */
-    mt_header_t       *header; /* the validating pass fills recorded_peak, meta, num_npus */
-    mt_import_stats_t  stats;
-    char              *err;
-    size_t             errlen;
+    mt_writer_t      *writer; /* NULL on the validating pass */
+    mt_header_t      *header; /* the validating pass fills recorded_peak, meta, num_npus */
+    mt_import_stats_t stats;
+    char             *err;
+    size_t            errlen;
 } mt_imp_t;
 
 /* Count the event and write it (second pass). Errors: those of mt_writer_put. */
@@ -41,7 +41,7 @@ typedef struct mt_map {
     size_t         count;
 } mt_map_t;
 
-void  mt_map_init(mt_map_t *map);
+void mt_map_init(mt_map_t *map);
 /* Free the map; free_val (may be NULL) is called on each value. */
 void  mt_map_destroy(mt_map_t *map, void (*free_val)(void *val));
 void *mt_map_get(const mt_map_t *map, const char *key);

@@ -13,12 +13,12 @@ typedef struct mt_block {
 
 /* Per-device accounting shared by both importers. */
 typedef struct mt_pt_dev {
-    mt_map_t live;          /* "addr" (hex) -> mt_block_t */
-    uint64_t allocated;     /* sum of live block sizes */
-    uint64_t peak;          /* peak of allocated */
-    uint64_t reserved;      /* snapshot: sum of live segments */
+    mt_map_t live;      /* "addr" (hex) -> mt_block_t */
+    uint64_t allocated; /* sum of live block sizes */
+    uint64_t peak;      /* peak of allocated */
+    uint64_t reserved;  /* snapshot: sum of live segments */
     uint64_t peak_reserved;
-    uint64_t peak_total;    /* chrome: max "Total Allocated" */
+    uint64_t peak_total; /* chrome: max "Total Allocated" */
 } mt_pt_dev_t;
 
 typedef struct mt_pt {
@@ -121,8 +121,9 @@ static memsvc_status_t mt_pt_free(mt_pt_t *pt, const char *path, unsigned d, uin
         return MEMSVC_OK;
     }
     if ((expect_size != 0) && (expect_size != b->size)) {
-        return mt_imp_fail(pt->imp, "%s: frees %" PRIu64 " bytes at 0x%" PRIx64
-                           " which holds %" PRIu64 " bytes", path, expect_size, addr, b->size);
+        return mt_imp_fail(
+            pt->imp, "%s: frees %" PRIu64 " bytes at 0x%" PRIx64 " which holds %" PRIu64 " bytes",
+            path, expect_size, addr, b->size);
     }
     memset(&e, 0, sizeof(e));
     e.type    = MT_EV_FREE;
@@ -219,10 +220,10 @@ static void mt_pt_finish(mt_pt_t *pt, bool chrome)
     unsigned  d;
 
     for (d = 0; d < SIM_MAX_NPUS; d++) {
-        peak_running  = (pt->dev[d].peak > peak_running) ? pt->dev[d].peak : peak_running;
-        peak_reserved = (pt->dev[d].peak_reserved > peak_reserved) ? pt->dev[d].peak_reserved
-                                                                   : peak_reserved;
-        peak          = (pt->dev[d].peak_total > peak) ? pt->dev[d].peak_total : peak;
+        peak_running = (pt->dev[d].peak > peak_running) ? pt->dev[d].peak : peak_running;
+        peak_reserved =
+            (pt->dev[d].peak_reserved > peak_reserved) ? pt->dev[d].peak_reserved : peak_reserved;
+        peak = (pt->dev[d].peak_total > peak) ? pt->dev[d].peak_total : peak;
     }
     imp->stats.recorded_peak = chrome ? peak : peak_running;
     if (imp->header->node.num_npus < pt->num_devices) {
@@ -245,7 +246,7 @@ static void mt_pt_finish(mt_pt_t *pt, bool chrome)
 
 static memsvc_status_t mt_snap_run(mt_imp_t *imp, const mt_import_opts_t *opts, void *input)
 {
-    const json_t   *root = input, *traces;
+    const json_t   *root   = input, *traces;
     memsvc_status_t status = MEMSVC_OK;
     mt_pt_t        *pt;
     size_t          d, i;
@@ -258,8 +259,8 @@ static memsvc_status_t mt_snap_run(mt_imp_t *imp, const mt_import_opts_t *opts, 
         return mt_imp_fail(imp, "device_traces: missing or not an array");
     }
     if (json_array_size(traces) > SIM_MAX_NPUS) {
-        return mt_imp_fail(imp, "device_traces: %zu devices, more than %d",
-                           json_array_size(traces), SIM_MAX_NPUS);
+        return mt_imp_fail(imp, "device_traces: %zu devices, more than %d", json_array_size(traces),
+                           SIM_MAX_NPUS);
     }
     pt = malloc(sizeof(*pt));
     if (pt == NULL) {
@@ -286,7 +287,10 @@ static memsvc_status_t mt_snap_run(mt_imp_t *imp, const mt_import_opts_t *opts, 
 }
 
 const mt_import_ops_t mt_import_snapshot_ops = {
-    "pytorch-snapshot", mt_import_load_json, mt_snap_run, mt_import_unload_json,
+    "pytorch-snapshot",
+    mt_import_load_json,
+    mt_snap_run,
+    mt_import_unload_json,
 };
 
 /* ---- PyTorch profiler Chrome trace ------------------------------------------------------- */
@@ -318,38 +322,52 @@ static memsvc_status_t mt_chrome_check(mt_pt_t *pt, size_t i, const json_t *ev, 
         return mt_imp_fail(pt->imp, "traceEvents[%zu].args: missing or not an object", i);
     }
     if (!mt_json_get_u64(json_object_get(args, "Device Type"), false, INT32_MAX, &type)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Device Type: missing or not a "
-                           "non-negative integer", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].args.Device Type: missing or not a "
+                           "non-negative integer",
+                           i);
     }
     if (!mt_json_get_double(json_object_get(ev, "ts"), false, &ts) || (ts > 1e13)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].ts: missing or not a non-negative number "
-                           "of microseconds", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].ts: missing or not a non-negative number "
+                           "of microseconds",
+                           i);
     }
     bytes = json_object_get(args, "Bytes");
     if (!json_is_integer(bytes) || (json_integer_value(bytes) < -(json_int_t)MT_IMPORT_SIZE_MAX) ||
         (json_integer_value(bytes) > (json_int_t)MT_IMPORT_SIZE_MAX)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Bytes: missing, not an integer or "
-                           "beyond 2^48", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].args.Bytes: missing, not an integer or "
+                           "beyond 2^48",
+                           i);
     }
     if (!mt_json_get_u64(json_object_get(args, "Addr"), false, INT64_MAX, &u)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Addr: missing or not a non-negative "
-                           "integer", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].args.Addr: missing or not a non-negative "
+                           "integer",
+                           i);
     }
     if (!mt_json_get_u64(json_object_get(args, "Total Allocated"), false, INT64_MAX, &u)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Total Allocated: missing or not a "
-                           "non-negative integer", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].args.Total Allocated: missing or not a "
+                           "non-negative integer",
+                           i);
     }
     if ((json_object_get(args, "Total Reserved") != NULL) &&
         !mt_json_get_u64(json_object_get(args, "Total Reserved"), false, INT64_MAX, &u)) {
-        return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Total Reserved: not a non-negative "
-                           "integer", i);
+        return mt_imp_fail(pt->imp,
+                           "traceEvents[%zu].args.Total Reserved: not a non-negative "
+                           "integer",
+                           i);
     }
     if (type == 0) {
         *device_p = -1;
     } else {
         if (!mt_json_get_u64(json_object_get(args, "Device Id"), false, SIM_MAX_NPUS - 1, &id)) {
-            return mt_imp_fail(pt->imp, "traceEvents[%zu].args.Device Id: missing or not in "
-                               "0..%d", i, SIM_MAX_NPUS - 1);
+            return mt_imp_fail(pt->imp,
+                               "traceEvents[%zu].args.Device Id: missing or not in "
+                               "0..%d",
+                               i, SIM_MAX_NPUS - 1);
         }
         *device_p = (int)id;
     }
@@ -360,7 +378,7 @@ static memsvc_status_t mt_chrome_check(mt_pt_t *pt, size_t i, const json_t *ev, 
 static memsvc_status_t mt_chrome_apply(mt_pt_t *pt, const json_t *ev, size_t i, unsigned d,
                                        double ts)
 {
-    const json_t *args = json_object_get(ev, "args");
+    const json_t *args  = json_object_get(ev, "args");
     json_int_t    bytes = json_integer_value(json_object_get(args, "Bytes"));
     uint64_t      addr = 0, total = 0, reserved = 0;
     uint64_t      time_ns = (uint64_t)(ts * 1000.0 + 0.5);
@@ -388,8 +406,8 @@ static memsvc_status_t mt_chrome_apply(mt_pt_t *pt, const json_t *ev, size_t i, 
 
 static memsvc_status_t mt_chrome_run(mt_imp_t *imp, const mt_import_opts_t *opts, void *input)
 {
-    const json_t   *root = input, *events;
-    mt_chrome_ev_t *mem  = NULL;
+    const json_t   *root   = input, *events;
+    mt_chrome_ev_t *mem    = NULL;
     memsvc_status_t status = MEMSVC_OK;
     size_t          i, n, num_mem = 0;
     mt_pt_t        *pt;
@@ -456,5 +474,8 @@ out:
 }
 
 const mt_import_ops_t mt_import_chrome_ops = {
-    "chrome", mt_import_load_json, mt_chrome_run, mt_import_unload_json,
+    "chrome",
+    mt_import_load_json,
+    mt_chrome_run,
+    mt_import_unload_json,
 };

@@ -5,18 +5,18 @@
 #include <string.h>
 
 typedef struct mt_cmd {
-    const char *name;                    /* subcommand, as typed */
-    int (*fn)(int argc, char **argv);    /* NULL: not available yet */
-    const char *summary;                 /* one line for the usage text */
+    const char *name;                 /* subcommand, as typed */
+    int (*fn)(int argc, char **argv); /* NULL: not available yet */
+    const char *summary;              /* one line for the usage text */
 } mt_cmd_t;
 
 static const mt_cmd_t mt_cmds[] = {
-    {"gen",    NULL,          "generate a synthetic training-step trace"},
+    {"gen", NULL, "generate a synthetic training-step trace"},
     {"import", mt_cmd_import, "convert a PyTorch snapshot, Chrome trace or DTR log to a trace"},
-    {"dump",   mt_cmd_dump,   "print a trace's header and events as JSON lines"},
-    {"replay", NULL,          "replay a trace on a simulated node under a policy"},
-    {"models", NULL,          "list the built-in model configurations"},
-    {"tune",   NULL,          "search a policy's parameters on a trace"},
+    {"dump", mt_cmd_dump, "print a trace's header and events as JSON lines"},
+    {"replay", NULL, "replay a trace on a simulated node under a policy"},
+    {"models", NULL, "list the built-in model configurations"},
+    {"tune", NULL, "search a policy's parameters on a trace"},
 };
 
 #define MT_NUM_CMDS (sizeof(mt_cmds) / sizeof(mt_cmds[0]))
@@ -25,7 +25,8 @@ static void usage(FILE *out)
 {
     size_t i;
 
-    fprintf(out, "usage: memtrace COMMAND [ARGS...]   (memtrace COMMAND --help for its options)\n\n");
+    fprintf(out,
+            "usage: memtrace COMMAND [ARGS...]   (memtrace COMMAND --help for its options)\n\n");
     for (i = 0; i < MT_NUM_CMDS; i++) {
         fprintf(out, "  %-8s %s%s\n", mt_cmds[i].name, mt_cmds[i].summary,
                 (mt_cmds[i].fn == NULL) ? " (not available yet)" : "");

@@ -13,9 +13,9 @@
 #define MT_READ_CHUNK (64 * 1024) /* bytes read from the file at a time (at least) */
 
 typedef enum mt_scan_result {
-    MT_SCAN_DONE,   /* one complete object of *len_p bytes */
-    MT_SCAN_MORE,   /* the object continues past the available bytes */
-    MT_SCAN_BAD     /* malformed: *bad_p is the offset of the offending byte, *why_p says why */
+    MT_SCAN_DONE, /* one complete object of *len_p bytes */
+    MT_SCAN_MORE, /* the object continues past the available bytes */
+    MT_SCAN_BAD   /* malformed: *bad_p is the offset of the offending byte, *why_p says why */
 } mt_scan_result_t;
 
 struct mt_writer {
@@ -27,17 +27,17 @@ struct mt_writer {
 };
 
 struct mt_reader {
-    FILE             *file;
-    bool              is_stdin;
-    bool              eof;
-    msgpack_unpacker  unp;
-    uint64_t          offset;        /* file offset of the next object */
-    size_t            buffer_peak;   /* largest unpacker buffer seen, bytes */
-    mt_header_t       header;
-    char              key[MEMSVC_KEY_MAX + 1];
-    char              name[MT_NAME_MAX + 1];
-    uint64_t         *arr[3];        /* inputs, reads, writes */
-    uint32_t          arr_cap[3];
+    FILE            *file;
+    bool             is_stdin;
+    bool             eof;
+    msgpack_unpacker unp;
+    uint64_t         offset;      /* file offset of the next object */
+    size_t           buffer_peak; /* largest unpacker buffer seen, bytes */
+    mt_header_t      header;
+    char             key[MEMSVC_KEY_MAX + 1];
+    char             name[MT_NAME_MAX + 1];
+    uint64_t        *arr[3]; /* inputs, reads, writes */
+    uint32_t         arr_cap[3];
 };
 
 /* ---- writer ------------------------------------------------------------------------------ */
@@ -153,7 +153,7 @@ static bool mt_header_strings_ok(const mt_header_t *h)
 memsvc_status_t mt_writer_open(const char *path, const mt_header_t *header, mt_writer_t **writer_p)
 {
     static const char magic[MT_MAGIC_LEN] = MT_MAGIC;
-    uint8_t           version[4] = {0, 0, 0, MT_FORMAT_VERSION};
+    uint8_t           version[4]          = {0, 0, 0, MT_FORMAT_VERSION};
     memsvc_status_t   status;
     mt_writer_t      *w;
 
@@ -237,8 +237,8 @@ static memsvc_status_t mt_event_check(const mt_event_t *e)
 
 memsvc_status_t mt_writer_put(mt_writer_t *w, const mt_event_t *e)
 {
-    msgpack_packer *pk = &w->pk;
-    memsvc_status_t status;
+    msgpack_packer       *pk = &w->pk;
+    memsvc_status_t       status;
     static const uint32_t lens[MT_EV_COUNT] = {14, 7, 5, 10, 9};
 
     if (w->status != MEMSVC_OK) {
@@ -396,19 +396,19 @@ static mt_scan_result_t mt_scan(const uint8_t *buf, size_t avail, size_t *len_p,
         } else {
             /* c in 0xc4..0xdf */
             static const struct {
-                uint8_t  lenbytes; /* length field size */
-                uint8_t  fixed;    /* fixed body size (numbers, fixext) */
-                uint8_t  what;     /* 0 number, 1 str/bin, 2 ext (+1 type byte), 3 array, 4 map */
+                uint8_t lenbytes; /* length field size */
+                uint8_t fixed;    /* fixed body size (numbers, fixext) */
+                uint8_t what;     /* 0 number, 1 str/bin, 2 ext (+1 type byte), 3 array, 4 map */
             } t[28] = {
-                {1, 0, 1}, {2, 0, 1}, {4, 0, 1},            /* c4-c6 bin */
-                {1, 0, 2}, {2, 0, 2}, {4, 0, 2},            /* c7-c9 ext */
-                {0, 4, 0}, {0, 8, 0},                       /* ca-cb float */
-                {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0}, /* cc-cf uint */
-                {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0}, /* d0-d3 int */
+                {1, 0, 1}, {2, 0, 1}, {4, 0, 1},                        /* c4-c6 bin */
+                {1, 0, 2}, {2, 0, 2}, {4, 0, 2},                        /* c7-c9 ext */
+                {0, 4, 0}, {0, 8, 0},                                   /* ca-cb float */
+                {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* cc-cf uint */
+                {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* d0-d3 int */
                 {0, 2, 0}, {0, 3, 0}, {0, 5, 0}, {0, 9, 0}, {0, 17, 0}, /* d4-d8 fixext */
-                {1, 0, 1}, {2, 0, 1}, {4, 0, 1},            /* d9-db str */
-                {2, 0, 3}, {4, 0, 3},                       /* dc-dd array */
-                {2, 0, 4}, {4, 0, 4},                       /* de-df map */
+                {1, 0, 1}, {2, 0, 1}, {4, 0, 1},                        /* d9-db str */
+                {2, 0, 3}, {4, 0, 3},                                   /* dc-dd array */
+                {2, 0, 4}, {4, 0, 4},                                   /* de-df map */
             };
             unsigned idx = c - 0xc4;
 
@@ -492,18 +492,29 @@ static memsvc_status_t mt_dec_fail(mt_dec_t *d, const char *field, const char *f
 static const char *mt_obj_type_name(msgpack_object_type t)
 {
     switch (t) {
-    case MSGPACK_OBJECT_NIL:              return "nil";
-    case MSGPACK_OBJECT_BOOLEAN:          return "boolean";
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "unsigned integer";
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative integer";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "boolean";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return "unsigned integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "negative integer";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:          return "float";
-    case MSGPACK_OBJECT_STR:              return "string";
-    case MSGPACK_OBJECT_ARRAY:            return "array";
-    case MSGPACK_OBJECT_MAP:              return "map";
-    case MSGPACK_OBJECT_BIN:              return "binary";
-    case MSGPACK_OBJECT_EXT:              return "extension";
-    default:                              return "unknown";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float";
+    case MSGPACK_OBJECT_STR:
+        return "string";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    case MSGPACK_OBJECT_BIN:
+        return "binary";
+    case MSGPACK_OBJECT_EXT:
+        return "extension";
+    default:
+        return "unknown";
     }
 }
 
@@ -511,7 +522,8 @@ static memsvc_status_t mt_get_uint(mt_dec_t *d, const msgpack_object *o, const c
                                    uint64_t max, uint64_t *v_p)
 {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        return mt_dec_fail(d, field, "expected unsigned integer, got %s", mt_obj_type_name(o->type));
+        return mt_dec_fail(d, field, "expected unsigned integer, got %s",
+                           mt_obj_type_name(o->type));
     }
     if (o->via.u64 > max) {
         return mt_dec_fail(d, field, "value %" PRIu64 " out of range (max %" PRIu64 ")", o->via.u64,
@@ -672,11 +684,12 @@ static memsvc_status_t mt_decode_node(mt_dec_t *d, const msgpack_object *o, sim_
 
 static memsvc_status_t mt_decode_layout(mt_dec_t *d, const msgpack_object *o, mt_layout_t *l)
 {
-    static const char *const names[] = {"tp", "pp", "vpp", "ep", "dp", "cp", "microbatches",
-                                        "micro_batch_size", "seq_len"};
-    uint32_t *fields[] = {&l->tp, &l->pp, &l->vpp, &l->ep, &l->dp, &l->cp, &l->microbatches,
-                          &l->micro_batch_size, &l->seq_len};
-    memsvc_status_t status = MEMSVC_OK;
+    static const char *const names[] = {
+        "tp", "pp", "vpp", "ep", "dp", "cp", "microbatches", "micro_batch_size", "seq_len"};
+    uint32_t       *fields[] = {&l->tp,     &l->pp, &l->vpp,          &l->ep,
+                                &l->dp,     &l->cp, &l->microbatches, &l->micro_batch_size,
+                                &l->seq_len};
+    memsvc_status_t status   = MEMSVC_OK;
     uint32_t        i, j;
 
     if (o->type != MSGPACK_OBJECT_MAP) {
@@ -718,7 +731,7 @@ static memsvc_status_t mt_decode_meta(mt_dec_t *d, const msgpack_object *o, mt_h
 
 static memsvc_status_t mt_decode_header(mt_dec_t *d, const msgpack_object *o, mt_header_t *h)
 {
-    memsvc_status_t status = MEMSVC_OK;
+    memsvc_status_t status       = MEMSVC_OK;
     bool            have_version = false;
     uint32_t        i;
 
@@ -837,8 +850,8 @@ static memsvc_status_t mt_decode_event(mt_reader_t *r, mt_dec_t *d, const msgpac
             return mt_dec_fail(d, "tags", "expected an array of 5 integers");
         }
         if (((st = mt_get_i32(d, &a[8].via.array.ptr[0], "tags.layer", &e->tags.layer)) != 0) ||
-            ((st = mt_get_i32(d, &a[8].via.array.ptr[1], "tags.microbatch",
-                              &e->tags.microbatch)) != 0) ||
+            ((st = mt_get_i32(d, &a[8].via.array.ptr[1], "tags.microbatch", &e->tags.microbatch)) !=
+             0) ||
             ((st = mt_get_i32(d, &a[8].via.array.ptr[2], "tags.expert", &e->tags.expert)) != 0) ||
             ((st = mt_get_i32(d, &a[8].via.array.ptr[3], "tags.stage", &e->tags.stage)) != 0) ||
             ((st = mt_get_i32(d, &a[8].via.array.ptr[4], "tags.step", &e->tags.step)) != 0) ||
@@ -936,8 +949,10 @@ static memsvc_status_t mt_reader_fill(mt_reader_t *r, msgpack_unpacked *obj, siz
                 *end_p = true;
                 return MEMSVC_OK;
             }
-            mt_errf(err, errlen, "offset %" PRIu64 ": truncated: the file ends %zu bytes into an "
-                    "object", r->offset, avail);
+            mt_errf(err, errlen,
+                    "offset %" PRIu64 ": truncated: the file ends %zu bytes into an "
+                    "object",
+                    r->offset, avail);
             return MEMSVC_ERR_FORMAT;
         }
         if (avail >= MT_OBJECT_MAX) {
@@ -1209,26 +1224,28 @@ static void mt_json_ids(const char *name, const uint64_t *ids, uint32_t n, FILE 
 static const char *mt_hint_name(memsvc_hint_type_t h)
 {
     static const char *const names[MEMSVC_HINT_COUNT] = {"step_begin", "step_end", "layer_begin",
-                                                         "layer_end", "phase", "upcoming"};
+                                                         "layer_end",  "phase",    "upcoming"};
 
     return ((unsigned)h < MEMSVC_HINT_COUNT) ? names[h] : "unknown";
 }
 
 void mt_event_print_json(const mt_event_t *e, FILE *out)
 {
-    fprintf(out, "{\"type\":\"%s\",\"time_ns\":%" PRIu64 ",\"rank\":%" PRIu32 ",\"device\":%" PRIu32,
+    fprintf(out,
+            "{\"type\":\"%s\",\"time_ns\":%" PRIu64 ",\"rank\":%" PRIu32 ",\"device\":%" PRIu32,
             mt_event_type_name(e->type), e->time_ns, e->rank, e->device);
     switch (e->type) {
     case MT_EV_ALLOC:
         fprintf(out, ",\"tensor\":%" PRIu64 ",\"key\":", e->tensor);
         mt_json_string(e->key, out);
-        fprintf(out,
-                ",\"size\":%" PRIu64 ",\"kind\":\"%s\",\"tags\":{\"layer\":%d,\"microbatch\":%d,"
-                "\"expert\":%d,\"stage\":%d,\"step\":%d},\"recomputable\":%s,\"recompute_ns\":%" PRIu64
-                ",\"durable\":%s,\"producer\":%" PRIu64,
-                e->size, memsvc_kind_name(e->kind), e->tags.layer, e->tags.microbatch,
-                e->tags.expert, e->tags.stage, e->tags.step, e->recomputable ? "true" : "false",
-                e->recompute_ns, e->durable ? "true" : "false", e->producer);
+        fprintf(
+            out,
+            ",\"size\":%" PRIu64 ",\"kind\":\"%s\",\"tags\":{\"layer\":%d,\"microbatch\":%d,"
+            "\"expert\":%d,\"stage\":%d,\"step\":%d},\"recomputable\":%s,\"recompute_ns\":%" PRIu64
+            ",\"durable\":%s,\"producer\":%" PRIu64,
+            e->size, memsvc_kind_name(e->kind), e->tags.layer, e->tags.microbatch, e->tags.expert,
+            e->tags.stage, e->tags.step, e->recomputable ? "true" : "false", e->recompute_ns,
+            e->durable ? "true" : "false", e->producer);
         mt_json_ids("inputs", e->inputs, e->num_inputs, out);
         break;
     case MT_EV_ACCESS:
@@ -1302,8 +1319,9 @@ void mt_header_print_json(const mt_header_t *h, FILE *out)
             ",\"micro_batch_size\":%" PRIu32 ",\"seq_len\":%" PRIu32 "}",
             l->tp, l->pp, l->vpp, l->ep, l->dp, l->cp, l->microbatches, l->micro_batch_size,
             l->seq_len);
-    fprintf(out, ",\"ranks\":%" PRIu32 ",\"steps\":%" PRIu32 ",\"recorded_peak\":%" PRIu64
-            ",\"meta\":{", h->ranks, h->steps, h->recorded_peak);
+    fprintf(out,
+            ",\"ranks\":%" PRIu32 ",\"steps\":%" PRIu32 ",\"recorded_peak\":%" PRIu64 ",\"meta\":{",
+            h->ranks, h->steps, h->recorded_peak);
     for (i = 0; (i < h->num_meta) && (i < MT_META_MAX); i++) {
         if (i > 0) {
             fputc(',', out);
