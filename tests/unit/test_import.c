@@ -70,7 +70,7 @@ static void import_and_read(mt_import_format_t format, uint64_t unit_ns, const c
         g->n++;
     }
     CU_ASSERT_TRUE(end);
-    CU_ASSERT_EQUAL(g->n, st->events);
+    CU_ASSERT_EQUAL((uint64_t)g->n, st->events);
     mt_reader_close(r);
     unlink(out);
 }
