@@ -12,6 +12,7 @@
  */
 int mt_cmd_dump(int argc, char **argv);
 int mt_cmd_import(int argc, char **argv);
+int mt_cmd_replay(int argc, char **argv);
 
 /* memtrace dump as a function: header and at most limit events of path as JSON lines to out.
  * Errors (printed to stderr): those of mt_reader_open / mt_reader_next. */
