@@ -1,4 +1,8 @@
-/* bench_replay.c - memtrace replay: events per second, one Pangu step, peak RSS vs trace length */
+/* bench_replay.c - memtrace replay: events per second, one Pangu step, peak RSS vs trace length
+ *
+ *   bench_replay [BIN_DIR]              the benchmark (BIN_DIR holds memtrace)
+ *   bench_replay --write FILE STEPS     write the synthetic trace only
+ */
 #include "tools/memtrace/replay.h"
 
 #include <inttypes.h>
@@ -226,6 +230,12 @@ int main(int argc, char **argv)
     long     rss1, rss4;
     int      fd;
 
+    if (argc == 4 && strcmp(argv[1], "--write") == 0) {
+        /* the synthetic trace alone, for docs/replay.md's examples */
+        n = write_trace(argv[2], (unsigned)strtoul(argv[3], NULL, 10));
+        printf("%s: %" PRIu64 " events\n", argv[2], n);
+        return 0;
+    }
     if (argc > 1) {
         snprintf(bin, sizeof(bin), "%s", argv[1]);
     } else {

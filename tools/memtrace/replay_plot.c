@@ -184,7 +184,7 @@ static void mt_size_unit(uint64_t span, const char **name_p, double *div_p)
     int                      i       = 0;
     double                   div     = 1.0;
 
-    while (i < 5 && (double)span >= 10.0 * div * 1024.0) {
+    while (i < 5 && (double)span >= 2.0 * div * 1024.0) {
         div *= 1024.0;
         i++;
     }
