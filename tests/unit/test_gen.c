@@ -12,13 +12,13 @@ static sim_desc_t test_node(void)
 
     memset(&n, 0, sizeof(n));
     snprintf(n.name, sizeof(n.name), "test");
-    n.num_npus  = 8;
-    n.hbm_bytes = 64ull << 30;
-    n.hbm_bw    = 1.6e12;
-    n.flops     = 300e12;
-    n.mfu       = 0.3;
-    n.d2d.bw    = 90e9;
-    n.nic.bw    = 25e9;
+    n.num_npus   = 8;
+    n.hbm_bytes  = 64ull << 30;
+    n.hbm_bw     = 1.6e12;
+    n.flops      = 300e12;
+    n.mfu        = 0.3;
+    n.d2d.bw     = 90e9;
+    n.nic.bw     = 25e9;
     n.nic.lat_ns = 5000;
     return n;
 }
@@ -110,7 +110,7 @@ static void test_korthikanti(void)
 /* ---- schedule sanity ------------------------------------------------------------------ */
 
 #define CHK_MAX_IDS (1u << 20)
-#define CHK_MAX_MB  64
+#define CHK_MAX_MB 64
 
 typedef struct chk {
     /* per tensor id */
@@ -121,27 +121,27 @@ typedef struct chk {
     uint64_t *live_list;
     uint32_t  n_live;
     /* findings */
-    uint64_t  bad_alloc, bad_free, bad_read, bad_dup_key, bad_rc, bad_order, bad_access;
-    uint64_t  allocs, frees, computes, hints, fingerprint;
-    int32_t   step;
-    uint32_t  fwd[CHK_MAX_MB], bwd[CHK_MAX_MB];
-    bool      saw_optimizer;
+    uint64_t bad_alloc, bad_free, bad_read, bad_dup_key, bad_rc, bad_order, bad_access;
+    uint64_t allocs, frees, computes, hints, fingerprint;
+    int32_t  step;
+    uint32_t fwd[CHK_MAX_MB], bwd[CHK_MAX_MB];
+    bool     saw_optimizer;
     /* keys of activations per step (steps 0 and 1) */
-    char    **keys[2];
-    uint32_t  n_keys[2], cap_keys[2];
+    char   **keys[2];
+    uint32_t n_keys[2], cap_keys[2];
     /* routed tokens per global expert (from expert FC1 sizes) */
-    uint64_t  expert_bytes[4096];
+    uint64_t expert_bytes[4096];
 } chk_t;
 
 static void chk_init(chk_t *c)
 {
     memset(c, 0, sizeof(*c));
-    c->size      = calloc(CHK_MAX_IDS, sizeof(*c->size));
-    c->live      = calloc(CHK_MAX_IDS, 1);
-    c->kind      = calloc(CHK_MAX_IDS, 1);
-    c->durable   = calloc(CHK_MAX_IDS, 1);
-    c->key       = calloc(CHK_MAX_IDS, sizeof(*c->key));
-    c->live_list = calloc(CHK_MAX_IDS, sizeof(*c->live_list));
+    c->size        = calloc(CHK_MAX_IDS, sizeof(*c->size));
+    c->live        = calloc(CHK_MAX_IDS, 1);
+    c->kind        = calloc(CHK_MAX_IDS, 1);
+    c->durable     = calloc(CHK_MAX_IDS, 1);
+    c->key         = calloc(CHK_MAX_IDS, sizeof(*c->key));
+    c->live_list   = calloc(CHK_MAX_IDS, sizeof(*c->live_list));
     c->fingerprint = 1469598103934665603ull;
 }
 
@@ -220,11 +220,11 @@ static memsvc_status_t chk_sink(void *arg, const mt_event_t *ev)
         if (ev->durable != (ev->kind == MEMSVC_KIND_PARAM || ev->kind == MEMSVC_KIND_OPTIM)) {
             c->bad_alloc++;
         }
-        c->size[ev->tensor]    = ev->size;
-        c->live[ev->tensor]    = 1;
-        c->kind[ev->tensor]    = (uint8_t)ev->kind;
-        c->durable[ev->tensor] = ev->durable;
-        c->key[ev->tensor]     = strdup(ev->key);
+        c->size[ev->tensor]       = ev->size;
+        c->live[ev->tensor]       = 1;
+        c->kind[ev->tensor]       = (uint8_t)ev->kind;
+        c->durable[ev->tensor]    = ev->durable;
+        c->key[ev->tensor]        = strdup(ev->key);
         c->live_list[c->n_live++] = ev->tensor;
         if (ev->tensor > c->max_id) {
             c->max_id = ev->tensor;

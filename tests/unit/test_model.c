@@ -38,7 +38,7 @@ static void test_mixtral_exact(void)
     attn         = 4096ull * (4096 + 2048 + 4096);
     expert       = 3ull * 4096 * 14336;
     layer_common = attn + 2 * 4096 + 8 * 4096; /* two RMSNorms, router */
-    embed        = 2ull * 32000 * 4096 + 4096;  /* embedding, head, final norm */
+    embed        = 2ull * 32000 * 4096 + 4096; /* embedding, head, final norm */
     mt_model_params(&m, &total, &active);
     CU_ASSERT_EQUAL(total, embed + 32 * (layer_common + 8 * expert));
     CU_ASSERT_EQUAL(active, embed + 32 * (layer_common + 2 * expert));

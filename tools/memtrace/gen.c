@@ -8,24 +8,24 @@
 #include <string.h>
 
 #define GEN_MAX_EXPERTS 4096
-#define OP_IO           16 /* reads, updates, frees or recompute inputs of one operator */
-#define OP_OUTS         6  /* tensors one operator allocates */
-#define SRC_MAX         8  /* recompute inputs carried by a transient tensor */
+#define OP_IO 16  /* reads, updates, frees or recompute inputs of one operator */
+#define OP_OUTS 6 /* tensors one operator allocates */
+#define SRC_MAX 8 /* recompute inputs carried by a transient tensor */
 
 /* A tensor as the generator holds it. Transient tensors are freed by their consumer; a
  * consumer's outputs are recomputed from the transient's own sources. */
 typedef struct tref {
-    uint64_t id;             /* 0: none */
+    uint64_t id; /* 0: none */
     uint64_t size;
-    uint64_t rc_ns;          /* duration of the producing operator (transient: chained) */
-    uint64_t src[SRC_MAX];   /* recompute inputs of the producer */
+    uint64_t rc_ns;        /* duration of the producing operator (transient: chained) */
+    uint64_t src[SRC_MAX]; /* recompute inputs of the producer */
     uint32_t n_src;
-    bool     transient;      /* freed right after its consumer */
-    bool     norc;           /* cannot be recomputed (received, or gathered from many ops) */
+    bool     transient; /* freed right after its consumer */
+    bool     norc;      /* cannot be recomputed (received, or gathered from many ops) */
 } tref_t;
 
 typedef struct out {
-    tref_t       *dst;    /* where the caller keeps it (NULL: scratch, freed after the op) */
+    tref_t       *dst; /* where the caller keeps it (NULL: scratch, freed after the op) */
     uint64_t      id, size;
     memsvc_kind_t kind;
     int32_t       layer, expert;
@@ -36,8 +36,8 @@ typedef struct op {
     char     name[48];
     uint32_t stream;
     double   flops;
-    uint64_t comm_ns;          /* collectives folded into the operator, or the whole comm op */
-    uint64_t rc_extra_ns;      /* durations of transient inputs' producers */
+    uint64_t comm_ns;     /* collectives folded into the operator, or the whole comm op */
+    uint64_t rc_extra_ns; /* durations of transient inputs' producers */
     bool     no_recompute;
     int32_t  mb;
     uint64_t bytes;
@@ -55,10 +55,10 @@ typedef struct op {
 
 /* Parameter group: one parameter tensor with its gradient and optimizer state. */
 typedef struct pgroup {
-    char     name[64];        /* key stem: "L12.attn.qkv" -> "L12.param.attn.qkv" */
+    char     name[64]; /* key stem: "L12.attn.qkv" -> "L12.param.attn.qkv" */
     int32_t  layer, expert, stage;
-    uint64_t n;               /* parameters on this rank */
-    uint32_t dp_shard;        /* ranks the optimizer state is sharded over */
+    uint64_t n;        /* parameters on this rank */
+    uint32_t dp_shard; /* ranks the optimizer state is sharded over */
     tref_t   param, grad, optim;
 } pgroup_t;
 
@@ -68,10 +68,10 @@ enum { PG_LN1, PG_QKV, PG_UP, PG_PROJ, PG_LN2, PG_FC1, PG_FC2, PG_ROUTER, PG_SFC
 typedef struct lstate {
     tref_t    ln1_in, ln1_out, qkv, down, dnorm, q_up, kv_up, softmax, amask, aout, ctx, lse;
     tref_t    mask1, ln2_in, ln2_out, fc1, act, mask2, logits, dispatch, combined, sfc1, sact;
-    tref_t    x_out;          /* head input or next-stage output when the chunk ends here */
-    tref_t   *efc1, *eact;    /* per local expert */
-    uint32_t *ecount;         /* tokens per local expert */
-    uint64_t  rows;           /* dispatch rows: sum of ecount */
+    tref_t    x_out;       /* head input or next-stage output when the chunk ends here */
+    tref_t   *efc1, *eact; /* per local expert */
+    uint32_t *ecount;      /* tokens per local expert */
+    uint64_t  rows;        /* dispatch rows: sum of ecount */
 } lstate_t;
 
 typedef struct head_state {
@@ -87,26 +87,26 @@ typedef struct gen {
     memsvc_status_t        status;
 
     uint32_t tp, pp, vpp, ep, dp, cp, mbs, seq, stage, ep_rank, e_loc, e0;
-    uint32_t etp, eps;         /* expert tensor-parallel size (tp or 1), expert-parallel size */
-    uint64_t T, nsp;           /* tokens per micro-batch in TP regions, in SP regions */
+    uint32_t etp, eps; /* expert tensor-parallel size (tp or 1), expert-parallel size */
+    uint64_t T, nsp;   /* tokens per micro-batch in TP regions, in SP regions */
     uint64_t next_id, next_op, clock_ns;
     int32_t  step;
-    uint32_t cur_v;            /* virtual stage being emitted */
+    uint32_t cur_v; /* virtual stage being emitted */
 
-    uint32_t  n_local;         /* layers on this rank */
-    uint32_t *layer_of;        /* local index -> global layer */
-    uint32_t *chunk_first;     /* per chunk: first local index */
-    uint32_t *chunk_count;
-    lstate_t *ls;              /* [n_local * microbatches] */
-    tref_t   *ebuf;            /* expert tref storage for ls */
-    uint32_t *cbuf;            /* expert count storage */
-    head_state_t *hs;          /* [microbatches] */
-    double   *weights;         /* [n_local * experts]: router probabilities */
+    uint32_t      n_local;     /* layers on this rank */
+    uint32_t     *layer_of;    /* local index -> global layer */
+    uint32_t     *chunk_first; /* per chunk: first local index */
+    uint32_t     *chunk_count;
+    lstate_t     *ls;      /* [n_local * microbatches] */
+    tref_t       *ebuf;    /* expert tref storage for ls */
+    uint32_t     *cbuf;    /* expert count storage */
+    head_state_t *hs;      /* [microbatches] */
+    double       *weights; /* [n_local * experts]: router probabilities */
 
     pgroup_t *pg;
     uint32_t  n_pg, cap_pg;
-    int32_t  *lpg;             /* [n_local * PG_N] */
-    int32_t  *epg;             /* [n_local]: first expert group (fc1, fc2 alternate) */
+    int32_t  *lpg; /* [n_local * PG_N] */
+    int32_t  *epg; /* [n_local]: first expert group (fc1, fc2 alternate) */
     int32_t   pg_embed, pg_head, pg_head_norm;
 } gen_t;
 
@@ -151,7 +151,7 @@ static double rng_unit(rng_t *r)
 /* A Binomial(n, p) draw: normal approximation when the variance is large, else inversion. */
 static uint64_t binomial(rng_t *r, uint64_t n, double p)
 {
-    double mean, var, u, f, q, x;
+    double   mean, var, u, f, q, x;
     uint64_t k;
 
     if (n == 0 || p <= 0) {
@@ -204,25 +204,25 @@ memsvc_status_t mt_layout_parse(const char *s, mt_layout_t *layout, char *err, s
     static const struct {
         const char *key;
         size_t      off;
-    } keys[] = {{"tp", offsetof(mt_layout_t, tp)},
-                {"pp", offsetof(mt_layout_t, pp)},
-                {"vpp", offsetof(mt_layout_t, vpp)},
-                {"ep", offsetof(mt_layout_t, ep)},
-                {"dp", offsetof(mt_layout_t, dp)},
-                {"cp", offsetof(mt_layout_t, cp)},
-                {"mb", offsetof(mt_layout_t, microbatches)},
-                {"microbatches", offsetof(mt_layout_t, microbatches)}};
-    mt_layout_t l = *layout;
+    } keys[]         = {{"tp", offsetof(mt_layout_t, tp)},
+                        {"pp", offsetof(mt_layout_t, pp)},
+                        {"vpp", offsetof(mt_layout_t, vpp)},
+                        {"ep", offsetof(mt_layout_t, ep)},
+                        {"dp", offsetof(mt_layout_t, dp)},
+                        {"cp", offsetof(mt_layout_t, cp)},
+                        {"mb", offsetof(mt_layout_t, microbatches)},
+                        {"microbatches", offsetof(mt_layout_t, microbatches)}};
+    mt_layout_t l    = *layout;
     const char *item = s;
 
     while (*item != '\0') {
-        const char *end = strchr(item, ',');
-        const char *eq  = strchr(item, '=');
-        size_t      len = (end != NULL) ? (size_t)(end - item) : strlen(item);
-        size_t      klen, i;
-        char        num[32], *nend;
+        const char   *end = strchr(item, ',');
+        const char   *eq  = strchr(item, '=');
+        size_t        len = (end != NULL) ? (size_t)(end - item) : strlen(item);
+        size_t        klen, i;
+        char          num[32], *nend;
         unsigned long v;
-        bool        found = false;
+        bool          found = false;
 
         if (eq == NULL || eq >= item + len) {
             set_err(err, errlen, "layout '%.*s': expected key=value", (int)len, item);
@@ -235,7 +235,7 @@ memsvc_status_t mt_layout_parse(const char *s, mt_layout_t *layout, char *err, s
         }
         memcpy(num, eq + 1, len - klen - 1);
         num[len - klen - 1] = '\0';
-        v = strtoul(num, &nend, 10);
+        v                   = strtoul(num, &nend, 10);
         if (num[0] < '0' || num[0] > '9' || *nend != '\0' || v == 0 || v > 1000000) {
             set_err(err, errlen, "layout '%.*s': '%s' is not a positive integer", (int)len, item,
                     num);
@@ -263,12 +263,12 @@ memsvc_status_t mt_layout_parse(const char *s, mt_layout_t *layout, char *err, s
 void mt_gen_params_init(mt_gen_params_t *p, const mt_model_t *model, const sim_desc_t *node)
 {
     memset(p, 0, sizeof(*p));
-    p->model        = model;
-    p->node         = node;
-    p->layout       = (mt_layout_t){.tp = 1, .pp = 1, .vpp = 1, .ep = 1, .dp = 1, .cp = 1,
-                                    .microbatches = 1};
-    p->steps        = 1;
-    p->seed         = 1;
+    p->model = model;
+    p->node  = node;
+    p->layout =
+        (mt_layout_t){.tp = 1, .pp = 1, .vpp = 1, .ep = 1, .dp = 1, .cp = 1, .microbatches = 1};
+    p->steps = 1;
+    p->seed  = 1;
 }
 
 memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errlen)
@@ -292,8 +292,8 @@ memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errl
         set_err(err, errlen, "gen: tp, pp, vpp, ep, dp, cp, microbatches and steps must be >= 1");
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    s = l->seq_len ? l->seq_len : m->seq_len;
-    b = l->micro_batch_size ? l->micro_batch_size : m->micro_batch;
+    s     = l->seq_len ? l->seq_len : m->seq_len;
+    b     = l->micro_batch_size ? l->micro_batch_size : m->micro_batch;
     ranks = (uint64_t)l->tp * l->cp * l->dp * l->pp;
     if (p->rank >= ranks) {
         set_err(err, errlen, "gen: rank %u out of range (layout has %llu ranks)", p->rank,
@@ -310,8 +310,8 @@ memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errl
                 (unsigned long long)(s / l->cp * b));
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    if (m->experts > GEN_MAX_EXPERTS || m->experts % l->ep != 0 ||
-        (l->dp * l->cp) % l->ep != 0 || (m->experts == 0 && l->ep != 1)) {
+    if (m->experts > GEN_MAX_EXPERTS || m->experts % l->ep != 0 || (l->dp * l->cp) % l->ep != 0 ||
+        (m->experts == 0 && l->ep != 1)) {
         set_err(err, errlen, "gen: ep %u must divide experts %u and dp*cp %u (ep=1 if dense)",
                 l->ep, m->experts, l->dp * l->cp);
         return MEMSVC_ERR_INVALID_PARAM;
@@ -333,8 +333,9 @@ memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errl
     }
     if (!(n->flops > 0) || !(n->mfu > 0) || n->mfu > 1 || !(n->hbm_bw > 0) || !(n->nic.bw > 0) ||
         (l->tp > 1 && !(n->d2d.bw > 0))) {
-        set_err(err, errlen, "gen: node needs flops, 0 < mfu <= 1, hbm_bw, nic bw (and d2d bw "
-                             "with tp > 1)");
+        set_err(err, errlen,
+                "gen: node needs flops, 0 < mfu <= 1, hbm_bw, nic bw (and d2d bw "
+                "with tp > 1)");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (!(p->skew >= 0) || p->skew > 100) {
@@ -586,16 +587,16 @@ static void op_emit(gen_t *g, op_t *op)
         bool    rc = o->kind == MEMSVC_KIND_ACTIVATION && rc_ok;
 
         memset(&ev, 0, sizeof(ev));
-        ev.type   = MT_EV_ALLOC;
-        ev.tensor = o->id;
-        ev.key    = o->key;
-        ev.size   = o->size;
-        ev.kind   = o->kind;
-        ev.tags   = tags_of(g, o->layer,
-                            (o->kind == MEMSVC_KIND_ACTIVATION || o->kind == MEMSVC_KIND_WORKSPACE)
-                                ? op->mb
-                                : MEMSVC_TAG_NONE,
-                            o->expert);
+        ev.type         = MT_EV_ALLOC;
+        ev.tensor       = o->id;
+        ev.key          = o->key;
+        ev.size         = o->size;
+        ev.kind         = o->kind;
+        ev.tags         = tags_of(g, o->layer,
+                          (o->kind == MEMSVC_KIND_ACTIVATION || o->kind == MEMSVC_KIND_WORKSPACE)
+                                      ? op->mb
+                                      : MEMSVC_TAG_NONE,
+                                  o->expert);
         ev.producer     = op_id;
         ev.recomputable = rc;
         ev.recompute_ns = rc ? dur + op->rc_extra_ns : 0;
@@ -672,19 +673,19 @@ static uint64_t norm_n(const mt_model_t *m)
 /* Parameter groups of one layer (sizes on this rank: TP-sharded where Megatron shards). */
 static void layer_params(gen_t *g, uint32_t li)
 {
-    const mt_model_t *m   = g->m;
-    uint32_t          L   = g->layer_of[li];
-    int32_t          *lp  = &g->lpg[li * PG_N];
-    uint64_t          h   = m->hidden, a = m->heads, tp = g->tp;
+    const mt_model_t *m  = g->m;
+    uint32_t          L  = g->layer_of[li];
+    int32_t          *lp = &g->lpg[li * PG_N];
+    uint64_t          h = m->hidden, a = m->heads, tp = g->tp;
     uint32_t          dpd = g->dp * g->cp, dpe = dpd / g->ep, e;
-    int32_t           E   = MEMSVC_TAG_NONE;
+    int32_t           E = MEMSVC_TAG_NONE;
 
     for (e = 0; e < PG_N; e++) {
         lp[e] = -1;
     }
     lp[PG_LN1] = pg_add(g, (int32_t)L, E, norm_n(m), dpd, "L%u|.ln1", L);
     if (m->attn == MT_ATTN_MLA) {
-        uint64_t qk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+        uint64_t qk  = m->qk_nope_head_dim + m->qk_rope_head_dim;
         uint64_t qin = m->q_lora_rank ? m->q_lora_rank : h;
 
         /* down-projections and latent norms are replicated over TP */
@@ -692,26 +693,27 @@ static void layer_params(gen_t *g, uint32_t li)
                             h * (m->q_lora_rank + m->kv_lora_rank + m->qk_rope_head_dim) +
                                 m->q_lora_rank + m->kv_lora_rank,
                             dpd, "L%u|.attn.down", L);
-        lp[PG_UP]  = pg_add(g, (int32_t)L, E,
-                            (qin * a * qk + (uint64_t)m->kv_lora_rank * a *
-                                                (m->qk_nope_head_dim + m->v_head_dim)) / tp,
-                            dpd, "L%u|.attn.up", L);
-        lp[PG_PROJ] = pg_add(g, (int32_t)L, E, a * m->v_head_dim * h / tp, dpd, "L%u|.attn.proj",
-                             L);
+        lp[PG_UP]  = pg_add(
+             g, (int32_t)L, E,
+             (qin * a * qk + (uint64_t)m->kv_lora_rank * a * (m->qk_nope_head_dim + m->v_head_dim)) /
+                 tp,
+             dpd, "L%u|.attn.up", L);
+        lp[PG_PROJ] =
+            pg_add(g, (int32_t)L, E, a * m->v_head_dim * h / tp, dpd, "L%u|.attn.proj", L);
     } else {
         uint64_t q = a * m->head_dim, kv = (uint64_t)m->kv_heads * m->head_dim;
 
-        lp[PG_QKV]  = pg_add(g, (int32_t)L, E, (h * (q + 2 * kv) + (m->bias ? q + 2 * kv : 0)) / tp,
-                             dpd, "L%u|.attn.qkv", L);
-        lp[PG_PROJ] = pg_add(g, (int32_t)L, E, q * h / tp + (m->bias ? h : 0), dpd,
-                             "L%u|.attn.proj", L);
+        lp[PG_QKV] = pg_add(g, (int32_t)L, E, (h * (q + 2 * kv) + (m->bias ? q + 2 * kv : 0)) / tp,
+                            dpd, "L%u|.attn.qkv", L);
+        lp[PG_PROJ] =
+            pg_add(g, (int32_t)L, E, q * h / tp + (m->bias ? h : 0), dpd, "L%u|.attn.proj", L);
     }
     lp[PG_LN2] = pg_add(g, (int32_t)L, E, norm_n(m), dpd, "L%u|.ln2", L);
     if (!mt_model_layer_is_moe(m, L)) {
         uint64_t w1 = (m->mlp == MT_MLP_SWIGLU) ? 2ull * m->ffn : m->ffn;
 
-        lp[PG_FC1] = pg_add(g, (int32_t)L, E, (h * w1 + (m->bias ? w1 : 0)) / tp, dpd,
-                            "L%u|.mlp.fc1", L);
+        lp[PG_FC1] =
+            pg_add(g, (int32_t)L, E, (h * w1 + (m->bias ? w1 : 0)) / tp, dpd, "L%u|.mlp.fc1", L);
         lp[PG_FC2] = pg_add(g, (int32_t)L, E, (uint64_t)m->ffn * h / tp + (m->bias ? h : 0), dpd,
                             "L%u|.mlp.fc2", L);
         g->epg[li] = -1;
@@ -721,8 +723,8 @@ static void layer_params(gen_t *g, uint32_t li)
     if (m->shared_experts > 0) {
         uint64_t sf = (uint64_t)m->shared_experts * m->shared_expert_ffn;
 
-        lp[PG_SFC1] = pg_add(g, (int32_t)L, E, h * sf * (m->mlp == MT_MLP_SWIGLU ? 2 : 1) / tp,
-                             dpd, "L%u|.shared.fc1", L);
+        lp[PG_SFC1] = pg_add(g, (int32_t)L, E, h * sf * (m->mlp == MT_MLP_SWIGLU ? 2 : 1) / tp, dpd,
+                             "L%u|.shared.fc1", L);
         lp[PG_SFC2] = pg_add(g, (int32_t)L, E, sf * h / tp, dpd, "L%u|.shared.fc2", L);
     }
     g->epg[li] = (int32_t)g->n_pg;
@@ -808,24 +810,23 @@ static void optimizer(gen_t *g)
 
     hint(g, MEMSVC_HINT_PHASE, MEMSVC_TAG_NONE, MEMSVC_TAG_NONE, MEMSVC_PHASE_OPTIMIZER);
     for (i = 0; i < g->n_pg && g->status == MEMSVC_OK; i++) {
-        pgroup_t   *pg  = &g->pg[i];
-        const char *bar = strchr(pg->name, '|');
+        pgroup_t   *pg    = &g->pg[i];
+        const char *bar   = strchr(pg->name, '|');
         double      shard = (double)pg->n / pg->dp_shard;
         double      frac  = (double)(pg->dp_shard - 1) / pg->dp_shard;
         op_t        op;
 
         g->cur_v = (uint32_t)pg->stage;
-        op_begin(&op, MEMSVC_TAG_NONE, 0, "optim.%.*s%s", (int)(bar - pg->name), pg->name,
-                 bar + 1);
+        op_begin(&op, MEMSVC_TAG_NONE, 0, "optim.%.*s%s", (int)(bar - pg->name), pg->name, bar + 1);
         op_in(&op, &pg->grad);
         op_in(&op, &pg->param);
         op_in(&op, &pg->optim);
         op_upd(&op, &pg->param);
         op_upd(&op, &pg->optim);
-        op.bytes   = (uint64_t)(shard * (4 + 2 + 2 * 12)); /* grad, param, state read+write */
-        op.flops   = 12 * shard;
-        op.comm_ns = link_ns(&g->node->nic, pg->n * 4 * frac) + link_ns(&g->node->nic,
-                                                                          pg->n * 2 * frac);
+        op.bytes = (uint64_t)(shard * (4 + 2 + 2 * 12)); /* grad, param, state read+write */
+        op.flops = 12 * shard;
+        op.comm_ns =
+            link_ns(&g->node->nic, pg->n * 4 * frac) + link_ns(&g->node->nic, pg->n * 2 * frac);
         op.no_recompute = true;
         op_free(&op, &pg->grad);
         op_emit(g, &op);
@@ -871,14 +872,14 @@ static void router_weights(gen_t *g, uint32_t li)
  * each count capped at the group's tokens (a token picks an expert once). */
 static void route(gen_t *g, uint32_t li, uint32_t mb, lstate_t *st)
 {
-    const double *w  = &g->weights[(size_t)li * g->m->experts];
+    const double *w    = &g->weights[(size_t)li * g->m->experts];
     uint64_t      toks = (uint64_t)g->ep * g->T, n = toks * g->m->top_k;
     double        rest = 1;
     uint32_t      e;
     rng_t         r;
 
-    r.s = mix64(g->p->seed ^ mix64(((uint64_t)g->step << 40) ^ ((uint64_t)mb << 20) ^
-                                   g->layer_of[li]));
+    r.s      = mix64(g->p->seed ^
+                     mix64(((uint64_t)g->step << 40) ^ ((uint64_t)mb << 20) ^ g->layer_of[li]));
     st->rows = 0;
     for (e = 0; e < g->e0 + g->e_loc; e++) {
         uint64_t c = (rest > 0) ? binomial(&r, n, fmin(1.0, w[e] / rest)) : 0;
@@ -886,7 +887,7 @@ static void route(gen_t *g, uint32_t li, uint32_t mb, lstate_t *st)
         n -= c;
         rest -= w[e];
         if (e >= g->e0) {
-            c                       = (c > toks) ? toks : c;
+            c                     = (c > toks) ? toks : c;
             st->ecount[e - g->e0] = (uint32_t)c;
             st->rows += c;
         }
@@ -895,8 +896,8 @@ static void route(gen_t *g, uint32_t li, uint32_t mb, lstate_t *st)
 
 /* ---- one layer ----------------------------------------------------------------------- */
 
-#define ACT   MEMSVC_KIND_ACTIVATION
-#define WS    MEMSVC_KIND_WORKSPACE
+#define ACT MEMSVC_KIND_ACTIVATION
+#define WS MEMSVC_KIND_WORKSPACE
 #define NOEXP MEMSVC_TAG_NONE
 
 static lstate_t *LS(gen_t *g, uint32_t li, uint32_t mb)
@@ -921,10 +922,10 @@ static void attn_dims(gen_t *g, uint64_t *a_t, uint64_t *qk, uint64_t *vd)
 static void attn_core_fwd(gen_t *g, uint32_t L, uint32_t mb, lstate_t *st)
 {
     const mt_model_t *m = g->m;
-    uint64_t a_t, qk, vd, sq = g->seq / g->cp, sk = g->seq, b = g->mbs;
-    uint64_t probs = b * sq * sk, kvb;
-    op_t     op;
-    bool     mla = (m->attn == MT_ATTN_MLA);
+    uint64_t          a_t, qk, vd, sq = g->seq / g->cp, sk = g->seq, b = g->mbs;
+    uint64_t          probs = b * sq * sk, kvb;
+    op_t              op;
+    bool              mla = (m->attn == MT_ATTN_MLA);
 
     attn_dims(g, &a_t, &qk, &vd);
     probs *= a_t;
@@ -967,8 +968,8 @@ static void attn_core_fwd(gen_t *g, uint32_t L, uint32_t mb, lstate_t *st)
         op_in(&op, &scores);
         op_free(&op, &scores);
         op.flops = 5.0 * probs;
-        op_out(g, &op, &st->softmax, ACT, 2 * probs, (int32_t)L, NOEXP, "L%u.mb%u.attn.softmax",
-               L, mb);
+        op_out(g, &op, &st->softmax, ACT, 2 * probs, (int32_t)L, NOEXP, "L%u.mb%u.attn.softmax", L,
+               mb);
         op_emit(g, &op);
     }
     if (m->dropout) {
@@ -977,8 +978,8 @@ static void attn_core_fwd(gen_t *g, uint32_t L, uint32_t mb, lstate_t *st)
         op.flops = 3.0 * probs;
         op_out(g, &op, &st->amask, ACT, probs, (int32_t)L, NOEXP, "L%u.mb%u.attn.dropout.mask", L,
                mb);
-        op_out(g, &op, &st->aout, ACT, 2 * probs, (int32_t)L, NOEXP, "L%u.mb%u.attn.dropout.out",
-               L, mb);
+        op_out(g, &op, &st->aout, ACT, 2 * probs, (int32_t)L, NOEXP, "L%u.mb%u.attn.dropout.out", L,
+               mb);
         op_emit(g, &op);
     }
     op_begin(&op, (int32_t)mb, 0, "attn.ctx");
@@ -1037,11 +1038,12 @@ static void attn_fwd(gen_t *g, uint32_t li, uint32_t mb)
             op_in(&op, &st->ln1_out);
         }
         op_in(&op, &P(g, li, PG_UP)->param);
-        op.flops = 2.0 * T * a_t * (qin * qk + (double)m->kv_lora_rank * (m->qk_nope_head_dim + vd));
-        op_out(g, &op, &st->q_up, ACT, 2 * T * a_t * qk, (int32_t)L, NOEXP, "L%u.mb%u.attn.q_up",
-               L, mb);
-        op_out(g, &op, &st->kv_up, ACT, 2 * T * a_t * (m->qk_nope_head_dim + vd), (int32_t)L,
-               NOEXP, "L%u.mb%u.attn.kv_up", L, mb);
+        op.flops =
+            2.0 * T * a_t * (qin * qk + (double)m->kv_lora_rank * (m->qk_nope_head_dim + vd));
+        op_out(g, &op, &st->q_up, ACT, 2 * T * a_t * qk, (int32_t)L, NOEXP, "L%u.mb%u.attn.q_up", L,
+               mb);
+        op_out(g, &op, &st->kv_up, ACT, 2 * T * a_t * (m->qk_nope_head_dim + vd), (int32_t)L, NOEXP,
+               "L%u.mb%u.attn.kv_up", L, mb);
         op_emit(g, &op);
     } else {
         uint64_t w = (a_t + 2 * (uint64_t)m->kv_heads / g->tp) * m->head_dim;
@@ -1085,12 +1087,12 @@ static void attn_fwd(gen_t *g, uint32_t li, uint32_t mb)
 /* Where a layer's output goes: the next layer's input, the head's input, or the send buffer. */
 static void layer_output(gen_t *g, op_t *op, uint32_t li, uint32_t mb, bool last_in_chunk)
 {
-    uint32_t L = g->layer_of[li];
+    uint32_t L  = g->layer_of[li];
     uint64_t sz = 2 * g->nsp * g->m->hidden;
 
     if (!last_in_chunk) {
-        op_out(g, op, &LS(g, li + 1, mb)->ln1_in, ACT, sz, (int32_t)L + 1, NOEXP,
-               "L%u.mb%u.ln1.in", L + 1, mb);
+        op_out(g, op, &LS(g, li + 1, mb)->ln1_in, ACT, sz, (int32_t)L + 1, NOEXP, "L%u.mb%u.ln1.in",
+               L + 1, mb);
     } else if (g->cur_v == g->pp * g->vpp - 1) {
         op_out(g, op, &LS(g, li, mb)->x_out, ACT, sz, MEMSVC_TAG_NONE, NOEXP, "head.mb%u.norm.in",
                mb);
@@ -1144,9 +1146,9 @@ static void mlp_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
 {
     const mt_model_t *m  = g->m;
     lstate_t         *st = LS(g, li, mb);
-    uint32_t          L  = g->layer_of[li], e, k = m->top_k;
+    uint32_t          L = g->layer_of[li], e, k = m->top_k;
     uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, ef = m->expert_ffn / g->etp;
-    uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
+    uint64_t          w1  = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
     double            a2a = (double)(g->eps - 1) / g->eps;
     tref_t            perm, cin, sout;
     bool              cin_live = false;
@@ -1173,10 +1175,10 @@ static void mlp_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
     op_begin(&op, (int32_t)mb, 1, "moe.a2a.dispatch");
     op_in(&op, &perm);
     op_free(&op, &perm);
-    op.comm_ns = link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a) +
-                 etp_coll_ns(g, 2.0 * st->rows * h);
-    op_out(g, &op, &st->dispatch, ACT, 2 * st->rows * h, (int32_t)L, NOEXP,
-           "L%u.mb%u.moe.dispatch", L, mb);
+    op.comm_ns =
+        link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a) + etp_coll_ns(g, 2.0 * st->rows * h);
+    op_out(g, &op, &st->dispatch, ACT, 2 * st->rows * h, (int32_t)L, NOEXP, "L%u.mb%u.moe.dispatch",
+           L, mb);
     op_emit(g, &op);
 
     for (e = 0; e < g->e_loc; e++) {
@@ -1190,8 +1192,8 @@ static void mlp_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
         op_in_slice(&op, &st->dispatch, 2 * c * h);
         op_in(&op, &PE(g, li, e, 0)->param);
         op.flops = 2.0 * c * h * w1;
-        op_out(g, &op, &st->efc1[e], ACT, 2 * c * w1, (int32_t)L, (int32_t)ge,
-               "L%u.e%u.mb%u.fc1", L, ge, mb);
+        op_out(g, &op, &st->efc1[e], ACT, 2 * c * w1, (int32_t)L, (int32_t)ge, "L%u.e%u.mb%u.fc1",
+               L, ge, mb);
         op_emit(g, &op);
 
         op_begin(&op, (int32_t)mb, 0, "moe.e%u.act", ge);
@@ -1222,10 +1224,10 @@ static void mlp_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
         op_free(&op, &cin);
     }
     op.no_recompute = true; /* needs every local expert's output */
-    op.comm_ns = etp_coll_ns(g, 2.0 * st->rows * h) +
-                 link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a);
-    op_out(g, &op, &st->combined, ACT, 2 * nsp * k * h, (int32_t)L, NOEXP,
-           "L%u.mb%u.moe.combined", L, mb);
+    op.comm_ns =
+        etp_coll_ns(g, 2.0 * st->rows * h) + link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a);
+    op_out(g, &op, &st->combined, ACT, 2 * nsp * k * h, (int32_t)L, NOEXP, "L%u.mb%u.moe.combined",
+           L, mb);
     op_emit(g, &op);
 
     memset(&sout, 0, sizeof(sout));
@@ -1351,9 +1353,9 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
 {
     const mt_model_t *m  = g->m;
     lstate_t         *st = LS(g, li, mb);
-    uint32_t          L  = g->layer_of[li], k = m->top_k, e;
+    uint32_t          L = g->layer_of[li], k = m->top_k, e;
     uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, ef = m->expert_ffn / g->etp;
-    uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
+    uint64_t          w1  = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
     double            a2a = (double)(g->eps - 1) / g->eps;
     tref_t            dcomb, dcin, ddisp, dperm, dln2, dmid;
     bool              ddisp_live = false, dln2_live = false;
@@ -1416,8 +1418,8 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     op_begin(&op, (int32_t)mb, 1, "moe.a2a.combine.bwd");
     op_in(&op, &dcomb);
     op_free(&op, &dcomb);
-    op.comm_ns = link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a) +
-                 etp_coll_ns(g, 2.0 * st->rows * h);
+    op.comm_ns =
+        link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a) + etp_coll_ns(g, 2.0 * st->rows * h);
     dout(g, &op, &dcin, 2 * st->rows * h, L, mb, "moe.combine_in");
     op_emit(g, &op);
 
@@ -1436,8 +1438,8 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
         op_grad(g, &op, PE(g, li, e, 1));
         op.flops = 4.0 * c * ef * h;
         op_free(&op, &st->eact[e]);
-        op_out(g, &op, &deact, WS, 2 * c * ef, (int32_t)L, (int32_t)ge, "L%u.e%u.mb%u.d.act", L,
-               ge, mb);
+        op_out(g, &op, &deact, WS, 2 * c * ef, (int32_t)L, (int32_t)ge, "L%u.e%u.mb%u.d.act", L, ge,
+               mb);
         op_emit(g, &op);
 
         op_begin(&op, (int32_t)mb, 0, "moe.e%u.act.bwd", ge);
@@ -1446,8 +1448,8 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
         op.flops = 10.0 * c * ef;
         op_free(&op, &deact);
         op_free(&op, &st->efc1[e]);
-        op_out(g, &op, &defc1, WS, 2 * c * w1, (int32_t)L, (int32_t)ge, "L%u.e%u.mb%u.d.fc1", L,
-               ge, mb);
+        op_out(g, &op, &defc1, WS, 2 * c * w1, (int32_t)L, (int32_t)ge, "L%u.e%u.mb%u.d.fc1", L, ge,
+               mb);
         op_emit(g, &op);
 
         op_begin(&op, (int32_t)mb, 0, "moe.e%u.fc1.bwd", ge);
@@ -1472,8 +1474,8 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     op_free(&op, &ddisp);
     op_free(&op, &dcin);
     op_free(&op, &st->dispatch);
-    op.comm_ns = etp_coll_ns(g, 2.0 * st->rows * h) +
-                 link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a);
+    op.comm_ns =
+        etp_coll_ns(g, 2.0 * st->rows * h) + link_ns(&g->node->nic, 2.0 * nsp * k * h * a2a);
     dout(g, &op, &dperm, 2 * nsp * k * h, L, mb, "moe.permuted");
     op_emit(g, &op);
 
@@ -1521,7 +1523,7 @@ static tref_t attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
     uint32_t          L  = g->layer_of[li];
     uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, a_t, qk, vd;
     uint64_t          probs = (uint64_t)g->mbs * (g->seq / g->cp) * g->seq;
-    bool              mla = (m->attn == MT_ATTN_MLA);
+    bool              mla   = (m->attn == MT_ATTN_MLA);
     tref_t            dctx, dq, dkv, dln1, dx;
     op_t              op;
 
@@ -1560,7 +1562,7 @@ static tref_t attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
 #define CORE_DOUT()                                                                                \
     do {                                                                                           \
         if (mla) {                                                                                 \
-            dout(g, &op, &dq, st->q_up.size, L, mb, "attn.q_up");                                 \
+            dout(g, &op, &dq, st->q_up.size, L, mb, "attn.q_up");                                  \
             dout(g, &op, &dkv, st->kv_up.size, L, mb, "attn.kv_up");                               \
         } else {                                                                                   \
             dout(g, &op, &dq, st->qkv.size, L, mb, "attn.qkv");                                    \
@@ -1707,7 +1709,7 @@ static void chunk_reset(gen_t *g, uint32_t c, uint32_t mb)
     uint32_t i;
 
     for (i = g->chunk_first[c]; i < g->chunk_first[c] + g->chunk_count[c]; i++) {
-        lstate_t *st = LS(g, i, mb);
+        lstate_t *st   = LS(g, i, mb);
         tref_t   *efc1 = st->efc1, *eact = st->eact;
         uint32_t *ecount = st->ecount;
 
@@ -1720,9 +1722,9 @@ static void chunk_reset(gen_t *g, uint32_t c, uint32_t mb)
 
 static void chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
 {
-    const mt_model_t *m     = g->m;
-    uint32_t          v     = c * g->pp + g->stage, first = g->chunk_first[c], i;
-    uint32_t          n     = g->chunk_count[c], L0 = g->layer_of[first];
+    const mt_model_t *m = g->m;
+    uint32_t          v = c * g->pp + g->stage, first = g->chunk_first[c], i;
+    uint32_t          n = g->chunk_count[c], L0 = g->layer_of[first];
     uint64_t          xsize = 2 * g->nsp * m->hidden;
     lstate_t         *st0;
     op_t              op;
@@ -1779,8 +1781,7 @@ static void chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
             op_in(&op, &hs->norm_out);
             op_in(&op, &g->pg[g->pg_head].param);
             if (g->tp > 1) {
-                op_scratch(g, &op, 2 * g->T * m->hidden, MEMSVC_TAG_NONE, "head.mb%u.gathered",
-                           mb);
+                op_scratch(g, &op, 2 * g->T * m->hidden, MEMSVC_TAG_NONE, "head.mb%u.gathered", mb);
             }
             op.flops   = 2.0 * g->T * m->hidden * vt;
             op.comm_ns = tp_coll_ns(g, 2.0 * g->T * m->hidden);
@@ -1808,9 +1809,9 @@ static void chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
 
 static void chunk_bwd(gen_t *g, uint32_t c, uint32_t mb)
 {
-    const mt_model_t *m     = g->m;
-    uint32_t          v     = c * g->pp + g->stage, first = g->chunk_first[c], i;
-    uint32_t          n     = g->chunk_count[c], Llast = g->layer_of[first + n - 1];
+    const mt_model_t *m = g->m;
+    uint32_t          v = c * g->pp + g->stage, first = g->chunk_first[c], i;
+    uint32_t          n = g->chunk_count[c], Llast = g->layer_of[first + n - 1];
     uint64_t          xsize = 2 * g->nsp * m->hidden;
     tref_t            dres;
     op_t              op;
@@ -1818,7 +1819,7 @@ static void chunk_bwd(gen_t *g, uint32_t c, uint32_t mb)
     g->cur_v = v;
     hint(g, MEMSVC_HINT_PHASE, (int32_t)Llast, (int32_t)mb, MEMSVC_PHASE_BACKWARD);
     if (v == g->pp * g->vpp - 1) {
-        head_state_t *hs = &g->hs[mb];
+        head_state_t *hs  = &g->hs[mb];
         lstate_t     *stl = LS(g, first + n - 1, mb);
         uint64_t      vt  = ((uint64_t)m->vocab + g->tp - 1) / g->tp;
         tref_t        dlog, dnorm;
@@ -1976,25 +1977,25 @@ static memsvc_status_t gen_init(gen_t *g, const mt_gen_params_t *p, mt_sink_fn_t
     size_t             nls;
 
     memset(g, 0, sizeof(*g));
-    g->p = p;
-    g->m = m;
+    g->p    = p;
+    g->m    = m;
     g->node = p->node;
     g->sink = sink;
     g->arg  = arg;
     g->tp = l->tp, g->pp = l->pp, g->vpp = l->vpp, g->ep = l->ep, g->dp = l->dp, g->cp = l->cp;
-    g->seq   = l->seq_len ? l->seq_len : m->seq_len;
-    g->mbs   = l->micro_batch_size ? l->micro_batch_size : m->micro_batch;
-    g->stage = mt_gen_stage_of_rank(l, p->rank);
-    g->T     = (uint64_t)g->seq / g->cp * g->mbs;
-    g->nsp   = g->T / g->tp;
+    g->seq     = l->seq_len ? l->seq_len : m->seq_len;
+    g->mbs     = l->micro_batch_size ? l->micro_batch_size : m->micro_batch;
+    g->stage   = mt_gen_stage_of_rank(l, p->rank);
+    g->T       = (uint64_t)g->seq / g->cp * g->mbs;
+    g->nsp     = g->T / g->tp;
     g->ep_rank = ((p->rank / g->tp) % (g->dp * g->cp)) % g->ep;
     g->etp     = p->tp_extend_ep ? 1 : g->tp;
     g->eps     = p->tp_extend_ep ? g->ep * g->tp : g->ep;
     if (p->tp_extend_ep) {
         g->ep_rank = g->ep_rank * g->tp + p->rank % g->tp;
     }
-    g->e_loc   = m->experts / g->eps;
-    g->e0      = g->ep_rank * g->e_loc;
+    g->e_loc = m->experts / g->eps;
+    g->e0    = g->ep_rank * g->e_loc;
 
     g->chunk_first = calloc(g->vpp, sizeof(*g->chunk_first));
     g->chunk_count = calloc(g->vpp, sizeof(*g->chunk_count));
@@ -2051,8 +2052,8 @@ static memsvc_status_t gen_init(gen_t *g, const mt_gen_params_t *p, mt_sink_fn_t
             layer_params(g, i);
         }
         if (v == g->pp * g->vpp - 1) {
-            g->pg_head_norm = pg_add(g, MEMSVC_TAG_NONE, NOEXP, norm_n(m), g->dp * g->cp,
-                                     "head|.norm");
+            g->pg_head_norm =
+                pg_add(g, MEMSVC_TAG_NONE, NOEXP, norm_n(m), g->dp * g->cp, "head|.norm");
             if (m->tied_embeddings && g->pg_embed >= 0) {
                 g->pg_head = g->pg_embed;
             } else {
@@ -2105,7 +2106,7 @@ memsvc_status_t mt_gen_run(const mt_gen_params_t *p, mt_sink_fn_t sink, void *ar
 
 typedef struct mem_acc {
     mt_gen_memory_t *mem;
-    uint64_t        *size;  /* by tensor id */
+    uint64_t        *size; /* by tensor id */
     uint8_t         *kind;
     uint64_t         cap;
     uint64_t         live[MEMSVC_KIND_COUNT], total;
@@ -2114,7 +2115,7 @@ typedef struct mem_acc {
 
 static memsvc_status_t mem_sink(void *arg, const mt_event_t *ev)
 {
-    mem_acc_t       *a = arg;
+    mem_acc_t       *a   = arg;
     mt_gen_memory_t *mem = a->mem;
 
     mem->events++;

@@ -20,7 +20,8 @@ int mt_cmd_models(int argc, char **argv);
 static void gen_usage(FILE *f)
 {
     fprintf(f,
-            "usage: memtrace gen --model NAME [key=value ...] [--layout tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
+            "usage: memtrace gen --model NAME [key=value ...] [--layout "
+            "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
             "                    [--microbatches N] [--steps N] [--rank R] [--skew X] [--seed N]\n"
             "                    [--node PRESET] [--node-set key=value ...] [--tp-extend-ep]\n"
             "                    (-o OUT.trace | --describe)\n"
@@ -76,8 +77,7 @@ static int describe(const mt_gen_params_t *p)
     printf("layout = tp %u, pp %u, vpp %u, ep %u%s, dp %u, cp %u; %u micro-batches of %u x %u "
            "tokens; %u ranks\n",
            l->tp, l->pp, l->vpp, l->ep, p->tp_extend_ep ? " (x tp: tp-extend-ep)" : "", l->dp,
-           l->cp, l->microbatches, l->micro_batch_size, l->seq_len,
-           l->tp * l->cp * l->dp * l->pp);
+           l->cp, l->microbatches, l->micro_batch_size, l->seq_len, l->tp * l->cp * l->dp * l->pp);
     printf("node = %s: %.0f TFLOPS x mfu %.2f, HBM %.2f TB/s, d2d %.0f GB/s, nic %.0f GB/s, "
            "HBM %.1f GiB\n",
            p->node->name, p->node->flops / 1e12, p->node->mfu, p->node->hbm_bw / 1e12,
@@ -120,7 +120,7 @@ static int describe(const mt_gen_params_t *p)
 int mt_cmd_gen(int argc, char **argv)
 {
     const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
-    const char     *layout_s = NULL;
+    const char     *layout_s      = NULL;
     bool            want_describe = false, tp_extend_ep = false;
     mt_model_t      model;
     sim_desc_t      node;
@@ -236,11 +236,11 @@ int mt_cmd_gen(int argc, char **argv)
     }
     p.layout.seq_len          = model.seq_len;
     p.layout.micro_batch_size = model.micro_batch;
-    p.steps        = steps;
-    p.rank         = rank;
-    p.skew         = skew;
-    p.seed         = seed;
-    p.tp_extend_ep = tp_extend_ep;
+    p.steps                   = steps;
+    p.rank                    = rank;
+    p.skew                    = skew;
+    p.seed                    = seed;
+    p.tp_extend_ep            = tp_extend_ep;
     if (mt_gen_validate(&p, err, sizeof(err)) != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         return 2;
@@ -299,8 +299,9 @@ int mt_cmd_gen(int argc, char **argv)
         rc = 1;
     }
     if (rc == 0 && strcmp(out, "-") != 0) {
-        fprintf(stderr, "memtrace gen: %s: %u events, %u step(s), rank %u (stage %u), peak %.2f GiB\n",
-                out, u, steps, rank, mt_gen_stage_of_rank(&p.layout, rank),
+        fprintf(stderr,
+                "memtrace gen: %s: %u events, %u step(s), rank %u (stage %u), peak %.2f GiB\n", out,
+                u, steps, rank, mt_gen_stage_of_rank(&p.layout, rank),
                 mem.peak / (double)(1ull << 30));
     }
     return rc;

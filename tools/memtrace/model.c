@@ -14,46 +14,147 @@
  * docs/generator.md says so.
  */
 static const mt_model_t presets[] = {
-    {.name = "pangu-ultra-moe-718b", .layers = 61, .dense_layers = 3, .hidden = 7680, .ffn = 12288,
-     .heads = 128, .kv_heads = 128, .head_dim = 128, .attn = MT_ATTN_MLA, .q_lora_rank = 1536,
-     .kv_lora_rank = 512, .qk_nope_head_dim = 128, .qk_rope_head_dim = 64, .v_head_dim = 128,
-     .experts = 256, .shared_experts = 1, .top_k = 8, .expert_ffn = 2048,
-     .shared_expert_ffn = 2048, .vocab = 129280, .seq_len = 4096, .micro_batch = 2,
-     .mlp = MT_MLP_SWIGLU, .fused_attention = true, .mtp_layers = 1, .published_total = 718e9,
-     .published_active = 39e9},
-    {.name = "deepseek-v3-671b", .layers = 61, .dense_layers = 3, .hidden = 7168, .ffn = 18432,
-     .heads = 128, .kv_heads = 128, .head_dim = 128, .attn = MT_ATTN_MLA, .q_lora_rank = 1536,
-     .kv_lora_rank = 512, .qk_nope_head_dim = 128, .qk_rope_head_dim = 64, .v_head_dim = 128,
-     .experts = 256, .shared_experts = 1, .top_k = 8, .expert_ffn = 2048,
-     .shared_expert_ffn = 2048, .vocab = 129280, .seq_len = 4096, .micro_batch = 1,
-     .mlp = MT_MLP_SWIGLU, .fused_attention = true, .mtp_layers = 1, .published_total = 671e9,
-     .published_active = 37e9},
-    {.name = "pangu-ultra-135b", .layers = 94, .hidden = 12288, .ffn = 28672, .heads = 96,
-     .kv_heads = 8, .head_dim = 128, .attn = MT_ATTN_GQA, .vocab = 153376, .seq_len = 4096,
-     .micro_batch = 1, .mlp = MT_MLP_SWIGLU, .fused_attention = true, .published_total = 135e9,
+    {.name              = "pangu-ultra-moe-718b",
+     .layers            = 61,
+     .dense_layers      = 3,
+     .hidden            = 7680,
+     .ffn               = 12288,
+     .heads             = 128,
+     .kv_heads          = 128,
+     .head_dim          = 128,
+     .attn              = MT_ATTN_MLA,
+     .q_lora_rank       = 1536,
+     .kv_lora_rank      = 512,
+     .qk_nope_head_dim  = 128,
+     .qk_rope_head_dim  = 64,
+     .v_head_dim        = 128,
+     .experts           = 256,
+     .shared_experts    = 1,
+     .top_k             = 8,
+     .expert_ffn        = 2048,
+     .shared_expert_ffn = 2048,
+     .vocab             = 129280,
+     .seq_len           = 4096,
+     .micro_batch       = 2,
+     .mlp               = MT_MLP_SWIGLU,
+     .fused_attention   = true,
+     .mtp_layers        = 1,
+     .published_total   = 718e9,
+     .published_active  = 39e9},
+    {.name              = "deepseek-v3-671b",
+     .layers            = 61,
+     .dense_layers      = 3,
+     .hidden            = 7168,
+     .ffn               = 18432,
+     .heads             = 128,
+     .kv_heads          = 128,
+     .head_dim          = 128,
+     .attn              = MT_ATTN_MLA,
+     .q_lora_rank       = 1536,
+     .kv_lora_rank      = 512,
+     .qk_nope_head_dim  = 128,
+     .qk_rope_head_dim  = 64,
+     .v_head_dim        = 128,
+     .experts           = 256,
+     .shared_experts    = 1,
+     .top_k             = 8,
+     .expert_ffn        = 2048,
+     .shared_expert_ffn = 2048,
+     .vocab             = 129280,
+     .seq_len           = 4096,
+     .micro_batch       = 1,
+     .mlp               = MT_MLP_SWIGLU,
+     .fused_attention   = true,
+     .mtp_layers        = 1,
+     .published_total   = 671e9,
+     .published_active  = 37e9},
+    {.name             = "pangu-ultra-135b",
+     .layers           = 94,
+     .hidden           = 12288,
+     .ffn              = 28672,
+     .heads            = 96,
+     .kv_heads         = 8,
+     .head_dim         = 128,
+     .attn             = MT_ATTN_GQA,
+     .vocab            = 153376,
+     .seq_len          = 4096,
+     .micro_batch      = 1,
+     .mlp              = MT_MLP_SWIGLU,
+     .fused_attention  = true,
+     .published_total  = 135e9,
      .published_active = 135e9},
-    {.name = "mixtral-8x7b", .layers = 32, .hidden = 4096, .ffn = 14336, .heads = 32,
-     .kv_heads = 8, .head_dim = 128, .attn = MT_ATTN_GQA, .experts = 8, .top_k = 2,
-     .expert_ffn = 14336, .vocab = 32000, .seq_len = 4096, .micro_batch = 1,
-     .mlp = MT_MLP_SWIGLU, .fused_attention = true, .published_total = 46.7e9,
+    {.name             = "mixtral-8x7b",
+     .layers           = 32,
+     .hidden           = 4096,
+     .ffn              = 14336,
+     .heads            = 32,
+     .kv_heads         = 8,
+     .head_dim         = 128,
+     .attn             = MT_ATTN_GQA,
+     .experts          = 8,
+     .top_k            = 2,
+     .expert_ffn       = 14336,
+     .vocab            = 32000,
+     .seq_len          = 4096,
+     .micro_batch      = 1,
+     .mlp              = MT_MLP_SWIGLU,
+     .fused_attention  = true,
+     .published_total  = 46.7e9,
      .published_active = 12.9e9},
-    {.name = "gpt3-175b", .layers = 96, .hidden = 12288, .ffn = 4 * 12288, .heads = 96,
-     .kv_heads = 96, .head_dim = 128, .attn = MT_ATTN_MHA, .vocab = 50257, .seq_len = 2048,
-     .micro_batch = 1, .mlp = MT_MLP_GELU, .fused_attention = false, .tied_embeddings = true,
-     .dropout = true, .bias = true, .published_total = 175e9, .published_active = 175e9},
-    {.name = "tiny-moe", .layers = 4, .dense_layers = 1, .hidden = 256, .ffn = 512, .heads = 4,
-     .kv_heads = 4, .head_dim = 64, .attn = MT_ATTN_MLA, .q_lora_rank = 128, .kv_lora_rank = 64,
-     .qk_nope_head_dim = 32, .qk_rope_head_dim = 16, .v_head_dim = 32, .experts = 8,
-     .shared_experts = 1, .top_k = 2, .expert_ffn = 128, .shared_expert_ffn = 128, .vocab = 1024,
-     .seq_len = 256, .micro_batch = 1, .mlp = MT_MLP_SWIGLU, .fused_attention = true,
-     .published_total = 0, .published_active = 0},
+    {.name             = "gpt3-175b",
+     .layers           = 96,
+     .hidden           = 12288,
+     .ffn              = 4 * 12288,
+     .heads            = 96,
+     .kv_heads         = 96,
+     .head_dim         = 128,
+     .attn             = MT_ATTN_MHA,
+     .vocab            = 50257,
+     .seq_len          = 2048,
+     .micro_batch      = 1,
+     .mlp              = MT_MLP_GELU,
+     .fused_attention  = false,
+     .tied_embeddings  = true,
+     .dropout          = true,
+     .bias             = true,
+     .published_total  = 175e9,
+     .published_active = 175e9},
+    {.name              = "tiny-moe",
+     .layers            = 4,
+     .dense_layers      = 1,
+     .hidden            = 256,
+     .ffn               = 512,
+     .heads             = 4,
+     .kv_heads          = 4,
+     .head_dim          = 64,
+     .attn              = MT_ATTN_MLA,
+     .q_lora_rank       = 128,
+     .kv_lora_rank      = 64,
+     .qk_nope_head_dim  = 32,
+     .qk_rope_head_dim  = 16,
+     .v_head_dim        = 32,
+     .experts           = 8,
+     .shared_experts    = 1,
+     .top_k             = 2,
+     .expert_ffn        = 128,
+     .shared_expert_ffn = 128,
+     .vocab             = 1024,
+     .seq_len           = 256,
+     .micro_batch       = 1,
+     .mlp               = MT_MLP_SWIGLU,
+     .fused_attention   = true,
+     .published_total   = 0,
+     .published_active  = 0},
 };
 
 #define NUM_PRESETS (sizeof(presets) / sizeof(presets[0]))
 
-static const char *const preset_names[] = {"pangu-ultra-moe-718b", "deepseek-v3-671b",
-                                           "pangu-ultra-135b",     "mixtral-8x7b",
-                                           "gpt3-175b",            "tiny-moe",
+static const char *const preset_names[] = {"pangu-ultra-moe-718b",
+                                           "deepseek-v3-671b",
+                                           "pangu-ultra-135b",
+                                           "mixtral-8x7b",
+                                           "gpt3-175b",
+                                           "tiny-moe",
                                            NULL};
 
 typedef enum { FIELD_U32, FIELD_POS_U32, FIELD_BOOL, FIELD_ATTN, FIELD_MLP } field_type_t;
@@ -140,9 +241,12 @@ const char *const *mt_model_keys(void)
 const char *mt_attn_name(mt_attn_t attn)
 {
     switch (attn) {
-    case MT_ATTN_MHA: return "mha";
-    case MT_ATTN_GQA: return "gqa";
-    case MT_ATTN_MLA: return "mla";
+    case MT_ATTN_MHA:
+        return "mha";
+    case MT_ATTN_GQA:
+        return "gqa";
+    case MT_ATTN_MLA:
+        return "mla";
     }
     return "unknown";
 }
@@ -184,7 +288,7 @@ static memsvc_status_t parse_bool(const char *s, bool *v_p)
 
 memsvc_status_t mt_model_set(mt_model_t *model, const char *assignment, char *err, size_t errlen)
 {
-    const struct field *f = NULL;
+    const struct field *f  = NULL;
     const char         *eq = strchr(assignment, '=');
     const char         *val;
     size_t              klen, i;
@@ -412,8 +516,9 @@ void mt_model_print(const mt_model_t *m, void *file)
     fprintf(f, "hidden = %u\nffn = %u\nmlp = %s\n", m->hidden, m->ffn, mt_mlp_name(m->mlp));
     fprintf(f, "attn = %s, heads = %u", mt_attn_name(m->attn), m->heads);
     if (m->attn == MT_ATTN_MLA) {
-        fprintf(f, ", q_lora_rank = %u, kv_lora_rank = %u, qk_nope = %u, qk_rope = %u, "
-                   "v_head = %u\n",
+        fprintf(f,
+                ", q_lora_rank = %u, kv_lora_rank = %u, qk_nope = %u, qk_rope = %u, "
+                "v_head = %u\n",
                 m->q_lora_rank, m->kv_lora_rank, m->qk_nope_head_dim, m->qk_rope_head_dim,
                 m->v_head_dim);
     } else {

@@ -21,14 +21,14 @@ typedef enum mt_mlp {
 
 /* One model. Every field can be overridden by mt_model_set(). */
 typedef struct mt_model {
-    char      name[64];          /* preset name, or the preset it started from */
-    uint32_t  layers;            /* transformer layers (without MTP) */
-    uint32_t  dense_layers;      /* the first k layers have a dense FFN (MoE models) */
-    uint32_t  hidden;            /* model width h */
-    uint32_t  ffn;               /* dense FFN width */
-    uint32_t  heads;             /* query heads a */
-    uint32_t  kv_heads;          /* key/value heads (MHA: = heads; MLA: unused) */
-    uint32_t  head_dim;          /* per-head width (MHA/GQA) */
+    char      name[64];     /* preset name, or the preset it started from */
+    uint32_t  layers;       /* transformer layers (without MTP) */
+    uint32_t  dense_layers; /* the first k layers have a dense FFN (MoE models) */
+    uint32_t  hidden;       /* model width h */
+    uint32_t  ffn;          /* dense FFN width */
+    uint32_t  heads;        /* query heads a */
+    uint32_t  kv_heads;     /* key/value heads (MHA: = heads; MLA: unused) */
+    uint32_t  head_dim;     /* per-head width (MHA/GQA) */
     mt_attn_t attn;
     uint32_t  q_lora_rank;       /* MLA: query compression rank (0: no query compression) */
     uint32_t  kv_lora_rank;      /* MLA: key/value compression rank */
@@ -44,13 +44,13 @@ typedef struct mt_model {
     uint32_t  seq_len;           /* default sequence length s */
     uint32_t  micro_batch;       /* default micro-batch size b */
     mt_mlp_t  mlp;
-    bool      fused_attention;   /* flash attention: keeps logsumexp, not softmax */
-    bool      tied_embeddings;   /* output head shares the input embedding */
-    bool      dropout;           /* dropout after attention probabilities and both blocks */
-    bool      bias;              /* linear biases, LayerNorm with bias, learned positions (GPT) */
-    uint32_t  mtp_layers;        /* multi-token prediction modules (not traced) */
-    double    published_total;   /* published total parameters (0: none) */
-    double    published_active;  /* published activated parameters per token (0: none) */
+    bool      fused_attention;  /* flash attention: keeps logsumexp, not softmax */
+    bool      tied_embeddings;  /* output head shares the input embedding */
+    bool      dropout;          /* dropout after attention probabilities and both blocks */
+    bool      bias;             /* linear biases, LayerNorm with bias, learned positions (GPT) */
+    uint32_t  mtp_layers;       /* multi-token prediction modules (not traced) */
+    double    published_total;  /* published total parameters (0: none) */
+    double    published_active; /* published activated parameters per token (0: none) */
 } mt_model_t;
 
 /* Names of the presets, NULL-terminated. */
