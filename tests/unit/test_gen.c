@@ -129,6 +129,13 @@ typedef struct chk {
     /* keys of activations per step (steps 0 and 1) */
     char   **keys[2];
     uint32_t n_keys[2], cap_keys[2];
+    /* ALLOCs since the last COMPUTE: their producer must be that COMPUTE */
+    uint64_t pend_op[16], pend_rc[16];
+    uint32_t n_pend;
+    uint64_t bad_producer;
+    /* forward/backward order: (phase, micro-batch, layer) of the PHASE hints of step 0 */
+    int32_t  order[256][3];
+    uint32_t n_order;
     /* routed tokens per global expert (from expert FC1 sizes) */
     uint64_t expert_bytes[4096];
 } chk_t;
@@ -270,6 +277,13 @@ static memsvc_status_t chk_sink(void *arg, const mt_event_t *ev)
         if (ev->duration_ns == 0) {
             c->bad_order++;
         }
+        for (i = 0; i < c->n_pend; i++) {
+            /* the cost of recomputing is at least the producing operator's duration */
+            if (c->pend_op[i] != ev->op || (c->pend_rc[i] && c->pend_rc[i] < ev->duration_ns)) {
+                c->bad_producer++;
+            }
+        }
+        c->n_pend = 0;
         for (i = 0; i < ev->num_reads; i++) {
             c->bad_read += !is_live(c, ev->reads[i]);
         }
@@ -286,6 +300,12 @@ static memsvc_status_t chk_sink(void *arg, const mt_event_t *ev)
             c->saw_optimizer = false;
         } else if (ev->hint == MEMSVC_HINT_PHASE && ev->microbatch >= 0 &&
                    ev->microbatch < CHK_MAX_MB) {
+            if (c->step == 0 && c->n_order < 256) {
+                c->order[c->n_order][0] = ev->phase;
+                c->order[c->n_order][1] = ev->microbatch;
+                c->order[c->n_order][2] = ev->layer;
+                c->n_order++;
+            }
             if (ev->phase == MEMSVC_PHASE_FORWARD) {
                 c->fwd[ev->microbatch]++;
             } else if (ev->phase == MEMSVC_PHASE_BACKWARD) {
@@ -323,6 +343,7 @@ static void run_checked(const mt_gen_params_t *p, chk_t *c)
     CU_ASSERT_EQUAL(c->bad_rc, 0);
     CU_ASSERT_EQUAL(c->bad_order, 0);
     CU_ASSERT_EQUAL(c->bad_access, 0);
+    CU_ASSERT_EQUAL(c->bad_producer, 0);
     CU_ASSERT_EQUAL(c->n_live, 0); /* everything, durable state included, freed at the end */
     CU_ASSERT(c->allocs > 0 && c->allocs == c->frees);
     CU_ASSERT(c->computes > 0);
@@ -359,6 +380,44 @@ static void test_schedule_sanity(void)
         CU_ASSERT(c.hints > 0);
         chk_fini(&c);
     }
+}
+
+/* Interleaved 1F1B, pp 2, vpp 2, 4 micro-batches, stage 0: chunk 0 holds layer 0, chunk 1
+ * layer 2. Warm-up (2-0-1)*2 + (2-1)*2 = 4 forwards, then 1F1B, then cool-down (Megatron). */
+static void test_interleaved_order(void)
+{
+    static const int32_t F = MEMSVC_PHASE_FORWARD, B = MEMSVC_PHASE_BACKWARD;
+    static const int32_t want[16][3] = {
+        {F, 0, 0}, {F, 1, 0}, {F, 0, 2}, {F, 1, 2}, {F, 2, 0}, {B, 0, 2}, {F, 3, 0}, {B, 1, 2},
+        {F, 2, 2}, {B, 0, 0}, {F, 3, 2}, {B, 1, 0}, {B, 2, 2}, {B, 3, 2}, {B, 2, 0}, {B, 3, 0}};
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           c;
+    uint32_t        i;
+
+    tiny_params(&p, &m, &node);
+    p.layout.tp = p.layout.ep = p.layout.dp = 1;
+    p.steps                                 = 1;
+    run_checked(&p, &c);
+    CU_ASSERT_EQUAL_FATAL(c.n_order, 16);
+    for (i = 0; i < 16; i++) {
+        CU_ASSERT_EQUAL(c.order[i][0], want[i][0]);
+        CU_ASSERT_EQUAL(c.order[i][1], want[i][1]);
+        CU_ASSERT_EQUAL(c.order[i][2], want[i][2]);
+    }
+    chk_fini(&c);
+
+    /* last stage without interleaving: no warm-up, strict F/B alternation */
+    p.layout.vpp = 1;
+    p.rank       = 1;
+    run_checked(&p, &c);
+    CU_ASSERT_EQUAL_FATAL(c.n_order, 8);
+    for (i = 0; i < 8; i++) {
+        CU_ASSERT_EQUAL(c.order[i][0], (i % 2) ? B : F);
+        CU_ASSERT_EQUAL(c.order[i][1], (int32_t)i / 2);
+    }
+    chk_fini(&c);
 }
 
 /* Activation keys other than expert ones repeat exactly from step to step. */
@@ -543,6 +602,7 @@ static void add_suite(void)
 
     CU_add_test(s, "Korthikanti per-layer activation bytes", test_korthikanti);
     CU_add_test(s, "schedule sanity on tiny-moe", test_schedule_sanity);
+    CU_add_test(s, "interleaved 1F1B order", test_interleaved_order);
     CU_add_test(s, "keys repeat across steps", test_keys_repeat_across_steps);
     CU_add_test(s, "determinism, seeds and router skew", test_determinism_and_router);
     CU_add_test(s, "every rank consistent", test_every_rank);
