@@ -72,4 +72,14 @@ void mt_gen_chunk_layers(const mt_model_t *model, const mt_layout_t *layout, uin
  * MEMSVC_ERR_UNKNOWN_KEY or MEMSVC_ERR_PARSE with a message. */
 memsvc_status_t mt_layout_parse(const char *s, mt_layout_t *layout, char *err, size_t errlen);
 
+/*
+ * CLI entry points, in gen_cmd.c, referenced only from main.c's command table (tests do not
+ * link them). argv[0] is the subcommand name. Return 0 on success, 1 on a runtime error, 2 on
+ * a usage error.
+ *   memtrace gen --model NAME [key=value ...] [--layout ...] ... (-o OUT | --describe)
+ *   memtrace models [--keys]
+ */
+int mt_cmd_gen(int argc, char **argv);
+int mt_cmd_models(int argc, char **argv);
+
 #endif /* MT_GEN_H */

@@ -8,14 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * These functions are referenced from main.c only (the CLI table), so that test binaries,
- * which link libmemtrace.a without main.c, do not pull in the trace writer through them.
- * Both take argv[0] = the subcommand name and return 0 on success, 1 on a runtime error,
- * 2 on a usage error.
- */
-int mt_cmd_gen(int argc, char **argv);
-int mt_cmd_models(int argc, char **argv);
+/* Declared in gen.h. Referenced from main.c only, so that test binaries, which link
+ * libmemtrace.a without main.c, never pull in the trace writer through this file. */
 
 static void gen_usage(FILE *f)
 {
