@@ -284,15 +284,17 @@ static void test_recompute_cycle(void)
 static void test_oom(void)
 {
     static const char *const ov[] = {"hbm=4MiB"};
-    static const uint64_t    b[]  = {2};
+    static const uint64_t    a[] = {1}, b[] = {2};
     mt_replay_report_t       r;
     tb_t                     tb;
     char                     err[256];
 
     tb_open(&tb);
     tb_alloc(&tb, 1, "A", 3 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
+    tb_op(&tb, 1, 0, 100 * US, NULL, 0, a, 1);
+    /* does not fit; none never evicts, so there is no point waiting for op 1's pins */
     tb_alloc(&tb, 2, "L7.mb0.attn.qkv", 2 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
-    tb_op(&tb, 1, 0, 100 * US, b, 1, NULL, 0);
+    tb_op(&tb, 2, 0, 100 * US, b, 1, NULL, 0);
     tb_alloc(&tb, 3, "huge", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
     tb_free(&tb, 2);
     tb_free(&tb, 1);
@@ -308,7 +310,9 @@ static void test_oom(void)
     CU_ASSERT_STRING_EQUAL(r.ooms[1].key, "huge");
     CU_ASSERT_EQUAL(r.ooms[1].short_bytes, 7 * MiB);
     CU_ASSERT_EQUAL(r.ooms[1].status, MEMSVC_ERR_TOO_LARGE);
-    CU_ASSERT_EQUAL(r.ignored_refs, 1); /* op 1 reads the skipped tensor */
+    CU_ASSERT_EQUAL(r.ignored_refs, 1); /* op 2 reads the skipped tensor */
+    CU_ASSERT_EQUAL(r.stall_ns, 0);
+    CU_ASSERT_EQUAL(r.total_ns, 200 * US);
     CU_ASSERT_EQUAL(r.peak_allocated, 3 * MiB);
     CU_ASSERT_EQUAL(r.unconstrained_peak, 13 * MiB); /* the baseline fits everything */
     mt_replay_report_free(&r);

@@ -1,5 +1,6 @@
 /* replay.c - memtrace replay: a trace's events as engine requests on the virtual clock */
 #include "tools/memtrace/replay.h"
+#include "policy/policy.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -244,6 +245,7 @@ typedef struct rp {
     sim_time_t          floor[SIM_MAX_NPUS];      /* no stall is counted before this (barriers) */
     rp_stream_t        *streams;                  /* communication streams */
     size_t              num_streams, cap_streams;
+    bool                can_evict;    /* the policy makes room (else: never wait) */
     bool                seen_compute; /* else: follow the recorded times */
     bool                have_t0;
     uint64_t            t0;       /* first recorded time */
@@ -423,7 +425,7 @@ static memsvc_status_t rp_alloc(rp_t *rp, const mt_event_t *ev, rp_tensor_t *t)
             rp->rep->renamed_keys++;
             continue;
         }
-        if (rp_is_oom(status) && status != MEMSVC_ERR_TOO_LARGE &&
+        if (rp_is_oom(status) && status != MEMSVC_ERR_TOO_LARGE && rp->can_evict &&
             rp_wait_release(rp, ev->device)) {
             continue; /* the running operators hold pins: retry when one ends */
         }
@@ -556,7 +558,7 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
         }
         t = rp_map_find(&rp->map, rank, ids[i]);
         /* out of memory while operators hold pins: retry as they end */
-        while (rp_is_oom(w[i].status) && rp_wait_release(rp, t->device)) {
+        while (rp_is_oom(w[i].status) && rp->can_evict && rp_wait_release(rp, t->device)) {
             int one = 0;
 
             w[i]        = (rp_wait_t){.pending = &one};
@@ -1069,6 +1071,13 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     status    = eng_create(&ep, &rp.eng, err, errlen);
     if (status != MEMSVC_OK) {
         return status;
+    }
+    {
+        const pol_ops_t *ops;
+        const char      *pol_params;
+
+        rp.can_evict =
+            pol_lookup_spec(ep.policy, &ops, &pol_params) == MEMSVC_OK && ops->make_room != NULL;
     }
     rp.clock       = eng_clock(rp.eng);
     rp.node        = eng_node(rp.eng);
