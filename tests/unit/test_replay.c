@@ -3,9 +3,11 @@
 #include "tools/memtrace/import.h"
 #include "tools/memtrace/replay.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define KiB (1024ull)
@@ -532,6 +534,101 @@ static void test_recorded_peak(void)
     mt_replay_report_free(&r);
 }
 
+/* ---- the command line: exit codes, --json, --json-out, --plot, backed memory ----------------- */
+
+/* Run a shell command; its exit status, and its output (stdout and stderr) in out. */
+static int run(const char *cmd, char *out, size_t len)
+{
+    FILE  *p = popen(cmd, "r");
+    size_t n = 0, got;
+    int    st;
+
+    CU_ASSERT_FATAL(p != NULL);
+    while (n + 1 < len && (got = fread(out + n, 1, len - 1 - n, p)) > 0) {
+        n += got;
+    }
+    out[n] = '\0';
+    st     = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void cli_json(const char *trace, const char *mode, json_int_t *step_p, json_int_t *swaps_p)
+{
+    char         cmd[1024], jpath[64], svg[64], out[16384];
+    json_t      *j;
+    json_error_t jerr;
+    FILE        *f;
+    int          fd;
+
+    snprintf(jpath, sizeof(jpath), "/tmp/test_replay_json_XXXXXX");
+    snprintf(svg, sizeof(svg), "/tmp/test_replay_svg_XXXXXX");
+    CU_ASSERT_FATAL((fd = mkstemp(jpath)) >= 0);
+    close(fd);
+    CU_ASSERT_FATAL((fd = mkstemp(svg)) >= 0);
+    close(fd);
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace replay %s hbm=4MiB --memory %s --json --json-out %s --plot %s --quiet",
+             test_bin_dir(), trace, mode, jpath, svg);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 0);
+    j = json_loads(out, 0, &jerr); /* stdout is the same report */
+    CU_ASSERT_PTR_NOT_NULL(j);
+    json_decref(j);
+    j = json_load_file(jpath, 0, &jerr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "memory")), mode);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "policy")), "lru");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(j, "fits")));
+    *step_p  = json_integer_value(json_object_get(j, "step_time_ns"));
+    *swaps_p = json_integer_value(json_object_get(json_object_get(j, "policy_decisions"), "swaps"));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "unconstrained_step_time_ns")),
+                    1400 * US);
+    json_decref(j);
+    f = fopen(svg, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL(fgets(out, sizeof(out), f));
+    CU_ASSERT_EQUAL(strncmp(out, "<svg", 4), 0);
+    fclose(f);
+    unlink(jpath);
+    unlink(svg);
+}
+
+static void test_cli(void)
+{
+    json_int_t step_p, swaps_p, step_b, swaps_b;
+    char       cmd[1024], out[4096];
+    tb_t       tb;
+
+    write_swap_trace(&tb);
+    cli_json(tb.path, "phantom", &step_p, &swaps_p);
+    cli_json(tb.path, "backed", &step_b, &swaps_b);
+    CU_ASSERT_EQUAL(swaps_p, 1);
+    CU_ASSERT_EQUAL(step_p, step_b); /* both memory modes run the same code */
+    CU_ASSERT_EQUAL(swaps_p, swaps_b);
+
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay %s --policy fifo 2>&1", test_bin_dir(), tb.path);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "unknown policy 'fifo'"));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay %s --node h100 2>&1", test_bin_dir(), tb.path);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "unknown node preset 'h100'"));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay %s hbm_size=1 2>&1", test_bin_dir(), tb.path);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "hbm_size"));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay %s --memory gpu 2>&1", test_bin_dir(), tb.path);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 2);
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay 2>&1", test_bin_dir());
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 2);
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay /nonexistent.trace 2>&1", test_bin_dir());
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent.trace"));
+    /* the text report, not on a terminal: no progress bar */
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay %s hbm=4MiB 2>&1", test_bin_dir(), tb.path);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof(out)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "policy decisions  swaps 1, drops 0, prefetches 0"));
+    CU_ASSERT_PTR_NULL(strstr(out, "\r"));
+    unlink(tb.path);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("replay", NULL, NULL);
@@ -545,6 +642,7 @@ static void add_suite(void)
     CU_add_test(s, "same trace twice: same JSON; the plot", test_deterministic);
     CU_add_test(s, "plot samples bounded", test_plot_bounded);
     CU_add_test(s, "imported samples: recorded peak reproduced", test_recorded_peak);
+    CU_add_test(s, "command line: exit codes, JSON, plot, backed memory", test_cli);
 }
 
 TEST_REGISTER(replay, add_suite)
