@@ -278,7 +278,7 @@ int main(int argc, char **argv)
         }
         snprintf(cmd, sizeof(cmd),
                  "'%s' gen --model pangu-ultra-moe-718b --layout tp=8,pp=16,vpp=2,ep=4,dp=48 "
-                 "--microbatches 32 --steps 1 --rank 0 -o '%s' >/dev/null",
+                 "--microbatches 32 --steps 1 --rank 0 -o '%s' >/dev/null 2>&1",
                  memtrace, tp);
         if (!run_quiet(cmd)) {
             printf("pangu-ultra-moe-718b step: skipped (`%s` failed)\n", cmd);
