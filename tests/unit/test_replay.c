@@ -254,6 +254,54 @@ static void test_recompute(void)
     unlink(tb.path);
 }
 
+/*
+ * The input of a dropped tensor was swapped out: the recomputation waits for it to come back.
+ * That wait is a stall (the stream is idle), the recomputation is not.
+ */
+static void test_recompute_input_swapped(void)
+{
+    static const char *const ov[] = {"hbm=4MiB"};
+    static const uint64_t    p[] = {10}, x[] = {1}, w[] = {2}, y[] = {3};
+    mt_replay_report_t       r;
+    sim_desc_t               tiny;
+    uint64_t                 d2h, h2d;
+    tb_t                     tb;
+    char                     err[256];
+
+    TEST_ASSERT_OK(sim_desc_preset("tiny", &tiny));
+    d2h = sim_link_time_ns(&tiny.d2h, 1 * MiB);
+    h2d = sim_link_time_ns(&tiny.h2d, 1 * MiB);
+    tb_open(&tb);
+    tb_alloc(&tb, 10, "P", 1 * MiB, MEMSVC_KIND_PARAM, 0, NULL, 0);
+    tb_op(&tb, 1, 0, 100 * US, NULL, 0, p, 1); /* 0 .. 100 us */
+    tb_alloc(&tb, 1, "X", 2 * MiB, MEMSVC_KIND_ACTIVATION, 500 * US, p, 1);
+    tb_op(&tb, 2, 0, 100 * US, p, 1, x, 1); /* 100 .. 200 us */
+    tb_alloc(&tb, 2, "W", 1 * MiB, MEMSVC_KIND_WORKSPACE, 0, NULL, 0);
+    tb_op(&tb, 3, 0, 1 * MS, NULL, 0, w, 1); /* 200 us .. 1.2 ms */
+    /* room for Y when op 2 ends (200 us): P is swapped out, then X dropped */
+    tb_alloc(&tb, 3, "Y", 3 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
+    tb_op(&tb, 4, 0, 100 * US, NULL, 0, y, 1);
+    tb_free(&tb, 3);
+    tb_free(&tb, 2);
+    tb_op(&tb, 5, 0, 200 * US, x, 1, NULL, 0); /* X recomputed once P is back */
+    tb_close(&tb);
+
+    TEST_ASSERT_OK(replay(tb.path, "lru:drop=on", ov, 1, false, &r, err, sizeof(err)));
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.swap_outs, 1);
+    CU_ASSERT_EQUAL(r.drops, 1);
+    CU_ASSERT_EQUAL(r.swap_ins, 1);
+    CU_ASSERT_EQUAL(r.recomputes, 1);
+    CU_ASSERT_EQUAL(r.recompute_ns, 500 * US);
+    /* op 4 waits for P's swap-out past op 3's end; op 5 for P's swap-in past op 4's end */
+    CU_ASSERT_EQUAL(r.stall_ns, (200 * US + d2h - 1200 * US) + (h2d - 100 * US));
+    /* Y placed at 200 us + d2h; P's swap-in starts then (overlapping op 4), recompute, op 5 */
+    CU_ASSERT_EQUAL(r.total_ns, 200 * US + d2h + h2d + 500 * US + 200 * US);
+    CU_ASSERT_EQUAL(r.total_ns, r.compute_ns + r.recompute_ns + r.stall_ns);
+    mt_replay_report_free(&r);
+    unlink(tb.path);
+}
+
 /* Two dropped tensors that name each other as inputs: the recursion stops. */
 static void test_recompute_cycle(void)
 {
@@ -636,6 +684,7 @@ static void add_suite(void)
     CU_add_test(s, "unconstrained: no stall, overhead 0, peak by hand", test_unconstrained);
     CU_add_test(s, "swap out and back: stall = transfer - overlapped compute", test_swap_stall);
     CU_add_test(s, "dropped tensor recomputed: step grows by recompute_ns", test_recompute);
+    CU_add_test(s, "recompute waits for a swapped input: a stall", test_recompute_input_swapped);
     CU_add_test(s, "recompute inputs that name each other", test_recompute_cycle);
     CU_add_test(s, "out of memory: key and bytes short", test_oom);
     CU_add_test(s, "missing, foreign and malformed inputs; bad options", test_errors);

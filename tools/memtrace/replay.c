@@ -323,11 +323,20 @@ static void rp_run_until(rp_t *rp, sim_time_t t)
     sim_clock_advance_to(rp->clock, t);
 }
 
-/* Wait (in simulated time) until *pending is zero. */
-static void rp_wait(rp_t *rp, int *pending)
+/*
+ * Wait (in simulated time) until *pending is zero. MEMSVC_ERR_ILLEGAL_STATE if nothing is left
+ * to run while requests are still pending (the engine lost them): the replay must stop, since
+ * their callbacks point into the caller's frame.
+ */
+static memsvc_status_t rp_wait(rp_t *rp, int *pending)
 {
     while (*pending > 0 && rp_tick(rp)) {
     }
+    if (*pending > 0) {
+        rp_errf(rp, "%d engine request(s) never completed", *pending);
+        return MEMSVC_ERR_ILLEGAL_STATE;
+    }
+    return MEMSVC_OK;
 }
 
 /* Wait for one pending release of device dev. false: none is pending. */
@@ -414,8 +423,10 @@ static memsvc_status_t rp_alloc(rp_t *rp, const mt_event_t *ev, rp_tensor_t *t)
         status  = eng_alloc(rp->eng, &d, 0, rp_done_cb, &w, &t->handle);
         if (status == MEMSVC_INPROGRESS) {
             pending = 1;
-            rp_wait(rp, &pending);
-            status = w.done ? w.status : MEMSVC_ERR_NO_MEMORY;
+            if (rp_wait(rp, &pending) != MEMSVC_OK) {
+                return MEMSVC_ERR_ILLEGAL_STATE;
+            }
+            status = w.status;
         }
         if (status == MEMSVC_ERR_EXISTS && !renamed) {
             /* the key is live twice in the job: keep them apart */
@@ -549,8 +560,8 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
             w[i].done = true;
         }
     }
-    rp_wait(rp, &pending);
-    for (i = 0; i < n; i++) {
+    status = rp_wait(rp, &pending);
+    for (i = 0; i < n && status == MEMSVC_OK; i++) {
         rp_tensor_t *t;
 
         if (w[i].status == MEMSVC_ERR_NOT_FOUND) {
@@ -565,9 +576,9 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
             w[i].status = eng_acquire(rp->eng, t->handle, rp_done_cb, &w[i]);
             if (w[i].status == MEMSVC_INPROGRESS) {
                 one = 1;
-                rp_wait(rp, &one);
-                if (!w[i].done) {
-                    w[i].status = MEMSVC_ERR_NO_MEMORY;
+                if (rp_wait(rp, &one) != MEMSVC_OK) {
+                    status = MEMSVC_ERR_ILLEGAL_STATE;
+                    goto out;
                 }
             }
         }
@@ -594,6 +605,7 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
         status = w[i].status;
         break;
     }
+out:
     if (w != stackbuf) {
         free(w);
     }
@@ -712,7 +724,7 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
     eng_handle_t       *held = stackbuf;
     uint64_t            n    = (uint64_t)ev->num_reads + ev->num_writes;
     uint32_t            nr = 0, nw = 0, i;
-    sim_time_t          rr = 0, rw = 0, issue, free_at, start, end, ready;
+    sim_time_t          rr = 0, rw = 0, issue, free_at, start, end, ready, rc0;
     rp_stream_t        *cs = NULL;
     memsvc_status_t     status;
 
@@ -734,8 +746,10 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
             return MEMSVC_ERR_NO_RESOURCE;
         }
     }
-    issue  = rp_now(rp);
-    status = rp_acquire_set(rp, ev->rank, ev->reads, ev->num_reads, 0, &rr, &nr, held);
+    issue   = rp_now(rp);
+    free_at = (sd->compute.busy_until > rp->floor[dev]) ? sd->compute.busy_until : rp->floor[dev];
+    rc0     = rep->devs[dev].recompute_ns;
+    status  = rp_acquire_set(rp, ev->rank, ev->reads, ev->num_reads, 0, &rr, &nr, held);
     if (status == MEMSVC_OK) {
         status = rp_acquire_set(rp, ev->rank, ev->writes, ev->num_writes, 0, &rw, &nw, held + nr);
     }
@@ -745,29 +759,26 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
     ready = rp_now(rp); /* all resident (recomputes are queued on the stream) */
     if (cs == NULL) {
         sim_time_t wait = rp->mem_wait[dev] + (ready - issue);
+        sim_time_t rc   = rep->devs[dev].recompute_ns - rc0; /* charged while preparing */
+        sim_time_t go   = (sd->compute.busy_until > ready) ? sd->compute.busy_until : ready;
+        sim_time_t gap  = (go > free_at + rc) ? go - free_at - rc : 0;
+        /* the stream's idle time since it was free, as far as this device's memory waits
+         * explain it (recomputations it ran meanwhile are not idle) */
+        sim_time_t stall = (gap < wait) ? gap : wait;
 
-        free_at = sd->compute.busy_until;
-        if (free_at < rp->floor[dev]) {
-            free_at = rp->floor[dev];
-        }
-        /* the part of this device's waits for memory that kept its free stream idle */
-        if (ready > free_at) {
-            sim_time_t stall = (ready - free_at < wait) ? ready - free_at : wait;
-
-            if (stall > 0) {
-                rep->stall_ns += stall;
-                rep->stalls++;
-                rep->devs[dev].stall_ns += stall;
-                if (rp->cur_step != NULL) {
-                    rp->cur_step->stall_ns += stall;
-                }
-                if (rep->timeline != NULL) {
-                    mt_timeline_stall(rep->timeline, dev, ready, stall);
-                }
+        if (stall > 0) {
+            rep->stall_ns += stall;
+            rep->stalls++;
+            rep->devs[dev].stall_ns += stall;
+            if (rp->cur_step != NULL) {
+                rp->cur_step->stall_ns += stall;
+            }
+            if (rep->timeline != NULL) {
+                mt_timeline_stall(rep->timeline, dev, go, stall);
             }
         }
         rp->mem_wait[dev] = 0;
-        start             = (free_at > ready) ? free_at : ready;
+        start             = go;
         if (rr > start) {
             rep->comm_wait_ns += rr - start;
             start = rr;
