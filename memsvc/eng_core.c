@@ -372,14 +372,42 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
  * Try to give a moving_in tensor its room now: allocate, else ask the policy once and retry.
  * MEMSVC_OK: placed (and eng_placed ran). Otherwise the allocator's error.
  */
+/* Free bytes plus bytes on their way out: what asking the policy can increase. */
+static uint64_t eng_room_bytes(const eng_dev_t *d)
+{
+    sim_alloc_stats_t as;
+
+    sim_alloc_get_stats(d->sim->alloc, &as);
+    return as.free + d->outgoing;
+}
+
+/*
+ * Get t its block, asking the policy for more as long as it makes progress: a fragmented
+ * device may need several rounds before the holes join. Returns MEMSVC_OK (block held) or the
+ * allocator's last error (then either moves are on their way out, or nothing more can go).
+ */
+static memsvc_status_t eng_get_room(eng_t *eng, eng_dev_t *d, eng_tensor_t *t)
+{
+    memsvc_status_t status;
+    uint64_t        before;
+
+    for (;;) {
+        status = eng_block_get(eng, t);
+        if (status == MEMSVC_OK) {
+            return MEMSVC_OK;
+        }
+        before = eng_room_bytes(d);
+        eng_ask_policy(eng, d, t);
+        if (eng_room_bytes(d) == before) {
+            return status; /* the policy freed nothing more */
+        }
+    }
+}
+
 static memsvc_status_t eng_place_now(eng_t *eng, eng_dev_t *d, eng_tensor_t *t)
 {
-    memsvc_status_t status = eng_block_get(eng, t);
+    memsvc_status_t status = eng_get_room(eng, d, t);
 
-    if (status != MEMSVC_OK) {
-        eng_ask_policy(eng, d, t);
-        status = eng_block_get(eng, t);
-    }
     if (status == MEMSVC_OK) {
         eng_placed(eng, t);
     }
@@ -415,22 +443,14 @@ static memsvc_status_t eng_request_room(eng_t *eng, eng_tensor_t *t)
 /* Serve the device's wait queue in order (clock event). */
 static void eng_service(eng_t *eng, eng_dev_t *d)
 {
-    bool asked = false;
-
     while (d->queue.head != NULL) {
         eng_tensor_t   *t      = d->queue.head;
-        memsvc_status_t status = eng_block_get(eng, t);
+        memsvc_status_t status = eng_get_room(eng, d, t);
 
         if (status == MEMSVC_OK) {
             eng_list_remove(&d->queue, t);
             t->flags &= (uint8_t)~ENG_TF_QUEUED;
-            asked = false;
             eng_placed(eng, t);
-            continue;
-        }
-        if (!asked) {
-            asked = true;
-            eng_ask_policy(eng, d, t);
             continue;
         }
         if (d->outgoing > 0) {
@@ -439,7 +459,6 @@ static void eng_service(eng_t *eng, eng_dev_t *d)
         eng_list_remove(&d->queue, t);
         t->flags &= (uint8_t)~ENG_TF_QUEUED;
         eng_fail_request(eng, t, status);
-        asked = false;
     }
 }
 
