@@ -9,8 +9,8 @@
  * ZeRO-Offload/Infinity-style offload (Ren et al. 2021, Rajbhandari et al. 2021) and the
  * Pangu/MindSpeed optimizer swap, with MoE expert residency (MoE-Infinity, Pre-gated MoE):
  * - parameters are swapped out after each use (release) and prefetched ahead of their layer:
- *   at LAYER_BEGIN of L, the parameters of L and of the following layers (upwards in forward,
- *   downwards in backward) while their bytes fit in `window`;
+ *   at LAYER_BEGIN of L, the parameters of L (whatever their size) and of the following
+ *   layers (upwards in forward, downwards in backward) while their bytes fit in `window`;
  * - gradients are swapped out when released in backward (grads=on);
  * - optimizer state comes to the device only in the optimizer phase, `chunk` bytes at a time:
  *   each released chunk goes back out and the next is brought in;
@@ -233,8 +233,8 @@ static void off_fetch_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
         f->full = true;
         return;
     }
-    if (pol_moved(pol_prefetch(ctx, t))) {
-        f->budget -= (t->size < f->budget) ? t->size : f->budget;
+    if (pol_moved(pol_prefetch(ctx, t)) && !f->forced) {
+        f->budget -= t->size;
     }
 }
 
