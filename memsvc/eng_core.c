@@ -296,6 +296,36 @@ static void eng_ask_policy(eng_t *eng, eng_dev_t *d, const eng_tensor_t *t)
     }
 }
 
+/* Free bytes plus bytes on their way out. */
+static uint64_t eng_have(const eng_dev_t *d)
+{
+    sim_alloc_stats_t as;
+
+    sim_alloc_get_stats(d->sim->alloc, &as);
+    return as.free + d->outgoing;
+}
+
+/*
+ * The block for t: allocate, else ask the policy and retry, again as long as each round frees
+ * or sends out more bytes (dropped holes that do not join need further rounds; moves on their
+ * way are waited for by the caller). Returns the allocator's status.
+ */
+static memsvc_status_t eng_block_get_asking(eng_t *eng, eng_dev_t *d, eng_tensor_t *t)
+{
+    memsvc_status_t status = eng_block_get(eng, t);
+
+    while (status != MEMSVC_OK) {
+        uint64_t before = eng_have(d);
+
+        eng_ask_policy(eng, d, t);
+        status = eng_block_get(eng, t);
+        if (eng_have(d) <= before) {
+            break; /* the policy found nothing more to move */
+        }
+    }
+    return status;
+}
+
 /* ---- placement: moving_in tensors get their block --------------------------------------- */
 
 /* t holds its block now: finish a new allocation or recompute, or start the transfer in. */
@@ -377,17 +407,13 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
 }
 
 /*
- * Try to give a moving_in tensor its room now: allocate, else ask the policy once and retry.
+ * Try to give a moving_in tensor its room now: allocate, else ask the policy and retry.
  * MEMSVC_OK: placed (and eng_placed ran). Otherwise the allocator's error.
  */
 static memsvc_status_t eng_place_now(eng_t *eng, eng_dev_t *d, eng_tensor_t *t)
 {
-    memsvc_status_t status = eng_block_get(eng, t);
+    memsvc_status_t status = eng_block_get_asking(eng, d, t);
 
-    if (status != MEMSVC_OK) {
-        eng_ask_policy(eng, d, t);
-        status = eng_block_get(eng, t);
-    }
     if (status == MEMSVC_OK) {
         eng_placed(eng, t);
     }
@@ -438,7 +464,12 @@ static void eng_service(eng_t *eng, eng_dev_t *d)
         }
         if (!asked) {
             asked = true;
-            eng_ask_policy(eng, d, t);
+            if (eng_block_get_asking(eng, d, t) == MEMSVC_OK) {
+                eng_list_remove(&d->queue, t);
+                t->flags &= (uint8_t)~ENG_TF_QUEUED;
+                asked = false;
+                eng_placed(eng, t);
+            }
             continue;
         }
         if (d->outgoing > 0) {

@@ -394,6 +394,30 @@ static void test_dtr_drop_vs_swap(void)
     eng_destroy(eng);
 }
 
+/* Drops that leave holes which do not join: the engine asks again until the block fits. */
+static void test_drops_fragmented_asks_again(void)
+{
+    eng_t       *eng = make_engine("lru:drop=on");
+    eng_handle_t h[16], hn;
+    char         key[32];
+    int          i;
+
+    for (i = 0; i < 16; i++) {
+        snprintf(key, sizeof(key), "t%d", i);
+        h[i] = alloc_t(eng, key, 4 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0,
+                       (i == 1) ? ENG_ALLOC_PIN : 0);
+    }
+    /* t0 and t2 go first, around the pinned t1: 8 MiB free, no 8 MiB block; t3 joins t2 */
+    hn = alloc_t(eng, "new", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+    CU_ASSERT_EQUAL(state_of(eng, hn), MEMSVC_STATE_ON_DEVICE);
+    CU_ASSERT_EQUAL(state_of(eng, h[0]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[1]), MEMSVC_STATE_ON_DEVICE);
+    CU_ASSERT_EQUAL(state_of(eng, h[2]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[3]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[4]), MEMSVC_STATE_ON_DEVICE);
+    eng_destroy(eng);
+}
+
 /* ---- selective --------------------------------------------------------------------------------- */
 
 static const struct {
@@ -903,6 +927,8 @@ static void add_suite(void)
     CU_add_test(s, "vdnn: micro-batches and phases kept apart", test_vdnn_microbatch);
     CU_add_test(s, "dtr: the lowest h goes, not the oldest or cheapest", test_dtr_lowest_h);
     CU_add_test(s, "dtr: drop when recompute beats the transfer, else swap", test_dtr_drop_vs_swap);
+    CU_add_test(s, "engine: drops leaving holes, asked again until it fits",
+                test_drops_fragmented_asks_again);
     CU_add_test(s, "selective: exactly the listed modules at layer end", test_selective_drops_listed);
     CU_add_test(s, "selective: listed modules first when room is needed", test_selective_make_room);
     CU_add_test(s, "full: exactly the layer inputs survive forward", test_full_keeps_inputs);
