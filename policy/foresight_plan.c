@@ -458,8 +458,23 @@ static void fsp_commit(fsp_dev_t *d, uint32_t ci, bool drop, const fsp_eval_t *e
 
         fsp_reserve_bwd(d, 1, (te > lead ? te - lead : 0), ev.tx);
         ev.a1 = fsp_at(d, done);
-        if (c->tail == FSP_NONE && ev.a1 > ev.b1) {
-            ev.a1 = ev.b1;
+        if (c->tail == FSP_NONE) {
+            uint32_t q;
+
+            /* no room to come back into yet: start the swap-in after the last point over
+             * budget before the use (later, but it fits) */
+            for (q = c->e; q-- > ev.p;) {
+                if (fsp_tree_max(&d->tree, 1, 0, d->m, q, q + 1) > d->budget) {
+                    break;
+                }
+            }
+            if (q + 1 > ev.p && q + 1 < c->e && q >= ev.p) {
+                ev.p  = q + 1;
+                ev.b1 = ev.p;
+            }
+            if (ev.a1 > ev.b1) {
+                ev.a1 = ev.b1;
+            }
         }
     }
     if (ev.a1 < ev.b1) {
@@ -1039,8 +1054,9 @@ void fsp_plan(fsp_t *p, pol_ctx_t *ctx)
     clock_gettime(CLOCK_MONOTONIC, &a);
     fsp_free_plan(p);
     memset(&p->sum, 0, sizeof(p->sum));
-    p->cursor    = 0;
-    p->num_watch = 0;
+    p->cursor       = 0;
+    p->num_watch    = 0;
+    p->num_deferred = 0;
     if (p->cap_keys > 0) {
         memset(p->occ, 0, p->cap_keys * sizeof(*p->occ));
         memset(p->next_act, 0, p->cap_keys * sizeof(*p->next_act));
@@ -1109,7 +1125,7 @@ static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_
         }
         return;
     }
-    if (!pol_evictable(t)) {
+    if (t == NULL || !pol_evictable(t)) {
         return;
     }
     if (a->act == FSP_ACT_DROP) {
@@ -1139,6 +1155,14 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
     if (kid == POL_TL_NO_KEY || !fsp_grow_keys(p, kid + 1)) {
         return;
     }
+    if (p->num_deferred > 0 && a != POL_ACCESS_FREE && p->have_plan) {
+        size_t i, n = p->num_deferred;
+
+        p->num_deferred = 0;
+        for (i = 0; i < n; i++) {
+            fsp_fire(p, ctx, &p->act[p->deferred[i]], NULL);
+        }
+    }
     occ             = p->occ[kid]++;
     p->handle[kid]  = (a == POL_ACCESS_FREE) ? 0 : t->handle;
     if (a == POL_ACCESS_ACQUIRE && p->planned_in[kid]) {
@@ -1166,9 +1190,17 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
             break;
         }
         p->next_act[kid]++;
-        if (ac->trig_occ == occ) {
-            fsp_fire(p, ctx, ac, t);
+        if (ac->trig_occ != occ) {
+            continue;
         }
+        if (a == POL_ACCESS_FREE) {
+            /* the engine frees the block after telling us: act at the next access */
+            if (p->num_deferred < FSP_DEFER_MAX) {
+                p->deferred[p->num_deferred++] = (uint32_t)(ac - p->act);
+            }
+            continue;
+        }
+        fsp_fire(p, ctx, ac, t);
     }
 }
 
@@ -1245,6 +1277,7 @@ static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx)
 typedef struct fsp_victim {
     uint64_t handle, dist, size;
     size_t   pos;
+    bool     known; /* dist from the plan */
 } fsp_victim_t;
 
 static int fsp_cmp_victim(const void *a, const void *b)
@@ -1257,14 +1290,45 @@ static int fsp_cmp_victim(const void *a, const void *b)
     return (x->pos < y->pos) ? -1 : (x->pos > y->pos);
 }
 
-/* Time from the cursor to the key's next acquire in the plan's step (UINT64_MAX: none). */
-static uint64_t fsp_next_use(const fsp_t *p, uint32_t kid)
+/*
+ * Without a plan for the key: a guess from what the tensor is. Optimizer state waits for the
+ * optimizer step; an activation for the backward of its micro-batch, later micro-batches later,
+ * and within one micro-batch lower layers later (backward runs down); one touched in the last
+ * millisecond is in use. Parameters and gradients come back at every micro-batch.
+ */
+static uint64_t fsp_guess(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
+    sim_time_t now = pol_now(ctx);
+
+    if (t->kind == MEMSVC_KIND_OPTIM) {
+        return 8000000000ull;
+    }
+    if (now < t->last_access + 1000000) {
+        return 0;
+    }
+    if (t->kind == MEMSVC_KIND_ACTIVATION && t->tags.microbatch >= 0) {
+        int layer = (t->tags.layer >= 0 && t->tags.layer < 1000) ? t->tags.layer : 0;
+
+        return 100000000ull + 20000000ull * (uint64_t)t->tags.microbatch +
+               100000ull * (uint64_t)(1000 - layer);
+    }
+    return (t->kind == MEMSVC_KIND_GRAD) ? 50000000ull : 20000000ull;
+}
+
+/*
+ * Time from the cursor to the key's next acquire in the plan's step: UINT64_MAX when it is not
+ * used again (freed first). *known_p: from the plan; else a guess (fsp_guess).
+ */
+static uint64_t fsp_next_use(const fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, bool *known_p)
+{
+    uint32_t kid = pol_timeline_key_id(ctx, t);
     uint32_t i, n;
 
+    *known_p = false;
     if (!p->have_plan || kid == POL_TL_NO_KEY || kid >= p->num_keys || p->ent_n[kid] == 0) {
-        return UINT64_MAX - 1; /* unknown: after those known not to be used again */
+        return p->prm.guess ? fsp_guess(ctx, t) : UINT64_MAX - 1;
     }
+    *known_p = true;
     n = p->ent_n[kid];
     for (i = (kid < p->cap_keys) ? p->occ[kid] : 0; i < n; i++) {
         uint32_t   e  = p->ent_off[kid] + i;
@@ -1308,6 +1372,7 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     fsp_blks_t *bs = arg;
     fsp_blk_t  *b;
     uint64_t    dist, rt;
+    bool        known;
 
     if (bs->n == bs->cap) {
         size_t     cap = bs->cap ? 2 * bs->cap : 256;
@@ -1324,7 +1389,7 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     b->size    = size;
     b->handle  = t->handle;
     b->movable = pol_evictable(t);
-    dist       = fsp_next_use(bs->p, pol_timeline_key_id(bs->ctx, t));
+    dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
     /* what moving it costs: its bytes, more when it is needed again soon */
     b->cost = size * ((dist == UINT64_MAX) ? 1 : (dist == UINT64_MAX - 1) ? 2
@@ -1404,9 +1469,10 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
                        (unsigned long long)bs.b[bi].off);
         status = drop ? pol_drop(ctx, t) : pol_swap_out(ctx, t);
         if (pol_moved(status)) {
-            uint64_t dist = fsp_next_use(p, pol_timeline_key_id(ctx, t));
+            bool     known;
+            uint64_t dist = fsp_next_use(p, ctx, t, &known);
 
-            if (!drop && dist < UINT64_MAX - 1) {
+            if (!drop && known && dist < UINT64_MAX) {
                 fsp_watch(p, pol_timeline_key_id(ctx, t), p->cursor + dist,
                           pol_swap_cost_ns(ctx, dev, size) / 2);
             }
@@ -1436,8 +1502,9 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
             v   = nvp;
             cap = nc;
         }
-        v[nv++] = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos,
-                                 .dist = fsp_next_use(p, pol_timeline_key_id(ctx, t))};
+        v[nv]     = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos};
+        v[nv].dist = fsp_next_use(p, ctx, t, &v[nv].known);
+        nv++;
     }
     if (nv > 0) {
         qsort(v, nv, sizeof(*v), fsp_cmp_victim);
@@ -1463,9 +1530,8 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
         rt       = pol_swap_cost_ns(ctx, dev, t->size);
         can_drop = p->prm.drop && t->recomputable && !t->durable;
         /* swap when the round trip fits before the next use (or recomputing costs more) */
-        drop = can_drop && (!p->prm.swap || !host_ok ||
-                            (v[i].dist < rt + rt / 2 && t->recompute_ns < rt) ||
-                            t->recompute_ns == 0);
+        drop = can_drop && (!p->prm.swap || !host_ok || t->recompute_ns == 0 ||
+                            ((!v[i].known || v[i].dist < rt + rt / 2) && t->recompute_ns < rt));
         if (!drop && (!p->prm.swap || !host_ok)) {
             continue;
         }
@@ -1473,7 +1539,7 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
                        "%s next use in %.3f ms", pol_key(t),
                        v[i].dist >= UINT64_MAX - 1 ? -1.0 : (double)v[i].dist / 1e6);
         status = drop ? pol_drop(ctx, t) : pol_swap_out(ctx, t);
-        if (pol_moved(status) && !drop && v[i].dist < UINT64_MAX - 1) {
+        if (pol_moved(status) && !drop && v[i].known && v[i].dist < UINT64_MAX) {
             fsp_watch(p, pol_timeline_key_id(ctx, t), p->cursor + v[i].dist,
                       pol_swap_cost_ns(ctx, dev, t->size) / 2);
         }

@@ -29,6 +29,7 @@ typedef struct fsp_params {
     double       slack;      /* prefetch lead beyond the transfer time, as a fraction of it */
     uint64_t     min_bytes;  /* smaller tensors are never planned */
     uint64_t     min_slack_ns; /* lower bound of the prefetch lead beyond the transfer */
+    bool         guess;      /* without a plan, guess next uses from kinds and tags */
 } fsp_params_t;
 
 typedef enum fsp_act {
@@ -55,6 +56,8 @@ typedef struct fsp_summary {
     uint64_t converted;                   /* swaps turned into drops by the FIFO check */
     double   plan_s;                      /* host time to plan */
 } fsp_summary_t;
+
+#define FSP_DEFER_MAX 64 /* actions triggered by a free, waiting for the next access */
 
 typedef struct fsp_watch {
     sim_time_t at;  /* previous-step time at which to start the swap-in */
@@ -86,6 +89,8 @@ typedef struct fsp {
     uint64_t      late, plans;  /* prefetches that arrived late; plans made */
     fsp_watch_t  *watch;        /* swap-ins due for tensors the fallback swapped out (heap) */
     size_t        num_watch, cap_watch;
+    uint32_t      deferred[FSP_DEFER_MAX]; /* actions (index in act) to fire at the next access */
+    size_t        num_deferred;
     fsp_summary_t sum;
     /* scratch */
     void         *scratch;
