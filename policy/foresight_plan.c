@@ -687,7 +687,9 @@ static void fsp_verify(fsp_dev_t *d, fsp_summary_t *sum)
         x[n++] = (fsp_xfer_t){.issue = d->t[ch->p], .tx = ch->tx,
                               .deadline = (c->e < d->m) ? d->t[c->e] : d->t1, .ch = i};
     }
-    qsort(x, n, sizeof(*x), fsp_cmp_xfer);
+    if (n > 1) {
+        qsort(x, n, sizeof(*x), fsp_cmp_xfer);
+    }
     busy = 0;
     for (i = 0; i < n; i++) {
         sim_time_t start = (x[i].issue > busy) ? x[i].issue : busy;
@@ -1086,7 +1088,9 @@ void fsp_plan(fsp_t *p, pol_ctx_t *ctx)
     if (status != MEMSVC_OK) {
         goto fail;
     }
-    qsort(p->act, p->num_act, sizeof(*p->act), fsp_cmp_act);
+    if (p->num_act > 1) {
+        qsort(p->act, p->num_act, sizeof(*p->act), fsp_cmp_act);
+    }
     for (i = p->num_act; i-- > 0;) {
         p->act_off[p->act[i].trig_key] = (uint32_t)i;
         p->act_n[p->act[i].trig_key]++;
