@@ -479,6 +479,39 @@ static void test_selective_drops_listed(void)
     eng_destroy(eng);
 }
 
+/* From step 1 on, a listed tensor goes at its last forward use, as step 0's timeline shows. */
+static void test_selective_learns_last_use(void)
+{
+    eng_t       *eng = make_engine("selective");
+    eng_handle_t act, ctx;
+    int          step;
+
+    for (step = 0; step < 3; step++) {
+        hint(eng, MEMSVC_HINT_STEP_BEGIN, step, -1, -1, MEMSVC_PHASE_FORWARD);
+        hint(eng, MEMSVC_HINT_LAYER_BEGIN, step, 0, 0, MEMSVC_PHASE_FORWARD);
+        act = alloc_t(eng, "L0.mb0.mlp.act", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+        ctx = alloc_t(eng, "L0.mb0.attn.ctx", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+        TEST_ASSERT_OK(use(eng, act)); /* written */
+        TEST_ASSERT_OK(use(eng, ctx));
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_ON_DEVICE); /* read once more below */
+        TEST_ASSERT_OK(use(eng, act));
+        /* step 0 knows nothing yet; later steps know that was the last forward read */
+        CU_ASSERT_EQUAL(state_of(eng, act),
+                        step == 0 ? MEMSVC_STATE_ON_DEVICE : MEMSVC_STATE_DROPPED);
+        TEST_ASSERT_OK(use(eng, ctx));
+        CU_ASSERT_EQUAL(state_of(eng, ctx), MEMSVC_STATE_ON_DEVICE); /* not listed */
+        hint(eng, MEMSVC_HINT_LAYER_END, step, 0, 0, MEMSVC_PHASE_FORWARD);
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_DROPPED);
+        hint(eng, MEMSVC_HINT_LAYER_BEGIN, step, 0, 0, MEMSVC_PHASE_BACKWARD);
+        CU_ASSERT_EQUAL(use(eng, act), MEMSVC_RECOMPUTE);
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_ON_DEVICE); /* not in backward */
+        TEST_ASSERT_OK(eng_free(eng, act));
+        TEST_ASSERT_OK(eng_free(eng, ctx));
+    }
+    CU_ASSERT_EQUAL(decisions(eng, "selective last forward use", POL_ACTION_DROP), 2);
+    eng_destroy(eng);
+}
+
 /* eager=off: listed tensors go first when room is needed, before older unlisted ones. */
 static void test_selective_make_room(void)
 {
@@ -930,6 +963,8 @@ static void add_suite(void)
     CU_add_test(s, "engine: drops leaving holes, asked again until it fits",
                 test_drops_fragmented_asks_again);
     CU_add_test(s, "selective: exactly the listed modules at layer end", test_selective_drops_listed);
+    CU_add_test(s, "selective: from the previous step, drops at the last forward use",
+                test_selective_learns_last_use);
     CU_add_test(s, "selective: listed modules first when room is needed", test_selective_make_room);
     CU_add_test(s, "full: exactly the layer inputs survive forward", test_full_keeps_inputs);
     CU_add_test(s, "offload: params on host, next layers within the window", test_offload_params_window);
