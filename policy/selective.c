@@ -17,10 +17,10 @@
  */
 
 #define SEL_RECOMPUTE 1u /* pol_word: the tensor's class */
-#define SEL_SWAP      2u
-#define SEL_CLASS     3u
-#define SEL_PENDING   4u /* pinned at layer end: act on release */
-#define SEL_JOBS      16
+#define SEL_SWAP 2u
+#define SEL_CLASS 3u
+#define SEL_PENDING 4u /* pinned at layer end: act on release */
+#define SEL_JOBS 16
 
 /* Names that stand for the modules Megatron/DeepSeek/Pangu recompute, as key patterns. */
 static const struct {
@@ -40,7 +40,7 @@ typedef struct sel_state {
     pol_groups_t   acts;                    /* listed activations by (job, layer, mb) */
     uint32_t      *fwd_uses;                /* by key id: 1 + forward acquires in the previous
                                              * step of keys allocated then; 0: unknown */
-    size_t         num_fwd_uses;
+    size_t num_fwd_uses;
     struct {
         uint32_t job;
         uint8_t  phase;
@@ -111,10 +111,10 @@ static void sel_destroy(void *state)
 
 static memsvc_status_t sel_create(const char *params, void **state_p, char *err, size_t errlen)
 {
-    static const char *const lists[] = {"recompute", "swap", NULL};
+    static const char *const lists[]    = {"recompute", "swap", NULL};
     static const char *const defaults[] = {"norm", "act", "up_proj", "permute"};
-    sel_state_t             *s = calloc(1, sizeof(*s));
-    memsvc_status_t          status = MEMSVC_OK;
+    sel_state_t             *s          = calloc(1, sizeof(*s));
+    memsvc_status_t          status     = MEMSVC_OK;
     size_t                   i;
 
     if (s == NULL) {
@@ -239,8 +239,8 @@ static void sel_on_access(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, po
         return;
     }
     if (a == POL_ACCESS_ALLOC) {
-        const char *module = pol_key_module(pol_key(t));
-        uint64_t    cls    = 0;
+        const char  *module = pol_key_module(pol_key(t));
+        uint64_t     cls    = 0;
         pol_group_t *g;
 
         if (pol_patterns_match(&s->recompute, module) >= 0 && t->recomputable) {
@@ -250,8 +250,8 @@ static void sel_on_access(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, po
         }
         pol_set_word(ctx, t, cls);
         if (cls != 0 && t->tags.layer >= 0) {
-            g = pol_groups_get(&s->acts,
-                               pol_group_key(t->job, t->tags.layer, t->tags.microbatch), true);
+            g = pol_groups_get(&s->acts, pol_group_key(t->job, t->tags.layer, t->tags.microbatch),
+                               true);
             if (g != NULL) {
                 pol_group_add(g, ctx, t->handle);
             }
@@ -307,18 +307,19 @@ static void sel_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
 }
 
 const pol_ops_t pol_selective_ops = {
-    .name      = "selective",
-    .summary   = "selective recompute: drop listed modules after their layer's forward, LRU for the rest",
-    .params    = "recompute=norm,act,up_proj,permute: modules dropped and recomputed (aliases "
-                 "norm, act, up_proj, permute, or glob patterns on the key's module part; "
-                 "none: nothing); "
-                 "swap=none: modules swapped out likewise; "
-                 "eager=on: act at the last forward use as the previous step's timeline shows, "
-                 "else at the end of the layer's forward (off: only when room is needed)",
-    .create    = sel_create,
-    .destroy   = sel_destroy,
-    .make_room = sel_make_room,
-    .on_hint   = sel_on_hint,
-    .on_access = sel_on_access,
+    .name = "selective",
+    .summary =
+        "selective recompute: drop listed modules after their layer's forward, LRU for the rest",
+    .params         = "recompute=norm,act,up_proj,permute: modules dropped and recomputed (aliases "
+                      "norm, act, up_proj, permute, or glob patterns on the key's module part; "
+                      "none: nothing); "
+                      "swap=none: modules swapped out likewise; "
+                      "eager=on: act at the last forward use as the previous step's timeline shows, "
+                      "else at the end of the layer's forward (off: only when room is needed)",
+    .create         = sel_create,
+    .destroy        = sel_destroy,
+    .make_room      = sel_make_room,
+    .on_hint        = sel_on_hint,
+    .on_access      = sel_on_access,
     .wants_timeline = true,
 };
