@@ -15,7 +15,7 @@ static const char *const eng_dl_action_names[POL_ACTION_COUNT] = {
 
 /* Reason 0 is "unspecified"; the last slot collects classes beyond the table. */
 #define ENG_DL_UNSPECIFIED "unspecified"
-#define ENG_DL_OTHER       "other"
+#define ENG_DL_OTHER "other"
 
 const char *pol_action_name(pol_action_t action)
 {
@@ -59,7 +59,7 @@ void pol_set_reason(pol_ctx_t *ctx, const char *reason, const char *fmt, ...)
     eng_dl_t *dl = &ctx->eng->dl;
     va_list   ap;
 
-    dl->cur_reason = eng_dl_reason(dl, reason);
+    dl->cur_reason    = eng_dl_reason(dl, reason);
     dl->cur_detail[0] = '\0';
     if (fmt != NULL) {
         va_start(ap, fmt);
@@ -153,7 +153,8 @@ void eng_dl_cleanup(eng_t *eng)
     memset(dl, 0, sizeof(*dl));
 }
 
-/* ---- readers ---------------------------------------------------------------------------------- */
+/* ---- readers ----------------------------------------------------------------------------------
+ */
 
 void eng_decisions(const eng_t *eng, bool (*fn)(void *arg, const eng_decision_t *d), void *arg)
 {
@@ -180,8 +181,8 @@ void eng_decisions(const eng_t *eng, bool (*fn)(void *arg, const eng_decision_t 
     }
 }
 
-void eng_decision_counts(const eng_t *eng,
-                         bool (*fn)(void *arg, const eng_decision_count_t *c), void *arg)
+void eng_decision_counts(const eng_t *eng, bool (*fn)(void *arg, const eng_decision_count_t *c),
+                         void        *arg)
 {
     const eng_dl_t      *dl = &eng->dl;
     eng_decision_count_t c;
@@ -212,7 +213,8 @@ uint64_t eng_decision_total(const eng_t *eng, uint64_t *overwritten_p)
     return eng->dl.total;
 }
 
-/* ---- JSON --------------------------------------------------------------------------------------- */
+/* ---- JSON ---------------------------------------------------------------------------------------
+ */
 
 static void eng_json_str(FILE *out, const char *s)
 {
@@ -242,8 +244,9 @@ static bool eng_json_count(void *arg, const eng_decision_count_t *c)
 
     fprintf(w->out, "%s{\"reason\":", w->i++ ? "," : "");
     eng_json_str(w->out, c->reason);
-    fprintf(w->out, ",\"action\":\"%s\",\"count\":%" PRIu64 ",\"bytes\":%" PRIu64
-                    ",\"refused\":%" PRIu64 "}",
+    fprintf(w->out,
+            ",\"action\":\"%s\",\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"refused\":%" PRIu64
+            "}",
             pol_action_name(c->action), c->count, c->bytes, c->refused);
     return true;
 }

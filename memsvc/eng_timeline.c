@@ -71,7 +71,7 @@ static memsvc_status_t eng_tl_rehash(eng_tl_t *tl, uint32_t want)
 /* Id of the tensor's key, interning it if new; POL_TL_NO_KEY when out of memory. */
 static uint32_t eng_tl_intern(eng_tl_t *tl, const eng_tensor_t *t)
 {
-    uint32_t     id = eng_tl_find(tl, t->pub.job, t->key, t->hash);
+    uint32_t      id = eng_tl_find(tl, t->pub.job, t->key, t->hash);
     eng_tl_key_t *k;
 
     if (id != POL_TL_NO_KEY) {
@@ -150,7 +150,8 @@ static void eng_tl_collect(eng_tl_t *tl)
     }
 }
 
-/* ---- steps ------------------------------------------------------------------------------------ */
+/* ---- steps ------------------------------------------------------------------------------------
+ */
 
 memsvc_status_t eng_tl_init(eng_t *eng, bool on)
 {
@@ -184,9 +185,9 @@ static void eng_tl_rotate(eng_tl_t *tl, int32_t step)
 {
     eng_tl_steplog_t old = tl->prev;
 
-    tl->prev   = tl->cur;
-    tl->cur    = old;
-    tl->cur.n  = 0;
+    tl->prev    = tl->cur;
+    tl->cur     = old;
+    tl->cur.n   = 0;
     tl->step    = step;
     tl->started = true;
     eng_tl_collect(tl);
@@ -282,26 +283,27 @@ void eng_tl_record(eng_t *eng, const eng_tensor_t *t, pol_access_t a)
         tl->cur.e   = ne;
         tl->cur.cap = cap;
     }
-    w                 = eng_tl_where(tl, t->pub.job, t->rank, false);
-    e                 = &tl->cur.e[tl->cur.n++];
-    e->time           = sim_clock_now(eng->clock);
-    e->size           = t->pub.size;
-    e->recompute_ns   = t->pub.recompute_ns;
-    e->key_id         = eng_tl_intern(tl, t);
-    e->job            = t->pub.job;
-    e->tags           = t->pub.tags;
-    e->step           = (w != NULL) ? w->step : tl->step;
-    e->layer          = (w != NULL) ? w->layer : -1;
-    e->microbatch     = (w != NULL) ? w->microbatch : -1;
-    e->device         = t->pub.device;
-    e->access         = (uint8_t)a;
-    e->kind           = t->pub.kind;
-    e->phase          = (w != NULL) ? w->phase : MEMSVC_PHASE_NONE;
-    e->recomputable   = t->pub.recomputable;
-    e->durable        = t->pub.durable;
+    w               = eng_tl_where(tl, t->pub.job, t->rank, false);
+    e               = &tl->cur.e[tl->cur.n++];
+    e->time         = sim_clock_now(eng->clock);
+    e->size         = t->pub.size;
+    e->recompute_ns = t->pub.recompute_ns;
+    e->key_id       = eng_tl_intern(tl, t);
+    e->job          = t->pub.job;
+    e->tags         = t->pub.tags;
+    e->step         = (w != NULL) ? w->step : tl->step;
+    e->layer        = (w != NULL) ? w->layer : -1;
+    e->microbatch   = (w != NULL) ? w->microbatch : -1;
+    e->device       = t->pub.device;
+    e->access       = (uint8_t)a;
+    e->kind         = t->pub.kind;
+    e->phase        = (w != NULL) ? w->phase : MEMSVC_PHASE_NONE;
+    e->recomputable = t->pub.recomputable;
+    e->durable      = t->pub.durable;
 }
 
-/* ---- readers ---------------------------------------------------------------------------------- */
+/* ---- readers ----------------------------------------------------------------------------------
+ */
 
 void eng_timeline_enable(eng_t *eng, bool on)
 {

@@ -1,4 +1,4 @@
-/* dtr.c - the `dtr` policy: evict the lowest cost / (bytes x staleness); drop or swap, cheaper first */
+/* dtr.c - the `dtr` policy: evict the lowest cost / (bytes x staleness), drop or swap */
 #include "policy/pol_util.h"
 
 #include <stdio.h>
@@ -18,7 +18,7 @@
 typedef struct dtr_cand {
     double   h;
     uint64_t handle, cost, size, stale;
-    size_t   pos;  /* LRU position: ties go to the older */
+    size_t   pos; /* LRU position: ties go to the older */
     bool     drop;
 } dtr_cand_t;
 
@@ -152,8 +152,9 @@ static void dtr_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
 }
 
 const pol_ops_t pol_dtr_ops = {
-    .name      = "dtr",
-    .summary   = "DTR: evict the lowest recompute cost / (bytes x staleness); drop or swap, the cheaper",
+    .name = "dtr",
+    .summary =
+        "DTR: evict the lowest recompute cost / (bytes x staleness); drop or swap, the cheaper",
     .params    = "swap=on: swap what cannot be recomputed, or costs more to recompute than a "
                  "round trip to the host (off: drop only); "
                  "sample=0: candidates considered per eviction, from the least recently used "

@@ -1,4 +1,4 @@
-/* full.c - the `full` policy: full recomputation; keep each layer's input, drop the rest at layer end */
+/* full.c - the `full` policy: keep each layer's input, drop its other activations at its end */
 #include "policy/pol_util.h"
 
 #include <stdio.h>
@@ -15,15 +15,15 @@
  * When room is short, LRU swaps.
  */
 
-#define FULL_INPUT   1u /* pol_word: kept as the layer's input */
+#define FULL_INPUT 1u   /* pol_word: kept as the layer's input */
 #define FULL_PENDING 2u /* pinned at layer end: drop on release */
-#define FULL_JOBS    16
+#define FULL_JOBS 16
 
 typedef struct full_state {
     bool           keep_input; /* keep=input */
     pol_patterns_t keep;       /* else: modules kept */
     bool           keep_set;
-    pol_groups_t   acts;       /* activations by (job, layer, mb) */
+    pol_groups_t   acts; /* activations by (job, layer, mb) */
     struct {
         uint32_t job;
         uint8_t  phase;
@@ -169,12 +169,12 @@ static void full_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t n
 }
 
 const pol_ops_t pol_full_ops = {
-    .name      = "full",
-    .summary   = "full recompute: keep each layer's input, drop its other activations after forward",
-    .params    = "keep=input: what survives a layer's forward: input (the first activation of "
-                 "each layer and micro-batch) or module patterns (e.g. keep=ln1.in)",
-    .create    = full_create,
-    .destroy   = full_destroy,
+    .name    = "full",
+    .summary = "full recompute: keep each layer's input, drop its other activations after forward",
+    .params  = "keep=input: what survives a layer's forward: input (the first activation of "
+               "each layer and micro-batch) or module patterns (e.g. keep=ln1.in)",
+    .create  = full_create,
+    .destroy = full_destroy,
     .make_room = full_make_room,
     .on_hint   = full_on_hint,
     .on_access = full_on_access,

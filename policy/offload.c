@@ -34,14 +34,14 @@ typedef struct off_state {
     uint64_t      window, chunk, hot;
     double        decay;
     bool          grads;
-    pol_groups_t  params;  /* by (job, layer, 0) */
-    pol_groups_t  optim;   /* by (job, 0, 0) */
-    pol_layers_t  layers;  /* layers with parameters */
-    off_expert_t *ex;      /* [layer][expert], nl x ne */
+    pol_groups_t  params; /* by (job, layer, 0) */
+    pol_groups_t  optim;  /* by (job, 0, 0) */
+    pol_layers_t  layers; /* layers with parameters */
+    off_expert_t *ex;     /* [layer][expert], nl x ne */
     size_t        nl, ne;
-    uint64_t      epoch;   /* pol_word of parameters wanted soon (the last prefetch window) */
+    uint64_t      epoch; /* pol_word of parameters wanted soon (the last prefetch window) */
     size_t        opt_cursor;
-    uint64_t      opt_in;  /* optimizer-state bytes brought in and not yet released */
+    uint64_t      opt_in; /* optimizer-state bytes brought in and not yet released */
     struct {
         uint32_t job;
         uint8_t  phase;
@@ -189,7 +189,8 @@ static void off_new_step(off_state_t *s)
             off_expert_t *best = NULL;
 
             for (e = 0; e < s->ne; e++) {
-                if (!row[e].hot && row[e].score > 0 && (best == NULL || row[e].score > best->score)) {
+                if (!row[e].hot && row[e].score > 0 &&
+                    (best == NULL || row[e].score > best->score)) {
                     best = &row[e];
                 }
             }
@@ -414,9 +415,9 @@ static bool off_skip_wanted(void *arg, const pol_tensor_t *t)
 
 static void off_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t need)
 {
-    off_state_t *s   = state;
-    uint64_t     got = pol_evict_lru(ctx, dev, need, false, off_skip_wanted, s,
-                                     "offload state not wanted soon");
+    off_state_t *s = state;
+    uint64_t     got =
+        pol_evict_lru(ctx, dev, need, false, off_skip_wanted, s, "offload state not wanted soon");
 
     if (got < need) {
         pol_evict_lru(ctx, dev, need - got, false, NULL, NULL, "offload lru fallback");
@@ -424,8 +425,9 @@ static void off_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
 }
 
 const pol_ops_t pol_offload_ops = {
-    .name      = "offload",
-    .summary   = "parameters, gradients and optimizer state on host, prefetched ahead; hot experts stay",
+    .name = "offload",
+    .summary =
+        "parameters, gradients and optimizer state on host, prefetched ahead; hot experts stay",
     .params    = "window=2GiB: parameter bytes prefetched ahead of the current layer; "
                  "chunk=1GiB: optimizer-state bytes on device at a time in the optimizer phase; "
                  "hot=0: experts per layer kept on device (highest routing score); "

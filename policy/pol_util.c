@@ -44,8 +44,8 @@ memsvc_status_t pol_param_u64(const char *pol, const char *key, const char *valu
     return MEMSVC_OK;
 }
 
-memsvc_status_t pol_param_size(const char *pol, const char *key, const char *value,
-                               uint64_t *out_p, char *err, size_t errlen)
+memsvc_status_t pol_param_size(const char *pol, const char *key, const char *value, uint64_t *out_p,
+                               char *err, size_t errlen)
 {
     if (sim_parse_size(value, out_p) != MEMSVC_OK) {
         snprintf(err, errlen, "%s: %s=%s: expected a size such as 2GiB or 4096", pol, key, value);
@@ -78,7 +78,7 @@ memsvc_status_t pol_parse_params_lists(const char *params, const char *const *li
                                        void *arg, char *err, size_t errlen)
 {
     char           *copy, *item, *save = NULL;
-    const char     *list = NULL; /* the list key bare items continue */
+    const char     *list   = NULL; /* the list key bare items continue */
     memsvc_status_t status = MEMSVC_OK;
     size_t          i;
 
@@ -115,7 +115,8 @@ memsvc_status_t pol_parse_params_lists(const char *params, const char *const *li
     return status;
 }
 
-/* ---- keys -------------------------------------------------------------------------------------- */
+/* ---- keys --------------------------------------------------------------------------------------
+ */
 
 /* A leading segment "<prefix><digits>." of a key. */
 static size_t pol_tag_segment(const char *s, const char *prefix)
@@ -215,7 +216,8 @@ int pol_patterns_match(const pol_patterns_t *p, const char *module)
     return -1;
 }
 
-/* ---- groups ------------------------------------------------------------------------------------- */
+/* ---- groups -------------------------------------------------------------------------------------
+ */
 
 static uint64_t pol_mix(uint64_t x)
 {
@@ -327,9 +329,8 @@ memsvc_status_t pol_group_add(pol_group_t *g, const pol_ctx_t *ctx, uint64_t han
     return MEMSVC_OK;
 }
 
-static void pol_group_each(pol_group_t *g, pol_ctx_t *ctx,
-                           void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t),
-                           void *arg)
+static void pol_group_each(pol_group_t *g, pol_ctx_t                                          *ctx,
+                           void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t), void *arg)
 {
     size_t i;
 
@@ -344,9 +345,8 @@ static void pol_group_each(pol_group_t *g, pol_ctx_t *ctx,
 }
 
 void pol_groups_each_layer(pol_groups_t *gs, pol_ctx_t *ctx, uint32_t job, int32_t layer,
-                           int32_t mb,
-                           void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t),
-                           void *arg)
+                           int32_t mb, void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t),
+                           void   *arg)
 {
     uint64_t want = pol_group_key(job, layer, 0);
     size_t   i;
@@ -366,7 +366,8 @@ void pol_groups_each_layer(pol_groups_t *gs, pol_ctx_t *ctx, uint32_t job, int32
     }
 }
 
-/* ---- layers -------------------------------------------------------------------------------------- */
+/* ---- layers
+ * -------------------------------------------------------------------------------------- */
 
 memsvc_status_t pol_layers_add(pol_layers_t *l, int32_t layer)
 {
@@ -426,7 +427,8 @@ void pol_layers_free(pol_layers_t *l)
     memset(l, 0, sizeof(*l));
 }
 
-/* ---- eviction ------------------------------------------------------------------------------------ */
+/* ---- eviction
+ * ------------------------------------------------------------------------------------ */
 
 uint64_t pol_evict_lru(pol_ctx_t *ctx, unsigned dev, uint64_t need, bool drop,
                        bool (*skip)(void *arg, const pol_tensor_t *t), void *arg,

@@ -10,8 +10,8 @@ memsvc_status_t pol_param_bool(const char *pol, const char *key, const char *val
                                char *err, size_t errlen);
 memsvc_status_t pol_param_u64(const char *pol, const char *key, const char *value, uint64_t max,
                               uint64_t *out_p, char *err, size_t errlen);
-memsvc_status_t pol_param_size(const char *pol, const char *key, const char *value,
-                               uint64_t *out_p, char *err, size_t errlen);
+memsvc_status_t pol_param_size(const char *pol, const char *key, const char *value, uint64_t *out_p,
+                               char *err, size_t errlen);
 memsvc_status_t pol_param_double(const char *pol, const char *key, const char *value, double min,
                                  double max, double *out_p, char *err, size_t errlen);
 
@@ -35,23 +35,23 @@ const char *pol_key_module(const char *key);
 
 /* A list of glob patterns matched against module parts. */
 typedef struct pol_patterns {
-    char  **pat;
-    size_t  n, cap;
+    char **pat;
+    size_t n, cap;
 } pol_patterns_t;
 
 memsvc_status_t pol_patterns_add(pol_patterns_t *p, const char *pattern);
 void            pol_patterns_clear(pol_patterns_t *p);
 /* Index of the first pattern matching the module (a whole dot-separated segment, or a dotted
  * suffix such as "ln1.out", or the whole module), or -1. */
-int             pol_patterns_match(const pol_patterns_t *p, const char *module);
+int pol_patterns_match(const pol_patterns_t *p, const char *module);
 
 /* ---- groups of handles by a 64-bit key (freed tensors are removed lazily) -------------------- */
 
 typedef struct pol_group {
     uint64_t  key;
-    uint64_t *h;          /* handles, in the order added */
+    uint64_t *h; /* handles, in the order added */
     size_t    n, cap;
-    size_t    compacted;  /* n after the last compaction */
+    size_t    compacted; /* n after the last compaction */
 } pol_group_t;
 
 typedef struct pol_groups {
@@ -68,21 +68,20 @@ static inline uint64_t pol_group_key(uint32_t job, int32_t a, int32_t b)
 
 /* The group of `key`; created empty when `create` (NULL when absent or out of memory). The
  * pointer is valid until the next creation. */
-pol_group_t    *pol_groups_get(pol_groups_t *gs, uint64_t key, bool create);
-void            pol_groups_free(pol_groups_t *gs);
+pol_group_t *pol_groups_get(pol_groups_t *gs, uint64_t key, bool create);
+void         pol_groups_free(pol_groups_t *gs);
 /* Add a handle; stale handles are compacted away when the group has doubled. */
 memsvc_status_t pol_group_add(pol_group_t *g, const pol_ctx_t *ctx, uint64_t handle);
 /* Remove stale handles now; returns how many live ones remain. */
-size_t          pol_group_compact(pol_group_t *g, const pol_ctx_t *ctx);
+size_t pol_group_compact(pol_group_t *g, const pol_ctx_t *ctx);
 
 /*
  * Groups keyed pol_group_key(job, layer, micro-batch): call fn on each live tensor of (job,
  * layer) of micro-batch mb, or of every micro-batch when mb < 0. fn may move the tensor.
  */
 void pol_groups_each_layer(pol_groups_t *gs, pol_ctx_t *ctx, uint32_t job, int32_t layer,
-                           int32_t mb,
-                           void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t),
-                           void *arg);
+                           int32_t mb, void (*fn)(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t),
+                           void   *arg);
 
 /* ---- layers seen, sorted ------------------------------------------------------------------- */
 
@@ -93,8 +92,8 @@ typedef struct pol_layers {
 
 memsvc_status_t pol_layers_add(pol_layers_t *l, int32_t layer);
 /* The layer after `layer` going up (dir > 0) or down (dir < 0), or INT32_MIN if none. */
-int32_t         pol_layers_next(const pol_layers_t *l, int32_t layer, int dir);
-void            pol_layers_free(pol_layers_t *l);
+int32_t pol_layers_next(const pol_layers_t *l, int32_t layer, int dir);
+void    pol_layers_free(pol_layers_t *l);
 
 /* ---- eviction -------------------------------------------------------------------------------- */
 

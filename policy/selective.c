@@ -11,15 +11,16 @@
  * parts) matches the `recompute` list are dropped when their layer's forward ends (LAYER_END
  * in phase forward; pinned ones when released, still in forward), and first when room is
  * needed; those matching the `swap` list are swapped out at the same points; the rest is
- * left to LRU. A released tensor is not dropped at once: a later operator of the same layer
- * may still read it in forward.
+ * left to LRU. A released tensor is not dropped at once, since a later operator of the same
+ * layer may still read it in forward, unless the previous step's timeline says this was its
+ * last forward use (as many forward acquires of the key as then): then it goes at that release.
  */
 
 #define SEL_RECOMPUTE 1u /* pol_word: the tensor's class */
-#define SEL_SWAP      2u
-#define SEL_CLASS     3u
-#define SEL_PENDING   4u /* pinned at layer end: act on release */
-#define SEL_JOBS      16
+#define SEL_SWAP 2u
+#define SEL_CLASS 3u
+#define SEL_PENDING 4u /* pinned at layer end: act on release */
+#define SEL_JOBS 16
 
 /* Names that stand for the modules Megatron/DeepSeek/Pangu recompute, as key patterns. */
 static const struct {
@@ -37,6 +38,9 @@ typedef struct sel_state {
     bool           recompute_set, swap_set; /* given by the user (defaults replaced) */
     bool           eager;                   /* act at the end of the layer's forward */
     pol_groups_t   acts;                    /* listed activations by (job, layer, mb) */
+    uint32_t      *fwd_uses;                /* by key id: 1 + forward acquires in the previous
+                                             * step of keys allocated then; 0: unknown */
+    size_t num_fwd_uses;
     struct {
         uint32_t job;
         uint8_t  phase;
@@ -101,15 +105,16 @@ static void sel_destroy(void *state)
     pol_patterns_clear(&s->recompute);
     pol_patterns_clear(&s->swap);
     pol_groups_free(&s->acts);
+    free(s->fwd_uses);
     free(s);
 }
 
 static memsvc_status_t sel_create(const char *params, void **state_p, char *err, size_t errlen)
 {
-    static const char *const lists[] = {"recompute", "swap", NULL};
+    static const char *const lists[]    = {"recompute", "swap", NULL};
     static const char *const defaults[] = {"norm", "act", "up_proj", "permute"};
-    sel_state_t             *s = calloc(1, sizeof(*s));
-    memsvc_status_t          status = MEMSVC_OK;
+    sel_state_t             *s          = calloc(1, sizeof(*s));
+    memsvc_status_t          status     = MEMSVC_OK;
     size_t                   i;
 
     if (s == NULL) {
@@ -171,6 +176,41 @@ static void sel_layer_end_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
     sel_act(ctx, t);
 }
 
+/* A new step: count, per key, the forward acquires of the step before. */
+static void sel_learn(sel_state_t *s, pol_ctx_t *ctx)
+{
+    const pol_tl_entry_t *e;
+    size_t                n, i, max = 0;
+    uint32_t             *uses;
+
+    pol_timeline_prev(ctx, &e, &n);
+    for (i = 0; i < n; i++) {
+        if (e[i].key_id != POL_TL_NO_KEY && e[i].key_id >= max) {
+            max = (size_t)e[i].key_id + 1;
+        }
+    }
+    uses = calloc(max > 0 ? max : 1, sizeof(*uses));
+    if (uses == NULL) {
+        return; /* keep what was learnt before */
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t id = e[i].key_id;
+
+        if (id == POL_TL_NO_KEY || e[i].kind != MEMSVC_KIND_ACTIVATION) {
+            continue;
+        }
+        if (e[i].access == POL_ACCESS_ALLOC && e[i].phase == MEMSVC_PHASE_FORWARD) {
+            uses[id] = 1; /* a later allocation of the key in the step starts over */
+        } else if (e[i].access == POL_ACCESS_ACQUIRE && e[i].phase == MEMSVC_PHASE_FORWARD &&
+                   uses[id] > 0 && uses[id] < UINT32_MAX) {
+            uses[id]++;
+        }
+    }
+    free(s->fwd_uses);
+    s->fwd_uses     = uses;
+    s->num_fwd_uses = max;
+}
+
 static void sel_on_hint(void *state, pol_ctx_t *ctx, const pol_hint_t *hint)
 {
     sel_state_t *s     = state;
@@ -178,6 +218,9 @@ static void sel_on_hint(void *state, pol_ctx_t *ctx, const pol_hint_t *hint)
 
     if (phase != NULL && hint->phase != MEMSVC_PHASE_NONE) {
         *phase = (uint8_t)hint->phase;
+    }
+    if (hint->type == MEMSVC_HINT_STEP_BEGIN && s->eager) {
+        sel_learn(s, ctx);
     }
     if (s->eager && hint->type == MEMSVC_HINT_LAYER_END && hint->phase == MEMSVC_PHASE_FORWARD &&
         hint->layer >= 0) {
@@ -196,8 +239,8 @@ static void sel_on_access(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, po
         return;
     }
     if (a == POL_ACCESS_ALLOC) {
-        const char *module = pol_key_module(pol_key(t));
-        uint64_t    cls    = 0;
+        const char  *module = pol_key_module(pol_key(t));
+        uint64_t     cls    = 0;
         pol_group_t *g;
 
         if (pol_patterns_match(&s->recompute, module) >= 0 && t->recomputable) {
@@ -207,11 +250,23 @@ static void sel_on_access(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, po
         }
         pol_set_word(ctx, t, cls);
         if (cls != 0 && t->tags.layer >= 0) {
-            g = pol_groups_get(&s->acts,
-                               pol_group_key(t->job, t->tags.layer, t->tags.microbatch), true);
+            g = pol_groups_get(&s->acts, pol_group_key(t->job, t->tags.layer, t->tags.microbatch),
+                               true);
             if (g != NULL) {
                 pol_group_add(g, ctx, t->handle);
             }
+        }
+    } else if (a == POL_ACCESS_RELEASE && s->eager && (t->pol_word & SEL_CLASS) != 0 &&
+               !(t->pol_word & SEL_PENDING) && pol_evictable(t) && s->num_fwd_uses > 0) {
+        uint8_t *phase = sel_phase_of(s, t->job);
+        uint32_t id    = pol_timeline_key_id(ctx, t);
+
+        if (phase != NULL && *phase == MEMSVC_PHASE_FORWARD && id < s->num_fwd_uses &&
+            s->fwd_uses[id] > 0 && t->accesses + 1 >= s->fwd_uses[id]) {
+            pol_set_reason(ctx, "selective last forward use", "L%d mb%d, %u forward uses",
+                           (int)t->tags.layer, (int)t->tags.microbatch,
+                           (unsigned)(s->fwd_uses[id] - 1));
+            sel_act(ctx, t);
         }
     } else if (a == POL_ACCESS_RELEASE && (t->pol_word & SEL_PENDING) && t->pins == 0) {
         uint8_t *phase = sel_phase_of(s, t->job);
@@ -252,17 +307,19 @@ static void sel_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
 }
 
 const pol_ops_t pol_selective_ops = {
-    .name      = "selective",
-    .summary   = "selective recompute: drop listed modules after their layer's forward, LRU for the rest",
-    .params    = "recompute=norm,act,up_proj,permute: modules dropped and recomputed (aliases "
-                 "norm, act, up_proj, permute, or glob patterns on the key's module part; "
-                 "none: nothing); "
-                 "swap=none: modules swapped out likewise; "
-                 "eager=on: act at the end of each layer's forward (off: only when room is "
-                 "needed)",
-    .create    = sel_create,
-    .destroy   = sel_destroy,
-    .make_room = sel_make_room,
-    .on_hint   = sel_on_hint,
-    .on_access = sel_on_access,
+    .name = "selective",
+    .summary =
+        "selective recompute: drop listed modules after their layer's forward, LRU for the rest",
+    .params         = "recompute=norm,act,up_proj,permute: modules dropped and recomputed (aliases "
+                      "norm, act, up_proj, permute, or glob patterns on the key's module part; "
+                      "none: nothing); "
+                      "swap=none: modules swapped out likewise; "
+                      "eager=on: act at the last forward use as the previous step's timeline shows, "
+                      "else at the end of the layer's forward (off: only when room is needed)",
+    .create         = sel_create,
+    .destroy        = sel_destroy,
+    .make_room      = sel_make_room,
+    .on_hint        = sel_on_hint,
+    .on_access      = sel_on_access,
+    .wants_timeline = true,
 };

@@ -1,4 +1,4 @@
-/* vdnn.c - the `vdnn` policy: offload each layer's activations in forward, prefetch ahead in backward */
+/* vdnn.c - the `vdnn` policy: offload layer activations in forward, prefetch ahead in backward */
 #include "policy/pol_util.h"
 
 #include <stdio.h>
@@ -14,7 +14,7 @@
  */
 
 #define VDNN_PENDING 1u /* pol_word: swap out when released (it was pinned at layer end) */
-#define VDNN_JOBS    16 /* jobs whose phase is tracked */
+#define VDNN_JOBS 16    /* jobs whose phase is tracked */
 
 typedef struct vdnn_state {
     unsigned     ahead;  /* layers prefetched ahead in backward */
@@ -123,13 +123,13 @@ static void vdnn_on_hint(void *state, pol_ctx_t *ctx, const pol_hint_t *hint)
     if (hint->type == MEMSVC_HINT_LAYER_END && hint->phase == MEMSVC_PHASE_FORWARD) {
         pol_set_reason(ctx, "vdnn layer forward done", "L%d mb%d", (int)layer,
                        (int)hint->microbatch);
-        pol_groups_each_layer(&s->acts, ctx, hint->job, layer, hint->microbatch,
-                              vdnn_offload_one, NULL);
+        pol_groups_each_layer(&s->acts, ctx, hint->job, layer, hint->microbatch, vdnn_offload_one,
+                              NULL);
     } else if (hint->type == MEMSVC_HINT_LAYER_BEGIN && hint->phase == MEMSVC_PHASE_BACKWARD) {
         pol_set_reason(ctx, "vdnn backward layer begins", "L%d mb%d", (int)layer,
                        (int)hint->microbatch);
-        pol_groups_each_layer(&s->acts, ctx, hint->job, layer, hint->microbatch,
-                                  vdnn_prefetch_one, NULL);
+        pol_groups_each_layer(&s->acts, ctx, hint->job, layer, hint->microbatch, vdnn_prefetch_one,
+                              NULL);
         for (k = 0; k < s->ahead; k++) {
             layer = pol_layers_next(&s->layers, layer, -1);
             if (layer == INT32_MIN) {
@@ -163,8 +163,8 @@ static void vdnn_on_access(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, p
 
         pol_set_word(ctx, t, 0);
         if (phase != NULL && *phase == MEMSVC_PHASE_FORWARD && pol_evictable(t)) {
-            pol_set_reason(ctx, "vdnn layer forward done, released", "L%d mb%d",
-                           (int)t->tags.layer, (int)t->tags.microbatch);
+            pol_set_reason(ctx, "vdnn layer forward done, released", "L%d mb%d", (int)t->tags.layer,
+                           (int)t->tags.microbatch);
             pol_swap_out(ctx, t);
         }
     }
@@ -176,8 +176,9 @@ static void vdnn_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t n
 }
 
 const pol_ops_t pol_vdnn_ops = {
-    .name      = "vdnn",
-    .summary   = "vDNN: offload each layer's activations after its forward, prefetch ahead in backward",
+    .name = "vdnn",
+    .summary =
+        "vDNN: offload each layer's activations after its forward, prefetch ahead in backward",
     .params    = "ahead=1: layers below the current one prefetched at each backward layer begin",
     .create    = vdnn_create,
     .destroy   = vdnn_destroy,

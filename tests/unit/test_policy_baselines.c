@@ -136,7 +136,7 @@ static void expect_create(const char *spec, memsvc_status_t want)
 {
     sim_desc_t   desc;
     eng_params_t p;
-    eng_t       *eng = NULL;
+    eng_t       *eng      = NULL;
     char         err[256] = "";
 
     CU_ASSERT_EQUAL_FATAL(sim_desc_preset("tiny", &desc), MEMSVC_OK);
@@ -152,7 +152,8 @@ static void expect_create(const char *spec, memsvc_status_t want)
     }
 }
 
-/* ---- parameters -------------------------------------------------------------------------------- */
+/* ---- parameters --------------------------------------------------------------------------------
+ */
 
 static void test_params(void)
 {
@@ -207,7 +208,8 @@ static void test_key_module_and_patterns(void)
     pol_patterns_clear(&p);
 }
 
-/* ---- vdnn -------------------------------------------------------------------------------------- */
+/* ---- vdnn --------------------------------------------------------------------------------------
+ */
 
 static void test_vdnn_offload_and_prefetch(void)
 {
@@ -225,8 +227,8 @@ static void test_vdnn_offload_and_prefetch(void)
         snprintf(key, sizeof(key), "L%d.mb0.b", L);
         b[L] = alloc_t(eng, key, 2 * MiB, MEMSVC_KIND_ACTIVATION, L, 0, 0);
         if (L == 1) {
-            pinned = alloc_t(eng, "L1.mb0.pinned", MiB, MEMSVC_KIND_ACTIVATION, 1, 0,
-                             ENG_ALLOC_PIN);
+            pinned =
+                alloc_t(eng, "L1.mb0.pinned", MiB, MEMSVC_KIND_ACTIVATION, 1, 0, ENG_ALLOC_PIN);
         }
         CU_ASSERT_EQUAL(state_of(eng, a[L]), MEMSVC_STATE_ON_DEVICE);
         hint(eng, MEMSVC_HINT_LAYER_END, 0, L, 0, MEMSVC_PHASE_FORWARD);
@@ -295,7 +297,8 @@ static void test_vdnn_microbatch(void)
     eng_destroy(eng);
 }
 
-/* ---- dtr --------------------------------------------------------------------------------------- */
+/* ---- dtr ---------------------------------------------------------------------------------------
+ */
 
 static void advance(eng_t *eng, sim_time_t t)
 {
@@ -310,9 +313,9 @@ static void test_dtr_lowest_h(void)
         uint64_t    cost;
         sim_time_t  at;
     } t[3] = {
-        {"X", 80000, 0},       /* stale 1e6: h = 8e-2 / 8 MiB */
-        {"Y", 1000, 900000},   /* stale 1e5: h = 1e-2 / 8 MiB  <- lowest */
-        {"Z", 500, 990000},    /* stale 1e4: h = 5e-2 / 8 MiB */
+        {"X", 80000, 0},     /* stale 1e6: h = 8e-2 / 8 MiB */
+        {"Y", 1000, 900000}, /* stale 1e5: h = 1e-2 / 8 MiB  <- lowest */
+        {"Z", 500, 990000},  /* stale 1e4: h = 5e-2 / 8 MiB */
     };
     eng_t            *eng = make_engine("dtr:swap=off");
     eng_handle_t      h[3], filler, hn;
@@ -369,14 +372,14 @@ static void test_dtr_drop_vs_swap(void)
     eng_handle_t      cheap, dear, fixed, filler, hn;
     eng_tensor_desc_t d;
 
-    filler = alloc_t(eng, "filler", 40 * MiB, MEMSVC_KIND_PARAM, -1, -1, ENG_ALLOC_PIN);
+    filler         = alloc_t(eng, "filler", 40 * MiB, MEMSVC_KIND_PARAM, -1, -1, ENG_ALLOC_PIN);
     d              = tdesc("cheap", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
     d.recompute_ns = 1000; /* the 8 MiB round trip on tiny's 1 GB/s links takes ~17 ms */
     TEST_ASSERT_OK(eng_alloc(eng, &d, 0, NULL, NULL, &cheap));
     d              = tdesc("dear", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
     d.recompute_ns = 1000000000ull;
     TEST_ASSERT_OK(eng_alloc(eng, &d, 0, NULL, NULL, &dear));
-    d = tdesc("fixed", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
+    d              = tdesc("fixed", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
     d.recomputable = false;
     TEST_ASSERT_OK(eng_alloc(eng, &d, 0, NULL, NULL, &fixed));
     advance(eng, 1000);
@@ -404,8 +407,8 @@ static void test_drops_fragmented_asks_again(void)
 
     for (i = 0; i < 16; i++) {
         snprintf(key, sizeof(key), "t%d", i);
-        h[i] = alloc_t(eng, key, 4 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0,
-                       (i == 1) ? ENG_ALLOC_PIN : 0);
+        h[i] =
+            alloc_t(eng, key, 4 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0, (i == 1) ? ENG_ALLOC_PIN : 0);
     }
     /* t0 and t2 go first, around the pinned t1: 8 MiB free, no 8 MiB block; t3 joins t2 */
     hn = alloc_t(eng, "new", 8 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
@@ -418,17 +421,26 @@ static void test_drops_fragmented_asks_again(void)
     eng_destroy(eng);
 }
 
-/* ---- selective --------------------------------------------------------------------------------- */
+/* ---- selective ---------------------------------------------------------------------------------
+ */
 
 static const struct {
     const char *key;
     bool        listed; /* by the default list */
 } sel_keys[] = {
-    {"L0.mb0.ln1.in", false},      {"L0.mb0.ln1.out", true},      {"L0.mb0.attn.down_norm", true},
-    {"L0.mb0.attn.q_up", true},    {"L0.mb0.attn.kv_up", true},   {"L0.mb0.attn.ctx", false},
-    {"L0.mb0.mlp.fc1", false},     {"L0.mb0.mlp.act", true},      {"L0.mb0.moe.permuted", true},
-    {"L0.e3.mb0.act", true},       {"L0.mb0.moe.router.logits", false},
-    {"L0.mb0.linear_q_up_proj", true}, {"L0.mb0.attn.scores", false},
+    {"L0.mb0.ln1.in", false},
+    {"L0.mb0.ln1.out", true},
+    {"L0.mb0.attn.down_norm", true},
+    {"L0.mb0.attn.q_up", true},
+    {"L0.mb0.attn.kv_up", true},
+    {"L0.mb0.attn.ctx", false},
+    {"L0.mb0.mlp.fc1", false},
+    {"L0.mb0.mlp.act", true},
+    {"L0.mb0.moe.permuted", true},
+    {"L0.e3.mb0.act", true},
+    {"L0.mb0.moe.router.logits", false},
+    {"L0.mb0.linear_q_up_proj", true},
+    {"L0.mb0.attn.scores", false},
 };
 #define SEL_N (sizeof(sel_keys) / sizeof(sel_keys[0]))
 
@@ -479,6 +491,39 @@ static void test_selective_drops_listed(void)
     eng_destroy(eng);
 }
 
+/* From step 1 on, a listed tensor goes at its last forward use, as step 0's timeline shows. */
+static void test_selective_learns_last_use(void)
+{
+    eng_t       *eng = make_engine("selective");
+    eng_handle_t act, ctx;
+    int          step;
+
+    for (step = 0; step < 3; step++) {
+        hint(eng, MEMSVC_HINT_STEP_BEGIN, step, -1, -1, MEMSVC_PHASE_FORWARD);
+        hint(eng, MEMSVC_HINT_LAYER_BEGIN, step, 0, 0, MEMSVC_PHASE_FORWARD);
+        act = alloc_t(eng, "L0.mb0.mlp.act", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+        ctx = alloc_t(eng, "L0.mb0.attn.ctx", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+        TEST_ASSERT_OK(use(eng, act)); /* written */
+        TEST_ASSERT_OK(use(eng, ctx));
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_ON_DEVICE); /* read once more below */
+        TEST_ASSERT_OK(use(eng, act));
+        /* step 0 knows nothing yet; later steps know that was the last forward read */
+        CU_ASSERT_EQUAL(state_of(eng, act),
+                        step == 0 ? MEMSVC_STATE_ON_DEVICE : MEMSVC_STATE_DROPPED);
+        TEST_ASSERT_OK(use(eng, ctx));
+        CU_ASSERT_EQUAL(state_of(eng, ctx), MEMSVC_STATE_ON_DEVICE); /* not listed */
+        hint(eng, MEMSVC_HINT_LAYER_END, step, 0, 0, MEMSVC_PHASE_FORWARD);
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_DROPPED);
+        hint(eng, MEMSVC_HINT_LAYER_BEGIN, step, 0, 0, MEMSVC_PHASE_BACKWARD);
+        CU_ASSERT_EQUAL(use(eng, act), MEMSVC_RECOMPUTE);
+        CU_ASSERT_EQUAL(state_of(eng, act), MEMSVC_STATE_ON_DEVICE); /* not in backward */
+        TEST_ASSERT_OK(eng_free(eng, act));
+        TEST_ASSERT_OK(eng_free(eng, ctx));
+    }
+    CU_ASSERT_EQUAL(decisions(eng, "selective last forward use", POL_ACTION_DROP), 2);
+    eng_destroy(eng);
+}
+
 /* eager=off: listed tensors go first when room is needed, before older unlisted ones. */
 static void test_selective_make_room(void)
 {
@@ -505,17 +550,17 @@ static void test_selective_make_room(void)
 
 static void test_full_keeps_inputs(void)
 {
-    eng_t       *eng = make_engine("full");
-    eng_handle_t in0, in1, a0, b0, a1, fixed, next_in, pinned;
+    eng_t            *eng = make_engine("full");
+    eng_handle_t      in0, in1, a0, b0, a1, fixed, next_in, pinned;
     eng_tensor_desc_t d;
 
     hint(eng, MEMSVC_HINT_LAYER_BEGIN, 0, 0, 0, MEMSVC_PHASE_FORWARD);
-    in0 = alloc_t(eng, "L0.mb0.ln1.in", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
-    in1 = alloc_t(eng, "L0.mb1.ln1.in", MiB, MEMSVC_KIND_ACTIVATION, 0, 1, 0);
-    a0  = alloc_t(eng, "L0.mb0.attn.qkv", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
-    b0  = alloc_t(eng, "L0.mb0.mlp.fc1", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
-    a1  = alloc_t(eng, "L0.mb1.attn.qkv", MiB, MEMSVC_KIND_ACTIVATION, 0, 1, 0);
-    d   = tdesc("L0.mb0.mask", MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
+    in0            = alloc_t(eng, "L0.mb0.ln1.in", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+    in1            = alloc_t(eng, "L0.mb1.ln1.in", MiB, MEMSVC_KIND_ACTIVATION, 0, 1, 0);
+    a0             = alloc_t(eng, "L0.mb0.attn.qkv", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+    b0             = alloc_t(eng, "L0.mb0.mlp.fc1", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, 0);
+    a1             = alloc_t(eng, "L0.mb1.attn.qkv", MiB, MEMSVC_KIND_ACTIVATION, 0, 1, 0);
+    d              = tdesc("L0.mb0.mask", MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
     d.recomputable = false;
     TEST_ASSERT_OK(eng_alloc(eng, &d, 0, NULL, NULL, &fixed));
     pinned  = alloc_t(eng, "L0.mb0.pinned", MiB, MEMSVC_KIND_ACTIVATION, 0, 0, ENG_ALLOC_PIN);
@@ -550,7 +595,8 @@ static void test_full_keeps_inputs(void)
     eng_destroy(eng);
 }
 
-/* ---- offload ------------------------------------------------------------------------------------ */
+/* ---- offload ------------------------------------------------------------------------------------
+ */
 
 static void test_offload_params_window(void)
 {
@@ -690,7 +736,8 @@ static void test_offload_hot_experts(void)
     CU_ASSERT_EQUAL(cold, MEMSVC_STATE_MOVING_OUT);
 }
 
-/* ---- every policy: pins and durable never violated, bytes never lost, determinism ------------- */
+/* ---- every policy: pins and durable never violated, bytes never lost, determinism -------------
+ */
 
 #define RND_N 48
 
@@ -766,7 +813,7 @@ static void check_content(rnd_world_t *w, int i)
 /* Acquire and wait; on success the tensor is pinned (content checked or rewritten). */
 static bool rnd_acquire(rnd_world_t *w, int i)
 {
-    memsvc_status_t st = eng_acquire(w->eng, w->h[i], NULL, NULL);
+    memsvc_status_t st    = eng_acquire(w->eng, w->h[i], NULL, NULL);
     int             guard = 0;
 
     while (st == MEMSVC_INPROGRESS && state_of(w->eng, w->h[i]) != MEMSVC_STATE_ON_DEVICE &&
@@ -800,12 +847,12 @@ static bool rnd_acquire(rnd_world_t *w, int i)
 
 static void rnd_run(const char *spec, uint64_t seed, char **log_p, size_t *len_p)
 {
-    static const memsvc_kind_t kinds[] = {MEMSVC_KIND_PARAM, MEMSVC_KIND_GRAD, MEMSVC_KIND_OPTIM,
-                                          MEMSVC_KIND_ACTIVATION, MEMSVC_KIND_ACTIVATION,
-                                          MEMSVC_KIND_WORKSPACE};
-    rnd_world_t w;
-    FILE       *mem = open_memstream(log_p, len_p);
-    int         step, op;
+    static const memsvc_kind_t kinds[] = {MEMSVC_KIND_PARAM,      MEMSVC_KIND_GRAD,
+                                          MEMSVC_KIND_OPTIM,      MEMSVC_KIND_ACTIVATION,
+                                          MEMSVC_KIND_ACTIVATION, MEMSVC_KIND_WORKSPACE};
+    rnd_world_t                w;
+    FILE                      *mem = open_memstream(log_p, len_p);
+    int                        step, op;
 
     memset(&w, 0, sizeof(w));
     w.rng = seed;
@@ -823,13 +870,13 @@ static void rnd_run(const char *spec, uint64_t seed, char **log_p, size_t *len_p
                 memsvc_kind_t     kind = kinds[rnd(&w) % 6];
 
                 snprintf(key, sizeof(key), "L%d.mb%d.t%d", i % 4, i % 2, i);
-                w.size[i]     = (1 + rnd(&w) % 8) * 512 * 1024;
-                d             = tdesc(key, w.size[i], kind, i % 4, i % 2);
-                d.tags.expert = (kind == MEMSVC_KIND_PARAM && i % 3 == 0) ? i % 5 : -1;
+                w.size[i]      = (1 + rnd(&w) % 8) * 512 * 1024;
+                d              = tdesc(key, w.size[i], kind, i % 4, i % 2);
+                d.tags.expert  = (kind == MEMSVC_KIND_PARAM && i % 3 == 0) ? i % 5 : -1;
                 d.recompute_ns = rnd(&w) % 50000000;
-                w.durable[i]  = d.durable;
-                w.pins[i]     = 1;
-                st = eng_alloc(w.eng, &d, ENG_ALLOC_PIN, NULL, NULL, &w.h[i]);
+                w.durable[i]   = d.durable;
+                w.pins[i]      = 1;
+                st             = eng_alloc(w.eng, &d, ENG_ALLOC_PIN, NULL, NULL, &w.h[i]);
                 while (st == MEMSVC_INPROGRESS && eng_step(w.eng)) {
                     eng_tensor_info_t info;
 
@@ -855,10 +902,10 @@ static void rnd_run(const char *spec, uint64_t seed, char **log_p, size_t *len_p
                 TEST_ASSERT_OK(eng_free(w.eng, w.h[i]));
                 w.live[i] = false;
             } else {
-                memsvc_hint_type_t t = (rnd(&w) & 1) ? MEMSVC_HINT_LAYER_BEGIN : MEMSVC_HINT_LAYER_END;
+                memsvc_hint_type_t t =
+                    (rnd(&w) & 1) ? MEMSVC_HINT_LAYER_BEGIN : MEMSVC_HINT_LAYER_END;
 
-                hint(w.eng, t, step, i % 4, i % 2,
-                     (memsvc_phase_t)(1 + rnd(&w) % 3));
+                hint(w.eng, t, step, i % 4, i % 2, (memsvc_phase_t)(1 + rnd(&w) % 3));
             }
             if (rnd(&w) % 4 == 0) {
                 eng_step(w.eng);
@@ -896,10 +943,16 @@ static void rnd_run(const char *spec, uint64_t seed, char **log_p, size_t *len_p
 
 static void test_all_policies_safe_and_deterministic(void)
 {
-    static const char *const specs[] = {"lru", "lru:drop=on", "vdnn", "dtr", "dtr:swap=off,sample=4",
-                                        "selective", "selective:swap=attn*,recompute=t1*",
-                                        "full", "offload:window=4MiB,chunk=2MiB,hot=1"};
-    size_t i;
+    static const char *const specs[] = {"lru",
+                                        "lru:drop=on",
+                                        "vdnn",
+                                        "dtr",
+                                        "dtr:swap=off,sample=4",
+                                        "selective",
+                                        "selective:swap=attn*,recompute=t1*",
+                                        "full",
+                                        "offload:window=4MiB,chunk=2MiB,hot=1"};
+    size_t                   i;
 
     for (i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
         char  *a = NULL, *b = NULL;
@@ -923,16 +976,21 @@ static void add_suite(void)
 
     CU_add_test(s, "parameters documented, unknown and malformed rejected", test_params);
     CU_add_test(s, "key module part and patterns", test_key_module_and_patterns);
-    CU_add_test(s, "vdnn: offload at layer end, prefetch one layer ahead", test_vdnn_offload_and_prefetch);
+    CU_add_test(s, "vdnn: offload at layer end, prefetch one layer ahead",
+                test_vdnn_offload_and_prefetch);
     CU_add_test(s, "vdnn: micro-batches and phases kept apart", test_vdnn_microbatch);
     CU_add_test(s, "dtr: the lowest h goes, not the oldest or cheapest", test_dtr_lowest_h);
     CU_add_test(s, "dtr: drop when recompute beats the transfer, else swap", test_dtr_drop_vs_swap);
     CU_add_test(s, "engine: drops leaving holes, asked again until it fits",
                 test_drops_fragmented_asks_again);
-    CU_add_test(s, "selective: exactly the listed modules at layer end", test_selective_drops_listed);
+    CU_add_test(s, "selective: exactly the listed modules at layer end",
+                test_selective_drops_listed);
+    CU_add_test(s, "selective: from the previous step, drops at the last forward use",
+                test_selective_learns_last_use);
     CU_add_test(s, "selective: listed modules first when room is needed", test_selective_make_room);
     CU_add_test(s, "full: exactly the layer inputs survive forward", test_full_keeps_inputs);
-    CU_add_test(s, "offload: params on host, next layers within the window", test_offload_params_window);
+    CU_add_test(s, "offload: params on host, next layers within the window",
+                test_offload_params_window);
     CU_add_test(s, "offload: optimizer state in chunks", test_offload_optimizer_chunks);
     CU_add_test(s, "offload: skewed routing keeps the hot expert", test_offload_hot_experts);
     CU_add_test(s, "every policy: pins, durable, bytes; same run, same log",

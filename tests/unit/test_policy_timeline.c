@@ -65,7 +65,8 @@ static void run_idle(eng_t *eng)
     CU_ASSERT(guard < 1000000);
 }
 
-/* ---- timeline ---------------------------------------------------------------------------------- */
+/* ---- timeline ----------------------------------------------------------------------------------
+ */
 
 static void test_timeline_two_steps(void)
 {
@@ -170,7 +171,8 @@ static void test_timeline_bounded(void)
     eng_destroy(eng);
 }
 
-/* ---- decision log ------------------------------------------------------------------------------- */
+/* ---- decision log -------------------------------------------------------------------------------
+ */
 
 typedef struct count_find {
     const char  *reason;
@@ -230,7 +232,8 @@ static void test_decision_log(void)
     TEST_ASSERT_OK(eng_decision_log_json(eng, mem, 10));
     fclose(mem);
     CU_ASSERT(strstr(json, "\"policy\":\"lru\"") != NULL);
-    CU_ASSERT(strstr(json, "\"reason\":\"lru oldest\",\"action\":\"swap_out\",\"count\":3") != NULL);
+    CU_ASSERT(strstr(json, "\"reason\":\"lru oldest\",\"action\":\"swap_out\",\"count\":3") !=
+              NULL);
     CU_ASSERT(strstr(json, "\"key\":\"t2\"") != NULL);
     CU_ASSERT(strstr(json, "\"by_action\":{\"swap_out\":3,") != NULL);
     free(json);
@@ -257,7 +260,8 @@ static void add_suite(void)
 
     CU_add_test(s, "timeline: step N visible in step N+1, two steps kept", test_timeline_two_steps);
     CU_add_test(s, "timeline: fresh keys every step stay bounded", test_timeline_bounded);
-    CU_add_test(s, "decision log: reasons recorded, counted, ring bounded, JSON", test_decision_log);
+    CU_add_test(s, "decision log: reasons recorded, counted, ring bounded, JSON",
+                test_decision_log);
 }
 
 TEST_REGISTER(policy_timeline, add_suite)
