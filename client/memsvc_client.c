@@ -377,13 +377,12 @@ static void req_abandon(memsvc_req_h req)
     req_maybe_reap(req);
 }
 
-/* One request, sent and waited for; *rep_p (optional) gets the reply. */
-static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload,
-                                 size_t plen, memsvc_req_h *keep_p, msp_rep_t *rep_p)
+/* Create the request record of msg (sets msg->id); the caller sends it. */
+static memsvc_status_t conn_prepare(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_h *req_p)
 {
-    memsvc_status_t status;
-    memsvc_req_h    req;
+    memsvc_req_h req;
 
+    *req_p = NULL;
     if (conn->broken) {
         return conn->broken_status;
     }
@@ -392,9 +391,20 @@ static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void 
         return MEMSVC_ERR_NO_RESOURCE;
     }
     msg->id = req->id;
-    if (keep_p != NULL) {
-        *keep_p = req;
-        return MEMSVC_OK;
+    *req_p  = req;
+    return MEMSVC_OK;
+}
+
+/* One request, sent and waited for; *rep_p (optional) gets the reply. */
+static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload,
+                                 size_t plen, msp_rep_t *rep_p)
+{
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    status = conn_prepare(conn, msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
     }
     status = conn_send(conn, &req, msg, 1, payload, plen);
     if (status != MEMSVC_OK) {
@@ -532,7 +542,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     } else {
         snprintf(hello.u.hello.name, sizeof(hello.u.hello.name), "pid%d", (int)getpid());
     }
-    status = conn_call(conn, &hello, NULL, 0, NULL, &rep);
+    status = conn_call(conn, &hello, NULL, 0, &rep);
     if (status != MEMSVC_OK) {
         goto err_close_ep;
     }
@@ -600,7 +610,7 @@ memsvc_status_t memsvc_ping(memsvc_conn_h conn, uint64_t *rtt_ns_p)
         return MEMSVC_ERR_INVALID_PARAM;
     }
     t0     = msp_now_ns();
-    status = conn_call(conn, &msg, NULL, 0, NULL, NULL);
+    status = conn_call(conn, &msg, NULL, 0, NULL);
     if ((status == MEMSVC_OK) && (rtt_ns_p != NULL)) {
         *rtt_ns_p = msp_now_ns() - t0;
     }
@@ -651,7 +661,7 @@ memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
     if ((unsigned)msg.u.alloc.kind >= MEMSVC_KIND_COUNT) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    status = conn_call(conn, &msg, NULL, 0, NULL, &rep);
+    status = conn_call(conn, &msg, NULL, 0, &rep);
     if (status == MEMSVC_OK) {
         *handle_p = rep.u.alloc.handle;
     }
@@ -666,7 +676,7 @@ static memsvc_status_t handle_call(memsvc_conn_h conn, uint32_t op, memsvc_handl
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
-    return conn_call(conn, &msg, NULL, 0, NULL, NULL);
+    return conn_call(conn, &msg, NULL, 0, NULL);
 }
 
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
@@ -699,9 +709,9 @@ static memsvc_status_t io_chunk(memsvc_conn_h conn, uint32_t op, memsvc_handle_t
         msg.u.io.offset = offset;
         msg.u.io.len    = len;
         if (op == MSP_OP_WRITE) {
-            status = conn_call(conn, &msg, buf, len, NULL, NULL);
+            status = conn_call(conn, &msg, buf, len, NULL);
         } else {
-            status = conn_call(conn, &msg, NULL, 0, &req, NULL);
+            status = conn_prepare(conn, &msg, &req);
             if (status != MEMSVC_OK) {
                 return status;
             }
@@ -850,7 +860,7 @@ static memsvc_status_t handle_nb(memsvc_conn_h conn, uint32_t op, memsvc_handle_
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
-    status = conn_call(conn, &msg, NULL, 0, &req, NULL);
+    status = conn_prepare(conn, &msg, &req);
     if (status != MEMSVC_OK) {
         return status;
     }
@@ -927,7 +937,7 @@ memsvc_status_t memsvc_lookup(memsvc_conn_h conn, const char *key, memsvc_tensor
     if (status != MEMSVC_OK) {
         return status;
     }
-    status = conn_call(conn, &msg, NULL, 0, NULL, &rep);
+    status = conn_call(conn, &msg, NULL, 0, &rep);
     if (status == MEMSVC_OK) {
         *info_p = rep.u.lookup;
     }
@@ -955,7 +965,7 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
     if (hint->num_handles > 0) {
         memcpy(msg.u.hint.handles, hint->handles, hint->num_handles * sizeof(uint64_t));
     }
-    return conn_call(conn, &msg, NULL, 0, NULL, NULL);
+    return conn_call(conn, &msg, NULL, 0, NULL);
 }
 
 memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
@@ -967,7 +977,7 @@ memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
     if ((conn == NULL) || (stats_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    status = conn_call(conn, &msg, NULL, 0, &req, NULL);
+    status = conn_prepare(conn, &msg, &req);
     if (status != MEMSVC_OK) {
         return status;
     }
@@ -1008,7 +1018,7 @@ memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t c
         msg.u.list.job   = job;
         msg.u.list.start = start;
         msg.u.list.max   = MSP_LIST_MAX;
-        status = conn_call(conn, &msg, NULL, 0, &req, NULL);
+        status = conn_prepare(conn, &msg, &req);
         if (status != MEMSVC_OK) {
             break;
         }
