@@ -22,10 +22,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit
+PKGS    := ucx msgpack jemalloc liburing cunit jansson
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g

@@ -187,18 +187,21 @@ double eng_metadata_per_tensor(const eng_t *eng);
 /* ---- state machine --------------------------------------------------------------------- */
 
 typedef enum eng_op {
-    ENG_OP_ALLOC_WAIT,  /* (new) -> moving_in: waiting for room */
-    ENG_OP_PLACED,      /* moving_in -> on_device: room found / transfer done */
-    ENG_OP_SWAP_OUT,    /* on_device -> moving_out (to host) */
-    ENG_OP_SPILL,       /* on_host -> moving_out (to disk) */
-    ENG_OP_OUT_DONE,    /* moving_out -> on_host (swap-out finished) */
-    ENG_OP_SPILL_DONE,  /* moving_out -> on_disk (spill finished) */
-    ENG_OP_CANCEL_OUT,  /* moving_out -> on_device (acquired while still moving out) */
-    ENG_OP_SWAP_IN,     /* on_host / on_disk -> moving_in */
-    ENG_OP_DROP,        /* on_device -> dropped */
-    ENG_OP_RECOMPUTE,   /* dropped -> on_device (owner recomputes) */
+    /* A new tensor starts on_device (placed at once) or moving_in (waiting for room). */
+    ENG_OP_PLACED,         /* moving_in -> on_device: room found (and transfer done) */
+    ENG_OP_SWAP_OUT,       /* on_device -> moving_out (to host, or to disk when host is full) */
+    ENG_OP_SPILL,          /* on_host -> moving_out (to disk) */
+    ENG_OP_OUT_DONE,       /* moving_out -> on_host (swap-out finished) */
+    ENG_OP_SPILL_DONE,     /* moving_out -> on_disk (spill finished) */
+    ENG_OP_CANCEL_OUT,     /* moving_out -> on_device (acquired while still moving out) */
+    ENG_OP_SWAP_IN,        /* on_host / on_disk -> moving_in */
+    ENG_OP_ABORT_TO_HOST,  /* moving_in -> on_host (no room could be made) */
+    ENG_OP_ABORT_TO_DISK,  /* moving_in -> on_disk (no room could be made) */
+    ENG_OP_ABORT_TO_DROPPED, /* moving_in -> dropped (no room to recompute into) */
+    ENG_OP_DROP,           /* on_device -> dropped */
+    ENG_OP_RECOMPUTE,      /* dropped -> on_device (owner recomputes) */
     ENG_OP_RECOMPUTE_WAIT, /* dropped -> moving_in (waiting for room to recompute into) */
-    ENG_OP_FREE,        /* any live state -> freed */
+    ENG_OP_FREE,           /* any live state -> freed */
     ENG_OP_COUNT
 } eng_op_t;
 

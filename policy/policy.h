@@ -17,15 +17,20 @@
  * and carries out. A policy does no I/O and knows nothing of the transport.
  */
 
+/* Tags as the engine stores them (compact: the public memsvc_tags_t values, range-checked). */
+typedef struct pol_tags {
+    int16_t layer, microbatch, expert, stage; /* MEMSVC_TAG_NONE (-1) where not applicable */
+    int32_t step;
+} pol_tags_t;
+
 /* What a policy sees of a tensor (owned by the engine; read-only to the policy). */
 typedef struct pol_tensor {
     uint64_t       handle;       /* engine handle */
-    const char    *key;          /* stable key */
     uint64_t       size;         /* bytes */
     sim_time_t     last_access;  /* last acquire/release/alloc time */
     uint64_t       recompute_ns; /* cost to recompute */
     uint64_t       pol_word;     /* for the policy's own use (zero at alloc) */
-    memsvc_tags_t  tags;
+    pol_tags_t     tags;
     uint32_t       pins;         /* > 0: acquired, never moved */
     uint32_t       accesses;     /* acquires so far */
     uint32_t       job;
@@ -35,6 +40,9 @@ typedef struct pol_tensor {
     bool           recomputable;
     bool           durable;
 } pol_tensor_t;
+
+/* The stable key of a tensor (e.g. "L12.mb3.attn.qkv"). */
+const char *pol_key(const pol_tensor_t *t);
 
 typedef struct pol_ctx pol_ctx_t; /* the engine, as a policy sees it */
 
@@ -121,5 +129,9 @@ memsvc_status_t pol_parse_params(const char *params,
                                  memsvc_status_t (*fn)(void *arg, const char *key, const char *value,
                                                        char *err, size_t errlen),
                                  void *arg, char *err, size_t errlen);
+
+/* Parameter callback for policies that take no parameters: rejects every key. */
+memsvc_status_t pol_no_params(void *arg, const char *key, const char *value, char *err,
+                              size_t errlen);
 
 #endif /* POLICY_H */

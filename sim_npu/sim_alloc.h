@@ -4,6 +4,7 @@
 
 #include "client/memsvc_status.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define SIM_ALLOC_ALIGN 512u
@@ -46,6 +47,9 @@ void sim_alloc_free(sim_alloc_t *alloc, sim_alloc_block_t *block);
 /* Offset and rounded size of a live block. */
 uint64_t sim_alloc_block_offset(const sim_alloc_block_t *block);
 uint64_t sim_alloc_block_size(const sim_alloc_block_t *block);
+
+/* Bytes managed (the capacity given to sim_alloc_create, rounded down to the alignment). */
+uint64_t sim_alloc_capacity(const sim_alloc_t *alloc);
 
 /* Would an allocation of `size` succeed now? */
 memsvc_status_t sim_alloc_can_fit(const sim_alloc_t *alloc, uint64_t size);

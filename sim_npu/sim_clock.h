@@ -5,6 +5,7 @@
 #include "client/memsvc_status.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef uint64_t sim_time_t; /* nanoseconds since the clock was created */

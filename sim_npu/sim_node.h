@@ -103,6 +103,13 @@ void            sim_disk_free(sim_node_t *node, sim_disk_buf_t *buf);
 memsvc_status_t sim_disk_write(sim_node_t *node, const sim_disk_buf_t *buf, const void *src, uint64_t len);
 memsvc_status_t sim_disk_read(sim_node_t *node, const sim_disk_buf_t *buf, void *dst, uint64_t len);
 
+/*
+ * How the spill file is read and written: "io_uring", "pread" (io_uring refused by the
+ * system, or MEMSVC_SIM_NO_IO_URING set; a message says so at create), or "none" (phantom
+ * mode or no disk tier).
+ */
+const char *sim_node_disk_io_name(const sim_node_t *node);
+
 void sim_node_host_stats(const sim_node_t *node, sim_host_stats_t *stats_p);
 
 /* Time to compute `flops` floating-point operations at the node's effective rate, ns. */

@@ -2,7 +2,7 @@
 # deps.sh - install the Debian 12 packages memsvc needs, only those that are missing
 set -e
 PKGS="build-essential pkg-config libucx-dev ucx-utils libjemalloc-dev liburing-dev libmsgpack-dev \
-libcunit1-dev clang libclang-rt-14-dev"
+libcunit1-dev clang libclang-rt-14-dev libjansson-dev"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -122,4 +122,22 @@ void mt_header_print_json(const mt_header_t *header, FILE *out);
 
 const char *mt_event_type_name(mt_event_type_t type);
 
+/* ---- additions: limits, reader statistics, helpers -------------------------------------- */
+
+#define MT_MAGIC      "MEMTRACE" /* bytes 0..7 of a trace file; then the version, uint32 BE */
+#define MT_MAGIC_LEN  8
+#define MT_NAME_MAX   255        /* longest operator name, bytes */
+#define MT_ARRAY_MAX  (1u << 20) /* longest msgpack array, map or string a reader accepts */
+#define MT_DEPTH_MAX  8          /* deepest nesting of arrays and maps a reader accepts */
+#define MT_OBJECT_MAX (32u << 20) /* largest encoded header or event, bytes */
+
+/* Largest read buffer the reader has held, bytes (bounded by the largest event + 64 KiB). */
+size_t mt_reader_buffer_peak(const mt_reader_t *reader);
+
+/* Set (or replace) a header metadata pair. MEMSVC_ERR_TOO_LARGE if it does not fit. */
+memsvc_status_t mt_header_set_meta(mt_header_t *header, const char *key, const char *value);
+
+/* Print s as a JSON string literal (quoted, escaped; invalid UTF-8 bytes become U+FFFD). */
+void mt_json_string(const char *s, FILE *out);
+
 #endif /* MT_TRACE_H */
