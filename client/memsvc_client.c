@@ -25,10 +25,9 @@ struct memsvc_req {
     int                send_pending;  /* our send still owns the header/payload */
     memsvc_status_t    status;
     msp_rep_t          rep;           /* the reply */
-    void              *rbuf;          /* READ destination */
+    void              *rbuf;          /* payload destination: READ buffer, STATS/LIST body */
     uint64_t           rlen;
-    memsvc_stats_t    *stats;         /* STATS destination */
-    msp_tensor_t      *tensors;       /* LIST destination (MSP_LIST_MAX) */
+    bool               own_rbuf;      /* rbuf is ours (a body buffer): freed with the request */
 };
 
 struct memsvc_conn {
@@ -45,8 +44,6 @@ struct memsvc_conn {
     uint32_t          num_devices;
     char              transport[MSP_TRANSPORT_MAX + 1];
     msp_rep_t         reps[MSP_BATCH_MAX]; /* decode scratch */
-    memsvc_stats_t    stats_scratch;
-    msp_tensor_t      list_scratch[MSP_LIST_MAX];
 };
 
 /* A send in flight: owns the encoded header. */
@@ -81,6 +78,9 @@ static void req_unlink_free(memsvc_req_h req)
 {
     req->prev->next = req->next;
     req->next->prev = req->prev;
+    if (req->own_rbuf) {
+        free(req->rbuf);
+    }
     free(req);
 }
 
@@ -178,7 +178,7 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
     ucp_request_param_t rp = {0};
     ucs_status_ptr_t    sp;
 
-    if ((req->rep.u.read.len != length) || (length > req->rlen) || req->abandoned) {
+    if ((req->rep.plen != length) || (length > req->rlen) || req->abandoned) {
         if (!req->abandoned) {
             req->status = MEMSVC_ERR_PROTOCOL;
         }
@@ -206,10 +206,6 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
     memsvc_status_t status;
     size_t          n, i;
 
-    for (i = 0; i < MSP_BATCH_MAX; i++) {
-        conn->reps[i].stats   = &conn->stats_scratch;
-        conn->reps[i].tensors = conn->list_scratch;
-    }
     status = msp_decode_replies(header, header_length, conn->reps, MSP_BATCH_MAX, &n);
     if (status != MEMSVC_OK) {
         fprintf(stderr, "libmemsvc: malformed reply from the daemon (%s); closing\n",
@@ -224,17 +220,11 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
         if ((req == NULL) || req->done) {
             continue; /* a late answer to a request nobody waits for */
         }
-        req->rep = *rep;
-        req->rep.stats   = NULL;
-        req->rep.tensors = NULL;
+        req->rep    = *rep;
         req->status = rep->status;
-        if ((rep->status >= 0) && (rep->op == MSP_OP_STATS) && (req->stats != NULL)) {
-            *req->stats = conn->stats_scratch;
-        }
-        if ((rep->status >= 0) && (rep->op == MSP_OP_LIST) && (req->tensors != NULL)) {
-            memcpy(req->tensors, conn->list_scratch, rep->u.list.count * sizeof(msp_tensor_t));
-        }
-        if ((rep->status >= 0) && (req->op == MSP_OP_READ)) {
+        if ((rep->status >= 0) && (rep->op != req->op)) {
+            req->status = MEMSVC_ERR_PROTOCOL;
+        } else if ((rep->status >= 0) && msp_reply_has_payload(req->op)) {
             if (n != 1) {
                 req->status = MEMSVC_ERR_PROTOCOL;
             } else {
@@ -365,9 +355,34 @@ static memsvc_status_t req_wait_keep(memsvc_req_h req, int timeout_ms)
     return req->status;
 }
 
-/* Abandon a request: freed now if nothing refers to it, else when its reply arrives. */
+/* Give up on the connection at once (the transport may hold a caller's buffer). */
+static void conn_force_close(memsvc_conn_h conn)
+{
+    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags        = UCP_EP_CLOSE_FLAG_FORCE};
+    ucs_status_ptr_t    sp;
+
+    if (conn->ep == NULL) {
+        return;
+    }
+    sp       = ucp_ep_close_nbx(conn->ep, &p);
+    conn->ep = NULL;
+    if (UCS_PTR_IS_PTR(sp)) {
+        while (ucp_request_check_status(sp) == UCS_INPROGRESS) {
+            ucp_worker_progress(conn->worker);
+        }
+        ucp_request_free(sp);
+    }
+    conn_fail(conn, MEMSVC_ERR_TIMEOUT);
+}
+
+/* Abandon a request: freed now if nothing refers to it, else when its reply arrives. A
+ * receive into a caller's buffer still running makes the connection unusable. */
 static void req_abandon(memsvc_req_h req)
 {
+    if (req->recv_pending && !req->own_rbuf) {
+        conn_force_close(req->conn);
+    }
     req->abandoned = true;
     if (req->conn->broken) {
         req->send_pending = 0;
@@ -413,19 +428,7 @@ static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void 
     }
     status = req_wait_keep(req, -1);
     if ((status == MEMSVC_ERR_TIMEOUT) && (req->send_pending > 0) && (payload != NULL)) {
-        /* The transport still holds the caller's buffer: give up on the connection. */
-        ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                 .flags        = UCP_EP_CLOSE_FLAG_FORCE};
-        ucs_status_ptr_t    sp = ucp_ep_close_nbx(conn->ep, &p);
-
-        conn->ep = NULL;
-        if (UCS_PTR_IS_PTR(sp)) {
-            while (ucp_request_check_status(sp) == UCS_INPROGRESS) {
-                ucp_worker_progress(conn->worker);
-            }
-            ucp_request_free(sp);
-        }
-        conn_fail(conn, MEMSVC_ERR_TIMEOUT);
+        conn_force_close(conn); /* the transport still holds the caller's buffer */
     }
     if (rep_p != NULL) {
         *rep_p = req->rep;
@@ -968,6 +971,45 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
     return conn_call(conn, &msg, NULL, 0, NULL);
 }
 
+/*
+ * A request whose reply carries a msgpack body (STATS, LIST): sent and waited for. On
+ * MEMSVC_OK *req_p holds the finished request with the body in rbuf (rep.plen bytes); the
+ * caller frees it with req_unlink_free.
+ */
+static memsvc_status_t body_call(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_h *req_p)
+{
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    status = conn_prepare(conn, msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    req->rbuf     = malloc(MSP_BODY_MAX);
+    req->rlen     = MSP_BODY_MAX;
+    req->own_rbuf = true;
+    if (req->rbuf == NULL) {
+        req_unlink_free(req);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    status = conn_send(conn, &req, msg, 1, NULL, 0);
+    if (status != MEMSVC_OK) {
+        req_unlink_free(req);
+        return status;
+    }
+    status = req_wait_keep(req, -1);
+    if (!req_finished(req)) {
+        req_abandon(req);
+        return status;
+    }
+    if (status < 0) {
+        req_unlink_free(req);
+        return status;
+    }
+    *req_p = req;
+    return MEMSVC_OK;
+}
+
 memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
 {
     msp_req_t       msg = {.op = MSP_OP_STATS};
@@ -977,23 +1019,12 @@ memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
     if ((conn == NULL) || (stats_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    status = conn_prepare(conn, &msg, &req);
+    status = body_call(conn, &msg, &req);
     if (status != MEMSVC_OK) {
         return status;
     }
-    req->stats = stats_p;
-    status     = conn_send(conn, &req, &msg, 1, NULL, 0);
-    if (status != MEMSVC_OK) {
-        req_unlink_free(req);
-        return status;
-    }
-    status = req_wait_keep(req, -1);
-    if (req_finished(req)) {
-        req_unlink_free(req);
-    } else {
-        req->stats = NULL;
-        req_abandon(req);
-    }
+    status = msp_decode_stats(req->rbuf, req->rep.plen, stats_p);
+    req_unlink_free(req);
     return status;
 }
 
@@ -1018,25 +1049,13 @@ memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t c
         msg.u.list.job   = job;
         msg.u.list.start = start;
         msg.u.list.max   = MSP_LIST_MAX;
-        status = conn_prepare(conn, &msg, &req);
+        status = body_call(conn, &msg, &req);
         if (status != MEMSVC_OK) {
             break;
         }
-        req->tensors = tensors;
-        status       = conn_send(conn, &req, &msg, 1, NULL, 0);
-        if (status != MEMSVC_OK) {
-            req_unlink_free(req);
-            break;
-        }
-        status = req_wait_keep(req, -1);
-        count  = req->rep.u.list.count;
         next   = req->rep.u.list.next;
-        if (req_finished(req)) {
-            req_unlink_free(req);
-        } else {
-            req->tensors = NULL;
-            req_abandon(req);
-        }
+        status = msp_decode_list(req->rbuf, req->rep.plen, tensors, MSP_LIST_MAX, &count);
+        req_unlink_free(req);
         if (status != MEMSVC_OK) {
             break;
         }

@@ -33,7 +33,12 @@ const char *msp_op_name(uint32_t op)
 
 bool msp_op_has_payload(uint32_t op)
 {
-    return (op == MSP_OP_WRITE) || (op == MSP_OP_READ);
+    return (op == MSP_OP_WRITE);
+}
+
+bool msp_reply_has_payload(uint32_t op)
+{
+    return (op == MSP_OP_READ) || (op == MSP_OP_STATS) || (op == MSP_OP_LIST);
 }
 
 /* ---- reader -------------------------------------------------------------------------------- */
@@ -698,10 +703,11 @@ memsvc_status_t msp_decode_requests(const void *data, size_t len, msp_req_t *req
     if (rd.p != rd.end) {
         return MEMSVC_ERR_PROTOCOL; /* trailing bytes */
     }
-    /* Payload-carrying ops travel alone. */
+    /* Ops with a payload (in the request or the reply) travel alone. */
     if (n > 1) {
         for (i = 0; i < n; i++) {
-            if ((reqs[i].status == MEMSVC_OK) && msp_op_has_payload(reqs[i].op)) {
+            if ((reqs[i].status == MEMSVC_OK) &&
+                (msp_op_has_payload(reqs[i].op) || msp_reply_has_payload(reqs[i].op))) {
                 reqs[i].status = MEMSVC_ERR_PROTOCOL;
             }
         }
@@ -800,36 +806,6 @@ static void encode_u64_array(msgpack_packer *pk, const uint64_t *v, unsigned n)
     }
 }
 
-static void encode_stats(msgpack_packer *pk, const memsvc_stats_t *s)
-{
-    unsigned d;
-
-#define PK_U64(f) msgpack_pack_uint64(pk, s->f);
-#define PK_DEV_U64(f) msgpack_pack_uint64(pk, ds->f);
-    msgpack_pack_array(pk, 6);
-    pk_str(pk, s->node);
-    pk_str(pk, s->mode);
-    pk_str(pk, s->policy);
-    pk_str(pk, s->transport);
-    msgpack_pack_array(pk, 13);
-    STATS_U64_FIELDS(PK_U64)
-    msgpack_pack_array(pk, s->num_devices);
-    for (d = 0; d < s->num_devices; d++) {
-        const memsvc_dev_stats_t *ds = &s->dev[d];
-
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_array(pk, 19);
-        DEV_U64_FIELDS(PK_DEV_U64)
-        msgpack_pack_double(pk, ds->fragmentation);
-        encode_u64_array(pk, ds->tensors_by_state, MEMSVC_STATE_COUNT);
-        encode_u64_array(pk, ds->bytes_by_state, MEMSVC_STATE_COUNT);
-        encode_u64_array(pk, ds->tensors_by_kind, MEMSVC_KIND_COUNT);
-        encode_u64_array(pk, ds->resident_by_kind, MEMSVC_KIND_COUNT);
-    }
-#undef PK_U64
-#undef PK_DEV_U64
-}
-
 /* An array of at least `want` u64 into v (extra elements skipped). */
 static memsvc_status_t decode_u64_array(msp_rd_t *rd, uint64_t *v, unsigned want)
 {
@@ -915,15 +891,16 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
 #undef RD
 }
 
+/* Fields after [id, op, status] of a successful reply, per op. */
+static const uint8_t rep_nfields[MSP_OP_COUNT] = {
+    [MSP_OP_HELLO] = 6, [MSP_OP_ALLOC] = 1, [MSP_OP_READ] = 1, [MSP_OP_LOOKUP] = 1,
+    [MSP_OP_STATS] = 1, [MSP_OP_PING] = 2,  [MSP_OP_LIST] = 3,
+};
+
 static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
 {
-    uint32_t i;
-
-    if ((r->op == 0) || (r->op >= MSP_OP_COUNT)) {
-        /* A reply to an unreadable or unknown request still names op 0. */
-        if (r->status >= 0) {
-            return MEMSVC_ERR_INVALID_PARAM;
-        }
+    if (((r->op == 0) || (r->op >= MSP_OP_COUNT)) && (r->status >= 0)) {
+        return MEMSVC_ERR_INVALID_PARAM; /* only errors may answer an unknown op (as op 0) */
     }
     if (r->status < 0) {
         msgpack_pack_array(pk, 4);
@@ -933,26 +910,7 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         pk_str(pk, r->msg);
         return MEMSVC_OK;
     }
-    switch (r->op) {
-    case MSP_OP_HELLO:
-        msgpack_pack_array(pk, 9);
-        break;
-    case MSP_OP_ALLOC:
-    case MSP_OP_READ:
-        msgpack_pack_array(pk, 4);
-        break;
-    case MSP_OP_LOOKUP:
-    case MSP_OP_STATS:
-        msgpack_pack_array(pk, 4);
-        break;
-    case MSP_OP_PING:
-    case MSP_OP_LIST:
-        msgpack_pack_array(pk, 5);
-        break;
-    default:
-        msgpack_pack_array(pk, 3);
-        break;
-    }
+    msgpack_pack_array(pk, 3 + rep_nfields[r->op]);
     msgpack_pack_uint64(pk, r->id);
     msgpack_pack_uint32(pk, r->op);
     msgpack_pack_int32(pk, r->status);
@@ -969,30 +927,20 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         msgpack_pack_uint64(pk, r->u.alloc.handle);
         break;
     case MSP_OP_READ:
-        msgpack_pack_uint64(pk, r->u.read.len);
+    case MSP_OP_STATS:
+        msgpack_pack_uint64(pk, r->plen);
         break;
     case MSP_OP_LOOKUP:
         encode_tensor(pk, &r->u.lookup);
-        break;
-    case MSP_OP_STATS:
-        if (r->stats == NULL) {
-            return MEMSVC_ERR_INVALID_PARAM;
-        }
-        encode_stats(pk, r->stats);
         break;
     case MSP_OP_PING:
         msgpack_pack_uint64(pk, r->u.ping.now_ns);
         msgpack_pack_uint32(pk, r->u.ping.sessions);
         break;
     case MSP_OP_LIST:
-        if ((r->u.list.count > MSP_LIST_MAX) || ((r->u.list.count > 0) && (r->tensors == NULL))) {
-            return MEMSVC_ERR_INVALID_PARAM;
-        }
+        msgpack_pack_uint64(pk, r->plen);
         msgpack_pack_uint32(pk, r->u.list.next);
-        msgpack_pack_array(pk, r->u.list.count);
-        for (i = 0; i < r->u.list.count; i++) {
-            encode_tensor(pk, &r->tensors[i]);
-        }
+        msgpack_pack_uint32(pk, r->u.list.count);
         break;
     default:
         break;
@@ -1025,11 +973,8 @@ memsvc_status_t msp_encode_replies(const msp_rep_t *reps, size_t n, msp_buf_t *b
 static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
 {
     memsvc_status_t status;
-    uint32_t        n, i, min, cnt;
+    uint32_t        n, i, min;
     int32_t         st;
-    memsvc_stats_t *stats   = r->stats;
-    msp_tensor_t   *tensors = r->tensors;
-    msp_tensor_t    scratch;
 
 #define RD(call)                    \
     do {                            \
@@ -1040,8 +985,6 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
     } while (0)
 
     memset(r, 0, sizeof(*r));
-    r->stats   = stats;
-    r->tensors = tensors;
     RD(rd_array(rd, &n));
     if (n < 3) {
         return MEMSVC_ERR_PROTOCOL;
@@ -1063,12 +1006,7 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
         if ((r->op == 0) || (r->op >= MSP_OP_COUNT)) {
             return MEMSVC_ERR_PROTOCOL;
         }
-        switch (r->op) {
-        case MSP_OP_HELLO: min = 9; break;
-        case MSP_OP_ALLOC: case MSP_OP_READ: case MSP_OP_LOOKUP: case MSP_OP_STATS: min = 4; break;
-        case MSP_OP_PING: case MSP_OP_LIST: min = 5; break;
-        default: min = 3; break;
-        }
+        min = 3 + rep_nfields[r->op];
         if (n < min) {
             return MEMSVC_ERR_PROTOCOL;
         }
@@ -1085,35 +1023,30 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
             RD(rd_u64(rd, &r->u.alloc.handle));
             break;
         case MSP_OP_READ:
-            RD(rd_u64(rd, &r->u.read.len));
+        case MSP_OP_STATS:
+            RD(rd_u64(rd, &r->plen));
             break;
         case MSP_OP_LOOKUP:
             RD(decode_tensor(rd, &r->u.lookup));
-            break;
-        case MSP_OP_STATS:
-            if (stats != NULL) {
-                RD(decode_stats(rd, stats));
-            } else {
-                RD(rd_skip(rd, MSP_DEPTH_MAX));
-            }
             break;
         case MSP_OP_PING:
             RD(rd_u64(rd, &r->u.ping.now_ns));
             RD(rd_u32(rd, &r->u.ping.sessions));
             break;
         case MSP_OP_LIST:
+            RD(rd_u64(rd, &r->plen));
             RD(rd_u32(rd, &r->u.list.next));
-            RD(rd_array(rd, &cnt));
-            if (cnt > MSP_LIST_MAX) {
+            RD(rd_u32(rd, &r->u.list.count));
+            if (r->u.list.count > MSP_LIST_MAX) {
                 return MEMSVC_ERR_TOO_LARGE;
             }
-            for (i = 0; i < cnt; i++) {
-                RD(decode_tensor(rd, (tensors != NULL) ? &tensors[i] : &scratch));
-            }
-            r->u.list.count = (tensors != NULL) ? cnt : 0;
             break;
         default:
             break;
+        }
+        if ((r->op == MSP_OP_READ) ? (r->plen > MSP_DATA_MAX)
+                                   : (msp_reply_has_payload(r->op) && (r->plen > MSP_BODY_MAX))) {
+            return MEMSVC_ERR_TOO_LARGE;
         }
     }
     for (i = min; i < n; i++) {
@@ -1149,6 +1082,118 @@ memsvc_status_t msp_decode_replies(const void *data, size_t len, msp_rep_t *reps
     }
     for (i = 0; i < n; i++) {
         status = decode_reply(&rd, &reps[i]);
+        if (status != MEMSVC_OK) {
+            return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
+        }
+    }
+    if (rd.p != rd.end) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    *n_p = n;
+    return MEMSVC_OK;
+}
+
+/* ---- reply bodies ---------------------------------------------------------------------------- */
+
+memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
+{
+    msgpack_packer  pk_;
+    msgpack_packer *pk = &pk_;
+    unsigned        d;
+
+    if (s->num_devices > MEMSVC_MAX_DEVICES) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    buf->len      = 0;
+    buf->overflow = false;
+    msgpack_packer_init(pk, buf, buf_write);
+
+#define PK_U64(f) msgpack_pack_uint64(pk, s->f);
+#define PK_DEV_U64(f) msgpack_pack_uint64(pk, ds->f);
+    msgpack_pack_array(pk, 6);
+    pk_str(pk, s->node);
+    pk_str(pk, s->mode);
+    pk_str(pk, s->policy);
+    pk_str(pk, s->transport);
+    msgpack_pack_array(pk, 13);
+    STATS_U64_FIELDS(PK_U64)
+    msgpack_pack_array(pk, s->num_devices);
+    for (d = 0; d < s->num_devices; d++) {
+        const memsvc_dev_stats_t *ds = &s->dev[d];
+
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_array(pk, 19);
+        DEV_U64_FIELDS(PK_DEV_U64)
+        msgpack_pack_double(pk, ds->fragmentation);
+        encode_u64_array(pk, ds->tensors_by_state, MEMSVC_STATE_COUNT);
+        encode_u64_array(pk, ds->bytes_by_state, MEMSVC_STATE_COUNT);
+        encode_u64_array(pk, ds->tensors_by_kind, MEMSVC_KIND_COUNT);
+        encode_u64_array(pk, ds->resident_by_kind, MEMSVC_KIND_COUNT);
+    }
+#undef PK_U64
+#undef PK_DEV_U64
+    return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
+}
+
+memsvc_status_t msp_decode_stats(const void *data, size_t len, memsvc_stats_t *stats_p)
+{
+    msp_rd_t        rd = {data, (const uint8_t *)data + len};
+    memsvc_status_t status;
+
+    if ((data == NULL) || (len == 0)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (len > MSP_BODY_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    status = decode_stats(&rd, stats_p);
+    if (status != MEMSVC_OK) {
+        return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
+    }
+    return (rd.p == rd.end) ? MEMSVC_OK : MEMSVC_ERR_PROTOCOL;
+}
+
+memsvc_status_t msp_encode_list(const msp_tensor_t *tensors, uint32_t n, msp_buf_t *buf)
+{
+    msgpack_packer pk;
+    uint32_t       i;
+
+    if ((n > MSP_LIST_MAX) || ((n > 0) && (tensors == NULL))) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    buf->len      = 0;
+    buf->overflow = false;
+    msgpack_packer_init(&pk, buf, buf_write);
+    msgpack_pack_array(&pk, n);
+    for (i = 0; i < n; i++) {
+        encode_tensor(&pk, &tensors[i]);
+    }
+    return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
+}
+
+memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tensors, uint32_t max,
+                                uint32_t *n_p)
+{
+    msp_rd_t        rd = {data, (const uint8_t *)data + len};
+    memsvc_status_t status;
+    uint32_t        n, i;
+
+    *n_p = 0;
+    if ((data == NULL) || (len == 0)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (len > MSP_BODY_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    status = rd_array(&rd, &n);
+    if (status != MEMSVC_OK) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if ((n > max) || (n > MSP_LIST_MAX)) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    for (i = 0; i < n; i++) {
+        status = decode_tensor(&rd, &tensors[i]);
         if (status != MEMSVC_OK) {
             return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
         }

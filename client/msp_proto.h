@@ -10,15 +10,17 @@
 
 /*
  * Requests and replies are UCX active messages. The AM header is msgpack (see
- * docs/protocol.md); bulk tensor bytes travel as the AM payload (UCX picks eager or
- * rendezvous by size). The codec is pure: no allocation, no I/O, bounded by the limits
- * below, so it can be fuzzed on its own.
+ * docs/protocol.md); bulk bytes travel as the AM payload (UCX picks eager or rendezvous by
+ * size): tensor bytes of WRITE requests and READ replies, and the msgpack bodies of STATS and
+ * LIST replies (too large for a UCX AM header). The codec is pure: no allocation, no I/O,
+ * bounded by the limits below, so it can be fuzzed on its own.
  */
 
 #define MSP_VERSION        1u
 #define MSP_AM_REQUEST     17u          /* AM id: client to server */
 #define MSP_AM_REPLY       18u          /* AM id: server to client */
-#define MSP_HEADER_MAX     65536u       /* largest AM header, bytes */
+#define MSP_HEADER_MAX     4096u        /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */
+#define MSP_BODY_MAX       65536u       /* largest msgpack body of a STATS or LIST reply */
 #define MSP_BATCH_MAX      64u          /* requests (or replies) per message */
 #define MSP_DATA_MAX       (64ull << 20) /* largest payload per message (a WRITE or READ chunk) */
 #define MSP_HINT_MAX       64u          /* handles per UPCOMING hint */
@@ -98,6 +100,7 @@ typedef struct msp_rep {
     uint32_t        op;
     memsvc_status_t status;
     char            msg[MSP_MSG_MAX + 1];
+    uint64_t        plen;          /* READ, STATS, LIST: bytes of the AM payload that follows */
     union {
         struct {
             uint32_t version;
@@ -110,9 +113,6 @@ typedef struct msp_rep {
         struct {
             uint64_t handle;
         } alloc;
-        struct {
-            uint64_t len;
-        } read;
         msp_tensor_t lookup;
         struct {
             uint64_t now_ns;
@@ -123,8 +123,6 @@ typedef struct msp_rep {
             uint32_t count;
         } list;
     } u;
-    msp_tensor_t   *tensors;       /* LIST: encode: the records; decode: caller's MSP_LIST_MAX array */
-    memsvc_stats_t *stats;         /* STATS: encode: the figures; decode: caller's struct */
 } msp_rep_t;
 
 /* A bounded output buffer. */
@@ -137,8 +135,11 @@ typedef struct msp_buf {
 
 const char *msp_op_name(uint32_t op);
 
-/* Does the op carry an AM payload (WRITE request, READ reply)? Such ops travel alone. */
+/* Does the op's request carry an AM payload (WRITE)? Such requests travel alone. */
 bool msp_op_has_payload(uint32_t op);
+
+/* Does the op's reply carry an AM payload (READ, STATS, LIST)? Such replies travel alone. */
+bool msp_reply_has_payload(uint32_t op);
 
 /*
  * Encode n (1..MSP_BATCH_MAX) requests into buf. MEMSVC_ERR_TOO_LARGE if it does not fit,
@@ -155,15 +156,20 @@ memsvc_status_t msp_encode_requests(const msp_req_t *reqs, size_t n, msp_buf_t *
 memsvc_status_t msp_decode_requests(const void *data, size_t len, msp_req_t *reqs, size_t max,
                                     size_t *n_p);
 
-/* Encode n replies (the stats/list pointers of each are read). Same errors as requests. */
+/* Encode n replies. Same errors as requests. */
 memsvc_status_t msp_encode_replies(const msp_rep_t *reps, size_t n, msp_buf_t *buf);
 
-/*
- * Decode a reply header. LIST and STATS bodies go to the storage the caller put in
- * reps[i].tensors / reps[i].stats beforehand (NULL: the body is skipped). Errors as for
- * msp_decode_requests; a reply whose body is malformed makes the whole message invalid.
- */
+/* Decode a reply header. Errors as for msp_decode_requests; any malformed reply makes the
+ * whole message invalid. */
 memsvc_status_t msp_decode_replies(const void *data, size_t len, msp_rep_t *reps, size_t max,
                                    size_t *n_p);
+
+/* Bodies of STATS and LIST replies (the AM payload). Decoders must consume all of data;
+ * errors: MEMSVC_ERR_PROTOCOL, MEMSVC_ERR_TOO_LARGE (more devices/tensors than fit). */
+memsvc_status_t msp_encode_stats(const memsvc_stats_t *stats, msp_buf_t *buf);
+memsvc_status_t msp_decode_stats(const void *data, size_t len, memsvc_stats_t *stats_p);
+memsvc_status_t msp_encode_list(const msp_tensor_t *tensors, uint32_t n, msp_buf_t *buf);
+memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tensors, uint32_t max,
+                                uint32_t *n_p);
 
 #endif /* MSP_PROTO_H */

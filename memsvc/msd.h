@@ -74,6 +74,8 @@ typedef struct msd_server {
     msp_rep_t       reps[MSP_BATCH_MAX];
     msp_tensor_t    list[MSP_LIST_MAX];
     memsvc_stats_t  stats;
+    uint8_t         body_data[MSP_BODY_MAX];          /* STATS/LIST bodies are encoded here */
+    msp_buf_t       body;
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */

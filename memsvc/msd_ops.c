@@ -438,8 +438,8 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
         free(buf);
         return status;
     }
-    rep->u.read.len = req->u.io.len;
-    *payload_p      = buf;
+    rep->plen  = req->u.io.len;
+    *payload_p = buf;
     return MEMSVC_OK;
 }
 
@@ -504,6 +504,26 @@ static memsvc_status_t op_hint(msd_server_t *srv, msd_session_t *s, const msp_re
     return eng_hint(srv->eng, &hint);
 }
 
+/* Hand the encoded body in srv->body over as the reply's payload. */
+static memsvc_status_t body_payload(msp_rep_t *rep, void **payload_p, memsvc_status_t status,
+                                    msd_server_t *srv)
+{
+    void *copy;
+
+    if (status != MEMSVC_OK) {
+        LOG("cannot encode a %s reply body: %s", msp_op_name(rep->op), memsvc_strerror(status));
+        return status;
+    }
+    copy = malloc(srv->body.len);
+    if (copy == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memcpy(copy, srv->body.data, srv->body.len);
+    rep->plen  = srv->body.len;
+    *payload_p = copy;
+    return MEMSVC_OK;
+}
+
 static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
 {
     memsvc_stats_t *st = arg;
@@ -514,7 +534,7 @@ static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
     return true;
 }
 
-static void op_stats(msd_server_t *srv, msp_rep_t *rep)
+static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payload_p)
 {
     memsvc_stats_t   *st   = &srv->stats;
     sim_node_t       *node = eng_node(srv->eng);
@@ -580,7 +600,7 @@ static void op_stats(msd_server_t *srv, msp_rep_t *rep)
         o->fragmented_events = ds.fragmented_events;
     }
     eng_foreach(srv->eng, UINT32_MAX, stats_count_kind, st);
-    rep->stats = st;
+    return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
 }
 
 typedef struct list_ctx {
@@ -605,7 +625,7 @@ static bool list_visit(void *arg, const eng_tensor_info_t *info)
 }
 
 static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
-                               msp_rep_t *rep)
+                               msp_rep_t *rep, void **payload_p)
 {
     list_ctx_t lc = {.srv = srv, .start = req->u.list.start, .max = req->u.list.max};
 
@@ -616,8 +636,7 @@ static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_re
     eng_foreach(srv->eng, req->u.list.job, list_visit, &lc);
     rep->u.list.count = lc.count;
     rep->u.list.next  = lc.more ? lc.start + lc.count : 0;
-    rep->tensors      = srv->list;
-    return MEMSVC_OK;
+    return body_payload(rep, payload_p, msp_encode_list(srv->list, lc.count, &srv->body), srv);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -625,9 +644,8 @@ static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_re
 void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, size_t length,
                     const ucp_am_recv_param_t *param)
 {
-    msp_rep_t *reps    = srv->reps;
-    void      *payload = NULL;
-    size_t     nrep    = 0, plen = 0, i;
+    msp_rep_t *reps = srv->reps;
+    size_t     nrep = 0, i;
 
     if ((length > 0) && ((n != 1) || (srv->reqs[0].op != MSP_OP_WRITE))) {
         /* Only a lone WRITE carries a payload; drop it (returning from the callback does). */
@@ -636,8 +654,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         }
     }
     for (i = 0; i < n; i++) {
-        const msp_req_t *req = &srv->reqs[i];
-        msp_rep_t       *rep = &reps[nrep];
+        const msp_req_t *req     = &srv->reqs[i];
+        msp_rep_t       *rep     = &reps[nrep];
+        void            *payload = NULL;
         memsvc_status_t  status;
 
         memset(rep, 0, sizeof(*rep));
@@ -658,14 +677,11 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             case MSP_OP_ACQUIRE: status = op_acquire(srv, s, req, rep); break;
             case MSP_OP_RELEASE: status = op_release(srv, s, req, rep); break;
             case MSP_OP_WRITE:   status = op_write(srv, s, req, rep, data, length, param); break;
-            case MSP_OP_READ:
-                status = op_read(srv, s, req, rep, &payload);
-                plen   = (payload != NULL) ? req->u.io.len : 0;
-                break;
+            case MSP_OP_READ:    status = op_read(srv, s, req, rep, &payload); break;
             case MSP_OP_LOOKUP:  status = op_lookup(srv, s, req, rep); break;
             case MSP_OP_HINT:    status = op_hint(srv, s, req, rep); break;
-            case MSP_OP_STATS:   op_stats(srv, rep); status = MEMSVC_OK; break;
-            case MSP_OP_LIST:    status = op_list(srv, s, req, rep); break;
+            case MSP_OP_STATS:   status = op_stats(srv, rep, &payload); break;
+            case MSP_OP_LIST:    status = op_list(srv, s, req, rep, &payload); break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();
                 rep->u.ping.sessions = (uint32_t)srv->sessions_total;
@@ -687,13 +703,17 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             }
             srv->errors++;
             s->errors++;
+            free(payload);
+            payload = NULL;
+        }
+        if (payload != NULL) {
+            msd_send_replies(srv, s, rep, 1, payload, rep->plen); /* travels alone */
+            continue;
         }
         nrep++;
     }
     if (nrep > 0) {
-        msd_send_replies(srv, s, reps, nrep, payload, plen);
-    } else {
-        free(payload);
+        msd_send_replies(srv, s, reps, nrep, NULL, 0);
     }
 }
 

@@ -285,6 +285,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     srv->orphan_next = UINT64_MAX;
     srv->start_ns    = msp_now_ns();
     srv->epfd = srv->timerfd = srv->sigfd = -1;
+    srv->body = (msp_buf_t){srv->body_data, sizeof(srv->body_data), 0, false};
     snprintf(srv->transport, sizeof(srv->transport), "none yet");
 
     if (msp_parse_addr(cfg->listen, &ss, &sslen) != MEMSVC_OK) {

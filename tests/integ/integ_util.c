@@ -185,12 +185,7 @@ static ucs_status_t raw_reply_cb(void *arg, const void *header, size_t header_le
 {
     integ_raw_t *raw = arg;
     msp_rep_t    reps[MSP_BATCH_MAX];
-    size_t       i;
 
-    for (i = 0; i < MSP_BATCH_MAX; i++) {
-        reps[i].stats   = NULL;
-        reps[i].tensors = NULL;
-    }
     if (msp_decode_replies(header, header_length, reps, MSP_BATCH_MAX, &raw->nrep) == MEMSVC_OK) {
         raw->rep = reps[0];
     } else {

@@ -69,10 +69,18 @@ static void test_request_round_trip(void)
     TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 6, &n));
     CU_ASSERT_EQUAL_FATAL(n, 6);
     for (i = 0; i < n; i++) {
-        CU_ASSERT_EQUAL(out[i].status, MEMSVC_OK);
+        /* LIST answers with a payload, so it must travel alone */
+        CU_ASSERT_EQUAL(out[i].status, (in[i].op == MSP_OP_LIST) ? MEMSVC_ERR_PROTOCOL : MEMSVC_OK);
         CU_ASSERT_EQUAL(out[i].op, in[i].op);
         CU_ASSERT_EQUAL(out[i].id, in[i].id);
     }
+    len = encode_reqs(&in[4], 1);
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 6, &n));
+    CU_ASSERT_EQUAL(out[0].status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(out[0].u.list.job, 7);
+    CU_ASSERT_EQUAL(out[0].u.list.max, MSP_LIST_MAX);
+    len = encode_reqs(in, 6);
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 6, &n));
     CU_ASSERT_STRING_EQUAL(out[0].u.hello.name, "trainer");
     CU_ASSERT_EQUAL(out[0].u.hello.rank, 3);
     CU_ASSERT_STRING_EQUAL(out[1].u.alloc.key, "L12.mb3.attn.qkv");
@@ -247,6 +255,7 @@ static void test_bad_requests_get_named_errors(void)
     CU_ASSERT_EQUAL(raw_decode_one(&r, &out), MEMSVC_ERR_INVALID_PARAM);
 
     /* a batch larger than MSP_BATCH_MAX, and a declared length far beyond the data */
+    (void)msp_reply_has_payload;
     raw_init(&r);
     msgpack_pack_array(&r.pk, MSP_BATCH_MAX + 1);
     CU_ASSERT_EQUAL(msp_decode_requests(r.sb.data, r.sb.size, reqs, MSP_BATCH_MAX, &n),
@@ -302,8 +311,11 @@ static void test_reply_round_trip(void)
 {
     static memsvc_stats_t stats_in, stats_out;
     static msp_tensor_t   list_in[3], list_out[MSP_LIST_MAX];
+    static uint8_t        body[MSP_BODY_MAX];
     msp_rep_t             in[5], out[5];
     msp_buf_t             buf = {wire, sizeof(wire), 0, false};
+    msp_buf_t             bb  = {body, sizeof(body), 0, false};
+    uint32_t              count;
     size_t                n, i;
 
     memset(in, 0, sizeof(in));
@@ -320,8 +332,31 @@ static void test_reply_round_trip(void)
     in[2].id     = 3;
     in[2].status = MEMSVC_ERR_ACCESS;
     strcpy(in[2].msg, "tensor belongs to another job");
-    in[3].op = MSP_OP_STATS;
-    in[3].id = 4;
+    in[3].op   = MSP_OP_STATS;
+    in[3].id   = 4;
+    in[3].plen = 1234;
+    in[4].op   = MSP_OP_LIST;
+    in[4].id   = 5;
+    in[4].plen = 77;
+    in[4].u.list.count = 3;
+    in[4].u.list.next  = 3;
+    TEST_ASSERT_OK(msp_encode_replies(in, 5, &buf));
+    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, out, 5, &n));
+    CU_ASSERT_EQUAL_FATAL(n, 5);
+    CU_ASSERT_STRING_EQUAL(out[0].u.hello.transport, "tcp/lo.0(am)");
+    CU_ASSERT_EQUAL(out[0].u.hello.num_devices, 8);
+    CU_ASSERT_EQUAL(out[1].status, MEMSVC_RECOMPUTE);
+    CU_ASSERT_EQUAL(out[2].status, MEMSVC_ERR_ACCESS);
+    CU_ASSERT_STRING_EQUAL(out[2].msg, "tensor belongs to another job");
+    CU_ASSERT_EQUAL(out[3].plen, 1234);
+    CU_ASSERT_EQUAL(out[4].plen, 77);
+    CU_ASSERT_EQUAL(out[4].u.list.count, 3);
+    /* every prefix of a reply message is refused */
+    for (i = 0; i < buf.len; i++) {
+        CU_ASSERT_NOT_EQUAL(msp_decode_replies(wire, i, out, 5, &n), MEMSVC_OK);
+    }
+
+    /* bodies */
     strcpy(stats_in.node, "tiny");
     strcpy(stats_in.transport, "tcp/lo.0");
     stats_in.num_devices = 2;
@@ -331,29 +366,8 @@ static void test_reply_round_trip(void)
     stats_in.dev[1].fragmentation = 0.25;
     stats_in.dev[1].tensors_by_kind[MEMSVC_KIND_GRAD] = 5;
     stats_in.dev[1].fragmented_events = 9;
-    in[3].stats = &stats_in;
-    in[4].op = MSP_OP_LIST;
-    in[4].id = 5;
-    for (i = 0; i < 3; i++) {
-        list_in[i].handle = 100 + i;
-        snprintf(list_in[i].key, sizeof(list_in[i].key), "key%zu", i);
-        list_in[i].tags  = MEMSVC_TAGS_NONE;
-        list_in[i].state = MEMSVC_STATE_ON_HOST;
-    }
-    in[4].u.list.count = 3;
-    in[4].tensors      = list_in;
-    TEST_ASSERT_OK(msp_encode_replies(in, 5, &buf));
-    for (i = 0; i < 5; i++) {
-        out[i].stats   = &stats_out;
-        out[i].tensors = list_out;
-    }
-    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, out, 5, &n));
-    CU_ASSERT_EQUAL_FATAL(n, 5);
-    CU_ASSERT_STRING_EQUAL(out[0].u.hello.transport, "tcp/lo.0(am)");
-    CU_ASSERT_EQUAL(out[0].u.hello.num_devices, 8);
-    CU_ASSERT_EQUAL(out[1].status, MEMSVC_RECOMPUTE);
-    CU_ASSERT_EQUAL(out[2].status, MEMSVC_ERR_ACCESS);
-    CU_ASSERT_STRING_EQUAL(out[2].msg, "tensor belongs to another job");
+    TEST_ASSERT_OK(msp_encode_stats(&stats_in, &bb));
+    TEST_ASSERT_OK(msp_decode_stats(body, bb.len, &stats_out));
     CU_ASSERT_EQUAL(stats_out.num_devices, 2);
     CU_ASSERT_EQUAL(stats_out.errors, 17);
     CU_ASSERT_EQUAL(stats_out.dev[1].largest_free, 12345);
@@ -361,14 +375,38 @@ static void test_reply_round_trip(void)
     CU_ASSERT_EQUAL(stats_out.dev[1].tensors_by_kind[MEMSVC_KIND_GRAD], 5);
     CU_ASSERT_EQUAL(stats_out.dev[1].fragmented_events, 9);
     CU_ASSERT_STRING_EQUAL(stats_out.transport, "tcp/lo.0");
-    CU_ASSERT_EQUAL(out[4].u.list.count, 3);
+    for (i = 0; i < bb.len; i++) {
+        CU_ASSERT_NOT_EQUAL(msp_decode_stats(body, i, &stats_out), MEMSVC_OK);
+    }
+    for (i = 0; i < 3; i++) {
+        list_in[i].handle = 100 + i;
+        snprintf(list_in[i].key, sizeof(list_in[i].key), "key%zu", i);
+        list_in[i].tags  = MEMSVC_TAGS_NONE;
+        list_in[i].state = MEMSVC_STATE_ON_HOST;
+    }
+    TEST_ASSERT_OK(msp_encode_list(list_in, 3, &bb));
+    TEST_ASSERT_OK(msp_decode_list(body, bb.len, list_out, MSP_LIST_MAX, &count));
+    CU_ASSERT_EQUAL(count, 3);
     CU_ASSERT_STRING_EQUAL(list_out[2].key, "key2");
     CU_ASSERT_EQUAL(list_out[2].state, MEMSVC_STATE_ON_HOST);
-
-    /* every prefix of a reply message is refused */
-    for (i = 0; i < buf.len; i++) {
-        CU_ASSERT_NOT_EQUAL(msp_decode_replies(wire, i, out, 5, &n), MEMSVC_OK);
+    CU_ASSERT_EQUAL(msp_decode_list(body, bb.len, list_out, 2, &count), MEMSVC_ERR_TOO_LARGE);
+    for (i = 0; i < bb.len; i++) {
+        CU_ASSERT_NOT_EQUAL(msp_decode_list(body, i, list_out, MSP_LIST_MAX, &count), MEMSVC_OK);
     }
+    /* a full page of tensors with the longest keys fits a body */
+    for (i = 0; i < MSP_LIST_MAX; i++) {
+        memset(list_out[i].key, 'k', MEMSVC_KEY_MAX);
+        list_out[i].key[MEMSVC_KEY_MAX] = '\0';
+        list_out[i].handle = UINT64_MAX;
+        list_out[i].size   = UINT64_MAX;
+    }
+    TEST_ASSERT_OK(msp_encode_list(list_out, MSP_LIST_MAX, &bb));
+    stats_in.num_devices = MEMSVC_MAX_DEVICES;
+    for (i = 0; i < MEMSVC_MAX_DEVICES; i++) {
+        memset(&stats_in.dev[i], 0xff, sizeof(stats_in.dev[i]));
+        stats_in.dev[i].fragmentation = 0.5;
+    }
+    TEST_ASSERT_OK(msp_encode_stats(&stats_in, &bb));
 }
 
 static void test_encoder_limits(void)
