@@ -111,6 +111,10 @@ int main(int argc, char **argv)
         LOG("refusing to listen on %s: not a loopback address (add --allow-remote)", cfg.listen);
         return 2;
     }
+    if (!cfg.allow_remote && (getenv("UCX_NET_DEVICES") == NULL)) {
+        /* Loopback only: keep UCX off the other NICs too (it would add lanes on them). */
+        setenv("UCX_NET_DEVICES", "lo", 1);
+    }
     status = sim_desc_preset(preset, &desc);
     if (status != MEMSVC_OK) {
         LOG("unknown node preset '%s'", preset);

@@ -94,7 +94,7 @@ static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     msd_session_t *s = arg;
 
     if (!s->dead) {
-        LOG("session %llu (job %u rank %u '%s'): peer gone (%s)", (unsigned long long)s->id,
+        LOG("session %llu (job %u rank %u '%s'): disconnected (%s)", (unsigned long long)s->id,
             s->job, s->rank, s->name, ucs_status_string(status));
         s->dead = true;
     }

@@ -284,7 +284,7 @@ static void test_kill9_releases_pins_keeps_durable(void)
     TEST_ASSERT_OK(integ_stats(&d, st));
     CU_ASSERT_EQUAL(st->orphans, 0);
     memsvc_close(conn);
-    CU_ASSERT(integ_log_contains(&d, "peer gone"));
+    CU_ASSERT(integ_log_contains(&d, "disconnected"));
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
 }
@@ -418,6 +418,58 @@ static void test_daemon_refuses_bad_setups(void)
     CU_ASSERT(WIFEXITED(status) && (WEXITSTATUS(status) == 2));
 }
 
+/* Run memsvc-ctl against d; its stdout goes to out. Returns its exit status. */
+static int run_ctl(const integ_daemon_t *d, const char *args, char *out, size_t len)
+{
+    char   cmd[1024];
+    size_t n = 0, got;
+    FILE  *f;
+    int    status;
+
+    snprintf(cmd, sizeof(cmd), "%s/memsvc-ctl --address %s --timeout 10000 %s", test_bin_dir(),
+             d->addr, args);
+    f = popen(cmd, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while ((n + 1 < len) && ((got = fread(out + n, 1, len - 1 - n, f)) > 0)) {
+        n += got;
+    }
+    out[n] = '\0';
+    status = pclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_ctl(void)
+{
+    static char     out[65536];
+    integ_daemon_t  d;
+    memsvc_conn_h   conn;
+    memsvc_handle_t h;
+
+    START(&d, tiny_backed);
+    TEST_ASSERT_OK(integ_connect(&d, 9, 2, &conn));
+    TEST_ASSERT_OK(memsvc_alloc(conn, "L0.weight", 1u << 20, NULL, &h));
+    CU_ASSERT_EQUAL(run_ctl(&d, "ping", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "alive") != NULL);
+    CU_ASSERT_EQUAL(run_ctl(&d, "stats", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "largest free block") != NULL);
+    CU_ASSERT(strstr(out, "transport tcp") != NULL);
+    CU_ASSERT_EQUAL(run_ctl(&d, "--json stats", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "\"fragmentation\"") != NULL);
+    CU_ASSERT(strstr(out, "\"activation\": 1") != NULL);
+    CU_ASSERT_EQUAL(run_ctl(&d, "list 9", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "L0.weight") != NULL);
+    CU_ASSERT_EQUAL(run_ctl(&d, "--json list", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "\"key\": \"L0.weight\"") != NULL);
+    CU_ASSERT_EQUAL(run_ctl(&d, "list 8", out, sizeof(out)), 0);
+    CU_ASSERT(strstr(out, "L0.weight") == NULL);
+    CU_ASSERT_NOT_EQUAL(run_ctl(&d, "frobnicate", out, sizeof(out)), 0);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    CU_ASSERT_NOT_EQUAL(run_ctl(&d, "ping", out, sizeof(out)), 0); /* nobody there */
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service", NULL, NULL);
@@ -432,6 +484,7 @@ static void add_suite(void)
     CU_add_test(s, "a client vanishing mid-transfer", test_client_vanishes_mid_transfer);
     CU_add_test(s, "eight concurrent clients", test_eight_clients);
     CU_add_test(s, "daemon refuses bad set-ups", test_daemon_refuses_bad_setups);
+    CU_add_test(s, "memsvc-ctl ping, stats, list (text and json)", test_ctl);
 }
 
 TEST_REGISTER(service, add_suite)
