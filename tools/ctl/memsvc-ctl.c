@@ -141,7 +141,7 @@ static void stats_json(const memsvc_stats_t *st)
 
 static void stats_text(const memsvc_stats_t *st)
 {
-    char     a[32], b[32], c[32], e[32];
+    char     a[32], b[32], c[32], e[32], f[32];
     unsigned d, k;
 
     printf("node %s, %s memory, policy %s, up %s\n", st->node, st->mode, st->policy,
@@ -159,7 +159,7 @@ static void stats_text(const memsvc_stats_t *st)
            sim_format_size(st->host_capacity, b, sizeof(b)),
            sim_format_size(st->host_peak, c, sizeof(c)),
            sim_format_size(st->disk_used, e, sizeof(e)),
-           sim_format_size(st->disk_capacity, a, sizeof(a)));
+           sim_format_size(st->disk_capacity, f, sizeof(f)));
     for (d = 0; d < st->num_devices; d++) {
         const memsvc_dev_stats_t *ds = &st->dev[d];
 
@@ -168,7 +168,7 @@ static void stats_text(const memsvc_stats_t *st)
                sim_format_size(ds->allocated, b, sizeof(b)),
                sim_format_size(ds->reserved, c, sizeof(c)),
                sim_format_size(ds->free, e, sizeof(e)),
-               sim_format_size(ds->largest_free, a, sizeof(a)), ds->fragmentation * 100.0);
+               sim_format_size(ds->largest_free, f, sizeof(f)), ds->fragmentation * 100.0);
         printf("  tensors by state:");
         for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
             printf(" %s=%llu", memsvc_state_name((memsvc_state_t)k),
