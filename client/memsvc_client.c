@@ -40,6 +40,7 @@ struct memsvc_conn {
     uint64_t          next_id;
     struct memsvc_req reqs;            /* list head of outstanding requests */
     uint32_t          timeout_ms, job, rank, device, flags;
+    uint64_t          spin_ns;          /* busy-poll this long before sleeping */
     uint64_t          session;
     uint32_t          num_devices;
     char              transport[MSP_TRANSPORT_MAX + 1];
@@ -317,7 +318,7 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
         if (now >= deadline) {
             return MEMSVC_ERR_TIMEOUT;
         }
-        if (now - start < CONN_SPIN_NS) {
+        if (now - start < conn->spin_ns) {
             continue;
         }
         if (ucp_worker_arm(conn->worker) == UCS_ERR_BUSY) {
@@ -476,6 +477,10 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     conn->timeout_ms = (mask & MEMSVC_CONN_FIELD_TIMEOUT_MS) ? params->timeout_ms
                                                              : CONN_DEFAULT_TIMEOUT;
     conn->flags      = (mask & MEMSVC_CONN_FIELD_FLAGS) ? params->flags : 0;
+    conn->spin_ns    = CONN_SPIN_NS;
+    if (getenv("MEMSVC_SPIN_US") != NULL) {
+        conn->spin_ns = strtoull(getenv("MEMSVC_SPIN_US"), NULL, 10) * 1000ull;
+    }
     if ((mask & MEMSVC_CONN_FIELD_ADDRESS) && (params->address != NULL)) {
         addr = params->address;
     }

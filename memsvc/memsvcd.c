@@ -27,7 +27,9 @@ static void usage(FILE *out)
             "  --policy SPEC          eviction policy (default lru)\n"
             "  --keep-durable SECS    keep a dead client's durable tensors this long for\n"
             "                         re-attach by key (default 300; 0: free at once)\n"
-            "  --allow-remote         permit a non-loopback listen address\n");
+            "  --allow-remote         permit a non-loopback listen address\n"
+            "  --spin-us US           busy-poll this long after each request before sleeping\n"
+            "                         (lower latency, more CPU; default 50)\n");
 }
 
 /* Is the host part of HOST:PORT a loopback address? */
@@ -66,8 +68,10 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},     {"node", required_argument, NULL, 'n'},
         {"memory", required_argument, NULL, 'm'},     {"policy", required_argument, NULL, 'p'},
         {"keep-durable", required_argument, NULL, 'k'}, {"allow-remote", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
-    msd_config_t    cfg    = {.listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull};
+        {"spin-us", required_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    msd_config_t    cfg    = {.listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull,
+                              .spin_ns = 50000};
     const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
@@ -95,6 +99,14 @@ int main(int argc, char **argv)
         case 'm': memory = optarg; break;
         case 'p': policy = optarg; break;
         case 'r': cfg.allow_remote = true; break;
+        case 's':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || (secs < 0) || (secs > 1e6)) {
+                LOG("--spin-us: '%s' is not a number of microseconds", optarg);
+                return 2;
+            }
+            cfg.spin_ns = (uint64_t)(secs * 1e3);
+            break;
         case 'k':
             secs = strtod(optarg, &end);
             if ((*end != '\0') || (secs < 0) || (secs > 1e7)) {

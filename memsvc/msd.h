@@ -16,6 +16,7 @@ typedef struct msd_config {
     const char *listen;          /* "HOST:PORT" */
     uint64_t    keep_durable_ns; /* how long a dead session's durable tensors are kept */
     bool        allow_remote;    /* listening on a non-loopback address was asked for */
+    uint64_t    spin_ns;         /* busy-poll this long after activity before sleeping */
 } msd_config_t;
 
 /* One connected client. Freed when dead and no callback refers to it (refs == 0). */
@@ -67,6 +68,7 @@ typedef struct msd_server {
     uint64_t        sessions_total;
     uint64_t        requests, errors;
     uint64_t        start_ns;
+    uint64_t        spin_ns;
     uint64_t        orphans, orphan_next; /* count, earliest deadline */
     msd_map_t       own;
     char            transport[MSP_TRANSPORT_MAX + 1]; /* transports seen on sessions */

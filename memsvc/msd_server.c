@@ -286,6 +286,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     srv->start_ns    = msp_now_ns();
     srv->epfd = srv->timerfd = srv->sigfd = -1;
     srv->body = (msp_buf_t){srv->body_data, sizeof(srv->body_data), 0, false};
+    srv->spin_ns = cfg->spin_ns;
     snprintf(srv->transport, sizeof(srv->transport), "none yet");
 
     if (msp_parse_addr(cfg->listen, &ss, &sslen) != MEMSVC_OK) {
@@ -418,20 +419,26 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
 {
     struct epoll_event evs[4];
     msd_session_t     *s;
-    uint64_t           ticks;
+    uint64_t           ticks, last_active = 0;
     bool               busy;
     int                n, i;
 
     while (!srv->stop) {
         while (ucp_worker_progress(srv->worker) != 0) {
+            last_active = msp_now_ns();
         }
         eng_progress(srv->eng);
         sessions_reap(srv);
         if (srv->orphan_next <= msp_now_ns()) {
             msd_ops_expire_orphans(srv, msp_now_ns());
         }
-        /* Sleep only when UCX has nothing pending; still look at the fds either way. */
-        busy = (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY);
+        /* Busy-poll briefly after activity (a reply is often followed by the next request),
+         * then sleep until UCX, the timer or a signal has something. */
+        if (msp_now_ns() - last_active < srv->spin_ns) {
+            busy = true;
+        } else {
+            busy = (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY);
+        }
         if (!busy) {
             srv_arm_timer(srv);
         }
