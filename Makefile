@@ -81,6 +81,7 @@ ALL_SRCS := $(CLIENT_SRCS) $(SIM_SRCS) $(ENGINE_SRCS) $(DAEMON_SRCS) $(POLICY_SR
             $(wildcard memsvc/memsvcd.c tools/memtrace/main.c tools/ctl/memsvc-ctl.c)
 
 .PHONY: all deps test test-san run bench clean fuzz
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: $(BINS)

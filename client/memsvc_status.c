@@ -1,7 +1,9 @@
 /* memsvc_status.c - names and messages of memsvc_status_t */
 #include "client/memsvc_status.h"
 
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct status_entry {
     memsvc_status_t status;
@@ -64,4 +66,16 @@ const char *memsvc_status_name(memsvc_status_t status)
     const struct status_entry *e = status_find(status);
 
     return (e != NULL) ? e->name : "MEMSVC_ERR_UNKNOWN";
+}
+
+void memsvc_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -2,6 +2,8 @@
 #ifndef MEMSVC_STATUS_H
 #define MEMSVC_STATUS_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -51,6 +53,12 @@ const char *memsvc_strerror(memsvc_status_t status);
 
 /* Stable identifier of a status, e.g. "MEMSVC_ERR_NO_MEMORY"; never NULL. */
 const char *memsvc_status_name(memsvc_status_t status);
+
+/*
+ * Internal helper shared by the project's modules (not part of the client API): format an
+ * error message into err[errlen]; does nothing when err is NULL or errlen is 0.
+ */
+void memsvc_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus
 }

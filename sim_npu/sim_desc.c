@@ -68,21 +68,6 @@ static const char *const sim_preset_name_list[] = { "ascend-910b", "tiny", NULL 
 
 #define SIM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static void sim_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void sim_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if ((err == NULL) || (errlen == 0)) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 memsvc_status_t sim_desc_preset(const char *name, sim_desc_t *desc_p)
 {
     size_t i;
@@ -422,7 +407,7 @@ static memsvc_status_t sim_key_apply(const sim_key_t *k, const char *value, sim_
     return MEMSVC_OK;
 
 err_parse:
-    sim_errf(err, errlen, "%s: bad value \"%s\" (expected %s)", k->key, value, k->help);
+    memsvc_errf(err, errlen, "%s: bad value \"%s\" (expected %s)", k->key, value, k->help);
     return MEMSVC_ERR_PARSE;
 }
 
@@ -433,21 +418,21 @@ memsvc_status_t sim_desc_set(sim_desc_t *desc, const char *assignment, char *err
     size_t      i;
 
     if ((desc == NULL) || (assignment == NULL)) {
-        sim_errf(err, errlen, "no description or assignment");
+        memsvc_errf(err, errlen, "no description or assignment");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     eq = strchr(assignment, '=');
     if (eq == NULL) {
-        sim_errf(err, errlen, "\"%s\": expected key=value", assignment);
+        memsvc_errf(err, errlen, "\"%s\": expected key=value", assignment);
         return MEMSVC_ERR_PARSE;
     }
     if ((size_t)(eq - assignment) >= sizeof(key)) {
         sim_key_list(keys, sizeof(keys));
-        sim_errf(err, errlen, "unknown key \"%.40s...\"; valid keys: %s", assignment, keys);
+        memsvc_errf(err, errlen, "unknown key \"%.40s...\"; valid keys: %s", assignment, keys);
         return MEMSVC_ERR_UNKNOWN_KEY;
     }
     if (strlen(eq + 1) >= sizeof(value)) {
-        sim_errf(err, errlen, "\"%.40s...\": value too long", assignment);
+        memsvc_errf(err, errlen, "\"%.40s...\": value too long", assignment);
         return MEMSVC_ERR_PARSE;
     }
     sim_trim(assignment, (size_t)(eq - assignment), key, sizeof(key));
@@ -458,7 +443,7 @@ memsvc_status_t sim_desc_set(sim_desc_t *desc, const char *assignment, char *err
         }
     }
     sim_key_list(keys, sizeof(keys));
-    sim_errf(err, errlen, "unknown key \"%s\"; valid keys: %s", key, keys);
+    memsvc_errf(err, errlen, "unknown key \"%s\"; valid keys: %s", key, keys);
     return MEMSVC_ERR_UNKNOWN_KEY;
 }
 
@@ -474,7 +459,7 @@ memsvc_status_t sim_desc_validate(const sim_desc_t *desc, char *err, size_t errl
     size_t                   i;
 
     if (desc == NULL) {
-        sim_errf(err, errlen, "no description");
+        memsvc_errf(err, errlen, "no description");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     links[0] = &desc->h2d;
@@ -483,44 +468,44 @@ memsvc_status_t sim_desc_validate(const sim_desc_t *desc, char *err, size_t errl
     links[3] = &desc->disk;
     links[4] = &desc->nic;
     if ((desc->num_npus < 1) || (desc->num_npus > SIM_MAX_NPUS)) {
-        sim_errf(err, errlen, "npus = %u: must be 1..%d", desc->num_npus, SIM_MAX_NPUS);
+        memsvc_errf(err, errlen, "npus = %u: must be 1..%d", desc->num_npus, SIM_MAX_NPUS);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (desc->hbm_bytes < 512) {
-        sim_errf(err, errlen, "hbm = %llu B: must be at least 512 B",
+        memsvc_errf(err, errlen, "hbm = %llu B: must be at least 512 B",
                  (unsigned long long)desc->hbm_bytes);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (desc->host_bytes == 0) {
-        sim_errf(err, errlen, "host = 0: the host pool must not be empty");
+        memsvc_errf(err, errlen, "host = 0: the host pool must not be empty");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if ((desc->disk_bytes != 0) && (desc->disk_bytes < 512)) {
-        sim_errf(err, errlen, "disk = %llu B: must be 0 (none) or at least 512 B",
+        memsvc_errf(err, errlen, "disk = %llu B: must be 0 (none) or at least 512 B",
                  (unsigned long long)desc->disk_bytes);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     for (i = 0; i < 5; i++) {
         if (!sim_link_ok(links[i])) {
-            sim_errf(err, errlen, "%s_bw = %g: must be a positive rate", link_names[i],
+            memsvc_errf(err, errlen, "%s_bw = %g: must be a positive rate", link_names[i],
                      links[i]->bw);
             return MEMSVC_ERR_INVALID_PARAM;
         }
     }
     if (!isfinite(desc->hbm_bw) || !(desc->hbm_bw > 0.0)) {
-        sim_errf(err, errlen, "hbm_bw = %g: must be a positive rate", desc->hbm_bw);
+        memsvc_errf(err, errlen, "hbm_bw = %g: must be a positive rate", desc->hbm_bw);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (!isfinite(desc->flops) || !(desc->flops > 0.0)) {
-        sim_errf(err, errlen, "flops = %g: must be positive", desc->flops);
+        memsvc_errf(err, errlen, "flops = %g: must be positive", desc->flops);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (!(desc->mfu > 0.0) || (desc->mfu > 1.0)) {
-        sim_errf(err, errlen, "mfu = %g: must be in (0, 1]", desc->mfu);
+        memsvc_errf(err, errlen, "mfu = %g: must be in (0, 1]", desc->mfu);
         return MEMSVC_ERR_INVALID_PARAM;
     }
     if (memchr(desc->name, '\0', sizeof(desc->name)) == NULL) {
-        sim_errf(err, errlen, "name is not terminated");
+        memsvc_errf(err, errlen, "name is not terminated");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     return MEMSVC_OK;

@@ -908,18 +908,6 @@ static memsvc_status_t mt_decode_event(mt_reader_t *r, mt_dec_t *d, const msgpac
 
 /* ---- reader: streaming ------------------------------------------------------------------- */
 
-static void mt_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if ((err == NULL) || (errlen == 0)) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /*
  * Make the next complete object available in the unpacker (reading from the file as needed)
  * and unpack it into *obj. Returns MEMSVC_OK with *end_p true when the file ends exactly at an
@@ -939,7 +927,7 @@ static memsvc_status_t mt_reader_fill(mt_reader_t *r, msgpack_unpacked *obj, siz
         case MT_SCAN_DONE:
             goto unpack;
         case MT_SCAN_BAD:
-            mt_errf(err, errlen, "offset %" PRIu64 ": %s", r->offset + bad, why);
+            memsvc_errf(err, errlen, "offset %" PRIu64 ": %s", r->offset + bad, why);
             return MEMSVC_ERR_FORMAT;
         case MT_SCAN_MORE:
             break;
@@ -949,21 +937,21 @@ static memsvc_status_t mt_reader_fill(mt_reader_t *r, msgpack_unpacked *obj, siz
                 *end_p = true;
                 return MEMSVC_OK;
             }
-            mt_errf(err, errlen,
+            memsvc_errf(err, errlen,
                     "offset %" PRIu64 ": truncated: the file ends %zu bytes into an "
                     "object",
                     r->offset, avail);
             return MEMSVC_ERR_FORMAT;
         }
         if (avail >= MT_OBJECT_MAX) {
-            mt_errf(err, errlen, "offset %" PRIu64 ": object larger than the limit (%u bytes)",
+            memsvc_errf(err, errlen, "offset %" PRIu64 ": object larger than the limit (%u bytes)",
                     r->offset, (unsigned)MT_OBJECT_MAX);
             return MEMSVC_ERR_FORMAT;
         }
         /* Read at least a chunk, and as much as is buffered, so rescans stay logarithmic. */
         want = (avail > MT_READ_CHUNK) ? avail : MT_READ_CHUNK;
         if (!msgpack_unpacker_reserve_buffer(u, want)) {
-            mt_errf(err, errlen, "offset %" PRIu64 ": no memory for the read buffer", r->offset);
+            memsvc_errf(err, errlen, "offset %" PRIu64 ": no memory for the read buffer", r->offset);
             return MEMSVC_ERR_NO_RESOURCE;
         }
         if (u->used + u->free > r->buffer_peak) {
@@ -972,7 +960,7 @@ static memsvc_status_t mt_reader_fill(mt_reader_t *r, msgpack_unpacked *obj, siz
         got = fread(msgpack_unpacker_buffer(u), 1, want, r->file);
         if (got < want) {
             if (ferror(r->file)) {
-                mt_errf(err, errlen, "offset %" PRIu64 ": read failed: %s", r->offset,
+                memsvc_errf(err, errlen, "offset %" PRIu64 ": read failed: %s", r->offset,
                         strerror(errno));
                 return MEMSVC_ERR_IO;
             }
@@ -982,7 +970,7 @@ static memsvc_status_t mt_reader_fill(mt_reader_t *r, msgpack_unpacked *obj, siz
     }
 unpack:
     if (msgpack_unpacker_next(u, obj) != MSGPACK_UNPACK_SUCCESS) {
-        mt_errf(err, errlen, "offset %" PRIu64 ": msgpack could not decode the object", r->offset);
+        memsvc_errf(err, errlen, "offset %" PRIu64 ": msgpack could not decode the object", r->offset);
         return MEMSVC_ERR_FORMAT;
     }
     *len_p = len;
@@ -1003,40 +991,40 @@ memsvc_status_t mt_reader_open(const char *path, mt_reader_t **reader_p, char *e
 
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        mt_errf(err, errlen, "no memory");
+        memsvc_errf(err, errlen, "no memory");
         return MEMSVC_ERR_NO_RESOURCE;
     }
     r->is_stdin = (strcmp(path, "-") == 0);
     r->file     = r->is_stdin ? stdin : fopen(path, "rb");
     if (r->file == NULL) {
-        mt_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        memsvc_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         status = MEMSVC_ERR_IO;
         goto err_free;
     }
     if (!msgpack_unpacker_init(&r->unp, MT_READ_CHUNK)) {
-        mt_errf(err, errlen, "no memory");
+        memsvc_errf(err, errlen, "no memory");
         status = MEMSVC_ERR_NO_RESOURCE;
         goto err_close;
     }
     got = fread(pre, 1, sizeof(pre), r->file);
     if ((got < MT_MAGIC_LEN) || (memcmp(pre, magic, MT_MAGIC_LEN) != 0)) {
         if (ferror(r->file)) {
-            mt_errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            memsvc_errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
             status = MEMSVC_ERR_IO;
         } else {
-            mt_errf(err, errlen, "offset 0: not a memtrace file (bad magic)");
+            memsvc_errf(err, errlen, "offset 0: not a memtrace file (bad magic)");
             status = MEMSVC_ERR_FORMAT;
         }
         goto err_unpacker;
     }
     if (got < sizeof(pre)) {
-        mt_errf(err, errlen, "offset %zu: truncated: the file ends inside the version", got);
+        memsvc_errf(err, errlen, "offset %zu: truncated: the file ends inside the version", got);
         status = MEMSVC_ERR_FORMAT;
         goto err_unpacker;
     }
     version = mt_be(pre + MT_MAGIC_LEN, 4);
     if (version != MT_FORMAT_VERSION) {
-        mt_errf(err, errlen, "offset %d: format version %" PRIu64 " (this reader supports %d)",
+        memsvc_errf(err, errlen, "offset %d: format version %" PRIu64 " (this reader supports %d)",
                 MT_MAGIC_LEN, version, MT_FORMAT_VERSION);
         status = MEMSVC_ERR_VERSION;
         goto err_unpacker;
@@ -1045,7 +1033,7 @@ memsvc_status_t mt_reader_open(const char *path, mt_reader_t **reader_p, char *e
     msgpack_unpacked_init(&obj);
     status = mt_reader_fill(r, &obj, &len, &end, err, errlen);
     if ((status == MEMSVC_OK) && end) {
-        mt_errf(err, errlen, "offset %" PRIu64 ": truncated: no header", r->offset);
+        memsvc_errf(err, errlen, "offset %" PRIu64 ": truncated: no header", r->offset);
         status = MEMSVC_ERR_FORMAT;
     }
     if (status == MEMSVC_OK) {

@@ -1,0 +1,612 @@
+/* test_gen.c - trace generator: Korthikanti activation sizes, schedule sanity, router, layout */
+#include "tests/test_util.h"
+#include "tools/memtrace/gen.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sim_desc_t test_node(void)
+{
+    sim_desc_t n;
+
+    memset(&n, 0, sizeof(n));
+    snprintf(n.name, sizeof(n.name), "test");
+    n.num_npus   = 8;
+    n.hbm_bytes  = 64ull << 30;
+    n.hbm_bw     = 1.6e12;
+    n.flops      = 300e12;
+    n.mfu        = 0.3;
+    n.d2d.bw     = 90e9;
+    n.nic.bw     = 25e9;
+    n.nic.lat_ns = 5000;
+    return n;
+}
+
+/* ---- Korthikanti et al.: per-layer saved activation bytes ---------------------------- */
+
+typedef struct kor {
+    int32_t  layer;
+    uint64_t ids[256], sizes[256];
+    uint32_t n;
+    bool     backward_started;
+    uint64_t bad;
+} kor_t;
+
+static memsvc_status_t kor_sink(void *arg, const mt_event_t *ev)
+{
+    kor_t   *k = arg;
+    uint32_t i;
+
+    if (ev->type == MT_EV_HINT && ev->hint == MEMSVC_HINT_PHASE &&
+        ev->phase == MEMSVC_PHASE_BACKWARD) {
+        k->backward_started = true;
+    } else if (ev->type == MT_EV_ALLOC && !k->backward_started &&
+               ev->kind == MEMSVC_KIND_ACTIVATION && ev->tags.layer == k->layer &&
+               ev->tags.microbatch == 0) {
+        if (k->n == 256) {
+            k->bad++;
+            return MEMSVC_OK;
+        }
+        k->ids[k->n]   = ev->tensor;
+        k->sizes[k->n] = ev->size;
+        k->n++;
+    } else if (ev->type == MT_EV_FREE && !k->backward_started) {
+        for (i = 0; i < k->n; i++) {
+            if (k->ids[i] == ev->tensor) {
+                k->sizes[i] = 0; /* freed within the forward: not kept for backward */
+            }
+        }
+    }
+    return MEMSVC_OK;
+}
+
+static uint64_t kept_bytes(const mt_gen_params_t *p, int32_t layer)
+{
+    kor_t    k;
+    uint64_t sum = 0;
+    uint32_t i;
+
+    memset(&k, 0, sizeof(k));
+    k.layer = layer;
+    CU_ASSERT_EQUAL(mt_gen_run(p, kor_sink, &k, NULL, 0), MEMSVC_OK);
+    CU_ASSERT_EQUAL(k.bad, 0);
+    for (i = 0; i < k.n; i++) {
+        sum += k.sizes[i];
+    }
+    return sum;
+}
+
+static void test_korthikanti(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node = test_node();
+    mt_gen_params_t p;
+    uint64_t        s = 2048, b = 1, h = 12288, a = 96, t = 8, full, sharded;
+
+    TEST_ASSERT_OK(mt_model_preset("gpt3-175b", &m));
+    TEST_ASSERT_OK(mt_model_set(&m, "layers=2", NULL, 0));
+    CU_ASSERT_FALSE(m.fused_attention);
+    CU_ASSERT_EQUAL(m.mlp, MT_MLP_GELU);
+    CU_ASSERT_EQUAL(m.experts, 0);
+    mt_gen_params_init(&p, &m, &node);
+
+    /* s*b*h*(34 + 5*a*s/h), kept integral: 34*s*b*h + 5*a*s*s*b */
+    full = 34 * s * b * h + 5 * a * s * s * b;
+    CU_ASSERT_EQUAL(kept_bytes(&p, 0), full);
+    CU_ASSERT_EQUAL(kept_bytes(&p, 1), full);
+
+    p.layout.tp = t; /* tensor + sequence parallel */
+    sharded     = (34 * s * b * h + 5 * a * s * s * b) / t;
+    CU_ASSERT_EQUAL((34 * s * b * h + 5 * a * s * s * b) % t, 0);
+    CU_ASSERT_EQUAL(kept_bytes(&p, 0), sharded);
+    CU_ASSERT_EQUAL(kept_bytes(&p, 1), sharded);
+
+    /* fused attention: the 5as/h term goes; the fp32 logsumexp per head and query stays */
+    TEST_ASSERT_OK(mt_model_set(&m, "fused=1", NULL, 0));
+    CU_ASSERT_EQUAL(kept_bytes(&p, 1), 34 * s * b * h / t + 4 * b * (a / t) * s);
+}
+
+/* ---- schedule sanity ------------------------------------------------------------------ */
+
+#define CHK_MAX_IDS (1u << 20)
+#define CHK_MAX_MB 64
+
+typedef struct chk {
+    /* per tensor id */
+    uint64_t *size;
+    uint8_t  *live, *kind, *durable;
+    char    **key;
+    uint64_t  max_id;
+    uint64_t *live_list;
+    uint32_t  n_live;
+    /* findings */
+    uint64_t bad_alloc, bad_free, bad_read, bad_dup_key, bad_rc, bad_order, bad_access;
+    uint64_t allocs, frees, computes, hints, fingerprint;
+    int32_t  step;
+    uint32_t fwd[CHK_MAX_MB], bwd[CHK_MAX_MB];
+    bool     saw_optimizer;
+    /* keys of activations per step (steps 0 and 1) */
+    char   **keys[2];
+    uint32_t n_keys[2], cap_keys[2];
+    /* ALLOCs since the last COMPUTE: their producer must be that COMPUTE */
+    uint64_t pend_op[16], pend_rc[16];
+    uint32_t n_pend;
+    uint64_t bad_producer;
+    /* forward/backward order: (phase, micro-batch, layer) of the PHASE hints of step 0 */
+    int32_t  order[256][3];
+    uint32_t n_order;
+    /* routed tokens per global expert (from expert FC1 sizes) */
+    uint64_t expert_bytes[4096];
+} chk_t;
+
+static void chk_init(chk_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->size        = calloc(CHK_MAX_IDS, sizeof(*c->size));
+    c->live        = calloc(CHK_MAX_IDS, 1);
+    c->kind        = calloc(CHK_MAX_IDS, 1);
+    c->durable     = calloc(CHK_MAX_IDS, 1);
+    c->key         = calloc(CHK_MAX_IDS, sizeof(*c->key));
+    c->live_list   = calloc(CHK_MAX_IDS, sizeof(*c->live_list));
+    c->fingerprint = 1469598103934665603ull;
+}
+
+static void chk_fini(chk_t *c)
+{
+    uint64_t i;
+    int      s;
+
+    for (i = 0; i <= c->max_id && i < CHK_MAX_IDS; i++) {
+        free(c->key[i]);
+    }
+    for (s = 0; s < 2; s++) {
+        for (i = 0; i < c->n_keys[s]; i++) {
+            free(c->keys[s][i]);
+        }
+        free(c->keys[s]);
+    }
+    free(c->size);
+    free(c->live);
+    free(c->kind);
+    free(c->durable);
+    free(c->key);
+    free(c->live_list);
+}
+
+static void fp(chk_t *c, uint64_t v)
+{
+    c->fingerprint = (c->fingerprint ^ v) * 1099511628211ull;
+}
+
+static void fp_str(chk_t *c, const char *s)
+{
+    while (s != NULL && *s != '\0') {
+        fp(c, (uint8_t)*s++);
+    }
+}
+
+static bool is_live(const chk_t *c, uint64_t id)
+{
+    return id < CHK_MAX_IDS && c->live[id];
+}
+
+static memsvc_status_t chk_sink(void *arg, const mt_event_t *ev)
+{
+    chk_t   *c = arg;
+    uint32_t i;
+
+    fp(c, ev->type);
+    switch (ev->type) {
+    case MT_EV_ALLOC:
+        c->allocs++;
+        fp_str(c, ev->key);
+        fp(c, ev->size);
+        fp(c, ev->recompute_ns);
+        if (ev->tensor == 0 || ev->tensor >= CHK_MAX_IDS || c->key[ev->tensor] != NULL ||
+            ev->size == 0) {
+            c->bad_alloc++; /* ids are never reused by the generator */
+            return MEMSVC_OK;
+        }
+        for (i = 0; i < c->n_live; i++) {
+            if (strcmp(c->key[c->live_list[i]], ev->key) == 0) {
+                c->bad_dup_key++;
+            }
+        }
+        if (ev->recomputable) {
+            if (ev->num_inputs == 0 || ev->recompute_ns == 0 ||
+                ev->kind != MEMSVC_KIND_ACTIVATION) {
+                c->bad_rc++;
+            }
+            for (i = 0; i < ev->num_inputs; i++) {
+                if (!is_live(c, ev->inputs[i])) {
+                    c->bad_rc++;
+                }
+            }
+        }
+        if (ev->durable != (ev->kind == MEMSVC_KIND_PARAM || ev->kind == MEMSVC_KIND_OPTIM)) {
+            c->bad_alloc++;
+        }
+        c->size[ev->tensor]       = ev->size;
+        c->live[ev->tensor]       = 1;
+        c->kind[ev->tensor]       = (uint8_t)ev->kind;
+        c->durable[ev->tensor]    = ev->durable;
+        c->key[ev->tensor]        = strdup(ev->key);
+        c->live_list[c->n_live++] = ev->tensor;
+        if (ev->tensor > c->max_id) {
+            c->max_id = ev->tensor;
+        }
+        if (c->step >= 0 && c->step < 2 && ev->kind == MEMSVC_KIND_ACTIVATION) {
+            int s = c->step;
+
+            if (c->n_keys[s] == c->cap_keys[s]) {
+                c->cap_keys[s] = c->cap_keys[s] ? 2 * c->cap_keys[s] : 1024;
+                c->keys[s]     = realloc(c->keys[s], c->cap_keys[s] * sizeof(char *));
+            }
+            c->keys[s][c->n_keys[s]++] = strdup(ev->key);
+        }
+        if (ev->tags.expert >= 0 && ev->tags.expert < 4096 && strstr(ev->key, ".fc1") &&
+            ev->kind == MEMSVC_KIND_ACTIVATION) {
+            c->expert_bytes[ev->tags.expert] += ev->size;
+        }
+        break;
+    case MT_EV_FREE:
+        c->frees++;
+        fp(c, ev->tensor);
+        if (!is_live(c, ev->tensor)) {
+            c->bad_free++;
+            return MEMSVC_OK;
+        }
+        c->live[ev->tensor] = 0;
+        for (i = 0; i < c->n_live; i++) {
+            if (c->live_list[i] == ev->tensor) {
+                c->live_list[i] = c->live_list[--c->n_live];
+                break;
+            }
+        }
+        break;
+    case MT_EV_ACCESS:
+        if (!is_live(c, ev->tensor)) {
+            c->bad_access++;
+        }
+        break;
+    case MT_EV_COMPUTE:
+        c->computes++;
+        fp_str(c, ev->name);
+        fp(c, ev->duration_ns);
+        if (ev->duration_ns == 0) {
+            c->bad_order++;
+        }
+        for (i = 0; i < c->n_pend; i++) {
+            /* the cost of recomputing is at least the producing operator's duration */
+            if (c->pend_op[i] != ev->op || (c->pend_rc[i] && c->pend_rc[i] < ev->duration_ns)) {
+                c->bad_producer++;
+            }
+        }
+        c->n_pend = 0;
+        for (i = 0; i < ev->num_reads; i++) {
+            c->bad_read += !is_live(c, ev->reads[i]);
+        }
+        for (i = 0; i < ev->num_writes; i++) {
+            c->bad_read += !is_live(c, ev->writes[i]);
+        }
+        break;
+    case MT_EV_HINT:
+        c->hints++;
+        if (ev->hint == MEMSVC_HINT_STEP_BEGIN) {
+            c->step = ev->step;
+            memset(c->fwd, 0, sizeof(c->fwd));
+            memset(c->bwd, 0, sizeof(c->bwd));
+            c->saw_optimizer = false;
+        } else if (ev->hint == MEMSVC_HINT_PHASE && ev->microbatch >= 0 &&
+                   ev->microbatch < CHK_MAX_MB) {
+            if (c->step == 0 && c->n_order < 256) {
+                c->order[c->n_order][0] = ev->phase;
+                c->order[c->n_order][1] = ev->microbatch;
+                c->order[c->n_order][2] = ev->layer;
+                c->n_order++;
+            }
+            if (ev->phase == MEMSVC_PHASE_FORWARD) {
+                c->fwd[ev->microbatch]++;
+            } else if (ev->phase == MEMSVC_PHASE_BACKWARD) {
+                /* a chunk's backward needs that micro-batch's forward through every chunk */
+                c->bwd[ev->microbatch]++;
+                if (c->fwd[ev->microbatch] < c->bwd[ev->microbatch] || c->saw_optimizer) {
+                    c->bad_order++;
+                }
+            }
+        } else if (ev->hint == MEMSVC_HINT_PHASE && ev->phase == MEMSVC_PHASE_OPTIMIZER) {
+            c->saw_optimizer = true;
+        }
+        break;
+    default:
+        c->bad_order++;
+    }
+    return MEMSVC_OK;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void run_checked(const mt_gen_params_t *p, chk_t *c)
+{
+    char err[256] = "";
+
+    chk_init(c);
+    CU_ASSERT_EQUAL(mt_gen_run(p, chk_sink, c, err, sizeof(err)), MEMSVC_OK);
+    CU_ASSERT_EQUAL(c->bad_alloc, 0);
+    CU_ASSERT_EQUAL(c->bad_free, 0);
+    CU_ASSERT_EQUAL(c->bad_read, 0);
+    CU_ASSERT_EQUAL(c->bad_dup_key, 0);
+    CU_ASSERT_EQUAL(c->bad_rc, 0);
+    CU_ASSERT_EQUAL(c->bad_order, 0);
+    CU_ASSERT_EQUAL(c->bad_access, 0);
+    CU_ASSERT_EQUAL(c->bad_producer, 0);
+    CU_ASSERT_EQUAL(c->n_live, 0); /* everything, durable state included, freed at the end */
+    CU_ASSERT(c->allocs > 0 && c->allocs == c->frees);
+    CU_ASSERT(c->computes > 0);
+}
+
+static void tiny_params(mt_gen_params_t *p, mt_model_t *m, sim_desc_t *node)
+{
+    TEST_ASSERT_OK(mt_model_preset("tiny-moe", m));
+    *node = test_node();
+    mt_gen_params_init(p, m, node);
+    p->layout.tp           = 2;
+    p->layout.pp           = 2;
+    p->layout.vpp          = 2;
+    p->layout.ep           = 2;
+    p->layout.dp           = 2;
+    p->layout.microbatches = 4;
+    p->steps               = 2;
+    p->seed                = 7;
+}
+
+static void test_schedule_sanity(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           c;
+    uint32_t        rank;
+
+    tiny_params(&p, &m, &node);
+    /* first stage (embedding), last stage (head); MoE and dense layers on both */
+    for (rank = 0; rank < 8; rank += 4) {
+        p.rank = rank;
+        run_checked(&p, &c);
+        CU_ASSERT(c.hints > 0);
+        chk_fini(&c);
+    }
+}
+
+/* Interleaved 1F1B, pp 2, vpp 2, 4 micro-batches, stage 0: chunk 0 holds layer 0, chunk 1
+ * layer 2. Warm-up (2-0-1)*2 + (2-1)*2 = 4 forwards, then 1F1B, then cool-down (Megatron). */
+static void test_interleaved_order(void)
+{
+    static const int32_t F = MEMSVC_PHASE_FORWARD, B = MEMSVC_PHASE_BACKWARD;
+    static const int32_t want[16][3] = {
+        {F, 0, 0}, {F, 1, 0}, {F, 0, 2}, {F, 1, 2}, {F, 2, 0}, {B, 0, 2}, {F, 3, 0}, {B, 1, 2},
+        {F, 2, 2}, {B, 0, 0}, {F, 3, 2}, {B, 1, 0}, {B, 2, 2}, {B, 3, 2}, {B, 2, 0}, {B, 3, 0}};
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           c;
+    uint32_t        i;
+
+    tiny_params(&p, &m, &node);
+    p.layout.tp = p.layout.ep = p.layout.dp = 1;
+    p.steps                                 = 1;
+    run_checked(&p, &c);
+    CU_ASSERT_EQUAL_FATAL(c.n_order, 16);
+    for (i = 0; i < 16; i++) {
+        CU_ASSERT_EQUAL(c.order[i][0], want[i][0]);
+        CU_ASSERT_EQUAL(c.order[i][1], want[i][1]);
+        CU_ASSERT_EQUAL(c.order[i][2], want[i][2]);
+    }
+    chk_fini(&c);
+
+    /* last stage without interleaving: no warm-up, strict F/B alternation */
+    p.layout.vpp = 1;
+    p.rank       = 1;
+    run_checked(&p, &c);
+    CU_ASSERT_EQUAL_FATAL(c.n_order, 8);
+    for (i = 0; i < 8; i++) {
+        CU_ASSERT_EQUAL(c.order[i][0], (i % 2) ? B : F);
+        CU_ASSERT_EQUAL(c.order[i][1], (int32_t)i / 2);
+    }
+    chk_fini(&c);
+}
+
+/* Activation keys other than expert ones repeat exactly from step to step. */
+static void test_keys_repeat_across_steps(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           c;
+    uint32_t        i, j, n[2];
+    char          **k[2];
+    int             s;
+
+    tiny_params(&p, &m, &node);
+    run_checked(&p, &c);
+    for (s = 0; s < 2; s++) {
+        k[s] = calloc(c.n_keys[s] + 1, sizeof(char *));
+        for (i = 0, n[s] = 0; i < c.n_keys[s]; i++) {
+            if (strstr(c.keys[s][i], ".e") == NULL) {
+                k[s][n[s]++] = c.keys[s][i];
+            }
+        }
+        qsort(k[s], n[s], sizeof(char *), str_cmp);
+    }
+    CU_ASSERT(n[0] > 100);
+    CU_ASSERT_EQUAL_FATAL(n[0], n[1]);
+    for (j = 0; j < n[0]; j++) {
+        CU_ASSERT_STRING_EQUAL(k[0][j], k[1][j]);
+    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(k[0][0], ".mb"));
+    free(k[0]);
+    free(k[1]);
+    chk_fini(&c);
+}
+
+static uint64_t max_expert(const chk_t *c)
+{
+    uint64_t m = 0;
+    int      e;
+
+    for (e = 0; e < 4096; e++) {
+        m = (c->expert_bytes[e] > m) ? c->expert_bytes[e] : m;
+    }
+    return m;
+}
+
+static void test_determinism_and_router(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           a, b, d;
+    uint64_t        uniform, skewed;
+
+    tiny_params(&p, &m, &node);
+    p.layout.ep = 1; /* all 8 experts local */
+    run_checked(&p, &a);
+    run_checked(&p, &b);
+    CU_ASSERT_EQUAL(a.fingerprint, b.fingerprint);
+    CU_ASSERT_EQUAL(memcmp(a.expert_bytes, b.expert_bytes, sizeof(a.expert_bytes)), 0);
+    p.seed = 8;
+    run_checked(&p, &d);
+    CU_ASSERT_NOT_EQUAL(a.fingerprint, d.fingerprint);
+    CU_ASSERT_NOT_EQUAL(memcmp(a.expert_bytes, d.expert_bytes, sizeof(a.expert_bytes)), 0);
+    uniform = max_expert(&a);
+    chk_fini(&a);
+    chk_fini(&b);
+    chk_fini(&d);
+
+    p.skew = 1.5;
+    run_checked(&p, &a);
+    skewed = max_expert(&a);
+    chk_fini(&a);
+    CU_ASSERT(skewed > uniform * 3 / 2);
+}
+
+/* Each rank of a small full layout produces a consistent trace. */
+static void test_every_rank(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    chk_t           c;
+    uint32_t        r;
+
+    tiny_params(&p, &m, &node);
+    p.steps = 1;
+    TEST_ASSERT_OK(mt_model_set(&m, "fused=0", NULL, 0));
+    for (r = 0; r < 8; r++) {
+        p.rank = r;
+        run_checked(&p, &c);
+        chk_fini(&c);
+    }
+    /* experts spread over tp*ep = 4 ranks, 2 whole experts each */
+    p.tp_extend_ep = true;
+    for (r = 0; r < 2; r++) {
+        uint32_t e, n = 0;
+
+        p.rank = r;
+        run_checked(&p, &c);
+        for (e = 0; e < 8; e++) {
+            n += (c.expert_bytes[e] > 0);
+        }
+        CU_ASSERT_EQUAL(n, 2);
+        CU_ASSERT(c.expert_bytes[2 * r] > 0 && c.expert_bytes[2 * r + 1] > 0);
+        chk_fini(&c);
+    }
+    p.tp_extend_ep = false;
+    /* GQA + dense (Mixtral-shaped, small) without pipeline */
+    TEST_ASSERT_OK(mt_model_preset("mixtral-8x7b", &m));
+    TEST_ASSERT_OK(mt_model_set(&m, "layers=2", NULL, 0));
+    TEST_ASSERT_OK(mt_model_set(&m, "seq=128", NULL, 0));
+    mt_gen_params_init(&p, &m, &node);
+    p.layout.tp           = 4;
+    p.layout.ep           = 2;
+    p.layout.dp           = 2;
+    p.layout.microbatches = 3;
+    run_checked(&p, &c);
+    chk_fini(&c);
+}
+
+static void test_layout_and_validation(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node = test_node();
+    mt_gen_params_t p;
+    mt_layout_t     l = {0};
+    char            err[256];
+    uint32_t        v, first, count, next = 0;
+    mt_gen_memory_t mem;
+
+    TEST_ASSERT_OK(mt_layout_parse("tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1", &l, err, sizeof(err)));
+    CU_ASSERT(l.tp == 8 && l.pp == 16 && l.vpp == 2 && l.ep == 4 && l.dp == 48 && l.cp == 1);
+    CU_ASSERT_EQUAL(mt_layout_parse("tp=8,xx=2", &l, err, sizeof(err)), MEMSVC_ERR_UNKNOWN_KEY);
+    CU_ASSERT_EQUAL(mt_layout_parse("tp=0", &l, err, sizeof(err)), MEMSVC_ERR_PARSE);
+    CU_ASSERT_EQUAL(mt_layout_parse("tp", &l, err, sizeof(err)), MEMSVC_ERR_PARSE);
+    CU_ASSERT_EQUAL(l.tp, 8);
+
+    TEST_ASSERT_OK(mt_model_preset("pangu-ultra-moe-718b", &m));
+    l.microbatches = 32;
+    for (v = 0; v < 32; v++) { /* chunks cover the layers in order, none empty */
+        mt_gen_chunk_layers(&m, &l, v, &first, &count);
+        CU_ASSERT_EQUAL(first, next);
+        CU_ASSERT(count >= 1);
+        next = first + count;
+    }
+    CU_ASSERT_EQUAL(next, 61);
+    CU_ASSERT_EQUAL(mt_gen_stage_of_rank(&l, 8 * 48 * 3 + 5), 3);
+
+    mt_gen_params_init(&p, &m, &node);
+    p.layout = l;
+    TEST_ASSERT_OK(mt_gen_validate(&p, err, sizeof(err)));
+    p.layout.microbatches = 30; /* interleaving needs a multiple of pp */
+    CU_ASSERT_EQUAL(mt_gen_validate(&p, err, sizeof(err)), MEMSVC_ERR_INVALID_PARAM);
+    p.layout.microbatches = 32;
+    p.layout.ep           = 5;
+    CU_ASSERT_EQUAL(mt_gen_validate(&p, err, sizeof(err)), MEMSVC_ERR_INVALID_PARAM);
+    p.layout.ep = 4;
+    p.rank      = 8 * 48 * 16;
+    CU_ASSERT_EQUAL(mt_gen_validate(&p, err, sizeof(err)), MEMSVC_ERR_INVALID_PARAM);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "rank"));
+
+    /* memory estimate of the tiny model: durable state as counted, activations present */
+    TEST_ASSERT_OK(mt_model_preset("tiny-moe", &m));
+    mt_gen_params_init(&p, &m, &node);
+    TEST_ASSERT_OK(mt_gen_memory(&p, &mem, err, sizeof(err)));
+    {
+        uint64_t total;
+
+        mt_model_params(&m, &total, NULL);
+        CU_ASSERT_EQUAL(mem.params, 2 * total);
+        CU_ASSERT_EQUAL(mem.optim, 12 * total);
+        CU_ASSERT_EQUAL(mem.grads, 4 * total);
+    }
+    CU_ASSERT(mem.activation_peak > 0);
+    CU_ASSERT(mem.peak >= mem.params + mem.optim + mem.activation_peak);
+}
+
+static void add_suite(void)
+{
+    CU_pSuite s = CU_add_suite("gen", NULL, NULL);
+
+    CU_add_test(s, "Korthikanti per-layer activation bytes", test_korthikanti);
+    CU_add_test(s, "schedule sanity on tiny-moe", test_schedule_sanity);
+    CU_add_test(s, "interleaved 1F1B order", test_interleaved_order);
+    CU_add_test(s, "keys repeat across steps", test_keys_repeat_across_steps);
+    CU_add_test(s, "determinism, seeds and router skew", test_determinism_and_router);
+    CU_add_test(s, "every rank consistent", test_every_rank);
+    CU_add_test(s, "layout, validation, memory estimate", test_layout_and_validation);
+}
+
+TEST_REGISTER(gen, add_suite)

@@ -1,0 +1,360 @@
+/* gen_cmd.c - `memtrace gen` and `memtrace models`: command-line front ends of the generator */
+#include "tools/memtrace/gen.h"
+#include "tools/memtrace/model.h"
+#include "tools/memtrace/trace.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Declared in gen.h. Referenced from main.c only, so that test binaries, which link
+ * libmemtrace.a without main.c, never pull in the trace writer through this file. */
+
+static void gen_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: memtrace gen --model NAME [key=value ...] [--layout "
+            "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
+            "                    [--microbatches N] [--steps N] [--rank R] [--skew X] [--seed N]\n"
+            "                    [--node PRESET] [--node-set key=value ...] [--tp-extend-ep]\n"
+            "                    (-o OUT.trace | --describe)\n"
+            "  key=value      model overrides (layers=, hidden=, heads=, experts=, top_k=, seq=,\n"
+            "                 mbs=, ...; `memtrace models --keys` lists them)\n"
+            "  --rank R       global rank (tp fastest, then cp, dp, pp); default 0 = first stage\n"
+            "  --skew X       router skew, Zipf exponent over experts (0 = uniform)\n"
+            "  --describe     print model, layout and per-stage memory estimate; write nothing\n");
+}
+
+static int parse_u32_arg(const char *opt, const char *s, uint32_t *v_p)
+{
+    unsigned long v;
+    char         *end;
+
+    errno = 0;
+    v     = strtoul(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v > UINT32_MAX) {
+        fprintf(stderr, "memtrace gen: %s: '%s' is not a non-negative integer\n", opt, s);
+        return -1;
+    }
+    *v_p = (uint32_t)v;
+    return 0;
+}
+
+typedef struct gen_cmd_sink {
+    mt_writer_t *writer;
+} gen_cmd_sink_t;
+
+static memsvc_status_t writer_sink(void *arg, const mt_event_t *ev)
+{
+    gen_cmd_sink_t *s = arg;
+
+    return mt_writer_put(s->writer, ev);
+}
+
+static void print_gib(const char *label, uint64_t bytes)
+{
+    printf(" %s %8.2f", label, bytes / (double)(1ull << 30));
+}
+
+/* Model, layout and the memory of each stage's first rank over one step. */
+static int describe(const mt_gen_params_t *p)
+{
+    const mt_layout_t *l = &p->layout;
+    mt_gen_params_t    q = *p;
+    uint64_t           total, active;
+    uint32_t           st;
+    char               err[256];
+
+    mt_model_print(p->model, stdout);
+    mt_model_params(p->model, &total, &active);
+    printf("layout = tp %u, pp %u, vpp %u, ep %u%s, dp %u, cp %u; %u micro-batches of %u x %u "
+           "tokens; %u ranks\n",
+           l->tp, l->pp, l->vpp, l->ep, p->tp_extend_ep ? " (x tp: tp-extend-ep)" : "", l->dp,
+           l->cp, l->microbatches, l->micro_batch_size, l->seq_len, l->tp * l->cp * l->dp * l->pp);
+    printf("node = %s: %.0f TFLOPS x mfu %.2f, HBM %.2f TB/s, d2d %.0f GB/s, nic %.0f GB/s, "
+           "HBM %.1f GiB\n",
+           p->node->name, p->node->flops / 1e12, p->node->mfu, p->node->hbm_bw / 1e12,
+           p->node->d2d.bw / 1e9, p->node->nic.bw / 1e9, p->node->hbm_bytes / (double)(1ull << 30));
+    printf("memory per stage (first rank of each stage, one step, nothing moved; GiB):\n");
+    printf("stage  layers      params    grads    optim  act-peak     peak  compute-s\n");
+    for (st = 0; st < l->pp; st++) {
+        mt_gen_memory_t mem;
+        uint32_t        c, first, n;
+        char            layers[96] = "";
+
+        q.rank = st * l->tp * l->cp * l->dp;
+        if (mt_gen_memory(&q, &mem, err, sizeof(err)) != MEMSVC_OK) {
+            fprintf(stderr, "memtrace gen: %s\n", err);
+            return 1;
+        }
+        for (c = 0; c < l->vpp; c++) {
+            size_t len = strlen(layers);
+
+            mt_gen_chunk_layers(p->model, l, c * l->pp + st, &first, &n);
+            if (n == 1) {
+                snprintf(layers + len, sizeof(layers) - len, "%s%u", c ? "," : "", first);
+            } else {
+                snprintf(layers + len, sizeof(layers) - len, "%s%u-%u", c ? "," : "", first,
+                         first + n - 1);
+            }
+        }
+        printf("%5u  %-10s", st, layers);
+        print_gib("", mem.params);
+        print_gib("", mem.grads);
+        print_gib("", mem.optim);
+        print_gib(" ", mem.activation_peak);
+        print_gib("", mem.peak);
+        printf("  %9.3f%s\n", mem.compute_ns / 1e9,
+               mem.peak > p->node->hbm_bytes ? "  (exceeds HBM)" : "");
+    }
+    return 0;
+}
+
+int mt_cmd_gen(int argc, char **argv)
+{
+    const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
+    const char     *layout_s      = NULL;
+    bool            want_describe = false, tp_extend_ep = false;
+    mt_model_t      model;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    mt_header_t     hdr;
+    mt_writer_t    *writer;
+    gen_cmd_sink_t  sink;
+    mt_gen_memory_t mem;
+    memsvc_status_t status;
+    char            err[256];
+    uint32_t        microbatches = 0, steps = 1, rank = 0, u;
+    double          skew = 0;
+    uint64_t        seed = 1;
+    int             i, rc;
+
+    /* the model comes first: overrides apply to it */
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model_name = argv[++i];
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            gen_usage(stdout);
+            return 0;
+        }
+    }
+    if (model_name == NULL) {
+        fprintf(stderr, "memtrace gen: --model is required (see `memtrace models`)\n");
+        gen_usage(stderr);
+        return 2;
+    }
+    if (mt_model_preset(model_name, &model) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: unknown model '%s' (see `memtrace models`)\n", model_name);
+        return 2;
+    }
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--node") && i + 1 < argc) {
+            node_name = argv[++i];
+        }
+    }
+    if (sim_desc_preset(node_name, &node) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: unknown node preset '%s'\n", node_name);
+        return 2;
+    }
+    mt_gen_params_init(&p, &model, &node);
+
+    for (i = 1; i < argc; i++) {
+        const char *a    = argv[i];
+        const char *next = (i + 1 < argc) ? argv[i + 1] : NULL;
+
+        if (!strcmp(a, "--model") || !strcmp(a, "--node")) {
+            i++;
+        } else if (!strcmp(a, "--describe")) {
+            want_describe = true;
+        } else if (!strcmp(a, "--tp-extend-ep")) {
+            tp_extend_ep = true;
+        } else if (next == NULL && a[0] == '-') {
+            fprintf(stderr, "memtrace gen: %s needs a value\n", a);
+            return 2;
+        } else if (!strcmp(a, "--layout")) {
+            layout_s = argv[++i];
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--microbatches")) {
+            if (parse_u32_arg(a, argv[++i], &microbatches) < 0) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--steps")) {
+            if (parse_u32_arg(a, argv[++i], &steps) < 0) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--rank")) {
+            if (parse_u32_arg(a, argv[++i], &rank) < 0) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+
+            errno = 0;
+            seed  = strtoull(argv[++i], &end, 0);
+            if (*end != '\0' || errno != 0 || argv[i][0] == '-') {
+                fprintf(stderr, "memtrace gen: --seed: '%s' is not an integer\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--skew")) {
+            char *end;
+
+            skew = strtod(argv[++i], &end);
+            if (*end != '\0' || end == argv[i]) {
+                fprintf(stderr, "memtrace gen: --skew: '%s' is not a number\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--node-set")) {
+            if (sim_desc_set(&node, argv[++i], err, sizeof(err)) != MEMSVC_OK) {
+                fprintf(stderr, "memtrace gen: --node-set: %s\n", err);
+                return 2;
+            }
+        } else if (a[0] != '-' && strchr(a, '=') != NULL) {
+            if (mt_model_set(&model, a, err, sizeof(err)) != MEMSVC_OK) {
+                fprintf(stderr, "memtrace gen: %s\n", err);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "memtrace gen: unexpected argument '%s'\n", a);
+            gen_usage(stderr);
+            return 2;
+        }
+    }
+    if (layout_s != NULL && mt_layout_parse(layout_s, &p.layout, err, sizeof(err)) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: --layout: %s\n", err);
+        return 2;
+    }
+    if (microbatches > 0) {
+        p.layout.microbatches = microbatches;
+    }
+    p.layout.seq_len          = model.seq_len;
+    p.layout.micro_batch_size = model.micro_batch;
+    p.steps                   = steps;
+    p.rank                    = rank;
+    p.skew                    = skew;
+    p.seed                    = seed;
+    p.tp_extend_ep            = tp_extend_ep;
+    if (mt_gen_validate(&p, err, sizeof(err)) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        return 2;
+    }
+    if (want_describe) {
+        return describe(&p);
+    }
+    if (out == NULL) {
+        fprintf(stderr, "memtrace gen: -o OUT.trace (or --describe) is required\n");
+        return 2;
+    }
+
+    status = mt_gen_memory(&p, &mem, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        return 1;
+    }
+    mt_header_init(&hdr);
+    hdr.node = node;
+    snprintf(hdr.model, sizeof(hdr.model), "%s", model.name);
+    hdr.layout        = p.layout;
+    hdr.ranks         = 1;
+    hdr.steps         = steps;
+    hdr.recorded_peak = mem.peak;
+    hdr.num_meta      = 0;
+#define META(k, ...)                                                                               \
+    do {                                                                                           \
+        snprintf(hdr.meta_key[hdr.num_meta], sizeof(hdr.meta_key[0]), "%s", k);                    \
+        snprintf(hdr.meta_value[hdr.num_meta], sizeof(hdr.meta_value[0]), __VA_ARGS__);            \
+        hdr.num_meta++;                                                                            \
+    } while (0)
+    META("generator", "memtrace gen");
+    META("rank", "%u", rank);
+    META("stage", "%u", mt_gen_stage_of_rank(&p.layout, rank));
+    META("skew", "%g", skew);
+    META("seed", "%llu", (unsigned long long)seed);
+    META("experts", "%s", tp_extend_ep ? "tp-extend-ep" : "ep, expert tp = tp");
+#undef META
+
+    status = mt_writer_open(out, &hdr, &writer);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: cannot write %s: %s\n", out, memsvc_strerror(status));
+        return 1;
+    }
+    sink.writer = writer;
+    status      = mt_gen_run(&p, writer_sink, &sink, err, sizeof(err));
+    u           = (uint32_t)mt_writer_count(writer);
+    rc          = 0;
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        rc = 1;
+    }
+    status = mt_writer_close(writer);
+    if (status != MEMSVC_OK && rc == 0) {
+        fprintf(stderr, "memtrace gen: writing %s: %s\n", out, memsvc_strerror(status));
+        rc = 1;
+    }
+    if (rc == 0 && strcmp(out, "-") != 0) {
+        fprintf(stderr,
+                "memtrace gen: %s: %u events, %u step(s), rank %u (stage %u), peak %.2f GiB\n", out,
+                u, steps, rank, mt_gen_stage_of_rank(&p.layout, rank),
+                mem.peak / (double)(1ull << 30));
+    }
+    return rc;
+}
+
+int mt_cmd_models(int argc, char **argv)
+{
+    const char *const *names = mt_model_preset_names();
+    int                i;
+
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--keys")) {
+            const char *const *keys = mt_model_keys();
+
+            for (i = 0; keys[i] != NULL; i++) {
+                printf("%s\n", keys[i]);
+            }
+            return 0;
+        }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: memtrace models [--keys]\n"
+                   "  parameter counts of the model presets next to the published figures\n");
+            return 0;
+        }
+        fprintf(stderr, "memtrace models: unexpected argument '%s'\n", argv[i]);
+        return 2;
+    }
+    printf("%-22s %10s %10s %7s %10s %10s %7s\n", "model", "total", "published", "dev", "active",
+           "published", "dev");
+    for (i = 0; names[i] != NULL; i++) {
+        mt_model_t m;
+        uint64_t   total, active;
+
+        if (mt_model_preset(names[i], &m) != MEMSVC_OK) {
+            continue;
+        }
+        mt_model_params(&m, &total, &active);
+        if (total < 1000000000ull) { /* test models */
+            printf("%-22s %9.2fM %10s %7s %9.2fM\n", m.name, total / 1e6, "-", "", active / 1e6);
+            continue;
+        }
+        printf("%-22s %9.2fB", m.name, total / 1e9);
+        if (m.published_total > 0) {
+            printf(" %9.1fB %+6.2f%%", m.published_total / 1e9,
+                   100 * (total / m.published_total - 1));
+        } else {
+            printf(" %10s %7s", "-", "");
+        }
+        printf(" %9.2fB", active / 1e9);
+        if (m.published_active > 0) {
+            printf(" %9.1fB %+6.2f%%", m.published_active / 1e9,
+                   100 * (active / m.published_active - 1));
+        } else {
+            printf(" %10s %7s", "-", "");
+        }
+        if (m.mtp_layers > 0) {
+            printf("   (+%.2fB MTP, not counted)", mt_model_mtp_params(&m) / 1e9);
+        }
+        printf("\n");
+    }
+    return 0;
+}
