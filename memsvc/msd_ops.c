@@ -666,6 +666,8 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
                      memsvc_strerror(status));
+            LOG("session %llu (job %u rank %u): request id %llu refused: %s",
+                (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id, rep->msg);
         } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
             status = MEMSVC_ERR_PROTOCOL;
             snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");

@@ -220,6 +220,31 @@ static void test_deferred_acquires(void)
     free(st);
 }
 
+/* The daemon dies under a connected client: calls fail with a named error, never hang. */
+static void test_daemon_dies_under_client(void)
+{
+    static const char *const args[] = {"--node", "tiny", NULL};
+    integ_daemon_t  d;
+    memsvc_conn_h   conn;
+    memsvc_handle_t h;
+    memsvc_status_t s;
+    uint64_t        t0;
+    int             status;
+
+    START(&d, args);
+    TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
+    TEST_ASSERT_OK(memsvc_alloc(conn, "t", 4096, NULL, &h));
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, &status, 0);
+    d.pid = 0;
+    t0 = msp_now_ns();
+    s  = memsvc_acquire(conn, h);
+    CU_ASSERT((s == MEMSVC_ERR_TRANSPORT) || (s == MEMSVC_ERR_TIMEOUT));
+    CU_ASSERT(msp_now_ns() - t0 < 15000000000ull); /* bounded by the connection timeout */
+    CU_ASSERT(memsvc_ping(conn, NULL) < 0);
+    memsvc_close(conn);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_session", NULL, NULL);
@@ -229,6 +254,7 @@ static void add_suite(void)
     CU_add_test(s, "acquire of a dropped tensor answers RECOMPUTE", test_recompute_after_drop);
     CU_add_test(s, "phantom mode, control sessions, hints", test_phantom_control_hints);
     CU_add_test(s, "deferred acquires (swap-in) and batches", test_deferred_acquires);
+    CU_add_test(s, "the daemon dies under a client", test_daemon_dies_under_client);
 }
 
 TEST_REGISTER(service_session, add_suite)
