@@ -111,7 +111,8 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                     const ucp_am_recv_param_t *param);
 
 /* The session's peer is gone: release its pins, free its non-durable tensors, orphan the
- * durable ones for cfg.keep_durable_ns. */
+ * durable ones for cfg.keep_durable_ns (or hand them to a live session of the same job and
+ * rank: the process that replaced it, connected before the old one was declared dead). */
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s);
 
 /* Free orphans whose deadline passed; recompute srv->orphan_next. */

@@ -723,8 +723,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
 
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
 {
-    eng_handle_t *pins = NULL, *owned = NULL;
-    uint32_t     *counts = NULL;
+    eng_handle_t  *pins = NULL, *owned = NULL;
+    msd_session_t *heir;
+    uint32_t      *counts = NULL;
     size_t        npins = 0, nowned = 0, i, cap = srv->own.count;
     uint64_t      now = msp_now_ns(), released = 0, freed = 0, kept = 0;
 
@@ -751,6 +752,12 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             owned[nowned++] = slot->handle;
         }
     }
+    for (heir = srv->sessions; heir != NULL; heir = heir->next) {
+        if ((heir != s) && !heir->dead && heir->bound && !heir->control &&
+            (heir->job == s->job) && (heir->rank == s->rank)) {
+            break;
+        }
+    }
     for (i = 0; i < npins; i++) {
         while (counts[i]-- > 0) {
             if (eng_release(srv->eng, pins[i]) == MEMSVC_OK) {
@@ -767,7 +774,11 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             own_forget(srv, owned[i]);
             continue;
         }
-        if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
+        if (info.durable && (heir != NULL)) {
+            /* The rank already came back (before its old connection was declared dead). */
+            msd_map_get(&srv->own, owned[i], 0)->sid = heir->id;
+            kept++;
+        } else if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
             own = msd_map_get(&srv->own, owned[i], 0);
             own->sid      = 0;
             own->deadline = now + srv->cfg.keep_durable_ns;

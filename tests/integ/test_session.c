@@ -220,6 +220,37 @@ static void test_deferred_acquires(void)
     free(st);
 }
 
+static bool unpinned_one_live(const memsvc_stats_t *st)
+{
+    return (st->dev[0].pinned_tensors == 0) && (st->live_tensors == 1);
+}
+
+/* The replacement process connects before its predecessor is declared dead. */
+static void test_replacement_inherits_durable(void)
+{
+    static const char *const args[] = {"--node", "tiny", "--memory", "backed", NULL};
+    memsvc_stats_t      *st = calloc(1, sizeof(*st));
+    memsvc_tensor_info_t info;
+    integ_daemon_t       d;
+    memsvc_conn_h        conn;
+    int                  status;
+    pid_t                pid;
+
+    START(&d, args);
+    pid = integ_spawn(&d, "hold"); /* job 3 rank 5 */
+    CU_ASSERT_FATAL(pid > 0);
+    TEST_ASSERT_OK(integ_connect(&d, 3, 5, &conn));
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    CU_ASSERT(wait_stats(&d, st, unpinned_one_live, 10000000000ull));
+    CU_ASSERT_EQUAL(st->orphans, 0); /* handed over, not orphaned */
+    TEST_ASSERT_OK(memsvc_lookup(conn, "w.param", &info));
+    memsvc_close(conn);              /* now it is orphaned, kept for re-attach */
+    CU_ASSERT(wait_stats(&d, st, one_orphan, 10000000000ull));
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+}
+
 /* The daemon dies under a connected client: calls fail with a named error, never hang. */
 static void test_daemon_dies_under_client(void)
 {
@@ -255,6 +286,8 @@ static void add_suite(void)
     CU_add_test(s, "phantom mode, control sessions, hints", test_phantom_control_hints);
     CU_add_test(s, "deferred acquires (swap-in) and batches", test_deferred_acquires);
     CU_add_test(s, "the daemon dies under a client", test_daemon_dies_under_client);
+    CU_add_test(s, "a replacement process inherits durable tensors",
+                test_replacement_inherits_durable);
 }
 
 TEST_REGISTER(service_session, add_suite)
