@@ -33,8 +33,8 @@ extern "C" {
  * MEMSVC_ERR_INVALID_PARAM (a NULL or out-of-range argument).
  */
 
-typedef struct memsvc_conn *memsvc_conn_h; /* a connection (a session in the daemon) */
-typedef struct memsvc_req  *memsvc_req_h;  /* an asynchronous operation */
+typedef struct memsvc_conn *memsvc_conn_h;   /* a connection (a session in the daemon) */
+typedef struct memsvc_req  *memsvc_req_h;    /* an asynchronous operation */
 typedef uint64_t            memsvc_handle_t; /* one tensor allocation; 0 is never valid */
 
 #define MEMSVC_MAX_DEVICES 64
@@ -56,14 +56,14 @@ enum memsvc_conn_flags {
 };
 
 typedef struct memsvc_conn_params {
-    uint64_t    field_mask;  /* which fields below are set (memsvc_conn_field) */
-    const char *address;     /* "HOST:PORT" of the daemon; default "127.0.0.1:13337" */
-    uint32_t    job;         /* job id, >= 1 (0 is reserved for control sessions); default 1 */
-    uint32_t    rank;        /* rank within the job; default 0 */
-    uint32_t    device;      /* NPU index on the node this session uses; default 0 */
-    uint32_t    timeout_ms;  /* bound on connect and on each blocking call; default 30000 */
-    uint32_t    flags;       /* memsvc_conn_flags */
-    const char *name;        /* shown in the daemon's logs; default "pid<N>" */
+    uint64_t    field_mask; /* which fields below are set (memsvc_conn_field) */
+    const char *address;    /* "HOST:PORT" of the daemon; default "127.0.0.1:13337" */
+    uint32_t    job;        /* job id, >= 1 (0 is reserved for control sessions); default 1 */
+    uint32_t    rank;       /* rank within the job; default 0 */
+    uint32_t    device;     /* NPU index on the node this session uses; default 0 */
+    uint32_t    timeout_ms; /* bound on connect and on each blocking call; default 30000 */
+    uint32_t    flags;      /* memsvc_conn_flags */
+    const char *name;       /* shown in the daemon's logs; default "pid<N>" */
 } memsvc_conn_params_t;
 
 /*
@@ -99,11 +99,11 @@ enum memsvc_alloc_flags {
 };
 
 typedef struct memsvc_alloc_params {
-    uint64_t      field_mask;    /* memsvc_alloc_field */
-    memsvc_kind_t kind;          /* default MEMSVC_KIND_ACTIVATION */
-    memsvc_tags_t tags;          /* default MEMSVC_TAGS_NONE */
-    uint64_t      recompute_ns;  /* device time to recompute it; default 0 */
-    uint32_t      flags;         /* memsvc_alloc_flags; default 0 */
+    uint64_t      field_mask;   /* memsvc_alloc_field */
+    memsvc_kind_t kind;         /* default MEMSVC_KIND_ACTIVATION */
+    memsvc_tags_t tags;         /* default MEMSVC_TAGS_NONE */
+    uint64_t      recompute_ns; /* device time to recompute it; default 0 */
+    uint32_t      flags;        /* memsvc_alloc_flags; default 0 */
 } memsvc_alloc_params_t;
 
 /*
@@ -130,8 +130,8 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
  */
 memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
                              const void *buf, uint64_t len);
-memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
-                            void *buf, uint64_t len);
+memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset, void *buf,
+                            uint64_t len);
 
 /*
  * Make the tensor resident on its device and pin it there until memsvc_release. Returns
@@ -182,7 +182,7 @@ typedef struct memsvc_tensor_info {
     memsvc_state_t  state;
     uint32_t        device;
     uint32_t        job;
-    uint32_t        rank;        /* rank that allocated it */
+    uint32_t        rank; /* rank that allocated it */
     uint32_t        pins;
     bool            durable;
     bool            recomputable;
@@ -197,11 +197,11 @@ memsvc_status_t memsvc_lookup(memsvc_conn_h conn, const char *key, memsvc_tensor
 
 typedef struct memsvc_hint {
     memsvc_hint_type_t     type;
-    int32_t                step;        /* STEP_BEGIN/END; MEMSVC_TAG_NONE if unknown */
-    int32_t                layer;       /* LAYER_BEGIN/END */
+    int32_t                step;  /* STEP_BEGIN/END; MEMSVC_TAG_NONE if unknown */
+    int32_t                layer; /* LAYER_BEGIN/END */
     int32_t                microbatch;
-    memsvc_phase_t         phase;       /* PHASE */
-    const memsvc_handle_t *handles;     /* UPCOMING: tensors about to be used (<= 64) */
+    memsvc_phase_t         phase;   /* PHASE */
+    const memsvc_handle_t *handles; /* UPCOMING: tensors about to be used (<= 64) */
     size_t                 num_handles;
 } memsvc_hint_t;
 
@@ -213,12 +213,12 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
 
 typedef struct memsvc_dev_stats {
     uint64_t capacity, allocated, reserved, free, largest_free; /* HBM, bytes */
-    double   fragmentation;                           /* 1 - largest_free / free */
+    double   fragmentation;                                     /* 1 - largest_free / free */
     uint64_t peak_reserved;
-    uint64_t tensors_by_state[MEMSVC_STATE_COUNT];    /* this device's tensors */
+    uint64_t tensors_by_state[MEMSVC_STATE_COUNT]; /* this device's tensors */
     uint64_t bytes_by_state[MEMSVC_STATE_COUNT];
-    uint64_t tensors_by_kind[MEMSVC_KIND_COUNT];      /* live tensors, any state */
-    uint64_t resident_by_kind[MEMSVC_KIND_COUNT];     /* bytes on device */
+    uint64_t tensors_by_kind[MEMSVC_KIND_COUNT];  /* live tensors, any state */
+    uint64_t resident_by_kind[MEMSVC_KIND_COUNT]; /* bytes on device */
     uint64_t pinned_tensors, pinned_bytes;
     uint64_t swap_out_bytes, swap_outs, swap_in_bytes, swap_ins;
     uint64_t spill_bytes, drops, recomputes;
@@ -226,10 +226,10 @@ typedef struct memsvc_dev_stats {
 } memsvc_dev_stats_t;
 
 typedef struct memsvc_stats {
-    char               node[32];        /* preset name */
-    char               mode[16];        /* "backed" or "phantom" */
+    char               node[32]; /* preset name */
+    char               mode[16]; /* "backed" or "phantom" */
     char               policy[64];
-    char               transport[128];  /* transports of the server's sessions */
+    char               transport[128]; /* transports of the server's sessions */
     uint64_t           uptime_ns;
     uint64_t           host_capacity, host_used, host_peak;
     uint64_t           disk_capacity, disk_used;

@@ -9,25 +9,25 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CONN_DEFAULT_ADDR    "127.0.0.1:13337"
+#define CONN_DEFAULT_ADDR "127.0.0.1:13337"
 #define CONN_DEFAULT_TIMEOUT 30000u
-#define CONN_SPIN_NS         50000ull   /* busy-poll this long before sleeping on the event fd */
-#define CONN_BUSY_RETRY_NS   200000ull  /* pause before retrying a read/write of a moving tensor */
+#define CONN_SPIN_NS 50000ull        /* busy-poll this long before sleeping on the event fd */
+#define CONN_BUSY_RETRY_NS 200000ull /* pause before retrying a read/write of a moving tensor */
 
 struct memsvc_req {
-    struct memsvc_req *next, *prev;  /* outstanding list of the connection */
+    struct memsvc_req *next, *prev; /* outstanding list of the connection */
     memsvc_conn_h      conn;
     uint64_t           id;
     uint32_t           op;
-    bool               done;          /* reply (and payload) arrived */
-    bool               abandoned;     /* freed by the user: drop when done */
-    bool               recv_pending;  /* rendezvous payload still arriving */
-    int                send_pending;  /* our send still owns the header/payload */
+    bool               done;         /* reply (and payload) arrived */
+    bool               abandoned;    /* freed by the user: drop when done */
+    bool               recv_pending; /* rendezvous payload still arriving */
+    int                send_pending; /* our send still owns the header/payload */
     memsvc_status_t    status;
-    msp_rep_t          rep;           /* the reply */
-    void              *rbuf;          /* payload destination: READ buffer, STATS/LIST body */
+    msp_rep_t          rep;  /* the reply */
+    void              *rbuf; /* payload destination: READ buffer, STATS/LIST body */
     uint64_t           rlen;
-    bool               own_rbuf;      /* rbuf is ours (a body buffer): freed with the request */
+    bool               own_rbuf; /* rbuf is ours (a body buffer): freed with the request */
 };
 
 struct memsvc_conn {
@@ -35,12 +35,12 @@ struct memsvc_conn {
     ucp_worker_h      worker;
     ucp_ep_h          ep;
     int               efd;
-    bool              broken;          /* the endpoint failed: every call fails */
+    bool              broken; /* the endpoint failed: every call fails */
     memsvc_status_t   broken_status;
     uint64_t          next_id;
-    struct memsvc_req reqs;            /* list head of outstanding requests */
+    struct memsvc_req reqs; /* list head of outstanding requests */
     uint32_t          timeout_ms, job, rank, device, flags;
-    uint64_t          spin_ns;          /* busy-poll this long before sleeping */
+    uint64_t          spin_ns; /* busy-poll this long before sleeping */
     uint64_t          session;
     uint32_t          num_devices;
     char              transport[MSP_TRANSPORT_MAX + 1];
@@ -64,12 +64,12 @@ static memsvc_req_h req_new(memsvc_conn_h conn, uint32_t op)
     if (req == NULL) {
         return NULL;
     }
-    req->conn   = conn;
-    req->op     = op;
-    req->id     = conn->next_id++;
-    req->status = MEMSVC_INPROGRESS;
-    req->next   = &conn->reqs;
-    req->prev   = conn->reqs.prev;
+    req->conn             = conn;
+    req->op               = op;
+    req->id               = conn->next_id++;
+    req->status           = MEMSVC_INPROGRESS;
+    req->next             = &conn->reqs;
+    req->prev             = conn->reqs.prev;
     conn->reqs.prev->next = req;
     conn->reqs.prev       = req;
     return req;
@@ -192,7 +192,7 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = conn_recv_cb;
     rp.user_data    = req;
-    sp = ucp_am_recv_data_nbx(conn->worker, data, req->rbuf, length, &rp);
+    sp              = ucp_am_recv_data_nbx(conn->worker, data, req->rbuf, length, &rp);
     if (UCS_PTR_IS_ERR(sp)) {
         req->status = msp_from_ucs(UCS_PTR_STATUS(sp));
     } else if (sp != NULL) {
@@ -259,7 +259,7 @@ static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const m
     if (tmp == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    buf = (msp_buf_t){tmp, MSP_HEADER_MAX, 0, false};
+    buf    = (msp_buf_t){tmp, MSP_HEADER_MAX, 0, false};
     status = msp_encode_requests(msgs, n, &buf);
     if (status != MEMSVC_OK) {
         free(tmp);
@@ -278,8 +278,8 @@ static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const m
         send->reqs[i] = reqs[i];
         reqs[i]->send_pending++;
     }
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                         UCP_OP_ATTR_FIELD_FLAGS;
+    param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
     param.cb.send   = conn_send_cb;
     param.user_data = send;
     param.flags     = UCP_AM_SEND_FLAG_REPLY;
@@ -446,19 +446,19 @@ static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void 
 
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p)
 {
-    ucp_params_t                ctx_params = {0};
-    ucp_worker_params_t         wparams    = {0};
-    ucp_am_handler_param_t      am         = {0};
-    ucp_ep_params_t             eparams    = {0};
-    struct sockaddr_storage     ss;
-    socklen_t                   sslen;
-    const char                 *addr = CONN_DEFAULT_ADDR;
-    memsvc_status_t             status;
-    ucs_status_t                ustatus;
-    memsvc_conn_h               conn;
-    msp_req_t                   hello = {0};
-    msp_rep_t                   rep;
-    uint64_t                    mask;
+    ucp_params_t            ctx_params = {0};
+    ucp_worker_params_t     wparams    = {0};
+    ucp_am_handler_param_t  am         = {0};
+    ucp_ep_params_t         eparams    = {0};
+    struct sockaddr_storage ss;
+    socklen_t               sslen;
+    const char             *addr = CONN_DEFAULT_ADDR;
+    memsvc_status_t         status;
+    ucs_status_t            ustatus;
+    memsvc_conn_h           conn;
+    msp_req_t               hello = {0};
+    msp_rep_t               rep;
+    uint64_t                mask;
 
     if ((params == NULL) || (conn_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
@@ -468,16 +468,16 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     if (conn == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    conn->reqs.next  = conn->reqs.prev = &conn->reqs;
-    conn->next_id    = 1;
-    conn->efd        = -1;
-    conn->job        = (mask & MEMSVC_CONN_FIELD_JOB) ? params->job : 1;
-    conn->rank       = (mask & MEMSVC_CONN_FIELD_RANK) ? params->rank : 0;
-    conn->device     = (mask & MEMSVC_CONN_FIELD_DEVICE) ? params->device : 0;
-    conn->timeout_ms = (mask & MEMSVC_CONN_FIELD_TIMEOUT_MS) ? params->timeout_ms
-                                                             : CONN_DEFAULT_TIMEOUT;
-    conn->flags      = (mask & MEMSVC_CONN_FIELD_FLAGS) ? params->flags : 0;
-    conn->spin_ns    = CONN_SPIN_NS;
+    conn->reqs.next = conn->reqs.prev = &conn->reqs;
+    conn->next_id                     = 1;
+    conn->efd                         = -1;
+    conn->job                         = (mask & MEMSVC_CONN_FIELD_JOB) ? params->job : 1;
+    conn->rank                        = (mask & MEMSVC_CONN_FIELD_RANK) ? params->rank : 0;
+    conn->device                      = (mask & MEMSVC_CONN_FIELD_DEVICE) ? params->device : 0;
+    conn->timeout_ms =
+        (mask & MEMSVC_CONN_FIELD_TIMEOUT_MS) ? params->timeout_ms : CONN_DEFAULT_TIMEOUT;
+    conn->flags   = (mask & MEMSVC_CONN_FIELD_FLAGS) ? params->flags : 0;
+    conn->spin_ns = CONN_SPIN_NS;
     if (getenv("MEMSVC_SPIN_US") != NULL) {
         conn->spin_ns = strtoull(getenv("MEMSVC_SPIN_US"), NULL, 10) * 1000ull;
     }
@@ -497,14 +497,14 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     ctx_params.name       = "libmemsvc";
-    ustatus = ucp_init(&ctx_params, NULL, &conn->ctx);
+    ustatus               = ucp_init(&ctx_params, NULL, &conn->ctx);
     if (ustatus != UCS_OK) {
         status = MEMSVC_ERR_TRANSPORT;
         goto err_free_conn;
     }
     wparams.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
-    ustatus = ucp_worker_create(conn->ctx, &wparams, &conn->worker);
+    ustatus             = ucp_worker_create(conn->ctx, &wparams, &conn->worker);
     if (ustatus != UCS_OK) {
         status = MEMSVC_ERR_TRANSPORT;
         goto err_cleanup_ctx;
@@ -520,7 +520,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     am.cb    = conn_am_reply_cb;
     am.arg   = conn;
     am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    ustatus = ucp_worker_set_am_recv_handler(conn->worker, &am);
+    ustatus  = ucp_worker_set_am_recv_handler(conn->worker, &am);
     if (ustatus != UCS_OK) {
         status = MEMSVC_ERR_TRANSPORT;
         goto err_destroy_worker;
@@ -533,7 +533,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     eparams.err_mode         = UCP_ERR_HANDLING_MODE_PEER;
     eparams.err_handler.cb   = conn_err_cb;
     eparams.err_handler.arg  = conn;
-    ustatus = ucp_ep_create(conn->worker, &eparams, &conn->ep);
+    ustatus                  = ucp_ep_create(conn->worker, &eparams, &conn->ep);
     if (ustatus != UCS_OK) {
         status = MEMSVC_ERR_TRANSPORT;
         goto err_destroy_worker;
@@ -580,9 +580,9 @@ void memsvc_close(memsvc_conn_h conn)
         return;
     }
     if (conn->ep != NULL) {
-        ucp_request_param_t p  = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                  .flags        = conn->broken ? UCP_EP_CLOSE_FLAG_FORCE : 0};
-        ucs_status_ptr_t    sp = ucp_ep_close_nbx(conn->ep, &p);
+        ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                        .flags        = conn->broken ? UCP_EP_CLOSE_FLAG_FORCE : 0};
+        ucs_status_ptr_t    sp       = ucp_ep_close_nbx(conn->ep, &p);
         uint64_t            deadline = msp_now_ns() + 2000000000ull;
 
         if (UCS_PTR_IS_PTR(sp)) {
@@ -658,10 +658,9 @@ memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
     if (status != MEMSVC_OK) {
         return status;
     }
-    msg.u.alloc.size         = size;
-    msg.u.alloc.kind         = (mask & MEMSVC_ALLOC_FIELD_KIND) ? params->kind
-                                                                : MEMSVC_KIND_ACTIVATION;
-    msg.u.alloc.tags         = (mask & MEMSVC_ALLOC_FIELD_TAGS) ? params->tags : MEMSVC_TAGS_NONE;
+    msg.u.alloc.size = size;
+    msg.u.alloc.kind = (mask & MEMSVC_ALLOC_FIELD_KIND) ? params->kind : MEMSVC_KIND_ACTIVATION;
+    msg.u.alloc.tags = (mask & MEMSVC_ALLOC_FIELD_TAGS) ? params->tags : MEMSVC_TAGS_NONE;
     msg.u.alloc.recompute_ns = (mask & MEMSVC_ALLOC_FIELD_RECOMPUTE_NS) ? params->recompute_ns : 0;
     flags                    = (mask & MEMSVC_ALLOC_FIELD_FLAGS) ? params->flags : 0;
     msg.u.alloc.durable      = !!(flags & MEMSVC_ALLOC_DURABLE);
@@ -761,8 +760,7 @@ static memsvc_status_t io_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t 
     done     = 0;
     do {
         chunk  = (len - done > MSP_DATA_MAX) ? MSP_DATA_MAX : len - done;
-        status = io_chunk(conn, op, handle, offset + done, (uint8_t *)buf + done, chunk,
-                          deadline);
+        status = io_chunk(conn, op, handle, offset + done, (uint8_t *)buf + done, chunk, deadline);
         if (status != MEMSVC_OK) {
             return status;
         }
@@ -812,9 +810,9 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
             free(msgs);
             return MEMSVC_ERR_NO_RESOURCE;
         }
-        msgs[i].op          = op;
-        msgs[i].id          = reqs[i]->id;
-        msgs[i].u.h.handle  = handles[i];
+        msgs[i].op         = op;
+        msgs[i].id         = reqs[i]->id;
+        msgs[i].u.h.handle = handles[i];
     }
     status = conn_send(conn, reqs, msgs, n, NULL, 0);
     free(msgs);
@@ -868,7 +866,7 @@ static memsvc_status_t handle_nb(memsvc_conn_h conn, uint32_t op, memsvc_handle_
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
-    status = conn_prepare(conn, &msg, &req);
+    status         = conn_prepare(conn, &msg, &req);
     if (status != MEMSVC_OK) {
         return status;
     }
@@ -1054,7 +1052,7 @@ memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t c
         msg.u.list.job   = job;
         msg.u.list.start = start;
         msg.u.list.max   = MSP_LIST_MAX;
-        status = body_call(conn, &msg, &req);
+        status           = body_call(conn, &msg, &req);
         if (status != MEMSVC_OK) {
             break;
         }

@@ -17,10 +17,10 @@ typedef struct msp_rd {
 } msp_rd_t;
 
 static const char *const op_names[MSP_OP_COUNT] = {
-    [MSP_OP_HELLO] = "hello",   [MSP_OP_ALLOC] = "alloc",     [MSP_OP_FREE] = "free",
+    [MSP_OP_HELLO] = "hello",     [MSP_OP_ALLOC] = "alloc",     [MSP_OP_FREE] = "free",
     [MSP_OP_ACQUIRE] = "acquire", [MSP_OP_RELEASE] = "release", [MSP_OP_WRITE] = "write",
-    [MSP_OP_READ] = "read",     [MSP_OP_LOOKUP] = "lookup",   [MSP_OP_HINT] = "hint",
-    [MSP_OP_STATS] = "stats",   [MSP_OP_LIST] = "list",       [MSP_OP_PING] = "ping",
+    [MSP_OP_READ] = "read",       [MSP_OP_LOOKUP] = "lookup",   [MSP_OP_HINT] = "hint",
+    [MSP_OP_STATS] = "stats",     [MSP_OP_LIST] = "list",       [MSP_OP_PING] = "ping",
 };
 
 const char *msp_op_name(uint32_t op)
@@ -143,7 +143,7 @@ static memsvc_status_t rd_integer(msp_rd_t *rd, uint64_t *v_p, bool *neg_p)
         v = rd_be(rd->p + 1, n);
         if (n < 8) { /* sign-extend */
             unsigned shift = 64 - 8 * n;
-            v = (uint64_t)((int64_t)(v << shift) >> shift);
+            v              = (uint64_t)((int64_t)(v << shift) >> shift);
         }
         *v_p   = v;
         *neg_p = ((int64_t)v < 0);
@@ -315,8 +315,8 @@ static memsvc_status_t rd_skip(msp_rd_t *rd, int depth)
         rd->p++;
         return MEMSVC_OK;
     }
-    if (((b & 0xf0) == 0x90) || (b == 0xdc) || (b == 0xdd) || ((b & 0xf0) == 0x80) ||
-        (b == 0xde) || (b == 0xdf)) {
+    if (((b & 0xf0) == 0x90) || (b == 0xdc) || (b == 0xdd) || ((b & 0xf0) == 0x80) || (b == 0xde) ||
+        (b == 0xdf)) {
         bool     map = ((b & 0xf0) == 0x80) || (b == 0xde) || (b == 0xdf);
         uint32_t cnt;
 
@@ -334,15 +334,39 @@ static memsvc_status_t rd_skip(msp_rd_t *rd, int depth)
         return MEMSVC_OK;
     }
     switch (b) {
-    case 0xcc: case 0xd0: len = 1; break;
-    case 0xcd: case 0xd1: len = 2; break;
-    case 0xce: case 0xd2: case 0xca: len = 4; break;
-    case 0xcf: case 0xd3: case 0xcb: len = 8; break;
-    case 0xd4: len = 2; break;  /* fixext 1 */
-    case 0xd5: len = 3; break;
-    case 0xd6: len = 5; break;
-    case 0xd7: len = 9; break;
-    case 0xd8: len = 17; break;
+    case 0xcc:
+    case 0xd0:
+        len = 1;
+        break;
+    case 0xcd:
+    case 0xd1:
+        len = 2;
+        break;
+    case 0xce:
+    case 0xd2:
+    case 0xca:
+        len = 4;
+        break;
+    case 0xcf:
+    case 0xd3:
+    case 0xcb:
+        len = 8;
+        break;
+    case 0xd4:
+        len = 2;
+        break; /* fixext 1 */
+    case 0xd5:
+        len = 3;
+        break;
+    case 0xd6:
+        len = 5;
+        break;
+    case 0xd7:
+        len = 9;
+        break;
+    case 0xd8:
+        len = 17;
+        break;
     default:
         len = 0;
         break;
@@ -414,9 +438,9 @@ static void pk_bool(msgpack_packer *pk, bool v)
 
 /* Fields after [op, id] per op; a request must have at least this many (extra are ignored). */
 static const uint8_t req_nfields[MSP_OP_COUNT] = {
-    [MSP_OP_HELLO] = 6,  [MSP_OP_ALLOC] = 12, [MSP_OP_FREE] = 1,   [MSP_OP_ACQUIRE] = 1,
-    [MSP_OP_RELEASE] = 1, [MSP_OP_WRITE] = 3, [MSP_OP_READ] = 3,   [MSP_OP_LOOKUP] = 1,
-    [MSP_OP_HINT] = 6,   [MSP_OP_STATS] = 0,  [MSP_OP_LIST] = 3,   [MSP_OP_PING] = 0,
+    [MSP_OP_HELLO] = 6,   [MSP_OP_ALLOC] = 12, [MSP_OP_FREE] = 1, [MSP_OP_ACQUIRE] = 1,
+    [MSP_OP_RELEASE] = 1, [MSP_OP_WRITE] = 3,  [MSP_OP_READ] = 3, [MSP_OP_LOOKUP] = 1,
+    [MSP_OP_HINT] = 6,    [MSP_OP_STATS] = 0,  [MSP_OP_LIST] = 3, [MSP_OP_PING] = 0,
 };
 
 static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
@@ -519,12 +543,12 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
     memsvc_status_t status = MEMSVC_OK;
     uint32_t        i, n;
 
-#define RD(call)                    \
-    do {                            \
-        status = (call);            \
-        if (status != MEMSVC_OK) {  \
-            return status;          \
-        }                           \
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
     } while (0)
 
     if (nfields < req_nfields[r->op]) {
@@ -745,12 +769,12 @@ static memsvc_status_t decode_tensor(msp_rd_t *rd, msp_tensor_t *t)
     memsvc_status_t status;
     uint32_t        n, i, kind, state;
 
-#define RD(call)                    \
-    do {                            \
-        status = (call);            \
-        if (status != MEMSVC_OK) {  \
-            return status;          \
-        }                           \
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
     } while (0)
 
     RD(rd_array(rd, &n));
@@ -786,15 +810,15 @@ static memsvc_status_t decode_tensor(msp_rd_t *rd, msp_tensor_t *t)
 }
 
 /* Figures of one device, in this order (docs/protocol.md, "STATS"). */
-#define DEV_U64_FIELDS(X)                                                                       \
-    X(capacity) X(allocated) X(reserved) X(free) X(largest_free) X(peak_reserved)              \
-    X(pinned_tensors) X(pinned_bytes) X(swap_out_bytes) X(swap_outs) X(swap_in_bytes)          \
-    X(swap_ins) X(spill_bytes) X(drops) X(recomputes) X(stall_ns) X(stalls) X(oom_events)      \
-    X(fragmented_events)
-#define STATS_U64_FIELDS(X)                                                                     \
-    X(uptime_ns) X(host_capacity) X(host_used) X(host_peak) X(disk_capacity) X(disk_used)      \
-    X(live_tensors) X(moves_in_flight) X(sessions) X(sessions_total) X(orphans) X(requests)    \
-    X(errors)
+#define DEV_U64_FIELDS(X)                                                                          \
+    X(capacity)                                                                                    \
+    X(allocated) X(reserved) X(free) X(largest_free) X(peak_reserved) X(pinned_tensors)            \
+        X(pinned_bytes) X(swap_out_bytes) X(swap_outs) X(swap_in_bytes) X(swap_ins) X(spill_bytes) \
+            X(drops) X(recomputes) X(stall_ns) X(stalls) X(oom_events) X(fragmented_events)
+#define STATS_U64_FIELDS(X)                                                                        \
+    X(uptime_ns)                                                                                   \
+    X(host_capacity) X(host_used) X(host_peak) X(disk_capacity) X(disk_used) X(live_tensors)       \
+        X(moves_in_flight) X(sessions) X(sessions_total) X(orphans) X(requests) X(errors)
 
 static void encode_u64_array(msgpack_packer *pk, const uint64_t *v, unsigned n)
 {
@@ -834,12 +858,12 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
     uint32_t        n, nd, d, i;
     uint64_t        top[13];
 
-#define RD(call)                    \
-    do {                            \
-        status = (call);            \
-        if (status != MEMSVC_OK) {  \
-            return status;          \
-        }                           \
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
     } while (0)
 
     memset(s, 0, sizeof(*s));
@@ -976,12 +1000,12 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
     uint32_t        n, i, min;
     int32_t         st;
 
-#define RD(call)                    \
-    do {                            \
-        status = (call);            \
-        if (status != MEMSVC_OK) {  \
-            return status;          \
-        }                           \
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
     } while (0)
 
     memset(r, 0, sizeof(*r));

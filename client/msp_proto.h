@@ -16,22 +16,22 @@
  * bounded by the limits below, so it can be fuzzed on its own.
  */
 
-#define MSP_VERSION        1u
-#define MSP_AM_REQUEST     17u          /* AM id: client to server */
-#define MSP_AM_REPLY       18u          /* AM id: server to client */
-#define MSP_HEADER_MAX     4096u        /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */
-#define MSP_BODY_MAX       65536u       /* largest msgpack body of a STATS or LIST reply */
-#define MSP_BATCH_MAX      64u          /* requests (or replies) per message */
-#define MSP_DATA_MAX       (64ull << 20) /* largest payload per message (a WRITE or READ chunk) */
-#define MSP_HINT_MAX       64u          /* handles per UPCOMING hint */
-#define MSP_NAME_MAX       63u          /* client name in HELLO */
-#define MSP_MSG_MAX        127u         /* error message text in a reply */
-#define MSP_LIST_MAX       128u         /* tensors per LIST reply */
-#define MSP_TRANSPORT_MAX  127u
-#define MSP_DEPTH_MAX      8            /* nesting accepted when skipping unknown values */
+#define MSP_VERSION 1u
+#define MSP_AM_REQUEST 17u         /* AM id: client to server */
+#define MSP_AM_REPLY 18u           /* AM id: server to client */
+#define MSP_HEADER_MAX 4096u       /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */
+#define MSP_BODY_MAX 65536u        /* largest msgpack body of a STATS or LIST reply */
+#define MSP_BATCH_MAX 64u          /* requests (or replies) per message */
+#define MSP_DATA_MAX (64ull << 20) /* largest payload per message (a WRITE or READ chunk) */
+#define MSP_HINT_MAX 64u           /* handles per UPCOMING hint */
+#define MSP_NAME_MAX 63u           /* client name in HELLO */
+#define MSP_MSG_MAX 127u           /* error message text in a reply */
+#define MSP_LIST_MAX 128u          /* tensors per LIST reply */
+#define MSP_TRANSPORT_MAX 127u
+#define MSP_DEPTH_MAX 8 /* nesting accepted when skipping unknown values */
 
-#define MSP_HELLO_CONTROL  0x1u         /* HELLO flag: a control session (job 0, read-only) */
-#define MSP_JOB_CONTROL    0u           /* job id reserved for control sessions */
+#define MSP_HELLO_CONTROL 0x1u /* HELLO flag: a control session (job 0, read-only) */
+#define MSP_JOB_CONTROL 0u     /* job id reserved for control sessions */
 
 typedef enum msp_op {
     MSP_OP_HELLO   = 1,
@@ -52,9 +52,9 @@ typedef enum msp_op {
 /* One decoded request. `status` is MEMSVC_OK when the request decoded and validated; else the
  * error to answer for this id (the other requests of the batch are still served). */
 typedef struct msp_req {
-    uint32_t        op;      /* msp_op_t (may be unknown when status < 0) */
-    uint64_t        id;      /* chosen by the client, echoed in the reply; 0 if unreadable */
-    memsvc_status_t status;  /* decode verdict for this request */
+    uint32_t        op;     /* msp_op_t (may be unknown when status < 0) */
+    uint64_t        id;     /* chosen by the client, echoed in the reply; 0 if unreadable */
+    memsvc_status_t status; /* decode verdict for this request */
     union {
         struct {
             uint32_t version, job, rank, device, flags;
@@ -71,10 +71,10 @@ typedef struct msp_req {
         } alloc;
         struct {
             uint64_t handle;
-        } h;                  /* FREE, ACQUIRE, RELEASE */
+        } h; /* FREE, ACQUIRE, RELEASE */
         struct {
             uint64_t handle, offset, len;
-        } io;                 /* WRITE, READ */
+        } io; /* WRITE, READ */
         struct {
             char key[MEMSVC_KEY_MAX + 1];
         } lookup;
@@ -100,7 +100,7 @@ typedef struct msp_rep {
     uint32_t        op;
     memsvc_status_t status;
     char            msg[MSP_MSG_MAX + 1];
-    uint64_t        plen;          /* READ, STATS, LIST: bytes of the AM payload that follows */
+    uint64_t        plen; /* READ, STATS, LIST: bytes of the AM payload that follows */
     union {
         struct {
             uint32_t version;
@@ -119,7 +119,7 @@ typedef struct msp_rep {
             uint32_t sessions;
         } ping;
         struct {
-            uint32_t next;         /* start of the next page; 0 when done */
+            uint32_t next; /* start of the next page; 0 when done */
             uint32_t count;
         } list;
     } u;

@@ -10,10 +10,10 @@
 
 memsvc_status_t msp_parse_addr(const char *addr, struct sockaddr_storage *ss_p, socklen_t *len_p)
 {
-    struct addrinfo  hints = {0}, *res = NULL;
-    char             host[256];
-    const char      *colon, *port;
-    size_t           hlen;
+    struct addrinfo hints = {0}, *res = NULL;
+    char            host[256];
+    const char     *colon, *port;
+    size_t          hlen;
 
     if ((addr == NULL) || (*addr == '\0')) {
         return MEMSVC_ERR_PARSE;

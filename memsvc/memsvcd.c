@@ -42,7 +42,7 @@ static bool addr_is_loopback(const char *addr)
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
 static uint64_t machine_memory(void)
 {
-    uint64_t    mem = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t    mem     = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
     const char *files[] = {"/sys/fs/cgroup/memory.max",
                            "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
     unsigned    i;
@@ -64,21 +64,24 @@ static uint64_t machine_memory(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},     {"node", required_argument, NULL, 'n'},
-        {"memory", required_argument, NULL, 'm'},     {"policy", required_argument, NULL, 'p'},
-        {"keep-durable", required_argument, NULL, 'k'}, {"allow-remote", no_argument, NULL, 'r'},
-        {"spin-us", required_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    msd_config_t    cfg    = {.listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull,
-                              .spin_ns = 50000};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"node", required_argument, NULL, 'n'},
+                                         {"memory", required_argument, NULL, 'm'},
+                                         {"policy", required_argument, NULL, 'p'},
+                                         {"keep-durable", required_argument, NULL, 'k'},
+                                         {"allow-remote", no_argument, NULL, 'r'},
+                                         {"spin-us", required_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    msd_config_t               cfg    = {
+                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000};
     const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
     memsvc_status_t status;
     msd_server_t   *srv;
     sim_desc_t      desc;
-    eng_t          *eng = NULL;
+    eng_t          *eng      = NULL;
     char            err[256] = "", sz1[32], sz2[32];
     char           *end;
     double          secs;
@@ -94,11 +97,21 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'l': cfg.listen = optarg; break;
-        case 'n': preset = optarg; break;
-        case 'm': memory = optarg; break;
-        case 'p': policy = optarg; break;
-        case 'r': cfg.allow_remote = true; break;
+        case 'l':
+            cfg.listen = optarg;
+            break;
+        case 'n':
+            preset = optarg;
+            break;
+        case 'm':
+            memory = optarg;
+            break;
+        case 'p':
+            policy = optarg;
+            break;
+        case 'r':
+            cfg.allow_remote = true;
+            break;
         case 's':
             secs = strtod(optarg, &end);
             if ((*end != '\0') || (secs < 0) || (secs > 1e6)) {
@@ -115,8 +128,12 @@ int main(int argc, char **argv)
             }
             cfg.keep_durable_ns = (uint64_t)(secs * 1e9);
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!cfg.allow_remote && !addr_is_loopback(cfg.listen)) {
@@ -167,13 +184,13 @@ int main(int argc, char **argv)
     params.clock  = SIM_CLOCK_REAL;
     params.policy = policy;
     err[0]        = '\0';
-    status = eng_create(&params, &eng, err, sizeof(err));
+    status        = eng_create(&params, &eng, err, sizeof(err));
     if (status != MEMSVC_OK) {
         LOG("cannot create the engine: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
         return 2;
     }
-    LOG("node '%s', %s memory, policy %s, %u devices x %s HBM, host pool %s, disk %s",
-        desc.name, sim_mem_mode_name(mode), eng_policy_name(eng), desc.num_npus,
+    LOG("node '%s', %s memory, policy %s, %u devices x %s HBM, host pool %s, disk %s", desc.name,
+        sim_mem_mode_name(mode), eng_policy_name(eng), desc.num_npus,
         sim_format_size(desc.hbm_bytes, sz1, sizeof(sz1)),
         sim_format_size(desc.host_bytes, sz2, sizeof(sz2)),
         sim_format_size(desc.disk_bytes, err, sizeof(err)));

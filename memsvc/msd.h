@@ -22,14 +22,14 @@ typedef struct msd_config {
 /* One connected client. Freed when dead and no callback refers to it (refs == 0). */
 typedef struct msd_session {
     struct msd_session *next;
-    uint64_t            id;        /* unique, never reused */
+    uint64_t            id; /* unique, never reused */
     ucp_ep_h            ep;
-    bool                bound;     /* HELLO accepted */
-    bool                control;   /* control session (memsvc-ctl) */
-    bool                dead;      /* peer gone: cleanup done or pending */
-    bool                cleaned;   /* pins and tensors dealt with */
+    bool                bound;   /* HELLO accepted */
+    bool                control; /* control session (memsvc-ctl) */
+    bool                dead;    /* peer gone: cleanup done or pending */
+    bool                cleaned; /* pins and tensors dealt with */
     uint32_t            job, rank, device;
-    unsigned            refs;      /* pending callbacks holding this session */
+    unsigned            refs; /* pending callbacks holding this session */
     uint64_t            requests, errors;
     char                name[MSP_NAME_MAX + 1];
     char                transport[MSP_TRANSPORT_MAX + 1];
@@ -56,28 +56,28 @@ typedef struct msd_map {
 } msd_map_t;
 
 typedef struct msd_server {
-    msd_config_t    cfg;
-    eng_t          *eng;
-    ucp_context_h   ctx;
-    ucp_worker_h    worker;
-    ucp_listener_h  listener;
-    int             epfd, efd, timerfd, sigfd;
-    bool            stop;
-    msd_session_t  *sessions;      /* live and dead-but-referenced */
-    uint64_t        next_sid;
-    uint64_t        sessions_total;
-    uint64_t        requests, errors;
-    uint64_t        start_ns;
-    uint64_t        spin_ns;
-    uint64_t        orphans, orphan_next; /* count, earliest deadline */
-    msd_map_t       own;
-    char            transport[MSP_TRANSPORT_MAX + 1]; /* transports seen on sessions */
-    msp_req_t       reqs[MSP_BATCH_MAX];              /* decode scratch */
-    msp_rep_t       reps[MSP_BATCH_MAX];
-    msp_tensor_t    list[MSP_LIST_MAX];
-    memsvc_stats_t  stats;
-    uint8_t         body_data[MSP_BODY_MAX];          /* STATS/LIST bodies are encoded here */
-    msp_buf_t       body;
+    msd_config_t   cfg;
+    eng_t         *eng;
+    ucp_context_h  ctx;
+    ucp_worker_h   worker;
+    ucp_listener_h listener;
+    int            epfd, efd, timerfd, sigfd;
+    bool           stop;
+    msd_session_t *sessions; /* live and dead-but-referenced */
+    uint64_t       next_sid;
+    uint64_t       sessions_total;
+    uint64_t       requests, errors;
+    uint64_t       start_ns;
+    uint64_t       spin_ns;
+    uint64_t       orphans, orphan_next; /* count, earliest deadline */
+    msd_map_t      own;
+    char           transport[MSP_TRANSPORT_MAX + 1]; /* transports seen on sessions */
+    msp_req_t      reqs[MSP_BATCH_MAX];              /* decode scratch */
+    msp_rep_t      reps[MSP_BATCH_MAX];
+    msp_tensor_t   list[MSP_LIST_MAX];
+    memsvc_stats_t stats;
+    uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
+    msp_buf_t      body;
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */
@@ -86,8 +86,8 @@ memsvc_status_t msd_map_init(msd_map_t *map);
 void            msd_map_fini(msd_map_t *map);
 msd_own_t      *msd_map_get(msd_map_t *map, uint64_t handle, uint64_t sid);
 /* Insert (or find) an entry; NULL when out of memory. New entries are zeroed. */
-msd_own_t      *msd_map_put(msd_map_t *map, uint64_t handle, uint64_t sid);
-void            msd_map_del(msd_map_t *map, uint64_t handle, uint64_t sid);
+msd_own_t *msd_map_put(msd_map_t *map, uint64_t handle, uint64_t sid);
+void       msd_map_del(msd_map_t *map, uint64_t handle, uint64_t sid);
 
 /* ---- msd_server.c ------------------------------------------------------------------------- */
 

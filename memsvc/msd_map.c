@@ -1,4 +1,5 @@
-/* msd_map.c - memsvcd's ownership table: (handle, session) -> owner or pin count, open addressing */
+/* msd_map.c - memsvcd's ownership table: (handle, session) -> owner or pin count, open addressing
+ */
 #include "memsvc/msd.h"
 
 #include <stdlib.h>
@@ -8,7 +9,8 @@
 
 static size_t map_hash(uint64_t handle, uint64_t sid)
 {
-    uint64_t x = handle * 0x9e3779b97f4a7c15ull ^ (sid + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
+    uint64_t x =
+        handle * 0x9e3779b97f4a7c15ull ^ (sid + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
 
     x ^= x >> 31;
     return (size_t)x;
@@ -54,9 +56,9 @@ msd_own_t *msd_map_get(msd_map_t *map, uint64_t handle, uint64_t sid)
 
 static memsvc_status_t map_grow(msd_map_t *map)
 {
-    msd_map_slot_t *old = map->slots;
+    msd_map_slot_t *old    = map->slots;
     size_t          oldcap = map->cap, i, j;
-    msd_map_slot_t *slots = calloc(oldcap * 2, sizeof(*slots));
+    msd_map_slot_t *slots  = calloc(oldcap * 2, sizeof(*slots));
 
     if (slots == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
@@ -109,7 +111,7 @@ void msd_map_del(msd_map_t *map, uint64_t handle, uint64_t sid)
         return;
     }
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
-    i = (size_t)(slot - map->slots);
+    i                  = (size_t)(slot - map->slots);
     map->slots[i].used = false;
     map->count--;
     j = i;

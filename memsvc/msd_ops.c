@@ -1,6 +1,7 @@
-/* msd_ops.c - memsvcd's request handlers: validation, job isolation, engine calls, session cleanup */
-#include "memsvc/msd.h"
+/* msd_ops.c - memsvcd's request handlers: validation, job isolation, engine calls, session cleanup
+ */
 #include "client/msp_ucx.h"
+#include "memsvc/msd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@ typedef struct ops_pending {
     uint64_t       id;
     uint32_t       op;
     eng_handle_t   handle;
-    uint8_t       *buf;    /* WRITE: the received bytes */
+    uint8_t       *buf; /* WRITE: the received bytes */
     uint64_t       offset, len;
 } ops_pending_t;
 
@@ -178,7 +179,7 @@ static void info_to_wire(const eng_tensor_info_t *info, msp_tensor_t *t)
 static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                 msp_rep_t *rep)
 {
-    const sim_desc_t *desc = sim_node_desc(eng_node(srv->eng));
+    const sim_desc_t *desc    = sim_node_desc(eng_node(srv->eng));
     bool              control = !!(req->u.hello.flags & MSP_HELLO_CONTROL);
 
     if (s->bound) {
@@ -247,7 +248,7 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     desc.durable      = req->u.alloc.durable;
     desc.job          = s->job;
     desc.rank         = s->rank;
-    status = eng_alloc(srv->eng, &desc, 0, ops_engine_cb, p, &h);
+    status            = eng_alloc(srv->eng, &desc, 0, ops_engine_cb, p, &h);
     if ((status != MEMSVC_OK) && (status != MEMSVC_INPROGRESS)) {
         pending_done(p);
         snprintf(rep->msg, sizeof(rep->msg), "alloc '%.48s' of %llu bytes: %s", desc.key,
@@ -404,7 +405,7 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
-    sp = ucp_am_recv_data_nbx(srv->worker, data, p->buf, length, &rp);
+    sp              = ucp_am_recv_data_nbx(srv->worker, data, p->buf, length, &rp);
     if (UCS_PTR_IS_PTR(sp)) {
         return MEMSVC_INPROGRESS;
     }
@@ -536,12 +537,12 @@ static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
 
 static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payload_p)
 {
-    memsvc_stats_t   *st   = &srv->stats;
-    sim_node_t       *node = eng_node(srv->eng);
-    eng_stats_t       es;
-    eng_dev_stats_t   ds;
-    msd_session_t    *s;
-    unsigned          d, k;
+    memsvc_stats_t *st   = &srv->stats;
+    sim_node_t     *node = eng_node(srv->eng);
+    eng_stats_t     es;
+    eng_dev_stats_t ds;
+    msd_session_t  *s;
+    unsigned        d, k;
 
     memset(st, 0, sizeof(*st));
     snprintf(st->node, sizeof(st->node), "%s", sim_node_desc(node)->name);
@@ -564,20 +565,20 @@ static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payloa
     st->orphans        = srv->orphans;
     st->requests       = srv->requests;
     st->errors         = srv->errors;
-    st->num_devices    = (es.num_devices < MEMSVC_MAX_DEVICES) ? es.num_devices : MEMSVC_MAX_DEVICES;
+    st->num_devices = (es.num_devices < MEMSVC_MAX_DEVICES) ? es.num_devices : MEMSVC_MAX_DEVICES;
     for (d = 0; d < st->num_devices; d++) {
         memsvc_dev_stats_t *o = &st->dev[d];
 
         if (eng_dev_stats(srv->eng, d, &ds) != MEMSVC_OK) {
             continue;
         }
-        o->capacity          = ds.alloc.capacity;
-        o->allocated         = ds.alloc.allocated;
-        o->reserved          = ds.alloc.reserved;
-        o->free              = ds.alloc.free;
-        o->largest_free      = ds.alloc.largest_free;
-        o->fragmentation     = ds.alloc.fragmentation;
-        o->peak_reserved     = ds.alloc.peak_reserved;
+        o->capacity      = ds.alloc.capacity;
+        o->allocated     = ds.alloc.allocated;
+        o->reserved      = ds.alloc.reserved;
+        o->free          = ds.alloc.free;
+        o->largest_free  = ds.alloc.largest_free;
+        o->fragmentation = ds.alloc.fragmentation;
+        o->peak_reserved = ds.alloc.peak_reserved;
         for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
             o->tensors_by_state[k] = ds.tensors_by_state[k];
             o->bytes_by_state[k]   = ds.bytes_by_state[k];
@@ -673,17 +674,39 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");
         } else {
             switch (req->op) {
-            case MSP_OP_HELLO:   status = op_hello(srv, s, req, rep); break;
-            case MSP_OP_ALLOC:   status = op_alloc(srv, s, req, rep); break;
-            case MSP_OP_FREE:    status = op_free(srv, s, req, rep); break;
-            case MSP_OP_ACQUIRE: status = op_acquire(srv, s, req, rep); break;
-            case MSP_OP_RELEASE: status = op_release(srv, s, req, rep); break;
-            case MSP_OP_WRITE:   status = op_write(srv, s, req, rep, data, length, param); break;
-            case MSP_OP_READ:    status = op_read(srv, s, req, rep, &payload); break;
-            case MSP_OP_LOOKUP:  status = op_lookup(srv, s, req, rep); break;
-            case MSP_OP_HINT:    status = op_hint(srv, s, req, rep); break;
-            case MSP_OP_STATS:   status = op_stats(srv, rep, &payload); break;
-            case MSP_OP_LIST:    status = op_list(srv, s, req, rep, &payload); break;
+            case MSP_OP_HELLO:
+                status = op_hello(srv, s, req, rep);
+                break;
+            case MSP_OP_ALLOC:
+                status = op_alloc(srv, s, req, rep);
+                break;
+            case MSP_OP_FREE:
+                status = op_free(srv, s, req, rep);
+                break;
+            case MSP_OP_ACQUIRE:
+                status = op_acquire(srv, s, req, rep);
+                break;
+            case MSP_OP_RELEASE:
+                status = op_release(srv, s, req, rep);
+                break;
+            case MSP_OP_WRITE:
+                status = op_write(srv, s, req, rep, data, length, param);
+                break;
+            case MSP_OP_READ:
+                status = op_read(srv, s, req, rep, &payload);
+                break;
+            case MSP_OP_LOOKUP:
+                status = op_lookup(srv, s, req, rep);
+                break;
+            case MSP_OP_HINT:
+                status = op_hint(srv, s, req, rep);
+                break;
+            case MSP_OP_STATS:
+                status = op_stats(srv, rep, &payload);
+                break;
+            case MSP_OP_LIST:
+                status = op_list(srv, s, req, rep, &payload);
+                break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();
                 rep->u.ping.sessions = (uint32_t)srv->sessions_total;
@@ -726,8 +749,8 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
     eng_handle_t  *pins = NULL, *owned = NULL;
     msd_session_t *heir;
     uint32_t      *counts = NULL;
-    size_t        npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t      now = msp_now_ns(), released = 0, freed = 0, kept = 0;
+    size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
+    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0;
 
     if (!s->bound || s->control || (cap == 0)) {
         return;
@@ -753,8 +776,8 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
     }
     for (heir = srv->sessions; heir != NULL; heir = heir->next) {
-        if ((heir != s) && !heir->dead && heir->bound && !heir->control &&
-            (heir->job == s->job) && (heir->rank == s->rank)) {
+        if ((heir != s) && !heir->dead && heir->bound && !heir->control && (heir->job == s->job) &&
+            (heir->rank == s->rank)) {
             break;
         }
     }
@@ -779,7 +802,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             msd_map_get(&srv->own, owned[i], 0)->sid = heir->id;
             kept++;
         } else if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
-            own = msd_map_get(&srv->own, owned[i], 0);
+            own           = msd_map_get(&srv->own, owned[i], 0);
             own->sid      = 0;
             own->deadline = now + srv->cfg.keep_durable_ns;
             srv->orphans++;
@@ -794,8 +817,9 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
     }
     LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
-        "%llu durable kept for re-attach", (unsigned long long)s->id, s->job, s->rank,
-        (unsigned long long)released, (unsigned long long)freed, (unsigned long long)kept);
+        "%llu durable kept for re-attach",
+        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
+        (unsigned long long)freed, (unsigned long long)kept);
 out:
     free(pins);
     free(counts);
@@ -805,7 +829,7 @@ out:
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now)
 {
     eng_handle_t *expired;
-    size_t        n = 0, i;
+    size_t        n    = 0, i;
     uint64_t      next = UINT64_MAX;
 
     expired = calloc(srv->orphans + 1, sizeof(*expired));

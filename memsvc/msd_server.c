@@ -1,6 +1,6 @@
 /* msd_server.c - memsvcd's one event loop: UCX listener and worker, timerfd, signalfd, sessions */
-#include "memsvc/msd.h"
 #include "client/msp_ucx.h"
+#include "memsvc/msd.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -16,8 +16,8 @@
 
 /* A reply in flight: owns its header and payload. */
 typedef struct srv_send {
-    void  *payload;
-    size_t hlen;
+    void   *payload;
+    size_t  hlen;
     uint8_t hdr[];
 } srv_send_t;
 
@@ -113,14 +113,14 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
         ucp_listener_reject(srv->listener, conn_request);
         return;
     }
-    s->id = srv->next_sid++;
+    s->id         = srv->next_sid++;
     ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.conn_request    = conn_request;
     ep.err_mode        = UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb  = srv_ep_err_cb;
     ep.err_handler.arg = s;
-    status = ucp_ep_create(srv->worker, &ep, &s->ep);
+    status             = ucp_ep_create(srv->worker, &ep, &s->ep);
     if (status != UCS_OK) {
         LOG("cannot accept a connection: %s", ucs_status_string(status));
         free(s);
@@ -171,8 +171,8 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
         return;
     }
     memcpy(send->hdr, tmp, buf.len);
-    send->hlen    = buf.len;
-    send->payload = payload;
+    send->hlen         = buf.len;
+    send->payload      = payload;
     param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     param.cb.send      = srv_send_cb;
     param.user_data    = send;
@@ -232,13 +232,13 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
 
 static void log_context_transports(msd_server_t *srv)
 {
-    char  *text = NULL, *line, *save = NULL;
-    size_t len = 0;
-    FILE  *f = open_memstream(&text, &len);
+    char       *text = NULL, *line, *save = NULL;
+    size_t      len = 0;
+    FILE       *f   = open_memstream(&text, &len);
     const char *tls = getenv("UCX_TLS");
     const char *dev = getenv("UCX_NET_DEVICES");
-    FILE  *ps;
-    int    scope = -1;
+    FILE       *ps;
+    int         scope = -1;
 
     if (f != NULL) {
         ucp_context_print_info(srv->ctx, f);
@@ -261,7 +261,8 @@ static void log_context_transports(msd_server_t *srv)
     }
     if (scope > 0) {
         LOG("ucx: kernel.yama.ptrace_scope=%d: the cma transport (cross-process memory "
-            "access) will not work; UCX falls back to other transports", scope);
+            "access) will not work; UCX falls back to other transports",
+            scope);
     }
 }
 
@@ -285,7 +286,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     srv->orphan_next = UINT64_MAX;
     srv->start_ns    = msp_now_ns();
     srv->epfd = srv->timerfd = srv->sigfd = -1;
-    srv->body = (msp_buf_t){srv->body_data, sizeof(srv->body_data), 0, false};
+    srv->body    = (msp_buf_t){srv->body_data, sizeof(srv->body_data), 0, false};
     srv->spin_ns = cfg->spin_ns;
     snprintf(srv->transport, sizeof(srv->transport), "none yet");
 
@@ -301,7 +302,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     ctx_params.name       = "memsvcd";
-    ustatus = ucp_init(&ctx_params, NULL, &srv->ctx);
+    ustatus               = ucp_init(&ctx_params, NULL, &srv->ctx);
     if (ustatus != UCS_OK) {
         LOG("ucp_init: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
@@ -309,7 +310,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     }
     wparams.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
-    ustatus = ucp_worker_create(srv->ctx, &wparams, &srv->worker);
+    ustatus             = ucp_worker_create(srv->ctx, &wparams, &srv->worker);
     if (ustatus != UCS_OK) {
         LOG("ucp_worker_create: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
@@ -327,19 +328,18 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     am.cb    = srv_am_request_cb;
     am.arg   = srv;
     am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    ustatus = ucp_worker_set_am_recv_handler(srv->worker, &am);
+    ustatus  = ucp_worker_set_am_recv_handler(srv->worker, &am);
     if (ustatus != UCS_OK) {
         LOG("ucp_worker_set_am_recv_handler: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
     }
-    lparams.field_mask         = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR |
-                                 UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-    lparams.sockaddr.addr      = (struct sockaddr *)&ss;
-    lparams.sockaddr.addrlen   = sslen;
-    lparams.conn_handler.cb    = srv_conn_cb;
-    lparams.conn_handler.arg   = srv;
-    ustatus = ucp_listener_create(srv->worker, &lparams, &srv->listener);
+    lparams.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+    lparams.sockaddr.addr    = (struct sockaddr *)&ss;
+    lparams.sockaddr.addrlen = sslen;
+    lparams.conn_handler.cb  = srv_conn_cb;
+    lparams.conn_handler.arg = srv;
+    ustatus                  = ucp_listener_create(srv->worker, &lparams, &srv->listener);
     if (ustatus != UCS_OK) {
         LOG("cannot listen on %s: %s", cfg->listen, ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
@@ -395,9 +395,9 @@ err_map:
 /* Arm the timer for the earlier of the engine's next completion and the next orphan expiry. */
 static void srv_arm_timer(msd_server_t *srv)
 {
-    struct itimerspec its = {0};
+    struct itimerspec its  = {0};
     sim_time_t        next = eng_next_event(srv->eng);
-    uint64_t          now  = msp_now_ns(), when = UINT64_MAX, rel;
+    uint64_t          now = msp_now_ns(), when = UINT64_MAX, rel;
 
     if (next != SIM_TIME_NEVER) {
         sim_time_t enow = sim_clock_now(eng_clock(srv->eng));
@@ -408,7 +408,7 @@ static void srv_arm_timer(msd_server_t *srv)
         when = srv->orphan_next;
     }
     if (when != UINT64_MAX) {
-        rel = (when > now) ? (when - now) : 1;
+        rel                  = (when > now) ? (when - now) : 1;
         its.it_value.tv_sec  = (time_t)(rel / 1000000000ull);
         its.it_value.tv_nsec = (long)(rel % 1000000000ull);
     }

@@ -1,4 +1,5 @@
-/* integ.h - helpers of the integration tests: start and stop real memsvcd processes, raw UCX peers */
+/* integ.h - helpers of the integration tests: start and stop real memsvcd processes, raw UCX peers
+ */
 #ifndef INTEG_H
 #define INTEG_H
 
@@ -11,8 +12,8 @@
 
 typedef struct integ_daemon {
     pid_t pid;
-    char  addr[64];   /* "127.0.0.1:PORT" */
-    char  log[256];   /* its stderr */
+    char  addr[64]; /* "127.0.0.1:PORT" */
+    char  log[256]; /* its stderr */
 } integ_daemon_t;
 
 /*
@@ -57,8 +58,8 @@ void            integ_raw_close(integ_raw_t *raw);
  * MEMSVC_ERR_TIMEOUT if nothing came back.
  */
 memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
-                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p,
-                               char *msg, size_t msglen);
+                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
+                               size_t msglen);
 
 /* Build a HELLO header (version, job, rank) into buf; returns its length. */
 size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank);

@@ -1,7 +1,7 @@
 /* integ_util.c - integration test helpers: memsvcd processes on free ports, a raw UCX peer */
-#include "tests/integ/integ.h"
 #include "client/msp_proto.h"
 #include "client/msp_ucx.h"
+#include "tests/integ/integ.h"
 #include "tests/test_util.h"
 
 #include <arpa/inet.h>
@@ -20,7 +20,7 @@
 
 static int free_port(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
     int                fd, port = -1;
 
@@ -79,10 +79,13 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
     }
     deadline = msp_now_ns() + INTEG_START_TIMEOUT_NS;
     while (msp_now_ns() < deadline) {
-        memsvc_conn_params_t p = {
-            .field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                          MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
-            .address = d->addr, .job = 0, .flags = MEMSVC_CONN_CONTROL, .timeout_ms = 1000};
+        memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                                MEMSVC_CONN_FIELD_FLAGS |
+                                                MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                                  .address    = d->addr,
+                                  .job        = 0,
+                                  .flags      = MEMSVC_CONN_CONTROL,
+                                  .timeout_ms = 1000};
 
         if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             fprintf(stderr, "memsvcd exited early; see %s\n", d->log);
@@ -124,10 +127,10 @@ int integ_daemon_stop(integ_daemon_t *d)
 
 bool integ_log_contains(const integ_daemon_t *d, const char *text)
 {
-    char  *line = NULL;
-    size_t cap  = 0;
+    char  *line  = NULL;
+    size_t cap   = 0;
     bool   found = false;
-    FILE  *f = fopen(d->log, "r");
+    FILE  *f     = fopen(d->log, "r");
 
     if (f == NULL) {
         return false;
@@ -143,22 +146,26 @@ bool integ_log_contains(const integ_daemon_t *d, const char *text)
 memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
                               memsvc_conn_h *conn_p)
 {
-    memsvc_conn_params_t p = {
-        .field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_RANK |
-                      MEMSVC_CONN_FIELD_TIMEOUT_MS,
-        .address = d->addr, .job = job, .rank = rank, .timeout_ms = 10000};
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = d->addr,
+                              .job        = job,
+                              .rank       = rank,
+                              .timeout_ms = 10000};
 
     return memsvc_connect(&p, conn_p);
 }
 
 memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p)
 {
-    memsvc_conn_params_t p = {
-        .field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_FLAGS |
-                      MEMSVC_CONN_FIELD_TIMEOUT_MS,
-        .address = d->addr, .job = 0, .flags = MEMSVC_CONN_CONTROL, .timeout_ms = 10000};
-    memsvc_status_t status;
-    memsvc_conn_h   conn;
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = d->addr,
+                              .job        = 0,
+                              .flags      = MEMSVC_CONN_CONTROL,
+                              .timeout_ms = 10000};
+    memsvc_status_t      status;
+    memsvc_conn_h        conn;
 
     status = memsvc_connect(&p, &conn);
     if (status != MEMSVC_OK) {
@@ -203,14 +210,14 @@ static void raw_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 
 memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
 {
-    ucp_params_t           cp = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
-    ucp_worker_params_t    wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-                                 .thread_mode = UCS_THREAD_MODE_SINGLE};
-    ucp_am_handler_param_t am = {0};
-    ucp_ep_params_t        ep = {0};
+    ucp_params_t        cp = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
+    ucp_worker_params_t wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+    ucp_am_handler_param_t  am = {0};
+    ucp_ep_params_t         ep = {0};
     struct sockaddr_storage ss;
-    socklen_t              sslen;
-    integ_raw_t           *raw = calloc(1, sizeof(*raw));
+    socklen_t               sslen;
+    integ_raw_t            *raw = calloc(1, sizeof(*raw));
 
     if ((raw == NULL) || (msp_parse_addr(d->addr, &ss, &sslen) != MEMSVC_OK)) {
         free(raw);
@@ -252,9 +259,9 @@ memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
 
 void integ_raw_close(integ_raw_t *raw)
 {
-    ucp_request_param_t p  = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                              .flags        = UCP_EP_CLOSE_FLAG_FORCE};
-    ucs_status_ptr_t    sp = ucp_ep_close_nbx(raw->ep, &p);
+    ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                    .flags        = UCP_EP_CLOSE_FLAG_FORCE};
+    ucs_status_ptr_t    sp       = ucp_ep_close_nbx(raw->ep, &p);
     uint64_t            deadline = msp_now_ns() + 2000000000ull;
 
     if (UCS_PTR_IS_PTR(sp)) {
@@ -269,8 +276,8 @@ void integ_raw_close(integ_raw_t *raw)
 }
 
 memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
-                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p,
-                               char *msg, size_t msglen)
+                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
+                               size_t msglen)
 {
     ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                  .flags        = UCP_AM_SEND_FLAG_REPLY};
@@ -278,7 +285,7 @@ memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, c
     uint64_t            deadline = msp_now_ns() + 10000000000ull;
 
     raw->got = false;
-    sp = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, hdr, hlen, payload, plen, &param);
+    sp       = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, hdr, hlen, payload, plen, &param);
     if (UCS_PTR_IS_ERR(sp)) {
         return MEMSVC_ERR_TRANSPORT;
     }
@@ -317,7 +324,8 @@ size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32
     return (msp_encode_requests(&req, 1, &b) == MEMSVC_OK) ? b.len : 0;
 }
 
-/* ---- child processes -------------------------------------------------------------------------- */
+/* ---- child processes --------------------------------------------------------------------------
+ */
 
 static void child_ready(int fd)
 {
@@ -331,7 +339,8 @@ static void child_ready(int fd)
 static void child_hold(integ_daemon_t *d, int fd)
 {
     memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS | MEMSVC_ALLOC_FIELD_KIND,
-                                .flags = MEMSVC_ALLOC_DURABLE, .kind = MEMSVC_KIND_PARAM};
+                                .flags      = MEMSVC_ALLOC_DURABLE,
+                                .kind       = MEMSVC_KIND_PARAM};
     memsvc_handle_t       hp, ha;
     memsvc_conn_h         conn;
     uint8_t               want[4096];

@@ -15,12 +15,12 @@ static const char *const tiny_backed[] = {"--node", "tiny", "--memory", "backed"
 static void expect(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload, size_t plen,
                    memsvc_status_t want, uint64_t want_id)
 {
-    memsvc_status_t got = MEMSVC_OK;
-    uint64_t        id  = 0;
+    memsvc_status_t got      = MEMSVC_OK;
+    uint64_t        id       = 0;
     char            msg[160] = "";
 
-    CU_ASSERT_EQUAL_FATAL(integ_raw_call(raw, hdr, hlen, payload, plen, &got, &id, msg, sizeof(msg)),
-                          MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        integ_raw_call(raw, hdr, hlen, payload, plen, &got, &id, msg, sizeof(msg)), MEMSVC_OK);
     CU_ASSERT_EQUAL(got, want);
     CU_ASSERT_EQUAL(id, want_id);
     CU_ASSERT(msg[0] != '\0'); /* every error says what was wrong */
@@ -132,7 +132,8 @@ static void test_raw_bad_messages(void)
         TEST_ASSERT_OK(integ_raw_call(raw, h.sb.data, h.sb.size, NULL, 0, &got, NULL, NULL, 0));
         CU_ASSERT_EQUAL_FATAL(got, MEMSVC_OK);
         msgpack_sbuffer_destroy(&h.sb);
-        CU_ASSERT_EQUAL(memsvc_lookup(conn, "mine", &(memsvc_tensor_info_t){0}), MEMSVC_ERR_NOT_FOUND);
+        CU_ASSERT_EQUAL(memsvc_lookup(conn, "mine", &(memsvc_tensor_info_t){0}),
+                        MEMSVC_ERR_NOT_FOUND);
     }
     pk = hand_begin(&h, MSP_OP_WRITE, 11, 3);
     msgpack_pack_uint64(pk, th);
@@ -158,8 +159,9 @@ static void test_raw_bad_messages(void)
 
         test_fill(junk, sizeof(junk), (uint64_t)i);
         junk[0] = (i & 1) ? 0x91 : junk[0];
-        CU_ASSERT_EQUAL(integ_raw_call(raw, junk, 1 + (size_t)(i % 500), NULL, 0, &got, NULL, NULL, 0),
-                        MEMSVC_OK);
+        CU_ASSERT_EQUAL(
+            integ_raw_call(raw, junk, 1 + (size_t)(i % 500), NULL, 0, &got, NULL, NULL, 0),
+            MEMSVC_OK);
         CU_ASSERT(got < 0);
     }
     free(big);
@@ -252,7 +254,8 @@ static void add_suite(void)
     CU_pSuite s = CU_add_suite("service_badinput", NULL, NULL);
 
     CU_add_test(s, "raw peer: malformed, foreign, oversized, unknown", test_raw_bad_messages);
-    CU_add_test(s, "raw peer: write payloads that do not match", test_write_payload_mismatch_own_tensor);
+    CU_add_test(s, "raw peer: write payloads that do not match",
+                test_write_payload_mismatch_own_tensor);
 }
 
 TEST_REGISTER(service_badinput, add_suite)

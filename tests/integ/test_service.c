@@ -1,4 +1,5 @@
-/* test_service.c - memsvcd and libmemsvc end to end: data through swaps, isolation, crashes, load */
+/* test_service.c - memsvcd and libmemsvc end to end: data through swaps, isolation, crashes, load
+ */
 #include "client/memsvc.h"
 #include "client/msp_ucx.h"
 #include "tests/integ/integ.h"
@@ -13,22 +14,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *const tiny_backed[] = {"--node", "tiny", "--memory", "backed",
-                                          "--keep-durable", "60", NULL};
+static const char *const tiny_backed[] = {"--node",         "tiny", "--memory", "backed",
+                                          "--keep-durable", "60",   NULL};
 
-#define START(d, args)                                                                 \
-    do {                                                                               \
-        if (!integ_daemon_start((d), (args))) {                                        \
-            CU_FAIL_FATAL("memsvcd did not start");                                    \
-        }                                                                              \
+#define START(d, args)                                                                             \
+    do {                                                                                           \
+        if (!integ_daemon_start((d), (args))) {                                                    \
+            CU_FAIL_FATAL("memsvcd did not start");                                                \
+        }                                                                                          \
     } while (0)
 
 static void test_connect_ping_stats(void)
 {
-    integ_daemon_t d;
+    integ_daemon_t  d;
     memsvc_stats_t *st = calloc(1, sizeof(*st));
-    memsvc_conn_h  conn;
-    uint64_t       rtt = 0;
+    memsvc_conn_h   conn;
+    uint64_t        rtt = 0;
 
     START(&d, tiny_backed);
     TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
@@ -63,7 +64,7 @@ static void test_bytes_survive_swaps(void)
     START(&d, tiny_backed);
     TEST_ASSERT_OK(integ_stats(&d, st));
     cap  = st->dev[0].capacity;
-    size = cap / 4;               /* 12 of them: three times the HBM */
+    size = cap / 4; /* 12 of them: three times the HBM */
     buf  = malloc(size);
     want = malloc(size);
     CU_ASSERT_FATAL((buf != NULL) && (want != NULL));
@@ -153,15 +154,15 @@ static void test_jobs_are_isolated(void)
 
 static void test_bad_calls_named_errors(void)
 {
-    memsvc_stats_t       *st = calloc(1, sizeof(*st));
-    integ_daemon_t        d;
-    memsvc_conn_h         conn;
-    memsvc_handle_t       h, h2;
-    memsvc_tensor_info_t  info;
-    memsvc_status_t       sts[3];
-    memsvc_handle_t       hs[3];
-    memsvc_conn_params_t  p;
-    uint8_t               buf[64] = {0};
+    memsvc_stats_t      *st = calloc(1, sizeof(*st));
+    integ_daemon_t       d;
+    memsvc_conn_h        conn;
+    memsvc_handle_t      h, h2;
+    memsvc_tensor_info_t info;
+    memsvc_status_t      sts[3];
+    memsvc_handle_t      hs[3];
+    memsvc_conn_params_t p;
+    uint8_t              buf[64] = {0};
 
     START(&d, tiny_backed);
     TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
@@ -186,12 +187,13 @@ static void test_bad_calls_named_errors(void)
     CU_ASSERT_EQUAL(memsvc_release_many(conn, hs, 3, sts), MEMSVC_ERR_NOT_PINNED);
     CU_ASSERT_EQUAL(sts[2], MEMSVC_ERR_NOT_PINNED);
     TEST_ASSERT_OK(memsvc_free(conn, h));
-    CU_ASSERT_EQUAL(memsvc_free(conn, h), MEMSVC_ERR_NOT_FOUND);          /* double free */
+    CU_ASSERT_EQUAL(memsvc_free(conn, h), MEMSVC_ERR_NOT_FOUND);            /* double free */
     CU_ASSERT_EQUAL(memsvc_read(conn, h, 0, buf, 1), MEMSVC_ERR_NOT_FOUND); /* stale handle */
     memsvc_close(conn);
     /* a device the node does not have, a job 0 without the control flag */
     memset(&p, 0, sizeof(p));
-    p.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_DEVICE | MEMSVC_CONN_FIELD_TIMEOUT_MS;
+    p.field_mask =
+        MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_DEVICE | MEMSVC_CONN_FIELD_TIMEOUT_MS;
     p.address    = d.addr;
     p.device     = 1000;
     p.timeout_ms = 5000;
@@ -318,7 +320,8 @@ static void test_client_vanishes_mid_transfer(void)
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
-/* ---- many clients ----------------------------------------------------------------------------- */
+/* ---- many clients -----------------------------------------------------------------------------
+ */
 
 typedef struct worker_arg {
     const integ_daemon_t *d;
@@ -394,7 +397,8 @@ static void test_eight_clients(void)
 
 static void test_daemon_refuses_bad_setups(void)
 {
-    static const char *const too_big[] = {"--node", "tiny", "--memory", "backed", "hbm=64TiB", NULL};
+    static const char *const too_big[] = {"--node", "tiny",      "--memory",
+                                          "backed", "hbm=64TiB", NULL};
     static const char *const remote[]  = {"--node", "tiny", NULL};
     integ_daemon_t           d;
     char                     path[512];

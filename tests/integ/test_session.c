@@ -10,15 +10,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START(d, args)                                                                 \
-    do {                                                                               \
-        if (!integ_daemon_start((d), (args))) {                                        \
-            CU_FAIL_FATAL("memsvcd did not start");                                    \
-        }                                                                              \
+#define START(d, args)                                                                             \
+    do {                                                                                           \
+        if (!integ_daemon_start((d), (args))) {                                                    \
+            CU_FAIL_FATAL("memsvcd did not start");                                                \
+        }                                                                                          \
     } while (0)
 
 /* Poll stats until pred holds (bounded). */
-static bool wait_stats(const integ_daemon_t *d, memsvc_stats_t *st,
+static bool wait_stats(const integ_daemon_t *d, memsvc_stats_t       *st,
                        bool (*pred)(const memsvc_stats_t *), uint64_t timeout_ns)
 {
     uint64_t deadline = msp_now_ns() + timeout_ns;
@@ -44,14 +44,14 @@ static bool nothing_live(const memsvc_stats_t *st)
 
 static void test_durable_expires_other_rank_cannot_adopt(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed",
-                                       "--keep-durable", "1", NULL};
-    memsvc_stats_t      *st = calloc(1, sizeof(*st));
-    memsvc_tensor_info_t info;
-    integ_daemon_t       d;
-    memsvc_conn_h        other;
-    int                  status;
-    pid_t                pid;
+    static const char *const args[] = {"--node",         "tiny", "--memory", "backed",
+                                       "--keep-durable", "1",    NULL};
+    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    memsvc_tensor_info_t     info;
+    integ_daemon_t           d;
+    memsvc_conn_h            other;
+    int                      status;
+    pid_t                    pid;
 
     START(&d, args);
     pid = integ_spawn(&d, "hold"); /* job 3 rank 5 */
@@ -76,21 +76,21 @@ static void test_durable_expires_other_rank_cannot_adopt(void)
 
 static void test_recompute_after_drop(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed",
+    static const char *const args[] = {"--node",   "tiny",        "--memory", "backed",
                                        "--policy", "lru:drop=on", NULL};
-    memsvc_alloc_params_t ap = {.field_mask   = MEMSVC_ALLOC_FIELD_FLAGS |
-                                                MEMSVC_ALLOC_FIELD_RECOMPUTE_NS,
-                                .flags        = MEMSVC_ALLOC_RECOMPUTABLE,
-                                .recompute_ns = 1000};
-    memsvc_stats_t *st = calloc(1, sizeof(*st));
-    integ_daemon_t  d;
-    memsvc_conn_h   conn;
-    memsvc_handle_t h[8];
-    uint64_t        size;
-    uint8_t        *want, *back;
-    unsigned        i;
-    char            key[16];
-    memsvc_status_t s;
+    memsvc_alloc_params_t    ap     = {.field_mask =
+                                           MEMSVC_ALLOC_FIELD_FLAGS | MEMSVC_ALLOC_FIELD_RECOMPUTE_NS,
+                                       .flags        = MEMSVC_ALLOC_RECOMPUTABLE,
+                                       .recompute_ns = 1000};
+    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    memsvc_handle_t          h[8];
+    uint64_t                 size;
+    uint8_t                 *want, *back;
+    unsigned                 i;
+    char                     key[16];
+    memsvc_status_t          s;
 
     START(&d, args);
     TEST_ASSERT_OK(integ_stats(&d, st));
@@ -127,13 +127,13 @@ static void test_recompute_after_drop(void)
 static void test_phantom_control_hints(void)
 {
     static const char *const args[] = {"--node", "ascend-910b", "--memory", "phantom", NULL};
-    memsvc_conn_params_t p = {0};
-    memsvc_handle_t      h, big, hs[65];
-    memsvc_hint_t        hint = {0};
-    integ_daemon_t       d;
-    memsvc_conn_h        conn, ctl, other;
-    uint8_t              buf[16] = {0};
-    unsigned             i;
+    memsvc_conn_params_t     p      = {0};
+    memsvc_handle_t          h, big, hs[65];
+    memsvc_hint_t            hint = {0};
+    integ_daemon_t           d;
+    memsvc_conn_h            conn, ctl, other;
+    uint8_t                  buf[16] = {0};
+    unsigned                 i;
 
     START(&d, args);
     TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
@@ -184,15 +184,15 @@ static void test_phantom_control_hints(void)
 static void test_deferred_acquires(void)
 {
     static const char *const args[] = {"--node", "tiny", "--memory", "backed", NULL};
-    memsvc_stats_t *st = calloc(1, sizeof(*st));
-    integ_daemon_t  d;
-    memsvc_conn_h   conn;
-    memsvc_handle_t h[8];
-    memsvc_req_h    r[8];
-    memsvc_status_t sts[8];
-    uint64_t        size;
-    unsigned        i;
-    char            key[16];
+    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    memsvc_handle_t          h[8];
+    memsvc_req_h             r[8];
+    memsvc_status_t          sts[8];
+    uint64_t                 size;
+    unsigned                 i;
+    char                     key[16];
 
     START(&d, args);
     TEST_ASSERT_OK(integ_stats(&d, st));
@@ -229,12 +229,12 @@ static bool unpinned_one_live(const memsvc_stats_t *st)
 static void test_replacement_inherits_durable(void)
 {
     static const char *const args[] = {"--node", "tiny", "--memory", "backed", NULL};
-    memsvc_stats_t      *st = calloc(1, sizeof(*st));
-    memsvc_tensor_info_t info;
-    integ_daemon_t       d;
-    memsvc_conn_h        conn;
-    int                  status;
-    pid_t                pid;
+    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    memsvc_tensor_info_t     info;
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    int                      status;
+    pid_t                    pid;
 
     START(&d, args);
     pid = integ_spawn(&d, "hold"); /* job 3 rank 5 */
@@ -245,7 +245,7 @@ static void test_replacement_inherits_durable(void)
     CU_ASSERT(wait_stats(&d, st, unpinned_one_live, 10000000000ull));
     CU_ASSERT_EQUAL(st->orphans, 0); /* handed over, not orphaned */
     TEST_ASSERT_OK(memsvc_lookup(conn, "w.param", &info));
-    memsvc_close(conn);              /* now it is orphaned, kept for re-attach */
+    memsvc_close(conn); /* now it is orphaned, kept for re-attach */
     CU_ASSERT(wait_stats(&d, st, one_orphan, 10000000000ull));
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
@@ -255,12 +255,12 @@ static void test_replacement_inherits_durable(void)
 static void test_daemon_dies_under_client(void)
 {
     static const char *const args[] = {"--node", "tiny", NULL};
-    integ_daemon_t  d;
-    memsvc_conn_h   conn;
-    memsvc_handle_t h;
-    memsvc_status_t s;
-    uint64_t        t0;
-    int             status;
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    memsvc_handle_t          h;
+    memsvc_status_t          s;
+    uint64_t                 t0;
+    int                      status;
 
     START(&d, args);
     TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
@@ -268,8 +268,8 @@ static void test_daemon_dies_under_client(void)
     kill(d.pid, SIGKILL);
     waitpid(d.pid, &status, 0);
     d.pid = 0;
-    t0 = msp_now_ns();
-    s  = memsvc_acquire(conn, h);
+    t0    = msp_now_ns();
+    s     = memsvc_acquire(conn, h);
     CU_ASSERT((s == MEMSVC_ERR_TRANSPORT) || (s == MEMSVC_ERR_TIMEOUT));
     CU_ASSERT(msp_now_ns() - t0 < 15000000000ull); /* bounded by the connection timeout */
     CU_ASSERT(memsvc_ping(conn, NULL) < 0);

@@ -21,8 +21,8 @@ static size_t encode_reqs(const msp_req_t *r, size_t n)
 static void sample_requests(msp_req_t *r)
 {
     memset(r, 0, 6 * sizeof(*r));
-    r[0].op = MSP_OP_HELLO;
-    r[0].id = 1;
+    r[0].op              = MSP_OP_HELLO;
+    r[0].id              = 1;
     r[0].u.hello.version = MSP_VERSION;
     r[0].u.hello.job     = 7;
     r[0].u.hello.rank    = 3;
@@ -31,32 +31,32 @@ static void sample_requests(msp_req_t *r)
     r[1].op = MSP_OP_ALLOC;
     r[1].id = 2;
     strcpy(r[1].u.alloc.key, "L12.mb3.attn.qkv");
-    r[1].u.alloc.size          = 1ull << 40;
-    r[1].u.alloc.kind          = MEMSVC_KIND_ACTIVATION;
-    r[1].u.alloc.tags          = MEMSVC_TAGS_NONE;
-    r[1].u.alloc.tags.layer    = 12;
-    r[1].u.alloc.recomputable  = true;
-    r[1].u.alloc.recompute_ns  = 123456;
-    r[2].op = MSP_OP_ACQUIRE;
-    r[2].id = UINT64_MAX;
-    r[2].u.h.handle = 0x1234567890abcdefull;
-    r[3].op = MSP_OP_HINT;
-    r[3].id = 4;
-    r[3].u.hint.type        = MEMSVC_HINT_UPCOMING;
-    r[3].u.hint.step        = -1;
-    r[3].u.hint.layer       = 5;
-    r[3].u.hint.microbatch  = INT32_MIN;
-    r[3].u.hint.phase       = MEMSVC_PHASE_BACKWARD;
-    r[3].u.hint.num_handles = 3;
-    r[3].u.hint.handles[0]  = 1;
-    r[3].u.hint.handles[1]  = 1ull << 33;
-    r[3].u.hint.handles[2]  = UINT64_MAX;
-    r[4].op = MSP_OP_LIST;
-    r[4].id = 5;
-    r[4].u.list.job = 7;
-    r[4].u.list.max = MSP_LIST_MAX;
-    r[5].op = MSP_OP_PING;
-    r[5].id = 6;
+    r[1].u.alloc.size         = 1ull << 40;
+    r[1].u.alloc.kind         = MEMSVC_KIND_ACTIVATION;
+    r[1].u.alloc.tags         = MEMSVC_TAGS_NONE;
+    r[1].u.alloc.tags.layer   = 12;
+    r[1].u.alloc.recomputable = true;
+    r[1].u.alloc.recompute_ns = 123456;
+    r[2].op                   = MSP_OP_ACQUIRE;
+    r[2].id                   = UINT64_MAX;
+    r[2].u.h.handle           = 0x1234567890abcdefull;
+    r[3].op                   = MSP_OP_HINT;
+    r[3].id                   = 4;
+    r[3].u.hint.type          = MEMSVC_HINT_UPCOMING;
+    r[3].u.hint.step          = -1;
+    r[3].u.hint.layer         = 5;
+    r[3].u.hint.microbatch    = INT32_MIN;
+    r[3].u.hint.phase         = MEMSVC_PHASE_BACKWARD;
+    r[3].u.hint.num_handles   = 3;
+    r[3].u.hint.handles[0]    = 1;
+    r[3].u.hint.handles[1]    = 1ull << 33;
+    r[3].u.hint.handles[2]    = UINT64_MAX;
+    r[4].op                   = MSP_OP_LIST;
+    r[4].id                   = 5;
+    r[4].u.list.job           = 7;
+    r[4].u.list.max           = MSP_LIST_MAX;
+    r[5].op                   = MSP_OP_PING;
+    r[5].id                   = 6;
 }
 
 static void test_request_round_trip(void)
@@ -116,7 +116,8 @@ static void test_truncated_and_trailing(void)
         free(p);
     }
     copy[len] = 0xc0; /* trailing nil */
-    CU_ASSERT_EQUAL(msp_decode_requests(copy, len + 1, reqs, MSP_BATCH_MAX, &n), MEMSVC_ERR_PROTOCOL);
+    CU_ASSERT_EQUAL(msp_decode_requests(copy, len + 1, reqs, MSP_BATCH_MAX, &n),
+                    MEMSVC_ERR_PROTOCOL);
     CU_ASSERT_EQUAL(msp_decode_requests(NULL, 0, reqs, MSP_BATCH_MAX, &n), MEMSVC_ERR_PROTOCOL);
 }
 
@@ -281,7 +282,7 @@ static void test_batch_one_bad_rest_good(void)
     in[1].id = 11;
     in[2].op = MSP_OP_FREE;
     in[2].id = 12;
-    len = encode_reqs(in, 3);
+    len      = encode_reqs(in, 3);
     TEST_ASSERT_OK(msp_decode_requests(wire, len, reqs, MSP_BATCH_MAX, &n));
     CU_ASSERT_EQUAL_FATAL(n, 3);
     CU_ASSERT_EQUAL(reqs[0].status, MEMSVC_OK);
@@ -319,8 +320,8 @@ static void test_reply_round_trip(void)
     size_t                n, i;
 
     memset(in, 0, sizeof(in));
-    in[0].op = MSP_OP_HELLO;
-    in[0].id = 1;
+    in[0].op                  = MSP_OP_HELLO;
+    in[0].id                  = 1;
     in[0].u.hello.version     = MSP_VERSION;
     in[0].u.hello.session     = 99;
     in[0].u.hello.num_devices = 8;
@@ -332,12 +333,12 @@ static void test_reply_round_trip(void)
     in[2].id     = 3;
     in[2].status = MEMSVC_ERR_ACCESS;
     strcpy(in[2].msg, "tensor belongs to another job");
-    in[3].op   = MSP_OP_STATS;
-    in[3].id   = 4;
-    in[3].plen = 1234;
-    in[4].op   = MSP_OP_LIST;
-    in[4].id   = 5;
-    in[4].plen = 77;
+    in[3].op           = MSP_OP_STATS;
+    in[3].id           = 4;
+    in[3].plen         = 1234;
+    in[4].op           = MSP_OP_LIST;
+    in[4].id           = 5;
+    in[4].plen         = 77;
     in[4].u.list.count = 3;
     in[4].u.list.next  = 3;
     TEST_ASSERT_OK(msp_encode_replies(in, 5, &buf));
@@ -359,13 +360,13 @@ static void test_reply_round_trip(void)
     /* bodies */
     strcpy(stats_in.node, "tiny");
     strcpy(stats_in.transport, "tcp/lo.0");
-    stats_in.num_devices = 2;
-    stats_in.sessions    = 3;
-    stats_in.errors      = 17;
-    stats_in.dev[1].largest_free = 12345;
-    stats_in.dev[1].fragmentation = 0.25;
+    stats_in.num_devices                              = 2;
+    stats_in.sessions                                 = 3;
+    stats_in.errors                                   = 17;
+    stats_in.dev[1].largest_free                      = 12345;
+    stats_in.dev[1].fragmentation                     = 0.25;
     stats_in.dev[1].tensors_by_kind[MEMSVC_KIND_GRAD] = 5;
-    stats_in.dev[1].fragmented_events = 9;
+    stats_in.dev[1].fragmented_events                 = 9;
     TEST_ASSERT_OK(msp_encode_stats(&stats_in, &bb));
     TEST_ASSERT_OK(msp_decode_stats(body, bb.len, &stats_out));
     CU_ASSERT_EQUAL(stats_out.num_devices, 2);
@@ -397,8 +398,8 @@ static void test_reply_round_trip(void)
     for (i = 0; i < MSP_LIST_MAX; i++) {
         memset(list_out[i].key, 'k', MEMSVC_KEY_MAX);
         list_out[i].key[MEMSVC_KEY_MAX] = '\0';
-        list_out[i].handle = UINT64_MAX;
-        list_out[i].size   = UINT64_MAX;
+        list_out[i].handle              = UINT64_MAX;
+        list_out[i].size                = UINT64_MAX;
     }
     TEST_ASSERT_OK(msp_encode_list(list_out, MSP_LIST_MAX, &bb));
     stats_in.num_devices = MEMSVC_MAX_DEVICES;
@@ -417,7 +418,7 @@ static void test_encoder_limits(void)
     sample_requests(in);
     CU_ASSERT_EQUAL(msp_encode_requests(in, 6, &small), MEMSVC_ERR_TOO_LARGE);
     CU_ASSERT_EQUAL(msp_encode_requests(in, 0, &small), MEMSVC_ERR_INVALID_PARAM);
-    in[0].op = 77;
+    in[0].op  = 77;
     small.cap = sizeof(wire);
     CU_ASSERT_EQUAL(msp_encode_requests(in, 1, &small), MEMSVC_ERR_INVALID_PARAM);
     CU_ASSERT_STRING_EQUAL(msp_op_name(MSP_OP_ACQUIRE), "acquire");

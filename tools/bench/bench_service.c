@@ -20,7 +20,10 @@ static memsvc_conn_h connect_or_die(uint32_t job, uint32_t rank)
 {
     memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
                                             MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_NAME,
-                              .address = addr, .job = job, .rank = rank, .name = "bench"};
+                              .address = addr,
+                              .job     = job,
+                              .rank    = rank,
+                              .name    = "bench"};
     memsvc_status_t      status;
     memsvc_conn_h        conn;
 
@@ -107,7 +110,7 @@ static void bench_bw(uint64_t size, unsigned reps)
         t0 = msp_now_ns();
         check(memsvc_write(conn, h, 0, buf, size), "write");
         w[i] = (double)size / (double)(msp_now_ns() - t0); /* bytes per ns = GB/s */
-        t0 = msp_now_ns();
+        t0   = msp_now_ns();
         check(memsvc_read(conn, h, 0, back, size), "read");
         r[i] = (double)size / (double)(msp_now_ns() - t0);
     }

@@ -1,4 +1,5 @@
-/* memsvc-ctl.c - look at a running memsvcd: ping, stats, list (text or --json), as a control session */
+/* memsvc-ctl.c - look at a running memsvcd: ping, stats, list (text or --json), as a control
+ * session */
 #include "client/memsvc.h"
 #include "sim_npu/sim_desc.h"
 
@@ -147,8 +148,7 @@ static void stats_text(const memsvc_stats_t *st)
     printf("node %s, %s memory, policy %s, up %s\n", st->node, st->mode, st->policy,
            sim_format_time(st->uptime_ns, a, sizeof(a)));
     printf("sessions %llu live (%llu since start), transport %s\n",
-           (unsigned long long)st->sessions, (unsigned long long)st->sessions_total,
-           st->transport);
+           (unsigned long long)st->sessions, (unsigned long long)st->sessions_total, st->transport);
     printf("requests %llu, errors %llu; %llu live tensors, %llu moves in flight, "
            "%llu durable tensors kept for re-attach\n",
            (unsigned long long)st->requests, (unsigned long long)st->errors,
@@ -164,10 +164,10 @@ static void stats_text(const memsvc_stats_t *st)
         const memsvc_dev_stats_t *ds = &st->dev[d];
 
         printf("device %u HBM %s: allocated %s, reserved %s, free %s, largest free block %s, "
-               "fragmentation %.1f%%\n", d, sim_format_size(ds->capacity, a, sizeof(a)),
+               "fragmentation %.1f%%\n",
+               d, sim_format_size(ds->capacity, a, sizeof(a)),
                sim_format_size(ds->allocated, b, sizeof(b)),
-               sim_format_size(ds->reserved, c, sizeof(c)),
-               sim_format_size(ds->free, e, sizeof(e)),
+               sim_format_size(ds->reserved, c, sizeof(c)), sim_format_size(ds->free, e, sizeof(e)),
                sim_format_size(ds->largest_free, f, sizeof(f)), ds->fragmentation * 100.0);
         printf("  tensors by state:");
         for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
@@ -183,11 +183,9 @@ static void stats_text(const memsvc_stats_t *st)
                "drops %llu, recomputes %llu\n",
                (unsigned long long)ds->pinned_tensors,
                sim_format_size(ds->pinned_bytes, a, sizeof(a)),
-               sim_format_size(ds->swap_out_bytes, b, sizeof(b)),
-               (unsigned long long)ds->swap_outs,
-               sim_format_size(ds->swap_in_bytes, c, sizeof(c)),
-               (unsigned long long)ds->swap_ins, (unsigned long long)ds->drops,
-               (unsigned long long)ds->recomputes);
+               sim_format_size(ds->swap_out_bytes, b, sizeof(b)), (unsigned long long)ds->swap_outs,
+               sim_format_size(ds->swap_in_bytes, c, sizeof(c)), (unsigned long long)ds->swap_ins,
+               (unsigned long long)ds->drops, (unsigned long long)ds->recomputes);
         printf("  stalls %llu, stall time %s; refused: %llu out of memory, %llu fragmented\n",
                (unsigned long long)ds->stalls, sim_format_time(ds->stall_ns, a, sizeof(a)),
                (unsigned long long)ds->oom_events, (unsigned long long)ds->fragmented_events);
@@ -235,19 +233,18 @@ static bool list_one(void *arg, const memsvc_tensor_info_t *t)
         printf(", \"size\": %llu, \"kind\": \"%s\", \"state\": \"%s\", \"device\": %u, "
                "\"job\": %u, \"rank\": %u, \"pins\": %u, \"durable\": %s, \"recomputable\": %s, "
                "\"layer\": %d, \"microbatch\": %d, \"expert\": %d, \"stage\": %d, \"step\": %d}",
-               (unsigned long long)t->size, memsvc_kind_name(t->kind),
-               memsvc_state_name(t->state), t->device, t->job, t->rank, t->pins,
-               t->durable ? "true" : "false", t->recomputable ? "true" : "false", t->tags.layer,
-               t->tags.microbatch, t->tags.expert, t->tags.stage, t->tags.step);
+               (unsigned long long)t->size, memsvc_kind_name(t->kind), memsvc_state_name(t->state),
+               t->device, t->job, t->rank, t->pins, t->durable ? "true" : "false",
+               t->recomputable ? "true" : "false", t->tags.layer, t->tags.microbatch,
+               t->tags.expert, t->tags.stage, t->tags.step);
     } else {
         if (ls->count == 0) {
             printf("%-18s %-5s %-4s %-10s %-10s %-11s %-4s %s\n", "HANDLE", "JOB", "RANK", "SIZE",
                    "KIND", "STATE", "PINS", "KEY");
         }
         printf("0x%-16llx %-5u %-4u %-10s %-10s %-11s %-4u %s%s\n", (unsigned long long)t->handle,
-               t->job, t->rank, sim_format_size(t->size, sz, sizeof(sz)),
-               memsvc_kind_name(t->kind), memsvc_state_name(t->state), t->pins, t->key,
-               t->durable ? " (durable)" : "");
+               t->job, t->rank, sim_format_size(t->size, sz, sizeof(sz)), memsvc_kind_name(t->kind),
+               memsvc_state_name(t->state), t->pins, t->key, t->durable ? " (durable)" : "");
     }
     ls->count++;
     return true;
@@ -276,28 +273,39 @@ static int cmd_list(ctl_t *ctl, uint32_t job)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"address", required_argument, NULL, 'a'}, {"timeout", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},          {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    ctl_t                ctl = {.address = "127.0.0.1:13337", .timeout_ms = 5000};
-    memsvc_conn_params_t p   = {0};
-    memsvc_status_t      status;
-    const char          *cmd, *env = getenv("MEMSVC_ADDR");
-    uint32_t             job = UINT32_MAX;
-    char                *end;
-    int                  c, rc;
+    static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    ctl_t                      ctl    = {.address = "127.0.0.1:13337", .timeout_ms = 5000};
+    memsvc_conn_params_t       p      = {0};
+    memsvc_status_t            status;
+    const char                *cmd, *env = getenv("MEMSVC_ADDR");
+    uint32_t                   job = UINT32_MAX;
+    char                      *end;
+    int                        c, rc;
 
     if ((env != NULL) && (*env != '\0')) {
         ctl.address = env;
     }
     while ((c = getopt_long(argc, argv, "a:t:jh", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': ctl.address = optarg; break;
-        case 't': ctl.timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'j': ctl.json = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'a':
+            ctl.address = optarg;
+            break;
+        case 't':
+            ctl.timeout_ms = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'j':
+            ctl.json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind >= argc) {
@@ -324,7 +332,7 @@ int main(int argc, char **argv)
     p.flags      = MEMSVC_CONN_CONTROL;
     p.timeout_ms = (ctl.timeout_ms > 0) ? ctl.timeout_ms : 5000;
     p.name       = "memsvc-ctl";
-    status = memsvc_connect(&p, &ctl.conn);
+    status       = memsvc_connect(&p, &ctl.conn);
     if (status != MEMSVC_OK) {
         fprintf(stderr, "memsvc-ctl: cannot reach memsvcd at %s: %s\n", ctl.address,
                 memsvc_strerror(status));

@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     params.name       = "memsvc_example";
     if (addr != NULL) {
         params.field_mask |= MEMSVC_CONN_FIELD_ADDRESS;
-        params.address     = addr;
+        params.address = addr;
     }
     status = memsvc_connect(&params, &conn);
     if (status != MEMSVC_OK) {
@@ -79,7 +79,8 @@ int main(int argc, char **argv)
     hint.step = 0;
     memsvc_hint(conn, &hint);
     for (i = 0; i < EXAMPLE_TENSORS; i++) {
-        ap.field_mask = MEMSVC_ALLOC_FIELD_KIND | MEMSVC_ALLOC_FIELD_TAGS | MEMSVC_ALLOC_FIELD_FLAGS;
+        ap.field_mask =
+            MEMSVC_ALLOC_FIELD_KIND | MEMSVC_ALLOC_FIELD_TAGS | MEMSVC_ALLOC_FIELD_FLAGS;
         ap.kind       = (i == 0) ? MEMSVC_KIND_PARAM : MEMSVC_KIND_ACTIVATION;
         ap.tags       = MEMSVC_TAGS_NONE;
         ap.tags.layer = (int32_t)i;
