@@ -18,6 +18,53 @@
 
 #define INTEG_START_TIMEOUT_NS 15000000000ull
 
+/* Every process a test started, so that none outlives the run when a fatal assertion
+ * leaves a test early. */
+#define INTEG_MAX_PROCS 256
+static pid_t integ_procs[INTEG_MAX_PROCS];
+
+static void integ_kill_leftovers(void)
+{
+    unsigned i;
+    int      status;
+
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if ((integ_procs[i] > 0) && (waitpid(integ_procs[i], &status, WNOHANG) == 0)) {
+            kill(integ_procs[i], SIGKILL);
+            waitpid(integ_procs[i], &status, 0);
+        }
+        integ_procs[i] = 0;
+    }
+}
+
+static void integ_track(pid_t pid)
+{
+    static bool registered;
+    unsigned    i;
+
+    if (!registered) {
+        atexit(integ_kill_leftovers);
+        registered = true;
+    }
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if (integ_procs[i] <= 0) {
+            integ_procs[i] = pid;
+            return;
+        }
+    }
+}
+
+static void integ_untrack(pid_t pid)
+{
+    unsigned i;
+
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if (integ_procs[i] == pid) {
+            integ_procs[i] = 0;
+        }
+    }
+}
+
 static int free_port(void)
 {
     struct sockaddr_in sa  = {.sin_family = AF_INET};
@@ -77,6 +124,7 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
         fprintf(stderr, "exec %s failed\n", path);
         _exit(127);
     }
+    integ_track(d->pid);
     deadline = msp_now_ns() + INTEG_START_TIMEOUT_NS;
     while (msp_now_ns() < deadline) {
         memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
@@ -89,6 +137,7 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 
         if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             fprintf(stderr, "memsvcd exited early; see %s\n", d->log);
+            integ_untrack(d->pid);
             d->pid = 0;
             return false;
         }
@@ -110,6 +159,7 @@ int integ_daemon_stop(integ_daemon_t *d)
     if (d->pid <= 0) {
         return -1;
     }
+    integ_untrack(d->pid);
     kill(d->pid, SIGTERM);
     deadline = msp_now_ns() + 5000000000ull;
     while (msp_now_ns() < deadline) {
@@ -431,5 +481,6 @@ pid_t integ_spawn(const integ_daemon_t *d, const char *role)
         return -1;
     }
     close(p[0]);
+    integ_track(pid);
     return pid;
 }
