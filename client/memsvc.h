@@ -78,7 +78,8 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
  * pins and frees its non-durable tensors (durable ones are kept for re-attach). NULL is a no-op. */
 void memsvc_close(memsvc_conn_h conn);
 
-/* The UCX transports this connection uses, e.g. "tcp/lo" or "posix/memory,sysv/memory". */
+/* The UCX transport lanes this connection uses, e.g. "tcp/lo.0(am)" ("(am)": the lane that
+ * carries the messages). Valid until memsvc_close. */
 const char *memsvc_conn_transport(memsvc_conn_h conn);
 
 /* Round trip to the daemon; *rtt_ns_p (may be NULL) gets the time it took. */
@@ -116,17 +117,18 @@ typedef struct memsvc_alloc_params {
 memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
                              const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p);
 
-/* End a tensor (pinned or not). Errors: MEMSVC_ERR_NOT_FOUND (unknown, already freed, or
- * another job's), MEMSVC_ERR_ACCESS. */
+/* End a tensor (pinned or not; other sessions' pins on it go too). Errors:
+ * MEMSVC_ERR_NOT_FOUND (unknown or already freed), MEMSVC_ERR_ACCESS (another job's). */
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /*
  * Copy len bytes from buf into the tensor at offset (write) or from the tensor into buf
  * (read). Legal whether the tensor is on its device or swapped out to host; while it is
- * being moved the call waits (up to the timeout). Large transfers are split into
- * MSP_DATA_MAX chunks. Errors: MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end),
- * MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS, MEMSVC_ERR_UNSUPPORTED (daemon in phantom
- * memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped: acquire it first).
+ * being moved the call waits (up to the timeout). Transfers are split into 64 MiB
+ * messages; bytes go as UCX active-message payloads (rendezvous when large). Errors:
+ * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
+ * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
+ * acquire it first).
  */
 memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
                              const void *buf, uint64_t len);
