@@ -249,6 +249,99 @@ static void test_write_payload_mismatch_own_tensor(void)
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
+/* Valid requests with random bytes flipped: every one is answered, nothing else breaks. */
+static void test_mutated_requests(void)
+{
+    integ_daemon_t  d;
+    integ_raw_t    *raw;
+    memsvc_conn_h   conn;
+    memsvc_handle_t th;
+    msp_req_t       req;
+    msp_buf_t       buf;
+    uint8_t         hdr[MSP_HEADER_MAX], rnd[8];
+    uint8_t         want[256], back[256];
+    memsvc_status_t got;
+    uint64_t        target;
+    size_t          len;
+    unsigned        i, answered = 0;
+
+    if (!integ_daemon_start(&d, tiny_backed)) {
+        CU_FAIL_FATAL("memsvcd did not start");
+    }
+    TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
+    test_fill(want, sizeof(want), 3);
+    TEST_ASSERT_OK(memsvc_alloc(conn, "precious", sizeof(want), NULL, &th));
+    TEST_ASSERT_OK(memsvc_write(conn, th, 0, want, sizeof(want)));
+    TEST_ASSERT_OK(integ_raw_connect(&d, &raw));
+    len = integ_hello(hdr, sizeof(hdr), MSP_VERSION, 2, 9); /* job 2: "precious" is out of reach */
+    TEST_ASSERT_OK(integ_raw_call(raw, hdr, len, NULL, 0, &got, NULL, NULL, 0));
+    {
+        /* a tensor of job 2 for the mutated requests to aim at */
+        memsvc_conn_h        c2;
+        memsvc_tensor_info_t info;
+
+        TEST_ASSERT_OK(integ_connect(&d, 2, 9, &c2));
+        memset(&req, 0, sizeof(req));
+        req.op = MSP_OP_ALLOC;
+        req.id = 1;
+        snprintf(req.u.alloc.key, sizeof(req.u.alloc.key), "target");
+        req.u.alloc.size = 4096;
+        req.u.alloc.tags = MEMSVC_TAGS_NONE;
+        buf              = (msp_buf_t){hdr, sizeof(hdr), 0, false};
+        TEST_ASSERT_OK(msp_encode_requests(&req, 1, &buf));
+        TEST_ASSERT_OK(integ_raw_call(raw, hdr, buf.len, NULL, 0, &got, NULL, NULL, 0));
+        TEST_ASSERT_OK(memsvc_lookup(c2, "target", &info));
+        target = info.handle;
+        memsvc_close(c2);
+    }
+    for (i = 0; i < 600; i++) {
+        memset(&req, 0, sizeof(req));
+        req.id = i + 100;
+        req.op = 2 + (i % (MSP_OP_COUNT - 2)); /* every op but HELLO */
+        switch (req.op) {
+        case MSP_OP_ALLOC:
+            snprintf(req.u.alloc.key, sizeof(req.u.alloc.key), "m%u", i);
+            req.u.alloc.size = 4096;
+            req.u.alloc.tags = MEMSVC_TAGS_NONE;
+            break;
+        case MSP_OP_LOOKUP:
+            snprintf(req.u.lookup.key, sizeof(req.u.lookup.key), "precious");
+            break;
+        case MSP_OP_LIST:
+            req.u.list.job = 1;
+            req.u.list.max = 4;
+            break;
+        case MSP_OP_WRITE:
+        case MSP_OP_READ:
+            req.u.io.handle = target;
+            req.u.io.len    = 16;
+            break;
+        default:
+            req.u.h.handle = target;
+            break;
+        }
+        buf = (msp_buf_t){hdr, sizeof(hdr), 0, false};
+        TEST_ASSERT_OK(msp_encode_requests(&req, 1, &buf));
+        test_fill(rnd, sizeof(rnd), i);
+        hdr[rnd[0] % buf.len] ^= (uint8_t)(1u << (rnd[1] % 8));
+        if (i & 1) {
+            hdr[rnd[2] % buf.len] = rnd[3];
+        }
+        if (integ_raw_call(raw, hdr, buf.len, (req.op == MSP_OP_WRITE) ? back : NULL,
+                           (req.op == MSP_OP_WRITE) ? 16 : 0, &got, NULL, NULL, 0) == MEMSVC_OK) {
+            answered++;
+            CU_ASSERT((got > MEMSVC_ERR_LAST) && (got <= MEMSVC_RECOMPUTE));
+        }
+    }
+    CU_ASSERT_EQUAL(answered, 600);
+    integ_raw_close(raw);
+    CU_ASSERT_EQUAL(memsvc_ping(conn, NULL), MEMSVC_OK);
+    TEST_ASSERT_OK(memsvc_read(conn, th, 0, back, sizeof(back)));
+    CU_ASSERT(memcmp(back, want, sizeof(want)) == 0);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_badinput", NULL, NULL);
@@ -256,6 +349,7 @@ static void add_suite(void)
     CU_add_test(s, "raw peer: malformed, foreign, oversized, unknown", test_raw_bad_messages);
     CU_add_test(s, "raw peer: write payloads that do not match",
                 test_write_payload_mismatch_own_tensor);
+    CU_add_test(s, "raw peer: 600 mutated requests", test_mutated_requests);
 }
 
 TEST_REGISTER(service_badinput, add_suite)
