@@ -186,7 +186,9 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
         return; /* returning UCS_OK from the callback drops the data */
     }
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-        memcpy(req->rbuf, data, length);
+        if (length > 0) {
+            memcpy(req->rbuf, data, length);
+        }
         return;
     }
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;

@@ -388,7 +388,9 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
         return MEMSVC_ERR_PROTOCOL;
     }
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-        return eng_write(srv->eng, req->u.io.handle, req->u.io.offset, data, length);
+        /* (an empty write has no payload pointer: give the engine a valid one) */
+        return eng_write(srv->eng, req->u.io.handle, req->u.io.offset,
+                         (data != NULL) ? data : (void *)"", length);
     }
     p = pending_new(srv, s, req, req->u.io.handle);
     if (p == NULL) {

@@ -174,6 +174,9 @@ static void test_bad_calls_named_errors(void)
     CU_ASSERT_EQUAL(memsvc_write(conn, h, 4097, buf, 1), MEMSVC_ERR_OUT_OF_RANGE);
     CU_ASSERT_EQUAL(memsvc_read(conn, h, UINT64_MAX - 3, buf, 8), MEMSVC_ERR_OUT_OF_RANGE);
     CU_ASSERT_EQUAL(memsvc_acquire(conn, 0xdeadbeefull), MEMSVC_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(memsvc_write(conn, h, 4096, NULL, 0), MEMSVC_OK); /* empty, at the end */
+    CU_ASSERT_EQUAL(memsvc_read(conn, h, 0, NULL, 0), MEMSVC_OK);
+    CU_ASSERT_EQUAL(memsvc_read(conn, h, 4097, NULL, 0), MEMSVC_ERR_OUT_OF_RANGE);
     CU_ASSERT_EQUAL(memsvc_lookup(conn, "nope", &info), MEMSVC_ERR_NOT_FOUND);
     /* a batch with one bad handle: the others succeed */
     hs[0] = h;
