@@ -75,6 +75,7 @@ typedef struct eng_dev_stats {
     uint64_t   swap_in_bytes, swap_ins;               /* host/disk to device */
     uint64_t   spill_bytes, spills;                   /* host to disk */
     uint64_t   drops, recomputes;
+    uint64_t   prefetches, prefetch_bytes;                /* swap-ins started ahead of an acquire */
     sim_time_t recompute_ns;                          /* compute time charged to recompute */
     sim_time_t stall_ns;                              /* time acquires/allocs waited for room or moves */
     uint64_t   stalls;                                /* waits that took > 0 ns */

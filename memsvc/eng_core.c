@@ -1104,8 +1104,15 @@ static memsvc_status_t eng_do_prefetch(eng_t *eng, eng_tensor_t *t)
         eng_lru_touch(eng, t);
         return MEMSVC_OK;
     case MEMSVC_STATE_ON_HOST:
-    case MEMSVC_STATE_ON_DISK:
-        return eng_start_swap_in(eng, t);
+    case MEMSVC_STATE_ON_DISK: {
+        memsvc_status_t status = eng_start_swap_in(eng, t);
+
+        if (status == MEMSVC_INPROGRESS) {
+            eng_dev_of(eng, t)->st.prefetches++;
+            eng_dev_of(eng, t)->st.prefetch_bytes += t->pub.size;
+        }
+        return status;
+    }
     default:
         return MEMSVC_ERR_ILLEGAL_STATE;
     }

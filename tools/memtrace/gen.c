@@ -22,6 +22,7 @@ typedef struct tref {
     uint32_t n_src;
     bool     transient; /* freed right after its consumer */
     bool     norc;      /* cannot be recomputed (received, or gathered from many ops) */
+    bool     durable;   /* parameter or optimizer state: always there to recompute from */
 } tref_t;
 
 typedef struct out {
@@ -430,14 +431,15 @@ static void op_in(op_t *op, const tref_t *t)
     }
     op->reads[op->n_reads++] = t->id;
     op->bytes += t->size;
-    if (t->norc) {
-        op->no_recompute = true;
-    } else if (t->transient) {
+    if (t->transient && !t->norc) {
         op->rc_extra_ns += t->rc_ns;
         for (i = 0; i < t->n_src; i++) {
             rc_add(op, t->src[i]);
         }
     } else {
+        /* a parameter, a received or gathered tensor, or a kept activation: it must be
+         * resident during a recompute; one that cannot itself be recomputed is kept (or
+         * swapped) by the engine rather than dropped, so it is still there */
         rc_add(op, t->id);
     }
 }
@@ -760,8 +762,8 @@ static void alloc_durable(gen_t *g, pgroup_t *pg, tref_t *t, memsvc_kind_t kind,
     snprintf(key, sizeof(key), "%.*s.%s%s", (int)(bar - pg->name), pg->name, what, bar + 1);
     memset(t, 0, sizeof(*t));
     t->id   = ++g->next_id;
-    t->size = size;
-    t->norc = true;
+    t->size    = size;
+    t->durable = true;
     memset(&ev, 0, sizeof(ev));
     ev.type    = MT_EV_ALLOC;
     ev.tensor  = t->id;
@@ -2163,8 +2165,8 @@ static memsvc_status_t mem_sink(void *arg, const mt_event_t *ev)
     return MEMSVC_OK;
 }
 
-memsvc_status_t mt_gen_memory(const mt_gen_params_t *params, mt_gen_memory_t *mem_p, char *err,
-                              size_t errlen)
+static memsvc_status_t gen_count(const mt_gen_params_t *params, uint32_t steps,
+                                 mt_gen_memory_t *mem_p, char *err, size_t errlen)
 {
     mt_gen_params_t p = *params;
     mt_gen_memory_t mem;
@@ -2174,12 +2176,30 @@ memsvc_status_t mt_gen_memory(const mt_gen_params_t *params, mt_gen_memory_t *me
     memset(&mem, 0, sizeof(mem));
     memset(&a, 0, sizeof(a));
     a.mem   = &mem;
-    p.steps = 1;
+    p.steps = steps;
     status  = mt_gen_run(&p, mem_sink, &a, err, errlen);
     free(a.size);
     free(a.kind);
     if (status == MEMSVC_OK) {
         *mem_p = mem;
+    }
+    return status;
+}
+
+memsvc_status_t mt_gen_memory(const mt_gen_params_t *params, mt_gen_memory_t *mem_p, char *err,
+                              size_t errlen)
+{
+    return gen_count(params, 1, mem_p, err, errlen);
+}
+
+memsvc_status_t mt_gen_peak(const mt_gen_params_t *params, uint64_t *peak_p, char *err,
+                            size_t errlen)
+{
+    mt_gen_memory_t mem;
+    memsvc_status_t status = gen_count(params, params->steps, &mem, err, errlen);
+
+    if (status == MEMSVC_OK) {
+        *peak_p = mem.peak;
     }
     return status;
 }

@@ -61,6 +61,11 @@ typedef struct mt_gen_memory {
 memsvc_status_t mt_gen_memory(const mt_gen_params_t *params, mt_gen_memory_t *mem_p, char *err,
                               size_t errlen);
 
+/* Peak of live device bytes over all params->steps steps (what the trace header records).
+ * Errors as mt_gen_run(). */
+memsvc_status_t mt_gen_peak(const mt_gen_params_t *params, uint64_t *peak_p, char *err,
+                            size_t errlen);
+
 /* Pipeline stage of a rank under a layout. */
 uint32_t mt_gen_stage_of_rank(const mt_layout_t *layout, uint32_t rank);
 

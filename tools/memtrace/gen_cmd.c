@@ -258,7 +258,11 @@ int mt_cmd_gen(int argc, char **argv)
     hdr.layout        = p.layout;
     hdr.ranks         = 1;
     hdr.steps         = steps;
-    hdr.recorded_peak = mem.peak;
+    status = mt_gen_peak(&p, &hdr.recorded_peak, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        return 1;
+    }
     hdr.num_meta      = 0;
 #define META(k, ...)                                                                               \
     do {                                                                                           \
@@ -296,7 +300,7 @@ int mt_cmd_gen(int argc, char **argv)
         fprintf(stderr,
                 "memtrace gen: %s: %u events, %u step(s), rank %u (stage %u), peak %.2f GiB\n", out,
                 u, steps, rank, mt_gen_stage_of_rank(&p.layout, rank),
-                mem.peak / (double)(1ull << 30));
+                hdr.recorded_peak / (double)(1ull << 30));
     }
     return rc;
 }

@@ -19,6 +19,9 @@ typedef struct mt_pt_dev {
     uint64_t reserved;  /* snapshot: sum of live segments */
     uint64_t peak_reserved;
     uint64_t peak_total; /* chrome: max "Total Allocated" */
+    bool     seen;       /* chrome: a memory event of this device was applied */
+    uint64_t pre_size;   /* chrome: bytes allocated before the recording (one stand-in block) */
+    uint64_t pre_addr;   /* chrome: the stand-in block's address key */
 } mt_pt_dev_t;
 
 typedef struct mt_pt {
@@ -27,6 +30,7 @@ typedef struct mt_pt {
     uint64_t    next_tensor;
     unsigned    num_devices; /* highest device index used + 1 */
     uint64_t    unmatched_frees;
+    uint64_t    frees_before; /* chrome: frees of blocks from before the recording */
     uint64_t    oom_count;
 } mt_pt_t;
 
@@ -234,6 +238,7 @@ static void mt_pt_finish(mt_pt_t *pt, bool chrome)
     mt_imp_meta_u64(imp, "unmatched_frees", pt->unmatched_frees);
     if (chrome) {
         mt_imp_meta_u64(imp, "peak_running_sum", peak_running);
+        mt_imp_meta_u64(imp, "frees_before_recording", pt->frees_before);
         mt_imp_meta_u64(imp, "cpu_events", imp->stats.skipped - pt->unmatched_frees);
         if (peak_running > peak) {
             (void)mt_header_set_meta(imp->header, "warning",
@@ -389,16 +394,51 @@ static memsvc_status_t mt_chrome_apply(mt_pt_t *pt, const json_t *ev, size_t i, 
     (void)mt_json_get_u64(json_object_get(args, "Addr"), false, INT64_MAX, &addr);
     (void)mt_json_get_u64(json_object_get(args, "Total Allocated"), false, INT64_MAX, &total);
     (void)mt_json_get_u64(json_object_get(args, "Total Reserved"), false, INT64_MAX, &reserved);
+    memsvc_status_t status;
+
     if (total > dev->peak_total) {
         dev->peak_total = total;
     }
     if (reserved > dev->peak_reserved) {
         dev->peak_reserved = reserved;
     }
+    if (!dev->seen) {
+        /* Memory allocated before the recording started shows only in "Total Allocated":
+         * stand for it with one block, so that a replay reproduces the recorded totals. */
+        uint64_t moved  = (bytes >= 0) ? (uint64_t)bytes : (uint64_t)-bytes;
+        uint64_t before = (bytes >= 0) ? ((total >= moved) ? total - moved : 0) : total + moved;
+
+        dev->seen     = true;
+        dev->pre_addr = UINT64_MAX - d; /* no real address: never a valid profiler Addr */
+        if (total > 0 && before > 0) {
+            status = mt_pt_alloc(pt, path, d, dev->pre_addr, before, time_ns, "before-recording");
+            if (status != MEMSVC_OK) {
+                return status;
+            }
+            dev->pre_size = before;
+        }
+    }
     if (bytes > 0) {
         return mt_pt_alloc(pt, path, d, addr, (uint64_t)bytes, time_ns, "mem");
     }
     if (bytes < 0) {
+        char addr_key[24];
+
+        snprintf(addr_key, sizeof(addr_key), "%" PRIx64, addr);
+        if (mt_map_get(&dev->live, addr_key) == NULL && dev->pre_size >= (uint64_t)-bytes &&
+            dev->pre_size > 0) {
+            /* a block from before the recording ends: shrink the stand-in */
+            uint64_t left = dev->pre_size - (uint64_t)-bytes;
+
+            pt->frees_before++;
+            status = mt_pt_free(pt, path, d, dev->pre_addr, 0, time_ns);
+            dev->pre_size = 0;
+            if (status == MEMSVC_OK && left > 0) {
+                status = mt_pt_alloc(pt, path, d, dev->pre_addr, left, time_ns, "before-recording");
+                dev->pre_size = left;
+            }
+            return status;
+        }
         return mt_pt_free(pt, path, d, addr, (uint64_t)-bytes, time_ns);
     }
     return MEMSVC_OK;

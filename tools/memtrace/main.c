@@ -14,7 +14,7 @@ static const mt_cmd_t mt_cmds[] = {
     {"gen", mt_cmd_gen, "generate a synthetic training-step trace"},
     {"import", mt_cmd_import, "convert a PyTorch snapshot, Chrome trace or DTR log to a trace"},
     {"dump", mt_cmd_dump, "print a trace's header and events as JSON lines"},
-    {"replay", NULL, "replay a trace on a simulated node under a policy"},
+    {"replay", mt_cmd_replay, "replay a trace on a simulated node under a policy"},
     {"models", mt_cmd_models, "list the built-in model configurations"},
     {"tune", NULL, "search a policy's parameters on a trace"},
 };

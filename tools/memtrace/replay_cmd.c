@@ -1,0 +1,150 @@
+/* replay_cmd.c - `memtrace replay`: options, the replay, the report, the plot */
+#include "policy/policy.h"
+#include "tools/memtrace/cmd.h"
+#include "tools/memtrace/replay.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void mt_replay_usage(FILE *out)
+{
+    const pol_ops_t *const *p;
+
+    fprintf(
+        out,
+        "usage: memtrace replay TRACE [--node PRESET] [key=value ...] [--memory phantom|backed]\n"
+        "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
+        "                       [--no-baseline] [--quiet]\n"
+        "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
+        "  time, stalls, recomputation, memory peaks, moves and out-of-memory events.\n"
+        "  --node PRESET     node preset (default: the trace header's node); key=value overrides\n"
+        "                    it, e.g. hbm=48GiB h2d_bw=25GB/s (see docs/node.md)\n"
+        "  --memory MODE     phantom (sizes only, default) or backed (real bytes)\n"
+        "  --policy SPEC     NAME[:k=v,...], default lru; policies:\n");
+    for (p = pol_all(); *p != NULL; p++) {
+        fprintf(out, "                      %-6s %s%s%s\n", (*p)->name, (*p)->summary,
+                (*p)->params[0] ? "; " : "", (*p)->params);
+    }
+    fprintf(out, "  --json            print the report as JSON instead of text\n"
+                 "  --json-out FILE   also write the JSON report to FILE\n"
+                 "  --plot FILE.svg   device memory over simulated time of the busiest NPU\n"
+                 "  --no-baseline     skip the unconstrained replay (no overhead figure)\n"
+                 "  --quiet           no progress bar\n");
+}
+
+int mt_cmd_replay(int argc, char **argv)
+{
+    mt_replay_params_t params;
+    mt_replay_report_t report;
+    const char       **overrides;
+    const char        *path = NULL, *json_out = NULL, *plot = NULL;
+    bool               json = false;
+    memsvc_status_t    status;
+    size_t             n = 0;
+    int                i, rc = 0;
+    char               err[1024];
+
+    mt_replay_params_init(&params);
+    params.progress = true;
+    overrides       = calloc((size_t)argc, sizeof(*overrides));
+    if (overrides == NULL) {
+        fprintf(stderr, "memtrace replay: out of memory\n");
+        return 1;
+    }
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            mt_replay_usage(stdout);
+            free(overrides);
+            return 0;
+        } else if (!strcmp(a, "--node") && i + 1 < argc) {
+            params.node = argv[++i];
+        } else if (!strcmp(a, "--memory") && i + 1 < argc) {
+            if (sim_mem_mode_parse(argv[++i], &params.mode) != MEMSVC_OK) {
+                fprintf(stderr, "memtrace replay: --memory: '%s' is not phantom or backed\n",
+                        argv[i]);
+                rc = 2;
+                goto out;
+            }
+        } else if (!strcmp(a, "--policy") && i + 1 < argc) {
+            params.policy = argv[++i];
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--json-out") && i + 1 < argc) {
+            json_out = argv[++i];
+        } else if (!strcmp(a, "--plot") && i + 1 < argc) {
+            plot            = argv[++i];
+            params.timeline = true;
+        } else if (!strcmp(a, "--no-baseline")) {
+            params.baseline = false;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            params.progress = false;
+        } else if (a[0] != '-' && strchr(a, '=') != NULL) {
+            overrides[n++] = a;
+        } else if (path == NULL && (a[0] != '-' || !strcmp(a, "-"))) {
+            path = a;
+        } else {
+            fprintf(stderr, "memtrace replay: unexpected argument '%s'\n", a);
+            mt_replay_usage(stderr);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (path == NULL) {
+        mt_replay_usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    params.overrides     = overrides;
+    params.num_overrides = n;
+
+    status = mt_replay_file(&params, path, &report, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace replay: %s\n", err);
+        /* a bad policy, preset or override is a usage error */
+        rc = (status == MEMSVC_ERR_UNKNOWN_KEY || status == MEMSVC_ERR_PARSE ||
+              status == MEMSVC_ERR_INVALID_PARAM)
+                 ? 2
+                 : 1;
+        goto out;
+    }
+    if (json) {
+        mt_replay_print_json(&report, stdout);
+    } else {
+        mt_replay_print_text(&report, stdout);
+    }
+    if (json_out != NULL) {
+        FILE *f = fopen(json_out, "w");
+
+        if (f == NULL) {
+            fprintf(stderr, "memtrace replay: cannot write %s\n", json_out);
+            rc = 1;
+        } else {
+            mt_replay_print_json(&report, f);
+            if (fclose(f) != 0) {
+                fprintf(stderr, "memtrace replay: cannot write %s\n", json_out);
+                rc = 1;
+            }
+        }
+    }
+    if (plot != NULL) {
+        FILE *f = fopen(plot, "w");
+
+        if (f == NULL) {
+            fprintf(stderr, "memtrace replay: cannot write %s\n", plot);
+            rc = 1;
+        } else {
+            status = mt_replay_plot_svg(&report, f);
+            if (fclose(f) != 0 || status != MEMSVC_OK) {
+                fprintf(stderr, "memtrace replay: %s: %s\n", plot,
+                        status == MEMSVC_ERR_INVALID_PARAM ? "nothing to plot" : "write failed");
+                rc = 1;
+            }
+        }
+    }
+    mt_replay_report_free(&report);
+out:
+    free(overrides);
+    return rc;
+}
