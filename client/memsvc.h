@@ -124,7 +124,7 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 /*
  * Copy len bytes from buf into the tensor at offset (write) or from the tensor into buf
  * (read). Legal whether the tensor is on its device or swapped out to host; while it is
- * being moved the call waits (up to the timeout). Transfers are split into 64 MiB
+ * being moved the call waits (up to the timeout). Transfers are split into 4 MiB
  * messages; bytes go as UCX active-message payloads (rendezvous when large). Errors:
  * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
  * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
