@@ -350,6 +350,37 @@ static void test_lru_evicts_oldest_never_pinned(void)
     eng_destroy(eng);
 }
 
+/* Regression: drops free holes at once; when the first holes do not join, the policy is asked
+ * again (not failed as fragmented) until a block large enough forms. */
+static void test_drops_continue_until_holes_join(void)
+{
+    eng_t            *eng = make_engine("lru:drop=on", SIM_MEM_PHANTOM, NULL);
+    eng_handle_t      h[16], hx;
+    eng_tensor_desc_t d;
+    char              key[32];
+    int               i;
+
+    for (i = 0; i < 16; i++) {
+        snprintf(key, sizeof(key), "t%d", i);
+        d = tdesc(key, 4 * MiB, MEMSVC_KIND_ACTIVATION);
+        CU_ASSERT_EQUAL_FATAL(
+            eng_alloc(eng, &d, (i < 8 && i % 2 == 0) ? ENG_ALLOC_PIN : 0, NULL, NULL, &h[i]),
+            MEMSVC_OK);
+    }
+    d = tdesc("new", 8 * MiB, MEMSVC_KIND_ACTIVATION);
+    CU_ASSERT_EQUAL(eng_alloc(eng, &d, 0, NULL, NULL, &hx), MEMSVC_OK); /* at once: drops */
+    CU_ASSERT_EQUAL(state_of(eng, h[1]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[3]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[5]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[7]), MEMSVC_STATE_DROPPED);
+    CU_ASSERT_EQUAL(state_of(eng, h[8]), MEMSVC_STATE_DROPPED); /* t7 + t8 join */
+    CU_ASSERT_EQUAL(state_of(eng, h[9]), MEMSVC_STATE_ON_DEVICE);
+    for (i = 0; i < 8; i += 2) {
+        CU_ASSERT_EQUAL(state_of(eng, h[i]), MEMSVC_STATE_ON_DEVICE);
+    }
+    eng_destroy(eng);
+}
+
 static void test_lru_drop_mode_drops_recomputable(void)
 {
     eng_t            *eng = make_engine("lru:drop=on", SIM_MEM_PHANTOM, NULL);
@@ -616,6 +647,7 @@ static void add_suite(void)
     CU_add_test(s, "none: out-of-memory vs fragmentation", test_none_reports_oom_and_fragmentation);
     CU_add_test(s, "lru: oldest first, pinned never", test_lru_evicts_oldest_never_pinned);
     CU_add_test(s, "lru:drop=on drops recomputable, keeps durable", test_lru_drop_mode_drops_recomputable);
+    CU_add_test(s, "drops continue until the holes join", test_drops_continue_until_holes_join);
     CU_add_test(s, "moves: cancel, free while moving, stall time", test_moves_cancel_free_and_stall);
     CU_add_test(s, "backed: bytes survive swaps and spills", test_backed_bytes_survive_swaps);
     CU_add_test(s, "phantom: no bytes", test_phantom_has_no_bytes);
