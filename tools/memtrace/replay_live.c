@@ -549,16 +549,24 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
             ms(rep->wall_ns), ms(rep->compute_ns),
             rep->compute_ns ? 100.0 * ((double)rep->wall_ns / (double)rep->compute_ns - 1.0)
                             : 0.0);
+    fprintf(out, "                 wall = compute + waiting for memory (acquires, round trips\n"
+                 "                 included) + recompute + other round trips (alloc, free,\n"
+                 "                 release, hints: one each, so small operators pay most)\n");
     for (i = 0; i < rep->num_procs; i++) {
         const mt_live_rank_t *r = &rep->procs[i];
 
         fprintf(out,
                 "  trainer %-2u     trace %u rank %u npu%u: %" PRIu64 " events, %" PRIu64
-                " ops, wall %.3f ms, compute %.3f ms, waiting for memory %.3f ms, %" PRIu64
-                " recomputes (%.3f ms), %" PRIu64 " refused for memory, %" PRIu64 " other errors%s%s\n",
+                " ops, wall %.3f ms = compute %.3f + waiting for memory %.3f + recompute %.3f"
+                " (%" PRIu64 ") + other round trips %.3f; %" PRIu64 " refused for memory, %" PRIu64
+                " other errors%s%s\n",
                 i, r->trace, r->rank, r->device, r->events, r->ops, ms(r->wall_ns),
-                ms(r->compute_ns), ms(r->stall_ns), r->recomputes, ms(r->recompute_ns), r->ooms,
-                r->errors, r->status < 0 ? "; FAILED: " : "", r->status < 0 ? r->message : "");
+                ms(r->compute_ns), ms(r->stall_ns), ms(r->recompute_ns), r->recomputes,
+                ms(r->wall_ns > r->compute_ns + r->stall_ns + r->recompute_ns
+                       ? r->wall_ns - r->compute_ns - r->stall_ns - r->recompute_ns
+                       : 0),
+                r->ooms, r->errors, r->status < 0 ? "; FAILED: " : "",
+                r->status < 0 ? r->message : "");
     }
     if (!rep->have_daemon) {
         return;
