@@ -376,10 +376,6 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
     eng_finish_waiters(eng, t, status);
 }
 
-/*
- * Try to give a moving_in tensor its room now: allocate, else ask the policy and retry.
- * MEMSVC_OK: placed (and eng_placed ran). Otherwise the allocator's error.
- */
 /* Free bytes plus bytes on their way out: what asking the policy can increase. */
 static uint64_t eng_room_bytes(const eng_dev_t *d)
 {
