@@ -1,4 +1,5 @@
-/* foresight.c - the `foresight` policy: plan step N+1 globally from step N's timeline, Belady fallback */
+/* foresight.c - the `foresight` policy: plan step N+1 globally from step N's timeline, Belady
+ * fallback */
 #include "policy/foresight_plan.h"
 
 #include <stdio.h>
@@ -41,9 +42,14 @@ static memsvc_status_t fs_create(const char *params, void **state_p, char *err, 
     if (s == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    prm = (fsp_params_t){.select = FSP_SELECT_GLOBAL, .swap = true, .drop = true,
-                         .margin = 0.03, .slack = 0.25, .min_bytes = 64 * 1024,
-                         .min_slack_ns = 50000, .guess = true};
+    prm    = (fsp_params_t){.select       = FSP_SELECT_GLOBAL,
+                            .swap         = true,
+                            .drop         = true,
+                            .margin       = 0.03,
+                            .slack        = 0.25,
+                            .min_bytes    = 64 * 1024,
+                            .min_slack_ns = 50000,
+                            .guess        = true};
     status = pol_parse_params(params, fs_param, &prm, err, errlen);
     if (status != MEMSVC_OK) {
         goto err_free_state;
@@ -97,13 +103,13 @@ static void fs_on_hint(void *state, pol_ctx_t *ctx, const pol_hint_t *hint)
         hint->phase == MEMSVC_PHASE_BACKWARD && hint->layer >= 0) {
         int32_t below = pol_layers_next(&s->layers, hint->layer, -1);
 
-        pol_set_reason(ctx, "foresight first step, backward layer", "L%d mb%d",
-                       (int)hint->layer, (int)hint->microbatch);
+        pol_set_reason(ctx, "foresight first step, backward layer", "L%d mb%d", (int)hint->layer,
+                       (int)hint->microbatch);
         pol_groups_each_layer(&s->acts, ctx, hint->job, hint->layer, hint->microbatch,
                               fs_prefetch_one, NULL);
         if (below != INT32_MIN) {
-            pol_set_reason(ctx, "foresight first step, layer ahead", "L%d for L%d mb%d",
-                           (int)below, (int)hint->layer, (int)hint->microbatch);
+            pol_set_reason(ctx, "foresight first step, layer ahead", "L%d for L%d mb%d", (int)below,
+                           (int)hint->layer, (int)hint->microbatch);
             pol_groups_each_layer(&s->acts, ctx, hint->job, below, hint->microbatch,
                                   fs_prefetch_free, NULL);
         }
@@ -143,17 +149,17 @@ static void fs_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t nee
 }
 
 const pol_ops_t pol_foresight_ops = {
-    .name      = "foresight",
-    .summary   = "plan each step from the previous one: keep, swap or drop per idle interval "
-                 "under the budget at least exposed cost; Belady fallback",
-    .params    = "swap=on: plan and fall back on swaps; drop=on: plan and fall back on drops "
-                 "(recomputation); margin=0.03: fraction of HBM kept free; slack=0.25: prefetch "
-                 "lead beyond the transfer time, as a fraction of it; min_bytes=64KiB: smaller "
-                 "tensors are not planned",
-    .create    = fs_create,
-    .destroy   = fs_destroy,
-    .make_room = fs_make_room,
-    .on_hint   = fs_on_hint,
-    .on_access = fs_on_access,
+    .name           = "foresight",
+    .summary        = "plan each step from the previous one: keep, swap or drop per idle interval "
+                      "under the budget at least exposed cost; Belady fallback",
+    .params         = "swap=on: plan and fall back on swaps; drop=on: plan and fall back on drops "
+                      "(recomputation); margin=0.03: fraction of HBM kept free; slack=0.25: prefetch "
+                      "lead beyond the transfer time, as a fraction of it; min_bytes=64KiB: smaller "
+                      "tensors are not planned",
+    .create         = fs_create,
+    .destroy        = fs_destroy,
+    .make_room      = fs_make_room,
+    .on_hint        = fs_on_hint,
+    .on_access      = fs_on_access,
     .wants_timeline = true,
 };

@@ -1,4 +1,5 @@
-/* foresight_plan.c - plan a step from the previous one's timeline; fire the plan; Belady fallback */
+/* foresight_plan.c - plan a step from the previous one's timeline; fire the plan; Belady fallback
+ */
 #include "policy/foresight_plan.h"
 #include "sim_npu/sim_alloc.h"
 
@@ -7,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#define FSP_BUCKETS  8192            /* link-time buckets over the step */
-#define FSP_NONE     UINT32_MAX
+#define FSP_BUCKETS 8192 /* link-time buckets over the step */
+#define FSP_NONE UINT32_MAX
 
 static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx);
-#define FSP_LEAD_MAX 200000000ull    /* learnt prefetch lead is capped at 200 ms */
+#define FSP_LEAD_MAX 200000000ull /* learnt prefetch lead is capped at 200 ms */
 
 /* ---- parameters ------------------------------------------------------------------------------ */
 
@@ -53,13 +54,13 @@ static void fsp_free_plan(fsp_t *p)
     free(p->ent_n);
     free(p->ent_time);
     free(p->ent_access);
-    p->act      = NULL;
-    p->act_off  = p->act_n = p->ent_off = p->ent_n = NULL;
-    p->ent_time = NULL;
-    p->ent_access = NULL;
+    p->act     = NULL;
+    p->act_off = p->act_n = p->ent_off = p->ent_n = NULL;
+    p->ent_time                                   = NULL;
+    p->ent_access                                 = NULL;
     p->num_act = p->cap_act = 0;
-    p->num_keys  = 0;
-    p->have_plan = false;
+    p->num_keys             = 0;
+    p->have_plan            = false;
 }
 
 void fsp_cleanup(fsp_t *p)
@@ -192,14 +193,15 @@ static uint32_t fsp_tree_argmax(const fsp_tree_t *t)
     return lo;
 }
 
-/* ---- one device's plan ------------------------------------------------------------------------ */
+/* ---- one device's plan ------------------------------------------------------------------------
+ */
 
 typedef struct fsp_cand {
-    uint32_t key;       /* local key index */
-    uint32_t s, e;      /* idle from entry s (release; FSP_NONE: step start) to entry e (acquire) */
-    uint32_t tail;      /* cyclic: the last release (the interval runs to the step end) */
-    sim_time_t dur;     /* idle time */
-    bool     chosen;
+    uint32_t   key;  /* local key index */
+    uint32_t   s, e; /* idle from entry s (release; FSP_NONE: step start) to entry e (acquire) */
+    uint32_t   tail; /* cyclic: the last release (the interval runs to the step end) */
+    sim_time_t dur;  /* idle time */
+    bool       chosen;
 } fsp_cand_t;
 
 typedef struct fsp_lkey {
@@ -209,20 +211,20 @@ typedef struct fsp_lkey {
 } fsp_lkey_t;
 
 typedef struct fsp_choice {
-    uint32_t c;          /* candidate */
-    bool     drop;
-    uint32_t p;          /* prefetch trigger entry (swap) */
+    uint32_t   c; /* candidate */
+    bool       drop;
+    uint32_t   p; /* prefetch trigger entry (swap) */
     sim_time_t tx;
 } fsp_choice_t;
 
 typedef struct fsp_dev {
     const fsp_params_t   *prm;
     const pol_tl_entry_t *E;
-    uint32_t             *ix;    /* entries of the device */
+    uint32_t             *ix; /* entries of the device */
     uint32_t              m;
-    sim_time_t           *t;     /* their times */
-    uint32_t             *lk;    /* local key of each */
-    uint32_t             *ord;   /* ordinal of the entry among its key's entries */
+    sim_time_t           *t;   /* their times */
+    uint32_t             *lk;  /* local key of each */
+    uint32_t             *ord; /* ordinal of the entry among its key's entries */
     fsp_lkey_t           *keys;
     uint32_t              nk;
     fsp_cand_t           *cand;
@@ -231,10 +233,10 @@ typedef struct fsp_dev {
     uint32_t              nch;
     fsp_tree_t            tree;
     int64_t               budget;
-    sim_time_t            t0, t1, bw;  /* step span; bucket width */
-    double               *lf[2];       /* free link time per bucket: 0 out, 1 in */
-    double               *pf[2];       /* prefix sums */
-    const uint64_t       *lead;         /* learnt lead per key id (or NULL) */
+    sim_time_t            t0, t1, bw; /* step span; bucket width */
+    double               *lf[2];      /* free link time per bucket: 0 out, 1 in */
+    double               *pf[2];      /* prefix sums */
+    const uint64_t       *lead;       /* learnt lead per key id (or NULL) */
     uint32_t              nlead;
     uint64_t              unresolved;
 } fsp_dev_t;
@@ -369,13 +371,13 @@ static bool fsp_eval_swap(const fsp_dev_t *d, const fsp_cand_t *c, sim_time_t tx
     ev->tx = tx;
     if (c->tail != FSP_NONE) {
         /* cyclic: out after the last use, in before the first one */
-        ts   = d->t[c->tail];
-        done = ts + tx;
-        fo   = fsp_free(d, 0, ts, d->t1);
-        te   = (c->e < d->m) ? d->t[c->e] : d->t1;
-        fi   = fsp_free(d, 1, d->t0, te);
-        exp  = ((double)tx > fo ? (double)tx - fo : 0) + ((double)tx > fi ? (double)tx - fi : 0);
-        in_at = (te > tx + lead + d->t0) ? te - tx - lead : d->t0;
+        ts     = d->t[c->tail];
+        done   = ts + tx;
+        fo     = fsp_free(d, 0, ts, d->t1);
+        te     = (c->e < d->m) ? d->t[c->e] : d->t1;
+        fi     = fsp_free(d, 1, d->t0, te);
+        exp    = ((double)tx > fo ? (double)tx - fo : 0) + ((double)tx > fi ? (double)tx - fi : 0);
+        in_at  = (te > tx + lead + d->t0) ? te - tx - lead : d->t0;
         ev->a1 = fsp_at(d, done);
         ev->b1 = d->m;
         ev->p  = fsp_at(d, in_at);
@@ -506,12 +508,12 @@ static bool fsp_best_option(const fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, co
         return false;
     }
     if (hd && (!hs || sd > ss || (sd == ss && ed.cost == 0))) {
-        *ev_p   = ed;
-        *drop_p = true;
+        *ev_p    = ed;
+        *drop_p  = true;
         *score_p = sd;
     } else {
-        *ev_p   = es;
-        *drop_p = false;
+        *ev_p    = es;
+        *drop_p  = false;
         *score_p = ss;
     }
     return true;
@@ -523,10 +525,10 @@ static void fsp_select_global(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev)
     uint32_t guard = d->nc + d->m + 16;
 
     while (guard-- > 0) {
-        uint32_t   pos  = fsp_tree_argmax(&d->tree);
-        int64_t    mx   = d->tree.mx[1];
-        double     best = -1;
-        uint32_t   bi   = FSP_NONE, i;
+        uint32_t   pos   = fsp_tree_argmax(&d->tree);
+        int64_t    mx    = d->tree.mx[1];
+        double     best  = -1;
+        uint32_t   bi    = FSP_NONE, i;
         bool       bdrop = false;
         fsp_eval_t bev;
 
@@ -583,8 +585,8 @@ static int fsp_cmp_idle(const void *a, const void *b)
 
 static int fsp_cmp_msps(const void *a, const void *b)
 {
-    const fsp_lkey_t *x = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)a].key];
-    const fsp_lkey_t *y = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)b].key];
+    const fsp_lkey_t *x  = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)a].key];
+    const fsp_lkey_t *y  = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)b].key];
     double            mx = (double)x->size / ((double)x->rc + 1.0);
     double            my = (double)y->size / ((double)y->rc + 1.0);
 
@@ -684,19 +686,21 @@ static void fsp_verify(fsp_dev_t *d, fsp_summary_t *sum)
         if (ch->drop) {
             continue;
         }
-        x[n++] = (fsp_xfer_t){.issue = d->t[ch->p], .tx = ch->tx,
-                              .deadline = (c->e < d->m) ? d->t[c->e] : d->t1, .ch = i};
+        x[n++] = (fsp_xfer_t){.issue    = d->t[ch->p],
+                              .tx       = ch->tx,
+                              .deadline = (c->e < d->m) ? d->t[c->e] : d->t1,
+                              .ch       = i};
     }
     if (n > 1) {
         qsort(x, n, sizeof(*x), fsp_cmp_xfer);
     }
     busy = 0;
     for (i = 0; i < n; i++) {
-        sim_time_t start = (x[i].issue > busy) ? x[i].issue : busy;
-        sim_time_t done  = start + x[i].tx;
-        fsp_choice_t     *ch = &d->ch[x[i].ch];
-        const fsp_cand_t *c  = &d->cand[ch->c];
-        const fsp_lkey_t *k  = &d->keys[c->key];
+        sim_time_t        start = (x[i].issue > busy) ? x[i].issue : busy;
+        sim_time_t        done  = start + x[i].tx;
+        fsp_choice_t     *ch    = &d->ch[x[i].ch];
+        const fsp_cand_t *c     = &d->cand[ch->c];
+        const fsp_lkey_t *k     = &d->keys[c->key];
 
         busy = done;
         if (done <= x[i].deadline) {
@@ -756,8 +760,8 @@ static memsvc_status_t fsp_emit(fsp_t *p, fsp_dev_t *d)
         }
         status = fsp_push_act(p, kid, d->ord[rel], kid, FSP_ACT_OUT);
         if (status == MEMSVC_OK) {
-            status = fsp_push_act(p, d->keys[d->lk[ch->p]].key_id, d->ord[ch->p], kid,
-                                  FSP_ACT_PREFETCH);
+            status =
+                fsp_push_act(p, d->keys[d->lk[ch->p]].key_id, d->ord[ch->p], kid, FSP_ACT_PREFETCH);
         }
         p->sum.swaps++;
         p->sum.prefetches++;
@@ -785,8 +789,8 @@ static int fsp_cmp_act(const void *a, const void *b)
  * Plan device `dev` from its entries. lkmap: scratch of num_keys entries (all FSP_NONE on
  * entry, left so on return).
  */
-static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
-                                    const pol_tl_entry_t *E, size_t n, uint32_t *lkmap)
+static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev, const pol_tl_entry_t *E,
+                                    size_t n, uint32_t *lkmap)
 {
     fsp_dev_t       d;
     memsvc_status_t status = MEMSVC_ERR_NO_RESOURCE;
@@ -807,24 +811,24 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
     if (m < 2) {
         return MEMSVC_OK;
     }
-    d.m    = m;
-    d.ix   = malloc(m * sizeof(*d.ix));
-    d.t    = malloc(m * sizeof(*d.t));
-    d.lk   = malloc(m * sizeof(*d.lk));
-    d.ord  = malloc(m * sizeof(*d.ord));
-    d.keys = malloc(m * sizeof(*d.keys));
-    curve  = malloc(m * sizeof(*curve));
-    kcnt   = calloc(m, sizeof(*kcnt));
-    depth  = calloc(m, sizeof(*depth));
-    idle   = malloc(m * sizeof(*idle));
-    first  = malloc(m * sizeof(*first));
-    d.cand = malloc(m * sizeof(*d.cand));
+    d.m       = m;
+    d.ix      = malloc(m * sizeof(*d.ix));
+    d.t       = malloc(m * sizeof(*d.t));
+    d.lk      = malloc(m * sizeof(*d.lk));
+    d.ord     = malloc(m * sizeof(*d.ord));
+    d.keys    = malloc(m * sizeof(*d.keys));
+    curve     = malloc(m * sizeof(*curve));
+    kcnt      = calloc(m, sizeof(*kcnt));
+    depth     = calloc(m, sizeof(*depth));
+    idle      = malloc(m * sizeof(*idle));
+    first     = malloc(m * sizeof(*first));
+    d.cand    = malloc(m * sizeof(*d.cand));
     d.tree.mx = calloc(4 * (size_t)m, sizeof(*d.tree.mx));
     d.tree.lz = calloc(4 * (size_t)m, sizeof(*d.tree.lz));
-    d.lf[0] = malloc(FSP_BUCKETS * sizeof(double));
-    d.lf[1] = malloc(FSP_BUCKETS * sizeof(double));
-    d.pf[0] = malloc((FSP_BUCKETS + 1) * sizeof(double));
-    d.pf[1] = malloc((FSP_BUCKETS + 1) * sizeof(double));
+    d.lf[0]   = malloc(FSP_BUCKETS * sizeof(double));
+    d.lf[1]   = malloc(FSP_BUCKETS * sizeof(double));
+    d.pf[0]   = malloc((FSP_BUCKETS + 1) * sizeof(double));
+    d.pf[1]   = malloc((FSP_BUCKETS + 1) * sizeof(double));
     if (d.ix == NULL || d.t == NULL || d.lk == NULL || d.ord == NULL || d.keys == NULL ||
         curve == NULL || kcnt == NULL || depth == NULL || idle == NULL || first == NULL ||
         d.cand == NULL || d.tree.mx == NULL || d.tree.lz == NULL || d.lf[0] == NULL ||
@@ -841,12 +845,15 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
         }
         k = lkmap[e->key_id];
         if (k == FSP_NONE) {
-            k               = d.nk++;
+            k                = d.nk++;
             lkmap[e->key_id] = k;
-            d.keys[k] = (fsp_lkey_t){.key_id = e->key_id, .size = e->size, .rc = e->recompute_ns,
-                                     .recomputable = e->recomputable, .durable = e->durable,
-                                     .persistent = true};
-            first[k]  = j;
+            d.keys[k]        = (fsp_lkey_t){.key_id       = e->key_id,
+                                            .size         = e->size,
+                                            .rc           = e->recompute_ns,
+                                            .recomputable = e->recomputable,
+                                            .durable      = e->durable,
+                                            .persistent   = true};
+            first[k]         = j;
             /* allocated in this step and never freed: its accesses next step differ (no
              * allocation, maybe no load); left to the fallback this time */
             d.keys[k].skip = (e->access == POL_ACCESS_ALLOC);
@@ -911,13 +918,15 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
                 if (idle[k] == FSP_NONE) {
                     /* the head: joined with the tail below when the key lives on */
                     if (lk->persistent) {
-                        d.cand[d.nc++] = (fsp_cand_t){.key = k, .s = FSP_NONE, .e = j,
-                                                      .tail = FSP_NONE};
+                        d.cand[d.nc++] =
+                            (fsp_cand_t){.key = k, .s = FSP_NONE, .e = j, .tail = FSP_NONE};
                     }
                 } else if (j > idle[k] + 1) {
-                    d.cand[d.nc++] = (fsp_cand_t){.key = k, .s = idle[k], .e = j,
+                    d.cand[d.nc++] = (fsp_cand_t){.key  = k,
+                                                  .s    = idle[k],
+                                                  .e    = j,
                                                   .tail = FSP_NONE,
-                                                  .dur = d.t[j] - d.t[idle[k]]};
+                                                  .dur  = d.t[j] - d.t[idle[k]]};
                 }
             }
             depth[k]++;
@@ -1107,7 +1116,8 @@ fail:
     fsp_free_plan(p);
 }
 
-/* ---- run time ---------------------------------------------------------------------------------- */
+/* ---- run time ----------------------------------------------------------------------------------
+ */
 
 static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_tensor_t *self)
 {
@@ -1122,8 +1132,9 @@ static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_
         /* not while still moving out: cancelling a move-out that a queued request counts on
          * can leave that request waiting for a completion that never comes */
         if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) {
-            pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned prefetch"
-                                                                     : "foresight planned prefetch",
+            pol_set_reason(ctx,
+                           p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned prefetch"
+                                                                : "foresight planned prefetch",
                            "%s before its next use", pol_key(t));
             pol_prefetch(ctx, t);
         }
@@ -1134,20 +1145,21 @@ static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_
     }
     if (a->act == FSP_ACT_DROP) {
         if (t->recomputable && !t->durable) {
-            pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned recompute"
-                                                                     : "foresight planned drop",
-                           "plan %llu: %.3f s, %llu swaps %llu drops",
-                           (unsigned long long)p->plans, p->sum.plan_s,
-                           (unsigned long long)p->sum.swaps, (unsigned long long)p->sum.drops);
+            pol_set_reason(ctx,
+                           p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned recompute"
+                                                                : "foresight planned drop",
+                           "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans,
+                           p->sum.plan_s, (unsigned long long)p->sum.swaps,
+                           (unsigned long long)p->sum.drops);
             pol_drop(ctx, t);
         }
         return;
     }
-    pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned swap"
-                                                             : "foresight planned swap",
-                   "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans,
-                   p->sum.plan_s, (unsigned long long)p->sum.swaps,
-                   (unsigned long long)p->sum.drops);
+    pol_set_reason(
+        ctx,
+        p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned swap" : "foresight planned swap",
+        "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans, p->sum.plan_s,
+        (unsigned long long)p->sum.swaps, (unsigned long long)p->sum.drops);
     pol_swap_out(ctx, t);
 }
 
@@ -1167,8 +1179,8 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
             fsp_fire(p, ctx, &p->act[p->deferred[i]], NULL);
         }
     }
-    occ             = p->occ[kid]++;
-    p->handle[kid]  = (a == POL_ACCESS_FREE) ? 0 : t->handle;
+    occ            = p->occ[kid]++;
+    p->handle[kid] = (a == POL_ACCESS_FREE) ? 0 : t->handle;
     if (a == POL_ACCESS_ACQUIRE && p->planned_in[kid]) {
         p->planned_in[kid] = 0;
         if (t->state != MEMSVC_STATE_ON_DEVICE) {
@@ -1208,7 +1220,8 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
     }
 }
 
-/* ---- swap-ins for what the fallback swapped out: a heap by time to start ---------------------- */
+/* ---- swap-ins for what the fallback swapped out: a heap by time to start ----------------------
+ */
 
 static void fsp_watch(fsp_t *p, uint32_t kid, sim_time_t use, sim_time_t tx)
 {
@@ -1333,7 +1346,7 @@ static uint64_t fsp_next_use(const fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t 
         return p->prm.guess ? fsp_guess(ctx, t) : UINT64_MAX - 1;
     }
     *known_p = true;
-    n = p->ent_n[kid];
+    n        = p->ent_n[kid];
     for (i = (kid < p->cap_keys) ? p->occ[kid] : 0; i < n; i++) {
         uint32_t   e  = p->ent_off[kid] + i;
         sim_time_t tm = p->ent_time[e];
@@ -1396,9 +1409,10 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
     /* what moving it costs: its bytes, more when it is needed again soon */
-    b->cost = size * ((dist == UINT64_MAX) ? 1 : (dist == UINT64_MAX - 1) ? 2
-                                             : (dist > 4 * rt)            ? 1
-                                                                          : 8);
+    b->cost = size * ((dist == UINT64_MAX)       ? 1
+                      : (dist == UINT64_MAX - 1) ? 2
+                      : (dist > 4 * rt)          ? 1
+                                                 : 8);
 }
 
 static int fsp_cmp_blk(const void *a, const void *b)
@@ -1468,7 +1482,8 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
         if (!drop && !p->prm.swap) {
             continue;
         }
-        pol_set_reason(ctx, drop ? "fragmented, free a range: drop" : "fragmented, free a range: swap",
+        pol_set_reason(ctx,
+                       drop ? "fragmented, free a range: drop" : "fragmented, free a range: swap",
                        "%llu bytes wanted at offset %llu", (unsigned long long)req,
                        (unsigned long long)bs.b[bi].off);
         status = drop ? pol_drop(ctx, t) : pol_swap_out(ctx, t);
@@ -1489,15 +1504,15 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
 
 uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
 {
-    fsp_victim_t       *v = NULL;
+    fsp_victim_t       *v  = NULL;
     size_t              nv = 0, cap = 0, pos = 0, i;
     const pol_tensor_t *t;
-    uint64_t            got = 0, req;
+    uint64_t            got     = 0, req;
     bool                host_ok = true;
 
     for (t = pol_lru_first(ctx, dev); t != NULL; t = pol_lru_next(ctx, t), pos++) {
         if (nv == cap) {
-            size_t        nc = cap ? 2 * cap : 256;
+            size_t        nc  = cap ? 2 * cap : 256;
             fsp_victim_t *nvp = realloc(v, nc * sizeof(*nvp));
 
             if (nvp == NULL) {
@@ -1506,7 +1521,7 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
             v   = nvp;
             cap = nc;
         }
-        v[nv]     = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos};
+        v[nv]      = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos};
         v[nv].dist = fsp_next_use(p, ctx, t, &v[nv].known);
         nv++;
     }

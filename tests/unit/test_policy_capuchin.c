@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #define MiB (1024ull * 1024ull)
-#define US  1000ull
-#define MS  1000000ull
+#define US 1000ull
+#define MS 1000000ull
 
 /* ---- a small trace: one tensor X idle across a long middle that needs the room -------------- */
 
@@ -87,8 +87,9 @@ static void cpt_hint(cpt_trace_t *tb, memsvc_hint_type_t hint, int32_t step)
  * `steps` steps on a 48 MiB device: X (16 MiB, recompute cost x_rc) is written, then a 40 MiB
  * tensor Y is used by five 20 ms operators, freed, and X is read after 20, 20 and 2 ms
  * operators; a 1 MiB workspace W is used by every operator but Y's. Reading X only one short
- * operator ahead, a swap-in on demand cannot hide. X + Y does not fit: X must leave during the middle (about 17 ms each way on the
- * tiny preset's 1 GB/s links, well under the 100 ms it is idle).
+ * operator ahead, a swap-in on demand cannot hide. X + Y does not fit: X must leave during the
+ * middle (about 17 ms each way on the tiny preset's 1 GB/s links, well under the 100 ms it is
+ * idle).
  */
 static void cpt_write_x_y(cpt_trace_t *tb, int steps, uint64_t x_rc)
 {
@@ -149,7 +150,8 @@ static void cpt_replay(const char *path, const char *policy, mt_replay_report_t 
     cpt_replay_on(path, policy, false, rep);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void test_params(void)
 {

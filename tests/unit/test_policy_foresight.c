@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #define MiB (1024ull * 1024ull)
-#define US  1000ull
-#define MS  1000000ull
+#define US 1000ull
+#define MS 1000000ull
 
 /* ---- a small trace: one tensor X idle across a long middle that needs the room -------------- */
 
@@ -87,8 +87,9 @@ static void fst_hint(fst_trace_t *tb, memsvc_hint_type_t hint, int32_t step)
  * `steps` steps on a 48 MiB device: X (16 MiB, recompute cost x_rc) is written, then a 40 MiB
  * tensor Y is used by five 20 ms operators, freed, and X is read after 20, 20 and 2 ms
  * operators; a 1 MiB workspace W is used by every operator but Y's. Reading X only one short
- * operator ahead, a swap-in on demand cannot hide. X + Y does not fit: X must leave during the middle (about 17 ms each way on the
- * tiny preset's 1 GB/s links, well under the 100 ms it is idle).
+ * operator ahead, a swap-in on demand cannot hide. X + Y does not fit: X must leave during the
+ * middle (about 17 ms each way on the tiny preset's 1 GB/s links, well under the 100 ms it is
+ * idle).
  */
 static void fst_write_x_y(fst_trace_t *tb, int steps, uint64_t x_rc)
 {
@@ -149,7 +150,8 @@ static void fst_replay(const char *path, const char *policy, mt_replay_report_t 
     fst_replay_on(path, policy, false, rep);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void test_params(void)
 {
@@ -160,8 +162,8 @@ static void test_params(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(ops);
     CU_ASSERT(ops->wants_timeline);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops->params, "margin="));
-    TEST_ASSERT_OK(ops->create("swap=off,margin=0.1,slack=1,min_bytes=1MiB", &st, err,
-                               sizeof(err)));
+    TEST_ASSERT_OK(
+        ops->create("swap=off,margin=0.1,slack=1,min_bytes=1MiB", &st, err, sizeof(err)));
     ops->destroy(st);
     CU_ASSERT_EQUAL(ops->create("bogus=1", &st, err, sizeof(err)), MEMSVC_ERR_UNKNOWN_KEY);
     CU_ASSERT_EQUAL(ops->create("margin=2", &st, err, sizeof(err)), MEMSVC_ERR_PARSE);
@@ -345,8 +347,8 @@ static void fst_use(eng_t *eng, eng_handle_t h, sim_time_t ns)
 }
 
 typedef struct fst_plans {
-    int      step;           /* step being run */
-    unsigned seen[4][4];     /* [step][plan number] planned moves logged */
+    int      step;       /* step being run */
+    unsigned seen[4][4]; /* [step][plan number] planned moves logged */
     unsigned unplanned[4];
 } fst_plans_t;
 
@@ -405,10 +407,10 @@ static void test_plan_once_per_step(void)
             c.seen[s][i] -= (s > 0) ? before.seen[s][i] : 0;
         }
         if (s == 0) {
-            CU_ASSERT(c.unplanned[0] > 0);           /* no plan yet: the fallback moved X */
+            CU_ASSERT(c.unplanned[0] > 0); /* no plan yet: the fallback moved X */
             CU_ASSERT_EQUAL(c.seen[0][1] + c.seen[0][2], 0);
         } else {
-            CU_ASSERT(c.seen[s][s] > 0);             /* the plan made at this step's begin */
+            CU_ASSERT(c.seen[s][s] > 0); /* the plan made at this step's begin */
             CU_ASSERT_EQUAL(c.seen[s][s + 1 < 4 ? s + 1 : 0], 0);
             CU_ASSERT_EQUAL(c.seen[s][s - 1 > 0 ? s - 1 : 3], 0);
         }
@@ -437,8 +439,8 @@ static bool fst_json_cb(void *arg, const eng_decision_t *d)
 {
     FILE *f = arg;
 
-    fprintf(f, "%llu %s %s %d %s\n", (unsigned long long)d->time, d->key, d->reason,
-            (int)d->action, memsvc_strerror(d->status));
+    fprintf(f, "%llu %s %s %d %s\n", (unsigned long long)d->time, d->key, d->reason, (int)d->action,
+            memsvc_strerror(d->status));
     return true;
 }
 
@@ -467,14 +469,14 @@ static bool fst_pin(eng_t *eng, eng_handle_t h)
  */
 static void fst_random_steps(const char *policy, char **log_p, size_t *len_p)
 {
-    static const memsvc_kind_t kinds[] = {MEMSVC_KIND_PARAM, MEMSVC_KIND_OPTIM,
-                                          MEMSVC_KIND_GRAD, MEMSVC_KIND_ACTIVATION,
+    static const memsvc_kind_t kinds[] = {MEMSVC_KIND_PARAM,      MEMSVC_KIND_OPTIM,
+                                          MEMSVC_KIND_GRAD,       MEMSVC_KIND_ACTIVATION,
                                           MEMSVC_KIND_ACTIVATION, MEMSVC_KIND_WORKSPACE};
-    eng_t       *eng = fst_engine(policy, "24MiB");
-    eng_handle_t h[24];
-    fst_check_t  c = {0};
-    FILE        *log = open_memstream(log_p, len_p);
-    int          s, i, k, placed = 0;
+    eng_t                     *eng     = fst_engine(policy, "24MiB");
+    eng_handle_t               h[24];
+    fst_check_t                c   = {0};
+    FILE                      *log = open_memstream(log_p, len_p);
+    int                        s, i, k, placed = 0;
 
     TEST_ASSERT_OK(eng_decision_log_size(eng, 1 << 16));
     for (i = 0; i < 8; i++) {
@@ -499,9 +501,9 @@ static void fst_random_steps(const char *policy, char **log_p, size_t *len_p)
             int  a, b;
             bool held;
 
-            rng  = rng * 6364136223846793005ull + 1442695040888963407ull;
-            a    = (int)((rng >> 33) % 24);
-            b    = (int)((rng >> 45) % 24);
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            a   = (int)((rng >> 33) % 24);
+            b   = (int)((rng >> 45) % 24);
             if (h[a] == ENG_HANDLE_NULL || h[b] == ENG_HANDLE_NULL || a == b) {
                 continue;
             }
