@@ -1293,6 +1293,7 @@ static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx)
 
 typedef struct fsp_victim {
     uint64_t handle, dist, size;
+    double   h; /* without a plan: DTR's cost / (bytes x staleness), lowest first */
     size_t   pos;
     bool     known; /* dist from the plan */
 } fsp_victim_t;
@@ -1301,6 +1302,9 @@ static int fsp_cmp_victim(const void *a, const void *b)
 {
     const fsp_victim_t *x = a, *y = b;
 
+    if (x->h != y->h) {
+        return (x->h < y->h) ? -1 : 1;
+    }
     if (x->dist != y->dist) {
         return (x->dist > y->dist) ? -1 : 1;
     }
@@ -1523,6 +1527,19 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
         }
         v[nv]      = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos};
         v[nv].dist = fsp_next_use(p, ctx, t, &v[nv].known);
+        if (!p->have_plan && p->prm.guess) {
+            /* first step: DTR's local heuristic, recompute when no dearer than a round trip */
+            uint64_t   rt   = pol_swap_cost_ns(ctx, dev, t->size);
+            uint64_t   cost = (p->prm.drop && t->recomputable && !t->durable &&
+                             (t->recompute_ns <= rt || !p->prm.swap))
+                                  ? t->recompute_ns
+                                  : rt;
+            sim_time_t now  = pol_now(ctx);
+
+            v[nv].h =
+                (double)cost /
+                ((double)t->size * (double)((now > t->last_access ? now - t->last_access : 0) + 1));
+        }
         nv++;
     }
     if (nv > 0) {
@@ -1530,7 +1547,7 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
     }
     /* fragmented (enough free bytes, no block large enough): free a contiguous range */
     req = need + pol_device_largest_free(ctx, dev);
-    if (pol_device_free(ctx, dev) >= req) {
+    if (pol_device_free(ctx, dev) >= req && p->have_plan) {
         got = fsp_free_range(p, ctx, dev, req);
         if (got > 0) {
             free(v);
