@@ -1412,6 +1412,19 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     b->movable = pol_evictable(t);
     dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
+    if (!bs->p->have_plan) {
+        /* first step: DTR's cost over staleness (the bytes are the window's) */
+        sim_time_t now   = pol_now(bs->ctx);
+        uint64_t   stale = (now > t->last_access ? now - t->last_access : 0) + 1;
+        uint64_t   cost  = (bs->p->prm.drop && t->recomputable && !t->durable &&
+                         (t->recompute_ns <= rt || !bs->p->prm.swap))
+                               ? t->recompute_ns
+                               : rt;
+
+        b->cost = cost * 1000000ull / stale + 1;
+        return;
+    }
+    /* what moving it costs: its bytes, more when it is needed again soon */
     /* what moving it costs: its bytes, more when it is needed again soon */
     b->cost = size * ((dist == UINT64_MAX)       ? 1
                       : (dist == UINT64_MAX - 1) ? 2
@@ -1547,7 +1560,7 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
     }
     /* fragmented (enough free bytes, no block large enough): free a contiguous range */
     req = need + pol_device_largest_free(ctx, dev);
-    if (pol_device_free(ctx, dev) >= req && p->have_plan) {
+    if (pol_device_free(ctx, dev) >= req) {
         got = fsp_free_range(p, ctx, dev, req);
         if (got > 0) {
             free(v);
