@@ -143,6 +143,20 @@ run: all
 bench: all
 	$(Q)sh tools/bench/run.sh $(abspath $(B)/bin)
 
+# ---- fuzzing: the wire decoder under libFuzzer (clang); FUZZ_TIME seconds, corpus kept in $(B)
+FUZZ_TIME ?= 30
+FUZZ_SRCS := tests/fuzz/fuzz_proto.c client/msp_proto.c client/memsvc_status.c client/memsvc_types.c
+
+$(B)/bin/fuzz_proto: $(FUZZ_SRCS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE $(PKG_CFLAGS) \
+		-o $@ $(FUZZ_SRCS) $(shell pkg-config --libs msgpack)
+
+fuzz: $(B)/bin/fuzz_proto
+	$(Q)mkdir -p $(B)/fuzz-corpus
+	$(Q)$< -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $(B)/fuzz-corpus
+
 clean:
 	rm -rf build build-san
 

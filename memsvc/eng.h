@@ -4,6 +4,7 @@
 
 #include "client/memsvc_status.h"
 #include "client/memsvc_types.h"
+#include "policy/policy.h"
 #include "sim_npu/sim_node.h"
 
 #include <stdbool.h>
@@ -184,6 +185,59 @@ void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tenso
 
 /* Bytes of engine metadata held per live tensor at the moment (registry + allocator). */
 double eng_metadata_per_tensor(const eng_t *eng);
+
+/* ---- the access timeline (memsvc/eng_timeline.c) ------------------------------------------ */
+
+/*
+ * Per step, every alloc/acquire/release/free by tensor key, with the step, layer, micro-batch
+ * and phase current at the time (from the hints of the tensor's job and rank). A step starts at
+ * a STEP_BEGIN whose step number differs from the current one (or has none); only the current
+ * and the previous step are kept. Recorded when the policy asks for it (pol_ops_t
+ * .wants_timeline) or when enabled here (a report, a test).
+ */
+void eng_timeline_enable(eng_t *eng, bool on);
+/* Entries of the previous step (prev) or of the current one; valid until the next request. */
+void eng_timeline(const eng_t *eng, bool prev, const pol_tl_entry_t **entries_p, size_t *n_p);
+const char *eng_timeline_key(const eng_t *eng, uint32_t key_id); /* NULL if unknown */
+/* Interned keys held now (bounded by the keys of the two steps kept). */
+size_t eng_timeline_keys(const eng_t *eng);
+
+/* ---- the decision log (memsvc/eng_declog.c) ---------------------------------------------- */
+
+/* One move a policy asked for, with its reason and the engine's answer. */
+typedef struct eng_decision {
+    sim_time_t      time;
+    uint64_t        handle, bytes;
+    uint32_t        job;
+    unsigned        device;
+    pol_action_t    action;
+    memsvc_status_t status;  /* MEMSVC_OK / MEMSVC_INPROGRESS: done or started; else refused */
+    const char     *key;
+    const char     *reason;  /* the class, as the policy named it */
+    const char     *detail;  /* "" if none */
+} eng_decision_t;
+
+/* Count of one (reason, action) pair: moves accepted, their bytes, and moves refused. */
+typedef struct eng_decision_count {
+    const char   *reason;
+    pol_action_t  action;
+    uint64_t      count, bytes, refused;
+} eng_decision_count_t;
+
+/* Ring capacity (default 1024 entries; 0 keeps counters only). Clears the ring.
+ * MEMSVC_ERR_NO_RESOURCE if it cannot be allocated (the old ring stays). */
+memsvc_status_t eng_decision_log_size(eng_t *eng, size_t entries);
+/* Visit the ring, oldest first; stops when fn returns false. */
+void eng_decisions(const eng_t *eng, bool (*fn)(void *arg, const eng_decision_t *d), void *arg);
+/* Visit the counters, by reason in first-seen order then by action; pairs with no moves are
+ * skipped. Stops when fn returns false. */
+void eng_decision_counts(const eng_t *eng,
+                         bool (*fn)(void *arg, const eng_decision_count_t *c), void *arg);
+/* Moves logged since creation (accepted + refused), and how many fell out of the ring. */
+uint64_t eng_decision_total(const eng_t *eng, uint64_t *overwritten_p);
+/* The log as one JSON object: {"policy", "total", "overwritten", "by_action", "by_reason",
+ * "recent": the last max_recent entries of the ring}. MEMSVC_ERR_IO on a write error. */
+memsvc_status_t eng_decision_log_json(const eng_t *eng, FILE *out, size_t max_recent);
 
 /* ---- state machine --------------------------------------------------------------------- */
 

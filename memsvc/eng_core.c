@@ -256,8 +256,13 @@ static void eng_finish_waiters(eng_t *eng, eng_tensor_t *t, memsvc_status_t stat
 
 static void eng_pol_access(eng_t *eng, eng_tensor_t *t, pol_access_t a)
 {
+    eng_dl_saved_t saved;
+
+    eng_tl_record(eng, t, a);
     if (eng->pol->on_access != NULL) {
+        eng_dl_enter(eng, &saved);
         eng->pol->on_access(eng->pol_state, &eng->pol_ctx, &t->pub, a);
+        eng_dl_leave(eng, &saved);
     }
 }
 
@@ -281,10 +286,13 @@ static uint64_t eng_need(eng_t *eng, eng_dev_t *d, const eng_tensor_t *t)
 
 static void eng_ask_policy(eng_t *eng, eng_dev_t *d, const eng_tensor_t *t)
 {
-    uint64_t need = eng_need(eng, d, t);
+    uint64_t       need = eng_need(eng, d, t);
+    eng_dl_saved_t saved;
 
     if (need > 0 && eng->pol->make_room != NULL) {
+        eng_dl_enter(eng, &saved);
         eng->pol->make_room(eng->pol_state, &eng->pol_ctx, d->sim->id, need);
+        eng_dl_leave(eng, &saved);
     }
 }
 
@@ -368,10 +376,6 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
     eng_finish_waiters(eng, t, status);
 }
 
-/*
- * Try to give a moving_in tensor its room now: allocate, else ask the policy once and retry.
- * MEMSVC_OK: placed (and eng_placed ran). Otherwise the allocator's error.
- */
 /* Free bytes plus bytes on their way out: what asking the policy can increase. */
 static uint64_t eng_room_bytes(const eng_dev_t *d)
 {
@@ -719,6 +723,7 @@ memsvc_status_t eng_create(const eng_params_t *params, eng_t **eng_p, char *err,
         goto err_free_eng;
     }
     eng->pol_ctx.eng = eng;
+    eng_tl_init(eng, eng->pol->wants_timeline);
 
     status = sim_clock_create(params->clock, &eng->clock);
     if (status != MEMSVC_OK) {
@@ -808,6 +813,8 @@ void eng_destroy(eng_t *eng)
     sim_node_destroy(eng->node);
     sim_clock_destroy(eng->clock);
     eng->pol->destroy(eng->pol_state);
+    eng_tl_cleanup(eng);
+    eng_dl_cleanup(eng);
     free(eng);
 }
 
@@ -1290,13 +1297,15 @@ void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tenso
 
 memsvc_status_t eng_hint(eng_t *eng, const eng_hint_t *hint)
 {
-    pol_hint_t ph;
+    pol_hint_t     ph;
+    eng_dl_saved_t saved;
 
     if (hint == NULL || (unsigned)hint->type >= MEMSVC_HINT_COUNT ||
         (unsigned)hint->phase >= MEMSVC_PHASE_COUNT ||
         (hint->num_handles > 0 && hint->handles == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
+    eng_tl_hint(eng, hint);
     if (eng->pol->on_hint == NULL) {
         return MEMSVC_OK;
     }
@@ -1309,7 +1318,9 @@ memsvc_status_t eng_hint(eng_t *eng, const eng_hint_t *hint)
     ph.phase       = hint->phase;
     ph.handles     = hint->handles;
     ph.num_handles = hint->num_handles;
+    eng_dl_enter(eng, &saved);
     eng->pol->on_hint(eng->pol_state, &eng->pol_ctx, &ph);
+    eng_dl_leave(eng, &saved);
     return MEMSVC_OK;
 }
 
@@ -1500,32 +1511,63 @@ static eng_tensor_t *pol_own(const pol_ctx_t *ctx, const pol_tensor_t *t)
     return (t != NULL) ? eng_reg_get(ctx->eng, t->handle) : NULL;
 }
 
+/* Carry out a move a policy asked for, and log it with the policy's current reason. */
+static memsvc_status_t pol_move(pol_ctx_t *ctx, const pol_tensor_t *t, pol_action_t action)
+{
+    eng_tensor_t   *et = pol_own(ctx, t);
+    memsvc_status_t status;
+
+    if (et == NULL) {
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    switch (action) {
+    case POL_ACTION_SWAP_OUT:
+        status = eng_start_swap_out(ctx->eng, et);
+        break;
+    case POL_ACTION_DROP:
+        status = eng_do_drop(ctx->eng, et);
+        break;
+    case POL_ACTION_PREFETCH:
+        status = eng_do_prefetch(ctx->eng, et);
+        break;
+    default:
+        status = eng_start_spill(ctx->eng, et);
+        break;
+    }
+    /* no move frees a tensor, so et is still valid */
+    eng_dl_record(ctx->eng, action, et, status);
+    return status;
+}
+
 memsvc_status_t pol_swap_out(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    eng_tensor_t *et = pol_own(ctx, t);
-
-    return (et == NULL) ? MEMSVC_ERR_NOT_FOUND : eng_start_swap_out(ctx->eng, et);
+    return pol_move(ctx, t, POL_ACTION_SWAP_OUT);
 }
 
 memsvc_status_t pol_drop(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    eng_tensor_t *et = pol_own(ctx, t);
-
-    return (et == NULL) ? MEMSVC_ERR_NOT_FOUND : eng_do_drop(ctx->eng, et);
+    return pol_move(ctx, t, POL_ACTION_DROP);
 }
 
 memsvc_status_t pol_prefetch(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    eng_tensor_t *et = pol_own(ctx, t);
-
-    return (et == NULL) ? MEMSVC_ERR_NOT_FOUND : eng_do_prefetch(ctx->eng, et);
+    return pol_move(ctx, t, POL_ACTION_PREFETCH);
 }
 
 memsvc_status_t pol_spill(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    eng_tensor_t *et = pol_own(ctx, t);
+    return pol_move(ctx, t, POL_ACTION_SPILL);
+}
 
-    return (et == NULL) ? MEMSVC_ERR_NOT_FOUND : eng_start_spill(ctx->eng, et);
+uint64_t pol_swap_cost_ns(const pol_ctx_t *ctx, unsigned dev, uint64_t bytes)
+{
+    const sim_device_t *d;
+
+    if (dev >= ctx->eng->num_devices) {
+        return 0;
+    }
+    d = ctx->eng->devs[dev].sim;
+    return sim_link_time_ns(&d->d2h.desc, bytes) + sim_link_time_ns(&d->h2d.desc, bytes);
 }
 
 void pol_set_word(pol_ctx_t *ctx, const pol_tensor_t *t, uint64_t word)

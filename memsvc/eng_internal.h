@@ -83,6 +83,78 @@ struct pol_ctx {
     struct eng *eng;
 };
 
+/* ---- timeline (eng_timeline.c) ---- */
+
+/* What the hints of one (job, rank) last said. */
+typedef struct eng_tl_where {
+    uint32_t job, rank;
+    int32_t  step;
+    int16_t  layer, microbatch;
+    uint8_t  phase;
+} eng_tl_where_t;
+
+typedef struct eng_tl_steplog {
+    pol_tl_entry_t *e;
+    size_t          n, cap;
+} eng_tl_steplog_t;
+
+/* An interned (job, key); ids are stable while either kept step refers to them. */
+typedef struct eng_tl_key {
+    char    *key;       /* NULL: free id */
+    uint32_t job, hash;
+    uint32_t next_free; /* free list, when key is NULL */
+} eng_tl_key_t;
+
+typedef struct eng_tl {
+    bool              on;           /* recording (policy asked, or enabled) */
+    bool              forced;       /* eng_timeline_enable */
+    bool              started;      /* a step boundary was seen */
+    int32_t           step;         /* step number of `cur` */
+    eng_tl_steplog_t  cur, prev;
+    uint64_t          overflow;     /* entries not kept: a step longer than ENG_TL_MAX_ENTRIES */
+    eng_tl_key_t     *keys;
+    uint32_t          num_keys, cap_keys, free_key, live_keys;
+    uint32_t         *kbuckets;     /* id + 1, linear probing; 0: empty */
+    uint32_t          num_kbuckets;
+    eng_tl_where_t   *where;
+    size_t            num_where, cap_where;
+} eng_tl_t;
+
+#define ENG_TL_MAX_ENTRIES (1u << 22) /* per step */
+
+/* ---- decision log (eng_declog.c) ---- */
+
+#define ENG_DL_REASONS    64  /* distinct reason classes counted; later ones count as "other" */
+#define ENG_DL_DETAIL     96
+
+typedef struct eng_dl_rec {
+    sim_time_t time;
+    uint64_t   handle, bytes;
+    uint32_t   job;
+    uint16_t   device;
+    uint8_t    action;
+    uint8_t    reason;
+    int32_t    status;
+    char       detail[ENG_DL_DETAIL];
+    char       key[MEMSVC_KEY_MAX + 1];
+} eng_dl_rec_t;
+
+typedef struct eng_dl {
+    eng_dl_rec_t *ring;
+    size_t        cap, head, n;      /* head: next slot written */
+    bool          sized;             /* capacity set (else the default on first use) */
+    uint64_t      total;
+    char         *reasons[ENG_DL_REASONS];
+    unsigned      num_reasons;
+    uint64_t      count[ENG_DL_REASONS][POL_ACTION_COUNT];
+    uint64_t      bytes[ENG_DL_REASONS][POL_ACTION_COUNT];
+    uint64_t      refused[ENG_DL_REASONS][POL_ACTION_COUNT];
+    unsigned      cur_reason;        /* for the moves asked next */
+    char          cur_detail[ENG_DL_DETAIL];
+} eng_dl_t;
+
+#define ENG_DL_DEFAULT_CAP 1024
+
 struct eng {
     sim_clock_t     *clock;
     sim_node_t      *node;
@@ -110,6 +182,9 @@ struct eng {
     uint32_t         next_move_id;
     eng_move_t      *moves;           /* records of pending move events */
     uint64_t         moves_in_flight;
+
+    eng_tl_t         tl;              /* access timeline */
+    eng_dl_t         dl;              /* decision log */
 };
 
 /* registry (eng_registry.c) */
@@ -123,6 +198,24 @@ eng_tensor_t   *eng_reg_find(const eng_t *eng, uint32_t job, const char *key);
 uint32_t        eng_key_hash(uint32_t job, const char *key, size_t len);
 eng_tensor_t   *eng_reg_find_hashed(const eng_t *eng, uint32_t job, const char *key, uint32_t hash);
 size_t          eng_reg_bytes(const eng_t *eng);               /* table memory */
+
+/* timeline (eng_timeline.c) */
+memsvc_status_t eng_tl_init(eng_t *eng, bool on);
+void            eng_tl_cleanup(eng_t *eng);
+void            eng_tl_hint(eng_t *eng, const eng_hint_t *hint);  /* before the policy's */
+void            eng_tl_record(eng_t *eng, const eng_tensor_t *t, pol_access_t a);
+
+/* decision log (eng_declog.c) */
+void            eng_dl_cleanup(eng_t *eng);
+void            eng_dl_record(eng_t *eng, pol_action_t action, const eng_tensor_t *t,
+                              memsvc_status_t status);
+/* Around each call into the policy: save and clear the current reason; restore it after. */
+typedef struct eng_dl_saved {
+    unsigned reason;
+    char     detail[ENG_DL_DETAIL];
+} eng_dl_saved_t;
+void            eng_dl_enter(eng_t *eng, eng_dl_saved_t *saved);
+void            eng_dl_leave(eng_t *eng, const eng_dl_saved_t *saved);
 
 /* lists */
 void eng_list_append(eng_list_t *l, eng_tensor_t *t);

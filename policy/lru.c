@@ -57,6 +57,7 @@ static void lru_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
     const pol_tensor_t *t   = pol_lru_first(ctx, dev);
     uint64_t            got = 0;
 
+    pol_set_reason(ctx, "lru oldest", "need %llu bytes", (unsigned long long)need);
     while (t != NULL && got < need) {
         const pol_tensor_t *next = pol_lru_next(ctx, t);
         uint64_t            size = t->size;

@@ -72,6 +72,64 @@ memsvc_status_t pol_spill(pol_ctx_t *ctx, const pol_tensor_t *t);
 /* Set the policy's own word of a tensor. */
 void            pol_set_word(pol_ctx_t *ctx, const pol_tensor_t *t, uint64_t word);
 
+/* Estimated time to copy `bytes` out of device `dev` to the host and back, from the link
+ * model (latency + size / bandwidth each way, without queueing), in ns. */
+uint64_t        pol_swap_cost_ns(const pol_ctx_t *ctx, unsigned dev, uint64_t bytes);
+
+/* ---- the decision log: why a policy moved what it moved -------------------------------- */
+
+typedef enum pol_action {
+    POL_ACTION_SWAP_OUT,
+    POL_ACTION_DROP,
+    POL_ACTION_PREFETCH,
+    POL_ACTION_SPILL,
+    POL_ACTION_COUNT
+} pol_action_t;
+
+const char *pol_action_name(pol_action_t action); /* "swap_out", "drop", "prefetch", "spill" */
+
+/*
+ * Say why the moves asked next are asked for, until the next call or until the engine's call
+ * into the policy returns. `reason` is a short fixed class ("lru oldest"), counted per action
+ * (the engine keeps a copy); the printf-style detail ("L12 mb3", "h=1.2e-9") goes with each
+ * entry of the log ring only. Moves asked without a reason are logged as "unspecified".
+ */
+void pol_set_reason(pol_ctx_t *ctx, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- the access timeline: step N's accesses by key, read while planning step N+1 -------- */
+
+#define POL_TL_NO_KEY UINT32_MAX
+
+/* One access, as the engine recorded it (only for policies with .wants_timeline set, or when
+ * the engine's owner enabled it). */
+typedef struct pol_tl_entry {
+    sim_time_t time;         /* simulated time of the access */
+    uint64_t   size;         /* bytes */
+    uint64_t   recompute_ns; /* recompute cost of the tensor */
+    uint32_t   key_id;       /* interned (job, key): equal ids, same key, in both steps */
+    uint32_t   job;
+    pol_tags_t tags;         /* the tensor's tags */
+    int32_t    step;         /* step current at the time (from hints; -1 if none) */
+    int16_t    layer;        /* layer current at the time (LAYER_BEGIN..LAYER_END; else -1) */
+    int16_t    microbatch;   /* micro-batch of the current layer (-1 if none) */
+    uint16_t   device;
+    uint8_t    access;       /* pol_access_t */
+    uint8_t    kind;         /* memsvc_kind_t */
+    uint8_t    phase;        /* memsvc_phase_t current at the time */
+    bool       recomputable;
+    bool       durable;
+} pol_tl_entry_t;
+
+/* The previous step's entries (in time order), or the current step's so far. Empty (NULL, 0)
+ * before the first step boundary or when nothing is recorded. Valid until the next hint. */
+void pol_timeline_prev(const pol_ctx_t *ctx, const pol_tl_entry_t **entries_p, size_t *n_p);
+void pol_timeline_cur(const pol_ctx_t *ctx, const pol_tl_entry_t **entries_p, size_t *n_p);
+/* The key of an interned id (NULL if unknown), and the id of a live tensor's key
+ * (POL_TL_NO_KEY if the key is in neither step). */
+const char *pol_timeline_key(const pol_ctx_t *ctx, uint32_t key_id);
+uint32_t    pol_timeline_key_id(const pol_ctx_t *ctx, const pol_tensor_t *t);
+
 /* ---- what a policy provides -------------------------------------------------------------- */
 
 typedef enum pol_access {
@@ -109,6 +167,8 @@ typedef struct pol_ops {
 
     void (*on_hint)(void *state, pol_ctx_t *ctx, const pol_hint_t *hint);                 /* or NULL */
     void (*on_access)(void *state, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_t a); /* or NULL */
+
+    bool wants_timeline; /* the engine records the access timeline for this policy */
 } pol_ops_t;
 
 /* The registry: every policy compiled in. */

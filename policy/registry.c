@@ -7,10 +7,20 @@
 
 extern const pol_ops_t pol_none_ops;
 extern const pol_ops_t pol_lru_ops;
+extern const pol_ops_t pol_vdnn_ops;
+extern const pol_ops_t pol_dtr_ops;
+extern const pol_ops_t pol_selective_ops;
+extern const pol_ops_t pol_full_ops;
+extern const pol_ops_t pol_offload_ops;
 
 static const pol_ops_t *const pol_table[] = {
     &pol_none_ops,
     &pol_lru_ops,
+    &pol_vdnn_ops,
+    &pol_dtr_ops,
+    &pol_selective_ops,
+    &pol_full_ops,
+    &pol_offload_ops,
     NULL,
 };
 

@@ -627,6 +627,19 @@ static void cli_json(const char *trace, const char *mode, json_int_t *step_p, js
     CU_ASSERT_TRUE(json_is_true(json_object_get(j, "fits")));
     *step_p  = json_integer_value(json_object_get(j, "step_time_ns"));
     *swaps_p = json_integer_value(json_object_get(json_object_get(j, "policy_decisions"), "swaps"));
+    {
+        /* the decision log explains the swaps: lru's reason, and as many moves as swaps */
+        json_t *log = json_object_get(j, "decision_log");
+        json_t *by  = json_object_get(log, "by_reason");
+
+        CU_ASSERT_TRUE(json_is_object(log));
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(log, "policy")), "lru");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(log, "by_action"),
+                                                           "swap_out")),
+                        *swaps_p);
+        CU_ASSERT_TRUE(json_is_array(by) && json_array_size(by) >= 1);
+        CU_ASSERT_TRUE(json_array_size(json_object_get(log, "recent")) > 0 || *swaps_p == 0);
+    }
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "unconstrained_step_time_ns")),
                     1400 * US);
     json_decref(j);

@@ -1195,6 +1195,23 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     if (report_p->timeline != NULL) {
         rp_sample(&rp, report_p->busiest);
     }
+    {
+        /* the decision log, kept as JSON text: the engine is gone when the report is printed */
+        char  *buf = NULL;
+        size_t len = 0;
+        FILE  *mem = open_memstream(&buf, &len);
+
+        if (mem != NULL) {
+            if (eng_decision_log_json(rp.eng, mem, MT_REPLAY_DECISIONS_KEEP) != MEMSVC_OK) {
+                fclose(mem);
+                free(buf);
+                buf = NULL;
+            } else {
+                fclose(mem);
+            }
+            report_p->decisions_json = buf;
+        }
+    }
     report_p->wall_s = rp_wall() - wall0;
     report_p->events_per_s =
         (report_p->wall_s > 0.0) ? (double)report_p->events / report_p->wall_s : 0.0;
@@ -1326,4 +1343,6 @@ void mt_replay_report_free(mt_replay_report_t *report)
     report->num_steps = 0;
     mt_timeline_destroy(report->timeline);
     report->timeline = NULL;
+    free(report->decisions_json);
+    report->decisions_json = NULL;
 }

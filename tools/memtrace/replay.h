@@ -70,6 +70,8 @@ typedef struct mt_replay_oom {
 
 typedef struct mt_replay_timeline mt_replay_timeline_t; /* memory samples for the plot */
 
+#define MT_REPLAY_DECISIONS_KEEP 64 /* most recent policy moves kept in the report */
+
 typedef struct mt_replay_report {
     /* what ran */
     char           trace_model[64];
@@ -127,6 +129,8 @@ typedef struct mt_replay_report {
     double baseline_wall_s;
 
     mt_replay_timeline_t *timeline; /* when params.timeline */
+    char *decisions_json; /* the policy's decision log as a JSON object (what moved and why):
+                             counts by action and reason, and the most recent moves; or NULL */
 } mt_replay_report_t;
 
 void mt_replay_params_init(mt_replay_params_t *params);

@@ -243,6 +243,8 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
             "  \"policy_decisions\": {\"swaps\": %" PRIu64 ", \"drops\": %" PRIu64
             ", \"prefetches\": %" PRIu64 "},\n",
             r->swap_outs, r->drops, r->prefetches);
+    fprintf(out, "  \"decision_log\": %s,\n",
+            (r->decisions_json != NULL) ? r->decisions_json : "null");
     fprintf(out, "  \"fits\": %s,\n  \"oom_count\": %" PRIu64 ",\n  \"ooms\": [",
             r->fits ? "true" : "false", r->oom_count);
     for (i = 0; i < r->oom_count && i < MT_REPLAY_OOM_KEEP; i++) {

@@ -1,0 +1,261 @@
+/* memsvc.h - libmemsvc: the public C API of the memsvc client (connect, tensors, hints, stats) */
+#ifndef MEMSVC_H
+#define MEMSVC_H
+
+#include "client/memsvc_status.h"
+#include "client/memsvc_types.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A trainer process connects to the memsvcd of its node (memsvc_connect), names itself by
+ * job, rank and device, and then allocates tensors by key, writes and reads their bytes,
+ * acquires them before use (which makes them resident on the device and pins them there) and
+ * releases them after. Between acquire and release the daemon may move the tensor to host
+ * memory or drop it; an acquire of a dropped tensor answers MEMSVC_RECOMPUTE and the owner
+ * recomputes and writes it back.
+ *
+ * Thread safety: every call taking a memsvc_conn_h must be made by one thread at a time for
+ * that connection (use one connection per thread, or serialize). Different connections are
+ * independent and may be used from different threads at once. memsvc_strerror and the
+ * *_name functions are thread-safe.
+ *
+ * Every call returns a memsvc_status_t: MEMSVC_OK, a positive outcome (MEMSVC_INPROGRESS,
+ * MEMSVC_RECOMPUTE) or a negative error; memsvc_strerror() gives its message. Errors common
+ * to all calls on a connection: MEMSVC_ERR_TRANSPORT (the daemon went away; the connection
+ * is unusable, close it), MEMSVC_ERR_TIMEOUT (no answer within the connection's timeout),
+ * MEMSVC_ERR_INVALID_PARAM (a NULL or out-of-range argument).
+ */
+
+typedef struct memsvc_conn *memsvc_conn_h;   /* a connection (a session in the daemon) */
+typedef struct memsvc_req  *memsvc_req_h;    /* an asynchronous operation */
+typedef uint64_t            memsvc_handle_t; /* one tensor allocation; 0 is never valid */
+
+#define MEMSVC_MAX_DEVICES 64
+
+/* ---- connection ------------------------------------------------------------------------ */
+
+enum memsvc_conn_field {
+    MEMSVC_CONN_FIELD_ADDRESS    = 1u << 0,
+    MEMSVC_CONN_FIELD_JOB        = 1u << 1,
+    MEMSVC_CONN_FIELD_RANK       = 1u << 2,
+    MEMSVC_CONN_FIELD_DEVICE     = 1u << 3,
+    MEMSVC_CONN_FIELD_TIMEOUT_MS = 1u << 4,
+    MEMSVC_CONN_FIELD_FLAGS      = 1u << 5,
+    MEMSVC_CONN_FIELD_NAME       = 1u << 6
+};
+
+enum memsvc_conn_flags {
+    MEMSVC_CONN_CONTROL = 1u << 0 /* a control session (memsvc-ctl): stats, list, ping only */
+};
+
+typedef struct memsvc_conn_params {
+    uint64_t    field_mask; /* which fields below are set (memsvc_conn_field) */
+    const char *address;    /* "HOST:PORT" of the daemon; default "127.0.0.1:13337" */
+    uint32_t    job;        /* job id, >= 1 (0 is reserved for control sessions); default 1 */
+    uint32_t    rank;       /* rank within the job; default 0 */
+    uint32_t    device;     /* NPU index on the node this session uses; default 0 */
+    uint32_t    timeout_ms; /* bound on connect and on each blocking call; default 30000 */
+    uint32_t    flags;      /* memsvc_conn_flags */
+    const char *name;       /* shown in the daemon's logs; default "pid<N>" */
+} memsvc_conn_params_t;
+
+/*
+ * Connect and perform the handshake (protocol version, job, rank, device). Errors:
+ * MEMSVC_ERR_VERSION (the daemon speaks another protocol version), MEMSVC_ERR_TRANSPORT (no
+ * daemon there), MEMSVC_ERR_TIMEOUT, MEMSVC_ERR_INVALID_PARAM (device out of range, job 0
+ * without MEMSVC_CONN_CONTROL, malformed address). *conn_p is set only on success.
+ */
+memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p);
+
+/* Close the connection. Outstanding requests are freed; the daemon releases this session's
+ * pins and frees its non-durable tensors (durable ones are kept for re-attach). NULL is a no-op. */
+void memsvc_close(memsvc_conn_h conn);
+
+/* The UCX transport lanes this connection uses, e.g. "tcp/lo.0(am)" ("(am)": the lane that
+ * carries the messages). Valid until memsvc_close. */
+const char *memsvc_conn_transport(memsvc_conn_h conn);
+
+/* Round trip to the daemon; *rtt_ns_p (may be NULL) gets the time it took. */
+memsvc_status_t memsvc_ping(memsvc_conn_h conn, uint64_t *rtt_ns_p);
+
+/* ---- tensors --------------------------------------------------------------------------- */
+
+enum memsvc_alloc_field {
+    MEMSVC_ALLOC_FIELD_KIND         = 1u << 0,
+    MEMSVC_ALLOC_FIELD_TAGS         = 1u << 1,
+    MEMSVC_ALLOC_FIELD_RECOMPUTE_NS = 1u << 2,
+    MEMSVC_ALLOC_FIELD_FLAGS        = 1u << 3
+};
+
+enum memsvc_alloc_flags {
+    MEMSVC_ALLOC_DURABLE      = 1u << 0, /* never dropped; kept after a crash for re-attach */
+    MEMSVC_ALLOC_RECOMPUTABLE = 1u << 1  /* may be dropped; the owner recomputes it */
+};
+
+typedef struct memsvc_alloc_params {
+    uint64_t      field_mask;   /* memsvc_alloc_field */
+    memsvc_kind_t kind;         /* default MEMSVC_KIND_ACTIVATION */
+    memsvc_tags_t tags;         /* default MEMSVC_TAGS_NONE */
+    uint64_t      recompute_ns; /* device time to recompute it; default 0 */
+    uint32_t      flags;        /* memsvc_alloc_flags; default 0 */
+} memsvc_alloc_params_t;
+
+/*
+ * Allocate `size` bytes on the session's device under `key` (1..MEMSVC_KEY_MAX bytes,
+ * unique among the job's live tensors). The new tensor is resident and not pinned; its
+ * contents are undefined until written. params may be NULL. Errors: MEMSVC_ERR_EXISTS,
+ * MEMSVC_ERR_TOO_LARGE (larger than the device), MEMSVC_ERR_NO_MEMORY,
+ * MEMSVC_ERR_FRAGMENTED (nothing more could be evicted), MEMSVC_ERR_INVALID_PARAM.
+ */
+memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
+                             const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p);
+
+/* End a tensor (pinned or not; other sessions' pins on it go too). Errors:
+ * MEMSVC_ERR_NOT_FOUND (unknown or already freed), MEMSVC_ERR_ACCESS (another job's). */
+memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
+
+/*
+ * Copy len bytes from buf into the tensor at offset (write) or from the tensor into buf
+ * (read). Legal whether the tensor is on its device or swapped out to host; while it is
+ * being moved the call waits (up to the timeout). Transfers are split into 4 MiB
+ * messages; bytes go as UCX active-message payloads (rendezvous when large). Errors:
+ * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
+ * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
+ * acquire it first).
+ */
+memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
+                             const void *buf, uint64_t len);
+memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset, void *buf,
+                            uint64_t len);
+
+/*
+ * Make the tensor resident on its device and pin it there until memsvc_release. Returns
+ * MEMSVC_OK, or MEMSVC_RECOMPUTE when the daemon had dropped it: space is pinned and the
+ * caller must recompute the tensor and memsvc_write it. Errors: MEMSVC_ERR_NOT_FOUND,
+ * MEMSVC_ERR_NO_MEMORY, MEMSVC_ERR_FRAGMENTED. Acquires nest: each needs its own release.
+ */
+memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle);
+
+/* Unpin. MEMSVC_ERR_NOT_PINNED without a matching acquire by this session. */
+memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle);
+
+/* Batched forms: n (1..64) handles in one message; status_p[i] gets each outcome. The call
+ * returns MEMSVC_OK when every outcome is >= 0, else the first error. */
+memsvc_status_t memsvc_acquire_many(memsvc_conn_h conn, const memsvc_handle_t *handles, size_t n,
+                                    memsvc_status_t *status_p);
+memsvc_status_t memsvc_release_many(memsvc_conn_h conn, const memsvc_handle_t *handles, size_t n,
+                                    memsvc_status_t *status_p);
+
+/*
+ * Asynchronous forms: send the request and return at once with *req_p set (MEMSVC_INPROGRESS),
+ * or fail at once (an error, *req_p untouched). Complete it with memsvc_test or memsvc_wait.
+ */
+memsvc_status_t memsvc_acquire_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p);
+memsvc_status_t memsvc_release_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p);
+
+/* Progress the connection once; MEMSVC_INPROGRESS if req is not done, else its final status,
+ * and req is freed. */
+memsvc_status_t memsvc_test(memsvc_req_h req);
+
+/* Wait up to timeout_ms (negative: the connection's timeout) for req. On completion returns
+ * its final status and frees req; on MEMSVC_ERR_TIMEOUT req stays valid (wait again or
+ * memsvc_req_free it). */
+memsvc_status_t memsvc_wait(memsvc_req_h req, int timeout_ms);
+
+/* Abandon a request; a late answer is discarded (an acquire that still completes stays
+ * pinned: release it). */
+void memsvc_req_free(memsvc_req_h req);
+
+/* ---- lookup, hints ---------------------------------------------------------------------- */
+
+/* What the daemon knows of a tensor. */
+typedef struct memsvc_tensor_info {
+    memsvc_handle_t handle;
+    char            key[MEMSVC_KEY_MAX + 1];
+    uint64_t        size;
+    memsvc_kind_t   kind;
+    memsvc_state_t  state;
+    uint32_t        device;
+    uint32_t        job;
+    uint32_t        rank; /* rank that allocated it */
+    uint32_t        pins;
+    bool            durable;
+    bool            recomputable;
+    memsvc_tags_t   tags;
+} memsvc_tensor_info_t;
+
+/*
+ * Find a live tensor of the session's job by key, e.g. a durable tensor kept after this
+ * rank's previous process died; the session then owns it. MEMSVC_ERR_NOT_FOUND if none.
+ */
+memsvc_status_t memsvc_lookup(memsvc_conn_h conn, const char *key, memsvc_tensor_info_t *info_p);
+
+typedef struct memsvc_hint {
+    memsvc_hint_type_t     type;
+    int32_t                step;  /* STEP_BEGIN/END; MEMSVC_TAG_NONE if unknown */
+    int32_t                layer; /* LAYER_BEGIN/END */
+    int32_t                microbatch;
+    memsvc_phase_t         phase;   /* PHASE */
+    const memsvc_handle_t *handles; /* UPCOMING: tensors about to be used (<= 64) */
+    size_t                 num_handles;
+} memsvc_hint_t;
+
+/* Give the daemon's policy a hint. Errors: MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_NOT_FOUND
+ * (an UPCOMING handle is unknown), MEMSVC_ERR_TOO_LARGE (more than 64 handles). */
+memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
+
+/* ---- stats and listing ------------------------------------------------------------------ */
+
+typedef struct memsvc_dev_stats {
+    uint64_t capacity, allocated, reserved, free, largest_free; /* HBM, bytes */
+    double   fragmentation;                                     /* 1 - largest_free / free */
+    uint64_t peak_reserved;
+    uint64_t tensors_by_state[MEMSVC_STATE_COUNT]; /* this device's tensors */
+    uint64_t bytes_by_state[MEMSVC_STATE_COUNT];
+    uint64_t tensors_by_kind[MEMSVC_KIND_COUNT];  /* live tensors, any state */
+    uint64_t resident_by_kind[MEMSVC_KIND_COUNT]; /* bytes on device */
+    uint64_t pinned_tensors, pinned_bytes;
+    uint64_t swap_out_bytes, swap_outs, swap_in_bytes, swap_ins;
+    uint64_t spill_bytes, drops, recomputes;
+    uint64_t stall_ns, stalls, oom_events, fragmented_events;
+} memsvc_dev_stats_t;
+
+typedef struct memsvc_stats {
+    char               node[32]; /* preset name */
+    char               mode[16]; /* "backed" or "phantom" */
+    char               policy[64];
+    char               transport[128]; /* transports of the server's sessions */
+    uint64_t           uptime_ns;
+    uint64_t           host_capacity, host_used, host_peak;
+    uint64_t           disk_capacity, disk_used;
+    uint64_t           live_tensors, moves_in_flight;
+    uint64_t           sessions, sessions_total, orphans; /* orphans: kept durable tensors */
+    uint64_t           requests, errors;
+    uint32_t           num_devices;
+    memsvc_dev_stats_t dev[MEMSVC_MAX_DEVICES];
+} memsvc_stats_t;
+
+/* Figures of the whole daemon (any session may ask). */
+memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p);
+
+/* Called once per tensor; return false to stop. */
+typedef bool (*memsvc_list_cb_t)(void *arg, const memsvc_tensor_info_t *info);
+
+/*
+ * Visit the tensors of a job: a normal session may list only its own job (other jobs:
+ * MEMSVC_ERR_ACCESS); a control session any job, or all with job == UINT32_MAX.
+ */
+memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEMSVC_H */

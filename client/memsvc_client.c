@@ -1,0 +1,1084 @@
+/* memsvc_client.c - libmemsvc: connection, request tracking and the calls of client/memsvc.h */
+#include "client/memsvc.h"
+#include "client/msp_proto.h"
+#include "client/msp_ucx.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONN_DEFAULT_ADDR "127.0.0.1:13337"
+#define CONN_DEFAULT_TIMEOUT 30000u
+#define CONN_SPIN_NS 50000ull        /* busy-poll this long before sleeping on the event fd */
+#define CONN_BUSY_RETRY_NS 200000ull /* pause before retrying a read/write of a moving tensor */
+/* Bytes per READ/WRITE message (the protocol allows MSP_DATA_MAX). 4 MiB bounds the copy the
+ * daemon's loop does per message (other clients get their turn in between) and measured 2-3x
+ * faster than 64 MiB messages, whose buffers are fresh mappings that page-fault each time. */
+#define CONN_CHUNK (4ull << 20)
+
+struct memsvc_req {
+    struct memsvc_req *next, *prev; /* outstanding list of the connection */
+    memsvc_conn_h      conn;
+    uint64_t           id;
+    uint32_t           op;
+    bool               done;         /* reply (and payload) arrived */
+    bool               abandoned;    /* freed by the user: drop when done */
+    bool               recv_pending; /* rendezvous payload still arriving */
+    int                send_pending; /* our send still owns the header/payload */
+    memsvc_status_t    status;
+    msp_rep_t          rep;  /* the reply */
+    void              *rbuf; /* payload destination: READ buffer, STATS/LIST body */
+    uint64_t           rlen;
+    bool               own_rbuf; /* rbuf is ours (a body buffer): freed with the request */
+};
+
+struct memsvc_conn {
+    ucp_context_h     ctx;
+    ucp_worker_h      worker;
+    ucp_ep_h          ep;
+    int               efd;
+    bool              broken; /* the endpoint failed: every call fails */
+    memsvc_status_t   broken_status;
+    uint64_t          next_id;
+    struct memsvc_req reqs; /* list head of outstanding requests */
+    uint32_t          timeout_ms, job, rank, device, flags;
+    uint64_t          spin_ns; /* busy-poll this long before sleeping */
+    uint64_t          session;
+    uint32_t          num_devices;
+    char              transport[MSP_TRANSPORT_MAX + 1];
+    msp_rep_t         reps[MSP_BATCH_MAX]; /* decode scratch */
+};
+
+/* A send in flight: owns the encoded header. */
+typedef struct conn_send {
+    memsvc_req_h reqs[MSP_BATCH_MAX];
+    size_t       nreqs;
+    size_t       hlen;
+    uint8_t      hdr[];
+} conn_send_t;
+
+/* ---- request list -------------------------------------------------------------------------- */
+
+static memsvc_req_h req_new(memsvc_conn_h conn, uint32_t op)
+{
+    memsvc_req_h req = calloc(1, sizeof(*req));
+
+    if (req == NULL) {
+        return NULL;
+    }
+    req->conn             = conn;
+    req->op               = op;
+    req->id               = conn->next_id++;
+    req->status           = MEMSVC_INPROGRESS;
+    req->next             = &conn->reqs;
+    req->prev             = conn->reqs.prev;
+    conn->reqs.prev->next = req;
+    conn->reqs.prev       = req;
+    return req;
+}
+
+static void req_unlink_free(memsvc_req_h req)
+{
+    req->prev->next = req->next;
+    req->next->prev = req->prev;
+    if (req->own_rbuf) {
+        free(req->rbuf);
+    }
+    free(req);
+}
+
+static bool req_finished(memsvc_req_h req)
+{
+    return req->done && !req->recv_pending && (req->send_pending == 0);
+}
+
+/* Free an abandoned request once nothing refers to it any more. */
+static void req_maybe_reap(memsvc_req_h req)
+{
+    if (req->abandoned && req_finished(req)) {
+        req_unlink_free(req);
+    }
+}
+
+static memsvc_req_h req_find(memsvc_conn_h conn, uint64_t id)
+{
+    memsvc_req_h req;
+
+    for (req = conn->reqs.next; req != &conn->reqs; req = req->next) {
+        if (req->id == id) {
+            return req;
+        }
+    }
+    return NULL;
+}
+
+static void req_complete(memsvc_req_h req, memsvc_status_t status)
+{
+    if (!req->done) {
+        req->done   = true;
+        req->status = status;
+    }
+    req_maybe_reap(req);
+}
+
+/* The endpoint failed: every outstanding request fails with `status`. */
+static void conn_fail(memsvc_conn_h conn, memsvc_status_t status)
+{
+    memsvc_req_h req, next;
+
+    if (!conn->broken) {
+        conn->broken        = true;
+        conn->broken_status = status;
+    }
+    for (req = conn->reqs.next; req != &conn->reqs; req = next) {
+        next              = req->next;
+        req->recv_pending = false;
+        req->send_pending = 0;
+        req_complete(req, status);
+    }
+}
+
+/* ---- UCX callbacks ------------------------------------------------------------------------ */
+
+static void conn_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    conn_fail(arg, MEMSVC_ERR_TRANSPORT);
+}
+
+static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
+{
+    conn_send_t *send = user_data;
+    size_t       i;
+
+    for (i = 0; i < send->nreqs; i++) {
+        memsvc_req_h req = send->reqs[i];
+
+        if (req->send_pending > 0) {
+            req->send_pending--;
+        }
+        req_maybe_reap(req);
+    }
+    free(send);
+    ucp_request_free(request);
+}
+
+static void conn_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
+{
+    memsvc_req_h req = user_data;
+
+    req->recv_pending = false;
+    if ((status != UCS_OK) && (req->status >= 0)) {
+        req->status = msp_from_ucs(status);
+    }
+    req_maybe_reap(req);
+    ucp_request_free(request);
+}
+
+/* A READ reply's payload: copy it (eager) or start the rendezvous receive into the buffer. */
+static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, size_t length,
+                              const ucp_am_recv_param_t *param)
+{
+    ucp_request_param_t rp = {0};
+    ucs_status_ptr_t    sp;
+
+    if ((req->rep.plen != length) || (length > req->rlen) || req->abandoned) {
+        if (!req->abandoned) {
+            req->status = MEMSVC_ERR_PROTOCOL;
+        }
+        return; /* returning UCS_OK from the callback drops the data */
+    }
+    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+        if (length > 0) {
+            memcpy(req->rbuf, data, length);
+        }
+        return;
+    }
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp.cb.recv_am   = conn_recv_cb;
+    rp.user_data    = req;
+    sp              = ucp_am_recv_data_nbx(conn->worker, data, req->rbuf, length, &rp);
+    if (UCS_PTR_IS_ERR(sp)) {
+        req->status = msp_from_ucs(UCS_PTR_STATUS(sp));
+    } else if (sp != NULL) {
+        req->recv_pending = true;
+    }
+}
+
+static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t header_length,
+                                     void *data, size_t length, const ucp_am_recv_param_t *param)
+{
+    memsvc_conn_h   conn = arg;
+    memsvc_status_t status;
+    size_t          n, i;
+
+    status = msp_decode_replies(header, header_length, conn->reps, MSP_BATCH_MAX, &n);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "libmemsvc: malformed reply from the daemon (%s); closing\n",
+                memsvc_status_name(status));
+        conn_fail(conn, MEMSVC_ERR_PROTOCOL);
+        return UCS_OK;
+    }
+    for (i = 0; i < n; i++) {
+        msp_rep_t   *rep = &conn->reps[i];
+        memsvc_req_h req = req_find(conn, rep->id);
+
+        if ((req == NULL) || req->done) {
+            continue; /* a late answer to a request nobody waits for */
+        }
+        req->rep    = *rep;
+        req->status = rep->status;
+        if ((rep->status >= 0) && (rep->op != req->op)) {
+            req->status = MEMSVC_ERR_PROTOCOL;
+        } else if ((rep->status >= 0) && msp_reply_has_payload(req->op)) {
+            if (n != 1) {
+                req->status = MEMSVC_ERR_PROTOCOL;
+            } else {
+                conn_take_payload(conn, req, data, length, param);
+            }
+        }
+        req->done = true;
+        req_maybe_reap(req);
+    }
+    return UCS_OK;
+}
+
+/* ---- sending and waiting ------------------------------------------------------------------- */
+
+/* Send n requests (already created) in one message, with an optional payload. */
+static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_req_t *msgs,
+                                 size_t n, const void *payload, size_t plen)
+{
+    ucp_request_param_t param = {0};
+    memsvc_status_t     status;
+    ucs_status_ptr_t    sp;
+    conn_send_t        *send;
+    msp_buf_t           buf;
+    size_t              i;
+    uint8_t            *tmp;
+
+    if (conn->broken) {
+        return conn->broken_status;
+    }
+    tmp = malloc(MSP_HEADER_MAX);
+    if (tmp == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    buf    = (msp_buf_t){tmp, MSP_HEADER_MAX, 0, false};
+    status = msp_encode_requests(msgs, n, &buf);
+    if (status != MEMSVC_OK) {
+        free(tmp);
+        return status;
+    }
+    send = malloc(sizeof(*send) + buf.len);
+    if (send == NULL) {
+        free(tmp);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memcpy(send->hdr, tmp, buf.len);
+    free(tmp);
+    send->hlen  = buf.len;
+    send->nreqs = n;
+    for (i = 0; i < n; i++) {
+        send->reqs[i] = reqs[i];
+        reqs[i]->send_pending++;
+    }
+    param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    param.cb.send   = conn_send_cb;
+    param.user_data = send;
+    param.flags     = UCP_AM_SEND_FLAG_REPLY;
+    sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, send->hdr, send->hlen, payload, plen, &param);
+    if (sp == NULL) {
+        for (i = 0; i < n; i++) {
+            reqs[i]->send_pending--;
+        }
+        free(send);
+        return MEMSVC_OK;
+    }
+    if (UCS_PTR_IS_ERR(sp)) {
+        for (i = 0; i < n; i++) {
+            reqs[i]->send_pending--;
+        }
+        free(send);
+        return msp_from_ucs(UCS_PTR_STATUS(sp));
+    }
+    return MEMSVC_OK;
+}
+
+/* Progress until *done(arg) or the deadline (absolute, ns). Caller owns the connection. */
+static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *), void *arg,
+                                       uint64_t deadline)
+{
+    uint64_t start = msp_now_ns(), now;
+    int      ms;
+
+    for (;;) {
+        while (ucp_worker_progress(conn->worker) != 0) {
+        }
+        if (done(arg)) {
+            return MEMSVC_OK;
+        }
+        now = msp_now_ns();
+        if (now >= deadline) {
+            return MEMSVC_ERR_TIMEOUT;
+        }
+        if (now - start < conn->spin_ns) {
+            continue;
+        }
+        if (ucp_worker_arm(conn->worker) == UCS_ERR_BUSY) {
+            continue;
+        }
+        ms = (int)((deadline - now) / 1000000ull) + 1;
+        if (ms > 100) {
+            ms = 100;
+        }
+        poll(&(struct pollfd){.fd = conn->efd, .events = POLLIN}, 1, ms);
+    }
+}
+
+static bool req_is_finished(void *arg)
+{
+    return req_finished(arg);
+}
+
+static uint64_t conn_deadline(memsvc_conn_h conn, int timeout_ms)
+{
+    uint64_t t = (timeout_ms < 0) ? conn->timeout_ms : (uint64_t)timeout_ms;
+
+    return msp_now_ns() + t * 1000000ull;
+}
+
+/* Wait for one request; on completion its status is returned and it stays allocated. */
+static memsvc_status_t req_wait_keep(memsvc_req_h req, int timeout_ms)
+{
+    memsvc_status_t status;
+
+    status = conn_wait_until(req->conn, req_is_finished, req, conn_deadline(req->conn, timeout_ms));
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    return req->status;
+}
+
+/* Give up on the connection at once (the transport may hold a caller's buffer). */
+static void conn_force_close(memsvc_conn_h conn)
+{
+    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags        = UCP_EP_CLOSE_FLAG_FORCE};
+    ucs_status_ptr_t    sp;
+
+    if (conn->ep == NULL) {
+        return;
+    }
+    sp       = ucp_ep_close_nbx(conn->ep, &p);
+    conn->ep = NULL;
+    if (UCS_PTR_IS_PTR(sp)) {
+        while (ucp_request_check_status(sp) == UCS_INPROGRESS) {
+            ucp_worker_progress(conn->worker);
+        }
+        ucp_request_free(sp);
+    }
+    conn_fail(conn, MEMSVC_ERR_TIMEOUT);
+}
+
+/* Abandon a request: freed now if nothing refers to it, else when its reply arrives. A
+ * receive into a caller's buffer still running makes the connection unusable. */
+static void req_abandon(memsvc_req_h req)
+{
+    if (req->recv_pending && !req->own_rbuf) {
+        conn_force_close(req->conn);
+    }
+    req->abandoned = true;
+    if (req->conn->broken) {
+        req->send_pending = 0;
+        req->recv_pending = false;
+        req->done         = true;
+    }
+    req_maybe_reap(req);
+}
+
+/* Create the request record of msg (sets msg->id); the caller sends it. */
+static memsvc_status_t conn_prepare(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_h *req_p)
+{
+    memsvc_req_h req;
+
+    *req_p = NULL;
+    if (conn->broken) {
+        return conn->broken_status;
+    }
+    req = req_new(conn, msg->op);
+    if (req == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    msg->id = req->id;
+    *req_p  = req;
+    return MEMSVC_OK;
+}
+
+/* One request, sent and waited for; *rep_p (optional) gets the reply. */
+static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload,
+                                 size_t plen, msp_rep_t *rep_p)
+{
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    status = conn_prepare(conn, msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = conn_send(conn, &req, msg, 1, payload, plen);
+    if (status != MEMSVC_OK) {
+        req_unlink_free(req);
+        return status;
+    }
+    status = req_wait_keep(req, -1);
+    if ((status == MEMSVC_ERR_TIMEOUT) && (req->send_pending > 0) && (payload != NULL)) {
+        conn_force_close(conn); /* the transport still holds the caller's buffer */
+    }
+    if (rep_p != NULL) {
+        *rep_p = req->rep;
+    }
+    if (req_finished(req)) {
+        req_unlink_free(req);
+    } else {
+        req_abandon(req);
+    }
+    return status;
+}
+
+/* ---- connection ---------------------------------------------------------------------------- */
+
+memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p)
+{
+    ucp_params_t            ctx_params = {0};
+    ucp_worker_params_t     wparams    = {0};
+    ucp_am_handler_param_t  am         = {0};
+    ucp_ep_params_t         eparams    = {0};
+    struct sockaddr_storage ss;
+    socklen_t               sslen;
+    const char             *addr = CONN_DEFAULT_ADDR;
+    memsvc_status_t         status;
+    ucs_status_t            ustatus;
+    memsvc_conn_h           conn;
+    msp_req_t               hello = {0};
+    msp_rep_t               rep;
+    uint64_t                mask;
+
+    if ((params == NULL) || (conn_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    mask = params->field_mask;
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    conn->reqs.next = conn->reqs.prev = &conn->reqs;
+    conn->next_id                     = 1;
+    conn->efd                         = -1;
+    conn->job                         = (mask & MEMSVC_CONN_FIELD_JOB) ? params->job : 1;
+    conn->rank                        = (mask & MEMSVC_CONN_FIELD_RANK) ? params->rank : 0;
+    conn->device                      = (mask & MEMSVC_CONN_FIELD_DEVICE) ? params->device : 0;
+    conn->timeout_ms =
+        (mask & MEMSVC_CONN_FIELD_TIMEOUT_MS) ? params->timeout_ms : CONN_DEFAULT_TIMEOUT;
+    conn->flags   = (mask & MEMSVC_CONN_FIELD_FLAGS) ? params->flags : 0;
+    conn->spin_ns = CONN_SPIN_NS;
+    if (getenv("MEMSVC_SPIN_US") != NULL) {
+        conn->spin_ns = strtoull(getenv("MEMSVC_SPIN_US"), NULL, 10) * 1000ull;
+    }
+    if ((mask & MEMSVC_CONN_FIELD_ADDRESS) && (params->address != NULL)) {
+        addr = params->address;
+    }
+    if ((conn->timeout_ms == 0) || (conn->timeout_ms > INT32_MAX) ||
+        ((conn->job == MSP_JOB_CONTROL) != !!(conn->flags & MEMSVC_CONN_CONTROL))) {
+        status = MEMSVC_ERR_INVALID_PARAM;
+        goto err_free_conn;
+    }
+    if (msp_parse_addr(addr, &ss, &sslen) != MEMSVC_OK) {
+        status = MEMSVC_ERR_INVALID_PARAM;
+        goto err_free_conn;
+    }
+
+    ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+    ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    ctx_params.name       = "libmemsvc";
+    ustatus               = ucp_init(&ctx_params, NULL, &conn->ctx);
+    if (ustatus != UCS_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_free_conn;
+    }
+    wparams.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
+    ustatus             = ucp_worker_create(conn->ctx, &wparams, &conn->worker);
+    if (ustatus != UCS_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_cleanup_ctx;
+    }
+    ustatus = ucp_worker_get_efd(conn->worker, &conn->efd);
+    if (ustatus != UCS_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_destroy_worker;
+    }
+    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    am.id    = MSP_AM_REPLY;
+    am.cb    = conn_am_reply_cb;
+    am.arg   = conn;
+    am.flags = UCP_AM_FLAG_WHOLE_MSG;
+    ustatus  = ucp_worker_set_am_recv_handler(conn->worker, &am);
+    if (ustatus != UCS_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_destroy_worker;
+    }
+    eparams.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                         UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    eparams.flags            = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    eparams.sockaddr.addr    = (struct sockaddr *)&ss;
+    eparams.sockaddr.addrlen = sslen;
+    eparams.err_mode         = UCP_ERR_HANDLING_MODE_PEER;
+    eparams.err_handler.cb   = conn_err_cb;
+    eparams.err_handler.arg  = conn;
+    ustatus                  = ucp_ep_create(conn->worker, &eparams, &conn->ep);
+    if (ustatus != UCS_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_destroy_worker;
+    }
+
+    hello.op              = MSP_OP_HELLO;
+    hello.u.hello.version = MSP_VERSION;
+    hello.u.hello.job     = conn->job;
+    hello.u.hello.rank    = conn->rank;
+    hello.u.hello.device  = conn->device;
+    hello.u.hello.flags   = (conn->flags & MEMSVC_CONN_CONTROL) ? MSP_HELLO_CONTROL : 0;
+    if ((mask & MEMSVC_CONN_FIELD_NAME) && (params->name != NULL)) {
+        snprintf(hello.u.hello.name, sizeof(hello.u.hello.name), "%s", params->name);
+    } else {
+        snprintf(hello.u.hello.name, sizeof(hello.u.hello.name), "pid%d", (int)getpid());
+    }
+    status = conn_call(conn, &hello, NULL, 0, &rep);
+    if (status != MEMSVC_OK) {
+        goto err_close_ep;
+    }
+    conn->session     = rep.u.hello.session;
+    conn->num_devices = rep.u.hello.num_devices;
+    msp_ep_transport(conn->ep, conn->transport, sizeof(conn->transport));
+    *conn_p = conn;
+    return MEMSVC_OK;
+
+err_close_ep:
+    memsvc_close(conn); /* tears down ep, worker and context */
+    return status;
+err_destroy_worker:
+    ucp_worker_destroy(conn->worker);
+err_cleanup_ctx:
+    ucp_cleanup(conn->ctx);
+err_free_conn:
+    free(conn);
+    return status;
+}
+
+void memsvc_close(memsvc_conn_h conn)
+{
+    memsvc_req_h req, next;
+
+    if (conn == NULL) {
+        return;
+    }
+    if (conn->ep != NULL) {
+        ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                        .flags        = conn->broken ? UCP_EP_CLOSE_FLAG_FORCE : 0};
+        ucs_status_ptr_t    sp       = ucp_ep_close_nbx(conn->ep, &p);
+        uint64_t            deadline = msp_now_ns() + 2000000000ull;
+
+        if (UCS_PTR_IS_PTR(sp)) {
+            while ((ucp_request_check_status(sp) == UCS_INPROGRESS) && (msp_now_ns() < deadline)) {
+                ucp_worker_progress(conn->worker);
+            }
+            ucp_request_free(sp);
+        }
+        conn->ep = NULL;
+    }
+    conn->broken = true;
+    for (req = conn->reqs.next; req != &conn->reqs; req = next) {
+        next = req->next;
+        req_unlink_free(req);
+    }
+    ucp_worker_destroy(conn->worker);
+    ucp_cleanup(conn->ctx);
+    free(conn);
+}
+
+const char *memsvc_conn_transport(memsvc_conn_h conn)
+{
+    return (conn != NULL) ? conn->transport : "none";
+}
+
+memsvc_status_t memsvc_ping(memsvc_conn_h conn, uint64_t *rtt_ns_p)
+{
+    msp_req_t       msg = {.op = MSP_OP_PING};
+    memsvc_status_t status;
+    uint64_t        t0;
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    t0     = msp_now_ns();
+    status = conn_call(conn, &msg, NULL, 0, NULL);
+    if ((status == MEMSVC_OK) && (rtt_ns_p != NULL)) {
+        *rtt_ns_p = msp_now_ns() - t0;
+    }
+    return status;
+}
+
+/* ---- tensors ------------------------------------------------------------------------------- */
+
+static memsvc_status_t copy_key(char *dst, const char *key)
+{
+    size_t len;
+
+    if (key == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    len = strlen(key);
+    if ((len == 0) || (len > MEMSVC_KEY_MAX)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    memcpy(dst, key, len + 1);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
+                             const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p)
+{
+    msp_req_t       msg = {.op = MSP_OP_ALLOC};
+    memsvc_status_t status;
+    msp_rep_t       rep;
+    uint64_t        mask = (params != NULL) ? params->field_mask : 0;
+    uint32_t        flags;
+
+    if ((conn == NULL) || (handle_p == NULL) || (size == 0)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = copy_key(msg.u.alloc.key, key);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    msg.u.alloc.size = size;
+    msg.u.alloc.kind = (mask & MEMSVC_ALLOC_FIELD_KIND) ? params->kind : MEMSVC_KIND_ACTIVATION;
+    msg.u.alloc.tags = (mask & MEMSVC_ALLOC_FIELD_TAGS) ? params->tags : MEMSVC_TAGS_NONE;
+    msg.u.alloc.recompute_ns = (mask & MEMSVC_ALLOC_FIELD_RECOMPUTE_NS) ? params->recompute_ns : 0;
+    flags                    = (mask & MEMSVC_ALLOC_FIELD_FLAGS) ? params->flags : 0;
+    msg.u.alloc.durable      = !!(flags & MEMSVC_ALLOC_DURABLE);
+    msg.u.alloc.recomputable = !!(flags & MEMSVC_ALLOC_RECOMPUTABLE);
+    if ((unsigned)msg.u.alloc.kind >= MEMSVC_KIND_COUNT) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = conn_call(conn, &msg, NULL, 0, &rep);
+    if (status == MEMSVC_OK) {
+        *handle_p = rep.u.alloc.handle;
+    }
+    return status;
+}
+
+static memsvc_status_t handle_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle)
+{
+    msp_req_t msg = {.op = op};
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    msg.u.h.handle = handle;
+    return conn_call(conn, &msg, NULL, 0, NULL);
+}
+
+memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
+{
+    return handle_call(conn, MSP_OP_FREE, handle);
+}
+
+memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
+{
+    return handle_call(conn, MSP_OP_ACQUIRE, handle);
+}
+
+memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle)
+{
+    return handle_call(conn, MSP_OP_RELEASE, handle);
+}
+
+/* WRITE or READ of one chunk; retries while the tensor is moving (MEMSVC_ERR_BUSY). */
+static memsvc_status_t io_chunk(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                                uint64_t offset, void *buf, uint64_t len, uint64_t deadline)
+{
+    memsvc_status_t status;
+    memsvc_req_h    req;
+    msp_req_t       msg;
+
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        msg.op          = op;
+        msg.u.io.handle = handle;
+        msg.u.io.offset = offset;
+        msg.u.io.len    = len;
+        if (op == MSP_OP_WRITE) {
+            status = conn_call(conn, &msg, buf, len, NULL);
+        } else {
+            status = conn_prepare(conn, &msg, &req);
+            if (status != MEMSVC_OK) {
+                return status;
+            }
+            req->rbuf = buf;
+            req->rlen = len;
+            status    = conn_send(conn, &req, &msg, 1, NULL, 0);
+            if (status != MEMSVC_OK) {
+                req_unlink_free(req);
+                return status;
+            }
+            status = req_wait_keep(req, -1);
+            if (req_finished(req)) {
+                req_unlink_free(req);
+            } else {
+                req->rbuf = NULL;
+                req_abandon(req);
+            }
+        }
+        if ((status != MEMSVC_ERR_BUSY) || (msp_now_ns() >= deadline)) {
+            return status;
+        }
+        usleep(CONN_BUSY_RETRY_NS / 1000);
+    }
+}
+
+static memsvc_status_t io_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                               uint64_t offset, void *buf, uint64_t len)
+{
+    memsvc_status_t status;
+    uint64_t        deadline, done, chunk;
+
+    if ((conn == NULL) || ((buf == NULL) && (len > 0))) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (offset + len < offset) {
+        return MEMSVC_ERR_OUT_OF_RANGE;
+    }
+    deadline = conn_deadline(conn, -1);
+    done     = 0;
+    do {
+        chunk  = (len - done > CONN_CHUNK) ? CONN_CHUNK : len - done;
+        status = io_chunk(conn, op, handle, offset + done, (uint8_t *)buf + done, chunk, deadline);
+        if (status != MEMSVC_OK) {
+            return status;
+        }
+        done += chunk;
+    } while (done < len);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
+                             const void *buf, uint64_t len)
+{
+    return io_call(conn, MSP_OP_WRITE, handle, offset, (void *)buf, len);
+}
+
+memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset, void *buf,
+                            uint64_t len)
+{
+    return io_call(conn, MSP_OP_READ, handle, offset, buf, len);
+}
+
+/* n handle requests of one op in one message. */
+static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsvc_handle_t *handles,
+                                    size_t n, memsvc_status_t *status_p)
+{
+    memsvc_req_h    reqs[MSP_BATCH_MAX];
+    msp_req_t      *msgs;
+    memsvc_status_t status, first = MEMSVC_OK;
+    uint64_t        deadline;
+    size_t          i;
+
+    if ((conn == NULL) || (handles == NULL) || (n == 0) || (n > MSP_BATCH_MAX)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (conn->broken) {
+        return conn->broken_status;
+    }
+    msgs = calloc(n, sizeof(*msgs));
+    if (msgs == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    for (i = 0; i < n; i++) {
+        reqs[i] = req_new(conn, op);
+        if (reqs[i] == NULL) {
+            while (i-- > 0) {
+                req_unlink_free(reqs[i]);
+            }
+            free(msgs);
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+        msgs[i].op         = op;
+        msgs[i].id         = reqs[i]->id;
+        msgs[i].u.h.handle = handles[i];
+    }
+    status = conn_send(conn, reqs, msgs, n, NULL, 0);
+    free(msgs);
+    if (status != MEMSVC_OK) {
+        for (i = 0; i < n; i++) {
+            req_unlink_free(reqs[i]);
+        }
+        return status;
+    }
+    deadline = conn_deadline(conn, -1);
+    for (i = 0; i < n; i++) {
+        status = conn_wait_until(conn, req_is_finished, reqs[i], deadline);
+        if (status == MEMSVC_OK) {
+            status = reqs[i]->status;
+        }
+        if (status_p != NULL) {
+            status_p[i] = status;
+        }
+        if ((status < 0) && (first == MEMSVC_OK)) {
+            first = status;
+        }
+        if (req_finished(reqs[i])) {
+            req_unlink_free(reqs[i]);
+        } else {
+            req_abandon(reqs[i]);
+        }
+    }
+    return first;
+}
+
+memsvc_status_t memsvc_acquire_many(memsvc_conn_h conn, const memsvc_handle_t *handles, size_t n,
+                                    memsvc_status_t *status_p)
+{
+    return handle_batch(conn, MSP_OP_ACQUIRE, handles, n, status_p);
+}
+
+memsvc_status_t memsvc_release_many(memsvc_conn_h conn, const memsvc_handle_t *handles, size_t n,
+                                    memsvc_status_t *status_p)
+{
+    return handle_batch(conn, MSP_OP_RELEASE, handles, n, status_p);
+}
+
+static memsvc_status_t handle_nb(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                                 memsvc_req_h *req_p)
+{
+    msp_req_t       msg = {.op = op};
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    if ((conn == NULL) || (req_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    msg.u.h.handle = handle;
+    status         = conn_prepare(conn, &msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = conn_send(conn, &req, &msg, 1, NULL, 0);
+    if (status != MEMSVC_OK) {
+        req_unlink_free(req);
+        return status;
+    }
+    *req_p = req;
+    return MEMSVC_INPROGRESS;
+}
+
+memsvc_status_t memsvc_acquire_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p)
+{
+    return handle_nb(conn, MSP_OP_ACQUIRE, handle, req_p);
+}
+
+memsvc_status_t memsvc_release_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p)
+{
+    return handle_nb(conn, MSP_OP_RELEASE, handle, req_p);
+}
+
+memsvc_status_t memsvc_test(memsvc_req_h req)
+{
+    memsvc_status_t status;
+
+    if (req == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    ucp_worker_progress(req->conn->worker);
+    if (!req_finished(req)) {
+        return MEMSVC_INPROGRESS;
+    }
+    status = req->status;
+    req_unlink_free(req);
+    return status;
+}
+
+memsvc_status_t memsvc_wait(memsvc_req_h req, int timeout_ms)
+{
+    memsvc_status_t status;
+
+    if (req == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = req_wait_keep(req, timeout_ms);
+    if (status == MEMSVC_ERR_TIMEOUT && !req_finished(req)) {
+        return status;
+    }
+    status = req->status;
+    req_unlink_free(req);
+    return status;
+}
+
+void memsvc_req_free(memsvc_req_h req)
+{
+    if (req != NULL) {
+        req_abandon(req);
+    }
+}
+
+/* ---- lookup, hints, stats ------------------------------------------------------------------ */
+
+memsvc_status_t memsvc_lookup(memsvc_conn_h conn, const char *key, memsvc_tensor_info_t *info_p)
+{
+    msp_req_t       msg = {.op = MSP_OP_LOOKUP};
+    memsvc_status_t status;
+    msp_rep_t       rep;
+
+    if ((conn == NULL) || (info_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = copy_key(msg.u.lookup.key, key);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = conn_call(conn, &msg, NULL, 0, &rep);
+    if (status == MEMSVC_OK) {
+        *info_p = rep.u.lookup;
+    }
+    return status;
+}
+
+memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
+{
+    msp_req_t msg = {.op = MSP_OP_HINT};
+
+    if ((conn == NULL) || (hint == NULL) || ((unsigned)hint->type >= MEMSVC_HINT_COUNT) ||
+        ((unsigned)hint->phase >= MEMSVC_PHASE_COUNT) ||
+        ((hint->num_handles > 0) && (hint->handles == NULL))) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (hint->num_handles > MSP_HINT_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    msg.u.hint.type        = hint->type;
+    msg.u.hint.step        = hint->step;
+    msg.u.hint.layer       = hint->layer;
+    msg.u.hint.microbatch  = hint->microbatch;
+    msg.u.hint.phase       = hint->phase;
+    msg.u.hint.num_handles = (uint32_t)hint->num_handles;
+    if (hint->num_handles > 0) {
+        memcpy(msg.u.hint.handles, hint->handles, hint->num_handles * sizeof(uint64_t));
+    }
+    return conn_call(conn, &msg, NULL, 0, NULL);
+}
+
+/*
+ * A request whose reply carries a msgpack body (STATS, LIST): sent and waited for. On
+ * MEMSVC_OK *req_p holds the finished request with the body in rbuf (rep.plen bytes); the
+ * caller frees it with req_unlink_free.
+ */
+static memsvc_status_t body_call(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_h *req_p)
+{
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    status = conn_prepare(conn, msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    req->rbuf     = malloc(MSP_BODY_MAX);
+    req->rlen     = MSP_BODY_MAX;
+    req->own_rbuf = true;
+    if (req->rbuf == NULL) {
+        req_unlink_free(req);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    status = conn_send(conn, &req, msg, 1, NULL, 0);
+    if (status != MEMSVC_OK) {
+        req_unlink_free(req);
+        return status;
+    }
+    status = req_wait_keep(req, -1);
+    if (!req_finished(req)) {
+        req_abandon(req);
+        return status;
+    }
+    if (status < 0) {
+        req_unlink_free(req);
+        return status;
+    }
+    *req_p = req;
+    return MEMSVC_OK;
+}
+
+memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
+{
+    msp_req_t       msg = {.op = MSP_OP_STATS};
+    memsvc_status_t status;
+    memsvc_req_h    req;
+
+    if ((conn == NULL) || (stats_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = body_call(conn, &msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = msp_decode_stats(req->rbuf, req->rep.plen, stats_p);
+    req_unlink_free(req);
+    return status;
+}
+
+memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t cb, void *arg)
+{
+    memsvc_status_t status = MEMSVC_OK;
+    msp_tensor_t   *tensors;
+    uint32_t        start = 0, i, count, next;
+    memsvc_req_h    req;
+    msp_req_t       msg;
+
+    if ((conn == NULL) || (cb == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    tensors = calloc(MSP_LIST_MAX, sizeof(*tensors));
+    if (tensors == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        msg.op           = MSP_OP_LIST;
+        msg.u.list.job   = job;
+        msg.u.list.start = start;
+        msg.u.list.max   = MSP_LIST_MAX;
+        status           = body_call(conn, &msg, &req);
+        if (status != MEMSVC_OK) {
+            break;
+        }
+        next   = req->rep.u.list.next;
+        status = msp_decode_list(req->rbuf, req->rep.plen, tensors, MSP_LIST_MAX, &count);
+        req_unlink_free(req);
+        if (status != MEMSVC_OK) {
+            break;
+        }
+        for (i = 0; i < count; i++) {
+            if (!cb(arg, &tensors[i])) {
+                goto out;
+            }
+        }
+        if ((next == 0) || (next <= start)) {
+            break;
+        }
+        start = next;
+    }
+out:
+    free(tensors);
+    return status;
+}

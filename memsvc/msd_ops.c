@@ -1,0 +1,862 @@
+/* msd_ops.c - memsvcd's request handlers: validation, job isolation, engine calls, session cleanup
+ */
+#include "client/msp_ucx.h"
+#include "memsvc/msd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+
+/* An operation that completes later: an engine callback or a rendezvous receive. */
+typedef struct ops_pending {
+    msd_server_t  *srv;
+    msd_session_t *s;
+    uint64_t       id;
+    uint32_t       op;
+    eng_handle_t   handle;
+    uint8_t       *buf; /* WRITE: the received bytes */
+    uint64_t       offset, len;
+} ops_pending_t;
+
+static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                  eng_handle_t handle)
+{
+    ops_pending_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL) {
+        return NULL;
+    }
+    p->srv    = srv;
+    p->s      = s;
+    p->id     = req->id;
+    p->op     = req->op;
+    p->handle = handle;
+    s->refs++;
+    return p;
+}
+
+static void pending_reply(ops_pending_t *p, memsvc_status_t status, const char *msg)
+{
+    msp_rep_t rep = {.id = p->id, .op = p->op, .status = status};
+
+    if (status < 0) {
+        p->srv->errors++;
+        p->s->errors++;
+        snprintf(rep.msg, sizeof(rep.msg), "%s", (msg != NULL) ? msg : memsvc_strerror(status));
+    }
+    if (p->op == MSP_OP_ALLOC) {
+        rep.u.alloc.handle = p->handle;
+    }
+    msd_send_replies(p->srv, p->s, &rep, 1, NULL, 0);
+}
+
+static void pending_done(ops_pending_t *p)
+{
+    msd_session_put(p->srv, p->s);
+    free(p->buf);
+    free(p);
+}
+
+/* ---- ownership ------------------------------------------------------------------------------ */
+
+/* Forget a tensor that was freed: its owner entry and every session's pins. */
+static void own_forget(msd_server_t *srv, eng_handle_t h)
+{
+    msd_session_t *s;
+    msd_own_t     *own = msd_map_get(&srv->own, h, 0);
+
+    if ((own != NULL) && (own->sid == 0) && (srv->orphans > 0)) {
+        srv->orphans--;
+    }
+    msd_map_del(&srv->own, h, 0);
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        msd_map_del(&srv->own, h, s->id);
+    }
+}
+
+static void pin_add(msd_server_t *srv, msd_session_t *s, eng_handle_t h)
+{
+    msd_own_t *pin = msd_map_put(&srv->own, h, s->id);
+
+    if (pin == NULL) {
+        /* Cannot track it: undo rather than leak a pin nobody would release. */
+        LOG("out of memory tracking a pin: released");
+        eng_release(srv->eng, h);
+        return;
+    }
+    pin->pins++;
+}
+
+/* ---- engine callbacks ----------------------------------------------------------------------- */
+
+static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status)
+{
+    ops_pending_t *p   = arg;
+    msd_server_t  *srv = p->srv;
+
+    if (p->op == MSP_OP_ACQUIRE) {
+        if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
+            if (p->s->dead) {
+                eng_release(srv->eng, p->handle); /* nobody left to release it */
+            } else {
+                pin_add(srv, p->s, p->handle);
+            }
+        }
+    } else if (p->op == MSP_OP_ALLOC) {
+        if ((status < 0) && (status != MEMSVC_ERR_CANCELED)) {
+            eng_tensor_info_t info;
+
+            if (eng_info(srv->eng, p->handle, &info) == MEMSVC_OK) {
+                eng_free(srv->eng, p->handle);
+            }
+            own_forget(srv, p->handle);
+        }
+    }
+    pending_reply(p, status, NULL);
+    pending_done(p);
+}
+
+static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length, void *user_data)
+{
+    ops_pending_t  *p = user_data;
+    memsvc_status_t status;
+
+    if (ustatus != UCS_OK) {
+        LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
+            ucs_status_string(ustatus));
+        status = MEMSVC_ERR_TRANSPORT;
+    } else {
+        status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
+    }
+    pending_reply(p, status, NULL);
+    pending_done(p);
+    ucp_request_free(request);
+}
+
+/* ---- validation ----------------------------------------------------------------------------- */
+
+/* The tensor exists and belongs to the session's job. */
+static memsvc_status_t ops_check(msd_server_t *srv, msd_session_t *s, eng_handle_t h,
+                                 eng_tensor_info_t *info, msp_rep_t *rep)
+{
+    if (s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "a control session cannot use tensors");
+        return MEMSVC_ERR_ACCESS;
+    }
+    if ((h == ENG_HANDLE_NULL) || (eng_info(srv->eng, h, info) != MEMSVC_OK)) {
+        snprintf(rep->msg, sizeof(rep->msg), "no tensor with handle 0x%llx", (unsigned long long)h);
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if (info->job != s->job) {
+        snprintf(rep->msg, sizeof(rep->msg), "tensor 0x%llx belongs to another job",
+                 (unsigned long long)h);
+        return MEMSVC_ERR_ACCESS;
+    }
+    return MEMSVC_OK;
+}
+
+static void info_to_wire(const eng_tensor_info_t *info, msp_tensor_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->handle = info->handle;
+    snprintf(t->key, sizeof(t->key), "%s", (info->key != NULL) ? info->key : "");
+    t->size         = info->size;
+    t->kind         = info->kind;
+    t->state        = info->state;
+    t->device       = info->device;
+    t->job          = info->job;
+    t->rank         = info->rank;
+    t->pins         = info->pins;
+    t->durable      = info->durable;
+    t->recomputable = info->recomputable;
+    t->tags         = info->tags;
+}
+
+/* ---- handlers ------------------------------------------------------------------------------- */
+
+static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                msp_rep_t *rep)
+{
+    const sim_desc_t *desc    = sim_node_desc(eng_node(srv->eng));
+    bool              control = !!(req->u.hello.flags & MSP_HELLO_CONTROL);
+
+    if (s->bound) {
+        snprintf(rep->msg, sizeof(rep->msg), "session already bound (HELLO twice)");
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (req->u.hello.version != MSP_VERSION) {
+        snprintf(rep->msg, sizeof(rep->msg),
+                 "client speaks protocol version %u; this daemon speaks version %u",
+                 req->u.hello.version, MSP_VERSION);
+        LOG("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
+        return MEMSVC_ERR_VERSION;
+    }
+    if (control != (req->u.hello.job == MSP_JOB_CONTROL)) {
+        snprintf(rep->msg, sizeof(rep->msg), "job 0 is reserved for control sessions");
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (req->u.hello.device >= desc->num_npus) {
+        snprintf(rep->msg, sizeof(rep->msg), "device %u out of range (node has %u)",
+                 req->u.hello.device, desc->num_npus);
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    s->bound   = true;
+    s->control = control;
+    s->job     = req->u.hello.job;
+    s->rank    = req->u.hello.rank;
+    s->device  = req->u.hello.device;
+    snprintf(s->name, sizeof(s->name), "%s", req->u.hello.name);
+    msp_ep_transport(s->ep, s->transport, sizeof(s->transport));
+    snprintf(srv->transport, sizeof(srv->transport), "%s", s->transport);
+    LOG("session %llu: %s job %u rank %u device %u '%s' over %s", (unsigned long long)s->id,
+        control ? "control" : "trainer", s->job, s->rank, s->device, s->name, s->transport);
+    rep->u.hello.version     = MSP_VERSION;
+    rep->u.hello.session     = s->id;
+    rep->u.hello.num_devices = desc->num_npus;
+    rep->u.hello.hbm_bytes   = desc->hbm_bytes;
+    rep->u.hello.max_data    = MSP_DATA_MAX;
+    snprintf(rep->u.hello.transport, sizeof(rep->u.hello.transport), "%s", s->transport);
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                msp_rep_t *rep)
+{
+    eng_tensor_desc_t desc = {0};
+    memsvc_status_t   status;
+    ops_pending_t    *p;
+    eng_handle_t      h = ENG_HANDLE_NULL;
+    msd_own_t        *own;
+
+    if (s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "a control session cannot allocate");
+        return MEMSVC_ERR_ACCESS;
+    }
+    p = pending_new(srv, s, req, ENG_HANDLE_NULL);
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    desc.key          = req->u.alloc.key;
+    desc.size         = req->u.alloc.size;
+    desc.kind         = (memsvc_kind_t)req->u.alloc.kind;
+    desc.device       = s->device;
+    desc.tags         = req->u.alloc.tags;
+    desc.recomputable = req->u.alloc.recomputable;
+    desc.recompute_ns = req->u.alloc.recompute_ns;
+    desc.durable      = req->u.alloc.durable;
+    desc.job          = s->job;
+    desc.rank         = s->rank;
+    status            = eng_alloc(srv->eng, &desc, 0, ops_engine_cb, p, &h);
+    if ((status != MEMSVC_OK) && (status != MEMSVC_INPROGRESS)) {
+        pending_done(p);
+        snprintf(rep->msg, sizeof(rep->msg), "alloc '%.48s' of %llu bytes: %s", desc.key,
+                 (unsigned long long)desc.size, memsvc_strerror(status));
+        return status;
+    }
+    own = msd_map_put(&srv->own, h, 0);
+    if (own == NULL) {
+        /* Untracked tensors would leak when the session dies: refuse. */
+        LOG("session %llu: out of memory tracking a tensor: alloc refused",
+            (unsigned long long)s->id);
+        if (status == MEMSVC_INPROGRESS) {
+            p->handle = h;
+            eng_free(srv->eng, h); /* the callback answers (CANCELED) */
+            return MEMSVC_INPROGRESS;
+        }
+        eng_free(srv->eng, h);
+        pending_done(p);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    own->sid  = s->id;
+    own->rank = s->rank;
+    if (status == MEMSVC_INPROGRESS) {
+        p->handle = h;
+        return MEMSVC_INPROGRESS;
+    }
+    pending_done(p);
+    rep->u.alloc.handle = h;
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_free(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                               msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+
+    status = ops_check(srv, s, req->u.h.handle, &info, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = eng_free(srv->eng, req->u.h.handle);
+    if (status == MEMSVC_OK) {
+        own_forget(srv, req->u.h.handle);
+    }
+    return status;
+}
+
+static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                  msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+    ops_pending_t    *p;
+
+    status = ops_check(srv, s, req->u.h.handle, &info, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    p = pending_new(srv, s, req, req->u.h.handle);
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    status = eng_acquire(srv->eng, req->u.h.handle, ops_engine_cb, p);
+    if (status == MEMSVC_INPROGRESS) {
+        return status;
+    }
+    pending_done(p);
+    if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
+        pin_add(srv, s, req->u.h.handle);
+    }
+    return status;
+}
+
+static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                  msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+    msd_own_t        *pin;
+
+    status = ops_check(srv, s, req->u.h.handle, &info, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    pin = msd_map_get(&srv->own, req->u.h.handle, s->id);
+    if ((pin == NULL) || (pin->pins == 0)) {
+        snprintf(rep->msg, sizeof(rep->msg), "release without a matching acquire by this session");
+        return MEMSVC_ERR_NOT_PINNED;
+    }
+    status = eng_release(srv->eng, req->u.h.handle);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (--pin->pins == 0) {
+        msd_map_del(&srv->own, req->u.h.handle, s->id);
+    }
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_io_check(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                   msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+
+    status = ops_check(srv, s, req->u.io.handle, &info, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if ((req->u.io.offset > info.size) || (req->u.io.len > info.size - req->u.io.offset)) {
+        snprintf(rep->msg, sizeof(rep->msg), "bytes [%llu, %llu) beyond the tensor's %llu",
+                 (unsigned long long)req->u.io.offset,
+                 (unsigned long long)(req->u.io.offset + req->u.io.len),
+                 (unsigned long long)info.size);
+        return MEMSVC_ERR_OUT_OF_RANGE;
+    }
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                msp_rep_t *rep, void *data, size_t length,
+                                const ucp_am_recv_param_t *param)
+{
+    ucp_request_param_t rp = {0};
+    memsvc_status_t     status;
+    ucs_status_ptr_t    sp;
+    ops_pending_t      *p;
+
+    status = op_io_check(srv, s, req, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (length != req->u.io.len) {
+        snprintf(rep->msg, sizeof(rep->msg), "payload of %zu bytes, header says %llu", length,
+                 (unsigned long long)req->u.io.len);
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+        /* (an empty write has no payload pointer: give the engine a valid one) */
+        return eng_write(srv->eng, req->u.io.handle, req->u.io.offset,
+                         (data != NULL) ? data : (void *)"", length);
+    }
+    p = pending_new(srv, s, req, req->u.io.handle);
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    p->buf    = malloc((length > 0) ? length : 1);
+    p->offset = req->u.io.offset;
+    p->len    = length;
+    if (p->buf == NULL) {
+        pending_done(p);
+        snprintf(rep->msg, sizeof(rep->msg), "no memory to receive %zu bytes", length);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp.cb.recv_am   = ops_write_recv_cb;
+    rp.user_data    = p;
+    sp              = ucp_am_recv_data_nbx(srv->worker, data, p->buf, length, &rp);
+    if (UCS_PTR_IS_PTR(sp)) {
+        return MEMSVC_INPROGRESS;
+    }
+    if (UCS_PTR_IS_ERR(sp)) {
+        status = msp_from_ucs(UCS_PTR_STATUS(sp));
+    } else {
+        status = eng_write(srv->eng, p->handle, p->offset, p->buf, p->len);
+    }
+    pending_done(p);
+    return status;
+}
+
+static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                               msp_rep_t *rep, void **payload_p)
+{
+    memsvc_status_t status;
+    void           *buf;
+
+    status = op_io_check(srv, s, req, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    buf = malloc((req->u.io.len > 0) ? req->u.io.len : 1);
+    if (buf == NULL) {
+        snprintf(rep->msg, sizeof(rep->msg), "no memory to send %llu bytes",
+                 (unsigned long long)req->u.io.len);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    status = eng_read(srv->eng, req->u.io.handle, req->u.io.offset, buf, req->u.io.len);
+    if (status != MEMSVC_OK) {
+        free(buf);
+        return status;
+    }
+    rep->plen  = req->u.io.len;
+    *payload_p = buf;
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_lookup(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                 msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    eng_handle_t      h;
+    msd_own_t        *own;
+
+    if (s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "a control session cannot use tensors");
+        return MEMSVC_ERR_ACCESS;
+    }
+    if ((eng_lookup(srv->eng, s->job, req->u.lookup.key, &h) != MEMSVC_OK) ||
+        (eng_info(srv->eng, h, &info) != MEMSVC_OK)) {
+        snprintf(rep->msg, sizeof(rep->msg), "no live tensor '%.64s' in job %u", req->u.lookup.key,
+                 s->job);
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    own = msd_map_get(&srv->own, h, 0);
+    if ((own != NULL) && (own->sid == 0) && (own->rank == s->rank)) {
+        /* Re-attach: a restarted rank takes its kept durable tensor back. */
+        own->sid = s->id;
+        if (srv->orphans > 0) {
+            srv->orphans--;
+        }
+        LOG("session %llu: re-attached '%s' (job %u rank %u)", (unsigned long long)s->id,
+            req->u.lookup.key, s->job, s->rank);
+    }
+    info_to_wire(&info, &rep->u.lookup);
+    return MEMSVC_OK;
+}
+
+static memsvc_status_t op_hint(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                               msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    eng_hint_t        hint = {0};
+    memsvc_status_t   status;
+    uint32_t          i;
+
+    if (s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "a control session cannot give hints");
+        return MEMSVC_ERR_ACCESS;
+    }
+    for (i = 0; i < req->u.hint.num_handles; i++) {
+        status = ops_check(srv, s, req->u.hint.handles[i], &info, rep);
+        if (status != MEMSVC_OK) {
+            return status;
+        }
+    }
+    hint.type        = (memsvc_hint_type_t)req->u.hint.type;
+    hint.job         = s->job;
+    hint.rank        = s->rank;
+    hint.step        = req->u.hint.step;
+    hint.layer       = req->u.hint.layer;
+    hint.microbatch  = req->u.hint.microbatch;
+    hint.phase       = (memsvc_phase_t)req->u.hint.phase;
+    hint.handles     = req->u.hint.handles;
+    hint.num_handles = req->u.hint.num_handles;
+    return eng_hint(srv->eng, &hint);
+}
+
+/* Hand the encoded body in srv->body over as the reply's payload. */
+static memsvc_status_t body_payload(msp_rep_t *rep, void **payload_p, memsvc_status_t status,
+                                    msd_server_t *srv)
+{
+    void *copy;
+
+    if (status != MEMSVC_OK) {
+        LOG("cannot encode a %s reply body: %s", msp_op_name(rep->op), memsvc_strerror(status));
+        return status;
+    }
+    copy = malloc(srv->body.len);
+    if (copy == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memcpy(copy, srv->body.data, srv->body.len);
+    rep->plen  = srv->body.len;
+    *payload_p = copy;
+    return MEMSVC_OK;
+}
+
+static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
+{
+    memsvc_stats_t *st = arg;
+
+    if ((info->device < st->num_devices) && ((unsigned)info->kind < MEMSVC_KIND_COUNT)) {
+        st->dev[info->device].tensors_by_kind[info->kind]++;
+    }
+    return true;
+}
+
+static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payload_p)
+{
+    memsvc_stats_t *st   = &srv->stats;
+    sim_node_t     *node = eng_node(srv->eng);
+    eng_stats_t     es;
+    eng_dev_stats_t ds;
+    msd_session_t  *s;
+    unsigned        d, k;
+
+    memset(st, 0, sizeof(*st));
+    snprintf(st->node, sizeof(st->node), "%s", sim_node_desc(node)->name);
+    snprintf(st->mode, sizeof(st->mode), "%s", sim_mem_mode_name(sim_node_mode(node)));
+    snprintf(st->policy, sizeof(st->policy), "%s", eng_policy_name(srv->eng));
+    snprintf(st->transport, sizeof(st->transport), "%s", srv->transport);
+    eng_stats(srv->eng, &es);
+    st->uptime_ns       = msp_now_ns() - srv->start_ns;
+    st->host_capacity   = es.host.capacity;
+    st->host_used       = es.host.used;
+    st->host_peak       = es.host.peak;
+    st->disk_capacity   = es.host.disk_capacity;
+    st->disk_used       = es.host.disk_used;
+    st->live_tensors    = es.live_tensors;
+    st->moves_in_flight = es.moves_in_flight;
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        st->sessions += (!s->dead && s->bound) ? 1 : 0;
+    }
+    st->sessions_total = srv->sessions_total;
+    st->orphans        = srv->orphans;
+    st->requests       = srv->requests;
+    st->errors         = srv->errors;
+    st->num_devices = (es.num_devices < MEMSVC_MAX_DEVICES) ? es.num_devices : MEMSVC_MAX_DEVICES;
+    for (d = 0; d < st->num_devices; d++) {
+        memsvc_dev_stats_t *o = &st->dev[d];
+
+        if (eng_dev_stats(srv->eng, d, &ds) != MEMSVC_OK) {
+            continue;
+        }
+        o->capacity      = ds.alloc.capacity;
+        o->allocated     = ds.alloc.allocated;
+        o->reserved      = ds.alloc.reserved;
+        o->free          = ds.alloc.free;
+        o->largest_free  = ds.alloc.largest_free;
+        o->fragmentation = ds.alloc.fragmentation;
+        o->peak_reserved = ds.alloc.peak_reserved;
+        for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
+            o->tensors_by_state[k] = ds.tensors_by_state[k];
+            o->bytes_by_state[k]   = ds.bytes_by_state[k];
+        }
+        for (k = 0; k < MEMSVC_KIND_COUNT; k++) {
+            o->resident_by_kind[k] = ds.resident_by_kind[k];
+        }
+        o->pinned_tensors    = ds.pinned_tensors;
+        o->pinned_bytes      = ds.pinned_bytes;
+        o->swap_out_bytes    = ds.swap_out_bytes;
+        o->swap_outs         = ds.swap_outs;
+        o->swap_in_bytes     = ds.swap_in_bytes;
+        o->swap_ins          = ds.swap_ins;
+        o->spill_bytes       = ds.spill_bytes;
+        o->drops             = ds.drops;
+        o->recomputes        = ds.recomputes;
+        o->stall_ns          = ds.stall_ns;
+        o->stalls            = ds.stalls;
+        o->oom_events        = ds.oom_events;
+        o->fragmented_events = ds.fragmented_events;
+    }
+    eng_foreach(srv->eng, UINT32_MAX, stats_count_kind, st);
+    return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
+}
+
+typedef struct list_ctx {
+    msd_server_t *srv;
+    uint32_t      start, max, seen, count;
+    bool          more;
+} list_ctx_t;
+
+static bool list_visit(void *arg, const eng_tensor_info_t *info)
+{
+    list_ctx_t *lc = arg;
+
+    if (lc->seen++ < lc->start) {
+        return true;
+    }
+    if (lc->count == lc->max) {
+        lc->more = true;
+        return false;
+    }
+    info_to_wire(info, &lc->srv->list[lc->count++]);
+    return true;
+}
+
+static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                               msp_rep_t *rep, void **payload_p)
+{
+    list_ctx_t lc = {.srv = srv, .start = req->u.list.start, .max = req->u.list.max};
+
+    if (!s->control && (req->u.list.job != s->job)) {
+        snprintf(rep->msg, sizeof(rep->msg), "a session may list only its own job (%u)", s->job);
+        return MEMSVC_ERR_ACCESS;
+    }
+    eng_foreach(srv->eng, req->u.list.job, list_visit, &lc);
+    rep->u.list.count = lc.count;
+    rep->u.list.next  = lc.more ? lc.start + lc.count : 0;
+    return body_payload(rep, payload_p, msp_encode_list(srv->list, lc.count, &srv->body), srv);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, size_t length,
+                    const ucp_am_recv_param_t *param)
+{
+    msp_rep_t *reps = srv->reps;
+    size_t     nrep = 0, i;
+
+    if ((length > 0) && ((n != 1) || (srv->reqs[0].op != MSP_OP_WRITE))) {
+        /* Only a lone WRITE carries a payload; drop it (returning from the callback does). */
+        if (srv->reqs[0].status == MEMSVC_OK) {
+            srv->reqs[0].status = MEMSVC_ERR_PROTOCOL;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        const msp_req_t *req     = &srv->reqs[i];
+        msp_rep_t       *rep     = &reps[nrep];
+        void            *payload = NULL;
+        memsvc_status_t  status;
+
+        memset(rep, 0, sizeof(*rep));
+        rep->id = req->id;
+        rep->op = req->op;
+        if (req->status != MEMSVC_OK) {
+            status = req->status;
+            snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
+                     memsvc_strerror(status));
+            LOG("session %llu (job %u rank %u): request id %llu refused: %s",
+                (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id, rep->msg);
+        } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
+            status = MEMSVC_ERR_PROTOCOL;
+            snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");
+        } else {
+            switch (req->op) {
+            case MSP_OP_HELLO:
+                status = op_hello(srv, s, req, rep);
+                break;
+            case MSP_OP_ALLOC:
+                status = op_alloc(srv, s, req, rep);
+                break;
+            case MSP_OP_FREE:
+                status = op_free(srv, s, req, rep);
+                break;
+            case MSP_OP_ACQUIRE:
+                status = op_acquire(srv, s, req, rep);
+                break;
+            case MSP_OP_RELEASE:
+                status = op_release(srv, s, req, rep);
+                break;
+            case MSP_OP_WRITE:
+                status = op_write(srv, s, req, rep, data, length, param);
+                break;
+            case MSP_OP_READ:
+                status = op_read(srv, s, req, rep, &payload);
+                break;
+            case MSP_OP_LOOKUP:
+                status = op_lookup(srv, s, req, rep);
+                break;
+            case MSP_OP_HINT:
+                status = op_hint(srv, s, req, rep);
+                break;
+            case MSP_OP_STATS:
+                status = op_stats(srv, rep, &payload);
+                break;
+            case MSP_OP_LIST:
+                status = op_list(srv, s, req, rep, &payload);
+                break;
+            case MSP_OP_PING:
+                rep->u.ping.now_ns   = msp_now_ns();
+                rep->u.ping.sessions = (uint32_t)srv->sessions_total;
+                status               = MEMSVC_OK;
+                break;
+            default:
+                status = MEMSVC_ERR_PROTOCOL;
+                break;
+            }
+        }
+        if (status == MEMSVC_INPROGRESS) {
+            continue; /* answered by its callback */
+        }
+        rep->status = status;
+        if (status < 0) {
+            if (rep->msg[0] == '\0') {
+                snprintf(rep->msg, sizeof(rep->msg), "%s: %s", msp_op_name(req->op),
+                         memsvc_strerror(status));
+            }
+            srv->errors++;
+            s->errors++;
+            free(payload);
+            payload = NULL;
+        }
+        if (payload != NULL) {
+            msd_send_replies(srv, s, rep, 1, payload, rep->plen); /* travels alone */
+            continue;
+        }
+        nrep++;
+    }
+    if (nrep > 0) {
+        msd_send_replies(srv, s, reps, nrep, NULL, 0);
+    }
+}
+
+/* ---- session end, orphans ------------------------------------------------------------------- */
+
+void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
+{
+    eng_handle_t  *pins = NULL, *owned = NULL;
+    msd_session_t *heir;
+    uint32_t      *counts = NULL;
+    size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
+    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0;
+
+    if (!s->bound || s->control || (cap == 0)) {
+        return;
+    }
+    pins   = calloc(cap, sizeof(*pins));
+    counts = calloc(cap, sizeof(*counts));
+    owned  = calloc(cap, sizeof(*owned));
+    if ((pins == NULL) || (counts == NULL) || (owned == NULL)) {
+        LOG("session %llu: out of memory cleaning up", (unsigned long long)s->id);
+        goto out;
+    }
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        if (!slot->used) {
+            continue;
+        }
+        if (slot->sid == s->id) {
+            pins[npins]     = slot->handle;
+            counts[npins++] = slot->v.pins;
+        } else if ((slot->sid == 0) && (slot->v.sid == s->id)) {
+            owned[nowned++] = slot->handle;
+        }
+    }
+    for (heir = srv->sessions; heir != NULL; heir = heir->next) {
+        if ((heir != s) && !heir->dead && heir->bound && !heir->control && (heir->job == s->job) &&
+            (heir->rank == s->rank)) {
+            break;
+        }
+    }
+    for (i = 0; i < npins; i++) {
+        while (counts[i]-- > 0) {
+            if (eng_release(srv->eng, pins[i]) == MEMSVC_OK) {
+                released++;
+            }
+        }
+        msd_map_del(&srv->own, pins[i], s->id);
+    }
+    for (i = 0; i < nowned; i++) {
+        eng_tensor_info_t info;
+        msd_own_t        *own;
+
+        if (eng_info(srv->eng, owned[i], &info) != MEMSVC_OK) {
+            own_forget(srv, owned[i]);
+            continue;
+        }
+        if (info.durable && (heir != NULL)) {
+            /* The rank already came back (before its old connection was declared dead). */
+            msd_map_get(&srv->own, owned[i], 0)->sid = heir->id;
+            kept++;
+        } else if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
+            own           = msd_map_get(&srv->own, owned[i], 0);
+            own->sid      = 0;
+            own->deadline = now + srv->cfg.keep_durable_ns;
+            srv->orphans++;
+            if (own->deadline < srv->orphan_next) {
+                srv->orphan_next = own->deadline;
+            }
+            kept++;
+        } else {
+            eng_free(srv->eng, owned[i]);
+            own_forget(srv, owned[i]);
+            freed++;
+        }
+    }
+    LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
+        "%llu durable kept for re-attach",
+        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
+        (unsigned long long)freed, (unsigned long long)kept);
+out:
+    free(pins);
+    free(counts);
+    free(owned);
+}
+
+void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now)
+{
+    eng_handle_t *expired;
+    size_t        n    = 0, i;
+    uint64_t      next = UINT64_MAX;
+
+    expired = calloc(srv->orphans + 1, sizeof(*expired));
+    if (expired == NULL) {
+        return;
+    }
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        if (!slot->used || (slot->sid != 0) || (slot->v.sid != 0)) {
+            continue;
+        }
+        if ((slot->v.deadline <= now) && (n < srv->orphans)) {
+            expired[n++] = slot->handle;
+        } else if (slot->v.deadline < next) {
+            next = slot->v.deadline;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        eng_free(srv->eng, expired[i]);
+        own_forget(srv, expired[i]);
+    }
+    if (n > 0) {
+        LOG("%zu kept durable tensors expired (not re-attached in time): freed", n);
+    }
+    srv->orphan_next = next;
+    free(expired);
+}

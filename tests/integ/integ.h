@@ -1,0 +1,67 @@
+/* integ.h - helpers of the integration tests: start and stop real memsvcd processes, raw UCX peers
+ */
+#ifndef INTEG_H
+#define INTEG_H
+
+#include "client/memsvc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct integ_daemon {
+    pid_t pid;
+    char  addr[64]; /* "127.0.0.1:PORT" */
+    char  log[256]; /* its stderr */
+} integ_daemon_t;
+
+/*
+ * Start memsvcd on a free loopback port with extra arguments (NULL-terminated list after
+ * `args`), and wait (bounded) until it answers a ping. false if it did not come up.
+ */
+bool integ_daemon_start(integ_daemon_t *d, const char *const *args);
+
+/* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
+int integ_daemon_stop(integ_daemon_t *d);
+
+/* Does the daemon's log contain `text`? */
+bool integ_log_contains(const integ_daemon_t *d, const char *text);
+
+/* Connect as (job, rank, device) with a bounded timeout. */
+memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                              memsvc_conn_h *conn_p);
+
+/* Control-session stats. */
+memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p);
+
+/*
+ * Run a client in another process: this test binary re-executed (UCX state does not survive
+ * fork), acting a role, and wait (bounded) until it reports ready. Roles:
+ *   "hold"     job 3 rank 5: durable "w.param" (4096 bytes, test_fill seed 99) written, and
+ *              "x.act" (8192 bytes); both acquired; then it waits to be killed.
+ *   "bigwrite" job 1 rank 1: allocates "big" (256 KiB) and writes it in a loop.
+ * Returns the pid, or -1.
+ */
+pid_t integ_spawn(const integ_daemon_t *d, const char *role);
+
+/* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
+
+typedef struct integ_raw integ_raw_t;
+
+memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p);
+void            integ_raw_close(integ_raw_t *raw);
+
+/*
+ * Send one request message (header bytes, optional payload) and wait (bounded) for one reply
+ * message. *status_p gets the first reply's status, *id_p its id, msg its text.
+ * MEMSVC_ERR_TIMEOUT if nothing came back.
+ */
+memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
+                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
+                               size_t msglen);
+
+/* Build a HELLO header (version, job, rank) into buf; returns its length. */
+size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank);
+
+#endif /* INTEG_H */

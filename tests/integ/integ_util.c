@@ -1,0 +1,486 @@
+/* integ_util.c - integration test helpers: memsvcd processes on free ports, a raw UCX peer */
+#include "client/msp_proto.h"
+#include "client/msp_ucx.h"
+#include "tests/integ/integ.h"
+#include "tests/test_util.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define INTEG_START_TIMEOUT_NS 15000000000ull
+
+/* Every process a test started, so that none outlives the run when a fatal assertion
+ * leaves a test early. */
+#define INTEG_MAX_PROCS 256
+static pid_t integ_procs[INTEG_MAX_PROCS];
+
+static void integ_kill_leftovers(void)
+{
+    unsigned i;
+    int      status;
+
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if ((integ_procs[i] > 0) && (waitpid(integ_procs[i], &status, WNOHANG) == 0)) {
+            kill(integ_procs[i], SIGKILL);
+            waitpid(integ_procs[i], &status, 0);
+        }
+        integ_procs[i] = 0;
+    }
+}
+
+static void integ_track(pid_t pid)
+{
+    static bool registered;
+    unsigned    i;
+
+    if (!registered) {
+        atexit(integ_kill_leftovers);
+        registered = true;
+    }
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if (integ_procs[i] <= 0) {
+            integ_procs[i] = pid;
+            return;
+        }
+    }
+}
+
+static void integ_untrack(pid_t pid)
+{
+    unsigned i;
+
+    for (i = 0; i < INTEG_MAX_PROCS; i++) {
+        if (integ_procs[i] == pid) {
+            integ_procs[i] = 0;
+        }
+    }
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in sa  = {.sin_family = AF_INET};
+    socklen_t          len = sizeof(sa);
+    int                fd, port = -1;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if ((bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) &&
+        (getsockname(fd, (struct sockaddr *)&sa, &len) == 0)) {
+        port = ntohs(sa.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
+{
+    static unsigned seq;
+    const char     *argv[48];
+    char            path[512];
+    memsvc_conn_h   conn;
+    uint64_t        deadline;
+    int             argc = 0, port, fd, status;
+
+    memset(d, 0, sizeof(*d));
+    port = free_port();
+    if (port < 0) {
+        return false;
+    }
+    snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
+    snprintf(d->log, sizeof(d->log), "/tmp/memsvcd-test-%d-%u.log", (int)getpid(), seq++);
+    snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
+    argv[argc++] = path;
+    argv[argc++] = "--listen";
+    argv[argc++] = d->addr;
+    while ((args != NULL) && (*args != NULL) && (argc < 46)) {
+        argv[argc++] = *args++;
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    d->pid = fork();
+    if (d->pid < 0) {
+        return false;
+    }
+    if (d->pid == 0) {
+        fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execv(path, (char *const *)argv);
+        fprintf(stderr, "exec %s failed\n", path);
+        _exit(127);
+    }
+    integ_track(d->pid);
+    deadline = msp_now_ns() + INTEG_START_TIMEOUT_NS;
+    while (msp_now_ns() < deadline) {
+        memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                                MEMSVC_CONN_FIELD_FLAGS |
+                                                MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                                  .address    = d->addr,
+                                  .job        = 0,
+                                  .flags      = MEMSVC_CONN_CONTROL,
+                                  .timeout_ms = 1000};
+
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            fprintf(stderr, "memsvcd exited early; see %s\n", d->log);
+            integ_untrack(d->pid);
+            d->pid = 0;
+            return false;
+        }
+        if (memsvc_connect(&p, &conn) == MEMSVC_OK) {
+            memsvc_close(conn);
+            return true;
+        }
+        usleep(50000);
+    }
+    integ_daemon_stop(d);
+    return false;
+}
+
+int integ_daemon_stop(integ_daemon_t *d)
+{
+    uint64_t deadline;
+    int      status;
+
+    if (d->pid <= 0) {
+        return -1;
+    }
+    integ_untrack(d->pid);
+    kill(d->pid, SIGTERM);
+    deadline = msp_now_ns() + 5000000000ull;
+    while (msp_now_ns() < deadline) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        usleep(10000);
+    }
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &status, 0);
+    d->pid = 0;
+    return -1;
+}
+
+bool integ_log_contains(const integ_daemon_t *d, const char *text)
+{
+    char  *line  = NULL;
+    size_t cap   = 0;
+    bool   found = false;
+    FILE  *f     = fopen(d->log, "r");
+
+    if (f == NULL) {
+        return false;
+    }
+    while (!found && (getline(&line, &cap, f) > 0)) {
+        found = (strstr(line, text) != NULL);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                              memsvc_conn_h *conn_p)
+{
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = d->addr,
+                              .job        = job,
+                              .rank       = rank,
+                              .timeout_ms = 10000};
+
+    return memsvc_connect(&p, conn_p);
+}
+
+memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p)
+{
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = d->addr,
+                              .job        = 0,
+                              .flags      = MEMSVC_CONN_CONTROL,
+                              .timeout_ms = 10000};
+    memsvc_status_t      status;
+    memsvc_conn_h        conn;
+
+    status = memsvc_connect(&p, &conn);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = memsvc_stats(conn, stats_p);
+    memsvc_close(conn);
+    return status;
+}
+
+/* ---- raw peer ------------------------------------------------------------------------------- */
+
+struct integ_raw {
+    ucp_context_h ctx;
+    ucp_worker_h  worker;
+    ucp_ep_h      ep;
+    bool          got, failed;
+    msp_rep_t     rep;
+    size_t        nrep;
+};
+
+static ucs_status_t raw_reply_cb(void *arg, const void *header, size_t header_length, void *data,
+                                 size_t length, const ucp_am_recv_param_t *param)
+{
+    integ_raw_t *raw = arg;
+    msp_rep_t    reps[MSP_BATCH_MAX];
+
+    if (msp_decode_replies(header, header_length, reps, MSP_BATCH_MAX, &raw->nrep) == MEMSVC_OK) {
+        raw->rep = reps[0];
+    } else {
+        raw->rep.status = MEMSVC_ERR_PROTOCOL;
+        raw->nrep       = 0;
+    }
+    raw->got = true;
+    return UCS_OK;
+}
+
+static void raw_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    ((integ_raw_t *)arg)->failed = true;
+}
+
+memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
+{
+    ucp_params_t        cp = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
+    ucp_worker_params_t wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+    ucp_am_handler_param_t  am = {0};
+    ucp_ep_params_t         ep = {0};
+    struct sockaddr_storage ss;
+    socklen_t               sslen;
+    integ_raw_t            *raw = calloc(1, sizeof(*raw));
+
+    if ((raw == NULL) || (msp_parse_addr(d->addr, &ss, &sslen) != MEMSVC_OK)) {
+        free(raw);
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (ucp_init(&cp, NULL, &raw->ctx) != UCS_OK) {
+        free(raw);
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    if (ucp_worker_create(raw->ctx, &wp, &raw->worker) != UCS_OK) {
+        ucp_cleanup(raw->ctx);
+        free(raw);
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    am.id    = MSP_AM_REPLY;
+    am.cb    = raw_reply_cb;
+    am.arg   = raw;
+    am.flags = UCP_AM_FLAG_WHOLE_MSG;
+    ucp_worker_set_am_recv_handler(raw->worker, &am);
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.flags            = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr    = (struct sockaddr *)&ss;
+    ep.sockaddr.addrlen = sslen;
+    ep.err_mode         = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb   = raw_err_cb;
+    ep.err_handler.arg  = raw;
+    if (ucp_ep_create(raw->worker, &ep, &raw->ep) != UCS_OK) {
+        ucp_worker_destroy(raw->worker);
+        ucp_cleanup(raw->ctx);
+        free(raw);
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    *raw_p = raw;
+    return MEMSVC_OK;
+}
+
+void integ_raw_close(integ_raw_t *raw)
+{
+    ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                    .flags        = UCP_EP_CLOSE_FLAG_FORCE};
+    ucs_status_ptr_t    sp       = ucp_ep_close_nbx(raw->ep, &p);
+    uint64_t            deadline = msp_now_ns() + 2000000000ull;
+
+    if (UCS_PTR_IS_PTR(sp)) {
+        while ((ucp_request_check_status(sp) == UCS_INPROGRESS) && (msp_now_ns() < deadline)) {
+            ucp_worker_progress(raw->worker);
+        }
+        ucp_request_free(sp);
+    }
+    ucp_worker_destroy(raw->worker);
+    ucp_cleanup(raw->ctx);
+    free(raw);
+}
+
+memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
+                               size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
+                               size_t msglen)
+{
+    ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                 .flags        = UCP_AM_SEND_FLAG_REPLY};
+    ucs_status_ptr_t    sp;
+    uint64_t            deadline = msp_now_ns() + 10000000000ull;
+
+    raw->got = false;
+    sp       = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, hdr, hlen, payload, plen, &param);
+    if (UCS_PTR_IS_ERR(sp)) {
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    while (!raw->got && !raw->failed && (msp_now_ns() < deadline)) {
+        ucp_worker_progress(raw->worker);
+    }
+    if (UCS_PTR_IS_PTR(sp)) {
+        while ((ucp_request_check_status(sp) == UCS_INPROGRESS) && !raw->failed &&
+               (msp_now_ns() < deadline)) {
+            ucp_worker_progress(raw->worker);
+        }
+        ucp_request_free(sp);
+    }
+    if (!raw->got) {
+        return raw->failed ? MEMSVC_ERR_TRANSPORT : MEMSVC_ERR_TIMEOUT;
+    }
+    *status_p = raw->rep.status;
+    if (id_p != NULL) {
+        *id_p = raw->rep.id;
+    }
+    if (msg != NULL) {
+        snprintf(msg, msglen, "%s", raw->rep.msg);
+    }
+    return MEMSVC_OK;
+}
+
+size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank)
+{
+    msp_req_t req = {.op = MSP_OP_HELLO, .id = 1};
+    msp_buf_t b   = {buf, cap, 0, false};
+
+    req.u.hello.version = version;
+    req.u.hello.job     = job;
+    req.u.hello.rank    = rank;
+    snprintf(req.u.hello.name, sizeof(req.u.hello.name), "raw");
+    return (msp_encode_requests(&req, 1, &b) == MEMSVC_OK) ? b.len : 0;
+}
+
+/* ---- child processes --------------------------------------------------------------------------
+ */
+
+static void child_ready(int fd)
+{
+    char c = 'y';
+
+    if (write(fd, &c, 1) != 1) {
+        _exit(3);
+    }
+}
+
+static void child_hold(integ_daemon_t *d, int fd)
+{
+    memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS | MEMSVC_ALLOC_FIELD_KIND,
+                                .flags      = MEMSVC_ALLOC_DURABLE,
+                                .kind       = MEMSVC_KIND_PARAM};
+    memsvc_handle_t       hp, ha;
+    memsvc_conn_h         conn;
+    uint8_t               want[4096];
+
+    test_fill(want, sizeof(want), 99);
+    if ((integ_connect(d, 3, 5, &conn) != MEMSVC_OK) ||
+        (memsvc_alloc(conn, "w.param", sizeof(want), &ap, &hp) != MEMSVC_OK) ||
+        (memsvc_write(conn, hp, 0, want, sizeof(want)) != MEMSVC_OK) ||
+        (memsvc_alloc(conn, "x.act", 8192, NULL, &ha) != MEMSVC_OK) ||
+        (memsvc_acquire(conn, hp) != MEMSVC_OK) || (memsvc_acquire(conn, ha) != MEMSVC_OK)) {
+        _exit(1);
+    }
+    child_ready(fd);
+    for (;;) {
+        pause();
+    }
+}
+
+static void child_bigwrite(integ_daemon_t *d, int fd)
+{
+    memsvc_conn_h   conn;
+    memsvc_handle_t h;
+    uint64_t        size = 256u << 10;
+    uint8_t        *big  = calloc(1, size);
+
+    if ((big == NULL) || (integ_connect(d, 1, 1, &conn) != MEMSVC_OK) ||
+        (memsvc_alloc(conn, "big", size, NULL, &h) != MEMSVC_OK)) {
+        _exit(1);
+    }
+    child_ready(fd);
+    for (;;) {
+        memsvc_write(conn, h, 0, big, size);
+    }
+}
+
+/* In a re-executed child: act the role and never return to the test runner. */
+static void __attribute__((constructor)) integ_child_main(void)
+{
+    const char    *role = getenv("MEMSVC_INTEG_CHILD");
+    const char    *addr = getenv("MEMSVC_INTEG_ADDR");
+    const char    *fds  = getenv("MEMSVC_INTEG_FD");
+    integ_daemon_t d    = {0};
+
+    if ((role == NULL) || (addr == NULL) || (fds == NULL)) {
+        return;
+    }
+    snprintf(d.addr, sizeof(d.addr), "%s", addr);
+    if (strcmp(role, "hold") == 0) {
+        child_hold(&d, atoi(fds));
+    } else if (strcmp(role, "bigwrite") == 0) {
+        child_bigwrite(&d, atoi(fds));
+    }
+    _exit(2);
+}
+
+pid_t integ_spawn(const integ_daemon_t *d, const char *role)
+{
+    struct pollfd pfd;
+    char          fdstr[16], c = 0;
+    int           p[2], status;
+    pid_t         pid;
+
+    if (pipe(p) != 0) {
+        return -1;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        snprintf(fdstr, sizeof(fdstr), "%d", p[1]);
+        setenv("MEMSVC_INTEG_CHILD", role, 1);
+        setenv("MEMSVC_INTEG_ADDR", d->addr, 1);
+        setenv("MEMSVC_INTEG_FD", fdstr, 1);
+        execl("/proc/self/exe", "memsvc_tests-child", (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
+    if ((poll(&pfd, 1, 20000) != 1) || (read(p[0], &c, 1) != 1) || (c != 'y')) {
+        close(p[0]);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    close(p[0]);
+    integ_track(pid);
+    return pid;
+}

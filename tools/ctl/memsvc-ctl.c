@@ -1,0 +1,350 @@
+/* memsvc-ctl.c - look at a running memsvcd: ping, stats, list (text or --json), as a control
+ * session */
+#include "client/memsvc.h"
+#include "sim_npu/sim_desc.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ctl {
+    const char   *address;
+    uint32_t      timeout_ms;
+    bool          json;
+    memsvc_conn_h conn;
+} ctl_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: memsvc-ctl [--address HOST:PORT] [--timeout MS] [--json] COMMAND\n"
+            "\n"
+            "  ping             round trip to the daemon\n"
+            "  stats            per device and pool: allocated, reserved, largest free block,\n"
+            "                   fragmentation, tensors by state and kind, swaps, stalls;\n"
+            "                   sessions and transport\n"
+            "  list [JOB]       tensors of a job (default: all jobs)\n"
+            "\n"
+            "The address defaults to $MEMSVC_ADDR, else 127.0.0.1:13337.\n");
+}
+
+/* A JSON string literal. */
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if ((c == '"') || (c == '\\')) {
+            printf("\\%c", c);
+        } else if (c < 0x20) {
+            printf("\\u%04x", c);
+        } else {
+            putchar(c);
+        }
+    }
+    putchar('"');
+}
+
+static int cmd_ping(ctl_t *ctl)
+{
+    memsvc_status_t status;
+    uint64_t        rtt = 0;
+
+    status = memsvc_ping(ctl->conn, &rtt);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: ping: %s\n", memsvc_strerror(status));
+        return 1;
+    }
+    if (ctl->json) {
+        printf("{\"ok\": true, \"rtt_ns\": %llu, \"transport\": ", (unsigned long long)rtt);
+        json_str(memsvc_conn_transport(ctl->conn));
+        printf("}\n");
+    } else {
+        printf("memsvcd at %s: alive, round trip %.1f us over %s\n", ctl->address, rtt / 1e3,
+               memsvc_conn_transport(ctl->conn));
+    }
+    return 0;
+}
+
+static void stats_json(const memsvc_stats_t *st)
+{
+    unsigned d, k;
+
+    printf("{\n  \"node\": ");
+    json_str(st->node);
+    printf(",\n  \"mode\": ");
+    json_str(st->mode);
+    printf(",\n  \"policy\": ");
+    json_str(st->policy);
+    printf(",\n  \"transport\": ");
+    json_str(st->transport);
+    printf(",\n  \"uptime_ns\": %llu,\n", (unsigned long long)st->uptime_ns);
+    printf("  \"sessions\": %llu, \"sessions_total\": %llu, \"orphans\": %llu,\n",
+           (unsigned long long)st->sessions, (unsigned long long)st->sessions_total,
+           (unsigned long long)st->orphans);
+    printf("  \"requests\": %llu, \"errors\": %llu,\n", (unsigned long long)st->requests,
+           (unsigned long long)st->errors);
+    printf("  \"live_tensors\": %llu, \"moves_in_flight\": %llu,\n",
+           (unsigned long long)st->live_tensors, (unsigned long long)st->moves_in_flight);
+    printf("  \"host\": {\"capacity\": %llu, \"used\": %llu, \"peak\": %llu, "
+           "\"disk_capacity\": %llu, \"disk_used\": %llu},\n",
+           (unsigned long long)st->host_capacity, (unsigned long long)st->host_used,
+           (unsigned long long)st->host_peak, (unsigned long long)st->disk_capacity,
+           (unsigned long long)st->disk_used);
+    printf("  \"devices\": [");
+    for (d = 0; d < st->num_devices; d++) {
+        const memsvc_dev_stats_t *ds = &st->dev[d];
+
+        printf("%s\n    {\"device\": %u, \"capacity\": %llu, \"allocated\": %llu, "
+               "\"reserved\": %llu, \"free\": %llu, \"largest_free\": %llu, "
+               "\"fragmentation\": %.6f, \"peak_reserved\": %llu,\n",
+               (d > 0) ? "," : "", d, (unsigned long long)ds->capacity,
+               (unsigned long long)ds->allocated, (unsigned long long)ds->reserved,
+               (unsigned long long)ds->free, (unsigned long long)ds->largest_free,
+               ds->fragmentation, (unsigned long long)ds->peak_reserved);
+        printf("     \"tensors_by_state\": {");
+        for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
+            printf("%s\"%s\": %llu", (k > 0) ? ", " : "", memsvc_state_name((memsvc_state_t)k),
+                   (unsigned long long)ds->tensors_by_state[k]);
+        }
+        printf("},\n     \"bytes_by_state\": {");
+        for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
+            printf("%s\"%s\": %llu", (k > 0) ? ", " : "", memsvc_state_name((memsvc_state_t)k),
+                   (unsigned long long)ds->bytes_by_state[k]);
+        }
+        printf("},\n     \"tensors_by_kind\": {");
+        for (k = 0; k < MEMSVC_KIND_COUNT; k++) {
+            printf("%s\"%s\": %llu", (k > 0) ? ", " : "", memsvc_kind_name((memsvc_kind_t)k),
+                   (unsigned long long)ds->tensors_by_kind[k]);
+        }
+        printf("},\n     \"resident_by_kind\": {");
+        for (k = 0; k < MEMSVC_KIND_COUNT; k++) {
+            printf("%s\"%s\": %llu", (k > 0) ? ", " : "", memsvc_kind_name((memsvc_kind_t)k),
+                   (unsigned long long)ds->resident_by_kind[k]);
+        }
+        printf("},\n     \"pinned_tensors\": %llu, \"pinned_bytes\": %llu, "
+               "\"swap_out_bytes\": %llu, \"swap_outs\": %llu, \"swap_in_bytes\": %llu, "
+               "\"swap_ins\": %llu, \"spill_bytes\": %llu, \"drops\": %llu, \"recomputes\": %llu, "
+               "\"stall_ns\": %llu, \"stalls\": %llu, \"oom_events\": %llu, "
+               "\"fragmented_events\": %llu}",
+               (unsigned long long)ds->pinned_tensors, (unsigned long long)ds->pinned_bytes,
+               (unsigned long long)ds->swap_out_bytes, (unsigned long long)ds->swap_outs,
+               (unsigned long long)ds->swap_in_bytes, (unsigned long long)ds->swap_ins,
+               (unsigned long long)ds->spill_bytes, (unsigned long long)ds->drops,
+               (unsigned long long)ds->recomputes, (unsigned long long)ds->stall_ns,
+               (unsigned long long)ds->stalls, (unsigned long long)ds->oom_events,
+               (unsigned long long)ds->fragmented_events);
+    }
+    printf("\n  ]\n}\n");
+}
+
+static void stats_text(const memsvc_stats_t *st)
+{
+    char     a[32], b[32], c[32], e[32], f[32];
+    unsigned d, k;
+
+    printf("node %s, %s memory, policy %s, up %s\n", st->node, st->mode, st->policy,
+           sim_format_time(st->uptime_ns, a, sizeof(a)));
+    printf("sessions %llu live (%llu since start), transport %s\n",
+           (unsigned long long)st->sessions, (unsigned long long)st->sessions_total, st->transport);
+    printf("requests %llu, errors %llu; %llu live tensors, %llu moves in flight, "
+           "%llu durable tensors kept for re-attach\n",
+           (unsigned long long)st->requests, (unsigned long long)st->errors,
+           (unsigned long long)st->live_tensors, (unsigned long long)st->moves_in_flight,
+           (unsigned long long)st->orphans);
+    printf("host pool: %s used of %s (peak %s); disk: %s used of %s\n",
+           sim_format_size(st->host_used, a, sizeof(a)),
+           sim_format_size(st->host_capacity, b, sizeof(b)),
+           sim_format_size(st->host_peak, c, sizeof(c)),
+           sim_format_size(st->disk_used, e, sizeof(e)),
+           sim_format_size(st->disk_capacity, f, sizeof(f)));
+    for (d = 0; d < st->num_devices; d++) {
+        const memsvc_dev_stats_t *ds = &st->dev[d];
+
+        printf("device %u HBM %s: allocated %s, reserved %s, free %s, largest free block %s, "
+               "fragmentation %.1f%%\n",
+               d, sim_format_size(ds->capacity, a, sizeof(a)),
+               sim_format_size(ds->allocated, b, sizeof(b)),
+               sim_format_size(ds->reserved, c, sizeof(c)), sim_format_size(ds->free, e, sizeof(e)),
+               sim_format_size(ds->largest_free, f, sizeof(f)), ds->fragmentation * 100.0);
+        printf("  tensors by state:");
+        for (k = 0; k < MEMSVC_STATE_COUNT; k++) {
+            printf(" %s=%llu", memsvc_state_name((memsvc_state_t)k),
+                   (unsigned long long)ds->tensors_by_state[k]);
+        }
+        printf("\n  tensors by kind: ");
+        for (k = 0; k < MEMSVC_KIND_COUNT; k++) {
+            printf(" %s=%llu", memsvc_kind_name((memsvc_kind_t)k),
+                   (unsigned long long)ds->tensors_by_kind[k]);
+        }
+        printf("\n  pinned %llu (%s); swapped out %s in %llu moves, in %s in %llu; "
+               "drops %llu, recomputes %llu\n",
+               (unsigned long long)ds->pinned_tensors,
+               sim_format_size(ds->pinned_bytes, a, sizeof(a)),
+               sim_format_size(ds->swap_out_bytes, b, sizeof(b)), (unsigned long long)ds->swap_outs,
+               sim_format_size(ds->swap_in_bytes, c, sizeof(c)), (unsigned long long)ds->swap_ins,
+               (unsigned long long)ds->drops, (unsigned long long)ds->recomputes);
+        printf("  stalls %llu, stall time %s; refused: %llu out of memory, %llu fragmented\n",
+               (unsigned long long)ds->stalls, sim_format_time(ds->stall_ns, a, sizeof(a)),
+               (unsigned long long)ds->oom_events, (unsigned long long)ds->fragmented_events);
+    }
+}
+
+static int cmd_stats(ctl_t *ctl)
+{
+    memsvc_stats_t *st = calloc(1, sizeof(*st));
+    memsvc_status_t status;
+
+    if (st == NULL) {
+        fprintf(stderr, "memsvc-ctl: out of memory\n");
+        return 1;
+    }
+    status = memsvc_stats(ctl->conn, st);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: stats: %s\n", memsvc_strerror(status));
+        free(st);
+        return 1;
+    }
+    if (ctl->json) {
+        stats_json(st);
+    } else {
+        stats_text(st);
+    }
+    free(st);
+    return 0;
+}
+
+typedef struct list_state {
+    ctl_t   *ctl;
+    unsigned count;
+} list_state_t;
+
+static bool list_one(void *arg, const memsvc_tensor_info_t *t)
+{
+    list_state_t *ls = arg;
+    char          sz[32];
+
+    if (ls->ctl->json) {
+        printf("%s\n  {\"handle\": %llu, \"key\": ", (ls->count > 0) ? "," : "",
+               (unsigned long long)t->handle);
+        json_str(t->key);
+        printf(", \"size\": %llu, \"kind\": \"%s\", \"state\": \"%s\", \"device\": %u, "
+               "\"job\": %u, \"rank\": %u, \"pins\": %u, \"durable\": %s, \"recomputable\": %s, "
+               "\"layer\": %d, \"microbatch\": %d, \"expert\": %d, \"stage\": %d, \"step\": %d}",
+               (unsigned long long)t->size, memsvc_kind_name(t->kind), memsvc_state_name(t->state),
+               t->device, t->job, t->rank, t->pins, t->durable ? "true" : "false",
+               t->recomputable ? "true" : "false", t->tags.layer, t->tags.microbatch,
+               t->tags.expert, t->tags.stage, t->tags.step);
+    } else {
+        if (ls->count == 0) {
+            printf("%-18s %-5s %-4s %-10s %-10s %-11s %-4s %s\n", "HANDLE", "JOB", "RANK", "SIZE",
+                   "KIND", "STATE", "PINS", "KEY");
+        }
+        printf("0x%-16llx %-5u %-4u %-10s %-10s %-11s %-4u %s%s\n", (unsigned long long)t->handle,
+               t->job, t->rank, sim_format_size(t->size, sz, sizeof(sz)), memsvc_kind_name(t->kind),
+               memsvc_state_name(t->state), t->pins, t->key, t->durable ? " (durable)" : "");
+    }
+    ls->count++;
+    return true;
+}
+
+static int cmd_list(ctl_t *ctl, uint32_t job)
+{
+    list_state_t    ls = {ctl, 0};
+    memsvc_status_t status;
+
+    if (ctl->json) {
+        printf("[");
+    }
+    status = memsvc_list(ctl->conn, job, list_one, &ls);
+    if (ctl->json) {
+        printf("%s]\n", (ls.count > 0) ? "\n" : "");
+    } else if (ls.count == 0) {
+        printf("no tensors\n");
+    }
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: list: %s\n", memsvc_strerror(status));
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    ctl_t                      ctl    = {.address = "127.0.0.1:13337", .timeout_ms = 5000};
+    memsvc_conn_params_t       p      = {0};
+    memsvc_status_t            status;
+    const char                *cmd, *env = getenv("MEMSVC_ADDR");
+    uint32_t                   job = UINT32_MAX;
+    char                      *end;
+    int                        c, rc;
+
+    if ((env != NULL) && (*env != '\0')) {
+        ctl.address = env;
+    }
+    while ((c = getopt_long(argc, argv, "a:t:jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a':
+            ctl.address = optarg;
+            break;
+        case 't':
+            ctl.timeout_ms = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'j':
+            ctl.json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    cmd = argv[optind];
+    if ((strcmp(cmd, "list") == 0) && (optind + 1 < argc)) {
+        job = (uint32_t)strtoul(argv[optind + 1], &end, 10);
+        if (*end != '\0') {
+            fprintf(stderr, "memsvc-ctl: list: '%s' is not a job number\n", argv[optind + 1]);
+            return 2;
+        }
+    } else if ((strcmp(cmd, "ping") != 0) && (strcmp(cmd, "stats") != 0) &&
+               (strcmp(cmd, "list") != 0)) {
+        fprintf(stderr, "memsvc-ctl: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    p.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_FLAGS |
+                   MEMSVC_CONN_FIELD_TIMEOUT_MS | MEMSVC_CONN_FIELD_NAME;
+    p.address    = ctl.address;
+    p.job        = 0;
+    p.flags      = MEMSVC_CONN_CONTROL;
+    p.timeout_ms = (ctl.timeout_ms > 0) ? ctl.timeout_ms : 5000;
+    p.name       = "memsvc-ctl";
+    status       = memsvc_connect(&p, &ctl.conn);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: cannot reach memsvcd at %s: %s\n", ctl.address,
+                memsvc_strerror(status));
+        return 1;
+    }
+    if (strcmp(cmd, "ping") == 0) {
+        rc = cmd_ping(&ctl);
+    } else if (strcmp(cmd, "stats") == 0) {
+        rc = cmd_stats(&ctl);
+    } else {
+        rc = cmd_list(&ctl, job);
+    }
+    memsvc_close(ctl.conn);
+    return rc;
+}
