@@ -500,7 +500,15 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
                 W - MR + 20, y, W - MR + 44, y, mt_tune_colors[s % MT_TUNE_NCOLORS],
                 (s >= MT_TUNE_NCOLORS) ? " stroke-dasharray=\"5 3\"" : "", W - MR + 50, y + 4);
         mt_xml_str(t->params->specs[s], out);
-        fprintf(out, "</text>\n");
+        for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
+            const mt_tune_cell_t *c = mt_tune_cell(t, tr, b, s);
+
+            if (c != NULL && c->res.fits) {
+                break;
+            }
+        }
+        fprintf(out, "%s</text>\n",
+                (b < x->num_budgets && b <= x->cutoff) ? "" : " (fits at no budget)");
     }
     v = MT + 8 + 20.0 * (double)ns + 10;
     fprintf(out,
