@@ -248,7 +248,8 @@ void mt_tune_print_table(const mt_tune_t *t, FILE *out)
         snprintf(head, sizeof(head), "budget %s", unit);
         fprintf(out, "%-11s", head);
         for (s = 0; s < t->params->num_specs; s++) {
-            fprintf(out, "%*s ", w, t->params->specs[s]);
+            fprintf(out, "%*s%s", w, t->params->specs[s],
+                    (s + 1 < t->params->num_specs) ? " " : "");
         }
         fputc('\n', out);
         for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
@@ -271,7 +272,11 @@ void mt_tune_print_table(const mt_tune_t *t, FILE *out)
                     snprintf(cell, sizeof(cell), "%+.1f%%", ov);
                     mark = (any && ov <= best + 1e-9) ? '*' : ' ';
                 }
-                fprintf(out, "%*s%c", w, cell, mark);
+                if (s + 1 < t->params->num_specs || mark != ' ') {
+                    fprintf(out, "%*s%c", w, cell, mark);
+                } else {
+                    fprintf(out, "%*s", w, cell); /* no trailing blank */
+                }
             }
             fputc('\n', out);
         }
