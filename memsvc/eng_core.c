@@ -1469,6 +1469,17 @@ uint64_t pol_device_free(const pol_ctx_t *ctx, unsigned dev)
     return s.free;
 }
 
+uint64_t pol_device_largest_free(const pol_ctx_t *ctx, unsigned dev)
+{
+    sim_alloc_stats_t s;
+
+    if (dev >= ctx->eng->num_devices) {
+        return 0;
+    }
+    sim_alloc_get_stats(ctx->eng->devs[dev].sim->alloc, &s);
+    return s.largest_free;
+}
+
 uint64_t pol_device_incoming(const pol_ctx_t *ctx, unsigned dev)
 {
     return (dev < ctx->eng->num_devices) ? ctx->eng->devs[dev].outgoing : 0;
@@ -1568,6 +1579,22 @@ uint64_t pol_swap_cost_ns(const pol_ctx_t *ctx, unsigned dev, uint64_t bytes)
     }
     d = ctx->eng->devs[dev].sim;
     return sim_link_time_ns(&d->d2h.desc, bytes) + sim_link_time_ns(&d->h2d.desc, bytes);
+}
+
+void pol_device_blocks(const pol_ctx_t *ctx, unsigned dev,
+                       void (*fn)(void *arg, const pol_tensor_t *t, uint64_t offset,
+                                  uint64_t size),
+                       void *arg)
+{
+    uint32_t i;
+
+    for (i = 0; i < ctx->eng->num_slots; i++) {
+        const eng_tensor_t *t = eng_reg_slot(ctx->eng, i);
+
+        if (t != NULL && t->block != NULL && t->pub.device == dev) {
+            fn(arg, &t->pub, sim_alloc_block_offset(t->block), sim_alloc_block_size(t->block));
+        }
+    }
 }
 
 void pol_set_word(pol_ctx_t *ctx, const pol_tensor_t *t, uint64_t word)

@@ -53,6 +53,8 @@ unsigned   pol_num_devices(const pol_ctx_t *ctx);
 uint64_t   pol_device_capacity(const pol_ctx_t *ctx, unsigned dev);
 uint64_t   pol_device_free(const pol_ctx_t *ctx, unsigned dev);     /* free HBM bytes now */
 uint64_t   pol_device_incoming(const pol_ctx_t *ctx, unsigned dev); /* bytes being moved out */
+/* Largest free block of HBM now: with pol_device_free, tells a fragmented device apart. */
+uint64_t   pol_device_largest_free(const pol_ctx_t *ctx, unsigned dev);
 
 /* Evictable tensors of a device (on device, unpinned), least recently used first. */
 const pol_tensor_t *pol_lru_first(const pol_ctx_t *ctx, unsigned dev);
@@ -69,6 +71,13 @@ memsvc_status_t pol_swap_out(pol_ctx_t *ctx, const pol_tensor_t *t);
 memsvc_status_t pol_drop(pol_ctx_t *ctx, const pol_tensor_t *t);
 memsvc_status_t pol_prefetch(pol_ctx_t *ctx, const pol_tensor_t *t);
 memsvc_status_t pol_spill(pol_ctx_t *ctx, const pol_tensor_t *t);
+/* Visit every tensor of `dev` that holds a block of HBM (on device, pinned or not, or moving),
+ * with the block's offset and rounded size: the gaps between them are the free holes, so that
+ * a policy can free a contiguous range on a fragmented device. */
+void            pol_device_blocks(const pol_ctx_t *ctx, unsigned dev,
+                                  void (*fn)(void *arg, const pol_tensor_t *t, uint64_t offset,
+                                             uint64_t size),
+                                  void *arg);
 /* Set the policy's own word of a tensor. */
 void            pol_set_word(pol_ctx_t *ctx, const pol_tensor_t *t, uint64_t word);
 

@@ -12,6 +12,8 @@ extern const pol_ops_t pol_dtr_ops;
 extern const pol_ops_t pol_selective_ops;
 extern const pol_ops_t pol_full_ops;
 extern const pol_ops_t pol_offload_ops;
+extern const pol_ops_t pol_capuchin_ops;
+extern const pol_ops_t pol_foresight_ops;
 
 static const pol_ops_t *const pol_table[] = {
     &pol_none_ops,
@@ -21,6 +23,8 @@ static const pol_ops_t *const pol_table[] = {
     &pol_selective_ops,
     &pol_full_ops,
     &pol_offload_ops,
+    &pol_capuchin_ops,
+    &pol_foresight_ops,
     NULL,
 };
 
