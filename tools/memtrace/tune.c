@@ -215,7 +215,7 @@ static bool mt_tune_row_all_oom(const mt_tune_t *t, size_t tr, size_t b)
     for (s = 0; s < t->params->num_specs; s++) {
         const mt_tune_cell_t *c = &t->cells[mt_tune_index(t, tr, b, s)];
 
-        if (c->state != MT_TUNE_DONE || c->res.status != MEMSVC_OK || c->res.fits) {
+        if (c->state != MT_TUNE_DONE || (c->res.status == MEMSVC_OK && c->res.fits)) {
             return false;
         }
     }
@@ -235,8 +235,9 @@ static void mt_tune_progress(const mt_tune_params_t *p, const char *what, size_t
 /*
  * Run jobs[0..n) on at most params->jobs workers. Jobs whose cell is beyond its trace's cutoff
  * when their turn comes are marked skipped. After each finished cell, with auto budgets, the
- * cutoff moves up to a row where every spec ran out of memory. Stops at the first failed
- * replay (kills the other workers) and returns its status.
+ * cutoff moves up to a row where every spec ran out of memory (or failed). A cell whose replay
+ * fails is a result (its status and message in the cell, a line on stderr, t->num_errors); a
+ * failed baseline stops the pool (the other workers are killed) and its status is returned.
  */
 static memsvc_status_t mt_tune_pool(mt_tune_t *t, mt_tune_job_t *jobs, size_t n, bool cutoff,
                                     const char *what, char *err, size_t errlen)
@@ -306,16 +307,21 @@ static memsvc_status_t mt_tune_pool(mt_tune_t *t, mt_tune_job_t *jobs, size_t n,
             done++;
             mt_tune_progress(p, what, done, n);
             res = mt_tune_slot(j);
-            if (status == MEMSVC_OK && res->status != MEMSVC_OK) {
-                status = res->status;
-                snprintf(err, errlen, "%s", res->err);
-                next = n;
-                continue;
-            }
             if (j->cell == NULL) {
+                if (status == MEMSVC_OK && res->status != MEMSVC_OK) {
+                    status = res->status; /* a baseline: the trace or the node is wrong */
+                    snprintf(err, errlen, "%s", res->err);
+                    next = n;
+                }
                 continue;
             }
             j->cell->state = MT_TUNE_DONE;
+            if (res->status != MEMSVC_OK) { /* one policy at one budget: a result, reported */
+                t->num_errors++;
+                fprintf(stderr, "%smemtrace tune: %s, policy %s, HBM %" PRIu64 " B: %s\n",
+                        (p->progress && isatty(STDERR_FILENO)) ? "\n" : "", j->trace->path,
+                        p->specs[j->cell->spec], j->trace->budgets[j->cell->budget], res->err);
+            }
             if (cutoff && j->cell->budget < j->trace->cutoff &&
                 mt_tune_row_all_oom(t, j->cell->trace, j->cell->budget)) {
                 j->trace->cutoff = j->cell->budget;

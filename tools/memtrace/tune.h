@@ -85,14 +85,17 @@ typedef struct mt_tune {
     mt_tune_trace_t        *traces; /* num_traces of them */
     mt_tune_cell_t         *cells;  /* trace-major, then budget, then spec */
     size_t                  num_cells;
+    size_t                  num_errors; /* cells whose replay failed (not for lack of memory) */
 } mt_tune_t;
 
 /*
  * Run the sweep: baselines first, then (auto budgets chosen from each baseline peak) every
  * cell. With auto budgets, a trace's sweep stops at the first budget where every spec ran out
- * of memory (cells below it are MT_TUNE_SKIPPED). On success *tune_p holds the results; free it
- * with mt_tune_free. Errors: MEMSVC_ERR_NO_RESOURCE (fork, pipe, memory), or the first failed
- * replay's status (a trace that cannot be read, an unknown policy), with the message in err.
+ * of memory (cells below it are MT_TUNE_SKIPPED). A cell whose replay fails (a policy that
+ * leaves a request unfinished, a worker killed) is kept with its status and message and counted
+ * in num_errors; the sweep goes on. On success *tune_p holds the results; free it with
+ * mt_tune_free. Errors: MEMSVC_ERR_NO_RESOURCE (fork, pipe, memory), or the status of a failed
+ * baseline (a trace that cannot be read, an unknown preset or override), message in err.
  */
 memsvc_status_t mt_tune_run(const mt_tune_params_t *params, mt_tune_t *tune_p, char *err,
                             size_t errlen);
@@ -113,11 +116,13 @@ const mt_tune_cell_t *mt_tune_cell(const mt_tune_t *tune, size_t trace, size_t b
 
 /* ---- outputs (tune_out.c) ------------------------------------------------------------------ */
 
-/* Every run cell as one CSV row (header MT_TUNE_CSV_HEADER). MEMSVC_ERR_IO on a write error. */
+/* Every run cell as one CSV row (header MT_TUNE_CSV_HEADER; fits is yes, no, or error for a
+ * failed replay). MEMSVC_ERR_IO on a write error. */
 memsvc_status_t mt_tune_write_csv(const mt_tune_t *tune, FILE *out);
 /* The same rows, plus each trace's baseline, as one JSON object. */
 memsvc_status_t mt_tune_write_json(const mt_tune_t *tune, FILE *out);
-/* Per trace: rows = budgets, columns = specs, overhead % or OOM, '*' on each row's best. */
+/* Per trace: rows = budgets, columns = specs, overhead % or OOM (ERR: the replay failed), '*' on
+ * each row's best. */
 void mt_tune_print_table(const mt_tune_t *tune, FILE *out);
 /*
  * SVG of one trace: overhead % against budget, one polyline per spec over the budgets where it

@@ -535,6 +535,12 @@ int mt_cmd_tune(int argc, char **argv)
     if (!quiet) {
         mt_tune_print_table(&tune, stdout);
     }
+    if (tune.num_errors > 0) {
+        fprintf(stderr,
+                "memtrace tune: %zu replay(s) failed (ERR in the table, error in the CSV)\n",
+                tune.num_errors);
+        rc = 1;
+    }
     mt_tune_free(&tune);
 out_base:
     for (i = 0; i < num_base; i++) {

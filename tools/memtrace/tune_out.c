@@ -144,10 +144,13 @@ memsvc_status_t mt_tune_write_csv(const mt_tune_t *t, FILE *out)
                 fprintf(out,
                         ",%" PRIu64 ",%s,%" PRIu64 ",%.6f,%.6f,%.3f,%.6f,%.6f,%" PRIu64 ",%" PRIu64
                         ",%" PRIu64 ",%" PRIu64 ",%.3f\n",
-                        t->traces[tr].budgets[b], r->fits ? "yes" : "no", r->ooms, mt_s(r->step_ns),
-                        mt_s(base->step_ns), mt_tune_overhead_pct(t, c), mt_s(r->stall_ns),
-                        mt_s(r->recompute_ns), r->swap_out_bytes, r->swap_in_bytes,
-                        r->peak_allocated, r->host_peak, r->wall_s);
+                        t->traces[tr].budgets[b],
+                        (r->status != MEMSVC_OK) ? "error"
+                        : r->fits                ? "yes"
+                                                 : "no",
+                        r->ooms, mt_s(r->step_ns), mt_s(base->step_ns), mt_tune_overhead_pct(t, c),
+                        mt_s(r->stall_ns), mt_s(r->recompute_ns), r->swap_out_bytes,
+                        r->swap_in_bytes, r->peak_allocated, r->host_peak, r->wall_s);
             }
         }
     }
@@ -209,12 +212,17 @@ memsvc_status_t mt_tune_write_json(const mt_tune_t *t, FILE *out)
                         "\"overhead_pct\": %.3f, \"stall_s\": %.6f, \"recompute_s\": %.6f, "
                         "\"swap_out_bytes\": %" PRIu64 ", \"swap_in_bytes\": %" PRIu64
                         ", \"peak_allocated_bytes\": %" PRIu64 ", \"host_peak_bytes\": %" PRIu64
-                        ", \"wall_s\": %.3f}",
+                        ", \"wall_s\": %.3f",
                         t->traces[tr].budgets[b], r->fits ? "true" : "false", r->ooms,
                         mt_s(r->step_ns), mt_s(t->traces[tr].base.step_ns),
                         mt_tune_overhead_pct(t, c), mt_s(r->stall_ns), mt_s(r->recompute_ns),
                         r->swap_out_bytes, r->swap_in_bytes, r->peak_allocated, r->host_peak,
                         r->wall_s);
+                if (r->status != MEMSVC_OK) {
+                    fprintf(out, ", \"error\": ");
+                    mt_json_str(r->err, out);
+                }
+                fputc('}', out);
             }
         }
     }
@@ -264,6 +272,8 @@ void mt_tune_print_table(const mt_tune_t *t, FILE *out)
 
                 if (c == NULL) {
                     snprintf(cell, sizeof(cell), "-");
+                } else if (c->res.status != MEMSVC_OK) {
+                    snprintf(cell, sizeof(cell), "ERR");
                 } else if (!c->res.fits) {
                     snprintf(cell, sizeof(cell), "OOM");
                 } else {
@@ -281,8 +291,10 @@ void mt_tune_print_table(const mt_tune_t *t, FILE *out)
             fputc('\n', out);
         }
     }
-    fprintf(out, "(overhead = simulated time / unconstrained - 1; * = lowest in the row; "
-                 "OOM = a request did not fit)\n");
+    fprintf(out,
+            "(overhead = simulated time / unconstrained - 1; * = lowest in the row; "
+            "OOM = a request did not fit%s)\n",
+            t->num_errors ? "; ERR = the replay failed, see the messages" : "");
 }
 
 /* ---- SVG ------------------------------------------------------------------------------------- */
@@ -329,9 +341,10 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
     const size_t           ns = t->params->num_specs;
     const char            *unit;
     double                 div, xlo = 0, xhi = 0, ylo = 0.0, yhi = 0.0, xs, ys, step, v;
+    double                 ybest = 0.0;
     mt_pt_t               *best;
     size_t                 b, s, nb = 0, nbest = 0, i;
-    bool                   any = false;
+    bool                   any = false, clipped = false;
     char                   b1[32];
 
     mt_tune_unit(mt_tune_max_budget(x), &unit, &div);
@@ -363,14 +376,28 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
     xlo  = floor(xlo / step - 0.5) * step;
     xhi  = ceil(xhi / step + 0.5) * step;
     xlo  = (xlo < 0.0) ? 0.0 : xlo;
-    yhi  = (yhi <= ylo) ? ylo + 1.0 : yhi;
-    v    = (yhi - ylo) * 0.06;
-    yhi += v;
+    /* overheads far above the best ones would squash the interesting part: cap the y axis at
+     * 1.5 x the highest of the row bests (at least 10%); what is above is drawn at the top */
+    for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
+        double ov;
+
+        if (mt_tune_row_best(t, tr, b, &ov) && ov > ybest) {
+            ybest = ov;
+        }
+    }
+    ybest = (1.5 * ybest > 10.0) ? 1.5 * ybest : 10.0;
+    if (yhi > ybest) {
+        yhi     = ybest;
+        clipped = true;
+    }
+    yhi = (yhi <= ylo) ? ylo + 1.0 : yhi;
+    v   = (yhi - ylo) * 0.06;
+    yhi += clipped ? 0.0 : v;
     ylo = (ylo < 0.0) ? ylo - v : 0.0;
     xs  = (W - ML - MR) / (xhi - xlo);
     ys  = (H - MT - MB) / (yhi - ylo);
 #define PX(bx) (ML + xs * ((bx)-xlo))
-#define PY(ov) (H - MB - ys * ((ov)-ylo))
+#define PY(ov) (H - MB - ys * (((ov) > yhi ? yhi : (ov)) - ylo)) /* clipped at the top */
 
     fprintf(out,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
@@ -389,9 +416,9 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
     fprintf(out, ")</text>\n");
     fprintf(out,
             "<text x=\"%.0f\" y=\"44\" fill=\"#555555\">unconstrained: step %.3f s, peak %s; "
-            "each point is one replay; budgets where a policy runs out of memory are "
-            "omitted</text>\n",
-            ML, mt_s(x->base.step_ns), sim_format_size(x->base.peak_allocated, b1, sizeof(b1)));
+            "one point per replay; none where it runs out of memory%s</text>\n",
+            ML, mt_s(x->base.step_ns), sim_format_size(x->base.peak_allocated, b1, sizeof(b1)),
+            clipped ? "; triangles: above the scale" : "");
 
     /* grid, axes, ticks */
     step = mt_nice(yhi - ylo, 6);
@@ -440,9 +467,20 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
         for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
             const mt_tune_cell_t *c = mt_tune_cell(t, tr, b, s);
 
-            if (c != NULL && c->res.fits) {
+            if (c == NULL || !c->res.fits) {
+                continue;
+            }
+            v = mt_tune_overhead_pct(t, c);
+            if (v > yhi) { /* off the scale: a triangle pointing up at the top edge */
+                double px = PX((double)x->budgets[b] / div);
+
+                fprintf(out,
+                        "<path d=\"M%.2f %.2f l-4 7 h8 z\" fill=\"%s\"><title>%.1f%%</title>"
+                        "</path>\n",
+                        px, MT, color, v);
+            } else {
                 fprintf(out, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"/>\n",
-                        PX((double)x->budgets[b] / div), PY(mt_tune_overhead_pct(t, c)), color);
+                        PX((double)x->budgets[b] / div), PY(v), color);
             }
         }
     }

@@ -16,10 +16,15 @@ for m in pangu-ultra-moe-718b deepseek-v3-671b; do
     "$BIN/memtrace" gen --model "$m" --layout "$LAYOUT" --microbatches 32 --steps 2 \
         -o "$OUT/$m.trace"
 done
+# exit status 1 when some replays failed: the outputs are written all the same (ERR cells)
+rc=0
+rm -f "$OUT/results.csv"
 "$BIN/memtrace" tune "$OUT/pangu-ultra-moe-718b.trace" "$OUT/deepseek-v3-671b.trace" \
-    --budget-auto 32 --out "$OUT"
+    --budget-auto 32 --out "$OUT" || rc=$?
+[ -f "$OUT/results.csv" ] || exit "$rc"
 if [ -d docs/img ]; then
     for m in pangu-ultra-moe-718b deepseek-v3-671b; do
         cp "$OUT/$m.svg" "docs/img/tune-$m.svg"
     done
 fi
+exit "$rc"
