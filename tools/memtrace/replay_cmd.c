@@ -2,9 +2,12 @@
 #include "policy/policy.h"
 #include "tools/memtrace/cmd.h"
 #include "tools/memtrace/replay.h"
+#include "tools/memtrace/replay_live.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void mt_replay_usage(FILE *out)
 {
@@ -15,6 +18,7 @@ static void mt_replay_usage(FILE *out)
         "usage: memtrace replay TRACE [--node PRESET] [key=value ...] [--memory phantom|backed]\n"
         "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
         "                       [--no-baseline] [--quiet]\n"
+        "       memtrace replay --daemon HOST:PORT TRACE... [--time-scale X] [--job N] [--json]\n"
         "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
         "  time, stalls, recomputation, memory peaks, moves and out-of-memory events.\n"
         "  --node PRESET     node preset (default: the trace header's node); key=value overrides\n"
@@ -29,7 +33,11 @@ static void mt_replay_usage(FILE *out)
                  "  --json-out FILE   also write the JSON report to FILE\n"
                  "  --plot FILE.svg   device memory over simulated time of the busiest NPU\n"
                  "  --no-baseline     skip the unconstrained replay (no overhead figure)\n"
-                 "  --quiet           no progress bar\n");
+                 "  --quiet           no progress bar\n"
+                 "  --daemon ADDR     live: replay through a running memsvcd, one trainer process\n"
+                 "                    per rank of each TRACE (see docs/replay.md)\n"
+                 "  --time-scale X    live: sleep X times each operator's duration (default 1)\n"
+                 "  --job N           live: the trainers' job id (default 1000 + pid %% 1000)\n");
 }
 
 int mt_cmd_replay(int argc, char **argv)
@@ -37,7 +45,10 @@ int mt_cmd_replay(int argc, char **argv)
     mt_replay_params_t params;
     mt_replay_report_t report;
     const char       **overrides;
-    const char        *path = NULL, *json_out = NULL, *plot = NULL;
+    const char        *path = NULL, *json_out = NULL, *plot = NULL, *daemon = NULL;
+    const char       **paths;
+    int                num_paths = 0;
+    mt_live_params_t   live = {.time_scale = 1.0};
     bool               json = false;
     memsvc_status_t    status;
     size_t             n = 0;
@@ -47,7 +58,9 @@ int mt_cmd_replay(int argc, char **argv)
     mt_replay_params_init(&params);
     params.progress = true;
     overrides       = calloc((size_t)argc, sizeof(*overrides));
-    if (overrides == NULL) {
+    paths           = calloc((size_t)argc, sizeof(*paths));
+    live.job        = 1000 + (uint32_t)getpid() % 1000;
+    if (overrides == NULL || paths == NULL) {
         fprintf(stderr, "memtrace replay: out of memory\n");
         return 1;
     }
@@ -80,10 +93,33 @@ int mt_cmd_replay(int argc, char **argv)
             params.baseline = false;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             params.progress = false;
+        } else if (!strcmp(a, "--daemon") && i + 1 < argc) {
+            daemon = argv[++i];
+        } else if (!strcmp(a, "--time-scale") && i + 1 < argc) {
+            char *end;
+
+            live.time_scale = strtod(argv[++i], &end);
+            if (*end != '\0' || !(live.time_scale >= 0.0) || live.time_scale > 1e6) {
+                fprintf(stderr, "memtrace replay: --time-scale: '%s' is not a number >= 0\n",
+                        argv[i]);
+                rc = 2;
+                goto out;
+            }
+        } else if (!strcmp(a, "--job") && i + 1 < argc) {
+            char         *end;
+            unsigned long j = strtoul(argv[++i], &end, 10);
+
+            if (*end != '\0' || j == 0 || j > UINT32_MAX) {
+                fprintf(stderr, "memtrace replay: --job: '%s' is not a job id >= 1\n", argv[i]);
+                rc = 2;
+                goto out;
+            }
+            live.job = (uint32_t)j;
         } else if (a[0] != '-' && strchr(a, '=') != NULL) {
             overrides[n++] = a;
-        } else if (path == NULL && (a[0] != '-' || !strcmp(a, "-"))) {
-            path = a;
+        } else if (a[0] != '-' || !strcmp(a, "-")) {
+            paths[num_paths++] = a;
+            path               = paths[0];
         } else {
             fprintf(stderr, "memtrace replay: unexpected argument '%s'\n", a);
             mt_replay_usage(stderr);
@@ -93,6 +129,39 @@ int mt_cmd_replay(int argc, char **argv)
     }
     if (path == NULL) {
         mt_replay_usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    if (daemon != NULL) {
+        mt_live_report_t *lrep = malloc(sizeof(*lrep));
+
+        if (lrep == NULL) {
+            fprintf(stderr, "memtrace replay: out of memory\n");
+            rc = 1;
+            goto out;
+        }
+        live.address = daemon;
+        status = mt_replay_live(paths, num_paths, &live, lrep, err, sizeof(err));
+        if (status != MEMSVC_OK) {
+            fprintf(stderr, "memtrace replay: %s\n", err);
+            rc = 1;
+        } else {
+            uint32_t k;
+
+            if (json) {
+                mt_live_report_json(lrep, &live, stdout);
+            } else {
+                mt_live_report_print(lrep, &live, stdout);
+            }
+            for (k = 0; k < lrep->num_procs; k++) {
+                rc = (lrep->procs[k].status < 0) ? 1 : rc;
+            }
+        }
+        free(lrep);
+        goto out;
+    }
+    if (num_paths > 1) {
+        fprintf(stderr, "memtrace replay: one TRACE at a time offline (several with --daemon)\n");
         rc = 2;
         goto out;
     }
@@ -146,5 +215,6 @@ int mt_cmd_replay(int argc, char **argv)
     mt_replay_report_free(&report);
 out:
     free(overrides);
+    free(paths);
     return rc;
 }

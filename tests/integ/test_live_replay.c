@@ -1,0 +1,99 @@
+/* test_live_replay.c - `memtrace replay --daemon`: trainer processes against a real memsvcd */
+#include "tests/integ/integ.h"
+#include "tests/test_util.h"
+
+#include <jansson.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Run a shell command, collect its stdout; returns its exit status. */
+static int run(const char *cmd, char *out, size_t len)
+{
+    FILE  *p = popen(cmd, "r");
+    size_t n = 0;
+
+    if (p == NULL) {
+        return -1;
+    }
+    while (n + 1 < len && !feof(p)) {
+        n += fread(out + n, 1, len - n - 1, p);
+    }
+    out[n] = '\0';
+    return pclose(p);
+}
+
+static void test_live_replay_two_trainers(void)
+{
+    static const char *const args[] = {"--node", "tiny", "hbm=24MiB", "--policy", "lru", NULL};
+    integ_daemon_t d;
+    char           cmd[1024], *out = malloc(1 << 16);
+    char           t0[] = "/tmp/memsvc-live0-XXXXXX", t1[] = "/tmp/memsvc-live1-XXXXXX";
+    json_t        *j, *trainers;
+    json_error_t   jerr;
+    memsvc_stats_t st;
+    size_t         i;
+    int            fd;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_FATAL((fd = mkstemp(t0)) >= 0);
+    close(fd);
+    CU_ASSERT_FATAL((fd = mkstemp(t1)) >= 0);
+    close(fd);
+    /* two ranks of the first pipeline stage's neighbours: their own traces */
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace gen --model tiny-moe --layout tp=1,pp=2 --microbatches 4 --steps 1 "
+             "--node tiny -o %s 2>/dev/null && %s/memtrace gen --model tiny-moe --layout tp=1,pp=2 "
+             "--microbatches 4 --steps 1 --node tiny --rank 1 -o %s 2>/dev/null",
+             test_bin_dir(), t0, test_bin_dir(), t1);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+
+    CU_ASSERT_FATAL(integ_daemon_start(&d, args));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay --daemon %s --job 77 --json %s %s",
+             test_bin_dir(), d.addr, t0, t1);
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 0);
+    j = json_loads(out, 0, &jerr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    trainers = json_object_get(j, "trainers");
+    CU_ASSERT_EQUAL(json_array_size(trainers), 2);
+    for (i = 0; i < json_array_size(trainers); i++) {
+        json_t *t = json_array_get(trainers, i);
+
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(t, "status")), "MEMSVC_OK");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(t, "rank")), (json_int_t)i);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(t, "device")), (json_int_t)i);
+        CU_ASSERT(json_integer_value(json_object_get(t, "ops")) > 100);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(t, "refused_for_memory")), 0);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(t, "errors")), 0);
+    }
+    /* the steps did not fit in 24 MiB: the daemon swapped for them, and all is freed again */
+    CU_ASSERT(json_integer_value(json_object_get(
+                  json_array_get(json_object_get(json_object_get(j, "daemon"), "devices"), 0),
+                  "swap_out_bytes")) > 0);
+    json_decref(j);
+    CU_ASSERT_EQUAL(integ_stats(&d, &st), MEMSVC_OK);
+    CU_ASSERT_EQUAL(st.dev[0].pinned_tensors, 0);
+    CU_ASSERT_EQUAL(st.dev[1].pinned_tensors, 0);
+
+    /* a daemon that is not there is a clear error */
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay --daemon 127.0.0.1:1 %s 2>&1", test_bin_dir(),
+             t0);
+    CU_ASSERT_NOT_EQUAL(run(cmd, out, 1 << 16), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "cannot reach memsvcd"));
+
+    integ_daemon_stop(&d);
+    unlink(t0);
+    unlink(t1);
+    free(out);
+}
+
+static void add_suite(void)
+{
+    CU_pSuite s = CU_add_suite("live_replay", NULL, NULL);
+
+    CU_add_test(s, "two trainer processes replay through memsvcd", test_live_replay_two_trainers);
+}
+
+TEST_REGISTER(live_replay, add_suite)

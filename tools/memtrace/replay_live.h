@@ -1,0 +1,69 @@
+/* replay_live.h - live replay: a trace's ranks as trainer processes against a running memsvcd */
+#ifndef MT_REPLAY_LIVE_H
+#define MT_REPLAY_LIVE_H
+
+#include "client/memsvc.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MT_LIVE_MAX_PROCS 64
+
+typedef struct mt_live_params {
+    const char *address;    /* memsvcd's HOST:PORT */
+    uint32_t    job;        /* job id the trainers use (default: 1000 + pid % 1000) */
+    double      time_scale; /* compute and recompute durations are slept for this fraction */
+    int         timeout_ms; /* per request; 0: the client's default */
+} mt_live_params_t;
+
+/* What one trainer process saw (wall-clock figures, in nanoseconds). */
+typedef struct mt_live_rank {
+    uint32_t trace;       /* index of its trace on the command line */
+    uint32_t rank;        /* rank in that trace */
+    uint32_t device;      /* device its session is bound to */
+    int32_t  status;      /* MEMSVC_OK, or the error that stopped it */
+    uint64_t events;      /* events replayed */
+    uint64_t ops;         /* compute operators run */
+    uint64_t wall_ns;     /* from connect to the last event */
+    uint64_t compute_ns;  /* scaled operator time slept (the ideal step) */
+    uint64_t stall_ns;    /* time spent waiting for acquires (round trips included) */
+    uint64_t recompute_ns;/* scaled recompute time slept after RECOMPUTE answers */
+    uint64_t recomputes;
+    uint64_t ooms;        /* allocations refused (NO_MEMORY / FRAGMENTED) */
+    uint64_t errors;      /* other refused requests */
+    char     transport[64];
+    char     message[256]; /* the error, if status < 0 */
+} mt_live_rank_t;
+
+typedef struct mt_live_report {
+    uint32_t       num_procs;
+    mt_live_rank_t procs[MT_LIVE_MAX_PROCS];
+    memsvc_stats_t daemon;      /* the daemon's figures after the replay */
+    bool           have_daemon;
+    uint64_t       wall_ns;     /* longest trainer */
+    uint64_t       compute_ns;  /* largest ideal (scaled) compute of a trainer */
+} mt_live_report_t;
+
+/*
+ * Replay the traces through the daemon: one trainer process per (trace, rank), each with its
+ * own session (job params->job, its rank, device = its index modulo the daemon's devices);
+ * keys are prefixed with "r<rank>." so that ranks do not collide within the job. Each
+ * process walks its rank's events: ALLOC -> memsvc_alloc, FREE -> memsvc_free, HINT ->
+ * memsvc_hint, ACCESS -> acquire + release, COMPUTE (stream 0) -> acquire its reads and
+ * writes (batched), sleep its duration x time_scale (on a schedule, so short operators add
+ * up), release them; a RECOMPUTE answer sleeps the tensor's recompute time x time_scale.
+ * Communication (stream != 0) is not slept. Errors: MEMSVC_ERR_IO / MEMSVC_ERR_FORMAT
+ * (trace), MEMSVC_ERR_TRANSPORT (daemon unreachable), MEMSVC_ERR_TOO_LARGE (more than
+ * MT_LIVE_MAX_PROCS ranks); the message is in err. A trainer's own failure is in its entry.
+ */
+memsvc_status_t mt_replay_live(const char *const *paths, int num_paths,
+                               const mt_live_params_t *params, mt_live_report_t *report_p,
+                               char *err, size_t errlen);
+
+void mt_live_report_print(const mt_live_report_t *report, const mt_live_params_t *params,
+                          FILE *out);
+void mt_live_report_json(const mt_live_report_t *report, const mt_live_params_t *params,
+                         FILE *out);
+
+#endif /* MT_REPLAY_LIVE_H */
