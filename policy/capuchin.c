@@ -1,4 +1,5 @@
-/* capuchin.c - the `capuchin` policy: learn the access timeline, swap what hides, recompute the rest */
+/* capuchin.c - the `capuchin` policy: learn the access timeline, swap what hides, recompute the
+ * rest */
 #include "policy/foresight_plan.h"
 
 #include <stdio.h>
@@ -38,9 +39,13 @@ static memsvc_status_t cap_create(const char *params, void **state_p, char *err,
     if (s == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    prm = (fsp_params_t){.select = FSP_SELECT_CAPUCHIN, .swap = true, .drop = true,
-                         .margin = 0.03, .slack = 0.1, .min_bytes = 64 * 1024,
-                         .min_slack_ns = 20000};
+    prm    = (fsp_params_t){.select       = FSP_SELECT_CAPUCHIN,
+                            .swap         = true,
+                            .drop         = true,
+                            .margin       = 0.03,
+                            .slack        = 0.1,
+                            .min_bytes    = 64 * 1024,
+                            .min_slack_ns = 20000};
     status = pol_parse_params(params, cap_param, &prm, err, errlen);
     if (status != MEMSVC_OK) {
         goto err_free_state;

@@ -1,4 +1,5 @@
-/* foresight_plan.c - plan a step from the previous one's timeline; fire the plan; Belady fallback */
+/* foresight_plan.c - plan a step from the previous one's timeline; fire the plan; Belady fallback
+ */
 #include "policy/foresight_plan.h"
 #include "sim_npu/sim_alloc.h"
 
@@ -7,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#define FSP_BUCKETS  8192            /* link-time buckets over the step */
-#define FSP_NONE     UINT32_MAX
+#define FSP_BUCKETS 8192 /* link-time buckets over the step */
+#define FSP_NONE UINT32_MAX
 
 static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx);
-#define FSP_LEAD_MAX 200000000ull    /* learnt prefetch lead is capped at 200 ms */
+#define FSP_LEAD_MAX 200000000ull /* learnt prefetch lead is capped at 200 ms */
 
 /* ---- parameters ------------------------------------------------------------------------------ */
 
@@ -53,13 +54,13 @@ static void fsp_free_plan(fsp_t *p)
     free(p->ent_n);
     free(p->ent_time);
     free(p->ent_access);
-    p->act      = NULL;
-    p->act_off  = p->act_n = p->ent_off = p->ent_n = NULL;
-    p->ent_time = NULL;
-    p->ent_access = NULL;
+    p->act     = NULL;
+    p->act_off = p->act_n = p->ent_off = p->ent_n = NULL;
+    p->ent_time                                   = NULL;
+    p->ent_access                                 = NULL;
     p->num_act = p->cap_act = 0;
-    p->num_keys  = 0;
-    p->have_plan = false;
+    p->num_keys             = 0;
+    p->have_plan            = false;
 }
 
 void fsp_cleanup(fsp_t *p)
@@ -192,14 +193,15 @@ static uint32_t fsp_tree_argmax(const fsp_tree_t *t)
     return lo;
 }
 
-/* ---- one device's plan ------------------------------------------------------------------------ */
+/* ---- one device's plan ------------------------------------------------------------------------
+ */
 
 typedef struct fsp_cand {
-    uint32_t key;       /* local key index */
-    uint32_t s, e;      /* idle from entry s (release; FSP_NONE: step start) to entry e (acquire) */
-    uint32_t tail;      /* cyclic: the last release (the interval runs to the step end) */
-    sim_time_t dur;     /* idle time */
-    bool     chosen;
+    uint32_t   key;  /* local key index */
+    uint32_t   s, e; /* idle from entry s (release; FSP_NONE: step start) to entry e (acquire) */
+    uint32_t   tail; /* cyclic: the last release (the interval runs to the step end) */
+    sim_time_t dur;  /* idle time */
+    bool       chosen;
 } fsp_cand_t;
 
 typedef struct fsp_lkey {
@@ -209,20 +211,20 @@ typedef struct fsp_lkey {
 } fsp_lkey_t;
 
 typedef struct fsp_choice {
-    uint32_t c;          /* candidate */
-    bool     drop;
-    uint32_t p;          /* prefetch trigger entry (swap) */
+    uint32_t   c; /* candidate */
+    bool       drop;
+    uint32_t   p; /* prefetch trigger entry (swap) */
     sim_time_t tx;
 } fsp_choice_t;
 
 typedef struct fsp_dev {
     const fsp_params_t   *prm;
     const pol_tl_entry_t *E;
-    uint32_t             *ix;    /* entries of the device */
+    uint32_t             *ix; /* entries of the device */
     uint32_t              m;
-    sim_time_t           *t;     /* their times */
-    uint32_t             *lk;    /* local key of each */
-    uint32_t             *ord;   /* ordinal of the entry among its key's entries */
+    sim_time_t           *t;   /* their times */
+    uint32_t             *lk;  /* local key of each */
+    uint32_t             *ord; /* ordinal of the entry among its key's entries */
     fsp_lkey_t           *keys;
     uint32_t              nk;
     fsp_cand_t           *cand;
@@ -231,10 +233,10 @@ typedef struct fsp_dev {
     uint32_t              nch;
     fsp_tree_t            tree;
     int64_t               budget;
-    sim_time_t            t0, t1, bw;  /* step span; bucket width */
-    double               *lf[2];       /* free link time per bucket: 0 out, 1 in */
-    double               *pf[2];       /* prefix sums */
-    const uint64_t       *lead;         /* learnt lead per key id (or NULL) */
+    sim_time_t            t0, t1, bw; /* step span; bucket width */
+    double               *lf[2];      /* free link time per bucket: 0 out, 1 in */
+    double               *pf[2];      /* prefix sums */
+    const uint64_t       *lead;       /* learnt lead per key id (or NULL) */
     uint32_t              nlead;
     uint64_t              unresolved;
 } fsp_dev_t;
@@ -369,13 +371,13 @@ static bool fsp_eval_swap(const fsp_dev_t *d, const fsp_cand_t *c, sim_time_t tx
     ev->tx = tx;
     if (c->tail != FSP_NONE) {
         /* cyclic: out after the last use, in before the first one */
-        ts   = d->t[c->tail];
-        done = ts + tx;
-        fo   = fsp_free(d, 0, ts, d->t1);
-        te   = (c->e < d->m) ? d->t[c->e] : d->t1;
-        fi   = fsp_free(d, 1, d->t0, te);
-        exp  = ((double)tx > fo ? (double)tx - fo : 0) + ((double)tx > fi ? (double)tx - fi : 0);
-        in_at = (te > tx + lead + d->t0) ? te - tx - lead : d->t0;
+        ts     = d->t[c->tail];
+        done   = ts + tx;
+        fo     = fsp_free(d, 0, ts, d->t1);
+        te     = (c->e < d->m) ? d->t[c->e] : d->t1;
+        fi     = fsp_free(d, 1, d->t0, te);
+        exp    = ((double)tx > fo ? (double)tx - fo : 0) + ((double)tx > fi ? (double)tx - fi : 0);
+        in_at  = (te > tx + lead + d->t0) ? te - tx - lead : d->t0;
         ev->a1 = fsp_at(d, done);
         ev->b1 = d->m;
         ev->p  = fsp_at(d, in_at);
@@ -458,8 +460,23 @@ static void fsp_commit(fsp_dev_t *d, uint32_t ci, bool drop, const fsp_eval_t *e
 
         fsp_reserve_bwd(d, 1, (te > lead ? te - lead : 0), ev.tx);
         ev.a1 = fsp_at(d, done);
-        if (c->tail == FSP_NONE && ev.a1 > ev.b1) {
-            ev.a1 = ev.b1;
+        if (c->tail == FSP_NONE) {
+            uint32_t q;
+
+            /* no room to come back into yet: start the swap-in after the last point over
+             * budget before the use (later, but it fits) */
+            for (q = c->e; q-- > ev.p;) {
+                if (fsp_tree_max(&d->tree, 1, 0, d->m, q, q + 1) > d->budget) {
+                    break;
+                }
+            }
+            if (q + 1 > ev.p && q + 1 < c->e && q >= ev.p) {
+                ev.p  = q + 1;
+                ev.b1 = ev.p;
+            }
+            if (ev.a1 > ev.b1) {
+                ev.a1 = ev.b1;
+            }
         }
     }
     if (ev.a1 < ev.b1) {
@@ -491,12 +508,12 @@ static bool fsp_best_option(const fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, co
         return false;
     }
     if (hd && (!hs || sd > ss || (sd == ss && ed.cost == 0))) {
-        *ev_p   = ed;
-        *drop_p = true;
+        *ev_p    = ed;
+        *drop_p  = true;
         *score_p = sd;
     } else {
-        *ev_p   = es;
-        *drop_p = false;
+        *ev_p    = es;
+        *drop_p  = false;
         *score_p = ss;
     }
     return true;
@@ -508,10 +525,10 @@ static void fsp_select_global(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev)
     uint32_t guard = d->nc + d->m + 16;
 
     while (guard-- > 0) {
-        uint32_t   pos  = fsp_tree_argmax(&d->tree);
-        int64_t    mx   = d->tree.mx[1];
-        double     best = -1;
-        uint32_t   bi   = FSP_NONE, i;
+        uint32_t   pos   = fsp_tree_argmax(&d->tree);
+        int64_t    mx    = d->tree.mx[1];
+        double     best  = -1;
+        uint32_t   bi    = FSP_NONE, i;
         bool       bdrop = false;
         fsp_eval_t bev;
 
@@ -568,8 +585,8 @@ static int fsp_cmp_idle(const void *a, const void *b)
 
 static int fsp_cmp_msps(const void *a, const void *b)
 {
-    const fsp_lkey_t *x = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)a].key];
-    const fsp_lkey_t *y = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)b].key];
+    const fsp_lkey_t *x  = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)a].key];
+    const fsp_lkey_t *y  = &fsp_sort_dev->keys[fsp_sort_dev->cand[*(const uint32_t *)b].key];
     double            mx = (double)x->size / ((double)x->rc + 1.0);
     double            my = (double)y->size / ((double)y->rc + 1.0);
 
@@ -669,17 +686,21 @@ static void fsp_verify(fsp_dev_t *d, fsp_summary_t *sum)
         if (ch->drop) {
             continue;
         }
-        x[n++] = (fsp_xfer_t){.issue = d->t[ch->p], .tx = ch->tx,
-                              .deadline = (c->e < d->m) ? d->t[c->e] : d->t1, .ch = i};
+        x[n++] = (fsp_xfer_t){.issue    = d->t[ch->p],
+                              .tx       = ch->tx,
+                              .deadline = (c->e < d->m) ? d->t[c->e] : d->t1,
+                              .ch       = i};
     }
-    qsort(x, n, sizeof(*x), fsp_cmp_xfer);
+    if (n > 1) {
+        qsort(x, n, sizeof(*x), fsp_cmp_xfer);
+    }
     busy = 0;
     for (i = 0; i < n; i++) {
-        sim_time_t start = (x[i].issue > busy) ? x[i].issue : busy;
-        sim_time_t done  = start + x[i].tx;
-        fsp_choice_t     *ch = &d->ch[x[i].ch];
-        const fsp_cand_t *c  = &d->cand[ch->c];
-        const fsp_lkey_t *k  = &d->keys[c->key];
+        sim_time_t        start = (x[i].issue > busy) ? x[i].issue : busy;
+        sim_time_t        done  = start + x[i].tx;
+        fsp_choice_t     *ch    = &d->ch[x[i].ch];
+        const fsp_cand_t *c     = &d->cand[ch->c];
+        const fsp_lkey_t *k     = &d->keys[c->key];
 
         busy = done;
         if (done <= x[i].deadline) {
@@ -739,8 +760,8 @@ static memsvc_status_t fsp_emit(fsp_t *p, fsp_dev_t *d)
         }
         status = fsp_push_act(p, kid, d->ord[rel], kid, FSP_ACT_OUT);
         if (status == MEMSVC_OK) {
-            status = fsp_push_act(p, d->keys[d->lk[ch->p]].key_id, d->ord[ch->p], kid,
-                                  FSP_ACT_PREFETCH);
+            status =
+                fsp_push_act(p, d->keys[d->lk[ch->p]].key_id, d->ord[ch->p], kid, FSP_ACT_PREFETCH);
         }
         p->sum.swaps++;
         p->sum.prefetches++;
@@ -768,8 +789,8 @@ static int fsp_cmp_act(const void *a, const void *b)
  * Plan device `dev` from its entries. lkmap: scratch of num_keys entries (all FSP_NONE on
  * entry, left so on return).
  */
-static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
-                                    const pol_tl_entry_t *E, size_t n, uint32_t *lkmap)
+static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev, const pol_tl_entry_t *E,
+                                    size_t n, uint32_t *lkmap)
 {
     fsp_dev_t       d;
     memsvc_status_t status = MEMSVC_ERR_NO_RESOURCE;
@@ -790,24 +811,24 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
     if (m < 2) {
         return MEMSVC_OK;
     }
-    d.m    = m;
-    d.ix   = malloc(m * sizeof(*d.ix));
-    d.t    = malloc(m * sizeof(*d.t));
-    d.lk   = malloc(m * sizeof(*d.lk));
-    d.ord  = malloc(m * sizeof(*d.ord));
-    d.keys = malloc(m * sizeof(*d.keys));
-    curve  = malloc(m * sizeof(*curve));
-    kcnt   = calloc(m, sizeof(*kcnt));
-    depth  = calloc(m, sizeof(*depth));
-    idle   = malloc(m * sizeof(*idle));
-    first  = malloc(m * sizeof(*first));
-    d.cand = malloc(m * sizeof(*d.cand));
+    d.m       = m;
+    d.ix      = malloc(m * sizeof(*d.ix));
+    d.t       = malloc(m * sizeof(*d.t));
+    d.lk      = malloc(m * sizeof(*d.lk));
+    d.ord     = malloc(m * sizeof(*d.ord));
+    d.keys    = malloc(m * sizeof(*d.keys));
+    curve     = malloc(m * sizeof(*curve));
+    kcnt      = calloc(m, sizeof(*kcnt));
+    depth     = calloc(m, sizeof(*depth));
+    idle      = malloc(m * sizeof(*idle));
+    first     = malloc(m * sizeof(*first));
+    d.cand    = malloc(m * sizeof(*d.cand));
     d.tree.mx = calloc(4 * (size_t)m, sizeof(*d.tree.mx));
     d.tree.lz = calloc(4 * (size_t)m, sizeof(*d.tree.lz));
-    d.lf[0] = malloc(FSP_BUCKETS * sizeof(double));
-    d.lf[1] = malloc(FSP_BUCKETS * sizeof(double));
-    d.pf[0] = malloc((FSP_BUCKETS + 1) * sizeof(double));
-    d.pf[1] = malloc((FSP_BUCKETS + 1) * sizeof(double));
+    d.lf[0]   = malloc(FSP_BUCKETS * sizeof(double));
+    d.lf[1]   = malloc(FSP_BUCKETS * sizeof(double));
+    d.pf[0]   = malloc((FSP_BUCKETS + 1) * sizeof(double));
+    d.pf[1]   = malloc((FSP_BUCKETS + 1) * sizeof(double));
     if (d.ix == NULL || d.t == NULL || d.lk == NULL || d.ord == NULL || d.keys == NULL ||
         curve == NULL || kcnt == NULL || depth == NULL || idle == NULL || first == NULL ||
         d.cand == NULL || d.tree.mx == NULL || d.tree.lz == NULL || d.lf[0] == NULL ||
@@ -824,12 +845,15 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
         }
         k = lkmap[e->key_id];
         if (k == FSP_NONE) {
-            k               = d.nk++;
+            k                = d.nk++;
             lkmap[e->key_id] = k;
-            d.keys[k] = (fsp_lkey_t){.key_id = e->key_id, .size = e->size, .rc = e->recompute_ns,
-                                     .recomputable = e->recomputable, .durable = e->durable,
-                                     .persistent = true};
-            first[k]  = j;
+            d.keys[k]        = (fsp_lkey_t){.key_id       = e->key_id,
+                                            .size         = e->size,
+                                            .rc           = e->recompute_ns,
+                                            .recomputable = e->recomputable,
+                                            .durable      = e->durable,
+                                            .persistent   = true};
+            first[k]         = j;
             /* allocated in this step and never freed: its accesses next step differ (no
              * allocation, maybe no load); left to the fallback this time */
             d.keys[k].skip = (e->access == POL_ACCESS_ALLOC);
@@ -894,13 +918,15 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev,
                 if (idle[k] == FSP_NONE) {
                     /* the head: joined with the tail below when the key lives on */
                     if (lk->persistent) {
-                        d.cand[d.nc++] = (fsp_cand_t){.key = k, .s = FSP_NONE, .e = j,
-                                                      .tail = FSP_NONE};
+                        d.cand[d.nc++] =
+                            (fsp_cand_t){.key = k, .s = FSP_NONE, .e = j, .tail = FSP_NONE};
                     }
                 } else if (j > idle[k] + 1) {
-                    d.cand[d.nc++] = (fsp_cand_t){.key = k, .s = idle[k], .e = j,
+                    d.cand[d.nc++] = (fsp_cand_t){.key  = k,
+                                                  .s    = idle[k],
+                                                  .e    = j,
                                                   .tail = FSP_NONE,
-                                                  .dur = d.t[j] - d.t[idle[k]]};
+                                                  .dur  = d.t[j] - d.t[idle[k]]};
                 }
             }
             depth[k]++;
@@ -1039,8 +1065,9 @@ void fsp_plan(fsp_t *p, pol_ctx_t *ctx)
     clock_gettime(CLOCK_MONOTONIC, &a);
     fsp_free_plan(p);
     memset(&p->sum, 0, sizeof(p->sum));
-    p->cursor    = 0;
-    p->num_watch = 0;
+    p->cursor       = 0;
+    p->num_watch    = 0;
+    p->num_deferred = 0;
     if (p->cap_keys > 0) {
         memset(p->occ, 0, p->cap_keys * sizeof(*p->occ));
         memset(p->next_act, 0, p->cap_keys * sizeof(*p->next_act));
@@ -1070,7 +1097,9 @@ void fsp_plan(fsp_t *p, pol_ctx_t *ctx)
     if (status != MEMSVC_OK) {
         goto fail;
     }
-    qsort(p->act, p->num_act, sizeof(*p->act), fsp_cmp_act);
+    if (p->num_act > 1) {
+        qsort(p->act, p->num_act, sizeof(*p->act), fsp_cmp_act);
+    }
     for (i = p->num_act; i-- > 0;) {
         p->act_off[p->act[i].trig_key] = (uint32_t)i;
         p->act_n[p->act[i].trig_key]++;
@@ -1087,7 +1116,8 @@ fail:
     fsp_free_plan(p);
 }
 
-/* ---- run time ---------------------------------------------------------------------------------- */
+/* ---- run time ----------------------------------------------------------------------------------
+ */
 
 static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_tensor_t *self)
 {
@@ -1102,32 +1132,34 @@ static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_
         /* not while still moving out: cancelling a move-out that a queued request counts on
          * can leave that request waiting for a completion that never comes */
         if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) {
-            pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned prefetch"
-                                                                     : "foresight planned prefetch",
+            pol_set_reason(ctx,
+                           p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned prefetch"
+                                                                : "foresight planned prefetch",
                            "%s before its next use", pol_key(t));
             pol_prefetch(ctx, t);
         }
         return;
     }
-    if (!pol_evictable(t)) {
+    if (t == NULL || !pol_evictable(t)) {
         return;
     }
     if (a->act == FSP_ACT_DROP) {
         if (t->recomputable && !t->durable) {
-            pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned recompute"
-                                                                     : "foresight planned drop",
-                           "plan %llu: %.3f s, %llu swaps %llu drops",
-                           (unsigned long long)p->plans, p->sum.plan_s,
-                           (unsigned long long)p->sum.swaps, (unsigned long long)p->sum.drops);
+            pol_set_reason(ctx,
+                           p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned recompute"
+                                                                : "foresight planned drop",
+                           "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans,
+                           p->sum.plan_s, (unsigned long long)p->sum.swaps,
+                           (unsigned long long)p->sum.drops);
             pol_drop(ctx, t);
         }
         return;
     }
-    pol_set_reason(ctx, p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned swap"
-                                                             : "foresight planned swap",
-                   "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans,
-                   p->sum.plan_s, (unsigned long long)p->sum.swaps,
-                   (unsigned long long)p->sum.drops);
+    pol_set_reason(
+        ctx,
+        p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned swap" : "foresight planned swap",
+        "plan %llu: %.3f s, %llu swaps %llu drops", (unsigned long long)p->plans, p->sum.plan_s,
+        (unsigned long long)p->sum.swaps, (unsigned long long)p->sum.drops);
     pol_swap_out(ctx, t);
 }
 
@@ -1139,8 +1171,16 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
     if (kid == POL_TL_NO_KEY || !fsp_grow_keys(p, kid + 1)) {
         return;
     }
-    occ             = p->occ[kid]++;
-    p->handle[kid]  = (a == POL_ACCESS_FREE) ? 0 : t->handle;
+    if (p->num_deferred > 0 && a != POL_ACCESS_FREE && p->have_plan) {
+        size_t i, n = p->num_deferred;
+
+        p->num_deferred = 0;
+        for (i = 0; i < n; i++) {
+            fsp_fire(p, ctx, &p->act[p->deferred[i]], NULL);
+        }
+    }
+    occ            = p->occ[kid]++;
+    p->handle[kid] = (a == POL_ACCESS_FREE) ? 0 : t->handle;
     if (a == POL_ACCESS_ACQUIRE && p->planned_in[kid]) {
         p->planned_in[kid] = 0;
         if (t->state != MEMSVC_STATE_ON_DEVICE) {
@@ -1166,13 +1206,22 @@ void fsp_run_access(fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, pol_access_
             break;
         }
         p->next_act[kid]++;
-        if (ac->trig_occ == occ) {
-            fsp_fire(p, ctx, ac, t);
+        if (ac->trig_occ != occ) {
+            continue;
         }
+        if (a == POL_ACCESS_FREE) {
+            /* the engine frees the block after telling us: act at the next access */
+            if (p->num_deferred < FSP_DEFER_MAX) {
+                p->deferred[p->num_deferred++] = (uint32_t)(ac - p->act);
+            }
+            continue;
+        }
+        fsp_fire(p, ctx, ac, t);
     }
 }
 
-/* ---- swap-ins for what the fallback swapped out: a heap by time to start ---------------------- */
+/* ---- swap-ins for what the fallback swapped out: a heap by time to start ----------------------
+ */
 
 static void fsp_watch(fsp_t *p, uint32_t kid, sim_time_t use, sim_time_t tx)
 {
@@ -1245,6 +1294,7 @@ static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx)
 typedef struct fsp_victim {
     uint64_t handle, dist, size;
     size_t   pos;
+    bool     known; /* dist from the plan */
 } fsp_victim_t;
 
 static int fsp_cmp_victim(const void *a, const void *b)
@@ -1257,15 +1307,46 @@ static int fsp_cmp_victim(const void *a, const void *b)
     return (x->pos < y->pos) ? -1 : (x->pos > y->pos);
 }
 
-/* Time from the cursor to the key's next acquire in the plan's step (UINT64_MAX: none). */
-static uint64_t fsp_next_use(const fsp_t *p, uint32_t kid)
+/*
+ * Without a plan for the key: a guess from what the tensor is. Optimizer state waits for the
+ * optimizer step; an activation for the backward of its micro-batch, later micro-batches later,
+ * and within one micro-batch lower layers later (backward runs down); one touched in the last
+ * millisecond is in use. Parameters and gradients come back at every micro-batch.
+ */
+static uint64_t fsp_guess(pol_ctx_t *ctx, const pol_tensor_t *t)
 {
+    sim_time_t now = pol_now(ctx);
+
+    if (t->kind == MEMSVC_KIND_OPTIM) {
+        return 8000000000ull;
+    }
+    if (now < t->last_access + 1000000) {
+        return 0;
+    }
+    if (t->kind == MEMSVC_KIND_ACTIVATION && t->tags.microbatch >= 0) {
+        int layer = (t->tags.layer >= 0 && t->tags.layer < 1000) ? t->tags.layer : 0;
+
+        return 100000000ull + 20000000ull * (uint64_t)t->tags.microbatch +
+               100000ull * (uint64_t)(1000 - layer);
+    }
+    return (t->kind == MEMSVC_KIND_GRAD) ? 50000000ull : 20000000ull;
+}
+
+/*
+ * Time from the cursor to the key's next acquire in the plan's step: UINT64_MAX when it is not
+ * used again (freed first). *known_p: from the plan; else a guess (fsp_guess).
+ */
+static uint64_t fsp_next_use(const fsp_t *p, pol_ctx_t *ctx, const pol_tensor_t *t, bool *known_p)
+{
+    uint32_t kid = pol_timeline_key_id(ctx, t);
     uint32_t i, n;
 
+    *known_p = false;
     if (!p->have_plan || kid == POL_TL_NO_KEY || kid >= p->num_keys || p->ent_n[kid] == 0) {
-        return UINT64_MAX - 1; /* unknown: after those known not to be used again */
+        return p->prm.guess ? fsp_guess(ctx, t) : UINT64_MAX - 1;
     }
-    n = p->ent_n[kid];
+    *known_p = true;
+    n        = p->ent_n[kid];
     for (i = (kid < p->cap_keys) ? p->occ[kid] : 0; i < n; i++) {
         uint32_t   e  = p->ent_off[kid] + i;
         sim_time_t tm = p->ent_time[e];
@@ -1308,6 +1389,7 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     fsp_blks_t *bs = arg;
     fsp_blk_t  *b;
     uint64_t    dist, rt;
+    bool        known;
 
     if (bs->n == bs->cap) {
         size_t     cap = bs->cap ? 2 * bs->cap : 256;
@@ -1324,12 +1406,13 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     b->size    = size;
     b->handle  = t->handle;
     b->movable = pol_evictable(t);
-    dist       = fsp_next_use(bs->p, pol_timeline_key_id(bs->ctx, t));
+    dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
     /* what moving it costs: its bytes, more when it is needed again soon */
-    b->cost = size * ((dist == UINT64_MAX) ? 1 : (dist == UINT64_MAX - 1) ? 2
-                                             : (dist > 4 * rt)            ? 1
-                                                                          : 8);
+    b->cost = size * ((dist == UINT64_MAX)       ? 1
+                      : (dist == UINT64_MAX - 1) ? 2
+                      : (dist > 4 * rt)          ? 1
+                                                 : 8);
 }
 
 static int fsp_cmp_blk(const void *a, const void *b)
@@ -1399,14 +1482,16 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
         if (!drop && !p->prm.swap) {
             continue;
         }
-        pol_set_reason(ctx, drop ? "fragmented, free a range: drop" : "fragmented, free a range: swap",
+        pol_set_reason(ctx,
+                       drop ? "fragmented, free a range: drop" : "fragmented, free a range: swap",
                        "%llu bytes wanted at offset %llu", (unsigned long long)req,
                        (unsigned long long)bs.b[bi].off);
         status = drop ? pol_drop(ctx, t) : pol_swap_out(ctx, t);
         if (pol_moved(status)) {
-            uint64_t dist = fsp_next_use(p, pol_timeline_key_id(ctx, t));
+            bool     known;
+            uint64_t dist = fsp_next_use(p, ctx, t, &known);
 
-            if (!drop && dist < UINT64_MAX - 1) {
+            if (!drop && known && dist < UINT64_MAX) {
                 fsp_watch(p, pol_timeline_key_id(ctx, t), p->cursor + dist,
                           pol_swap_cost_ns(ctx, dev, size) / 2);
             }
@@ -1419,15 +1504,15 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
 
 uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
 {
-    fsp_victim_t       *v = NULL;
+    fsp_victim_t       *v  = NULL;
     size_t              nv = 0, cap = 0, pos = 0, i;
     const pol_tensor_t *t;
-    uint64_t            got = 0, req;
+    uint64_t            got     = 0, req;
     bool                host_ok = true;
 
     for (t = pol_lru_first(ctx, dev); t != NULL; t = pol_lru_next(ctx, t), pos++) {
         if (nv == cap) {
-            size_t        nc = cap ? 2 * cap : 256;
+            size_t        nc  = cap ? 2 * cap : 256;
             fsp_victim_t *nvp = realloc(v, nc * sizeof(*nvp));
 
             if (nvp == NULL) {
@@ -1436,8 +1521,9 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
             v   = nvp;
             cap = nc;
         }
-        v[nv++] = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos,
-                                 .dist = fsp_next_use(p, pol_timeline_key_id(ctx, t))};
+        v[nv]      = (fsp_victim_t){.handle = t->handle, .size = t->size, .pos = pos};
+        v[nv].dist = fsp_next_use(p, ctx, t, &v[nv].known);
+        nv++;
     }
     if (nv > 0) {
         qsort(v, nv, sizeof(*v), fsp_cmp_victim);
@@ -1463,9 +1549,8 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
         rt       = pol_swap_cost_ns(ctx, dev, t->size);
         can_drop = p->prm.drop && t->recomputable && !t->durable;
         /* swap when the round trip fits before the next use (or recomputing costs more) */
-        drop = can_drop && (!p->prm.swap || !host_ok ||
-                            (v[i].dist < rt + rt / 2 && t->recompute_ns < rt) ||
-                            t->recompute_ns == 0);
+        drop = can_drop && (!p->prm.swap || !host_ok || t->recompute_ns == 0 ||
+                            ((!v[i].known || v[i].dist < rt + rt / 2) && t->recompute_ns < rt));
         if (!drop && (!p->prm.swap || !host_ok)) {
             continue;
         }
@@ -1473,7 +1558,7 @@ uint64_t fsp_make_room(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t need)
                        "%s next use in %.3f ms", pol_key(t),
                        v[i].dist >= UINT64_MAX - 1 ? -1.0 : (double)v[i].dist / 1e6);
         status = drop ? pol_drop(ctx, t) : pol_swap_out(ctx, t);
-        if (pol_moved(status) && !drop && v[i].dist < UINT64_MAX - 1) {
+        if (pol_moved(status) && !drop && v[i].known && v[i].dist < UINT64_MAX) {
             fsp_watch(p, pol_timeline_key_id(ctx, t), p->cursor + v[i].dist,
                       pol_swap_cost_ns(ctx, dev, t->size) / 2);
         }
