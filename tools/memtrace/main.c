@@ -16,7 +16,7 @@ static const mt_cmd_t mt_cmds[] = {
     {"dump", mt_cmd_dump, "print a trace's header and events as JSON lines"},
     {"replay", mt_cmd_replay, "replay a trace on a simulated node under a policy"},
     {"models", mt_cmd_models, "list the built-in model configurations"},
-    {"tune", NULL, "search a policy's parameters on a trace"},
+    {"tune", mt_cmd_tune, "sweep policies, HBM budgets and policy parameters over traces"},
 };
 
 #define MT_NUM_CMDS (sizeof(mt_cmds) / sizeof(mt_cmds[0]))
