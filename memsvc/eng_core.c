@@ -583,6 +583,8 @@ static void eng_cancel_out(eng_t *eng, eng_tensor_t *t)
     t->move_id = 0;
     eng->moves_in_flight--;
     eng_apply(eng, t, ENG_OP_CANCEL_OUT);
+    /* a queued request may have been waiting for this move to free room: it will not */
+    eng_kick(eng, d);
 }
 
 static void eng_out_done(eng_t *eng, eng_tensor_t *t)

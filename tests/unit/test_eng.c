@@ -381,6 +381,37 @@ static void test_drops_continue_until_holes_join(void)
     eng_destroy(eng);
 }
 
+/* Regression: a request queued behind a swap-out must not wait forever when that swap-out is
+ * canceled (the tensor acquired again while still moving out). */
+static void test_canceled_move_reserves_queue(void)
+{
+    eng_t            *eng = make_engine("lru", SIM_MEM_PHANTOM, NULL);
+    eng_handle_t      h[16], hx;
+    eng_tensor_desc_t d;
+    done_t            done = {0};
+    char              key[32];
+    int               i;
+
+    for (i = 0; i < 16; i++) {
+        snprintf(key, sizeof(key), "t%d", i);
+        d = tdesc(key, 4 * MiB, MEMSVC_KIND_ACTIVATION);
+        CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h[i]), MEMSVC_OK);
+    }
+    d = tdesc("new", 4 * MiB, MEMSVC_KIND_ACTIVATION);
+    CU_ASSERT_EQUAL(eng_alloc(eng, &d, 0, done_cb, &done, &hx), MEMSVC_INPROGRESS);
+    CU_ASSERT_EQUAL(state_of(eng, h[0]), MEMSVC_STATE_MOVING_OUT); /* the oldest goes */
+    CU_ASSERT_TRUE(eng_step(eng)); /* the queue is served once: it waits for that move */
+    CU_ASSERT_EQUAL(state_of(eng, h[0]), MEMSVC_STATE_MOVING_OUT);
+    CU_ASSERT_EQUAL(done.calls, 0);
+    CU_ASSERT_EQUAL(eng_prefetch(eng, h[0]), MEMSVC_OK); /* and is wanted back */
+    CU_ASSERT_EQUAL(state_of(eng, h[0]), MEMSVC_STATE_ON_DEVICE);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(done.calls, 1); /* served: the policy moved another one */
+    CU_ASSERT_EQUAL(done.status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, hx), MEMSVC_STATE_ON_DEVICE);
+    eng_destroy(eng);
+}
+
 static void test_lru_drop_mode_drops_recomputable(void)
 {
     eng_t            *eng = make_engine("lru:drop=on", SIM_MEM_PHANTOM, NULL);
@@ -648,6 +679,7 @@ static void add_suite(void)
     CU_add_test(s, "lru: oldest first, pinned never", test_lru_evicts_oldest_never_pinned);
     CU_add_test(s, "lru:drop=on drops recomputable, keeps durable", test_lru_drop_mode_drops_recomputable);
     CU_add_test(s, "drops continue until the holes join", test_drops_continue_until_holes_join);
+    CU_add_test(s, "a canceled move-out re-serves the queue", test_canceled_move_reserves_queue);
     CU_add_test(s, "moves: cancel, free while moving, stall time", test_moves_cancel_free_and_stall);
     CU_add_test(s, "backed: bytes survive swaps and spills", test_backed_bytes_survive_swaps);
     CU_add_test(s, "phantom: no bytes", test_phantom_has_no_bytes);
