@@ -143,19 +143,45 @@ run: all
 bench: all
 	$(Q)sh tools/bench/run.sh $(abspath $(B)/bin)
 
-# ---- fuzzing: the wire decoder under libFuzzer (clang); FUZZ_TIME seconds, corpus kept in $(B)
-FUZZ_TIME ?= 30
-FUZZ_SRCS := tests/fuzz/fuzz_proto.c client/msp_proto.c client/memsvc_status.c client/memsvc_types.c
+# ---- fuzzing: the wire decoder, the trace reader and the importers under libFuzzer (clang).
+# `make fuzz` runs every target for FUZZ_TIME/3 seconds; corpora are kept in $(B)/fuzz-corpus/,
+# seeded from tests/data/ and from small generated traces.
+FUZZ_TIME    ?= 30
+FUZZ_TARGETS := proto trace import
+FUZZ_COMMON  := client/memsvc_status.c client/memsvc_types.c
+FUZZ_SRCS_proto  := tests/fuzz/fuzz_proto.c client/msp_proto.c $(FUZZ_COMMON)
+FUZZ_SRCS_trace  := tests/fuzz/fuzz_trace.c tools/memtrace/trace.c $(FUZZ_COMMON)
+FUZZ_SRCS_import := tests/fuzz/fuzz_import.c $(wildcard tools/memtrace/import*.c) \
+                    tools/memtrace/trace.c $(FUZZ_COMMON)
+FUZZ_LIBS_proto  = $(shell pkg-config --libs msgpack)
+FUZZ_LIBS_trace  = $(shell pkg-config --libs msgpack)
+FUZZ_LIBS_import = $(shell pkg-config --libs msgpack jansson)
+FUZZ_OPTS_import := -dict=tests/fuzz/import.dict
+FUZZ_EACH    = $(shell expr $(FUZZ_TIME) / 3 \| 1)
 
-$(B)/bin/fuzz_proto: $(FUZZ_SRCS)
+.SECONDEXPANSION:
+$(B)/bin/fuzz_%: tests/fuzz/fuzz_util.h $$(FUZZ_SRCS_$$*)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE $(PKG_CFLAGS) \
-		-o $@ $(FUZZ_SRCS) $(shell pkg-config --libs msgpack)
+	$(Q)clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. \
+		-D_GNU_SOURCE $(PKG_CFLAGS) -o $@ $(FUZZ_SRCS_$*) $(FUZZ_LIBS_$*)
 
-fuzz: $(B)/bin/fuzz_proto
-	$(Q)mkdir -p $(B)/fuzz-corpus
-	$(Q)$< -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $(B)/fuzz-corpus
+# Seeds: the importers' test inputs; traces small enough for the fuzzer to mutate.
+$(B)/fuzz-corpus/.seeded: $(BIN_MEMTRACE) $(wildcard tests/data/*)
+	$(Q)mkdir -p $(addprefix $(B)/fuzz-corpus/,$(FUZZ_TARGETS))
+	$(Q)cp tests/data/* $(B)/fuzz-corpus/import/
+	$(Q)$(BIN_MEMTRACE) gen --model tiny-moe --node tiny layers=1 experts=2 --microbatches 1 \
+		-o $(B)/fuzz-corpus/trace/seed-tiny-moe-1.trace 2>/dev/null
+	$(Q)$(BIN_MEMTRACE) gen --model tiny-moe --node tiny layers=2 experts=4 --microbatches 2 \
+		--steps 2 --seed 7 -o $(B)/fuzz-corpus/trace/seed-tiny-moe-2.trace 2>/dev/null
+	$(Q)touch $@
+
+fuzz: $(addprefix $(B)/bin/fuzz_,$(FUZZ_TARGETS)) $(B)/fuzz-corpus/.seeded
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+		echo "  FUZZ    $$t: $(FUZZ_EACH) s"; \
+		$(B)/bin/fuzz_$$t -max_total_time=$(FUZZ_EACH) -max_len=65536 -timeout=10 \
+			$(FUZZ_OPTS_$$t) -print_final_stats=1 $(B)/fuzz-corpus/$$t; \
+	done
 
 clean:
 	rm -rf build build-san
