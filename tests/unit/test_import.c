@@ -313,6 +313,7 @@ static void test_dtr_malformed(void)
                "line 3:", "no pending CALL result");
     expect_bad(D, L_W L_WM L_W, "line 3:", "'w' is already defined");
     expect_bad(D, L_W L_WM L_CALL("[\"w\"]", "[\"w\"]"), "line 3:", "already defined");
+    expect_bad(D, L_W L_WM L_CALL("[\"w\"]", "[\"y\", \"y\"]"), "line 3:", "listed twice");
     expect_bad(D,
                L_W L_WM "{\"INSTRUCTION\":\"MUTATE\",\"NAME\":\"f_\",\"ARGS\":[\"w\"],"
                         "\"MUTATE\":[1],\"TIME\":1}\n",
@@ -329,6 +330,68 @@ static void test_dtr_malformed(void)
     expect_bad(D,
                "\n" L_W "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"w\",\"NAME\":\"w\",\"MEMORY\":1}\n",
                "line 3, column", "duplicate");
+}
+
+/*
+ * Lines with tens of thousands of results and arguments (a hostile log may hold a million per
+ * line): matching MEMORY/ALIAS lines to results and removing duplicate arguments were
+ * quadratic, and this log took nearly a minute to import (now well under a second). The import
+ * runs in a child that a 20 s alarm ends, so that a regression fails instead of stalling.
+ */
+static void test_dtr_wide_lines(void)
+{
+    const int         n = 50000;
+    mt_import_opts_t  opts;
+    mt_import_stats_t st;
+    char              in[64], out[64], err[512];
+    FILE             *f;
+    pid_t             pid;
+    int               i, wst;
+
+    tmp_path(in, sizeof(in));
+    tmp_path(out, sizeof(out));
+    f = fopen(in, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fprintf(f, "{\"INSTRUCTION\":\"CALL\",\"NAME\":\"f\",\"ARGS\":[],\"TIME\":1,\"RESULT\":[");
+    for (i = 0; i < n; i++) {
+        fprintf(f, "%s\"%x\"", (i > 0) ? "," : "", i);
+    }
+    fprintf(f, "]}\n");
+    for (i = 0; i < n; i++) {
+        fprintf(f,
+                "{\"INSTRUCTION\":\"MEMORY\",\"NAME\":\"%x\",\"MEMORY\":16}\n"
+                "{\"INSTRUCTION\":\"ALIAS\",\"NAME\":\"%x\",\"ALIAS\":-1}\n",
+                i, i);
+    }
+    fprintf(f, "{\"INSTRUCTION\":\"MUTATE\",\"NAME\":\"g_\",\"MUTATE\":[0,1,0],\"TIME\":1,"
+               "\"ARGS\":[");
+    for (i = 0; i < n; i++) {
+        fprintf(f, "%s\"%x\"", (i > 0) ? "," : "", i / 2); /* each twice */
+    }
+    fprintf(f, "]}\n");
+    CU_ASSERT_FATAL(fclose(f) == 0);
+
+    fflush(NULL);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        mt_import_opts_init(&opts);
+        opts.format = MT_IMPORT_DTR;
+        if (mt_import(&opts, in, out, &st, err, sizeof(err)) != MEMSVC_OK) {
+            fprintf(stderr, "import: %s\n", err);
+            _exit(1);
+        }
+        _exit(((st.allocs == (uint64_t)n) && (st.computes == 2) &&
+               (st.recorded_peak == 16ull * n))
+                  ? 0
+                  : 2);
+    }
+    CU_ASSERT_FATAL(waitpid(pid, &wst, 0) == pid);
+    CU_ASSERT_FALSE(WIFSIGNALED(wst)); /* SIGALRM: the import took over 20 s */
+    CU_ASSERT_TRUE(WIFEXITED(wst) && (WEXITSTATUS(wst) == 0));
+    unlink(in);
+    unlink(out);
 }
 
 static void test_snapshot_malformed(void)
@@ -515,6 +578,8 @@ static void add_suite(void)
     CU_add_test(s, "Chrome trace sample: counts, order, peak", test_chrome_sample);
     CU_add_test(s, "DTR log sample: aliases, refs, recompute, peak", test_dtr_sample);
     CU_add_test(s, "malformed DTR logs name line and problem", test_dtr_malformed);
+    CU_add_test(s, "DTR lines with 50000 results or arguments import quickly",
+                test_dtr_wide_lines);
     CU_add_test(s, "malformed snapshots name path and problem", test_snapshot_malformed);
     CU_add_test(s, "malformed Chrome traces name path and problem", test_chrome_malformed);
     CU_add_test(s, "truncated samples never crash", test_truncated_samples);

@@ -15,6 +15,7 @@ typedef struct mt_dtr_storage {
     uint64_t tensor; /* tensor id in the trace */
     uint64_t size;
     uint64_t refs; /* names bound to it */
+    uint64_t mark; /* mt_dtr_unique's pass that last listed it */
 } mt_dtr_storage_t;
 
 /* A result of the pending CALL, or the pending CONSTANT. */
@@ -44,6 +45,9 @@ typedef struct mt_dtr {
     uint32_t           num_args;
     mt_dtr_result_t   *results;
     uint32_t           num_results;
+    uint32_t           num_done;      /* results with all their MEMORY/ALIAS lines in */
+    mt_map_t           result_names;  /* name -> its mt_dtr_result_t */
+    uint64_t           unique_pass;   /* mt_dtr_unique's counter */
 
     uint64_t *ids; /* scratch for reads/writes/inputs */
     uint64_t *ids2;
@@ -72,10 +76,12 @@ static void mt_dtr_clear_pending(mt_dtr_t *t)
     free(t->results);
     free(t->args);
     free(t->op_name);
+    mt_map_destroy(&t->result_names, NULL);
     t->results     = NULL;
     t->args        = NULL;
     t->op_name     = NULL;
     t->num_results = 0;
+    t->num_done    = 0;
     t->num_args    = 0;
     t->pending     = MT_DTR_IDLE;
 }
@@ -160,19 +166,38 @@ static memsvc_status_t mt_dtr_args(mt_dtr_t *t, const json_t *obj, mt_dtr_storag
     return MEMSVC_OK;
 }
 
-/* Tensor ids of storages, without duplicates, into ids; returns the count. */
-static uint32_t mt_dtr_unique(mt_dtr_storage_t **s, uint32_t n, uint64_t *ids)
+/* Tensor ids of storages, without duplicates, into ids; returns the count. Linear: a line
+ * may list a million arguments. */
+static uint32_t mt_dtr_unique(mt_dtr_t *t, mt_dtr_storage_t **s, uint32_t n, uint64_t *ids)
 {
-    uint32_t i, j, k = 0;
+    uint64_t pass = ++t->unique_pass;
+    uint32_t i, k = 0;
 
     for (i = 0; i < n; i++) {
-        for (j = 0; (j < k) && (ids[j] != s[i]->tensor); j++) {
-        }
-        if (j == k) {
-            ids[k++] = s[i]->tensor;
+        if (s[i]->mark != pass) {
+            s[i]->mark = pass;
+            ids[k++]   = s[i]->tensor;
         }
     }
     return k;
+}
+
+/* Add name as the next pending result (t->results has room). Refuses a name listed twice. */
+static memsvc_status_t mt_dtr_add_result(mt_dtr_t *t, const char *name)
+{
+    mt_dtr_result_t *r = &t->results[t->num_results];
+
+    if (mt_map_get(&t->result_names, name) != NULL) {
+        return mt_dtr_fail(t, "result '%.80s' listed twice", name);
+    }
+    r->name = strdup(name);
+    if ((r->name == NULL) || (mt_map_put(&t->result_names, name, r) != MEMSVC_OK)) {
+        free(r->name);
+        r->name = NULL;
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    t->num_results++;
+    return MEMSVC_OK;
 }
 
 static memsvc_status_t mt_dtr_scratch(mt_dtr_t *t, uint32_t n)
@@ -301,7 +326,7 @@ static memsvc_status_t mt_dtr_complete(mt_dtr_t *t)
     if (status != MEMSVC_OK) {
         return status;
     }
-    num_inputs = mt_dtr_unique(t->args, t->num_args, t->ids);
+    num_inputs = mt_dtr_unique(t, t->args, t->num_args, t->ids);
     for (i = 0; (i < t->num_results) && (status == MEMSVC_OK); i++) {
         mt_dtr_result_t *r = &t->results[i];
 
@@ -324,22 +349,16 @@ static memsvc_status_t mt_dtr_complete(mt_dtr_t *t)
 /* MEMORY or ALIAS for a pending result. */
 static memsvc_status_t mt_dtr_result_line(mt_dtr_t *t, const json_t *obj, bool memory)
 {
-    mt_dtr_result_t *r = NULL;
+    mt_dtr_result_t *r;
     memsvc_status_t  status;
     const char      *name;
     uint64_t         u;
-    uint32_t         i;
-    bool             done = true;
 
     status = mt_dtr_str(t, obj, "NAME", &name);
     if (status != MEMSVC_OK) {
         return status;
     }
-    for (i = 0; i < t->num_results; i++) {
-        if (strcmp(t->results[i].name, name) == 0) {
-            r = &t->results[i];
-        }
-    }
+    r = mt_map_get(&t->result_names, name);
     if (r == NULL) {
         return mt_dtr_fail(t, "%s for '%.80s', which is no pending CALL result or CONSTANT",
                            memory ? "MEMORY" : "ALIAS", name);
@@ -373,11 +392,10 @@ static memsvc_status_t mt_dtr_result_line(mt_dtr_t *t, const json_t *obj, bool m
         r->alias      = alias;
         r->have_alias = true;
     }
-    for (i = 0; i < t->num_results; i++) {
-        done = done && t->results[i].have_size &&
-               (t->results[i].have_alias || (t->pending == MT_DTR_CONSTANT));
+    if (r->have_size && (r->have_alias || (t->pending == MT_DTR_CONSTANT))) {
+        t->num_done++;
     }
-    return done ? mt_dtr_complete(t) : MEMSVC_OK;
+    return (t->num_done == t->num_results) ? mt_dtr_complete(t) : MEMSVC_OK;
 }
 
 static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
@@ -385,7 +403,7 @@ static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
     const json_t   *res = json_object_get(obj, "RESULT");
     memsvc_status_t status;
     const char     *op;
-    size_t          i, j, n;
+    size_t          i, n;
 
     if (((status = mt_dtr_str(t, obj, "NAME", &op)) != MEMSVC_OK) ||
         ((status = mt_dtr_time(t, obj, &t->op_ns)) != MEMSVC_OK)) {
@@ -415,16 +433,10 @@ static memsvc_status_t mt_dtr_call(mt_dtr_t *t, const json_t *obj)
         if (mt_map_get(&t->names, name) != NULL) {
             return mt_dtr_fail(t, "result '%.80s' is already defined", name);
         }
-        for (j = 0; j < i; j++) {
-            if (strcmp(t->results[j].name, name) == 0) {
-                return mt_dtr_fail(t, "result '%.80s' listed twice", name);
-            }
+        status = mt_dtr_add_result(t, name);
+        if (status != MEMSVC_OK) {
+            return status;
         }
-        t->results[i].name = strdup(name);
-        if (t->results[i].name == NULL) {
-            return MEMSVC_ERR_NO_RESOURCE;
-        }
-        t->num_results++;
     }
     return (n == 0) ? mt_dtr_complete(t) : MEMSVC_OK;
 }
@@ -462,8 +474,8 @@ static memsvc_status_t mt_dtr_mutate(mt_dtr_t *t, const json_t *obj)
         }
         written[i] = args[idx];
     }
-    num_reads  = mt_dtr_unique(args, num_args, t->ids);
-    num_writes = mt_dtr_unique(written, (uint32_t)json_array_size(mut), t->ids2);
+    num_reads  = mt_dtr_unique(t, args, num_args, t->ids);
+    num_writes = mt_dtr_unique(t, written, (uint32_t)json_array_size(mut), t->ids2);
     status     = mt_dtr_compute(t, op, ns, t->ids, num_reads, t->ids2, num_writes);
 out:
     free(written);
@@ -530,13 +542,12 @@ static memsvc_status_t mt_dtr_line(mt_dtr_t *t, const json_t *obj)
             return mt_dtr_fail(t, "tensor name '%.80s' is already defined", a);
         }
         t->results = calloc(1, sizeof(*t->results));
-        if ((t->results == NULL) || ((t->results[0].name = strdup(a)) == NULL)) {
+        if (t->results == NULL) {
             return MEMSVC_ERR_NO_RESOURCE;
         }
-        t->num_results  = 1;
         t->pending      = MT_DTR_CONSTANT;
         t->pending_line = t->line;
-        return MEMSVC_OK;
+        return mt_dtr_add_result(t, a);
     }
     if (strcmp(ins, "CALL") == 0) {
         return mt_dtr_call(t, obj);
@@ -614,6 +625,7 @@ static memsvc_status_t mt_dtr_run(mt_imp_t *imp, const mt_import_opts_t *opts, v
     t.next_op     = 1;
     t.step        = -1;
     mt_map_init(&t.names);
+    mt_map_init(&t.result_names);
     rewind(f);
     while ((status == MEMSVC_OK) && ((len = getline(&line, &cap, f)) >= 0)) {
         json_error_t jerr;
