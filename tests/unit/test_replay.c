@@ -369,6 +369,51 @@ static void test_oom(void)
     unlink(tb.path);
 }
 
+/*
+ * Operator durations that add up past the end of simulated time: the clock saturates and an
+ * operator's release falls due at SIM_TIME_NEVER. Waiting for it while out of memory spun
+ * forever; now the release runs and the allocation is reported out of memory. The replay runs
+ * in a child that a 20 s alarm ends, so that a regression fails instead of stalling.
+ */
+static void test_saturated_clock(void)
+{
+    static const char *const ov[] = {"hbm=4MiB"};
+    static const uint64_t    a[]  = {1};
+    mt_replay_report_t       r;
+    tb_t                     tb;
+    char                     err[256];
+    pid_t                    pid;
+    int                      st;
+
+    tb_open(&tb);
+    tb_alloc(&tb, 1, "A", 3 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
+    tb_op(&tb, 1, 0, 1ull << 63, NULL, 0, a, 1);
+    tb_op(&tb, 2, 0, 1ull << 63, a, 1, NULL, 0); /* ends at SIM_TIME_NEVER */
+    tb_alloc(&tb, 2, "B", 2 * MiB, MEMSVC_KIND_ACTIVATION, 0, NULL, 0);
+    tb_free(&tb, 2);
+    tb_free(&tb, 1);
+    tb_close(&tb);
+
+    fflush(NULL);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        if (replay(tb.path, "lru", ov, 1, false, &r, err, sizeof(err)) != MEMSVC_OK) {
+            fprintf(stderr, "replay: %s\n", err);
+            _exit(1);
+        }
+        _exit(((r.oom_count == 1) && (strcmp(r.ooms[0].key, "B") == 0) &&
+               (r.ooms[0].status == MEMSVC_ERR_NO_MEMORY) && (r.total_ns == SIM_TIME_NEVER))
+                  ? 0
+                  : 2);
+    }
+    CU_ASSERT_FATAL(waitpid(pid, &st, 0) == pid);
+    CU_ASSERT_FALSE(WIFSIGNALED(st)); /* SIGALRM: the replay hung */
+    CU_ASSERT_TRUE(WIFEXITED(st) && (WEXITSTATUS(st) == 0));
+    unlink(tb.path);
+}
+
 /* ---- (e) malformed and foreign inputs, bad options ------------------------------------------- */
 
 static void test_errors(void)
@@ -699,6 +744,7 @@ static void add_suite(void)
     CU_add_test(s, "recompute waits for a swapped input: a stall", test_recompute_input_swapped);
     CU_add_test(s, "recompute inputs that name each other", test_recompute_cycle);
     CU_add_test(s, "out of memory: key and bytes short", test_oom);
+    CU_add_test(s, "durations past the end of simulated time: no hang", test_saturated_clock);
     CU_add_test(s, "missing, foreign and malformed inputs; bad options", test_errors);
     CU_add_test(s, "same trace twice: same JSON; the plot", test_deterministic);
     CU_add_test(s, "plot samples bounded", test_plot_bounded);

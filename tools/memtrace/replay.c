@@ -287,16 +287,19 @@ static void rp_done_cb(void *arg, eng_handle_t handle, memsvc_status_t status)
     (*w->pending)--;
 }
 
-/* Run the one next thing due (a release, else engine completions). false: nothing pending. */
+/*
+ * Run the one next thing due (a release, else engine completions). false: nothing pending.
+ * A release may be due at SIM_TIME_NEVER itself (operator durations saturate the clock).
+ */
 static bool rp_tick(rp_t *rp)
 {
     sim_time_t te = eng_next_event(rp->eng);
     sim_time_t tr = (rp->rel.n > 0) ? rp->rel.a[0].when : SIM_TIME_NEVER;
 
-    if (te == SIM_TIME_NEVER && tr == SIM_TIME_NEVER) {
+    if (te == SIM_TIME_NEVER && rp->rel.n == 0) {
         return false;
     }
-    if (tr <= te) {
+    if ((rp->rel.n > 0) && (tr <= te)) {
         rp_release_t r = rp_heap_pop(&rp->rel);
 
         sim_clock_advance_to(rp->clock, r.when);
@@ -339,7 +342,7 @@ static memsvc_status_t rp_wait(rp_t *rp, int *pending)
     return MEMSVC_OK;
 }
 
-/* Wait for one pending release of device dev. false: none is pending. */
+/* Wait for one pending release of device dev. false: none is pending, or none came. */
 static bool rp_wait_release(rp_t *rp, unsigned dev)
 {
     uint64_t before = rp->inflight[dev];
@@ -349,7 +352,7 @@ static bool rp_wait_release(rp_t *rp, unsigned dev)
     }
     while (rp->inflight[dev] == before && rp_tick(rp)) {
     }
-    return true;
+    return rp->inflight[dev] != before;
 }
 
 static inline bool rp_is_oom(memsvc_status_t s)
