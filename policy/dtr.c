@@ -129,7 +129,9 @@ static void dtr_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
     uint64_t     got     = 0;
     size_t       i;
 
-    qsort(s->cand, n, sizeof(*s->cand), dtr_cmp);
+    if (n > 0) {
+        qsort(s->cand, n, sizeof(*s->cand), dtr_cmp); /* s->cand is NULL until a first candidate */
+    }
     for (i = 0; i < n && got < need; i++) {
         const dtr_cand_t   *c = &s->cand[i];
         const pol_tensor_t *t = pol_tensor(ctx, c->handle);

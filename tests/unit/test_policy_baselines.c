@@ -365,6 +365,21 @@ static void test_dtr_lowest_h(void)
     eng_destroy(eng);
 }
 
+/* Nothing evictable on the device, the first time room is needed: no candidates at all (the
+ * candidate array not yet allocated was handed to qsort, which UBSan reports). */
+static void test_dtr_no_candidates(void)
+{
+    eng_t            *eng = make_engine("dtr");
+    eng_tensor_desc_t d;
+    eng_handle_t      filler, hn = ENG_HANDLE_NULL;
+
+    filler = alloc_t(eng, "filler", 40 * MiB, MEMSVC_KIND_PARAM, -1, -1, ENG_ALLOC_PIN);
+    d      = tdesc("new", 30 * MiB, MEMSVC_KIND_ACTIVATION, 0, 0);
+    CU_ASSERT_NOT_EQUAL(eng_alloc(eng, &d, 0, NULL, NULL, &hn), MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, filler), MEMSVC_STATE_ON_DEVICE);
+    eng_destroy(eng);
+}
+
 /* Recomputing cheaper than a round trip: drop; dearer: swap; not recomputable: swap. */
 static void test_dtr_drop_vs_swap(void)
 {
@@ -981,6 +996,7 @@ static void add_suite(void)
     CU_add_test(s, "vdnn: micro-batches and phases kept apart", test_vdnn_microbatch);
     CU_add_test(s, "dtr: the lowest h goes, not the oldest or cheapest", test_dtr_lowest_h);
     CU_add_test(s, "dtr: drop when recompute beats the transfer, else swap", test_dtr_drop_vs_swap);
+    CU_add_test(s, "dtr: nothing evictable the first time room is needed", test_dtr_no_candidates);
     CU_add_test(s, "engine: drops leaving holes, asked again until it fits",
                 test_drops_fragmented_asks_again);
     CU_add_test(s, "selective: exactly the listed modules at layer end",
