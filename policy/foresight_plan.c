@@ -1415,7 +1415,8 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     if (!bs->p->have_plan) {
         /* first step: DTR's cost over staleness (the bytes are the window's) */
         sim_time_t now   = pol_now(bs->ctx);
-        uint64_t   stale = (now > t->last_access ? now - t->last_access : 0) + 1;
+        uint64_t   age   = (now > t->last_access) ? now - t->last_access : 0;
+        uint64_t   stale = (age < UINT64_MAX) ? age + 1 : age; /* never 0 */
         uint64_t   cost  = (bs->p->prm.drop && t->recomputable && !t->durable &&
                          (t->recompute_ns <= rt || !bs->p->prm.swap))
                                ? t->recompute_ns

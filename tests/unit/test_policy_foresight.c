@@ -411,6 +411,28 @@ static void test_pins_durable_deterministic(void)
     }
 }
 
+/* Before any plan, a contiguous range needed on a fragmented device at the last instant of
+ * simulated time (operator durations saturate the clock), around tensors last used at 0: their
+ * staleness, now - last use + 1, wrapped to 0 and was divided by (UBSan: division by zero;
+ * SIGFPE unsanitized). */
+static void test_stale_at_clock_end(void)
+{
+    eng_t       *eng = fst_engine("foresight", "8MiB");
+    eng_handle_t x[4];
+    const char  *keys[4] = {"x0", "x1", "x2", "x3"};
+    int          i;
+
+    for (i = 0; i < 4; i++) {
+        x[i] = fst_new(eng, keys[i], 3 * MiB / 2, MEMSVC_KIND_ACTIVATION, 1000);
+        CU_ASSERT_FATAL(x[i] != ENG_HANDLE_NULL);
+    }
+    TEST_ASSERT_OK(eng_free(eng, x[0]));
+    TEST_ASSERT_OK(eng_free(eng, x[2])); /* 5 MiB free; no hole of 3 MiB */
+    sim_clock_advance_to(eng_clock(eng), SIM_TIME_NEVER);
+    (void)fst_new(eng, "y", 3 * MiB, MEMSVC_KIND_ACTIVATION, 1000); /* placed or not */
+    eng_destroy(eng);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("policy_foresight", NULL, NULL);
@@ -423,6 +445,8 @@ static void add_suite(void)
     CU_add_test(s, "one plan per step, made at its begin, used in it", test_plan_once_per_step);
     CU_add_test(s, "pins and durable never violated; same run, same log",
                 test_pins_durable_deterministic);
+    CU_add_test(s, "room needed at the end of simulated time: no division by zero",
+                test_stale_at_clock_end);
 }
 
 TEST_REGISTER(policy_foresight, add_suite)
