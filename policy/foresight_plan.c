@@ -1495,6 +1495,16 @@ typedef struct fsp_blks {
     unsigned   dev;
 } fsp_blks_t;
 
+#define FSP_STALE_NS 100000000ull /* 100 ms: the first step's range cost grows below it */
+#define FSP_COST_MAX (1ull << 50)  /* a block's cost at most (sums of them do not overflow) */
+
+/* Does freeing a range drop the tensor (else swap it)? rt: its round trip. */
+static bool fsp_range_drops(const fsp_t *p, const pol_tensor_t *t, uint64_t rt)
+{
+    return p->prm.drop && t->recomputable && !t->durable &&
+           (!p->prm.swap || t->recompute_ns < rt);
+}
+
 static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint64_t size)
 {
     fsp_blks_t *bs = arg;
@@ -1520,18 +1530,22 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
     if (!bs->p->have_plan) {
-        /* first step: DTR's cost over staleness (the bytes are the window's) */
+        /*
+         * First step: what the move costs in time (the recomputation, or the round trip), not
+         * over staleness as DTR weighs it (which picks large stale tensors whose recomputation
+         * then costs more than the small ones around them), but dearer for a tensor touched
+         * in the last FSP_STALE_NS (x FSP_STALE_NS / staleness) and eight times dearer within
+         * the last millisecond.
+         */
         sim_time_t now   = pol_now(bs->ctx);
         uint64_t   stale = (now > t->last_access ? now - t->last_access : 0) + 1;
-        uint64_t   cost  = (bs->p->prm.drop && t->recomputable && !t->durable &&
-                         (t->recompute_ns <= rt || !bs->p->prm.swap))
-                               ? t->recompute_ns
-                               : rt;
+        uint64_t   cost  = (fsp_range_drops(bs->p, t, rt) ? t->recompute_ns : rt) *
+                        (stale < 1000000 ? 8 : 1) * ((stale + FSP_STALE_NS) / stale) +
+                        1;
 
-        b->cost = cost * 1000000ull / stale + 1;
+        b->cost = (cost < FSP_COST_MAX) ? cost : FSP_COST_MAX;
         return;
     }
-    /* what moving it costs: its bytes, more when it is needed again soon */
     /* what moving it costs: its bytes, more when it is needed again soon */
     b->cost = size * ((dist == UINT64_MAX)       ? 1
                       : (dist == UINT64_MAX - 1) ? 2
@@ -1601,8 +1615,7 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
             continue;
         }
         size = t->size;
-        drop = p->prm.drop && t->recomputable && !t->durable &&
-               (!p->prm.swap || t->recompute_ns < pol_swap_cost_ns(ctx, dev, t->size));
+        drop = fsp_range_drops(p, t, pol_swap_cost_ns(ctx, dev, t->size));
         if (!drop && !p->prm.swap) {
             continue;
         }
