@@ -205,8 +205,9 @@ typedef struct fsp_cand {
 } fsp_cand_t;
 
 typedef struct fsp_lkey {
-    uint32_t key_id;
-    uint64_t size, rc;
+    uint32_t   key_id;
+    sim_time_t tx; /* one-way transfer time of its size */
+    uint64_t   size, rc;
     bool     recomputable, durable, persistent, skip;
 } fsp_lkey_t;
 
@@ -236,6 +237,8 @@ typedef struct fsp_dev {
     sim_time_t            t0, t1, bw; /* step span; bucket width */
     double               *lf[2];      /* free link time per bucket: 0 out, 1 in */
     double               *pf[2];      /* prefix sums */
+    uint32_t             *cov_off;    /* candidates covering each tree node: offsets (4m+2) */
+    uint32_t             *cov;        /* and the candidate indices */
     const uint64_t       *lead;       /* learnt lead per key id (or NULL) */
     uint32_t              nlead;
     uint64_t              unresolved;
@@ -497,7 +500,7 @@ static bool fsp_best_option(const fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, co
     double     ss = 0, sd = 0;
 
     if (d->prm->swap) {
-        hs = fsp_eval_swap(d, c, fsp_tx(d->keys[c->key].size, ctx, dev), &es);
+        hs = fsp_eval_swap(d, c, d->keys[c->key].tx, &es);
         ss = hs ? fsp_score(d, c, &es) : 0;
     }
     if (d->prm->drop) {
@@ -519,10 +522,111 @@ static bool fsp_best_option(const fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, co
     return true;
 }
 
+/*
+ * An interval stabbing index over entry positions: each candidate is stored in the tree nodes
+ * that make up the positions its idle interval covers (fsp_select_global only looks at the
+ * candidates on the path to the point it resolves). fill: false counts (cov_off[node + 1]++),
+ * true stores (cov_off[node] advanced as a cursor).
+ */
+static void fsp_cov_add(fsp_dev_t *d, uint32_t node, uint32_t lo, uint32_t hi, uint32_t a,
+                        uint32_t b, uint32_t ci, bool fill)
+{
+    if (b <= lo || hi <= a) {
+        return;
+    }
+    if (a <= lo && hi <= b) {
+        if (fill) {
+            d->cov[d->cov_off[node]++] = ci;
+        } else {
+            d->cov_off[node + 1]++;
+        }
+        return;
+    }
+    fsp_cov_add(d, 2 * node, lo, (lo + hi) / 2, a, b, ci, fill);
+    fsp_cov_add(d, 2 * node + 1, (lo + hi) / 2, hi, a, b, ci, fill);
+}
+
+static void fsp_cov_each(fsp_dev_t *d, uint32_t ci, bool fill)
+{
+    const fsp_cand_t *c = &d->cand[ci];
+
+    if (c->chosen) {
+        return;
+    }
+    if (c->tail == FSP_NONE) {
+        fsp_cov_add(d, 1, 0, d->m, c->s + 1, c->e, ci, fill);
+    } else {
+        fsp_cov_add(d, 1, 0, d->m, c->tail, d->m, ci, fill);
+        fsp_cov_add(d, 1, 0, d->m, 0, c->e, ci, fill);
+    }
+}
+
+/* Build the index (false when out of memory: fsp_select_global then scans every candidate). */
+static bool fsp_cov_build(fsp_dev_t *d)
+{
+    uint32_t nn = 4 * d->m, i;
+
+    d->cov_off = calloc((size_t)nn + 2, sizeof(*d->cov_off));
+    if (d->cov_off == NULL) {
+        return false;
+    }
+    for (i = 0; i < d->nc; i++) {
+        fsp_cov_each(d, i, false);
+    }
+    for (i = 1; i <= nn + 1; i++) {
+        d->cov_off[i] += d->cov_off[i - 1];
+    }
+    d->cov = malloc(((size_t)d->cov_off[nn + 1] + 1) * sizeof(*d->cov));
+    if (d->cov == NULL) {
+        free(d->cov_off);
+        d->cov_off = NULL;
+        return false;
+    }
+    for (i = 0; i < d->nc; i++) {
+        fsp_cov_each(d, i, true);
+    }
+    /* the cursors ended at the next node's start: shift back */
+    for (i = nn + 1; i > 0; i--) {
+        d->cov_off[i] = d->cov_off[i - 1];
+    }
+    d->cov_off[0] = 0;
+    return true;
+}
+
+/* Consider candidate i for the point pos (the best score wins; ties: the lowest index). */
+static void fsp_consider(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, uint32_t pos, uint32_t i,
+                         double *best_p, uint32_t *bi_p, bool *bdrop_p, fsp_eval_t *bev_p)
+{
+    const fsp_cand_t *c = &d->cand[i];
+    fsp_eval_t        ev;
+    bool              drop;
+    double            sc;
+
+    if (c->chosen) {
+        return;
+    }
+    if (c->tail == FSP_NONE && (c->s >= pos || c->e <= pos)) {
+        return;
+    }
+    if (c->tail != FSP_NONE && pos < c->tail && pos >= c->e) {
+        return;
+    }
+    if (!fsp_best_option(d, ctx, dev, c, &ev, &drop, &sc) || !fsp_in(&ev, pos)) {
+        return;
+    }
+    if (sc > *best_p || (sc == *best_p && i < *bi_p)) {
+        *best_p  = sc;
+        *bi_p    = i;
+        *bdrop_p = drop;
+        *bev_p   = ev;
+    }
+}
+
 /* foresight: the highest excess first; the covering candidate with the best score. */
 static void fsp_select_global(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev)
 {
     uint32_t guard = d->nc + d->m + 16;
+    bool     indexed = fsp_cov_build(d);
 
     while (guard-- > 0) {
         uint32_t   pos   = fsp_tree_argmax(&d->tree);
@@ -535,29 +639,27 @@ static void fsp_select_global(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev)
         if (mx <= d->budget) {
             return;
         }
-        for (i = 0; i < d->nc; i++) {
-            const fsp_cand_t *c = &d->cand[i];
-            fsp_eval_t        ev;
-            bool              drop;
-            double            sc;
+        if (indexed) {
+            uint32_t node = 1, lo = 0, hi = d->m, k;
 
-            if (c->chosen) {
-                continue;
+            for (;;) {
+                for (k = d->cov_off[node]; k < d->cov_off[node + 1]; k++) {
+                    fsp_consider(d, ctx, dev, pos, d->cov[k], &best, &bi, &bdrop, &bev);
+                }
+                if (hi - lo <= 1) {
+                    break;
+                }
+                if (pos < (lo + hi) / 2) {
+                    hi   = (lo + hi) / 2;
+                    node = 2 * node;
+                } else {
+                    lo   = (lo + hi) / 2;
+                    node = 2 * node + 1;
+                }
             }
-            if (c->tail == FSP_NONE && (c->s >= pos || c->e <= pos)) {
-                continue;
-            }
-            if (c->tail != FSP_NONE && pos < c->tail && pos >= c->e) {
-                continue;
-            }
-            if (!fsp_best_option(d, ctx, dev, c, &ev, &drop, &sc) || !fsp_in(&ev, pos)) {
-                continue;
-            }
-            if (sc > best) {
-                best  = sc;
-                bi    = i;
-                bdrop = drop;
-                bev   = ev;
+        } else {
+            for (i = 0; i < d->nc; i++) {
+                fsp_consider(d, ctx, dev, pos, i, &best, &bi, &bdrop, &bev);
             }
         }
         if (bi == FSP_NONE) {
@@ -637,7 +739,7 @@ static void fsp_select_capuchin(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, uint
                 continue;
             }
             if (!d->prm->swap ||
-                !fsp_eval_swap(d, c, fsp_tx(d->keys[c->key].size, ctx, dev), &ev) ||
+                !fsp_eval_swap(d, c, d->keys[c->key].tx, &ev) ||
                 (pass == 0 && ev.cost > 0) || !fsp_helps(d, &ev)) {
                 continue;
             }
@@ -870,6 +972,9 @@ static memsvc_status_t fsp_plan_dev(fsp_t *p, pol_ctx_t *ctx, unsigned dev, cons
         d.ord[j] = kcnt[k]++;
         j++;
     }
+    for (i = 0; i < d.nk; i++) {
+        d.keys[i].tx = fsp_tx(d.keys[i].size, ctx, dev);
+    }
     d.t0 = E[0].time;
     d.t1 = E[n - 1].time + 1;
     d.bw = (d.t1 - d.t0) / FSP_BUCKETS + 1;
@@ -990,6 +1095,8 @@ out:
     for (i = 0; i < d.nk; i++) {
         lkmap[d.keys[i].key_id] = FSP_NONE;
     }
+    free(d.cov_off);
+    free(d.cov);
     free(d.ix);
     free(d.t);
     free(d.lk);
@@ -1388,6 +1495,16 @@ typedef struct fsp_blks {
     unsigned   dev;
 } fsp_blks_t;
 
+#define FSP_STALE_NS 100000000ull /* 100 ms: the first step's range cost grows below it */
+#define FSP_COST_MAX (1ull << 50)  /* a block's cost at most (sums of them do not overflow) */
+
+/* Does freeing a range drop the tensor (else swap it)? rt: its round trip. */
+static bool fsp_range_drops(const fsp_t *p, const pol_tensor_t *t, uint64_t rt)
+{
+    return p->prm.drop && t->recomputable && !t->durable &&
+           (!p->prm.swap || t->recompute_ns < rt);
+}
+
 static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint64_t size)
 {
     fsp_blks_t *bs = arg;
@@ -1413,19 +1530,23 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
     dist       = fsp_next_use(bs->p, bs->ctx, t, &known);
     rt         = pol_swap_cost_ns(bs->ctx, bs->dev, t->size);
     if (!bs->p->have_plan) {
-        /* first step: DTR's cost over staleness (the bytes are the window's) */
+        /*
+         * First step: what the move costs in time (the recomputation, or the round trip), not
+         * over staleness as DTR weighs it (which picks large stale tensors whose recomputation
+         * then costs more than the small ones around them), but dearer for a tensor touched
+         * in the last FSP_STALE_NS (x FSP_STALE_NS / staleness) and eight times dearer within
+         * the last millisecond.
+         */
         sim_time_t now   = pol_now(bs->ctx);
         uint64_t   age   = (now > t->last_access) ? now - t->last_access : 0;
         uint64_t   stale = (age < UINT64_MAX) ? age + 1 : age; /* never 0 */
-        uint64_t   cost  = (bs->p->prm.drop && t->recomputable && !t->durable &&
-                         (t->recompute_ns <= rt || !bs->p->prm.swap))
-                               ? t->recompute_ns
-                               : rt;
+        uint64_t   near  = (stale > UINT64_MAX - FSP_STALE_NS) ? 1 : (stale + FSP_STALE_NS) / stale;
+        uint64_t   cost  = (fsp_range_drops(bs->p, t, rt) ? t->recompute_ns : rt) *
+                        (stale < 1000000 ? 8 : 1) * near + 1;
 
-        b->cost = cost * 1000000ull / stale + 1;
+        b->cost = (cost < FSP_COST_MAX) ? cost : FSP_COST_MAX;
         return;
     }
-    /* what moving it costs: its bytes, more when it is needed again soon */
     /* what moving it costs: its bytes, more when it is needed again soon */
     b->cost = size * ((dist == UINT64_MAX)       ? 1
                       : (dist == UINT64_MAX - 1) ? 2
@@ -1495,8 +1616,7 @@ static uint64_t fsp_free_range(fsp_t *p, pol_ctx_t *ctx, unsigned dev, uint64_t 
             continue;
         }
         size = t->size;
-        drop = p->prm.drop && t->recomputable && !t->durable &&
-               (!p->prm.swap || t->recompute_ns < pol_swap_cost_ns(ctx, dev, t->size));
+        drop = fsp_range_drops(p, t, pol_swap_cost_ns(ctx, dev, t->size));
         if (!drop && !p->prm.swap) {
             continue;
         }

@@ -433,6 +433,47 @@ static void test_stale_at_clock_end(void)
     eng_destroy(eng);
 }
 
+/*
+ * First step (no plan), a fragmented device: the range freed for a request is chosen by what
+ * the moves cost in time. Layout (MiB): big 0-8 (recompute 10 ms, last touched 10 s ago),
+ * pinned 8-12, s1 12-16 and s2 16-20 (recompute 0.5 ms, touched 200 ms ago), a hole 20-24,
+ * pinned 24-28, a hole 28-32, pinned 32-36. An 8 MiB request fits after dropping big or s2;
+ * DTR's cost over staleness would drop big (10 ms of recomputation), the cost in time drops s2.
+ */
+#define FST_MIB (1024ull * 1024)
+
+static void test_first_step_range_by_cost(void)
+{
+    eng_t            *eng = fst_engine("foresight:swap=off", "36MiB");
+    eng_handle_t      big, s1, s2, h1, h2, p[3], req;
+    eng_tensor_info_t info;
+
+    big  = fst_new(eng, "big", 8 * FST_MIB, MEMSVC_KIND_ACTIVATION, 10000000);
+    p[0] = fst_new(eng, "p0", 4 * FST_MIB, MEMSVC_KIND_PARAM, 0);
+    fst_advance(eng, 10000000000ull);
+    s1   = fst_new(eng, "s1", 4 * FST_MIB, MEMSVC_KIND_ACTIVATION, 500000);
+    s2   = fst_new(eng, "s2", 4 * FST_MIB, MEMSVC_KIND_ACTIVATION, 500000);
+    h1   = fst_new(eng, "h1", 4 * FST_MIB, MEMSVC_KIND_ACTIVATION, 500000);
+    p[1] = fst_new(eng, "p1", 4 * FST_MIB, MEMSVC_KIND_PARAM, 0);
+    h2   = fst_new(eng, "h2", 4 * FST_MIB, MEMSVC_KIND_ACTIVATION, 500000);
+    p[2] = fst_new(eng, "p2", 4 * FST_MIB, MEMSVC_KIND_PARAM, 0);
+    CU_ASSERT_FATAL(big != ENG_HANDLE_NULL && s1 != ENG_HANDLE_NULL && s2 != ENG_HANDLE_NULL &&
+                    h1 != ENG_HANDLE_NULL && h2 != ENG_HANDLE_NULL && p[2] != ENG_HANDLE_NULL);
+    CU_ASSERT_FATAL(fst_pin(eng, p[0]) && fst_pin(eng, p[1]) && fst_pin(eng, p[2]));
+    TEST_ASSERT_OK(eng_free(eng, h1));
+    TEST_ASSERT_OK(eng_free(eng, h2));
+    fst_advance(eng, 200000000);
+    req = fst_new(eng, "req", 8 * FST_MIB, MEMSVC_KIND_ACTIVATION, 500000);
+    CU_ASSERT(req != ENG_HANDLE_NULL);
+    TEST_ASSERT_OK(eng_info(eng, big, &info));
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_ON_DEVICE);
+    TEST_ASSERT_OK(eng_info(eng, s2, &info));
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_DROPPED);
+    TEST_ASSERT_OK(eng_info(eng, s1, &info));
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_ON_DEVICE);
+    eng_destroy(eng);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("policy_foresight", NULL, NULL);
@@ -447,6 +488,8 @@ static void add_suite(void)
                 test_pins_durable_deterministic);
     CU_add_test(s, "room needed at the end of simulated time: no division by zero",
                 test_stale_at_clock_end);
+    CU_add_test(s, "first step, fragmented: the range that costs least time is freed",
+                test_first_step_range_by_cost);
 }
 
 TEST_REGISTER(policy_foresight, add_suite)
