@@ -26,7 +26,7 @@ for p in foresight dtr; do
 done
 
 step "2/4  every policy at HBM $BUDGET on ascend-910b (simulated time; overhead vs. unlimited HBM)"
-printf '%-22s %14s %10s %12s %12s %s\n' policy "step time" overhead stall recompute fits
+printf '%-22s %14s %10s %12s %12s %s\n' policy "time, 2 steps" overhead stall recompute fits
 for p in none lru vdnn dtr selective full capuchin foresight; do
     "$BIN/memtrace" replay --help | grep -q "^ *${p%%:*} " || continue
     "$BIN/memtrace" replay "$OUT/$MODEL.stage0.trace" hbm="$BUDGET" --policy "$p" --quiet \
