@@ -3,7 +3,9 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 struct status_entry {
     memsvc_status_t status;
@@ -78,4 +80,68 @@ void memsvc_errf(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t memsvc_utf8_len(const unsigned char *s, size_t n)
+{
+    size_t   len, i;
+    uint32_t cp;
+
+    if (s[0] < 0x80) {
+        return 1;
+    } else if ((s[0] & 0xe0) == 0xc0) {
+        len = 2;
+        cp  = s[0] & 0x1f;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3;
+        cp  = s[0] & 0x0f;
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4;
+        cp  = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) {
+        return 0;
+    }
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (((len == 2) && (cp < 0x80)) || ((len == 3) && (cp < 0x800)) ||
+        ((len == 4) && ((cp < 0x10000) || (cp > 0x10ffff))) || ((cp >= 0xd800) && (cp <= 0xdfff))) {
+        return 0;
+    }
+    return len;
+}
+
+void memsvc_json_string(const char *s, FILE *out)
+{
+    const unsigned char *p = (const unsigned char *)((s != NULL) ? s : "");
+    size_t               n = strlen((const char *)p);
+
+    fputc('"', out);
+    while (n > 0) {
+        size_t len;
+
+        if ((*p == '"') || (*p == '\\')) {
+            fputc('\\', out);
+            fputc(*p, out);
+            len = 1;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            fprintf(out, "\\u%04x", *p);
+            len = 1;
+        } else if ((len = memsvc_utf8_len(p, n)) > 0) {
+            fwrite(p, 1, len, out);
+        } else {
+            fputs("\\ufffd", out); /* invalid UTF-8 byte */
+            len = 1;
+        }
+        p += len;
+        n -= len;
+    }
+    fputc('"', out);
 }

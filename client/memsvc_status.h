@@ -3,6 +3,7 @@
 #define MEMSVC_STATUS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,6 +60,13 @@ const char *memsvc_status_name(memsvc_status_t status);
  * error message into err[errlen]; does nothing when err is NULL or errlen is 0.
  */
 void memsvc_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Internal helper: write s (NULL: "") to out as a JSON string literal. Quotes, backslashes and
+ * control bytes are escaped; bytes that are not valid UTF-8 become U+FFFD, so that keys and
+ * names from the network or a trace never make the JSON invalid.
+ */
+void memsvc_json_string(const char *s, FILE *out);
 
 #ifdef __cplusplus
 }

@@ -216,23 +216,6 @@ uint64_t eng_decision_total(const eng_t *eng, uint64_t *overwritten_p)
 /* ---- JSON ---------------------------------------------------------------------------------------
  */
 
-static void eng_json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\') {
-            fprintf(out, "\\%c", c);
-        } else if (c < 0x20) {
-            fprintf(out, "\\u%04x", c);
-        } else {
-            fputc(c, out);
-        }
-    }
-    fputc('"', out);
-}
-
 typedef struct eng_json_walk {
     FILE  *out;
     size_t skip, i;
@@ -243,7 +226,7 @@ static bool eng_json_count(void *arg, const eng_decision_count_t *c)
     eng_json_walk_t *w = arg;
 
     fprintf(w->out, "%s{\"reason\":", w->i++ ? "," : "");
-    eng_json_str(w->out, c->reason);
+    memsvc_json_string(c->reason, w->out);
     fprintf(w->out,
             ",\"action\":\"%s\",\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"refused\":%" PRIu64
             "}",
@@ -261,12 +244,12 @@ static bool eng_json_rec(void *arg, const eng_decision_t *d)
     }
     fprintf(w->out, "%s{\"time_ns\":%" PRIu64 ",\"action\":\"%s\",\"key\":", w->i++ ? "," : "",
             (uint64_t)d->time, pol_action_name(d->action));
-    eng_json_str(w->out, d->key);
+    memsvc_json_string(d->key, w->out);
     fprintf(w->out, ",\"job\":%" PRIu32 ",\"device\":%u,\"bytes\":%" PRIu64 ",\"reason\":", d->job,
             d->device, d->bytes);
-    eng_json_str(w->out, d->reason);
+    memsvc_json_string(d->reason, w->out);
     fprintf(w->out, ",\"detail\":");
-    eng_json_str(w->out, d->detail);
+    memsvc_json_string(d->detail, w->out);
     fprintf(w->out, ",\"status\":\"%s\"}", memsvc_status_name(d->status));
     return true;
 }
@@ -280,7 +263,7 @@ memsvc_status_t eng_decision_log_json(const eng_t *eng, FILE *out, size_t max_re
     unsigned        r, a;
 
     fprintf(out, "{\"policy\":");
-    eng_json_str(out, eng->pol_spec);
+    memsvc_json_string(eng->pol_spec, out);
     fprintf(out, ",\"total\":%" PRIu64, eng_decision_total(eng, &overwritten));
     fprintf(out, ",\"overwritten\":%" PRIu64 ",\"by_action\":{", overwritten);
     for (r = 0; r < ENG_DL_REASONS; r++) {

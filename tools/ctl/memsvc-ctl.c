@@ -29,24 +29,6 @@ static void usage(FILE *out)
             "The address defaults to $MEMSVC_ADDR, else 127.0.0.1:13337.\n");
 }
 
-/* A JSON string literal. */
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if ((c == '"') || (c == '\\')) {
-            printf("\\%c", c);
-        } else if (c < 0x20) {
-            printf("\\u%04x", c);
-        } else {
-            putchar(c);
-        }
-    }
-    putchar('"');
-}
-
 static int cmd_ping(ctl_t *ctl)
 {
     memsvc_status_t status;
@@ -59,7 +41,7 @@ static int cmd_ping(ctl_t *ctl)
     }
     if (ctl->json) {
         printf("{\"ok\": true, \"rtt_ns\": %llu, \"transport\": ", (unsigned long long)rtt);
-        json_str(memsvc_conn_transport(ctl->conn));
+        memsvc_json_string(memsvc_conn_transport(ctl->conn), stdout);
         printf("}\n");
     } else {
         printf("memsvcd at %s: alive, round trip %.1f us over %s\n", ctl->address, rtt / 1e3,
@@ -73,13 +55,13 @@ static void stats_json(const memsvc_stats_t *st)
     unsigned d, k;
 
     printf("{\n  \"node\": ");
-    json_str(st->node);
+    memsvc_json_string(st->node, stdout);
     printf(",\n  \"mode\": ");
-    json_str(st->mode);
+    memsvc_json_string(st->mode, stdout);
     printf(",\n  \"policy\": ");
-    json_str(st->policy);
+    memsvc_json_string(st->policy, stdout);
     printf(",\n  \"transport\": ");
-    json_str(st->transport);
+    memsvc_json_string(st->transport, stdout);
     printf(",\n  \"uptime_ns\": %llu,\n", (unsigned long long)st->uptime_ns);
     printf("  \"sessions\": %llu, \"sessions_total\": %llu, \"orphans\": %llu,\n",
            (unsigned long long)st->sessions, (unsigned long long)st->sessions_total,
@@ -229,7 +211,7 @@ static bool list_one(void *arg, const memsvc_tensor_info_t *t)
     if (ls->ctl->json) {
         printf("%s\n  {\"handle\": %llu, \"key\": ", (ls->count > 0) ? "," : "",
                (unsigned long long)t->handle);
-        json_str(t->key);
+        memsvc_json_string(t->key, stdout);
         printf(", \"size\": %llu, \"kind\": \"%s\", \"state\": \"%s\", \"device\": %u, "
                "\"job\": %u, \"rank\": %u, \"pins\": %u, \"durable\": %s, \"recomputable\": %s, "
                "\"layer\": %d, \"microbatch\": %d, \"expert\": %d, \"stage\": %d, \"step\": %d}",

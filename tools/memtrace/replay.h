@@ -175,6 +175,9 @@ void mt_replay_print_json(const mt_replay_report_t *report, FILE *out);
  */
 memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *report, FILE *out);
 
+/* Write s as SVG/XML text, with < > & " escaped (names from traces are hostile). */
+void mt_xml_string(const char *s, FILE *out);
+
 /* ---- timeline sampling (replay_plot.c; used by replay.c) ---------------------------------- */
 
 mt_replay_timeline_t *mt_timeline_create(void);

@@ -591,8 +591,9 @@ void mt_live_report_json(const mt_live_report_t *rep, const mt_live_params_t *p,
 {
     uint32_t i, d;
 
-    fprintf(out, "{\n  \"address\": \"%s\",\n  \"job\": %u,\n  \"time_scale\": %g,\n", p->address,
-            p->job, p->time_scale);
+    fprintf(out, "{\n  \"address\": ");
+    memsvc_json_string(p->address, out);
+    fprintf(out, ",\n  \"job\": %u,\n  \"time_scale\": %g,\n", p->job, p->time_scale);
     fprintf(out, "  \"wall_ns\": %" PRIu64 ",\n  \"compute_ns\": %" PRIu64 ",\n  \"trainers\": [",
             rep->wall_ns, rep->compute_ns);
     for (i = 0; i < rep->num_procs; i++) {
@@ -610,9 +611,13 @@ void mt_live_report_json(const mt_live_report_t *rep, const mt_live_params_t *p,
     }
     fprintf(out, "\n  ]");
     if (rep->have_daemon) {
-        fprintf(out, ",\n  \"daemon\": {\"node\": \"%s\", \"memory\": \"%s\", \"policy\": \"%s\", "
-                     "\"devices\": [",
-                rep->daemon.node, rep->daemon.mode, rep->daemon.policy);
+        fprintf(out, ",\n  \"daemon\": {\"node\": ");
+        memsvc_json_string(rep->daemon.node, out);
+        fprintf(out, ", \"memory\": ");
+        memsvc_json_string(rep->daemon.mode, out);
+        fprintf(out, ", \"policy\": ");
+        memsvc_json_string(rep->daemon.policy, out);
+        fprintf(out, ", \"devices\": [");
         for (d = 0; d < rep->daemon.num_devices && d < MEMSVC_MAX_DEVICES; d++) {
             const memsvc_dev_stats_t *s = &rep->daemon.dev[d];
 

@@ -192,6 +192,23 @@ static void mt_size_unit(uint64_t span, const char **name_p, double *div_p)
     *div_p  = div;
 }
 
+void mt_xml_string(const char *s, FILE *out)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '<') {
+            fputs("&lt;", out);
+        } else if (*s == '>') {
+            fputs("&gt;", out);
+        } else if (*s == '&') {
+            fputs("&amp;", out);
+        } else if (*s == '"') {
+            fputs("&quot;", out);
+        } else {
+            fputc(*s, out);
+        }
+    }
+}
+
 memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
 {
     const mt_series_t *s;
@@ -237,18 +254,10 @@ memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
     fprintf(out, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Device memory of npu%u: ", ML,
             r->busiest);
     fprintf(out, "policy ");
-    for (i = 0; r->policy[i] != '\0'; i++) { /* policy specs are plain, but escape anyway */
-        char c = r->policy[i];
-
-        if (c == '<') {
-            fputs("&lt;", out);
-        } else if (c == '&') {
-            fputs("&amp;", out);
-        } else {
-            fputc(c, out);
-        }
-    }
-    fprintf(out, ", node %s, HBM %s</text>\n", r->node, sim_format_size(cap, b1, sizeof(b1)));
+    mt_xml_string(r->policy, out);
+    fprintf(out, ", node ");
+    mt_xml_string(r->node, out); /* from the trace header: escaped like everything else */
+    fprintf(out, ", HBM %s</text>\n", sim_format_size(cap, b1, sizeof(b1)));
 
     /* stacked areas, bottom (param) to top (workspace), as step functions */
     for (k = 0; k < MEMSVC_KIND_COUNT; k++) {

@@ -155,11 +155,11 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
     int      k;
 
     fprintf(out, "{\n  \"model\": ");
-    mt_json_string(r->trace_model, out);
+    memsvc_json_string(r->trace_model, out);
     fprintf(out, ",\n  \"node\": ");
-    mt_json_string(r->node, out);
+    memsvc_json_string(r->node, out);
     fprintf(out, ",\n  \"policy\": ");
-    mt_json_string(r->policy, out);
+    memsvc_json_string(r->policy, out);
     fprintf(out, ",\n  \"memory\": \"%s\",\n", sim_mem_mode_name(r->mode));
     fprintf(out, "  \"npus\": %u,\n  \"hbm_bytes\": %" PRIu64 ",\n", r->num_devices, r->hbm_bytes);
     fprintf(out, "  \"events\": %" PRIu64 ",\n", r->events);
@@ -251,7 +251,7 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
         const mt_replay_oom_t *o = &r->ooms[i];
 
         fprintf(out, "%s\n    {\"key\": ", i ? "," : "");
-        mt_json_string(o->key, out);
+        memsvc_json_string(o->key, out);
         fprintf(out,
                 ", \"rank\": %" PRIu32 ", \"npu\": %" PRIu32 ", \"time_ns\": %" PRIu64
                 ", \"bytes\": %" PRIu64 ", \"bytes_short\": %" PRIu64 ", \"status\": \"%s\"}",

@@ -1134,70 +1134,6 @@ const char *mt_event_type_name(mt_event_type_t type)
     return ((unsigned)type < MT_EV_COUNT) ? names[type] : "unknown";
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t mt_utf8_len(const unsigned char *s, size_t n)
-{
-    size_t   len, i;
-    uint32_t cp;
-
-    if (s[0] < 0x80) {
-        return 1;
-    } else if ((s[0] & 0xe0) == 0xc0) {
-        len = 2;
-        cp  = s[0] & 0x1f;
-    } else if ((s[0] & 0xf0) == 0xe0) {
-        len = 3;
-        cp  = s[0] & 0x0f;
-    } else if ((s[0] & 0xf8) == 0xf0) {
-        len = 4;
-        cp  = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (((len == 2) && (cp < 0x80)) || ((len == 3) && (cp < 0x800)) ||
-        ((len == 4) && ((cp < 0x10000) || (cp > 0x10ffff))) || ((cp >= 0xd800) && (cp <= 0xdfff))) {
-        return 0;
-    }
-    return len;
-}
-
-void mt_json_string(const char *s, FILE *out)
-{
-    const unsigned char *p = (const unsigned char *)((s != NULL) ? s : "");
-    size_t               n = strlen((const char *)p);
-
-    fputc('"', out);
-    while (n > 0) {
-        size_t len;
-
-        if ((*p == '"') || (*p == '\\')) {
-            fputc('\\', out);
-            fputc(*p, out);
-            len = 1;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            fprintf(out, "\\u%04x", *p);
-            len = 1;
-        } else if ((len = mt_utf8_len(p, n)) > 0) {
-            fwrite(p, 1, len, out);
-        } else {
-            fputs("\\ufffd", out); /* invalid UTF-8 byte */
-            len = 1;
-        }
-        p += len;
-        n -= len;
-    }
-    fputc('"', out);
-}
-
 static void mt_json_ids(const char *name, const uint64_t *ids, uint32_t n, FILE *out)
 {
     uint32_t i;
@@ -1225,7 +1161,7 @@ void mt_event_print_json(const mt_event_t *e, FILE *out)
     switch (e->type) {
     case MT_EV_ALLOC:
         fprintf(out, ",\"tensor\":%" PRIu64 ",\"key\":", e->tensor);
-        mt_json_string(e->key, out);
+        memsvc_json_string(e->key, out);
         fprintf(
             out,
             ",\"size\":%" PRIu64 ",\"kind\":\"%s\",\"tags\":{\"layer\":%d,\"microbatch\":%d,"
@@ -1245,7 +1181,7 @@ void mt_event_print_json(const mt_event_t *e, FILE *out)
         break;
     case MT_EV_COMPUTE:
         fprintf(out, ",\"op\":%" PRIu64 ",\"name\":", e->op);
-        mt_json_string(e->name, out);
+        memsvc_json_string(e->name, out);
         fprintf(out, ",\"duration_ns\":%" PRIu64 ",\"stream\":%" PRIu32, e->duration_ns, e->stream);
         mt_json_ids("reads", e->reads, e->num_reads, out);
         mt_json_ids("writes", e->writes, e->num_writes, out);
@@ -1284,7 +1220,7 @@ void mt_header_print_json(const mt_header_t *h, FILE *out)
     uint32_t           i;
 
     fprintf(out, "{\"version\":%" PRIu32 ",\"node\":{\"name\":", h->version);
-    mt_json_string(n->name, out);
+    memsvc_json_string(n->name, out);
     fprintf(out, ",\"num_npus\":%u,\"hbm_bytes\":%" PRIu64 ",\"hbm_bw\":", n->num_npus,
             n->hbm_bytes);
     mt_json_double(n->hbm_bw, out);
@@ -1300,7 +1236,7 @@ void mt_header_print_json(const mt_header_t *h, FILE *out)
     fputs(",\"mfu\":", out);
     mt_json_double(n->mfu, out);
     fputs("},\"model\":", out);
-    mt_json_string(h->model, out);
+    memsvc_json_string(h->model, out);
     fprintf(out,
             ",\"layout\":{\"tp\":%" PRIu32 ",\"pp\":%" PRIu32 ",\"vpp\":%" PRIu32 ",\"ep\":%" PRIu32
             ",\"dp\":%" PRIu32 ",\"cp\":%" PRIu32 ",\"microbatches\":%" PRIu32
@@ -1314,9 +1250,9 @@ void mt_header_print_json(const mt_header_t *h, FILE *out)
         if (i > 0) {
             fputc(',', out);
         }
-        mt_json_string(h->meta_key[i], out);
+        memsvc_json_string(h->meta_key[i], out);
         fputc(':', out);
-        mt_json_string(h->meta_value[i], out);
+        memsvc_json_string(h->meta_value[i], out);
     }
     fputs("}}\n", out);
 }

@@ -137,7 +137,4 @@ size_t mt_reader_buffer_peak(const mt_reader_t *reader);
 /* Set (or replace) a header metadata pair. MEMSVC_ERR_TOO_LARGE if it does not fit. */
 memsvc_status_t mt_header_set_meta(mt_header_t *header, const char *key, const char *value);
 
-/* Print s as a JSON string literal (quoted, escaped; invalid UTF-8 bytes become U+FFFD). */
-void mt_json_string(const char *s, FILE *out);
-
 #endif /* MT_TRACE_H */

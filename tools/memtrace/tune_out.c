@@ -1,4 +1,5 @@
 /* tune_out.c - memtrace tune outputs: results.csv, results.json, the text table, the SVG plot */
+#include "tools/memtrace/replay.h"
 #include "tools/memtrace/tune.h"
 
 #include "sim_npu/sim_desc.h"
@@ -76,40 +77,6 @@ static void mt_csv_str(const char *s, FILE *out)
     fputc('"', out);
 }
 
-static void mt_json_str(const char *s, FILE *out)
-{
-    fputc('"', out);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\') {
-            fprintf(out, "\\%c", c);
-        } else if (c < 0x20) {
-            fprintf(out, "\\u%04x", c);
-        } else {
-            fputc(c, out);
-        }
-    }
-    fputc('"', out);
-}
-
-static void mt_xml_str(const char *s, FILE *out)
-{
-    for (; *s != '\0'; s++) {
-        if (*s == '<') {
-            fputs("&lt;", out);
-        } else if (*s == '>') {
-            fputs("&gt;", out);
-        } else if (*s == '&') {
-            fputs("&amp;", out);
-        } else if (*s == '"') {
-            fputs("&quot;", out);
-        } else {
-            fputc(*s, out);
-        }
-    }
-}
-
 static const char *mt_basename(const char *path)
 {
     const char *s = strrchr(path, '/');
@@ -167,16 +134,16 @@ memsvc_status_t mt_tune_write_json(const mt_tune_t *t, FILE *out)
         const mt_tune_trace_t *x = &t->traces[tr];
 
         fprintf(out, "%s\n    {\"trace\": ", tr ? "," : "");
-        mt_json_str(x->path, out);
+        memsvc_json_string(x->path, out);
         fprintf(out, ", \"model\": ");
-        mt_json_str(x->base.model, out);
+        memsvc_json_string(x->base.model, out);
         fprintf(out, ", \"node\": ");
-        mt_json_str(x->base.node, out);
+        memsvc_json_string(x->base.node, out);
         fprintf(out,
                 ", \"unconstrained_step_time_s\": %.6f, \"unconstrained_total_s\": %.6f, "
                 "\"unconstrained_peak_bytes\": %" PRIu64 ", \"plot\": ",
                 mt_s(x->base.step_ns), mt_s(x->base.total_ns), x->base.peak_allocated);
-        mt_json_str(x->plot_name, out);
+        memsvc_json_string(x->plot_name, out);
         fprintf(out, ", \"budgets_bytes\": [");
         for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
             fprintf(out, "%s%" PRIu64, b ? ", " : "", x->budgets[b]);
@@ -186,7 +153,7 @@ memsvc_status_t mt_tune_write_json(const mt_tune_t *t, FILE *out)
     fprintf(out, "\n  ],\n  \"policies\": [");
     for (s = 0; s < t->params->num_specs; s++) {
         fprintf(out, "%s", s ? ", " : "");
-        mt_json_str(t->params->specs[s], out);
+        memsvc_json_string(t->params->specs[s], out);
     }
     fprintf(out, "],\n  \"results\": [");
     for (tr = 0; tr < t->params->num_traces; tr++) {
@@ -201,11 +168,11 @@ memsvc_status_t mt_tune_write_json(const mt_tune_t *t, FILE *out)
                 r = &c->res;
                 fprintf(out, "%s\n    {\"trace\": ", first ? "" : ",");
                 first = false;
-                mt_json_str(t->traces[tr].path, out);
+                memsvc_json_string(t->traces[tr].path, out);
                 fprintf(out, ", \"model\": ");
-                mt_json_str(t->traces[tr].base.model, out);
+                memsvc_json_string(t->traces[tr].base.model, out);
                 fprintf(out, ", \"policy\": ");
-                mt_json_str(t->params->specs[s], out);
+                memsvc_json_string(t->params->specs[s], out);
                 fprintf(out,
                         ", \"budget_bytes\": %" PRIu64 ", \"fits\": %s, \"oom_events\": %" PRIu64
                         ", \"step_time_s\": %.6f, \"unconstrained_step_time_s\": %.6f, "
@@ -220,7 +187,7 @@ memsvc_status_t mt_tune_write_json(const mt_tune_t *t, FILE *out)
                         r->wall_s);
                 if (r->status != MEMSVC_OK) {
                     fprintf(out, ", \"error\": ");
-                    mt_json_str(r->err, out);
+                    memsvc_json_string(r->err, out);
                 }
                 fputc('}', out);
             }
@@ -408,11 +375,11 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
             "<text x=\"%.0f\" y=\"24\" font-size=\"15\">Step-time overhead against HBM "
             "budget: ",
             ML);
-    mt_xml_str(mt_basename(x->path), out);
+    mt_xml_string(mt_basename(x->path), out);
     fprintf(out, " (");
-    mt_xml_str(x->base.model, out);
+    mt_xml_string(x->base.model, out);
     fprintf(out, " on ");
-    mt_xml_str(x->base.node, out);
+    mt_xml_string(x->base.node, out);
     fprintf(out, ")</text>\n");
     fprintf(out,
             "<text x=\"%.0f\" y=\"44\" fill=\"#555555\">unconstrained: step %.3f s, peak %s; "
@@ -453,7 +420,7 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
         const char *dash  = (s >= MT_TUNE_NCOLORS) ? " stroke-dasharray=\"5 3\"" : "";
 
         fprintf(out, "<polyline class=\"series\" data-policy=\"");
-        mt_xml_str(t->params->specs[s], out);
+        mt_xml_string(t->params->specs[s], out);
         fprintf(out, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", color, dash);
         for (b = 0, i = 0; b < x->num_budgets && b <= x->cutoff; b++) {
             const mt_tune_cell_t *c = mt_tune_cell(t, tr, b, s);
@@ -542,7 +509,7 @@ memsvc_status_t mt_tune_plot_svg(const mt_tune_t *t, size_t tr, FILE *out)
                 "stroke-width=\"2\"%s/><text x=\"%.0f\" y=\"%.0f\">",
                 W - MR + 20, y, W - MR + 44, y, mt_tune_colors[s % MT_TUNE_NCOLORS],
                 (s >= MT_TUNE_NCOLORS) ? " stroke-dasharray=\"5 3\"" : "", W - MR + 50, y + 4);
-        mt_xml_str(t->params->specs[s], out);
+        mt_xml_string(t->params->specs[s], out);
         for (b = 0; b < x->num_budgets && b <= x->cutoff; b++) {
             const mt_tune_cell_t *c = mt_tune_cell(t, tr, b, s);
 
