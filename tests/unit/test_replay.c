@@ -734,10 +734,25 @@ static void test_cli(void)
     unlink(tb.path);
 }
 
+/* Names that come from a trace (model, node, policy) are escaped in the SVG plots. */
+static void test_xml_escape(void)
+{
+    char  *buf = NULL;
+    size_t len = 0;
+    FILE  *f   = open_memstream(&buf, &len);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    mt_xml_string("<node a=\"1\">&x", f);
+    fclose(f);
+    CU_ASSERT_STRING_EQUAL(buf, "&lt;node a=&quot;1&quot;&gt;&amp;x");
+    free(buf);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("replay", NULL, NULL);
 
+    CU_add_test(s, "names from traces are escaped in SVG", test_xml_escape);
     CU_add_test(s, "unconstrained: no stall, overhead 0, peak by hand", test_unconstrained);
     CU_add_test(s, "swap out and back: stall = transfer - overlapped compute", test_swap_stall);
     CU_add_test(s, "dropped tensor recomputed: step grows by recompute_ns", test_recompute);

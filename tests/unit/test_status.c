@@ -3,6 +3,8 @@
 #include "client/memsvc_types.h"
 #include "tests/test_util.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_every_status_has_name_and_message(void)
@@ -32,12 +34,28 @@ static void test_enum_names_round_trip(void)
     CU_ASSERT_STRING_EQUAL(memsvc_state_name((memsvc_state_t)99), "unknown");
 }
 
+/* The one JSON string writer: escapes, control bytes, invalid UTF-8 from hostile keys. */
+static void test_json_string(void)
+{
+    char  *buf = NULL;
+    size_t len = 0;
+    FILE  *f   = open_memstream(&buf, &len);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    memsvc_json_string("a\"b\\c\n\xff\xc3\xa9", f);
+    memsvc_json_string(NULL, f);
+    fclose(f);
+    CU_ASSERT_STRING_EQUAL(buf, "\"a\\\"b\\\\c\\u000a\\ufffd\xc3\xa9\"\"\"");
+    free(buf);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("status", NULL, NULL);
 
     CU_add_test(s, "every status has a name and a message", test_every_status_has_name_and_message);
     CU_add_test(s, "enumeration names round-trip", test_enum_names_round_trip);
+    CU_add_test(s, "JSON strings are escaped and valid UTF-8", test_json_string);
 }
 
 TEST_REGISTER(status, add_suite)
