@@ -1284,57 +1284,83 @@ static void dout(gen_t *g, op_t *op, tref_t *dst, uint64_t size, uint32_t L, uin
     op_out(g, op, dst, WS, size, (int32_t)L, NOEXP, "L%u.mb%u.d.%s", L, mb, what);
 }
 
-/* Backward of the MLP block: consumes dres (gradient of the layer output), returns the
- * gradient of the block input (ln2.in). */
-static tref_t mlp_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
+/*
+ * Backward of a feed-forward block (fc2, its activation function, fc1) of width f (fc1 output
+ * w1 wide): the dense MLP (prefix "mlp", with its dropout mask, and ending its ln2_out) or the
+ * shared experts ("shared": no mask; ln2_out is still needed by the routed experts). Emits the
+ * gradient of ln2's output into *dln2.
+ */
+static void ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
+                    tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc1, int pg_fc2,
+                    const char *name, bool last_ln2_use, tref_t *dln2)
 {
-    const mt_model_t *m  = g->m;
-    lstate_t         *st = LS(g, li, mb);
-    uint32_t          L  = g->layer_of[li];
-    uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, f = m->ffn / g->tp;
-    uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * f : f;
-    tref_t            dact, dfc1, dln2, dmid;
-    op_t              op;
+    lstate_t *st = LS(g, li, mb);
+    uint32_t  L  = g->layer_of[li];
+    uint64_t  h = g->m->hidden, T = g->T, nsp = g->nsp;
+    tref_t    dact, dfc1;
+    op_t      op;
+    char      opname[32], key[32];
 
-    op_begin(&op, (int32_t)mb, 0, "mlp.fc2.bwd");
-    op_in(&op, &dres);
-    op_in(&op, &st->act);
-    op_in(&op, &st->mask2);
-    op_in(&op, &P(g, li, PG_FC2)->param);
-    op_grad(g, &op, P(g, li, PG_FC2));
+    snprintf(opname, sizeof(opname), "%s.fc2.bwd", name);
+    op_begin(&op, (int32_t)mb, 0, opname);
+    op_in(&op, dres);
+    op_in(&op, act);
+    if (mask != NULL) {
+        op_in(&op, mask);
+    }
+    op_in(&op, &P(g, li, pg_fc2)->param);
+    op_grad(g, &op, P(g, li, pg_fc2));
     if (g->tp > 1) {
         op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.d.gathered", L, mb);
     }
     op.flops   = 4.0 * T * f * h;
     op.comm_ns = tp_coll_ns(g, 2.0 * T * h);
-    op_free(&op, &st->act);
-    op_free(&op, &st->mask2);
-    dout(g, &op, &dact, 2 * T * f, L, mb, "mlp.act");
+    op_free(&op, act);
+    if (mask != NULL) {
+        op_free(&op, mask);
+    }
+    snprintf(key, sizeof(key), "%s.act", name);
+    dout(g, &op, &dact, 2 * T * f, L, mb, key);
     op_emit(g, &op);
 
-    op_begin(&op, (int32_t)mb, 0, "mlp.act.bwd");
+    snprintf(opname, sizeof(opname), "%s.act.bwd", name);
+    op_begin(&op, (int32_t)mb, 0, opname);
     op_in(&op, &dact);
-    op_in(&op, &st->fc1);
+    op_in(&op, fc1);
     op.flops = 10.0 * T * f;
     op_free(&op, &dact);
-    op_free(&op, &st->fc1);
-    dout(g, &op, &dfc1, 2 * T * w1, L, mb, "mlp.fc1");
+    op_free(&op, fc1);
+    snprintf(key, sizeof(key), "%s.fc1", name);
+    dout(g, &op, &dfc1, 2 * T * w1, L, mb, key);
     op_emit(g, &op);
 
-    op_begin(&op, (int32_t)mb, 0, "mlp.fc1.bwd");
+    snprintf(opname, sizeof(opname), "%s.fc1.bwd", name);
+    op_begin(&op, (int32_t)mb, 0, opname);
     op_in(&op, &dfc1);
     op_in(&op, &st->ln2_out);
-    op_in(&op, &P(g, li, PG_FC1)->param);
-    op_grad(g, &op, P(g, li, PG_FC1));
+    op_in(&op, &P(g, li, pg_fc1)->param);
+    op_grad(g, &op, P(g, li, pg_fc1));
     if (g->tp > 1) {
         op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
     }
     op.flops   = 4.0 * T * h * w1;
     op.comm_ns = 2 * tp_coll_ns(g, 2.0 * T * h);
     op_free(&op, &dfc1);
-    op_free(&op, &st->ln2_out);
-    dout(g, &op, &dln2, 2 * nsp * h, L, mb, "ln2.out");
+    if (last_ln2_use) {
+        op_free(&op, &st->ln2_out);
+    }
+    dout(g, &op, dln2, 2 * nsp * h, L, mb, "ln2.out");
     op_emit(g, &op);
+}
+
+/* Backward of the second norm: its input's gradient, from its output's and the residual's. */
+static tref_t ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres)
+{
+    lstate_t *st = LS(g, li, mb);
+    uint32_t  L  = g->layer_of[li];
+    uint64_t  h = g->m->hidden, nsp = g->nsp;
+    tref_t    dmid;
+    op_t      op;
 
     op_begin(&op, (int32_t)mb, 0, "ln2.bwd");
     op_in(&op, &dln2);
@@ -1351,15 +1377,30 @@ static tref_t mlp_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     return dmid;
 }
 
+/* Backward of the MLP block: consumes dres (gradient of the layer output), returns the
+ * gradient of the block input (ln2.in). */
+static tref_t mlp_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
+{
+    const mt_model_t *m  = g->m;
+    lstate_t         *st = LS(g, li, mb);
+    uint64_t          f  = m->ffn / g->tp;
+    uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * f : f;
+    tref_t            dln2;
+
+    ffn_bwd(g, li, mb, &dres, &st->act, &st->mask2, &st->fc1, f, w1, PG_FC1, PG_FC2, "mlp", true,
+            &dln2);
+    return ln2_bwd(g, li, mb, dln2, dres);
+}
+
 static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
 {
     const mt_model_t *m  = g->m;
     lstate_t         *st = LS(g, li, mb);
     uint32_t          L = g->layer_of[li], k = m->top_k, e;
-    uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, ef = m->expert_ffn / g->etp;
+    uint64_t          h = m->hidden, nsp = g->nsp, ef = m->expert_ffn / g->etp;
     uint64_t          w1  = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
     double            a2a = (double)(g->eps - 1) / g->eps;
-    tref_t            dcomb, dcin, ddisp, dperm, dln2, dmid;
+    tref_t            dcomb, dcin, ddisp, dperm, dln2;
     bool              ddisp_live = false, dln2_live = false;
     op_t              op;
 
@@ -1376,45 +1417,9 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     if (m->shared_experts > 0) {
         uint64_t sf = (uint64_t)m->shared_experts * m->shared_expert_ffn / g->tp;
         uint64_t sw = (m->mlp == MT_MLP_SWIGLU) ? 2 * sf : sf;
-        tref_t   dsact, dsfc1;
-
-        op_begin(&op, (int32_t)mb, 0, "shared.fc2.bwd");
-        op_in(&op, &dres);
-        op_in(&op, &st->sact);
-        op_in(&op, &P(g, li, PG_SFC2)->param);
-        op_grad(g, &op, P(g, li, PG_SFC2));
-        if (g->tp > 1) {
-            op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.d.gathered", L, mb);
-        }
-        op.flops   = 4.0 * T * sf * h;
-        op.comm_ns = tp_coll_ns(g, 2.0 * T * h);
-        op_free(&op, &st->sact);
-        dout(g, &op, &dsact, 2 * T * sf, L, mb, "shared.act");
-        op_emit(g, &op);
-
-        op_begin(&op, (int32_t)mb, 0, "shared.act.bwd");
-        op_in(&op, &dsact);
-        op_in(&op, &st->sfc1);
-        op.flops = 10.0 * T * sf;
-        op_free(&op, &dsact);
-        op_free(&op, &st->sfc1);
-        dout(g, &op, &dsfc1, 2 * T * sw, L, mb, "shared.fc1");
-        op_emit(g, &op);
-
-        op_begin(&op, (int32_t)mb, 0, "shared.fc1.bwd");
-        op_in(&op, &dsfc1);
-        op_in(&op, &st->ln2_out);
-        op_in(&op, &P(g, li, PG_SFC1)->param);
-        op_grad(g, &op, P(g, li, PG_SFC1));
-        if (g->tp > 1) {
-            op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
-        }
-        op.flops   = 4.0 * T * h * sw;
-        op.comm_ns = 2 * tp_coll_ns(g, 2.0 * T * h);
-        op_free(&op, &dsfc1);
-        dout(g, &op, &dln2, 2 * nsp * h, L, mb, "ln2.out");
+        ffn_bwd(g, li, mb, &dres, &st->sact, NULL, &st->sfc1, sf, sw, PG_SFC1, PG_SFC2, "shared",
+                false, &dln2);
         dln2_live = true;
-        op_emit(g, &op);
     }
 
     op_begin(&op, (int32_t)mb, 1, "moe.a2a.combine.bwd");
@@ -1503,19 +1508,7 @@ static tref_t mlp_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     op_free(&op, &st->ln2_out);
     op_emit(g, &op);
 
-    op_begin(&op, (int32_t)mb, 0, "ln2.bwd");
-    op_in(&op, &dln2);
-    op_in(&op, &st->ln2_in);
-    op_in(&op, &dres);
-    op_in(&op, &P(g, li, PG_LN2)->param);
-    op_grad(g, &op, P(g, li, PG_LN2));
-    op.flops = 8.0 * nsp * h;
-    op_free(&op, &dln2);
-    op_free(&op, &st->ln2_in);
-    op_free(&op, &dres);
-    dout(g, &op, &dmid, 2 * nsp * h, L, mb, "ln2.in");
-    op_emit(g, &op);
-    return dmid;
+    return ln2_bwd(g, li, mb, dln2, dres);
 }
 
 static tref_t attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
