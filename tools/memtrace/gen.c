@@ -1103,6 +1103,37 @@ static void layer_output(gen_t *g, op_t *op, uint32_t li, uint32_t mb, bool last
     }
 }
 
+/* The first two operators of a feed-forward block of width f (fc1 output w1 wide): fc1 from
+ * ln2's output, then the activation function; "mlp" (dense) or "shared" (shared experts). */
+static void ffn_fwd_in(gen_t *g, uint32_t li, uint32_t mb, uint64_t f, uint64_t w1, int pg_fc1,
+                       const char *name, tref_t *fc1, tref_t *act)
+{
+    lstate_t *st = LS(g, li, mb);
+    uint32_t  L  = g->layer_of[li];
+    uint64_t  h = g->m->hidden, T = g->T;
+    op_t      op;
+    char      opname[32];
+
+    snprintf(opname, sizeof(opname), "%s.fc1", name);
+    op_begin(&op, (int32_t)mb, 0, opname);
+    op_in(&op, &st->ln2_out);
+    op_in(&op, &P(g, li, pg_fc1)->param);
+    if (g->tp > 1) {
+        op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
+    }
+    op.flops   = 2.0 * T * h * w1;
+    op.comm_ns = tp_coll_ns(g, 2.0 * T * h);
+    op_out(g, &op, fc1, ACT, 2 * T * w1, (int32_t)L, NOEXP, "L%u.mb%u.%s.fc1", L, mb, name);
+    op_emit(g, &op);
+
+    snprintf(opname, sizeof(opname), "%s.act", name);
+    op_begin(&op, (int32_t)mb, 0, opname);
+    op_in(&op, fc1);
+    op.flops = 8.0 * T * f;
+    op_out(g, &op, act, ACT, 2 * T * f, (int32_t)L, NOEXP, "L%u.mb%u.%s.act", L, mb, name);
+    op_emit(g, &op);
+}
+
 static void mlp_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
 {
     const mt_model_t *m  = g->m;
@@ -1112,22 +1143,7 @@ static void mlp_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk
     uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * f : f;
     op_t              op;
 
-    op_begin(&op, (int32_t)mb, 0, "mlp.fc1");
-    op_in(&op, &st->ln2_out);
-    op_in(&op, &P(g, li, PG_FC1)->param);
-    if (g->tp > 1) {
-        op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
-    }
-    op.flops   = 2.0 * T * h * w1;
-    op.comm_ns = tp_coll_ns(g, 2.0 * T * h);
-    op_out(g, &op, &st->fc1, ACT, 2 * T * w1, (int32_t)L, NOEXP, "L%u.mb%u.mlp.fc1", L, mb);
-    op_emit(g, &op);
-
-    op_begin(&op, (int32_t)mb, 0, "mlp.act");
-    op_in(&op, &st->fc1);
-    op.flops = 8.0 * T * f;
-    op_out(g, &op, &st->act, ACT, 2 * T * f, (int32_t)L, NOEXP, "L%u.mb%u.mlp.act", L, mb);
-    op_emit(g, &op);
+    ffn_fwd_in(g, li, mb, f, w1, PG_FC1, "mlp", &st->fc1, &st->act);
 
     op_begin(&op, (int32_t)mb, 0, "mlp.fc2");
     op_in(&op, &st->act);
@@ -1237,22 +1253,7 @@ static void mlp_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
         uint64_t sf = (uint64_t)m->shared_experts * m->shared_expert_ffn / g->tp;
         uint64_t sw = (m->mlp == MT_MLP_SWIGLU) ? 2 * sf : sf;
 
-        op_begin(&op, (int32_t)mb, 0, "shared.fc1");
-        op_in(&op, &st->ln2_out);
-        op_in(&op, &P(g, li, PG_SFC1)->param);
-        if (g->tp > 1) {
-            op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
-        }
-        op.flops   = 2.0 * T * h * sw;
-        op.comm_ns = tp_coll_ns(g, 2.0 * T * h);
-        op_out(g, &op, &st->sfc1, ACT, 2 * T * sw, (int32_t)L, NOEXP, "L%u.mb%u.shared.fc1", L, mb);
-        op_emit(g, &op);
-
-        op_begin(&op, (int32_t)mb, 0, "shared.act");
-        op_in(&op, &st->sfc1);
-        op.flops = 8.0 * T * sf;
-        op_out(g, &op, &st->sact, ACT, 2 * T * sf, (int32_t)L, NOEXP, "L%u.mb%u.shared.act", L, mb);
-        op_emit(g, &op);
+        ffn_fwd_in(g, li, mb, sf, sw, PG_SFC1, "shared", &st->sfc1, &st->sact);
 
         op_begin(&op, (int32_t)mb, 0, "shared.fc2");
         op_in(&op, &st->sact);
