@@ -515,7 +515,10 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
     return MEMSVC_OK;
 }
 
-memsvc_status_t msp_encode_requests(const msp_req_t *reqs, size_t n, msp_buf_t *buf)
+/* A batch: an array of n elements, each written by enc(pk, elems, i). */
+static memsvc_status_t encode_batch(const void *elems, size_t n, msp_buf_t *buf,
+                                    memsvc_status_t (*enc)(msgpack_packer *pk, const void *elems,
+                                                           size_t i))
 {
     memsvc_status_t status;
     msgpack_packer  pk;
@@ -529,12 +532,22 @@ memsvc_status_t msp_encode_requests(const msp_req_t *reqs, size_t n, msp_buf_t *
     msgpack_packer_init(&pk, buf, buf_write);
     msgpack_pack_array(&pk, n);
     for (i = 0; i < n; i++) {
-        status = encode_request(&pk, &reqs[i]);
+        status = enc(&pk, elems, i);
         if (status != MEMSVC_OK) {
             return status;
         }
     }
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
+}
+
+static memsvc_status_t encode_request_at(msgpack_packer *pk, const void *elems, size_t i)
+{
+    return encode_request(pk, &((const msp_req_t *)elems)[i]);
+}
+
+memsvc_status_t msp_encode_requests(const msp_req_t *reqs, size_t n, msp_buf_t *buf)
+{
+    return encode_batch(reqs, n, buf, encode_request_at);
 }
 
 /* Body of one request after [op, id]; nfields is what the array holds after them. */
@@ -972,26 +985,14 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
     return MEMSVC_OK;
 }
 
+static memsvc_status_t encode_reply_at(msgpack_packer *pk, const void *elems, size_t i)
+{
+    return encode_reply(pk, &((const msp_rep_t *)elems)[i]);
+}
+
 memsvc_status_t msp_encode_replies(const msp_rep_t *reps, size_t n, msp_buf_t *buf)
 {
-    memsvc_status_t status;
-    msgpack_packer  pk;
-    size_t          i;
-
-    if ((n == 0) || (n > MSP_BATCH_MAX)) {
-        return MEMSVC_ERR_INVALID_PARAM;
-    }
-    buf->len      = 0;
-    buf->overflow = false;
-    msgpack_packer_init(&pk, buf, buf_write);
-    msgpack_pack_array(&pk, n);
-    for (i = 0; i < n; i++) {
-        status = encode_reply(&pk, &reps[i]);
-        if (status != MEMSVC_OK) {
-            return status;
-        }
-    }
-    return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
+    return encode_batch(reps, n, buf, encode_reply_at);
 }
 
 static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
