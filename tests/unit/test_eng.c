@@ -1,5 +1,6 @@
 /* test_eng.c - the engine: state machine, requests, pins, policies none/lru, bytes, accounting */
 #include "memsvc/eng.h"
+#include "tests/eng_fixture.h"
 #include "tests/test_util.h"
 
 #include <stdio.h>
@@ -45,23 +46,6 @@ static eng_tensor_desc_t tdesc(const char *key, uint64_t size, memsvc_kind_t kin
     d.durable      = (kind == MEMSVC_KIND_PARAM || kind == MEMSVC_KIND_OPTIM);
     d.job          = 1;
     return d;
-}
-
-static memsvc_state_t state_of(eng_t *eng, eng_handle_t h)
-{
-    eng_tensor_info_t info;
-
-    CU_ASSERT_EQUAL_FATAL(eng_info(eng, h, &info), MEMSVC_OK);
-    return info.state;
-}
-
-static void run_idle(eng_t *eng)
-{
-    int guard = 0;
-
-    while (eng_step(eng) && ++guard < 1000000) {
-    }
-    CU_ASSERT(guard < 1000000);
 }
 
 typedef struct done {

@@ -1,5 +1,6 @@
 /* test_policy_timeline.c - the engine's access timeline and the policies' decision log */
 #include "memsvc/eng.h"
+#include "tests/eng_fixture.h"
 #include "tests/test_util.h"
 
 #include <stdio.h>
@@ -39,30 +40,6 @@ static eng_tensor_desc_t tdesc(const char *key, uint64_t size, int32_t layer, in
     d.recompute_ns    = 777;
     d.job             = 1;
     return d;
-}
-
-static void hint(eng_t *eng, memsvc_hint_type_t type, int32_t step, int32_t layer, int32_t mb,
-                 memsvc_phase_t phase)
-{
-    eng_hint_t h;
-
-    memset(&h, 0, sizeof(h));
-    h.type       = type;
-    h.job        = 1;
-    h.step       = step;
-    h.layer      = layer;
-    h.microbatch = mb;
-    h.phase      = phase;
-    TEST_ASSERT_OK(eng_hint(eng, &h));
-}
-
-static void run_idle(eng_t *eng)
-{
-    int guard = 0;
-
-    while (eng_step(eng) && ++guard < 1000000) {
-    }
-    CU_ASSERT(guard < 1000000);
 }
 
 /* ---- timeline ----------------------------------------------------------------------------------
