@@ -464,6 +464,22 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
                                       unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
                                       eng_handle_t *held);
 
+/* The operator (or recompute) on dev holding held[0..n) ends at end: release them then. */
+static memsvc_status_t rp_release_at(rp_t *rp, sim_time_t end, const eng_handle_t *held, uint32_t n,
+                                     unsigned dev)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        if (rp_heap_push(&rp->rel, end, held[i], dev) != MEMSVC_OK) {
+            rp_errf(rp, "out of memory");
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+        rp->inflight[dev]++;
+    }
+    return MEMSVC_OK;
+}
+
 /*
  * t was dropped and is now pinned with room: make its inputs resident (recursively), charge
  * its recompute_ns on its device's compute stream, release the inputs when that ends.
@@ -472,7 +488,7 @@ static memsvc_status_t rp_recompute(rp_t *rp, rp_tensor_t *t, unsigned depth)
 {
     eng_handle_t      stackbuf[16];
     eng_handle_t     *held   = stackbuf;
-    uint32_t          nheld  = 0, i;
+    uint32_t          nheld  = 0;
     sim_time_t        ready  = 0, end;
     memsvc_status_t   status = MEMSVC_OK;
     unsigned          dev    = t->device;
@@ -506,14 +522,7 @@ static memsvc_status_t rp_recompute(rp_t *rp, rp_tensor_t *t, unsigned depth)
     if (rp->cur_step != NULL) {
         rp->cur_step->recompute_ns += info.recompute_ns;
     }
-    for (i = 0; i < nheld; i++) {
-        status = rp_heap_push(&rp->rel, end, held[i], dev);
-        if (status != MEMSVC_OK) {
-            rp_errf(rp, "out of memory");
-            goto out;
-        }
-        rp->inflight[dev]++;
-    }
+    status = rp_release_at(rp, end, held, nheld, dev);
 out:
     if (held != stackbuf) {
         free(held);
@@ -810,14 +819,7 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
             t->ready_at = end; /* readers on other streams wait for it */
         }
     }
-    for (i = 0; i < nr + nw; i++) {
-        status = rp_heap_push(&rp->rel, end, held[i], dev);
-        if (status != MEMSVC_OK) {
-            rp_errf(rp, "out of memory");
-            goto out;
-        }
-        rp->inflight[dev]++;
-    }
+    status = rp_release_at(rp, end, held, nr + nw, dev);
 out:
     if (held != stackbuf) {
         free(held);
