@@ -266,20 +266,23 @@ static void eng_pol_access(eng_t *eng, eng_tensor_t *t, pol_access_t a)
     }
 }
 
+/* Free bytes plus bytes on their way out: what asking the policy can increase. */
+static uint64_t eng_room_bytes(const eng_dev_t *d)
+{
+    return sim_alloc_free_bytes(d->sim->alloc) + d->outgoing;
+}
+
 /* Bytes the policy should move out so that `t` can fit, beyond what is free or on its way. */
 static uint64_t eng_need(eng_t *eng, eng_dev_t *d, const eng_tensor_t *t)
 {
-    sim_alloc_stats_t as;
-    uint64_t          have;
+    uint64_t have = eng_room_bytes(d);
 
-    sim_alloc_get_stats(d->sim->alloc, &as);
-    have = as.free + d->outgoing;
     if (have < t->pub.size) {
         return t->pub.size - have;
     }
     if (d->outgoing == 0) {
         /* enough bytes, but fragmented: ask for more than the shortfall of the largest block */
-        return t->pub.size - as.largest_free;
+        return t->pub.size - sim_alloc_largest_free(d->sim->alloc);
     }
     return 0; /* enough is already on its way out */
 }
@@ -374,15 +377,6 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
         break;
     }
     eng_finish_waiters(eng, t, status);
-}
-
-/* Free bytes plus bytes on their way out: what asking the policy can increase. */
-static uint64_t eng_room_bytes(const eng_dev_t *d)
-{
-    sim_alloc_stats_t as;
-
-    sim_alloc_get_stats(d->sim->alloc, &as);
-    return as.free + d->outgoing;
 }
 
 /*
@@ -1451,35 +1445,17 @@ unsigned pol_num_devices(const pol_ctx_t *ctx)
 
 uint64_t pol_device_capacity(const pol_ctx_t *ctx, unsigned dev)
 {
-    sim_alloc_stats_t s;
-
-    if (dev >= ctx->eng->num_devices) {
-        return 0;
-    }
-    sim_alloc_get_stats(ctx->eng->devs[dev].sim->alloc, &s);
-    return s.capacity;
+    return (dev < ctx->eng->num_devices) ? sim_alloc_capacity(ctx->eng->devs[dev].sim->alloc) : 0;
 }
 
 uint64_t pol_device_free(const pol_ctx_t *ctx, unsigned dev)
 {
-    sim_alloc_stats_t s;
-
-    if (dev >= ctx->eng->num_devices) {
-        return 0;
-    }
-    sim_alloc_get_stats(ctx->eng->devs[dev].sim->alloc, &s);
-    return s.free;
+    return (dev < ctx->eng->num_devices) ? sim_alloc_free_bytes(ctx->eng->devs[dev].sim->alloc) : 0;
 }
 
 uint64_t pol_device_largest_free(const pol_ctx_t *ctx, unsigned dev)
 {
-    sim_alloc_stats_t s;
-
-    if (dev >= ctx->eng->num_devices) {
-        return 0;
-    }
-    sim_alloc_get_stats(ctx->eng->devs[dev].sim->alloc, &s);
-    return s.largest_free;
+    return (dev < ctx->eng->num_devices) ? sim_alloc_largest_free(ctx->eng->devs[dev].sim->alloc) : 0;
 }
 
 uint64_t pol_device_incoming(const pol_ctx_t *ctx, unsigned dev)

@@ -446,6 +446,16 @@ void sim_alloc_get_stats(const sim_alloc_t *a, sim_alloc_stats_t *s)
     s->fail_fragmented = a->fail_fragmented;
 }
 
+uint64_t sim_alloc_free_bytes(const sim_alloc_t *a)
+{
+    return a->capacity - a->reserved;
+}
+
+uint64_t sim_alloc_largest_free(const sim_alloc_t *a)
+{
+    return sim_largest_free(a);
+}
+
 size_t sim_alloc_block_overhead(void)
 {
     return sizeof(sim_alloc_block_t);

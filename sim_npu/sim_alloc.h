@@ -51,6 +51,10 @@ uint64_t sim_alloc_block_size(const sim_alloc_block_t *block);
 /* Bytes managed (the capacity given to sim_alloc_create, rounded down to the alignment). */
 uint64_t sim_alloc_capacity(const sim_alloc_t *alloc);
 
+/* Free bytes (capacity - reserved), O(1); and the largest free block (walks one size class). */
+uint64_t sim_alloc_free_bytes(const sim_alloc_t *alloc);
+uint64_t sim_alloc_largest_free(const sim_alloc_t *alloc);
+
 /* Would an allocation of `size` succeed now? */
 memsvc_status_t sim_alloc_can_fit(const sim_alloc_t *alloc, uint64_t size);
 
