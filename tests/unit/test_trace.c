@@ -855,10 +855,29 @@ static void test_json(void)
     free(out);
 }
 
+/* Regression (found by fuzzing): an empty string in a trace, which msgpack-c hands over with a
+ * NULL pointer, was passed to memchr/memcpy (undefined behaviour; caught by UBSan). */
+static void test_empty_string_field(void)
+{
+    mt_reader_t *r = NULL;
+    mt_event_t   ev;
+    bool         end = false;
+    char         err[256];
+    int          n   = 0;
+
+    TEST_ASSERT_OK(mt_reader_open("tests/data/trace_empty_string.trace", &r, err, sizeof(err)));
+    while (n < 1000000 && mt_reader_next(r, &ev, &end, err, sizeof(err)) == MEMSVC_OK && !end) {
+        n++;
+    }
+    CU_ASSERT(n < 1000000);
+    mt_reader_close(r);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("trace", NULL, NULL);
 
+    CU_add_test(s, "an empty string field (NULL from msgpack-c) is read safely", test_empty_string_field);
     CU_add_test(s, "every event type and header field round-trips", test_round_trip);
     CU_add_test(s, "header defaults", test_header_init);
     CU_add_test(s, "writer refuses what a reader would refuse", test_writer_refuses_invalid);

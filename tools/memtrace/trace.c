@@ -605,6 +605,10 @@ static memsvc_status_t mt_get_str(mt_dec_t *d, const msgpack_object *o, const ch
         return mt_dec_fail(d, field, "string of %" PRIu32 " bytes longer than the limit (%zu)",
                            o->via.str.size, size - 1);
     }
+    if (o->via.str.size == 0) { /* msgpack-c gives an empty string a NULL pointer */
+        buf[0] = '\0';
+        return MEMSVC_OK;
+    }
     if (memchr(o->via.str.ptr, 0, o->via.str.size) != NULL) {
         return mt_dec_fail(d, field, "string contains a NUL byte");
     }
