@@ -255,15 +255,15 @@ int mt_cmd_gen(int argc, char **argv)
     mt_header_init(&hdr);
     hdr.node = node;
     snprintf(hdr.model, sizeof(hdr.model), "%s", model.name);
-    hdr.layout        = p.layout;
-    hdr.ranks         = 1;
-    hdr.steps         = steps;
-    status = mt_gen_peak(&p, &hdr.recorded_peak, err, sizeof(err));
+    hdr.layout = p.layout;
+    hdr.ranks  = 1;
+    hdr.steps  = steps;
+    status     = mt_gen_peak(&p, &hdr.recorded_peak, err, sizeof(err));
     if (status != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         return 1;
     }
-    hdr.num_meta      = 0;
+    hdr.num_meta = 0;
 #define META(k, ...)                                                                               \
     do {                                                                                           \
         snprintf(hdr.meta_key[hdr.num_meta], sizeof(hdr.meta_key[0]), "%s", k);                    \
