@@ -596,6 +596,122 @@ static void test_layout_and_validation(void)
     CU_ASSERT(mem.peak >= mem.params + mem.optim + mem.activation_peak);
 }
 
+/* Sandwich norm (Pangu): a norm after attention and after the MLP, with their parameters and
+ * saved block outputs; every rank's trace stays consistent. */
+static void test_sandwich_norm(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    mt_gen_memory_t mem;
+    chk_t           c;
+    uint64_t        total, with;
+    uint32_t        r;
+
+    tiny_params(&p, &m, &node);
+    TEST_ASSERT_OK(mt_model_set(&m, "sandwich_norm=1", NULL, 0));
+    p.steps = 1;
+    for (r = 0; r < 8; r++) {
+        p.rank = r;
+        run_checked(&p, &c);
+        chk_fini(&c);
+    }
+    mt_gen_params_init(&p, &m, &node);
+    TEST_ASSERT_OK(mt_gen_memory(&p, &mem, NULL, 0));
+    mt_model_params(&m, &total, NULL);
+    CU_ASSERT_EQUAL(mem.params, 2 * total);
+    with = kept_bytes(&p, 1);
+    TEST_ASSERT_OK(mt_model_set(&m, "sandwich_norm=0", NULL, 0));
+    CU_ASSERT_EQUAL(with - kept_bytes(&p, 1), 2 * 2 * 256 * 256); /* attn.out, mlp.out */
+}
+
+/* What arrives by a collective (the expert dispatch, a pipeline receive) holds other ranks'
+ * data: nothing local recomputes it. */
+typedef struct rcv {
+    uint64_t producer[4096];
+    bool     rc[4096];
+    char     key[4096][48];
+    uint32_t n, comm_outputs, dispatch_seen, bad;
+} rcv_t;
+
+static memsvc_status_t rcv_sink(void *arg, const mt_event_t *ev)
+{
+    rcv_t   *r = arg;
+    uint32_t i;
+
+    if (ev->type == MT_EV_ALLOC && ev->producer != 0) {
+        if (r->n == 4096) {
+            r->n = 0; /* a window of recent allocations is enough: producers come right after */
+        }
+        r->producer[r->n] = ev->producer;
+        r->rc[r->n]       = ev->recomputable;
+        snprintf(r->key[r->n], sizeof(r->key[0]), "%s", ev->key);
+        r->n++;
+        if (strstr(ev->key, "moe.dispatch") != NULL && strstr(ev->key, ".d.") == NULL) {
+            r->dispatch_seen++;
+            r->bad += ev->recomputable;
+        }
+    } else if (ev->type == MT_EV_COMPUTE && ev->stream != 0) {
+        for (i = 0; i < r->n; i++) {
+            if (r->producer[i] == ev->op) {
+                r->comm_outputs++;
+                r->bad += r->rc[i];
+            }
+        }
+    }
+    return MEMSVC_OK;
+}
+
+static void test_received_not_recomputable(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    rcv_t          *r = calloc(1, sizeof(*r));
+    uint32_t        rank;
+
+    tiny_params(&p, &m, &node);
+    p.steps = 1;
+    for (rank = 0; rank < 8; rank += 5) { /* stage 0 (dispatch) and stage 1 (pp.recv too) */
+        memset(r, 0, sizeof(*r));
+        p.rank = rank;
+        CU_ASSERT_EQUAL(mt_gen_run(&p, rcv_sink, r, NULL, 0), MEMSVC_OK);
+        CU_ASSERT(r->dispatch_seen > 0);
+        CU_ASSERT(r->comm_outputs > r->dispatch_seen);
+        CU_ASSERT_EQUAL(r->bad, 0);
+    }
+    free(r);
+}
+
+/* Without --layout, a preset runs in the layout it is published as trained with. */
+static void test_default_layout(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node = test_node();
+    mt_gen_params_t p;
+    char            err[128];
+
+    TEST_ASSERT_OK(mt_model_preset("pangu-ultra-moe-718b", &m));
+    mt_gen_params_init(&p, &m, &node);
+    TEST_ASSERT_OK(mt_gen_params_default_layout(&p, err, sizeof(err)));
+    CU_ASSERT(p.layout.tp == 8 && p.layout.pp == 16 && p.layout.vpp == 2 && p.layout.ep == 4 &&
+              p.layout.dp == 48 && p.layout.microbatches == 32);
+    CU_ASSERT(p.tp_extend_ep);
+    TEST_ASSERT_OK(mt_gen_validate(&p, err, sizeof(err)));
+
+    TEST_ASSERT_OK(mt_model_preset("deepseek-v3-671b", &m));
+    mt_gen_params_init(&p, &m, &node);
+    TEST_ASSERT_OK(mt_gen_params_default_layout(&p, err, sizeof(err)));
+    CU_ASSERT(p.layout.tp == 1 && p.layout.pp == 16 && p.layout.ep == 64 && p.layout.dp == 128);
+    CU_ASSERT_FALSE(p.tp_extend_ep);
+    TEST_ASSERT_OK(mt_gen_validate(&p, err, sizeof(err)));
+
+    TEST_ASSERT_OK(mt_model_preset("tiny-moe", &m)); /* no published layout: one rank */
+    mt_gen_params_init(&p, &m, &node);
+    TEST_ASSERT_OK(mt_gen_params_default_layout(&p, err, sizeof(err)));
+    CU_ASSERT(p.layout.tp == 1 && p.layout.pp == 1 && p.layout.dp == 1);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("gen", NULL, NULL);
@@ -607,6 +723,9 @@ static void add_suite(void)
     CU_add_test(s, "determinism, seeds and router skew", test_determinism_and_router);
     CU_add_test(s, "every rank consistent", test_every_rank);
     CU_add_test(s, "layout, validation, memory estimate", test_layout_and_validation);
+    CU_add_test(s, "sandwich norm", test_sandwich_norm);
+    CU_add_test(s, "received tensors are not recomputable", test_received_not_recomputable);
+    CU_add_test(s, "presets default to their published layout", test_default_layout);
 }
 
 TEST_REGISTER(gen, add_suite)

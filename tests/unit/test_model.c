@@ -21,6 +21,9 @@ static void test_presets_match_published_counts(void)
         if (m.published_total == 0) {
             continue;
         }
+        /* the published figures count the input embedding, or (Pangu) leave it out */
+        total -= m.published_excludes_embedding ? mt_model_embedding_params(&m) : 0;
+        active -= m.published_excludes_embedding ? mt_model_embedding_params(&m) : 0;
         CU_ASSERT(fabs(total / m.published_total - 1) < 0.02);
         CU_ASSERT(fabs(active / m.published_active - 1) < 0.02);
         checked++;
@@ -42,6 +45,47 @@ static void test_mixtral_exact(void)
     mt_model_params(&m, &total, &active);
     CU_ASSERT_EQUAL(total, embed + 32 * (layer_common + 8 * expert));
     CU_ASSERT_EQUAL(active, embed + 32 * (layer_common + 2 * expert));
+}
+
+/* openPangu-Ultra-MoE-718B's configuration: vocab 153600, dense FFN 18432, four RMSNorms per
+ * layer (sandwich norm); 718B / 39B are matched without the input embedding. */
+static void test_pangu_config(void)
+{
+    mt_model_t m;
+    uint64_t   total, active, t2, emb;
+
+    TEST_ASSERT_OK(mt_model_preset("pangu-ultra-moe-718b", &m));
+    CU_ASSERT_EQUAL(m.vocab, 153600);
+    CU_ASSERT_EQUAL(m.ffn, 18432);
+    CU_ASSERT(m.sandwich_norm);
+    CU_ASSERT(m.published_excludes_embedding);
+    mt_model_params(&m, &total, &active);
+    emb = mt_model_embedding_params(&m);
+    CU_ASSERT_EQUAL(emb, 153600ull * 7680);
+    CU_ASSERT(fabs((total - emb) / 718e9 - 1) < 0.002);
+    CU_ASSERT(fabs((active - emb) / 39e9 - 1) < 0.01);
+    /* sandwich norm: two more hidden-wide norms per layer */
+    m.sandwich_norm = false;
+    mt_model_params(&m, &t2, NULL);
+    CU_ASSERT_EQUAL(total - t2, 2ull * 7680 * 61);
+}
+
+/* Model FLOPs per token: 6 x the matmul weights a token passes, plus the attention core, which a
+ * causal mask halves. */
+static void test_flops_per_token(void)
+{
+    mt_model_t m;
+    double     f, fc, core;
+
+    TEST_ASSERT_OK(mt_model_preset("gpt3-175b", &m));
+    f = mt_model_flops_per_token(&m, 2048, 0, 96, true);
+    /* 12 h^2 weights per layer, head h V; core 2 a (d + d) s per layer forward */
+    core = 96 * 2.0 * 96 * 256 * 2048;
+    CU_ASSERT(fabs(f / (3 * (2 * (96 * 12.0 * 12288 * 12288 + 12288.0 * 50257) + core * 0.5)) - 1) <
+              1e-9);
+    m.causal = false;
+    fc       = mt_model_flops_per_token(&m, 2048, 0, 96, true);
+    CU_ASSERT(fabs((fc - f) / (3 * core * 0.5) - 1) < 1e-9);
 }
 
 static void test_mtp_counted_separately(void)
@@ -106,6 +150,8 @@ static void add_suite(void)
     CU_add_test(s, "presets within 2% of published counts", test_presets_match_published_counts);
     CU_add_test(s, "mixtral count by hand", test_mixtral_exact);
     CU_add_test(s, "MTP counted separately", test_mtp_counted_separately);
+    CU_add_test(s, "Pangu Ultra MoE configuration", test_pangu_config);
+    CU_add_test(s, "model FLOPs per token", test_flops_per_token);
     CU_add_test(s, "overrides and their errors", test_overrides);
 }
 

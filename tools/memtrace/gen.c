@@ -108,6 +108,25 @@ void mt_gen_params_init(mt_gen_params_t *p, const mt_model_t *model, const sim_d
     p->seed  = 1;
 }
 
+memsvc_status_t mt_gen_params_default_layout(mt_gen_params_t *p, char *err, size_t errlen)
+{
+    mt_layout_t     l = {.tp = 1, .pp = 1, .vpp = 1, .ep = 1, .dp = 1, .cp = 1, .microbatches = 1};
+    memsvc_status_t status;
+
+    if (p->model->layout[0] == '\0') {
+        return MEMSVC_OK;
+    }
+    l.seq_len          = p->layout.seq_len;
+    l.micro_batch_size = p->layout.micro_batch_size;
+    status             = mt_layout_parse(p->model->layout, &l, err, errlen);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    p->layout       = l;
+    p->tp_extend_ep = p->model->tp_extend_ep;
+    return MEMSVC_OK;
+}
+
 memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errlen)
 {
     const mt_model_t  *m = p->model;

@@ -30,6 +30,13 @@ typedef struct mt_gen_params {
 void mt_gen_params_init(mt_gen_params_t *params, const mt_model_t *model, const sim_desc_t *node);
 
 /*
+ * Set the layout (and tp_extend_ep) to the one the model is published as trained with
+ * (model->layout, model->tp_extend_ep); a model without one keeps the 1-rank layout.
+ * MEMSVC_ERR_PARSE if the preset's layout string is malformed (message in err).
+ */
+memsvc_status_t mt_gen_params_default_layout(mt_gen_params_t *params, char *err, size_t errlen);
+
+/*
  * Check the model and the layout against each other (divisibility of heads, experts, layers,
  * sequence; rank in range; vpp > 1 needs microbatches a multiple of pp).
  * MEMSVC_ERR_INVALID_PARAM with a message in err.

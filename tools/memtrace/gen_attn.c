@@ -143,8 +143,25 @@ void gen_attn_fwd(gen_t *g, uint32_t li, uint32_t mb)
         gen_op_out(g, &op, &st->mask1, ACT, nsp * h, (int32_t)L, NOEXP,
                    "L%u.mb%u.attn.residual.mask", L, mb);
     }
-    gen_op_out(g, &op, &st->ln2_in, ACT, 2 * nsp * h, (int32_t)L, NOEXP, "L%u.mb%u.ln2.in", L, mb);
-    gen_op_emit(g, &op);
+    if (m->sandwich_norm) {
+        gen_op_out(g, &op, &st->attn_out, ACT, 2 * nsp * h, (int32_t)L, NOEXP, "L%u.mb%u.attn.out",
+                   L, mb);
+        gen_op_emit(g, &op);
+
+        /* sandwich norm of the attention output, then the residual add */
+        gen_op_begin(&op, (int32_t)mb, 0, "attn.post_norm");
+        gen_op_in(&op, &st->attn_out);
+        gen_op_in(&op, &st->ln1_in);
+        gen_op_in(&op, &P(g, li, PG_ALN)->param);
+        op.flops = 5.0 * nsp * h;
+        gen_op_out(g, &op, &st->ln2_in, ACT, 2 * nsp * h, (int32_t)L, NOEXP, "L%u.mb%u.ln2.in", L,
+                   mb);
+        gen_op_emit(g, &op);
+    } else {
+        gen_op_out(g, &op, &st->ln2_in, ACT, 2 * nsp * h, (int32_t)L, NOEXP, "L%u.mb%u.ln2.in", L,
+                   mb);
+        gen_op_emit(g, &op);
+    }
 
     gen_op_begin(&op, (int32_t)mb, 0, "ln2");
     gen_op_in(&op, &st->ln2_in);
@@ -163,15 +180,19 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
     uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, a_t, qk, vd;
     uint64_t          probs = (uint64_t)g->mbs * (g->seq / g->cp) * g->seq;
     bool              mla   = (m->attn == MT_ATTN_MLA);
-    tref_t            dctx, dq, dkv, dln1, dx;
+    tref_t            dctx, dq, dkv, dln1, dx, dbr;
     op_t              op;
 
     gen_attn_dims(g, &a_t, &qk, &vd);
     probs *= a_t;
     memset(&dkv, 0, sizeof(dkv));
+    dbr = dmid;
+    if (m->sandwich_norm) {
+        dbr = gen_post_norm_bwd(g, li, mb, &dmid, PG_ALN);
+    }
 
     gen_op_begin(&op, (int32_t)mb, 0, "attn.proj.bwd");
-    gen_op_in(&op, &dmid);
+    gen_op_in(&op, &dbr);
     gen_op_in(&op, &st->ctx);
     gen_op_in(&op, &st->mask1);
     gen_op_in(&op, &P(g, li, PG_PROJ)->param);
@@ -182,6 +203,9 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
     op.flops   = 4.0 * T * a_t * vd * h;
     op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     gen_op_free(&op, &st->mask1);
+    if (dbr.id != dmid.id) {
+        gen_op_free(&op, &dbr);
+    }
     if (!m->fused_attention) {
         gen_op_free(&op, &st->ctx);
     }

@@ -13,17 +13,22 @@
 
 static void gen_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: memtrace gen --model NAME [key=value ...] [--layout "
-            "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
-            "                    [--microbatches N] [--steps N] [--rank R] [--skew X] [--seed N]\n"
-            "                    [--node PRESET] [--node-set key=value ...] [--tp-extend-ep]\n"
-            "                    (-o OUT.trace | --describe)\n"
-            "  key=value      model overrides (layers=, hidden=, heads=, experts=, top_k=, seq=,\n"
-            "                 mbs=, ...; `memtrace models --keys` lists them)\n"
-            "  --rank R       global rank (tp fastest, then cp, dp, pp); default 0 = first stage\n"
-            "  --skew X       router skew, Zipf exponent over experts (0 = uniform)\n"
-            "  --describe     print model, layout and per-stage memory estimate; write nothing\n");
+    fprintf(
+        f,
+        "usage: memtrace gen --model NAME [key=value ...] [--layout "
+        "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
+        "                    [--microbatches N] [--steps N] [--rank R] [--skew X] [--seed N]\n"
+        "                    [--node PRESET] [--node-set key=value ...]\n"
+        "                    [--tp-extend-ep | --no-tp-extend-ep]\n"
+        "                    (-o OUT.trace | --describe)\n"
+        "  key=value      model overrides (layers=, hidden=, heads=, experts=, top_k=, seq=,\n"
+        "                 mbs=, ...; `memtrace models --keys` lists them)\n"
+        "  --layout L     parallel layout; default: the one the preset is published as trained\n"
+        "                 with (pangu-ultra-moe-718b: tp=8,pp=16,vpp=2,ep=4,dp=48,mb=32 with\n"
+        "                 tp-extend-ep; deepseek-v3-671b: pp=16,ep=64,dp=128,mb=120), else 1 rank\n"
+        "  --rank R       global rank (tp fastest, then cp, dp, pp); default 0 = first stage\n"
+        "  --skew X       router skew, Zipf exponent over experts (0 = uniform)\n"
+        "  --describe     print model, layout and per-stage memory estimate; write nothing\n");
 }
 
 static int parse_u32_arg(const char *opt, const char *s, uint32_t *v_p)
@@ -115,7 +120,8 @@ int mt_cmd_gen(int argc, char **argv)
 {
     const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
     const char     *layout_s      = NULL;
-    bool            want_describe = false, tp_extend_ep = false;
+    bool            want_describe = false;
+    int             tp_extend_ep  = -1; /* -1: as the preset's layout */
     mt_model_t      model;
     sim_desc_t      node;
     mt_gen_params_t p;
@@ -168,7 +174,9 @@ int mt_cmd_gen(int argc, char **argv)
         } else if (!strcmp(a, "--describe")) {
             want_describe = true;
         } else if (!strcmp(a, "--tp-extend-ep")) {
-            tp_extend_ep = true;
+            tp_extend_ep = 1;
+        } else if (!strcmp(a, "--no-tp-extend-ep")) {
+            tp_extend_ep = 0;
         } else if (next == NULL && a[0] == '-') {
             fprintf(stderr, "memtrace gen: %s needs a value\n", a);
             return 2;
@@ -221,6 +229,19 @@ int mt_cmd_gen(int argc, char **argv)
             return 2;
         }
     }
+    p.layout.seq_len          = model.seq_len;
+    p.layout.micro_batch_size = model.micro_batch;
+    /* without --layout, the layout the model is published as trained with */
+    if (layout_s == NULL && mt_gen_params_default_layout(&p, err, sizeof(err)) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: the preset's layout: %s\n", err);
+        return 2;
+    }
+    if (layout_s != NULL) {
+        p.tp_extend_ep = model.tp_extend_ep;
+    }
+    if (tp_extend_ep >= 0) {
+        p.tp_extend_ep = tp_extend_ep;
+    }
     if (layout_s != NULL && mt_layout_parse(layout_s, &p.layout, err, sizeof(err)) != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: --layout: %s\n", err);
         return 2;
@@ -228,13 +249,10 @@ int mt_cmd_gen(int argc, char **argv)
     if (microbatches > 0) {
         p.layout.microbatches = microbatches;
     }
-    p.layout.seq_len          = model.seq_len;
-    p.layout.micro_batch_size = model.micro_batch;
-    p.steps                   = steps;
-    p.rank                    = rank;
-    p.skew                    = skew;
-    p.seed                    = seed;
-    p.tp_extend_ep            = tp_extend_ep;
+    p.steps = steps;
+    p.rank  = rank;
+    p.skew  = skew;
+    p.seed  = seed;
     if (mt_gen_validate(&p, err, sizeof(err)) != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         return 2;
@@ -275,7 +293,7 @@ int mt_cmd_gen(int argc, char **argv)
     META("stage", "%u", mt_gen_stage_of_rank(&p.layout, rank));
     META("skew", "%g", skew);
     META("seed", "%llu", (unsigned long long)seed);
-    META("experts", "%s", tp_extend_ep ? "tp-extend-ep" : "ep, expert tp = tp");
+    META("experts", "%s", p.tp_extend_ep ? "tp-extend-ep" : "ep, expert tp = tp");
 #undef META
 
     status = mt_writer_open(out, &hdr, &writer);
@@ -327,8 +345,8 @@ int mt_cmd_models(int argc, char **argv)
         fprintf(stderr, "memtrace models: unexpected argument '%s'\n", argv[i]);
         return 2;
     }
-    printf("%-22s %10s %10s %7s %10s %10s %7s\n", "model", "total", "published", "dev", "active",
-           "published", "dev");
+    printf("%-22s %10s %10s %7s %10s %10s %7s   %s\n", "model", "total", "published", "dev",
+           "active", "published", "dev", "without input embedding: total, active");
     for (i = 0; names[i] != NULL; i++) {
         mt_model_t m;
         uint64_t   total, active;
@@ -355,8 +373,16 @@ int mt_cmd_models(int argc, char **argv)
         } else {
             printf(" %10s %7s", "-", "");
         }
+        printf("   %.2fB (%+.2f%%), %.2fB (%+.2f%%)", (total - mt_model_embedding_params(&m)) / 1e9,
+               m.published_total > 0
+                   ? 100 * ((total - mt_model_embedding_params(&m)) / m.published_total - 1)
+                   : 0,
+               (active - mt_model_embedding_params(&m)) / 1e9,
+               m.published_active > 0
+                   ? 100 * ((active - mt_model_embedding_params(&m)) / m.published_active - 1)
+                   : 0);
         if (m.mtp_layers > 0) {
-            printf("   (+%.2fB MTP, not counted)", mt_model_mtp_params(&m) / 1e9);
+            printf("; +%.2fB MTP, not counted", mt_model_mtp_params(&m) / 1e9);
         }
         printf("\n");
     }

@@ -60,8 +60,9 @@ void gen_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
         gen_op_out(g, &op, &st->mask2, ACT, g->nsp * h, (int32_t)L, NOEXP,
                    "L%u.mb%u.mlp.residual.mask", L, mb);
     }
-    gen_layer_output(g, &op, li, mb, last_in_chunk);
+    gen_block_out(g, &op, li, mb, last_in_chunk);
     gen_op_emit(g, &op);
+    gen_post_norm_fwd(g, li, mb, last_in_chunk);
 }
 
 /*
@@ -134,7 +135,7 @@ void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, 
 }
 
 /* Backward of the second norm: its input's gradient, from its output's and the residual's. */
-tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres)
+tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres, tref_t dbr)
 {
     lstate_t *st = LS(g, li, mb);
     uint32_t  L  = g->layer_of[li];
@@ -152,6 +153,9 @@ tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres)
     gen_op_free(&op, &dln2);
     gen_op_free(&op, &st->ln2_in);
     gen_op_free(&op, &dres);
+    if (dbr.id != dres.id) {
+        gen_op_free(&op, &dbr); /* gradient of the MLP output before its sandwich norm */
+    }
     gen_dout(g, &op, &dmid, 2 * nsp * h, L, mb, "ln2.in");
     gen_op_emit(g, &op);
     return dmid;
@@ -165,9 +169,69 @@ tref_t gen_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     lstate_t         *st = LS(g, li, mb);
     uint64_t          f  = m->ffn / g->tp;
     uint64_t          w1 = (m->mlp == MT_MLP_SWIGLU) ? 2 * f : f;
-    tref_t            dln2;
+    tref_t            dln2, dbr = dres;
 
-    gen_ffn_bwd(g, li, mb, &dres, &st->act, &st->mask2, &st->fc1, f, w1, PG_FC1, PG_FC2, "mlp",
-                true, &dln2);
-    return gen_ln2_bwd(g, li, mb, dln2, dres);
+    if (m->sandwich_norm) {
+        dbr = gen_post_norm_bwd(g, li, mb, &dres, PG_MLN);
+    }
+    gen_ffn_bwd(g, li, mb, &dbr, &st->act, &st->mask2, &st->fc1, f, w1, PG_FC1, PG_FC2, "mlp", true,
+                &dln2);
+    return gen_ln2_bwd(g, li, mb, dln2, dres, dbr);
+}
+
+/* The op that ends an MLP block writes the layer output, or with sandwich norm the block's
+ * output before its norm (mlp.out). */
+void gen_block_out(gen_t *g, op_t *op, uint32_t li, uint32_t mb, bool last_in_chunk)
+{
+    uint32_t L = g->layer_of[li];
+
+    if (!g->m->sandwich_norm) {
+        gen_layer_output(g, op, li, mb, last_in_chunk);
+        return;
+    }
+    gen_op_out(g, op, &LS(g, li, mb)->mlp_out, ACT, 2 * g->nsp * g->m->hidden, (int32_t)L, NOEXP,
+               "L%u.mb%u.mlp.out", L, mb);
+}
+
+/* Sandwich norm after the MLP, then the residual add: writes the layer output. */
+void gen_post_norm_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
+{
+    lstate_t *st = LS(g, li, mb);
+    op_t      op;
+
+    if (!g->m->sandwich_norm) {
+        return;
+    }
+    gen_op_begin(&op, (int32_t)mb, 0, "mlp.post_norm");
+    gen_op_in(&op, &st->mlp_out);
+    gen_op_in(&op, &st->ln2_in);
+    gen_op_in(&op, &P(g, li, PG_MLN)->param);
+    op.flops = 5.0 * g->nsp * g->m->hidden;
+    gen_layer_output(g, &op, li, mb, last_in_chunk);
+    gen_op_emit(g, &op);
+}
+
+/* Backward of a sandwich norm (which: PG_ALN after attention, PG_MLN after the MLP): reads the
+ * gradient of its output (*dres, which the residual path still needs) and returns the gradient
+ * of the block output it normalised; frees that saved output. */
+tref_t gen_post_norm_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, int which)
+{
+    lstate_t *st  = LS(g, li, mb);
+    uint32_t  L   = g->layer_of[li];
+    tref_t   *out = (which == PG_ALN) ? &st->attn_out : &st->mlp_out;
+    tref_t    d;
+    op_t      op;
+
+    gen_op_begin(&op, (int32_t)mb, 0,
+                 (which == PG_ALN) ? "attn.post_norm.bwd" : "mlp.post_norm.bwd");
+    gen_op_in(&op, dres);
+    gen_op_in(&op, out);
+    gen_op_in(&op, &P(g, li, which)->param);
+    gen_op_grad(g, &op, P(g, li, which));
+    op.flops = 8.0 * g->nsp * g->m->hidden;
+    gen_op_free(&op, out);
+    gen_dout(g, &op, &d, 2 * g->nsp * g->m->hidden, L, mb,
+             (which == PG_ALN) ? "attn.out" : "mlp.out");
+    gen_op_emit(g, &op);
+    return d;
 }

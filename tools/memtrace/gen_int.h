@@ -64,16 +64,31 @@ typedef struct pgroup {
     tref_t   param, grad, optim;
 } pgroup_t;
 
-enum { PG_LN1, PG_QKV, PG_UP, PG_PROJ, PG_LN2, PG_FC1, PG_FC2, PG_ROUTER, PG_SFC1, PG_SFC2, PG_N };
+enum {
+    PG_LN1,
+    PG_QKV,
+    PG_UP,
+    PG_PROJ,
+    PG_LN2,
+    PG_FC1,
+    PG_FC2,
+    PG_ROUTER,
+    PG_SFC1,
+    PG_SFC2,
+    PG_ALN, /* sandwich norm after attention */
+    PG_MLN, /* sandwich norm after the MLP */
+    PG_N
+};
 
 /* Tensors one layer keeps from its forward to its backward, for one micro-batch. */
 typedef struct lstate {
     tref_t    ln1_in, ln1_out, qkv, down, dnorm, q_up, kv_up, softmax, amask, aout, ctx, lse;
     tref_t    mask1, ln2_in, ln2_out, fc1, act, mask2, logits, dispatch, combined, sfc1, sact;
-    tref_t    x_out;       /* head input or next-stage output when the chunk ends here */
-    tref_t   *efc1, *eact; /* per local expert */
-    uint32_t *ecount;      /* tokens per local expert */
-    uint64_t  rows;        /* dispatch rows: sum of ecount */
+    tref_t    attn_out, mlp_out; /* block outputs before the sandwich norms */
+    tref_t    x_out;             /* head input or next-stage output when the chunk ends here */
+    tref_t   *efc1, *eact;       /* per local expert */
+    uint32_t *ecount;            /* tokens per local expert */
+    uint64_t  rows;              /* dispatch rows: sum of ecount */
 } lstate_t;
 
 typedef struct head_state {
@@ -170,13 +185,16 @@ void   gen_mla_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dq_p, tref_t *dkv
 void   gen_attn_fwd(gen_t *g, uint32_t li, uint32_t mb);
 tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid);
 /* ---- gen_dense.c ---- */
+void   gen_block_out(gen_t *g, op_t *op, uint32_t li, uint32_t mb, bool last_in_chunk);
+void   gen_post_norm_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk);
+tref_t gen_post_norm_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, int which);
 void   gen_ffn_fwd_in(gen_t *g, uint32_t li, uint32_t mb, uint64_t f, uint64_t w1, int pg_fc1,
                       const char *name, tref_t *fc1, tref_t *act);
 void   gen_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk);
 void   gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
                    tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc1, int pg_fc2, const char *name,
                    bool last_ln2_use, tref_t *dln2);
-tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres);
+tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres, tref_t dbr);
 tref_t gen_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres);
 /* ---- gen_moe.c ---- */
 void   gen_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk);

@@ -123,8 +123,9 @@ void gen_moe_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
     gen_op_in(&op, &sout);
     gen_op_free(&op, &sout);
     op.flops = 2.0 * nsp * k * h;
-    gen_layer_output(g, &op, li, mb, last_in_chunk);
+    gen_block_out(g, &op, li, mb, last_in_chunk);
     gen_op_emit(g, &op);
+    gen_post_norm_fwd(g, li, mb, last_in_chunk);
 }
 
 tref_t gen_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
@@ -135,13 +136,16 @@ tref_t gen_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     uint64_t          h = m->hidden, nsp = g->nsp, ef = m->expert_ffn / g->etp;
     uint64_t          w1  = (m->mlp == MT_MLP_SWIGLU) ? 2 * ef : ef;
     double            a2a = (double)(g->eps - 1) / g->eps;
-    tref_t            dcomb, dcin, ddisp, dperm, dln2;
+    tref_t            dcomb, dcin, ddisp, dperm, dln2, dbr = dres;
     bool              ddisp_live = false, dln2_live = false;
     op_t              op;
 
     memset(&ddisp, 0, sizeof(ddisp));
+    if (m->sandwich_norm) {
+        dbr = gen_post_norm_bwd(g, li, mb, &dres, PG_MLN);
+    }
     gen_op_begin(&op, (int32_t)mb, 0, "moe.unpermute.bwd");
-    gen_op_in(&op, &dres);
+    gen_op_in(&op, &dbr);
     gen_op_in(&op, &st->combined);
     gen_op_in(&op, &st->logits);
     op.flops = 4.0 * nsp * k * h;
@@ -152,8 +156,8 @@ tref_t gen_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     if (m->shared_experts > 0) {
         uint64_t sf = (uint64_t)m->shared_experts * m->shared_expert_ffn / g->tp;
         uint64_t sw = (m->mlp == MT_MLP_SWIGLU) ? 2 * sf : sf;
-        gen_ffn_bwd(g, li, mb, &dres, &st->sact, NULL, &st->sfc1, sf, sw, PG_SFC1, PG_SFC2,
-                    "shared", false, &dln2);
+        gen_ffn_bwd(g, li, mb, &dbr, &st->sact, NULL, &st->sfc1, sf, sw, PG_SFC1, PG_SFC2, "shared",
+                    false, &dln2);
         dln2_live = true;
     }
 
@@ -243,5 +247,5 @@ tref_t gen_moe_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres)
     gen_op_free(&op, &st->ln2_out);
     gen_op_emit(g, &op);
 
-    return gen_ln2_bwd(g, li, mb, dln2, dres);
+    return gen_ln2_bwd(g, li, mb, dln2, dres, dbr);
 }

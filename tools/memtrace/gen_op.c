@@ -242,7 +242,8 @@ void gen_op_emit(gen_t *g, op_t *op)
     mt_event_t ev;
     uint64_t   dur = op_duration(g, op), op_id = ++g->next_op;
     uint32_t   i, j;
-    bool       rc_ok = !op->no_recompute && op->n_rc <= SRC_MAX;
+    /* what a collective delivers came from other ranks: no local recomputation makes it */
+    bool rc_ok = !op->no_recompute && op->n_rc <= SRC_MAX && op->stream == 0;
 
     for (i = 0; i < op->n_outs; i++) {
         out_t  *o  = &op->outs[i];

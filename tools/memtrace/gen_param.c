@@ -83,7 +83,13 @@ void gen_layer_params(gen_t *g, uint32_t li)
         lp[PG_PROJ] =
             gen_pg_add(g, (int32_t)L, E, q * h / tp + (m->bias ? h : 0), dpd, "L%u|.attn.proj", L);
     }
+    if (m->sandwich_norm) {
+        lp[PG_ALN] = gen_pg_add(g, (int32_t)L, E, gen_norm_n(m), dpd, "L%u|.attn.post_norm", L);
+    }
     lp[PG_LN2] = gen_pg_add(g, (int32_t)L, E, gen_norm_n(m), dpd, "L%u|.ln2", L);
+    if (m->sandwich_norm) {
+        lp[PG_MLN] = gen_pg_add(g, (int32_t)L, E, gen_norm_n(m), dpd, "L%u|.mlp.post_norm", L);
+    }
     if (!mt_model_layer_is_moe(m, L)) {
         uint64_t w1 = (m->mlp == MT_MLP_SWIGLU) ? 2ull * m->ffn : m->ffn;
 

@@ -8,39 +8,46 @@
 #include <string.h>
 
 /*
- * Presets. Published figures are in parameters. Pangu Ultra MoE's vocabulary, dense FFN width
- * and MLA ranks are not published: the values below are chosen (DeepSeek-V3's MLA ranks and
- * vocabulary, dense FFN 1.6 h) so that total and active counts land within 2% of 718B / 39B;
- * docs/generator.md says so.
+ * Presets. Published figures are in parameters. Pangu Ultra MoE: the openPangu-Ultra-MoE-718B
+ * configuration (vocab 153600, dense FFN 18432, MLA ranks 1536/512, qk 128+64, v 128, sandwich
+ * norm); layout from the Pangu Ultra MoE report (TP 8, PP 16, VPP 2, EP 4, MindSpeed
+ * TP-extend-EP). DeepSeek-V3: config_671B.json; layout from its report (PP 16, EP 64, no TP,
+ * ZeRO-1 DP over 2048 GPUs). docs/generator.md gives the sources.
  */
 static const mt_model_t presets[] = {
-    {.name              = "pangu-ultra-moe-718b",
-     .layers            = 61,
-     .dense_layers      = 3,
-     .hidden            = 7680,
-     .ffn               = 12288,
-     .heads             = 128,
-     .kv_heads          = 128,
-     .head_dim          = 128,
-     .attn              = MT_ATTN_MLA,
-     .q_lora_rank       = 1536,
-     .kv_lora_rank      = 512,
-     .qk_nope_head_dim  = 128,
-     .qk_rope_head_dim  = 64,
-     .v_head_dim        = 128,
-     .experts           = 256,
-     .shared_experts    = 1,
-     .top_k             = 8,
-     .expert_ffn        = 2048,
-     .shared_expert_ffn = 2048,
-     .vocab             = 129280,
-     .seq_len           = 4096,
-     .micro_batch       = 2,
-     .mlp               = MT_MLP_SWIGLU,
-     .fused_attention   = true,
-     .mtp_layers        = 1,
-     .published_total   = 718e9,
-     .published_active  = 39e9},
+    {.name                         = "pangu-ultra-moe-718b",
+     .layers                       = 61,
+     .dense_layers                 = 3,
+     .hidden                       = 7680,
+     .ffn                          = 18432,
+     .heads                        = 128,
+     .kv_heads                     = 128,
+     .head_dim                     = 128,
+     .attn                         = MT_ATTN_MLA,
+     .q_lora_rank                  = 1536,
+     .kv_lora_rank                 = 512,
+     .qk_nope_head_dim             = 128,
+     .qk_rope_head_dim             = 64,
+     .v_head_dim                   = 128,
+     .experts                      = 256,
+     .shared_experts               = 1,
+     .top_k                        = 8,
+     .expert_ffn                   = 2048,
+     .shared_expert_ffn            = 2048,
+     .vocab                        = 153600,
+     .seq_len                      = 4096,
+     .micro_batch                  = 2,
+     .mlp                          = MT_MLP_SWIGLU,
+     .fused_attention              = true,
+     .sandwich_norm                = true,
+     .causal                       = true,
+     .mtp_layers                   = 1,
+     .published_total              = 718e9,
+     .published_active             = 39e9,
+     .published_excludes_embedding = true,
+     .layout                       = "tp=8,pp=16,vpp=2,ep=4,dp=48,mb=32",
+     .tp_extend_ep                 = true,
+     .overlap                      = "tp,ep"},
     {.name              = "deepseek-v3-671b",
      .layers            = 61,
      .dense_layers      = 3,
@@ -65,9 +72,12 @@ static const mt_model_t presets[] = {
      .micro_batch       = 1,
      .mlp               = MT_MLP_SWIGLU,
      .fused_attention   = true,
+     .causal            = true,
      .mtp_layers        = 1,
      .published_total   = 671e9,
-     .published_active  = 37e9},
+     .published_active  = 37e9,
+     .layout            = "pp=16,ep=64,dp=128,mb=120",
+     .overlap           = "ep"},
     {.name             = "pangu-ultra-135b",
      .layers           = 94,
      .hidden           = 12288,
@@ -81,6 +91,7 @@ static const mt_model_t presets[] = {
      .micro_batch      = 1,
      .mlp              = MT_MLP_SWIGLU,
      .fused_attention  = true,
+     .causal           = true,
      .published_total  = 135e9,
      .published_active = 135e9},
     {.name             = "mixtral-8x7b",
@@ -99,6 +110,7 @@ static const mt_model_t presets[] = {
      .micro_batch      = 1,
      .mlp              = MT_MLP_SWIGLU,
      .fused_attention  = true,
+     .causal           = true,
      .published_total  = 46.7e9,
      .published_active = 12.9e9},
     {.name             = "gpt3-175b",
@@ -114,6 +126,7 @@ static const mt_model_t presets[] = {
      .micro_batch      = 1,
      .mlp              = MT_MLP_GELU,
      .fused_attention  = false,
+     .causal           = true,
      .tied_embeddings  = true,
      .dropout          = true,
      .bias             = true,
@@ -143,6 +156,7 @@ static const mt_model_t presets[] = {
      .micro_batch       = 1,
      .mlp               = MT_MLP_SWIGLU,
      .fused_attention   = true,
+     .causal            = true,
      .published_total   = 0,
      .published_active  = 0},
 };
@@ -191,6 +205,8 @@ static const struct field {
     {"tied_embeddings", "tied", offsetof(mt_model_t, tied_embeddings), FIELD_BOOL},
     {"dropout", NULL, offsetof(mt_model_t, dropout), FIELD_BOOL},
     {"bias", NULL, offsetof(mt_model_t, bias), FIELD_BOOL},
+    {"sandwich_norm", "sandwich", offsetof(mt_model_t, sandwich_norm), FIELD_BOOL},
+    {"causal", NULL, offsetof(mt_model_t, causal), FIELD_BOOL},
     {"mtp_layers", "mtp", offsetof(mt_model_t, mtp_layers), FIELD_U32},
 };
 
@@ -439,7 +455,8 @@ static uint64_t attn_params(const mt_model_t *m)
             p += q + 2 * kv + h;
         }
     }
-    return p + norm_params(m, h);
+    /* input norm; with sandwich norm also the norm after attention */
+    return p + norm_params(m, h) * (m->sandwich_norm ? 2 : 1);
 }
 
 /* One FFN of width f (dense layer, one expert). */
@@ -456,7 +473,7 @@ static uint64_t ffn_params(const mt_model_t *m, uint64_t f)
 /* Per-layer (total, active) of the MLP block with its norm. */
 static void mlp_params(const mt_model_t *m, uint32_t layer, uint64_t *total_p, uint64_t *active_p)
 {
-    uint64_t n = norm_params(m, m->hidden);
+    uint64_t n = norm_params(m, m->hidden) * (m->sandwich_norm ? 2 : 1);
 
     if (!mt_model_layer_is_moe(m, layer)) {
         *total_p = *active_p = n + ffn_params(m, m->ffn);
@@ -495,6 +512,55 @@ void mt_model_params(const mt_model_t *m, uint64_t *total_p, uint64_t *active_p)
     }
 }
 
+uint64_t mt_model_embedding_params(const mt_model_t *m)
+{
+    return (uint64_t)m->vocab * m->hidden + (m->bias ? (uint64_t)m->seq_len * m->hidden : 0);
+}
+
+/* Matrix-multiply weights one token goes through in the attention block of one layer. */
+static double attn_matmul_weights(const mt_model_t *m)
+{
+    double h = m->hidden, a = m->heads;
+
+    if (m->attn == MT_ATTN_MLA) {
+        double qk = m->qk_nope_head_dim + m->qk_rope_head_dim, w;
+
+        w = (m->q_lora_rank > 0) ? h * m->q_lora_rank + (double)m->q_lora_rank * a * qk
+                                 : h * a * qk;
+        w += h * (m->kv_lora_rank + m->qk_rope_head_dim);
+        w += (double)m->kv_lora_rank * a * (m->qk_nope_head_dim + m->v_head_dim);
+        return w + a * m->v_head_dim * h;
+    }
+    return h * (a * m->head_dim + 2.0 * m->kv_heads * m->head_dim) + a * m->head_dim * h;
+}
+
+double mt_model_flops_per_token(const mt_model_t *m, uint32_t seq, uint32_t first, uint32_t count,
+                                bool with_head)
+{
+    double fwd = 0, h = m->hidden, mult = (m->mlp == MT_MLP_SWIGLU) ? 3 : 2;
+    double qk = (m->attn == MT_ATTN_MLA) ? m->qk_nope_head_dim + m->qk_rope_head_dim : m->head_dim;
+    double vd = (m->attn == MT_ATTN_MLA) ? m->v_head_dim : m->head_dim;
+    uint32_t l;
+
+    for (l = first; l < first + count && l < m->layers; l++) {
+        fwd += 2 * attn_matmul_weights(m);
+        /* scores and context over seq keys (seq / 2 on average under a causal mask) */
+        fwd += 2.0 * m->heads * (qk + vd) * seq * (m->causal ? 0.5 : 1.0);
+        if (mt_model_layer_is_moe(m, l)) {
+            fwd += 2 * h * m->experts; /* router */
+            fwd += 2 * mult * h *
+                   ((double)m->top_k * m->expert_ffn +
+                    (double)m->shared_experts * m->shared_expert_ffn);
+        } else {
+            fwd += 2 * mult * h * m->ffn;
+        }
+    }
+    if (with_head) {
+        fwd += 2 * h * m->vocab;
+    }
+    return 3 * fwd;
+}
+
 uint64_t mt_model_mtp_params(const mt_model_t *m)
 {
     uint64_t t, a, one;
@@ -524,13 +590,18 @@ void mt_model_print(const mt_model_t *m, void *file)
     } else {
         fprintf(f, ", kv_heads = %u, head_dim = %u\n", m->kv_heads, m->head_dim);
     }
-    fprintf(f, "fused_attention = %d, dropout = %d, tied_embeddings = %d, bias = %d\n",
-            m->fused_attention, m->dropout, m->tied_embeddings, m->bias);
+    fprintf(f,
+            "fused_attention = %d, dropout = %d, tied_embeddings = %d, bias = %d, "
+            "sandwich_norm = %d, causal = %d\n",
+            m->fused_attention, m->dropout, m->tied_embeddings, m->bias, m->sandwich_norm,
+            m->causal);
     if (m->experts > 0) {
         fprintf(f, "experts = %u routed (top-%u, ffn %u) + %u shared (ffn %u)\n", m->experts,
                 m->top_k, m->expert_ffn, m->shared_experts, m->shared_expert_ffn);
     }
     fprintf(f, "vocab = %u\nseq = %u\nmbs = %u\nmtp_layers = %u (not traced)\n", m->vocab,
             m->seq_len, m->micro_batch, m->mtp_layers);
-    fprintf(f, "params = %.2fB total, %.2fB active\n", total / 1e9, active / 1e9);
+    fprintf(f, "params = %.2fB total, %.2fB active (%.2fB, %.2fB without the input embedding)\n",
+            total / 1e9, active / 1e9, (total - mt_model_embedding_params(m)) / 1e9,
+            (active - mt_model_embedding_params(m)) / 1e9);
 }

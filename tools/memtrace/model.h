@@ -48,9 +48,15 @@ typedef struct mt_model {
     bool      tied_embeddings;  /* output head shares the input embedding */
     bool      dropout;          /* dropout after attention probabilities and both blocks */
     bool      bias;             /* linear biases, LayerNorm with bias, learned positions (GPT) */
+    bool      sandwich_norm;    /* four norms per layer: before and after attention and MLP */
+    bool      causal;           /* causal mask: the attention core does half the work */
     uint32_t  mtp_layers;       /* multi-token prediction modules (not traced) */
     double    published_total;  /* published total parameters (0: none) */
     double    published_active; /* published activated parameters per token (0: none) */
+    bool      published_excludes_embedding; /* the published counts leave the input embedding out */
+    char      layout[64];   /* layout the model is published as trained with ("": none) */
+    bool      tp_extend_ep; /* ... with experts over tp x ep ranks (MindSpeed) */
+    char      overlap[32];  /* communication the recipe overlaps with compute ("tp,ep") */
 } mt_model_t;
 
 /* Names of the presets, NULL-terminated. */
@@ -84,6 +90,20 @@ bool mt_model_layer_is_moe(const mt_model_t *model, uint32_t layer);
  * (embeddings included). Either pointer may be NULL.
  */
 void mt_model_params(const mt_model_t *model, uint64_t *total_p, uint64_t *active_p);
+
+/* Parameters of the input embedding (with learned positions): mt_model_params() counts them;
+ * subtract them for the "without input embedding" figures. */
+uint64_t mt_model_embedding_params(const mt_model_t *model);
+
+/*
+ * Model FLOPs of one token in one training step (forward and backward: 3 x forward), as MFU
+ * counts them: 2 per weight of every matrix multiply the token goes through (its top_k routed
+ * experts, the shared ones, attention projections, output head; not the input embedding, norms
+ * or router softmax), plus the attention core over seq keys (halved when causal). No
+ * recomputation. layers [first, first + count) only, plus the head if with_head.
+ */
+double mt_model_flops_per_token(const mt_model_t *model, uint32_t seq, uint32_t first,
+                                uint32_t count, bool with_head);
 
 /* Parameters of the MTP modules (each: two norms, a 2h x h projection, one MoE layer). */
 uint64_t mt_model_mtp_params(const mt_model_t *model);
