@@ -712,6 +712,52 @@ static void test_default_layout(void)
     CU_ASSERT(p.layout.tp == 1 && p.layout.pp == 1 && p.layout.dp == 1);
 }
 
+/* Megatron-Core MLA: down-projections and latent norms on the sequence-parallel shard (s/tp
+ * tokens); the up-projection all-gathers the normalised latents. */
+typedef struct keysz {
+    const char *suffix;
+    uint64_t    size;
+} keysz_t;
+
+static memsvc_status_t keysz_sink(void *arg, const mt_event_t *ev)
+{
+    keysz_t *k = arg;
+    size_t   n, s;
+
+    if (ev->type == MT_EV_ALLOC && k->size == 0) {
+        n = strlen(ev->key);
+        s = strlen(k->suffix);
+        if (n >= s && strcmp(ev->key + n - s, k->suffix) == 0) {
+            k->size = ev->size;
+        }
+    }
+    return MEMSVC_OK;
+}
+
+static uint64_t first_size(const mt_gen_params_t *p, const char *suffix)
+{
+    keysz_t k = {suffix, 0};
+
+    CU_ASSERT_EQUAL(mt_gen_run(p, keysz_sink, &k, NULL, 0), MEMSVC_OK);
+    return k.size;
+}
+
+static void test_mla_sequence_parallel(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    uint64_t        n, T = 256, down_w = 128 + 64 + 16;
+
+    tiny_params(&p, &m, &node);
+    p.steps = 1;
+    n       = T / p.layout.tp;
+    CU_ASSERT_EQUAL(first_size(&p, "L0.mb0.attn.down"), 2 * n * down_w);
+    CU_ASSERT_EQUAL(first_size(&p, "L0.mb0.attn.down_norm"), 2 * n * (128 + 64));
+    CU_ASSERT_EQUAL(first_size(&p, "L0.mb0.attn.latent.gathered"), 2 * T * down_w);
+    CU_ASSERT_EQUAL(first_size(&p, "L0.mb0.ln1.gathered"), 0); /* nothing gathers ln1 now */
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("gen", NULL, NULL);
@@ -726,6 +772,7 @@ static void add_suite(void)
     CU_add_test(s, "sandwich norm", test_sandwich_norm);
     CU_add_test(s, "received tensors are not recomputable", test_received_not_recomputable);
     CU_add_test(s, "presets default to their published layout", test_default_layout);
+    CU_add_test(s, "MLA down-projection on the sequence shard", test_mla_sequence_parallel);
 }
 
 TEST_REGISTER(gen, add_suite)
