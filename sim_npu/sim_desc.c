@@ -19,14 +19,16 @@
 
 /*
  * ascend-910b. Confirmed by the Pangu Ultra papers: 8 NPUs per node, 64 GB HBM each, HCCS
- * mesh, 200 Gbps RoCE between nodes. NOT confirmed by a primary source (see docs/node.md):
- * HBM bandwidth, HCCS per-direction bandwidth, the PCIe host link, BF16 peak, all latencies,
- * host memory, disk and the default MFU.
+ * mesh, 200 Gbps RoCE between nodes. The usable HBM is what torch_npu reports as the total
+ * capacity of a 64 GB device, 60.96 GiB (62423 MiB; from users' out-of-memory messages, not a
+ * primary source). NOT confirmed by a primary source (see docs/node.md): that capacity, HBM
+ * bandwidth, HCCS per-direction bandwidth, the PCIe host link, BF16 peak, all latencies, host
+ * memory, disk and the default MFU.
  */
 static const sim_desc_t sim_preset_ascend_910b = {
     .name       = "ascend-910b",
     .num_npus   = 8,
-    .hbm_bytes  = 64 * SIM_GIB,
+    .hbm_bytes  = 62423 * SIM_MIB, /* usable part of a 64 GB device: 60.96 GiB */
     .hbm_bw     = 1.6e12,
     .host_bytes = 1536 * SIM_GIB,
     .disk_bytes = 4 * SIM_TIB,

@@ -26,7 +26,7 @@ static void test_presets_load_and_validate(void)
 
     TEST_ASSERT_OK(sim_desc_preset("ascend-910b", &d));
     CU_ASSERT_EQUAL(d.num_npus, 8);
-    CU_ASSERT_EQUAL(d.hbm_bytes, 64 * GIB);
+    CU_ASSERT_EQUAL(d.hbm_bytes, 62423 * MIB); /* 60.96 GiB usable of a 64 GB device */
     CU_ASSERT_DOUBLE_EQUAL(d.nic.bw, 25e9, 1.0); /* 200 Gbps */
     CU_ASSERT_DOUBLE_EQUAL(d.h2d.bw, 25e9, 1.0);
     CU_ASSERT_DOUBLE_EQUAL(d.hbm_bw, 1.6e12, 1.0);

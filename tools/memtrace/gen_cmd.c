@@ -78,7 +78,7 @@ static int describe(const mt_gen_params_t *p)
            l->tp, l->pp, l->vpp, l->ep, p->tp_extend_ep ? " (x tp: tp-extend-ep)" : "", l->dp,
            l->cp, l->microbatches, l->micro_batch_size, l->seq_len, l->tp * l->cp * l->dp * l->pp);
     printf("node = %s: %.0f TFLOPS x mfu %.2f, HBM %.2f TB/s, d2d %.0f GB/s, nic %.0f GB/s, "
-           "HBM %.1f GiB\n",
+           "HBM %.2f GiB usable\n",
            p->node->name, p->node->flops / 1e12, p->node->mfu, p->node->hbm_bw / 1e12,
            p->node->d2d.bw / 1e9, p->node->nic.bw / 1e9, p->node->hbm_bytes / (double)(1ull << 30));
     printf("memory per stage (first rank of each stage, one step, nothing moved; GiB):\n");
