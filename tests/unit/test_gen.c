@@ -758,6 +758,183 @@ static void test_mla_sequence_parallel(void)
     CU_ASSERT_EQUAL(first_size(&p, "L0.mb0.ln1.gathered"), 0); /* nothing gathers ln1 now */
 }
 
+/* Operators by name: duration summed, first position in the trace, count. */
+typedef struct opsum {
+    const char *names[8];
+    uint64_t    ns[8], first[8], n[8];
+    uint64_t    pos, step_ns;
+} opsum_t;
+
+static memsvc_status_t opsum_sink(void *arg, const mt_event_t *ev)
+{
+    opsum_t *o = arg;
+    int      i;
+
+    if (ev->type != MT_EV_COMPUTE) {
+        return MEMSVC_OK;
+    }
+    o->pos++;
+    if (ev->stream == 0) {
+        o->step_ns += ev->duration_ns;
+    }
+    for (i = 0; i < 8 && o->names[i] != NULL; i++) {
+        if (!strcmp(ev->name, o->names[i])) {
+            o->ns[i] += ev->duration_ns;
+            o->first[i] = o->first[i] ? o->first[i] : o->pos;
+            o->n[i]++;
+        }
+    }
+    return MEMSVC_OK;
+}
+
+static void run_opsum(const mt_gen_params_t *p, opsum_t *o)
+{
+    memset(o->ns, 0, sizeof(o->ns));
+    memset(o->first, 0, sizeof(o->first));
+    memset(o->n, 0, sizeof(o->n));
+    o->pos = o->step_ns = 0;
+    CU_ASSERT_EQUAL(mt_gen_run(p, opsum_sink, o, NULL, 0), MEMSVC_OK);
+}
+
+/* A fused attention core under a causal mask does half the score work. */
+static void test_causal_attention(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node = test_node();
+    mt_gen_params_t p;
+    opsum_t         o = {{"attn.core", "attn.core.bwd"}};
+    uint64_t        causal[2];
+
+    TEST_ASSERT_OK(mt_model_preset("gpt3-175b", &m));
+    TEST_ASSERT_OK(mt_model_set(&m, "layers=1", NULL, 0));
+    TEST_ASSERT_OK(mt_model_set(&m, "fused=1", NULL, 0));
+    TEST_ASSERT_OK(mt_model_set(&m, "dropout=0", NULL, 0));
+    mt_gen_params_init(&p, &m, &node);
+    run_opsum(&p, &o);
+    causal[0] = o.ns[0];
+    causal[1] = o.ns[1];
+    TEST_ASSERT_OK(mt_model_set(&m, "causal=0", NULL, 0));
+    run_opsum(&p, &o);
+    CU_ASSERT(causal[0] > 0 && causal[1] > 0);
+    CU_ASSERT(llabs((long long)(2 * causal[0]) - (long long)o.ns[0]) <= 2);
+    CU_ASSERT(llabs((long long)(2 * causal[1]) - (long long)o.ns[1]) <= 2);
+}
+
+/* Communication overlap: TP collectives fused with their matmuls (MC2) take the longer of the
+ * two, not the sum; with the ep overlap the shared experts run while the all-to-alls fly. */
+static void test_overlap(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    opsum_t  o = {{"attn.proj", "moe.a2a.dispatch", "shared.fc1", "moe.e0.fc1", "moe.a2a.combine",
+                   "shared.fc2", "moe.unpermute"}};
+    uint64_t serial;
+    chk_t    c;
+
+    tiny_params(&p, &m, &node);
+    p.steps     = 1;
+    p.layout.ep = 1;
+    TEST_ASSERT_OK(mt_gen_overlap_parse("none", &p, NULL, 0));
+    run_opsum(&p, &o);
+    serial = o.ns[0];
+    /* serial order: dispatch, experts, combine, then the shared experts */
+    CU_ASSERT(o.first[1] < o.first[3] && o.first[3] < o.first[4] && o.first[4] < o.first[2]);
+    TEST_ASSERT_OK(mt_gen_overlap_parse("tp,ep", &p, NULL, 0));
+    CU_ASSERT(p.overlap_tp && p.overlap_ep);
+    run_opsum(&p, &o);
+    CU_ASSERT(o.ns[0] < serial);
+    /* shared fc1 between the dispatch and the first expert, shared fc2 after the combine */
+    CU_ASSERT(o.first[1] < o.first[2] && o.first[2] < o.first[3]);
+    CU_ASSERT(o.first[4] < o.first[5] && o.first[5] < o.first[6]);
+    run_checked(&p, &c);
+    chk_fini(&c);
+    CU_ASSERT_EQUAL(mt_gen_overlap_parse("pp", &p, NULL, 0), MEMSVC_ERR_PARSE);
+
+    /* the recipes: Pangu overlaps both, tiny-moe neither */
+    TEST_ASSERT_OK(mt_model_preset("pangu-ultra-moe-718b", &m));
+    mt_gen_params_init(&p, &m, &node);
+    CU_ASSERT(p.overlap_tp && p.overlap_ep);
+    TEST_ASSERT_OK(mt_model_preset("tiny-moe", &m));
+    mt_gen_params_init(&p, &m, &node);
+    CU_ASSERT(!p.overlap_tp && !p.overlap_ep);
+}
+
+/* A two-stream timing of a trace without memory limits (as an unconstrained replay): an
+ * operator starts when its stream is free, its inputs are written and the compute stream has
+ * reached it in program order. */
+typedef struct timing {
+    uint64_t ready[65536];
+    uint64_t comp, comm[4], end, wait_ns, waits;
+} timing_t;
+
+static memsvc_status_t timing_sink(void *arg, const mt_event_t *ev)
+{
+    timing_t *t = arg;
+    uint64_t  start, e;
+    uint32_t  i, s = ev->stream < 4 ? ev->stream : 3;
+
+    if (ev->type != MT_EV_COMPUTE) {
+        return MEMSVC_OK;
+    }
+    start = (ev->stream == 0) ? t->comp : (t->comm[s] > t->comp ? t->comm[s] : t->comp);
+    for (i = 0; i < ev->num_reads; i++) {
+        if (ev->reads[i] < 65536 && t->ready[ev->reads[i]] > start) {
+            start = t->ready[ev->reads[i]];
+        }
+    }
+    e = start + ev->duration_ns;
+    if (ev->stream == 0) {
+        t->comp = e;
+    } else {
+        t->comm[s] = e;
+    }
+    for (i = 0; i < ev->num_writes; i++) {
+        if (ev->writes[i] < 65536) {
+            t->ready[ev->writes[i]] = e;
+        }
+    }
+    if (!strcmp(ev->name, "pp.wait")) {
+        t->wait_ns += ev->duration_ns;
+        t->waits++;
+    }
+    t->end = (e > t->end) ? e : t->end;
+    return MEMSVC_OK;
+}
+
+/* Pipeline bubbles from the schedule: a later stage waits for its first input; every stage's
+ * step, waits included, ends when the slowest stage's does. */
+static void test_pipeline_waits(void)
+{
+    mt_model_t      m;
+    sim_desc_t      node;
+    mt_gen_params_t p;
+    timing_t       *t = calloc(1, sizeof(*t));
+    uint64_t        step[2], waits[2], bare;
+    uint32_t        s;
+
+    tiny_params(&p, &m, &node);
+    p.steps     = 1;
+    p.layout.tp = p.layout.ep = p.layout.dp = 1;
+    for (s = 0; s < 2; s++) {
+        memset(t, 0, sizeof(*t));
+        p.rank = s;
+        CU_ASSERT_EQUAL(mt_gen_run(&p, timing_sink, t, NULL, 0), MEMSVC_OK);
+        step[s]  = t->end;
+        waits[s] = t->wait_ns;
+    }
+    CU_ASSERT(waits[1] > 0);
+    CU_ASSERT(waits[0] > 0); /* stage 0 waits for the backward of the last virtual stage */
+    CU_ASSERT(llabs((long long)step[0] - (long long)step[1]) <= (long long)(step[0] / 100));
+    p.pipeline_waits = false;
+    memset(t, 0, sizeof(*t));
+    CU_ASSERT_EQUAL(mt_gen_run(&p, timing_sink, t, NULL, 0), MEMSVC_OK);
+    bare = t->end;
+    CU_ASSERT_EQUAL(t->waits, 0);
+    CU_ASSERT(bare + waits[1] >= step[1] && bare < step[1]);
+    free(t);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("gen", NULL, NULL);
@@ -773,6 +950,9 @@ static void add_suite(void)
     CU_add_test(s, "received tensors are not recomputable", test_received_not_recomputable);
     CU_add_test(s, "presets default to their published layout", test_default_layout);
     CU_add_test(s, "MLA down-projection on the sequence shard", test_mla_sequence_parallel);
+    CU_add_test(s, "causal attention halves the core's work", test_causal_attention);
+    CU_add_test(s, "communication overlap (MC2, shared experts)", test_overlap);
+    CU_add_test(s, "pipeline waits from the schedule", test_pipeline_waits);
 }
 
 TEST_REGISTER(gen, add_suite)

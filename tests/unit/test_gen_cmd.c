@@ -12,9 +12,21 @@ static void test_gen_writes_a_readable_trace(void)
 {
     char         path[] = "/tmp/memsvc-gen-XXXXXX";
     int          fd     = mkstemp(path);
-    char        *argv[] = {"gen", "--model", "tiny-moe", "--layout", "tp=1,pp=2,vpp=1,ep=1",
-                           "--microbatches", "4", "--steps", "2", "--node", "tiny", "-o", path, NULL};
-    mt_reader_t *r = NULL;
+    char        *argv[] = {"gen",
+                           "--model",
+                           "tiny-moe",
+                           "--layout",
+                           "tp=1,pp=2,vpp=1,ep=1",
+                           "--microbatches",
+                           "4",
+                           "--steps",
+                           "2",
+                           "--node",
+                           "tiny",
+                           "-o",
+                           path,
+                           NULL};
+    mt_reader_t *r      = NULL;
     mt_event_t   ev;
     bool         end = false;
     char         err[256];
@@ -62,11 +74,78 @@ static void test_gen_writes_a_readable_trace(void)
     }
 }
 
+static const char *meta_of(const mt_header_t *h, const char *key)
+{
+    uint32_t i;
+
+    for (i = 0; i < h->num_meta; i++) {
+        if (!strcmp(h->meta_key[i], key)) {
+            return h->meta_value[i];
+        }
+    }
+    return NULL;
+}
+
+/* --stage N, worst and all: one stage, the one with the highest unconstrained peak, every one;
+ * the trace carries the model FLOPs per step and rank for the replay's MFU. */
+static void test_gen_stages(void)
+{
+    char         dir[]  = "/tmp/memsvc-genst-XXXXXX", out[256], path[300];
+    char        *argv[] = {"gen", "--model", "tiny-moe", "--layout", "pp=4,dp=2", "--microbatches",
+                           "4",   "--node",  "tiny",     "--stage",  "all",       "-o",
+                           out,   NULL};
+    mt_reader_t *r;
+    char         err[256];
+    const char  *flops;
+    uint64_t     peak[4], best = 0;
+    uint32_t     s, worst      = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(out, sizeof(out), "%s/t.trace", dir);
+    CU_ASSERT_EQUAL_FATAL(mt_cmd_gen(13, argv), 0);
+    for (s = 0; s < 4; s++) {
+        snprintf(path, sizeof(path), "%s/t.stage%u.trace", dir, s);
+        CU_ASSERT_EQUAL_FATAL(mt_reader_open(path, &r, err, sizeof(err)), MEMSVC_OK);
+        snprintf(err, sizeof(err), "%u", s);
+        CU_ASSERT_STRING_EQUAL(meta_of(mt_reader_header(r), "stage"), err);
+        flops = meta_of(mt_reader_header(r), "model_flops");
+        CU_ASSERT(flops != NULL && strtod(flops, NULL) > 0);
+        peak[s] = mt_reader_header(r)->recorded_peak;
+        if (peak[s] > best) {
+            best  = peak[s];
+            worst = s;
+        }
+        mt_reader_close(r);
+        unlink(path);
+    }
+
+    argv[10] = "worst";
+    CU_ASSERT_EQUAL_FATAL(mt_cmd_gen(13, argv), 0);
+    CU_ASSERT_EQUAL_FATAL(mt_reader_open(out, &r, err, sizeof(err)), MEMSVC_OK);
+    snprintf(err, sizeof(err), "%u", worst);
+    CU_ASSERT_STRING_EQUAL(meta_of(mt_reader_header(r), "stage"), err);
+    mt_reader_close(r);
+    unlink(out);
+
+    argv[10] = "2";
+    CU_ASSERT_EQUAL_FATAL(mt_cmd_gen(13, argv), 0);
+    CU_ASSERT_EQUAL_FATAL(mt_reader_open(out, &r, err, sizeof(err)), MEMSVC_OK);
+    CU_ASSERT_STRING_EQUAL(meta_of(mt_reader_header(r), "stage"), "2");
+    CU_ASSERT_EQUAL(mt_reader_header(r)->recorded_peak, peak[2]);
+    mt_reader_close(r);
+    unlink(out);
+
+    argv[10] = "4"; /* no such stage */
+    CU_ASSERT_EQUAL(mt_cmd_gen(13, argv), 2);
+    rmdir(dir);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("gen_cmd", NULL, NULL);
 
     CU_add_test(s, "gen writes a trace the reader accepts", test_gen_writes_a_readable_trace);
+    CU_add_test(s, "gen --stage N, worst, all; model FLOPs", test_gen_stages);
 }
 
 TEST_REGISTER(gen_cmd, add_suite)

@@ -104,8 +104,34 @@ void mt_gen_params_init(mt_gen_params_t *p, const mt_model_t *model, const sim_d
     p->node  = node;
     p->layout =
         (mt_layout_t){.tp = 1, .pp = 1, .vpp = 1, .ep = 1, .dp = 1, .cp = 1, .microbatches = 1};
-    p->steps = 1;
-    p->seed  = 1;
+    p->steps          = 1;
+    p->seed           = 1;
+    p->pipeline_waits = true;
+    (void)mt_gen_overlap_parse(model->overlap, p, NULL, 0);
+}
+
+memsvc_status_t mt_gen_overlap_parse(const char *s, mt_gen_params_t *p, char *err, size_t errlen)
+{
+    bool        tp = false, ep = false;
+    const char *item = s;
+
+    while (item != NULL && *item != '\0') {
+        const char *end = strchr(item, ',');
+        size_t      len = (end != NULL) ? (size_t)(end - item) : strlen(item);
+
+        if (len == 2 && !strncmp(item, "tp", 2)) {
+            tp = true;
+        } else if (len == 2 && !strncmp(item, "ep", 2)) {
+            ep = true;
+        } else if (!(len == 4 && !strncmp(item, "none", 4)) && len > 0) {
+            set_err(err, errlen, "overlap '%.*s': expected tp, ep or none", (int)len, item);
+            return MEMSVC_ERR_PARSE;
+        }
+        item += len + (end != NULL ? 1 : 0);
+    }
+    p->overlap_tp = tp;
+    p->overlap_ep = ep;
+    return MEMSVC_OK;
 }
 
 memsvc_status_t mt_gen_params_default_layout(mt_gen_params_t *p, char *err, size_t errlen)
@@ -125,6 +151,18 @@ memsvc_status_t mt_gen_params_default_layout(mt_gen_params_t *p, char *err, size
     p->layout       = l;
     p->tp_extend_ep = p->model->tp_extend_ep;
     return MEMSVC_OK;
+}
+
+double mt_gen_model_flops(const mt_gen_params_t *p)
+{
+    const mt_layout_t *l      = &p->layout;
+    const mt_model_t  *m      = p->model;
+    double             s      = l->seq_len ? l->seq_len : m->seq_len;
+    double             b      = l->micro_batch_size ? l->micro_batch_size : m->micro_batch;
+    double             tokens = (double)l->dp * l->microbatches * b * s;
+    double             ranks  = (double)l->tp * l->cp * l->dp * l->pp;
+
+    return mt_model_flops_per_token(m, (uint32_t)s, 0, m->layers, true) * tokens / ranks;
 }
 
 memsvc_status_t mt_gen_validate(const mt_gen_params_t *p, char *err, size_t errlen)
@@ -216,6 +254,7 @@ void gen_fini(gen_t *g)
     free(g->pg);
     free(g->lpg);
     free(g->epg);
+    free(g->waits);
 }
 
 static memsvc_status_t gen_init(gen_t *g, const mt_gen_params_t *p, mt_sink_fn_t sink, void *arg)
@@ -339,6 +378,14 @@ memsvc_status_t mt_gen_run(const mt_gen_params_t *p, mt_sink_fn_t sink, void *ar
         set_err(err, errlen, "gen: out of memory");
         return status;
     }
+    if (p->pipeline_waits && p->layout.pp > 1) {
+        status = gen_sched_waits(&g);
+        if (status != MEMSVC_OK) {
+            set_err(err, errlen, "gen: timing the pipeline stages: %s", memsvc_strerror(status));
+            gen_fini(&g);
+            return status;
+        }
+    }
     for (g.step = 0; g.step < (int32_t)p->steps && g.status == MEMSVC_OK; g.step++) {
         gen_step(&g);
     }
@@ -422,9 +469,10 @@ static memsvc_status_t gen_count(const mt_gen_params_t *params, uint32_t steps,
 
     memset(&mem, 0, sizeof(mem));
     memset(&a, 0, sizeof(a));
-    a.mem   = &mem;
-    p.steps = steps;
-    status  = mt_gen_run(&p, mem_sink, &a, err, errlen);
+    a.mem            = &mem;
+    p.steps          = steps;
+    p.pipeline_waits = false; /* waits allocate nothing: the memory figures do not need them */
+    status           = mt_gen_run(&p, mem_sink, &a, err, errlen);
     free(a.size);
     free(a.kind);
     if (status == MEMSVC_OK) {

@@ -24,9 +24,16 @@ typedef struct mt_gen_params {
     bool              tp_extend_ep; /* experts spread over tp*ep ranks, unsharded (MindSpeed
                                        --moe-tp-extend-ep); default: experts over ep ranks,
                                        each TP-sharded (Megatron expert TP = tp) */
+    bool overlap_tp;                /* TP collectives fused with their matmuls (MC2): an
+                                       operator takes the longer of compute and communication */
+    bool overlap_ep;                /* shared experts run while the expert all-to-alls are in
+                                       flight (Megatron --moe-shared-expert-overlap) */
+    bool pipeline_waits;            /* derive the stage's waits for the other stages from the
+                                       schedule (pp.wait operators: the pipeline bubbles) */
 } mt_gen_params_t;
 
-/* Fill with a 1-rank layout (all 1s, one micro-batch), one step, rank 0, no skew, seed 1. */
+/* Fill with a 1-rank layout (all 1s, one micro-batch), one step, rank 0, no skew, seed 1,
+ * pipeline waits on, and the communication overlap the model's recipe uses (model->overlap). */
 void mt_gen_params_init(mt_gen_params_t *params, const mt_model_t *model, const sim_desc_t *node);
 
 /*
@@ -72,6 +79,18 @@ memsvc_status_t mt_gen_memory(const mt_gen_params_t *params, mt_gen_memory_t *me
  * Errors as mt_gen_run(). */
 memsvc_status_t mt_gen_peak(const mt_gen_params_t *params, uint64_t *peak_p, char *err,
                             size_t errlen);
+
+/* Parse a comma-separated overlap list ("tp", "ep", "tp,ep", "none" or "") into
+ * overlap_tp / overlap_ep. MEMSVC_ERR_PARSE with a message. */
+memsvc_status_t mt_gen_overlap_parse(const char *s, mt_gen_params_t *params, char *err,
+                                     size_t errlen);
+
+/*
+ * Model FLOPs of one training step per rank, as MFU counts them (mt_model_flops_per_token() of
+ * the whole model times the tokens of a step, dp x microbatches x micro-batch x seq, over the
+ * tp x cp x dp x pp ranks): what the job does on average, not what this rank's stage does.
+ */
+double mt_gen_model_flops(const mt_gen_params_t *params);
 
 /* Pipeline stage of a rank under a layout. */
 uint32_t mt_gen_stage_of_rank(const mt_layout_t *layout, uint32_t rank);

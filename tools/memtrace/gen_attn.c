@@ -27,7 +27,8 @@ static void attn_core_fwd(gen_t *g, uint32_t L, uint32_t mb, lstate_t *st)
     uint64_t          a_t, qk, vd, sq = g->seq / g->cp, sk = g->seq, b = g->mbs;
     uint64_t          probs = b * sq * sk, kvb;
     op_t              op;
-    bool              mla = (m->attn == MT_ATTN_MLA);
+    bool              mla    = (m->attn == MT_ATTN_MLA);
+    double            causal = m->causal ? 0.5 : 1.0; /* fraction of the scores computed */
 
     gen_attn_dims(g, &a_t, &qk, &vd);
     probs *= a_t;
@@ -46,7 +47,7 @@ static void attn_core_fwd(gen_t *g, uint32_t L, uint32_t mb, lstate_t *st)
     if (m->fused_attention) {
         gen_op_begin(&op, (int32_t)mb, 0, "attn.core");
         CORE_INPUTS();
-        op.flops   = 2.0 * probs * (qk + vd);
+        op.flops   = 2.0 * probs * (qk + vd) * causal; /* a fused core skips masked blocks */
         op.comm_ns = (g->cp > 1) ? gen_link_ns(&g->node->nic, (double)kvb * (g->cp - 1)) : 0;
         gen_op_out(g, &op, &st->ctx, ACT, 2 * g->T * a_t * vd, (int32_t)L, NOEXP,
                    "L%u.mb%u.attn.ctx", L, mb);
@@ -124,8 +125,8 @@ void gen_attn_fwd(gen_t *g, uint32_t li, uint32_t mb)
         if (g->tp > 1) {
             gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln1.gathered", L, mb);
         }
-        op.flops   = 2.0 * T * h * w;
-        op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+        op.flops = 2.0 * T * h * w;
+        op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
         gen_op_out(g, &op, &st->qkv, ACT, 2 * T * w, (int32_t)L, NOEXP, "L%u.mb%u.attn.qkv", L, mb);
         gen_op_emit(g, &op);
     }
@@ -137,8 +138,8 @@ void gen_attn_fwd(gen_t *g, uint32_t li, uint32_t mb)
     gen_op_in(&op, &st->ln1_in);
     gen_op_in(&op, &P(g, li, PG_PROJ)->param);
     gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.attn.proj.partial", L, mb);
-    op.flops   = 2.0 * T * a_t * vd * h;
-    op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 2.0 * T * a_t * vd * h;
+    op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     if (m->dropout) {
         gen_op_out(g, &op, &st->mask1, ACT, nsp * h, (int32_t)L, NOEXP,
                    "L%u.mb%u.attn.residual.mask", L, mb);
@@ -178,8 +179,9 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
     lstate_t         *st = LS(g, li, mb);
     uint32_t          L  = g->layer_of[li];
     uint64_t          h = m->hidden, T = g->T, nsp = g->nsp, a_t, qk, vd;
-    uint64_t          probs = (uint64_t)g->mbs * (g->seq / g->cp) * g->seq;
-    bool              mla   = (m->attn == MT_ATTN_MLA);
+    uint64_t          probs  = (uint64_t)g->mbs * (g->seq / g->cp) * g->seq;
+    bool              mla    = (m->attn == MT_ATTN_MLA);
+    double            causal = m->causal ? 0.5 : 1.0;
     tref_t            dctx, dq, dkv, dln1, dx, dbr;
     op_t              op;
 
@@ -200,8 +202,8 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
     if (g->tp > 1) {
         gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.d.gathered", L, mb);
     }
-    op.flops   = 4.0 * T * a_t * vd * h;
-    op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 4.0 * T * a_t * vd * h;
+    op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     gen_op_free(&op, &st->mask1);
     if (dbr.id != dmid.id) {
         gen_op_free(&op, &dbr);
@@ -238,7 +240,7 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
         CORE_READS();
         gen_op_in(&op, &st->ctx);
         gen_op_in(&op, &st->lse);
-        op.flops = 5.0 * probs * (qk + vd);
+        op.flops = 5.0 * probs * (qk + vd) * causal;
         gen_op_free(&op, &dctx);
         gen_op_free(&op, &st->ctx);
         gen_op_free(&op, &st->lse);
@@ -299,8 +301,8 @@ tref_t gen_attn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dmid)
         if (g->tp > 1) {
             gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln1.gathered", L, mb);
         }
-        op.flops   = 4.0 * T * h * (dq.size / 2 / T);
-        op.comm_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * h);
+        op.flops = 4.0 * T * h * (dq.size / 2 / T);
+        op.tp_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * h);
         gen_op_free(&op, &dq);
         gen_op_free(&op, &st->qkv);
         gen_op_free(&op, &st->ln1_out);

@@ -65,7 +65,7 @@ void gen_chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
         gen_op_out(g, &op, &st0->ln1_in, ACT, xsize, (int32_t)L0, NOEXP, "L%u.mb%u.ln1.in", L0, mb);
         gen_op_emit(g, &op);
     } else {
-        gen_op_begin(&op, (int32_t)mb, 1, "pp.recv");
+        gen_op_begin(&op, (int32_t)mb, GEN_STREAM_RECV, "pp.recv");
         op.comm_ns      = gen_link_ns(&g->node->nic, (double)xsize);
         op.no_recompute = true;
         gen_op_out(g, &op, &st0->ln1_in, ACT, xsize, (int32_t)L0, NOEXP, "L%u.mb%u.ln1.in", L0, mb);
@@ -106,8 +106,8 @@ void gen_chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
                 gen_op_scratch(g, &op, 2 * g->T * m->hidden, MEMSVC_TAG_NONE, "head.mb%u.gathered",
                                mb);
             }
-            op.flops   = 2.0 * g->T * m->hidden * vt;
-            op.comm_ns = gen_tp_coll_ns(g, 2.0 * g->T * m->hidden);
+            op.flops = 2.0 * g->T * m->hidden * vt;
+            op.tp_ns = gen_tp_coll_ns(g, 2.0 * g->T * m->hidden);
             gen_op_out(g, &op, &logits, ACT, 2 * g->T * vt, MEMSVC_TAG_NONE, NOEXP,
                        "head.mb%u.logits", mb);
             gen_op_emit(g, &op);
@@ -121,7 +121,7 @@ void gen_chunk_fwd(gen_t *g, uint32_t c, uint32_t mb)
                        "head.mb%u.ce.softmax", mb);
             gen_op_emit(g, &op);
         } else {
-            gen_op_begin(&op, (int32_t)mb, 1, "pp.send");
+            gen_op_begin(&op, (int32_t)mb, GEN_STREAM_SEND, "pp.send");
             gen_op_in(&op, &stl->x_out);
             op.comm_ns = gen_link_ns(&g->node->nic, (double)xsize);
             gen_op_free(&op, &stl->x_out);
@@ -163,8 +163,8 @@ void gen_chunk_bwd(gen_t *g, uint32_t c, uint32_t mb)
         if (g->tp > 1) {
             gen_op_scratch(g, &op, 2 * g->T * m->hidden, MEMSVC_TAG_NONE, "head.mb%u.gathered", mb);
         }
-        op.flops   = 4.0 * g->T * m->hidden * vt;
-        op.comm_ns = 2 * gen_tp_coll_ns(g, 2.0 * g->T * m->hidden);
+        op.flops = 4.0 * g->T * m->hidden * vt;
+        op.tp_ns = 2 * gen_tp_coll_ns(g, 2.0 * g->T * m->hidden);
         gen_op_free(&op, &dlog);
         gen_op_free(&op, &hs->norm_out);
         gen_op_out(g, &op, &dnorm, WS, xsize, MEMSVC_TAG_NONE, NOEXP, "head.mb%u.d.norm.out", mb);
@@ -181,7 +181,7 @@ void gen_chunk_bwd(gen_t *g, uint32_t c, uint32_t mb)
         gen_dout(g, &op, &dres, xsize, Llast, mb, "out");
         gen_op_emit(g, &op);
     } else {
-        gen_op_begin(&op, (int32_t)mb, 1, "pp.recv_grad");
+        gen_op_begin(&op, (int32_t)mb, GEN_STREAM_RECV, "pp.recv_grad");
         op.comm_ns = gen_link_ns(&g->node->nic, (double)xsize);
         gen_dout(g, &op, &dres, xsize, Llast, mb, "out");
         gen_op_emit(g, &op);
@@ -207,7 +207,7 @@ void gen_chunk_bwd(gen_t *g, uint32_t c, uint32_t mb)
         gen_op_free(&op, &dres);
         gen_op_emit(g, &op);
     } else {
-        gen_op_begin(&op, (int32_t)mb, 1, "pp.send_grad");
+        gen_op_begin(&op, (int32_t)mb, GEN_STREAM_SEND, "pp.send_grad");
         gen_op_in(&op, &dres);
         op.comm_ns = gen_link_ns(&g->node->nic, (double)xsize);
         gen_op_free(&op, &dres);

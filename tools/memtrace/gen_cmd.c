@@ -116,22 +116,155 @@ static int describe(const mt_gen_params_t *p)
     return 0;
 }
 
+/* OUT with ".stageN" before its ".trace" (or at its end). */
+static void stage_path(const char *out, uint32_t s, char *path, size_t len)
+{
+    const char *dot = strrchr(out, '.');
+    const char *sl  = strrchr(out, '/');
+
+    if (dot != NULL && (sl == NULL || dot > sl) && !strcmp(dot, ".trace")) {
+        snprintf(path, len, "%.*s.stage%u%s", (int)(dot - out), out, s, dot);
+    } else {
+        snprintf(path, len, "%s.stage%u", out, s);
+    }
+}
+
+/*
+ * The unconstrained peak of each stage (its first rank's offset as p->rank's), on stderr; the
+ * worst in *worst_p (may be NULL). quiet: only the line naming the worst. Returns 0 or 1.
+ */
+static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p, bool quiet)
+{
+    const mt_layout_t *l   = &p->layout;
+    uint32_t           per = l->tp * l->cp * l->dp, s, worst = 0;
+    uint64_t           best = 0;
+    mt_gen_params_t    q    = *p;
+    char               err[256];
+
+    for (s = 0; s < l->pp; s++) {
+        mt_gen_memory_t mem;
+
+        q.rank = s * per + p->rank % per;
+        if (mt_gen_memory(&q, &mem, err, sizeof(err)) != MEMSVC_OK) {
+            fprintf(stderr, "memtrace gen: %s\n", err);
+            return 1;
+        }
+        if (!quiet) {
+            fprintf(stderr, "memtrace gen: stage %2u: unconstrained peak %6.2f GiB%s\n", s,
+                    mem.peak / (double)(1ull << 30),
+                    mem.peak > p->node->hbm_bytes ? " (exceeds the usable HBM)" : "");
+        }
+        if (mem.peak > best) {
+            best  = mem.peak;
+            worst = s;
+        }
+    }
+    fprintf(stderr, "memtrace gen: the worst stage is %u (peak %.2f GiB of %.2f GiB usable)%s\n",
+            worst, best / (double)(1ull << 30), p->node->hbm_bytes / (double)(1ull << 30),
+            worst_p == NULL ? "; --stage worst writes it" : "");
+    if (worst_p != NULL) {
+        *worst_p = worst;
+    }
+    return 0;
+}
+
+typedef struct wait_count {
+    gen_cmd_sink_t *inner;
+    uint64_t        wait_ns, events;
+} wait_count_t;
+
+static memsvc_status_t counting_sink(void *arg, const mt_event_t *ev)
+{
+    wait_count_t *w = arg;
+
+    if (ev->type == MT_EV_COMPUTE && ev->stream == 0 && !strcmp(ev->name, "pp.wait")) {
+        w->wait_ns += ev->duration_ns;
+    }
+    w->events++;
+    return writer_sink(w->inner, ev);
+}
+
+/* Write the trace of p->rank to out. Returns 0, or 1 on a failure (said on stderr). */
+static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const char *out)
+{
+    mt_header_t     hdr;
+    mt_writer_t    *writer;
+    gen_cmd_sink_t  sink;
+    wait_count_t    wc = {&sink, 0, 0};
+    memsvc_status_t status;
+    uint32_t        stage = mt_gen_stage_of_rank(&p->layout, p->rank);
+    char            err[256];
+    int             rc = 0;
+
+    mt_header_init(&hdr);
+    hdr.node = *p->node;
+    snprintf(hdr.model, sizeof(hdr.model), "%s", model->name);
+    hdr.layout = p->layout;
+    hdr.ranks  = 1;
+    hdr.steps  = p->steps;
+    status     = mt_gen_peak(p, &hdr.recorded_peak, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        return 1;
+    }
+    hdr.num_meta = 0;
+#define META(k, ...)                                                                               \
+    do {                                                                                           \
+        snprintf(hdr.meta_key[hdr.num_meta], sizeof(hdr.meta_key[0]), "%s", k);                    \
+        snprintf(hdr.meta_value[hdr.num_meta], sizeof(hdr.meta_value[0]), __VA_ARGS__);            \
+        hdr.num_meta++;                                                                            \
+    } while (0)
+    META("generator", "memtrace gen");
+    META("rank", "%u", p->rank);
+    META("stage", "%u", stage);
+    META("skew", "%g", p->skew);
+    META("seed", "%llu", (unsigned long long)p->seed);
+    META("experts", "%s", p->tp_extend_ep ? "tp-extend-ep" : "ep, expert tp = tp");
+    META("overlap", "%s%s%s", p->overlap_tp ? "tp" : "",
+         (p->overlap_tp && p->overlap_ep) ? "," : "",
+         p->overlap_ep ? "ep" : (p->overlap_tp ? "" : "none"));
+    META("pipeline_waits", "%s", p->pipeline_waits ? "schedule" : "none");
+    META("model_flops", "%.6e", mt_gen_model_flops(p));
+#undef META
+
+    status = mt_writer_open(out, &hdr, &writer);
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: cannot write %s: %s\n", out, memsvc_strerror(status));
+        return 1;
+    }
+    sink.writer = writer;
+    status      = mt_gen_run(p, counting_sink, &wc, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s\n", err);
+        rc = 1;
+    }
+    status = mt_writer_close(writer);
+    if (status != MEMSVC_OK && rc == 0) {
+        fprintf(stderr, "memtrace gen: writing %s: %s\n", out, memsvc_strerror(status));
+        rc = 1;
+    }
+    if (rc == 0 && strcmp(out, "-") != 0) {
+        fprintf(stderr,
+                "memtrace gen: %s: %llu events, %u step(s), rank %u (stage %u), peak %.2f GiB, "
+                "pipeline waits %.3f s\n",
+                out, (unsigned long long)wc.events, p->steps, p->rank, stage,
+                hdr.recorded_peak / (double)(1ull << 30), wc.wait_ns / 1e9);
+    }
+    return rc;
+}
+
 int mt_cmd_gen(int argc, char **argv)
 {
     const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
-    const char     *layout_s      = NULL;
+    const char     *layout_s = NULL, *stage_s = NULL, *overlap_s = NULL;
+    bool            no_waits      = false;
     bool            want_describe = false;
     int             tp_extend_ep  = -1; /* -1: as the preset's layout */
     mt_model_t      model;
     sim_desc_t      node;
     mt_gen_params_t p;
-    mt_header_t     hdr;
-    mt_writer_t    *writer;
-    gen_cmd_sink_t  sink;
-    mt_gen_memory_t mem;
-    memsvc_status_t status;
     char            err[256];
-    uint32_t        microbatches = 0, steps = 1, rank = 0, u;
+    uint32_t        microbatches = 0, steps = 1, rank = 0, u, per;
     double          skew = 0;
     uint64_t        seed = 1;
     int             i, rc;
@@ -177,11 +310,17 @@ int mt_cmd_gen(int argc, char **argv)
             tp_extend_ep = 1;
         } else if (!strcmp(a, "--no-tp-extend-ep")) {
             tp_extend_ep = 0;
+        } else if (!strcmp(a, "--no-pipeline-waits")) {
+            no_waits = true;
         } else if (next == NULL && a[0] == '-') {
             fprintf(stderr, "memtrace gen: %s needs a value\n", a);
             return 2;
         } else if (!strcmp(a, "--layout")) {
             layout_s = argv[++i];
+        } else if (!strcmp(a, "--stage")) {
+            stage_s = argv[++i];
+        } else if (!strcmp(a, "--overlap")) {
+            overlap_s = argv[++i];
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             out = argv[++i];
         } else if (!strcmp(a, "--microbatches")) {
@@ -249,14 +388,20 @@ int mt_cmd_gen(int argc, char **argv)
     if (microbatches > 0) {
         p.layout.microbatches = microbatches;
     }
-    p.steps = steps;
-    p.rank  = rank;
-    p.skew  = skew;
-    p.seed  = seed;
+    p.steps          = steps;
+    p.rank           = rank;
+    p.skew           = skew;
+    p.seed           = seed;
+    p.pipeline_waits = !no_waits;
+    if (overlap_s != NULL && mt_gen_overlap_parse(overlap_s, &p, err, sizeof(err)) != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: --overlap: %s\n", err);
+        return 2;
+    }
     if (mt_gen_validate(&p, err, sizeof(err)) != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         return 2;
     }
+    per = p.layout.tp * p.layout.cp * p.layout.dp;
     if (want_describe) {
         return describe(&p);
     }
@@ -264,63 +409,44 @@ int mt_cmd_gen(int argc, char **argv)
         fprintf(stderr, "memtrace gen: -o OUT.trace (or --describe) is required\n");
         return 2;
     }
+    if (stage_s == NULL) {
+        if (p.layout.pp > 1) {
+            print_stage_peaks(&p, NULL, false); /* which stage is the worst */
+        }
+        return write_trace(&p, &model, out);
+    }
+    if (!strcmp(stage_s, "all")) {
+        uint32_t s;
 
-    status = mt_gen_memory(&p, &mem, err, sizeof(err));
-    if (status != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: %s\n", err);
-        return 1;
-    }
-    mt_header_init(&hdr);
-    hdr.node = node;
-    snprintf(hdr.model, sizeof(hdr.model), "%s", model.name);
-    hdr.layout = p.layout;
-    hdr.ranks  = 1;
-    hdr.steps  = steps;
-    status     = mt_gen_peak(&p, &hdr.recorded_peak, err, sizeof(err));
-    if (status != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: %s\n", err);
-        return 1;
-    }
-    hdr.num_meta = 0;
-#define META(k, ...)                                                                               \
-    do {                                                                                           \
-        snprintf(hdr.meta_key[hdr.num_meta], sizeof(hdr.meta_key[0]), "%s", k);                    \
-        snprintf(hdr.meta_value[hdr.num_meta], sizeof(hdr.meta_value[0]), __VA_ARGS__);            \
-        hdr.num_meta++;                                                                            \
-    } while (0)
-    META("generator", "memtrace gen");
-    META("rank", "%u", rank);
-    META("stage", "%u", mt_gen_stage_of_rank(&p.layout, rank));
-    META("skew", "%g", skew);
-    META("seed", "%llu", (unsigned long long)seed);
-    META("experts", "%s", p.tp_extend_ep ? "tp-extend-ep" : "ep, expert tp = tp");
-#undef META
+        print_stage_peaks(&p, NULL, false);
+        for (s = 0; s < p.layout.pp; s++) {
+            char path[4096];
 
-    status = mt_writer_open(out, &hdr, &writer);
-    if (status != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: cannot write %s: %s\n", out, memsvc_strerror(status));
-        return 1;
+            stage_path(out, s, path, sizeof(path));
+            p.rank = s * per + rank % per;
+            rc     = write_trace(&p, &model, path);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        return 0;
     }
-    sink.writer = writer;
-    status      = mt_gen_run(&p, writer_sink, &sink, err, sizeof(err));
-    u           = (uint32_t)mt_writer_count(writer);
-    rc          = 0;
-    if (status != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: %s\n", err);
-        rc = 1;
+    if (!strcmp(stage_s, "worst")) {
+        uint32_t worst = 0;
+
+        if (print_stage_peaks(&p, &worst, false) != 0) {
+            return 1;
+        }
+        p.rank = worst * per + rank % per;
+        return write_trace(&p, &model, out);
     }
-    status = mt_writer_close(writer);
-    if (status != MEMSVC_OK && rc == 0) {
-        fprintf(stderr, "memtrace gen: writing %s: %s\n", out, memsvc_strerror(status));
-        rc = 1;
+    if (parse_u32_arg("--stage", stage_s, &u) < 0 || u >= p.layout.pp) {
+        fprintf(stderr, "memtrace gen: --stage: '%s' is not all, worst or a stage below %u\n",
+                stage_s, p.layout.pp);
+        return 2;
     }
-    if (rc == 0 && strcmp(out, "-") != 0) {
-        fprintf(stderr,
-                "memtrace gen: %s: %u events, %u step(s), rank %u (stage %u), peak %.2f GiB\n", out,
-                u, steps, rank, mt_gen_stage_of_rank(&p.layout, rank),
-                hdr.recorded_peak / (double)(1ull << 30));
-    }
-    return rc;
+    p.rank = u * per + rank % per;
+    return write_trace(&p, &model, out);
 }
 
 int mt_cmd_models(int argc, char **argv)

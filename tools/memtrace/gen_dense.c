@@ -25,8 +25,8 @@ void gen_ffn_fwd_in(gen_t *g, uint32_t li, uint32_t mb, uint64_t f, uint64_t w1,
     if (g->tp > 1) {
         gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
     }
-    op.flops   = 2.0 * T * h * w1;
-    op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 2.0 * T * h * w1;
+    op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     gen_op_out(g, &op, fc1, ACT, 2 * T * w1, (int32_t)L, NOEXP, "L%u.mb%u.%s.fc1", L, mb, name);
     gen_op_emit(g, &op);
 
@@ -54,8 +54,8 @@ void gen_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
     gen_op_in(&op, &st->ln2_in);
     gen_op_in(&op, &P(g, li, PG_FC2)->param);
     gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.mlp.fc2.partial", L, mb);
-    op.flops   = 2.0 * T * f * h;
-    op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 2.0 * T * f * h;
+    op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     if (m->dropout) {
         gen_op_out(g, &op, &st->mask2, ACT, g->nsp * h, (int32_t)L, NOEXP,
                    "L%u.mb%u.mlp.residual.mask", L, mb);
@@ -71,16 +71,14 @@ void gen_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk)
  * shared experts ("shared": no mask; ln2_out is still needed by the routed experts). Emits the
  * gradient of ln2's output into *dln2.
  */
-void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
-                 tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc1, int pg_fc2, const char *name,
-                 bool last_ln2_use, tref_t *dln2)
+tref_t gen_ffn_bwd_out(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
+                       tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc2, const char *name)
 {
-    lstate_t *st = LS(g, li, mb);
-    uint32_t  L  = g->layer_of[li];
-    uint64_t  h = g->m->hidden, T = g->T, nsp = g->nsp;
-    tref_t    dact, dfc1;
-    op_t      op;
-    char      opname[32], key[32];
+    uint32_t L = g->layer_of[li];
+    uint64_t h = g->m->hidden, T = g->T;
+    tref_t   dact, dfc1;
+    op_t     op;
+    char     opname[32], key[32];
 
     snprintf(opname, sizeof(opname), "%s.fc2.bwd", name);
     gen_op_begin(&op, (int32_t)mb, 0, opname);
@@ -94,8 +92,8 @@ void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, 
     if (g->tp > 1) {
         gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.d.gathered", L, mb);
     }
-    op.flops   = 4.0 * T * f * h;
-    op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 4.0 * T * f * h;
+    op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * h);
     gen_op_free(&op, act);
     if (mask != NULL) {
         gen_op_free(&op, mask);
@@ -115,6 +113,20 @@ void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, 
     gen_dout(g, &op, &dfc1, 2 * T * w1, L, mb, key);
     gen_op_emit(g, &op);
 
+    return dfc1;
+}
+
+/* The second half of gen_ffn_bwd(): fc1's backward from the gradient of its output (dfc1,
+ * freed); emits the gradient of ln2's output into *dln2. */
+void gen_ffn_bwd_in(gen_t *g, uint32_t li, uint32_t mb, tref_t dfc1, uint64_t w1, int pg_fc1,
+                    const char *name, bool last_ln2_use, tref_t *dln2)
+{
+    lstate_t *st = LS(g, li, mb);
+    uint32_t  L  = g->layer_of[li];
+    uint64_t  h = g->m->hidden, T = g->T, nsp = g->nsp;
+    op_t      op;
+    char      opname[32];
+
     snprintf(opname, sizeof(opname), "%s.fc1.bwd", name);
     gen_op_begin(&op, (int32_t)mb, 0, opname);
     gen_op_in(&op, &dfc1);
@@ -124,14 +136,23 @@ void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, 
     if (g->tp > 1) {
         gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln2.gathered", L, mb);
     }
-    op.flops   = 4.0 * T * h * w1;
-    op.comm_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * h);
+    op.flops = 4.0 * T * h * w1;
+    op.tp_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * h);
     gen_op_free(&op, &dfc1);
     if (last_ln2_use) {
         gen_op_free(&op, &st->ln2_out);
     }
     gen_dout(g, &op, dln2, 2 * nsp * h, L, mb, "ln2.out");
     gen_op_emit(g, &op);
+}
+
+void gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
+                 tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc1, int pg_fc2, const char *name,
+                 bool last_ln2_use, tref_t *dln2)
+{
+    tref_t dfc1 = gen_ffn_bwd_out(g, li, mb, dres, act, mask, fc1, f, w1, pg_fc2, name);
+
+    gen_ffn_bwd_in(g, li, mb, dfc1, w1, pg_fc1, name, last_ln2_use, dln2);
 }
 
 /* Backward of the second norm: its input's gradient, from its output's and the residual's. */

@@ -13,6 +13,12 @@
 #define OP_OUTS 6 /* tensors one operator allocates */
 #define SRC_MAX 8 /* recompute inputs carried by a transient tensor */
 
+/* Streams: 0 compute; the expert all-to-alls; pipeline sends; pipeline receives (each
+ * direction of a link is its own queue). */
+#define GEN_STREAM_A2A 1
+#define GEN_STREAM_SEND 2
+#define GEN_STREAM_RECV 3
+
 /* A tensor as the generator holds it. Transient tensors are freed by their consumer; a
  * consumer's outputs are recomputed from the transient's own sources. */
 typedef struct tref {
@@ -39,6 +45,8 @@ typedef struct op {
     uint32_t stream;
     double   flops;
     uint64_t comm_ns;     /* collectives folded into the operator, or the whole comm op */
+    uint64_t tp_ns;       /* TP collectives of the operator: fused with its compute (MC2) when
+                             the tp overlap is on, else serialised after it */
     uint64_t rc_extra_ns; /* durations of transient inputs' producers */
     bool     no_recompute;
     int32_t  mb;
@@ -125,6 +133,10 @@ typedef struct gen {
     int32_t  *lpg; /* [n_local * PG_N] */
     int32_t  *epg; /* [n_local]: first expert group (fc1, fc2 alternate) */
     int32_t   pg_embed, pg_head, pg_head_norm;
+
+    uint64_t *waits; /* [n_waits]: the stage's wait before each chunk execution (bubbles) */
+    uint32_t  n_waits;
+    uint64_t  wait_end; /* after the optimizer, until the slowest stage ends the step */
 } gen_t;
 
 #define ACT MEMSVC_KIND_ACTIVATION
@@ -165,6 +177,8 @@ uint64_t gen_link_ns(const sim_link_desc_t *link, double bytes);
 uint64_t gen_tp_coll_ns(gen_t *g, double full_bytes);
 uint64_t gen_etp_coll_ns(gen_t *g, double full_bytes);
 void     gen_op_emit(gen_t *g, op_t *op);
+uint64_t gen_a2a_ns(gen_t *g, double bytes);
+void     gen_wait(gen_t *g, uint64_t ns);
 void     gen_dout(gen_t *g, op_t *op, tref_t *dst, uint64_t size, uint32_t L, uint32_t mb,
                   const char *what);
 /* ---- gen_param.c ---- */
@@ -194,6 +208,10 @@ void   gen_dense_fwd(gen_t *g, uint32_t li, uint32_t mb, bool last_in_chunk);
 void   gen_ffn_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
                    tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc1, int pg_fc2, const char *name,
                    bool last_ln2_use, tref_t *dln2);
+tref_t gen_ffn_bwd_out(gen_t *g, uint32_t li, uint32_t mb, tref_t *dres, tref_t *act, tref_t *mask,
+                       tref_t *fc1, uint64_t f, uint64_t w1, int pg_fc2, const char *name);
+void   gen_ffn_bwd_in(gen_t *g, uint32_t li, uint32_t mb, tref_t dfc1, uint64_t w1, int pg_fc1,
+                      const char *name, bool last_ln2_use, tref_t *dln2);
 tref_t gen_ln2_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dln2, tref_t dres, tref_t dbr);
 tref_t gen_dense_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t dres);
 /* ---- gen_moe.c ---- */
@@ -204,5 +222,6 @@ void gen_layer_output(gen_t *g, op_t *op, uint32_t li, uint32_t mb, bool last_in
 void gen_chunk_fwd(gen_t *g, uint32_t c, uint32_t mb);
 void gen_chunk_bwd(gen_t *g, uint32_t c, uint32_t mb);
 /* ---- gen_sched.c ---- */
-void gen_step(gen_t *g);
+void            gen_step(gen_t *g);
+memsvc_status_t gen_sched_waits(gen_t *g);
 #endif /* MT_GEN_INT_H */

@@ -43,10 +43,10 @@ void gen_mla_fwd(gen_t *g, uint32_t li, uint32_t mb)
     if (g->tp > 1) {
         gen_op_scratch(g, &op, 2 * T * (latent + m->qk_rope_head_dim), (int32_t)L,
                        "L%u.mb%u.attn.latent.gathered", L, mb);
-        op.comm_ns = gen_tp_coll_ns(g, 2.0 * T * (latent + m->qk_rope_head_dim));
+        op.tp_ns = gen_tp_coll_ns(g, 2.0 * T * (latent + m->qk_rope_head_dim));
         if (m->q_lora_rank == 0) {
             gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln1.gathered", L, mb);
-            op.comm_ns += gen_tp_coll_ns(g, 2.0 * T * h);
+            op.tp_ns += gen_tp_coll_ns(g, 2.0 * T * h);
         }
     }
     op.flops = 2.0 * T * a_t * (qin * qk + (double)m->kv_lora_rank * (m->qk_nope_head_dim + vd));
@@ -83,10 +83,10 @@ void gen_mla_bwd(gen_t *g, uint32_t li, uint32_t mb, tref_t *dq_p, tref_t *dkv_p
         /* re-gather the latents, reduce-scatter their gradient to the sequence shard */
         gen_op_scratch(g, &op, 2 * T * (latent + m->qk_rope_head_dim), (int32_t)L,
                        "L%u.mb%u.attn.latent.gathered", L, mb);
-        op.comm_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * (latent + m->qk_rope_head_dim));
+        op.tp_ns = 2 * gen_tp_coll_ns(g, 2.0 * T * (latent + m->qk_rope_head_dim));
         if (m->q_lora_rank == 0) {
             gen_op_scratch(g, &op, 2 * T * h, (int32_t)L, "L%u.mb%u.ln1.gathered", L, mb);
-            op.comm_ns += 2 * gen_tp_coll_ns(g, 2.0 * T * h);
+            op.tp_ns += 2 * gen_tp_coll_ns(g, 2.0 * T * h);
         }
     }
     op.flops = 4.0 * T * a_t *

@@ -230,11 +230,58 @@ static uint64_t op_duration(gen_t *g, const op_t *op)
 {
     double t;
 
+    uint64_t c;
+
     if (op->stream != 0) {
         return op->comm_ns > 0 ? op->comm_ns : 1;
     }
     t = fmax(op->flops / (g->node->flops * g->node->mfu), (double)op->bytes / g->node->hbm_bw);
-    return secs_to_ns(t) + op->comm_ns;
+    c = secs_to_ns(t);
+    if (g->p->overlap_tp) {
+        /* fused compute and communication (MC2): the longer of the two */
+        return (c > op->tp_ns ? c : op->tp_ns) + op->comm_ns;
+    }
+    return c + op->tp_ns + op->comm_ns;
+}
+
+/*
+ * Expert all-to-all of bytes sent by this rank, spread evenly over the EP group: the part for
+ * peers on the same node goes over HCCS (d2d), the rest over RoCE (nic), both at once. The EP
+ * group is tp x ep consecutive ranks with tp-extend-ep, else ep ranks tp apart (Megatron order).
+ */
+uint64_t gen_a2a_ns(gen_t *g, double bytes)
+{
+    uint32_t stride   = g->p->tp_extend_ep ? 1 : g->tp;
+    uint32_t npus     = g->node->num_npus > 0 ? g->node->num_npus : 1;
+    uint32_t per_node = (stride >= npus) ? 1 : npus / stride;
+    uint64_t intra    = 0, inter;
+
+    if (g->eps <= 1) {
+        return 0;
+    }
+    per_node = (per_node > g->eps) ? g->eps : per_node;
+    if (per_node > 1 && g->node->d2d.bw > 0) {
+        intra = gen_link_ns(&g->node->d2d, bytes * (per_node - 1) / g->eps);
+    } else {
+        per_node = 1;
+    }
+    inter = gen_link_ns(&g->node->nic, bytes * (g->eps - per_node) / g->eps);
+    return (intra > inter) ? intra : inter;
+}
+
+/* The compute stream idles ns waiting for another pipeline stage (a bubble): an operator that
+ * touches no tensor. */
+void gen_wait(gen_t *g, uint64_t ns)
+{
+    op_t op;
+
+    if (ns == 0) {
+        return;
+    }
+    gen_op_begin(&op, MEMSVC_TAG_NONE, 0, "pp.wait");
+    op.comm_ns      = ns;
+    op.no_recompute = true;
+    gen_op_emit(g, &op);
 }
 
 void gen_op_emit(gen_t *g, op_t *op)

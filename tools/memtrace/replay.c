@@ -1116,11 +1116,14 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     snprintf(report_p->policy, sizeof(report_p->policy), "%s", eng_policy_name(rp.eng));
     report_p->mode          = params->mode;
     report_p->hbm_bytes     = desc.hbm_bytes;
+    report_p->peak_flops    = desc.flops;
     report_p->num_devices   = rp.num_devices;
     report_p->recorded_peak = hdr->recorded_peak;
     for (i = 0; i < hdr->num_meta; i++) {
         if (strcmp(hdr->meta_key[i], "peak_running_sum") == 0) {
             report_p->events_peak = strtoull(hdr->meta_value[i], NULL, 10);
+        } else if (strcmp(hdr->meta_key[i], "model_flops") == 0) {
+            report_p->model_flops = strtod(hdr->meta_value[i], NULL);
         }
     }
 

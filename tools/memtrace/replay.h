@@ -122,6 +122,8 @@ typedef struct mt_replay_report {
                                     peak of the recorded events alone; 0: none) */
     uint64_t unconstrained_peak; /* peak of the unconstrained replay (baseline, or this
                                     replay when its policy is none and nothing failed) */
+    double   model_flops; /* header meta model_flops: model FLOPs of a step on one rank (0: none) */
+    double   peak_flops;  /* the node's peak FLOPS per NPU */
 
     /* host figures (not deterministic) */
     double wall_s; /* wall time of this replay (baseline excluded) */

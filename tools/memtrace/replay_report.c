@@ -138,6 +138,18 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
         fprintf(out, RP_LABEL "recorded %" PRIu64 " B, unconstrained replay %" PRIu64 " B %s\n",
                 "peak check", r->recorded_peak, r->unconstrained_peak, mark);
     }
+    if (r->model_flops > 0 && r->peak_flops > 0 && r->num_steps > 0) {
+        sim_time_t t = r->has_baseline ? r->baseline_ns : r->total_ns;
+
+        fprintf(out, RP_LABEL "%.3g model FLOPs per step and rank; MFU %.1f%% unconstrained",
+                "model FLOPs", r->model_flops,
+                t ? 100.0 * r->model_flops * (double)r->num_steps / (t * 1e-9 * r->peak_flops) : 0);
+        if (r->has_baseline) {
+            fprintf(out, ", %.1f%% here", 100.0 * r->model_flops * (double)r->num_steps /
+                                              (r->total_ns * 1e-9 * r->peak_flops));
+        }
+        fprintf(out, " (peak %.0f TFLOPS)\n", r->peak_flops / 1e12);
+    }
     fprintf(out, RP_LABEL "%.3f s wall, %.2f M events/s", "replay", r->wall_s,
             r->events_per_s / 1e6);
     if (r->has_baseline) {
@@ -267,6 +279,8 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
             (r->recorded_peak == 0 || r->unconstrained_peak == 0)
                 ? "null"
                 : (r->recorded_peak == r->unconstrained_peak ? "true" : "false"));
+    fprintf(out, "  \"model_flops\": %.6e,\n  \"peak_flops\": %.6e,\n", r->model_flops,
+            r->peak_flops);
     fprintf(out, "  \"wall_s\": %.6f,\n", r->wall_s);
     fprintf(out, "  \"events_per_s\": %.0f,\n", r->events_per_s);
     fprintf(out, "  \"wall_s_unconstrained\": %.6f\n}\n", r->baseline_wall_s);
