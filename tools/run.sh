@@ -1,23 +1,25 @@
 #!/bin/sh
 # run.sh - `make run`: the main job. A generated MoE training step of Pangu Ultra MoE (718B),
-# first pipeline stage, replayed offline under the policies at a reduced HBM budget (report,
-# plot), then replayed live through a real memsvcd by two co-located trainer processes.
+# its worst pipeline stage (the highest unconstrained peak) in the layout it is trained with,
+# replayed offline under the policies at a reduced HBM budget (report, plot), then replayed live
+# through a real memsvcd by two co-located trainer processes.
 set -eu
 BIN=${1:-build/bin}
 OUT=${OUT:-out}
 MODEL=${MODEL:-pangu-ultra-moe-718b}
-LAYOUT=${LAYOUT:-tp=8,pp=16,vpp=2,ep=4,dp=48}
+LAYOUT=${LAYOUT:-}   # empty: the preset's published layout (memtrace gen --help)
+# the ascend-910b node exposes 61 GiB of a 64 GB device; the budget is a reduced one, below it
 BUDGET=${BUDGET:-48GiB}
 mkdir -p "$OUT"
 
 step() { printf '\n==== %s\n\n' "$*"; }
 
-step "1/4  generate one training step of $MODEL, first pipeline stage ($LAYOUT, 32 micro-batches)"
-"$BIN/memtrace" gen --model "$MODEL" --layout "$LAYOUT" --microbatches 32 --steps 2 \
-    -o "$OUT/$MODEL.stage0.trace"
-"$BIN/memtrace" gen --model "$MODEL" --layout "$LAYOUT" --microbatches 32 --steps 1 \
+step "1/4  generate two training steps of $MODEL, its worst pipeline stage (${LAYOUT:-published layout})"
+set -- ${LAYOUT:+--layout "$LAYOUT"}
+"$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 2 -o "$OUT/$MODEL.worst.trace"
+"$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 1 \
     -o "$OUT/$MODEL.rank0.trace" 2>/dev/null
-"$BIN/memtrace" gen --model "$MODEL" --layout "$LAYOUT" --microbatches 32 --steps 1 --rank 1 \
+"$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 1 --rank 1 \
     -o "$OUT/$MODEL.rank1.trace" 2>/dev/null
 
 BEST=lru
@@ -29,7 +31,7 @@ step "2/4  every policy at HBM $BUDGET on ascend-910b (simulated time; overhead 
 printf '%-22s %14s %10s %12s %12s %s\n' policy "time, 2 steps" overhead stall recompute fits
 for p in none lru vdnn dtr selective full capuchin foresight; do
     "$BIN/memtrace" replay --help | grep -q "^ *${p%%:*} " || continue
-    "$BIN/memtrace" replay "$OUT/$MODEL.stage0.trace" hbm="$BUDGET" --policy "$p" --quiet \
+    "$BIN/memtrace" replay "$OUT/$MODEL.worst.trace" hbm="$BUDGET" --policy "$p" --quiet \
         --json-out "$OUT/replay-$p.json" >/dev/null 2>&1 || true
     [ -s "$OUT/replay-$p.json" ] || continue
     awk -v p="$p" '
@@ -47,7 +49,7 @@ for p in none lru vdnn dtr selective full capuchin foresight; do
 done
 
 step "3/4  the full report of '$BEST' at HBM $BUDGET, with a plot of device memory over time"
-"$BIN/memtrace" replay "$OUT/$MODEL.stage0.trace" hbm="$BUDGET" --policy "$BEST" --quiet \
+"$BIN/memtrace" replay "$OUT/$MODEL.worst.trace" hbm="$BUDGET" --policy "$BEST" --quiet \
     --plot "$OUT/memory-$BEST-$BUDGET.svg"
 echo "plot: $OUT/memory-$BEST-$BUDGET.svg"
 
