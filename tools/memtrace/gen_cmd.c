@@ -68,7 +68,8 @@ static int describe(const mt_gen_params_t *p)
     const mt_layout_t *l = &p->layout;
     mt_gen_params_t    q = *p;
     uint64_t           total, active;
-    uint32_t           st;
+    uint32_t           st, worst = 0;
+    uint64_t           worst_peak = 0;
     char               err[256];
 
     mt_model_print(p->model, stdout);
@@ -81,6 +82,11 @@ static int describe(const mt_gen_params_t *p)
            "HBM %.2f GiB usable\n",
            p->node->name, p->node->flops / 1e12, p->node->mfu, p->node->hbm_bw / 1e12,
            p->node->d2d.bw / 1e9, p->node->nic.bw / 1e9, p->node->hbm_bytes / (double)(1ull << 30));
+    printf("overlap = %s%s%s; pipeline waits from the schedule: %s; model FLOPs per step and "
+           "rank %.3g\n",
+           p->overlap_tp ? "tp (MC2)" : "", (p->overlap_tp && p->overlap_ep) ? ", " : "",
+           p->overlap_ep ? "ep (shared experts)" : (p->overlap_tp ? "" : "none"),
+           p->pipeline_waits ? "yes" : "no", mt_gen_model_flops(p));
     printf("memory per stage (first rank of each stage, one step, nothing moved; GiB):\n");
     printf("stage  layers      params    grads    optim  act-peak     peak  compute-s\n");
     for (st = 0; st < l->pp; st++) {
@@ -111,8 +117,14 @@ static int describe(const mt_gen_params_t *p)
         print_gib(" ", mem.activation_peak);
         print_gib("", mem.peak);
         printf("  %9.3f%s\n", mem.compute_ns / 1e9,
-               mem.peak > p->node->hbm_bytes ? "  (exceeds HBM)" : "");
+               mem.peak > p->node->hbm_bytes ? "  (exceeds the usable HBM)" : "");
+        if (mem.peak > worst_peak) {
+            worst_peak = mem.peak;
+            worst      = st;
+        }
     }
+    printf("worst stage: %u (peak %.2f GiB; usable HBM %.2f GiB)\n", worst,
+           worst_peak / (double)(1ull << 30), p->node->hbm_bytes / (double)(1ull << 30));
     return 0;
 }
 
