@@ -1,6 +1,7 @@
 #!/bin/sh
-# results.sh - the policy results of docs/policies.md: generate the first-stage traces of
-# Pangu Ultra MoE and DeepSeek-V3 and sweep every policy over HBM budgets with memtrace tune.
+# results.sh - the policy results of docs/policies.md: generate the worst-stage traces of
+# Pangu Ultra MoE and DeepSeek-V3 (each in its published layout) and sweep every policy over
+# HBM budgets with memtrace tune.
 #
 #   sh tools/tune/results.sh [BIN_DIR] [OUT_DIR]
 #
@@ -10,11 +11,9 @@
 set -eu
 BIN=${1:-build/bin}
 OUT=${2:-/tmp/memsvc-results}
-LAYOUT=tp=8,pp=16,vpp=2,ep=4,dp=48
 mkdir -p "$OUT"
 for m in pangu-ultra-moe-718b deepseek-v3-671b; do
-    "$BIN/memtrace" gen --model "$m" --layout "$LAYOUT" --microbatches 32 --steps 2 \
-        -o "$OUT/$m.trace"
+    "$BIN/memtrace" gen --model "$m" --stage worst --steps 2 -o "$OUT/$m.trace"
 done
 # exit status 1 when some replays failed: the outputs are written all the same (ERR cells)
 rc=0
