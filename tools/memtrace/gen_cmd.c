@@ -149,10 +149,10 @@ static void stage_path(const char *out, uint32_t s, char *path, size_t len)
 }
 
 /*
- * The unconstrained peak of each stage (its first rank's offset as p->rank's), on stderr; the
- * worst in *worst_p (may be NULL). quiet: only the line naming the worst. Returns 0 or 1.
+ * The unconstrained peak of each stage (at the offset of p->rank within its stage), on stderr,
+ * and the line naming the worst; the worst in *worst_p (may be NULL). Returns 0 or 1.
  */
-static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p, bool quiet)
+static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p)
 {
     const mt_layout_t *l   = &p->layout;
     uint32_t           per = l->tp * l->cp * l->dp, s, worst = 0;
@@ -168,11 +168,9 @@ static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p, bool q
             fprintf(stderr, "memtrace gen: %s\n", err);
             return 1;
         }
-        if (!quiet) {
-            fprintf(stderr, "memtrace gen: stage %2u: unconstrained peak %6.2f GiB%s\n", s,
-                    mem.peak / (double)(1ull << 30),
-                    mem.peak > p->node->hbm_bytes ? " (exceeds the usable HBM)" : "");
-        }
+        fprintf(stderr, "memtrace gen: stage %2u: unconstrained peak %6.2f GiB%s\n", s,
+                mem.peak / (double)(1ull << 30),
+                mem.peak > p->node->hbm_bytes ? " (exceeds the usable HBM)" : "");
         if (mem.peak > best) {
             best  = mem.peak;
             worst = s;
@@ -430,14 +428,14 @@ int mt_cmd_gen(int argc, char **argv)
     }
     if (stage_s == NULL) {
         if (p.layout.pp > 1) {
-            print_stage_peaks(&p, NULL, false); /* which stage is the worst */
+            print_stage_peaks(&p, NULL); /* which stage is the worst */
         }
         return write_trace(&p, &model, out);
     }
     if (!strcmp(stage_s, "all")) {
         uint32_t s;
 
-        print_stage_peaks(&p, NULL, false);
+        print_stage_peaks(&p, NULL);
         for (s = 0; s < p.layout.pp; s++) {
             char path[4096];
 
@@ -453,7 +451,7 @@ int mt_cmd_gen(int argc, char **argv)
     if (!strcmp(stage_s, "worst")) {
         uint32_t worst = 0;
 
-        if (print_stage_peaks(&p, &worst, false) != 0) {
+        if (print_stage_peaks(&p, &worst) != 0) {
             return 1;
         }
         p.rank = worst * per + rank % per;
