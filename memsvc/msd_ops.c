@@ -320,6 +320,14 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
     if (status != MEMSVC_OK) {
         return status;
     }
+    if (info.state == MEMSVC_STATE_ON_DEVICE) {
+        /* resident: pinned at once, nothing to wait for, no pending record */
+        status = eng_acquire(srv->eng, req->u.h.handle, NULL, NULL);
+        if (status == MEMSVC_OK) {
+            pin_add(srv, s, req->u.h.handle);
+        }
+        return status;
+    }
     p = pending_new(srv, s, req, req->u.h.handle);
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
@@ -662,6 +670,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
     msp_rep_t *reps = srv->reps;
     size_t     nrep = 0, i;
 
+    eng_policy_defer(srv->eng, true); /* resident acquires: answered before the policy runs */
     if ((length > 0) && ((n != 1) || (srv->reqs[0].op != MSP_OP_WRITE))) {
         /* Only a lone WRITE carries a payload; drop it (returning from the callback does). */
         if (srv->reqs[0].status == MEMSVC_OK) {
@@ -764,6 +773,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
     if (nrep > 0) {
         msd_send_replies(srv, s, reps, nrep, NULL, 0);
     }
+    eng_policy_defer(srv->eng, false); /* now the policy hears of them */
 }
 
 /* ---- session end, orphans ------------------------------------------------------------------- */
