@@ -132,6 +132,7 @@ static void live_map_del(live_map_t *m, uint64_t id)
 typedef struct live_trainer {
     memsvc_conn_h       conn;
     live_map_t          map;
+    live_map_t          keys; /* id -> hash of its key (an alloc after a free of its key waits) */
     const mt_live_params_t *p;
     mt_live_rank_t     *r;
     uint64_t            sched_ns; /* where the compute schedule stands (monotonic) */
@@ -319,6 +320,572 @@ static void live_event(live_trainer_t *tr, live_cost_t *cost, const mt_event_t *
     }
 }
 
+/* ---- batched: one operator's events, prefetched as one batch -------------------------------- */
+
+/* A copy of an event that outlives the reader's buffer. */
+typedef struct live_ev {
+    mt_event_t ev;                       /* pointers below are fixed up to the group's storage */
+    char       key[MEMSVC_KEY_MAX + 1];  /* ALLOC: "r<rank>.<key>" */
+    uint32_t   ids_off;                  /* COMPUTE: reads then writes, in the group's ids */
+    bool       deferred;                 /* ALLOC: its key was freed earlier in the group */
+} live_ev_t;
+
+/* What batch entry i is for. */
+typedef struct live_slot {
+    uint8_t  what; /* LIVE_SLOT_* */
+    uint64_t tensor;
+    uint64_t recompute_ns;
+} live_slot_t;
+
+enum { LIVE_SLOT_HINT, LIVE_SLOT_ALLOC, LIVE_SLOT_ACQUIRE, LIVE_SLOT_RETRY = 0x80 };
+
+/* One operator: the events up to a COMPUTE and the COMPUTE (or the trace's tail). */
+typedef struct live_group {
+    live_ev_t     *ev;
+    size_t         n, cap;
+    uint64_t      *ids; /* COMPUTE reads and writes */
+    size_t         nids, cap_ids;
+    memsvc_batch_h batch; /* hints, allocs and acquires, prefetched */
+    memsvc_req_h   req;   /* the batch in flight (NULL: done or empty) */
+    live_slot_t   *slot;
+    size_t         nslot, cap_slot;
+    uint64_t      *pinned; /* handles to release after the operator */
+    size_t         npinned, cap_pinned;
+} live_group_t;
+
+#define LIVE_GROW(ptr, n, cap)                                                                     \
+    (((n) < (cap)) ? true                                                                          \
+                   : ((void)0, live_grow((void **)&(ptr), &(cap), sizeof(*(ptr)))))
+
+static bool live_grow(void **p, size_t *cap, size_t elem)
+{
+    size_t nc = *cap ? 2 * *cap : 64;
+    void  *np = realloc(*p, nc * elem);
+
+    if (np == NULL) {
+        return false;
+    }
+    *p   = np;
+    *cap = nc;
+    return true;
+}
+
+static void live_group_free(live_group_t *g)
+{
+    memsvc_batch_destroy(g->batch);
+    free(g->ev);
+    free(g->ids);
+    free(g->slot);
+    free(g->pinned);
+    memset(g, 0, sizeof(*g));
+}
+
+static uint64_t live_key_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *s != '\0'; s++) {
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    }
+    return h | 1; /* never 0 (the maps' empty slot) */
+}
+
+/* Read this rank's events up to and including the next COMPUTE into g. *end_p at the end of
+ * the trace (g may still hold a tail without a COMPUTE). */
+static memsvc_status_t live_group_load(live_trainer_t *tr, mt_reader_t *reader, uint32_t rank,
+                                       live_group_t *g, bool *end_p)
+{
+    memsvc_status_t s;
+    mt_event_t      ev;
+    char            err[256];
+
+    g->n    = 0;
+    g->nids = 0;
+    for (;;) {
+        live_ev_t *e;
+
+        s = mt_reader_next(reader, &ev, end_p, err, sizeof(err));
+        if (s != MEMSVC_OK) {
+            tr->r->status = s;
+            snprintf(tr->r->message, sizeof(tr->r->message), "%.200s", err);
+            return s;
+        }
+        if (*end_p) {
+            return MEMSVC_OK;
+        }
+        if (ev.rank != rank) {
+            continue;
+        }
+        if (!LIVE_GROW(g->ev, g->n, g->cap)) {
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+        e           = &g->ev[g->n++];
+        e->ev       = ev;
+        e->deferred = false;
+        e->ev.key = e->ev.name = NULL;
+        e->ev.reads = e->ev.writes = e->ev.inputs = NULL;
+        if (ev.type == MT_EV_ALLOC) {
+            snprintf(e->key, sizeof(e->key), "r%u.%s", ev.rank, ev.key);
+        } else if (ev.type == MT_EV_COMPUTE) {
+            uint32_t n = ev.num_reads + ev.num_writes;
+
+            while (g->nids + n > g->cap_ids) {
+                if (!live_grow((void **)&g->ids, &g->cap_ids, sizeof(*g->ids))) {
+                    return MEMSVC_ERR_NO_RESOURCE;
+                }
+            }
+            e->ids_off = (uint32_t)g->nids;
+            if (ev.num_reads > 0) {
+                memcpy(&g->ids[g->nids], ev.reads, ev.num_reads * sizeof(*g->ids));
+            }
+            if (ev.num_writes > 0) {
+                memcpy(&g->ids[g->nids + ev.num_reads], ev.writes, ev.num_writes * sizeof(*g->ids));
+            }
+            g->nids += n;
+            return MEMSVC_OK;
+        }
+    }
+}
+
+static bool live_slot_add(live_group_t *g, uint8_t what, uint64_t tensor, uint64_t rc)
+{
+    if (!LIVE_GROW(g->slot, g->nslot, g->cap_slot)) {
+        return false;
+    }
+    g->slot[g->nslot++] = (live_slot_t){.what = what, .tensor = tensor, .recompute_ns = rc};
+    return true;
+}
+
+static bool live_pinned_add(live_group_t *g, uint64_t h)
+{
+    if (!LIVE_GROW(g->pinned, g->npinned, g->cap_pinned)) {
+        return false;
+    }
+    g->pinned[g->npinned++] = h;
+    return true;
+}
+
+static memsvc_alloc_params_t live_alloc_params(const mt_event_t *ev, bool pin)
+{
+    memsvc_alloc_params_t ap;
+
+    memset(&ap, 0, sizeof(ap));
+    ap.field_mask = MEMSVC_ALLOC_FIELD_KIND | MEMSVC_ALLOC_FIELD_TAGS |
+                    MEMSVC_ALLOC_FIELD_RECOMPUTE_NS | MEMSVC_ALLOC_FIELD_FLAGS;
+    ap.kind         = ev->kind;
+    ap.tags         = ev->tags;
+    ap.recompute_ns = ev->recompute_ns;
+    ap.flags        = (ev->durable ? MEMSVC_ALLOC_DURABLE : 0) |
+                      (ev->recomputable ? MEMSVC_ALLOC_RECOMPUTABLE : 0) |
+                      (pin ? MEMSVC_ALLOC_PIN : 0);
+    return ap;
+}
+
+/* Is tensor id allocated in g (before event k)? */
+static bool live_allocated_here(const live_group_t *g, size_t k, uint64_t id)
+{
+    size_t i;
+
+    for (i = 0; i < k; i++) {
+        if ((g->ev[i].ev.type == MT_EV_ALLOC) && (g->ev[i].ev.tensor == id)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Does the group's operator (a stream-0 COMPUTE, its last event) read or write id? Those of
+ * its allocs are pinned by the alloc itself (MEMSVC_ALLOC_PIN); the others are not pinned. */
+static bool live_used_by_op(const live_group_t *g, uint64_t id)
+{
+    const live_ev_t *c = (g->n > 0) ? &g->ev[g->n - 1] : NULL;
+    uint32_t         i;
+
+    if ((c == NULL) || (c->ev.type != MT_EV_COMPUTE) || (c->ev.stream != 0)) {
+        return false;
+    }
+    for (i = 0; i < c->ev.num_reads + c->ev.num_writes; i++) {
+        if (g->ids[c->ids_off + i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Build g's batch (hints, allocs that need no earlier free, acquires of tensors that exist)
+ * and submit it without waiting. */
+static void live_group_prefetch(live_trainer_t *tr, live_cost_t *cost, live_group_t *g)
+{
+    memsvc_batch_h b = g->batch;
+    size_t         k, j;
+    uint64_t       freed[64];
+    size_t         nfreed = 0;
+    bool           overflow = false;
+    memsvc_status_t s;
+
+    memsvc_batch_reset(b);
+    g->nslot   = 0;
+    g->npinned = 0;
+    g->req     = NULL;
+    for (k = 0; k < g->n; k++) {
+        live_ev_t        *e  = &g->ev[k];
+        const mt_event_t *ev = &e->ev;
+
+        switch (ev->type) {
+        case MT_EV_FREE: {
+            uint64_t *kh = live_map_slot(&tr->keys, ev->tensor);
+
+            if (kh != NULL) {
+                if (nfreed < 64) {
+                    freed[nfreed++] = *kh;
+                } else {
+                    overflow = true;
+                }
+            }
+            break;
+        }
+        case MT_EV_HINT: {
+            memsvc_hint_t hint;
+
+            if (ev->hint == MEMSVC_HINT_UPCOMING) {
+                break;
+            }
+            memset(&hint, 0, sizeof(hint));
+            hint.type       = ev->hint;
+            hint.step       = ev->step;
+            hint.layer      = ev->layer;
+            hint.microbatch = ev->microbatch;
+            hint.phase      = ev->phase;
+            if ((memsvc_batch_hint(b, &hint, NULL) == MEMSVC_OK) &&
+                !live_slot_add(g, LIVE_SLOT_HINT, 0, 0)) {
+                tr->r->errors++;
+            }
+            break;
+        }
+        case MT_EV_ALLOC: {
+            memsvc_alloc_params_t ap = live_alloc_params(ev, live_used_by_op(g, ev->tensor));
+            uint64_t              kh = live_key_hash(e->key);
+
+            for (j = 0; j < nfreed && freed[j] != kh; j++) {
+            }
+            if ((j < nfreed) || overflow) {
+                e->deferred = true; /* after the free of its key, at the operator's start */
+                break;
+            }
+            s = memsvc_batch_alloc(b, e->key, ev->size, &ap, NULL);
+            if ((s != MEMSVC_OK) || !live_slot_add(g, LIVE_SLOT_ALLOC, ev->tensor, 0)) {
+                tr->r->errors++;
+            }
+            break;
+        }
+        case MT_EV_ACCESS:
+        case MT_EV_COMPUTE: {
+            uint32_t        n   = (ev->type == MT_EV_ACCESS) ? 1 : ev->num_reads + ev->num_writes;
+            const uint64_t *ids = (ev->type == MT_EV_ACCESS) ? &ev->tensor : &g->ids[e->ids_off];
+            uint32_t        i;
+
+            if ((ev->type == MT_EV_COMPUTE) && (ev->stream != 0)) {
+                break;
+            }
+            for (i = 0; i < n; i++) {
+                uint64_t *h = live_map_slot(&tr->map, ids[i]);
+                uint64_t *c;
+
+                if ((h == NULL) || live_allocated_here(g, k, ids[i])) {
+                    /* unknown (refused), or allocated by this batch: pinned by its alloc when
+                     * the operator uses it; an ACCESS right after the alloc is a no-op */
+                    continue;
+                }
+                c = live_map_slot(&cost->map, ids[i]);
+                if ((memsvc_batch_acquire(b, *h, NULL) != MEMSVC_OK) ||
+                    !live_slot_add(g, LIVE_SLOT_ACQUIRE, ids[i], (c != NULL) ? *c - 1 : 0)) {
+                    tr->r->errors++;
+                }
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    if (memsvc_batch_size(b) == 0) {
+        return;
+    }
+    tr->r->batches++;
+    s = memsvc_batch_submit(b, &g->req);
+    if (s != MEMSVC_INPROGRESS) {
+        g->req = NULL; /* failed at once: every entry says why */
+    }
+}
+
+static bool live_no_room(memsvc_status_t s)
+{
+    return (s == MEMSVC_ERR_NO_MEMORY) || (s == MEMSVC_ERR_FRAGMENTED);
+}
+
+/* The batch's outcomes: handles of the allocs, recomputes, refusals; what to release. With
+ * `retry`, entries refused for lack of room are left for a second try (their slot's `what`
+ * gets LIVE_SLOT_RETRY added) instead of being counted. */
+static void live_group_collect(live_trainer_t *tr, live_cost_t *cost, live_group_t *g, bool retry)
+{
+    size_t i;
+
+    for (i = 0; i < g->nslot; i++) {
+        live_slot_t    *sl = &g->slot[i];
+        memsvc_handle_t h  = 0;
+        memsvc_status_t s  = memsvc_batch_result(g->batch, i, &h);
+
+        if (retry && live_no_room(s) && (sl->what != LIVE_SLOT_HINT)) {
+            sl->what |= LIVE_SLOT_RETRY;
+            continue;
+        }
+        switch (sl->what) {
+        case LIVE_SLOT_ALLOC:
+            if (s == MEMSVC_OK) {
+                size_t k;
+
+                live_map_put(&tr->map, sl->tensor, h);
+                if (live_used_by_op(g, sl->tensor)) {
+                    live_pinned_add(g, h);
+                }
+                for (k = 0; k < g->n; k++) { /* its cost and key, from its event */
+                    if ((g->ev[k].ev.type == MT_EV_ALLOC) && (g->ev[k].ev.tensor == sl->tensor)) {
+                        live_map_put(&cost->map, sl->tensor, g->ev[k].ev.recompute_ns + 1);
+                        live_map_put(&tr->keys, sl->tensor, live_key_hash(g->ev[k].key));
+                        break;
+                    }
+                }
+            } else {
+                live_refused(tr, s);
+            }
+            break;
+        case LIVE_SLOT_ACQUIRE: {
+            uint64_t *hp = live_map_slot(&tr->map, sl->tensor);
+
+            if (s == MEMSVC_RECOMPUTE) {
+                uint64_t ns = (uint64_t)((double)sl->recompute_ns * tr->p->time_scale);
+
+                tr->r->recomputes++;
+                tr->r->recompute_ns += ns;
+                live_compute(tr, ns);
+            }
+            if ((s == MEMSVC_OK || s == MEMSVC_RECOMPUTE) && (hp != NULL)) {
+                live_pinned_add(g, *hp);
+            } else if (s < 0) {
+                live_refused(tr, s);
+            }
+            break;
+        }
+        default:
+            if (s < 0) {
+                tr->r->errors++;
+            }
+            break;
+        }
+    }
+}
+
+/*
+ * Entries the prefetch could not place (the previous operator still held its pins) are asked
+ * again now, on demand, after the previous operator's releases: one synchronous batch, in
+ * the original order (an alloc's key and an acquire's handle come from the group).
+ */
+static void live_group_retry(live_trainer_t *tr, live_cost_t *cost, live_group_t *g)
+{
+    size_t i, k, n = 0;
+
+    for (i = 0; i < g->nslot; i++) {
+        n += (g->slot[i].what & LIVE_SLOT_RETRY) != 0;
+    }
+    if (n == 0) {
+        return;
+    }
+    /* the batch is done: rebuild it with only the refused entries */
+    {
+        live_slot_t *keep = malloc(n * sizeof(*keep));
+        size_t       m    = 0;
+
+        if (keep == NULL) {
+            tr->r->errors += n;
+            return;
+        }
+        memsvc_batch_reset(g->batch);
+        for (i = 0; i < g->nslot; i++) {
+            live_slot_t *sl = &g->slot[i];
+            memsvc_status_t s = MEMSVC_ERR_NOT_FOUND;
+
+            if (!(sl->what & LIVE_SLOT_RETRY)) {
+                continue;
+            }
+            sl->what &= (uint8_t)~LIVE_SLOT_RETRY;
+            if (sl->what == LIVE_SLOT_ALLOC) {
+                for (k = 0; k < g->n; k++) {
+                    if ((g->ev[k].ev.type == MT_EV_ALLOC) && (g->ev[k].ev.tensor == sl->tensor)) {
+                        memsvc_alloc_params_t ap =
+                            live_alloc_params(&g->ev[k].ev, live_used_by_op(g, sl->tensor));
+
+                        s = memsvc_batch_alloc(g->batch, g->ev[k].key, g->ev[k].ev.size, &ap, NULL);
+                        break;
+                    }
+                }
+            } else {
+                uint64_t *h = live_map_slot(&tr->map, sl->tensor);
+
+                if (h != NULL) {
+                    s = memsvc_batch_acquire(g->batch, *h, NULL);
+                }
+            }
+            if (s == MEMSVC_OK) {
+                keep[m++] = *sl;
+            } else {
+                tr->r->errors++;
+            }
+        }
+        g->nslot = 0;
+        for (i = 0; i < m; i++) {
+            live_slot_add(g, keep[i].what, keep[i].tensor, keep[i].recompute_ns);
+        }
+        free(keep);
+    }
+    tr->r->retries += g->nslot;
+    memsvc_batch_submit(g->batch, NULL);
+    live_group_collect(tr, cost, g, false);
+}
+
+/* The operator's start: frees (one-way), deferred allocs, then its prefetched batch. */
+static void live_group_start(live_trainer_t *tr, live_cost_t *cost, live_group_t *g)
+{
+    memsvc_batch_h late = NULL;
+    uint64_t       t0   = live_now();
+    size_t         k;
+
+    for (k = 0; k < g->n; k++) {
+        live_ev_t *e = &g->ev[k];
+
+        tr->r->events++;
+        if (e->ev.type == MT_EV_FREE) {
+            uint64_t *h = live_map_slot(&tr->map, e->ev.tensor);
+
+            if (h != NULL) {
+                memsvc_free(tr->conn, *h);
+                live_map_del(&tr->map, e->ev.tensor);
+                live_map_del(&cost->map, e->ev.tensor);
+                live_map_del(&tr->keys, e->ev.tensor);
+            }
+        } else if ((e->ev.type == MT_EV_ALLOC) && e->deferred) {
+            memsvc_alloc_params_t ap = live_alloc_params(&e->ev, live_used_by_op(g, e->ev.tensor));
+            memsvc_handle_t       h;
+            memsvc_status_t       s;
+
+            if ((late == NULL) && (memsvc_batch_create(tr->conn, &late) != MEMSVC_OK)) {
+                tr->r->errors++;
+                continue;
+            }
+            memsvc_batch_reset(late);
+            s = memsvc_batch_alloc(late, e->key, e->ev.size, &ap, NULL);
+            if (s == MEMSVC_OK) {
+                memsvc_batch_submit(late, NULL); /* carries the frees before it */
+                s = memsvc_batch_result(late, 0, &h);
+            }
+            if (s == MEMSVC_OK) {
+                live_map_put(&tr->map, e->ev.tensor, h);
+                live_map_put(&cost->map, e->ev.tensor, e->ev.recompute_ns + 1);
+                live_map_put(&tr->keys, e->ev.tensor, live_key_hash(e->key));
+                if (live_used_by_op(g, e->ev.tensor)) {
+                    live_pinned_add(g, h);
+                }
+            } else {
+                live_refused(tr, s);
+            }
+        }
+    }
+    memsvc_batch_destroy(late);
+    if (g->req != NULL) {
+        memsvc_wait(g->req, -1); /* outcomes per entry, read below */
+        g->req = NULL;
+    }
+    live_group_collect(tr, cost, g, true);
+    live_group_retry(tr, cost, g);
+    tr->r->stall_ns += live_now() - t0;
+}
+
+/* The operator itself, then its releases (one-way). */
+static void live_group_run(live_trainer_t *tr, live_group_t *g)
+{
+    size_t i;
+
+    if ((g->n > 0) && (g->ev[g->n - 1].ev.type == MT_EV_COMPUTE) &&
+        (g->ev[g->n - 1].ev.stream == 0)) {
+        uint64_t ns = (uint64_t)((double)g->ev[g->n - 1].ev.duration_ns * tr->p->time_scale);
+
+        live_compute(tr, ns);
+        tr->r->compute_ns += ns;
+        tr->r->ops++;
+    }
+    for (i = 0; i < g->npinned; i++) {
+        memsvc_release(tr->conn, g->pinned[i]);
+    }
+    g->npinned = 0;
+}
+
+/* Deferred errors of one-way requests count as errors. */
+static void live_drain_errors(live_trainer_t *tr, bool flush)
+{
+    memsvc_deferred_error_t e[16];
+    size_t                  n;
+
+    if (flush && (memsvc_flush(tr->conn) == MEMSVC_OK)) {
+        return;
+    }
+    while ((n = memsvc_errors(tr->conn, e, 16)) > 0) {
+        tr->r->errors += n;
+    }
+}
+
+/* The rank's events, operator by operator, the next one's batch in flight during this one. */
+static void live_trainer_batched(live_trainer_t *tr, live_cost_t *cost, mt_reader_t *reader,
+                                 uint32_t rank)
+{
+    live_group_t g[2];
+    live_group_t *cur = &g[0], *nxt = &g[1], *t;
+    bool         end = false, cur_valid;
+    uint64_t     ops = 0;
+
+    memset(g, 0, sizeof(g));
+    if ((memsvc_batch_create(tr->conn, &g[0].batch) != MEMSVC_OK) ||
+        (memsvc_batch_create(tr->conn, &g[1].batch) != MEMSVC_OK)) {
+        tr->r->status = MEMSVC_ERR_NO_RESOURCE;
+        goto out;
+    }
+    if (live_group_load(tr, reader, rank, cur, &end) != MEMSVC_OK) {
+        goto out;
+    }
+    live_group_prefetch(tr, cost, cur);
+    cur_valid = (cur->n > 0);
+    while (cur_valid) {
+        live_group_start(tr, cost, cur);
+        nxt->n = 0;
+        if (!end && (live_group_load(tr, reader, rank, nxt, &end) != MEMSVC_OK)) {
+            break;
+        }
+        if (nxt->n > 0) {
+            live_group_prefetch(tr, cost, nxt); /* in flight while this operator computes */
+        }
+        live_group_run(tr, cur);
+        if ((++ops % 4096) == 0) {
+            live_drain_errors(tr, false);
+        }
+        t         = cur;
+        cur       = nxt;
+        nxt       = t;
+        cur_valid = (cur->n > 0);
+    }
+    live_drain_errors(tr, true);
+out:
+    live_group_free(&g[0]);
+    live_group_free(&g[1]);
+}
+
 /* The body of one trainer process: replays `rank` of the trace at path. */
 static void live_trainer(const char *path, uint32_t rank, const mt_live_params_t *p,
                          mt_live_rank_t *r)
@@ -352,6 +919,10 @@ static void live_trainer(const char *path, uint32_t rank, const mt_live_params_t
     cp.rank    = rank;
     cp.device  = r->device;
     cp.name    = name;
+    if (p->per_request) {
+        cp.field_mask |= MEMSVC_CONN_FIELD_FLAGS;
+        cp.flags = MEMSVC_CONN_SYNC; /* every request answered, as before batching */
+    }
     if (p->timeout_ms > 0) {
         cp.field_mask |= MEMSVC_CONN_FIELD_TIMEOUT_MS;
         cp.timeout_ms = p->timeout_ms;
@@ -367,7 +938,10 @@ static void live_trainer(const char *path, uint32_t rank, const mt_live_params_t
     snprintf(r->transport, sizeof(r->transport), "%s", memsvc_conn_transport(tr.conn));
     t0          = live_now();
     tr.sched_ns = t0;
-    for (;;) {
+    if (!p->per_request) {
+        live_trainer_batched(&tr, &cost, reader, rank);
+    }
+    while (p->per_request) {
         s = mt_reader_next(reader, &ev, &end, err, sizeof(err));
         if (s != MEMSVC_OK) {
             r->status = s;
@@ -389,6 +963,8 @@ static void live_trainer(const char *path, uint32_t rank, const mt_live_params_t
     free(tr.map.handles);
     free(cost.map.ids);
     free(cost.map.handles);
+    free(tr.keys.ids);
+    free(tr.keys.handles);
 }
 
 /* ---- the parent: one process per (trace, rank) --------------------------------------------- */
@@ -435,6 +1011,10 @@ memsvc_status_t mt_replay_live(const char *const *paths, int num_paths,
         return MEMSVC_ERR_TRANSPORT;
     }
     devices = (st.num_devices > 0) ? st.num_devices : 1;
+    for (i = 0; i < st.num_devices && i < MEMSVC_MAX_DEVICES; i++) {
+        report_p->stall_before[i] = st.dev[i].stall_ns;
+    }
+    report_p->requests = st.requests;
     for (t = 0; t < num_paths; t++) {
         /* the ranks a trace holds: the distinct ranks of its events, in order of appearance */
         uint32_t     ranks[MT_LIVE_MAX_PROCS], nr = 0, k;
@@ -524,6 +1104,10 @@ memsvc_status_t mt_replay_live(const char *const *paths, int num_paths,
         }
     }
     report_p->have_daemon = (live_daemon_stats(params, &report_p->daemon) == MEMSVC_OK);
+    /* the two control sessions (before and after) sent HELLO and STATS each */
+    report_p->requests = (report_p->have_daemon && report_p->daemon.requests >= report_p->requests + 3)
+                             ? report_p->daemon.requests - report_p->requests - 3
+                             : 0;
     return (n == report_p->num_procs) ? MEMSVC_OK : MEMSVC_ERR_NO_RESOURCE;
 }
 
@@ -549,23 +1133,47 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
             ms(rep->wall_ns), ms(rep->compute_ns),
             rep->compute_ns ? 100.0 * ((double)rep->wall_ns / (double)rep->compute_ns - 1.0)
                             : 0.0);
-    fprintf(out, "                 wall = compute + waiting for memory (acquires, round trips\n"
-                 "                 included) + recompute + other round trips (alloc, free,\n"
-                 "                 release, hints: one each, so small operators pay most)\n");
+    if (rep->have_daemon) {
+        uint64_t base = 0;
+
+        for (i = 0; i < rep->num_procs; i++) {
+            const mt_live_rank_t *r = &rep->procs[i];
+            uint64_t              b = r->compute_ns + r->recompute_ns;
+
+            if (r->device < MEMSVC_MAX_DEVICES) {
+                b += rep->daemon.dev[r->device].stall_ns - rep->stall_before[r->device];
+            }
+            if (b > base) {
+                base = b;
+            }
+        }
+        fprintf(out,
+                "with the policy  %.3f ms = compute + recompute + the daemon-side stall of the "
+                "trainer's device; wall is %+.2f%% over it\n",
+                ms(base), base ? 100.0 * ((double)rep->wall_ns / (double)base - 1.0) : 0.0);
+    }
+    fprintf(out, "requests         %" PRIu64 " request messages to the daemon (%s)\n",
+            rep->requests,
+            p->per_request ? "per-request mode: one answered request per event"
+                           : "one batch per operator, prefetched; releases, frees one-way");
+    fprintf(out, "                 wall = compute + waiting for memory (the operator's batch, round\n"
+                 "                 trips included) + recompute + the rest (client work, one-way\n"
+                 "                 sends; in per-request mode the round trips of allocs, frees,\n"
+                 "                 releases and hints)\n");
     for (i = 0; i < rep->num_procs; i++) {
         const mt_live_rank_t *r = &rep->procs[i];
 
         fprintf(out,
                 "  trainer %-2u     trace %u rank %u npu%u: %" PRIu64 " events, %" PRIu64
                 " ops, wall %.3f ms = compute %.3f + waiting for memory %.3f + recompute %.3f"
-                " (%" PRIu64 ") + other round trips %.3f; %" PRIu64 " refused for memory, %" PRIu64
-                " other errors%s%s\n",
+                " (%" PRIu64 ") + rest %.3f; %" PRIu64 " batches, %" PRIu64 " prefetches retried"
+                " on demand; %" PRIu64 " refused for memory, %" PRIu64 " other errors%s%s\n",
                 i, r->trace, r->rank, r->device, r->events, r->ops, ms(r->wall_ns),
                 ms(r->compute_ns), ms(r->stall_ns), ms(r->recompute_ns), r->recomputes,
                 ms(r->wall_ns > r->compute_ns + r->stall_ns + r->recompute_ns
                        ? r->wall_ns - r->compute_ns - r->stall_ns - r->recompute_ns
                        : 0),
-                r->ooms, r->errors, r->status < 0 ? "; FAILED: " : "",
+                r->batches, r->retries, r->ooms, r->errors, r->status < 0 ? "; FAILED: " : "",
                 r->status < 0 ? r->message : "");
     }
     if (!rep->have_daemon) {
@@ -580,10 +1188,11 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
         fprintf(out,
                 "  npu%-2u          peak reserved %.1f MiB of %.1f MiB; swapped out %.1f MiB (%" PRIu64
                 " moves), in %.1f MiB (%" PRIu64 "); drops %" PRIu64 ", recomputes %" PRIu64
-                "; daemon-side stall %.3f ms\n",
+                "; daemon-side stall %.3f ms during this replay (counters since the daemon "
+                "started)\n",
                 d, s->peak_reserved / 1048576.0, s->capacity / 1048576.0,
                 s->swap_out_bytes / 1048576.0, s->swap_outs, s->swap_in_bytes / 1048576.0,
-                s->swap_ins, s->drops, s->recomputes, ms(s->stall_ns));
+                s->swap_ins, s->drops, s->recomputes, ms(s->stall_ns - rep->stall_before[d]));
     }
 }
 
@@ -594,8 +1203,10 @@ void mt_live_report_json(const mt_live_report_t *rep, const mt_live_params_t *p,
     fprintf(out, "{\n  \"address\": ");
     memsvc_json_string(p->address, out);
     fprintf(out, ",\n  \"job\": %u,\n  \"time_scale\": %g,\n", p->job, p->time_scale);
-    fprintf(out, "  \"wall_ns\": %" PRIu64 ",\n  \"compute_ns\": %" PRIu64 ",\n  \"trainers\": [",
-            rep->wall_ns, rep->compute_ns);
+    fprintf(out,
+            "  \"per_request\": %s,\n  \"requests\": %" PRIu64 ",\n  \"wall_ns\": %" PRIu64
+            ",\n  \"compute_ns\": %" PRIu64 ",\n  \"trainers\": [",
+            p->per_request ? "true" : "false", rep->requests, rep->wall_ns, rep->compute_ns);
     for (i = 0; i < rep->num_procs; i++) {
         const mt_live_rank_t *r = &rep->procs[i];
 
@@ -604,10 +1215,12 @@ void mt_live_report_json(const mt_live_report_t *rep, const mt_live_params_t *p,
                 "\"events\": %" PRIu64 ", \"ops\": %" PRIu64 ", \"wall_ns\": %" PRIu64
                 ", \"compute_ns\": %" PRIu64 ", \"stall_ns\": %" PRIu64 ", \"recomputes\": %" PRIu64
                 ", \"recompute_ns\": %" PRIu64 ", \"refused_for_memory\": %" PRIu64
-                ", \"errors\": %" PRIu64 "}",
+                ", \"errors\": %" PRIu64 ", \"batches\": %" PRIu64 ", \"retries\": %" PRIu64
+                "}",
                 i ? "," : "", r->trace, r->rank, r->device,
                 memsvc_status_name((memsvc_status_t)r->status), r->events, r->ops, r->wall_ns,
-                r->compute_ns, r->stall_ns, r->recomputes, r->recompute_ns, r->ooms, r->errors);
+                r->compute_ns, r->stall_ns, r->recomputes, r->recompute_ns, r->ooms, r->errors,
+                r->batches, r->retries);
     }
     fprintf(out, "\n  ]");
     if (rep->have_daemon) {
