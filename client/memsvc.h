@@ -187,6 +187,15 @@ memsvc_status_t memsvc_test(memsvc_req_h req);
  * memsvc_req_free it). */
 memsvc_status_t memsvc_wait(memsvc_req_h req, int timeout_ms);
 
+/*
+ * Progress the connection without waiting: push out sends UCX still holds, take the answers
+ * that arrived (completing requests for memsvc_test). A caller that keeps asynchronous requests
+ * in flight while it does other work (computes) calls it now and then, e.g. before sleeping,
+ * so that its requests leave and their answers are in when it needs them. Returns how many
+ * transport events it handled (0: nothing to do).
+ */
+unsigned memsvc_progress(memsvc_conn_h conn);
+
 /* Abandon a request; a late answer is discarded (an acquire that still completes stays
  * pinned: release it). */
 void memsvc_req_free(memsvc_req_h req);
@@ -238,9 +247,9 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
  * they fail. The call checks its arguments, queues the operation and returns MEMSVC_OK (or an
  * error found at once: MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_TOO_LARGE, MEMSVC_ERR_TRANSPORT).
  * Queued operations are sent, in order and before it, with the next request that needs an
- * answer (in the same message when they fit), or when any call waits (memsvc_wait,
- * memsvc_test, memsvc_flush), when 64 are queued, or at the first library call `cork_us`
- * after the oldest was queued. So the daemon sees every request of a connection in the order
+ * answer (in the same message when they fit), or when a call has to wait for an answer that
+ * has not arrived (memsvc_wait, memsvc_test, memsvc_flush, any synchronous call), when 64 are
+ * queued, or at the first library call `cork_us` after the oldest was queued. So the daemon sees every request of a connection in the order
  * it was made. A caller that goes quiet for long after a release (computing) should call
  * memsvc_flush, or connect with cork_us = 0, so that the daemon can move the tensor meanwhile.
  *

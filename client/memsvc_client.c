@@ -298,14 +298,21 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
                                        uint64_t deadline)
 {
     uint64_t start = msp_now_ns(), now;
+    bool     corked = true;
     int      ms;
 
-    mcl_cork_send(conn); /* nothing waited for may stay behind queued one-way requests */
     for (;;) {
         while (ucp_worker_progress(conn->worker) != 0) {
         }
         if (done(arg)) {
             return MEMSVC_OK;
+        }
+        if (corked) {
+            /* Not done: nothing waited for may stay behind queued one-way requests (one may
+             * free the room it waits for). Done at once, they wait for the next request. */
+            mcl_cork_send(conn);
+            corked = false;
+            continue;
         }
         now = msp_now_ns();
         if (now >= deadline) {
@@ -933,6 +940,19 @@ memsvc_status_t memsvc_release_nb(memsvc_conn_h conn, memsvc_handle_t handle, me
     return handle_nb(conn, MSP_OP_RELEASE, handle, req_p);
 }
 
+unsigned memsvc_progress(memsvc_conn_h conn)
+{
+    unsigned n = 0, k;
+
+    if ((conn == NULL) || conn->broken) {
+        return 0;
+    }
+    while ((k = ucp_worker_progress(conn->worker)) != 0) {
+        n += k;
+    }
+    return n;
+}
+
 memsvc_status_t memsvc_test(memsvc_req_h req)
 {
     memsvc_status_t status;
@@ -940,9 +960,9 @@ memsvc_status_t memsvc_test(memsvc_req_h req)
     if (req == NULL) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    mcl_cork_send(req->conn);
     ucp_worker_progress(req->conn->worker);
     if (!mcl_req_finished(req)) {
+        mcl_cork_send(req->conn); /* as any wait: see conn_wait_until */
         return MEMSVC_INPROGRESS;
     }
     status = (req->batch != NULL) ? mcl_batch_collect(req->batch) : req->status;

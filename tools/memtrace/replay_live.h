@@ -9,6 +9,8 @@
 #include <stdio.h>
 
 #define MT_LIVE_MAX_PROCS 64
+#define LIVE_PREFETCH_MAX 16    /* operators' batches in flight ahead, at most */
+#define LIVE_PREFETCH_DEFAULT 8
 
 typedef struct mt_live_params {
     const char *address;    /* memsvcd's HOST:PORT */
@@ -16,6 +18,7 @@ typedef struct mt_live_params {
     double      time_scale; /* compute and recompute durations are slept for this fraction */
     int         timeout_ms; /* per request; 0: the client's default */
     bool        per_request; /* one answered request per event (as before batching) */
+    unsigned    prefetch;    /* operators whose batches are in flight ahead (1..16; 0: 8) */
 } mt_live_params_t;
 
 /* What one trainer process saw (wall-clock figures, in nanoseconds). */
@@ -28,13 +31,14 @@ typedef struct mt_live_rank {
     uint64_t ops;         /* compute operators run */
     uint64_t wall_ns;     /* from connect to the last event */
     uint64_t compute_ns;  /* scaled operator time slept (the ideal step) */
-    uint64_t stall_ns;    /* time spent waiting for acquires (round trips included) */
+    uint64_t stall_ns;    /* device idle while the trainer waited for its acquires/batches */
     uint64_t recompute_ns;/* scaled recompute time slept after RECOMPUTE answers */
     uint64_t recomputes;
     uint64_t ooms;        /* allocations refused (NO_MEMORY / FRAGMENTED) */
     uint64_t errors;      /* other refused requests (and failed one-way ones) */
     uint64_t batches;     /* operator batches submitted (0 in per-request mode) */
     uint64_t retries;     /* prefetched allocs/acquires refused for room, asked again on demand */
+    uint64_t late_allocs; /* allocs that waited at the operator's start for a free of their key */
     char     transport[64];
     char     message[256]; /* the error, if status < 0 */
 } mt_live_rank_t;
