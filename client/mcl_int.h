@@ -57,9 +57,9 @@ struct memsvc_conn {
     msp_rep_t         reps[MSP_BATCH_MAX]; /* decode scratch */
 
     /* one-way requests (memsvc_oneway.c) */
-    bool                     sync;       /* MEMSVC_CONN_SYNC: they wait for their answers */
-    uint64_t                 cork_ns;    /* longest a queued one waits (checked at each call) */
-    msp_req_t               *cork;       /* queued, not sent: MSP_BATCH_MAX slots (see mcl_send) */
+    bool                     sync;    /* MEMSVC_CONN_SYNC: they wait for their answers */
+    uint64_t                 cork_ns; /* longest a queued one waits (checked at each call) */
+    msp_req_t               *cork;    /* queued, not sent: MSP_BATCH_MAX slots (see mcl_send) */
     size_t                   ncork;
     size_t                   cork_bytes; /* bound of their encoded size */
     uint64_t                 cork_since; /* when the oldest was queued */
@@ -112,7 +112,7 @@ bool mcl_oneway_on_reply(memsvc_conn_h conn, const msp_rep_t *rep);
 
 /* ---- memsvc_batch.c ------------------------------------------------------------------------- */
 
-bool            mcl_batch_done(struct memsvc_batch *batch);
+bool mcl_batch_done(struct memsvc_batch *batch);
 /* Finished: take the entries' outcomes, free their records; the batch's status. */
 memsvc_status_t mcl_batch_collect(struct memsvc_batch *batch);
 /* The batch's request is abandoned or freed: entries still in flight are abandoned. */

@@ -249,9 +249,10 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
  * Queued operations are sent, in order and before it, with the next request that needs an
  * answer (in the same message when they fit), or when a call has to wait for an answer that
  * has not arrived (memsvc_wait, memsvc_test, memsvc_flush, any synchronous call), when 64 are
- * queued, or at the first library call `cork_us` after the oldest was queued. So the daemon sees every request of a connection in the order
- * it was made. A caller that goes quiet for long after a release (computing) should call
- * memsvc_flush, or connect with cork_us = 0, so that the daemon can move the tensor meanwhile.
+ * queued, or at the first library call `cork_us` after the oldest was queued. So the daemon sees
+ * every request of a connection in the order it was made. A caller that goes quiet for long after a
+ * release (computing) should call memsvc_flush, or connect with cork_us = 0, so that the daemon can
+ * move the tensor meanwhile.
  *
  * A failed one-way operation never changes the status of another call. Its error is kept in
  * the connection's deferred-error queue (the first 256 unread; later ones are only counted):
@@ -271,12 +272,12 @@ typedef enum memsvc_op {
 
 /* One failed one-way operation. */
 typedef struct memsvc_deferred_error {
-    memsvc_status_t status;                      /* what the daemon answered */
-    memsvc_op_t     op;                          /* FREE, RELEASE or HINT */
-    memsvc_handle_t handle;                      /* the handle it named (0 for a hint) */
-    uint64_t        seq;                         /* its number among the connection's one-way
-                                                  * operations, from 1 (see oneway_issued) */
-    char            message[MEMSVC_MESSAGE_MAX + 1]; /* the daemon's explanation */
+    memsvc_status_t status;               /* what the daemon answered */
+    memsvc_op_t     op;                   /* FREE, RELEASE or HINT */
+    memsvc_handle_t handle;               /* the handle it named (0 for a hint) */
+    uint64_t        seq;                  /* its number among the connection's one-way
+                                           * operations, from 1 (see oneway_issued) */
+    char message[MEMSVC_MESSAGE_MAX + 1]; /* the daemon's explanation */
 } memsvc_deferred_error_t;
 
 /*
@@ -290,9 +291,9 @@ memsvc_status_t memsvc_flush(memsvc_conn_h conn);
 size_t memsvc_errors(memsvc_conn_h conn, memsvc_deferred_error_t *errors, size_t max);
 
 enum memsvc_conn_attr_field {
-    MEMSVC_CONN_ATTR_FIELD_ONEWAY   = 1u << 0, /* oneway_issued, _completed, _failed, queued */
-    MEMSVC_CONN_ATTR_FIELD_ERRORS   = 1u << 1, /* errors_pending, errors_lost */
-    MEMSVC_CONN_ATTR_FIELD_SESSION  = 1u << 2  /* session, protocol */
+    MEMSVC_CONN_ATTR_FIELD_ONEWAY  = 1u << 0, /* oneway_issued, _completed, _failed, queued */
+    MEMSVC_CONN_ATTR_FIELD_ERRORS  = 1u << 1, /* errors_pending, errors_lost */
+    MEMSVC_CONN_ATTR_FIELD_SESSION = 1u << 2  /* session, protocol */
 };
 
 typedef struct memsvc_conn_attr {
@@ -344,13 +345,10 @@ memsvc_status_t memsvc_batch_reset(memsvc_batch_h batch);
  */
 memsvc_status_t memsvc_batch_alloc(memsvc_batch_h batch, const char *key, uint64_t size,
                                    const memsvc_alloc_params_t *params, size_t *index_p);
-memsvc_status_t memsvc_batch_acquire(memsvc_batch_h batch, memsvc_handle_t handle,
-                                     size_t *index_p);
-memsvc_status_t memsvc_batch_release(memsvc_batch_h batch, memsvc_handle_t handle,
-                                     size_t *index_p);
+memsvc_status_t memsvc_batch_acquire(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
+memsvc_status_t memsvc_batch_release(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
 memsvc_status_t memsvc_batch_free(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
-memsvc_status_t memsvc_batch_hint(memsvc_batch_h batch, const memsvc_hint_t *hint,
-                                  size_t *index_p);
+memsvc_status_t memsvc_batch_hint(memsvc_batch_h batch, const memsvc_hint_t *hint, size_t *index_p);
 
 /* Entries in the batch. */
 size_t memsvc_batch_size(memsvc_batch_h batch);

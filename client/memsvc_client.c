@@ -227,8 +227,8 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
 /* ---- sending and waiting ------------------------------------------------------------------- */
 
 /* Send n requests (already created) in one message, with an optional payload. */
-memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_req_t *msgs, size_t n,
-                             const void *payload, size_t plen)
+memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_req_t *msgs,
+                             size_t n, const void *payload, size_t plen)
 {
     ucp_request_param_t param = {0};
     memsvc_status_t     status;
@@ -297,7 +297,7 @@ memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_r
 static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *), void *arg,
                                        uint64_t deadline)
 {
-    uint64_t start = msp_now_ns(), now;
+    uint64_t start  = msp_now_ns(), now;
     bool     corked = true;
     int      ms;
 
@@ -416,8 +416,8 @@ static memsvc_status_t conn_prepare(memsvc_conn_h conn, msp_req_t *msg, memsvc_r
 }
 
 /* One request, sent and waited for; *rep_p (optional) gets the reply. */
-memsvc_status_t mcl_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload,
-                                 size_t plen, msp_rep_t *rep_p)
+memsvc_status_t mcl_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload, size_t plen,
+                         msp_rep_t *rep_p)
 {
     memsvc_status_t status;
     memsvc_req_h    req;

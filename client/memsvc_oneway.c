@@ -100,11 +100,11 @@ static void err_push(memsvc_conn_h conn, const mcl_ow_t *ow, const msp_rep_t *re
         conn->err_lost++;
         return;
     }
-    e          = &conn->errs[(conn->err_head + conn->err_count++) % MCL_ERR_MAX];
-    e->status  = rep->status;
-    e->op      = (memsvc_op_t)((ow != NULL) ? ow->op : rep->op);
-    e->handle  = (ow != NULL) ? ow->handle : 0;
-    e->seq     = (ow != NULL) ? ow->seq : 0;
+    e         = &conn->errs[(conn->err_head + conn->err_count++) % MCL_ERR_MAX];
+    e->status = rep->status;
+    e->op     = (memsvc_op_t)((ow != NULL) ? ow->op : rep->op);
+    e->handle = (ow != NULL) ? ow->handle : 0;
+    e->seq    = (ow != NULL) ? ow->seq : 0;
     snprintf(e->message, sizeof(e->message), "%s", rep->msg);
 }
 
@@ -163,7 +163,7 @@ memsvc_status_t mcl_oneway_call(memsvc_conn_h conn, msp_req_t *msg, uint64_t han
     }
     conn->cork[conn->ncork++] = *msg;
     conn->cork_bytes += bound;
-    ow = &conn->ow[(conn->ow_head + conn->ow_count++) % MCL_OW_MAX];
+    ow         = &conn->ow[(conn->ow_head + conn->ow_count++) % MCL_OW_MAX];
     ow->id     = msg->id;
     ow->seq    = ++conn->ow_issued;
     ow->handle = handle;

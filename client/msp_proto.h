@@ -16,8 +16,8 @@
  * bounded by the limits below, so it can be fuzzed on its own.
  */
 
-#define MSP_VERSION 2u         /* what this side speaks */
-#define MSP_VERSION_MIN 1u     /* the oldest version the daemon still accepts */
+#define MSP_VERSION 2u             /* what this side speaks */
+#define MSP_VERSION_MIN 1u         /* the oldest version the daemon still accepts */
 #define MSP_AM_REQUEST 17u         /* AM id: client to server */
 #define MSP_AM_REPLY 18u           /* AM id: server to client */
 #define MSP_HEADER_MAX 4096u       /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */

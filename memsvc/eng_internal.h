@@ -164,8 +164,8 @@ struct eng {
     const pol_ops_t *pol;
     void            *pol_state;
     pol_ctx_t        pol_ctx;
-    bool             pol_defer;     /* eng_policy_defer: resident acquires notified later */
-    eng_handle_t    *pol_deferred;  /* their handles, in order, until eng_policy_flush */
+    bool             pol_defer;    /* eng_policy_defer: resident acquires notified later */
+    eng_handle_t    *pol_deferred; /* their handles, in order, until eng_policy_flush */
     size_t           pol_ndeferred, pol_cap_deferred;
     char             pol_spec[128];
 

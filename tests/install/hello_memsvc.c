@@ -35,8 +35,9 @@ int main(int argc, char **argv)
     if ((memsvc_batch_create(conn, &b) != MEMSVC_OK) ||
         (memsvc_batch_alloc(b, "hello.out", 4096, &ap, NULL) != MEMSVC_OK) ||
         (memsvc_batch_submit(b, NULL) != MEMSVC_OK) ||
-        (memsvc_batch_result(b, 0, &out) != MEMSVC_OK) || (memsvc_release(conn, out) != MEMSVC_OK) ||
-        (memsvc_free(conn, out) != MEMSVC_OK) || (memsvc_flush(conn) != MEMSVC_OK)) {
+        (memsvc_batch_result(b, 0, &out) != MEMSVC_OK) ||
+        (memsvc_release(conn, out) != MEMSVC_OK) || (memsvc_free(conn, out) != MEMSVC_OK) ||
+        (memsvc_flush(conn) != MEMSVC_OK)) {
         fprintf(stderr, "an operator's batch failed\n");
         return 1;
     }

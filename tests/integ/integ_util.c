@@ -217,8 +217,8 @@ memsvc_status_t integ_deferred(memsvc_conn_h conn, memsvc_op_t op, memsvc_handle
     if (status != MEMSVC_ERR_DEFERRED) {
         return status;
     }
-    if ((memsvc_errors(conn, &e, 1) != 1) || (e.op != op) || (e.handle != handle) ||
-        (e.seq == 0) || (e.message[0] == '\0') || (e.status >= 0)) {
+    if ((memsvc_errors(conn, &e, 1) != 1) || (e.op != op) || (e.handle != handle) || (e.seq == 0) ||
+        (e.message[0] == '\0') || (e.status >= 0)) {
         return MEMSVC_ERR_PROTOCOL;
     }
     return e.status;

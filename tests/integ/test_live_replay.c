@@ -31,7 +31,7 @@ static void test_live_replay_two_trainers(void)
     integ_daemon_t d;
     char           cmd[1024], *out = malloc(1 << 16);
     char           t0[] = "/tmp/memsvc-live0-XXXXXX", t1[] = "/tmp/memsvc-live1-XXXXXX";
-    json_t        *j, *trainers, *j1, *trainers1;
+    json_t                  *j, *trainers, *j1, *trainers1;
     json_error_t   jerr;
     memsvc_stats_t st;
     size_t         i;

@@ -65,7 +65,7 @@ static void test_deferred_errors(void)
     TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", 4096, NULL, &h));
     /* three failing one-way calls: each returns OK, the errors wait in order */
-    CU_ASSERT_EQUAL(memsvc_release(conn, h), MEMSVC_OK); /* not pinned */
+    CU_ASSERT_EQUAL(memsvc_release(conn, h), MEMSVC_OK);  /* not pinned */
     CU_ASSERT_EQUAL(memsvc_free(conn, bogus), MEMSVC_OK); /* unknown */
     memset(&hint, 0, sizeof(hint));
     hint.type        = MEMSVC_HINT_UPCOMING;
@@ -113,9 +113,9 @@ static void test_deferred_errors(void)
     {
         memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
                                                 MEMSVC_CONN_FIELD_FLAGS,
-                                  .address    = d.addr,
-                                  .job        = 1,
-                                  .flags      = MEMSVC_CONN_SYNC};
+                                  .address = d.addr,
+                                  .job     = 1,
+                                  .flags   = MEMSVC_CONN_SYNC};
 
         TEST_ASSERT_OK(memsvc_connect(&p, &conn));
         TEST_ASSERT_OK(memsvc_alloc(conn, "s", 4096, NULL, &h));
@@ -186,8 +186,7 @@ static void test_order_and_cork(void)
 
 static void test_batch_mixed(void)
 {
-    memsvc_alloc_params_t pin = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS,
-                                 .flags      = MEMSVC_ALLOC_PIN};
+    memsvc_alloc_params_t pin = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS, .flags = MEMSVC_ALLOC_PIN};
     memsvc_hint_t         hint;
     integ_daemon_t        d;
     memsvc_conn_h         conn;

@@ -626,7 +626,8 @@ static void test_policy_defer(void)
     hint(eng, MEMSVC_HINT_LAYER_BEGIN, 0, 0, 0, MEMSVC_PHASE_FORWARD); /* a hint flushes */
     CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
     CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
-    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d2, 0, NULL, NULL, &h2), MEMSVC_OK); /* so does an alloc */
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d2, 0, NULL, NULL, &h2),
+                          MEMSVC_OK); /* so does an alloc */
     CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
     CU_ASSERT_EQUAL(eng_acquire(eng, h2, NULL, NULL), MEMSVC_OK);
     CU_ASSERT_EQUAL(eng_policy_pending(eng), 1);

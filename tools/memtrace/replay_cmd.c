@@ -105,8 +105,8 @@ int mt_cmd_replay(int argc, char **argv)
             long  k = strtol(argv[++i], &end, 10);
 
             if (*end != '\0' || k < 1 || k > LIVE_PREFETCH_MAX) {
-                fprintf(stderr, "memtrace replay: --prefetch: '%s' is not a count 1..%d\n",
-                        argv[i], LIVE_PREFETCH_MAX);
+                fprintf(stderr, "memtrace replay: --prefetch: '%s' is not a count 1..%d\n", argv[i],
+                        LIVE_PREFETCH_MAX);
                 return 2;
             }
             live.prefetch = (unsigned)k;

@@ -136,7 +136,7 @@ typedef struct live_trainer {
     live_map_t          pend; /* id -> 2 x seq of the group whose batch allocates it (+1: pinned) */
     live_map_t          hold; /* id -> seq of the last group that holds its alloc's pin */
     live_map_t          freeing; /* key hash -> frees of that key loaded but not sent yet */
-    uint64_t            seq;  /* groups loaded */
+    uint64_t            seq;     /* groups loaded */
     const mt_live_params_t *p;
     mt_live_rank_t     *r;
     uint64_t            sched_ns; /* where the compute schedule stands (monotonic) */
@@ -154,7 +154,8 @@ static uint64_t live_now(void)
 
 static void live_sleep_until(uint64_t due)
 {
-    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
+    struct timespec ts = {.tv_sec  = (time_t)(due / 1000000000ull),
+                          .tv_nsec = (long)(due % 1000000000ull)};
 
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
@@ -174,7 +175,8 @@ static void live_compute(live_trainer_t *tr, uint64_t ns)
         tr->sched_ns = now; /* the device was idle (a stall): it starts again from now */
     }
     tr->sched_ns += ns;
-    if (tr->sched_ns > now + 2 * LIVE_LEAD_NS) { /* short operators add up until a sleep is worth it */
+    /* short operators add up until a sleep is worth it */
+    if (tr->sched_ns > now + 2 * LIVE_LEAD_NS) {
         memsvc_progress(tr->conn); /* the batches in flight leave, their answers come in */
         live_sleep_until(tr->sched_ns - LIVE_LEAD_NS);
         memsvc_progress(tr->conn);
@@ -402,8 +404,9 @@ static bool live_grow(void **p, size_t *cap, size_t elem)
 }
 
 #define LIVE_PUSH(arr, n, cap, v)                                                                  \
-    ((((n) < (cap)) || live_grow((void **)&(arr), &(cap), sizeof(*(arr)))) ? ((arr)[(n)++] = (v), true) \
-                                                                             : false)
+    ((((n) < (cap)) || live_grow((void **)&(arr), &(cap), sizeof(*(arr))))                         \
+         ? ((arr)[(n)++] = (v), true)                                                              \
+         : false)
 
 static void live_group_free(live_group_t *g)
 {
@@ -499,9 +502,8 @@ static memsvc_alloc_params_t live_alloc_params(const mt_event_t *ev, bool pin)
     ap.kind         = ev->kind;
     ap.tags         = ev->tags;
     ap.recompute_ns = ev->recompute_ns;
-    ap.flags        = (ev->durable ? MEMSVC_ALLOC_DURABLE : 0) |
-                      (ev->recomputable ? MEMSVC_ALLOC_RECOMPUTABLE : 0) |
-                      (pin ? MEMSVC_ALLOC_PIN : 0);
+    ap.flags        = (ev->durable ? MEMSVC_ALLOC_DURABLE : 0) | (pin ? MEMSVC_ALLOC_PIN : 0);
+    ap.flags |= ev->recomputable ? MEMSVC_ALLOC_RECOMPUTABLE : 0;
     return ap;
 }
 
@@ -565,7 +567,8 @@ static void live_alloc_done(live_trainer_t *tr, live_cost_t *cost, live_group_t 
     if (e != NULL) {
         live_map_put(&cost->map, id, e->ev.recompute_ns + 1);
     }
-    if (pin && (live_map_slot(&tr->hold, id) == NULL) && !LIVE_PUSH(g->pinned, g->npinned, g->cap_pinned, h)) {
+    if (pin && (live_map_slot(&tr->hold, id) == NULL) &&
+        !LIVE_PUSH(g->pinned, g->npinned, g->cap_pinned, h)) {
         tr->r->errors++;
     }
 }
@@ -723,8 +726,9 @@ static void live_group_prefetch(live_trainer_t *tr, live_cost_t *cost, live_grou
             }
             s = memsvc_batch_alloc(b, e->key, ev->size, &ap, NULL);
             if ((s != MEMSVC_OK) ||
-                !LIVE_PUSH(g->slot, g->nslot, g->cap_slot,
-                           ((live_slot_t){.what = LIVE_SLOT_ALLOC, .pin = pin, .tensor = ev->tensor}))) {
+                !LIVE_PUSH(
+                    g->slot, g->nslot, g->cap_slot,
+                    ((live_slot_t){.what = LIVE_SLOT_ALLOC, .pin = pin, .tensor = ev->tensor}))) {
                 tr->r->errors++;
                 break;
             }
@@ -978,7 +982,8 @@ static void live_trainer_batched(live_trainer_t *tr, live_cost_t *cost, mt_reade
         }
     }
     /* ring[head] is the operator to run; ring[head+1 .. head+ahead] are prefetched after it */
-    if ((live_group_load(tr, reader, rank, &ring[head], &end) != MEMSVC_OK) || (ring[head].n == 0)) {
+    if ((live_group_load(tr, reader, rank, &ring[head], &end) != MEMSVC_OK) ||
+        (ring[head].n == 0)) {
         goto out;
     }
     live_group_prefetch(tr, cost, &ring[head], ring, nring);
@@ -1245,9 +1250,10 @@ memsvc_status_t mt_replay_live(const char *const *paths, int num_paths,
     }
     report_p->have_daemon = (live_daemon_stats(params, &report_p->daemon) == MEMSVC_OK);
     /* the two control sessions (before and after) sent HELLO and STATS each */
-    report_p->requests = (report_p->have_daemon && report_p->daemon.requests >= report_p->requests + 3)
-                             ? report_p->daemon.requests - report_p->requests - 3
-                             : 0;
+    report_p->requests =
+        (report_p->have_daemon && report_p->daemon.requests >= report_p->requests + 3)
+            ? report_p->daemon.requests - report_p->requests - 3
+            : 0;
     return (n == report_p->num_procs) ? MEMSVC_OK : MEMSVC_ERR_NO_RESOURCE;
 }
 
@@ -1284,23 +1290,25 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
                 waiting = r->stall_ns;
             }
         }
-        fprintf(out,
-                "device           busy %.3f ms (compute + recompute), idle waiting for memory %.3f ms"
-                " (the policy's stalls and round trips not hidden): %.3f ms; wall is %+.2f%% over "
-                "it\n",
-                ms(busy), ms(waiting), ms(busy + waiting),
-                (busy + waiting) ? 100.0 * ((double)rep->wall_ns / (double)(busy + waiting) - 1.0)
-                                 : 0.0);
+        fprintf(
+            out,
+            "device           busy %.3f ms (compute + recompute), idle waiting for memory %.3f ms"
+            " (the policy's stalls and round trips not hidden): %.3f ms; wall is %+.2f%% over "
+            "it\n",
+            ms(busy), ms(waiting), ms(busy + waiting),
+            (busy + waiting) ? 100.0 * ((double)rep->wall_ns / (double)(busy + waiting) - 1.0)
+                             : 0.0);
     }
     fprintf(out, "requests         %" PRIu64 " request messages to the daemon (%s)\n",
             rep->requests,
             p->per_request ? "per-request mode: one answered request per event"
                            : "one batch per operator, prefetched; releases, frees one-way");
-    fprintf(out, "                 wall = compute + recompute (the device busy) + waiting for memory\n"
-                 "                 (the device idle while its trainer waited for an operator's\n"
-                 "                 acquires) + the rest (the device idle otherwise: client work;\n"
-                 "                 in per-request mode the round trips of allocs, frees, releases\n"
-                 "                 and hints)\n");
+    fprintf(out,
+            "                 wall = compute + recompute (the device busy) + waiting for memory\n"
+            "                 (the device idle while its trainer waited for an operator's\n"
+            "                 acquires) + the rest (the device idle otherwise: client work;\n"
+            "                 in per-request mode the round trips of allocs, frees, releases\n"
+            "                 and hints)\n");
     for (i = 0; i < rep->num_procs; i++) {
         const mt_live_rank_t *r = &rep->procs[i];
 
@@ -1316,8 +1324,7 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
                        ? r->wall_ns - r->compute_ns - r->stall_ns - r->recompute_ns
                        : 0),
                 r->batches, r->retries, r->late_allocs, r->ooms, r->errors,
-                r->status < 0 ? "; FAILED: " : "",
-                r->status < 0 ? r->message : "");
+                r->status < 0 ? "; FAILED: " : "", r->status < 0 ? r->message : "");
     }
     if (!rep->have_daemon) {
         return;
@@ -1328,14 +1335,15 @@ void mt_live_report_print(const mt_live_report_t *rep, const mt_live_params_t *p
         if (s->peak_reserved == 0) {
             continue;
         }
-        fprintf(out,
-                "  npu%-2u          peak reserved %.1f MiB of %.1f MiB; swapped out %.1f MiB (%" PRIu64
-                " moves), in %.1f MiB (%" PRIu64 "); drops %" PRIu64 ", recomputes %" PRIu64
-                "; daemon-side stall %.3f ms during this replay (summed over waiting requests: "
-                "prefetched ones overlap compute; other counters since the daemon started)\n",
-                d, s->peak_reserved / 1048576.0, s->capacity / 1048576.0,
-                s->swap_out_bytes / 1048576.0, s->swap_outs, s->swap_in_bytes / 1048576.0,
-                s->swap_ins, s->drops, s->recomputes, ms(s->stall_ns - rep->stall_before[d]));
+        fprintf(
+            out,
+            "  npu%-2u          peak reserved %.1f MiB of %.1f MiB; swapped out %.1f MiB (%" PRIu64
+            " moves), in %.1f MiB (%" PRIu64 "); drops %" PRIu64 ", recomputes %" PRIu64
+            "; daemon-side stall %.3f ms during this replay (summed over waiting requests: "
+            "prefetched ones overlap compute; other counters since the daemon started)\n",
+            d, s->peak_reserved / 1048576.0, s->capacity / 1048576.0, s->swap_out_bytes / 1048576.0,
+            s->swap_outs, s->swap_in_bytes / 1048576.0, s->swap_ins, s->drops, s->recomputes,
+            ms(s->stall_ns - rep->stall_before[d]));
     }
 }
 
@@ -1358,8 +1366,7 @@ void mt_live_report_json(const mt_live_report_t *rep, const mt_live_params_t *p,
                 "\"events\": %" PRIu64 ", \"ops\": %" PRIu64 ", \"wall_ns\": %" PRIu64
                 ", \"compute_ns\": %" PRIu64 ", \"stall_ns\": %" PRIu64 ", \"recomputes\": %" PRIu64
                 ", \"recompute_ns\": %" PRIu64 ", \"refused_for_memory\": %" PRIu64
-                ", \"errors\": %" PRIu64 ", \"batches\": %" PRIu64 ", \"retries\": %" PRIu64
-                "}",
+                ", \"errors\": %" PRIu64 ", \"batches\": %" PRIu64 ", \"retries\": %" PRIu64 "}",
                 i ? "," : "", r->trace, r->rank, r->device,
                 memsvc_status_name((memsvc_status_t)r->status), r->events, r->ops, r->wall_ns,
                 r->compute_ns, r->stall_ns, r->recomputes, r->recompute_ns, r->ooms, r->errors,

@@ -9,7 +9,7 @@
 #include <stdio.h>
 
 #define MT_LIVE_MAX_PROCS 64
-#define LIVE_PREFETCH_MAX 16    /* operators' batches in flight ahead, at most */
+#define LIVE_PREFETCH_MAX 16 /* operators' batches in flight ahead, at most */
 #define LIVE_PREFETCH_DEFAULT 8
 
 typedef struct mt_live_params {
