@@ -37,12 +37,21 @@ export LD_LIBRARY_PATH="$D/usr/lib"
 ldd "$TMP/hello" | grep -q "$D/usr/lib/libmemsvc.so.0" || fail "not linked to the installed .so"
 "$TMP/hello" >/dev/null || fail "hello (no daemon)"
 
-PORT=$((30000 + $$ % 20000))
-"$D/usr/bin/memsvcd" --listen "127.0.0.1:$PORT" --node tiny 2>"$TMP/memsvcd.log" &
-DPID=$!
-i=0
-until "$D/usr/bin/memsvc-ctl" --address "127.0.0.1:$PORT" --timeout 1000 ping >/dev/null 2>&1; do
-    i=$((i + 1)); [ $i -lt 100 ] || fail "the installed memsvcd did not start"; sleep 0.1
+# a port nobody uses: another is tried when the daemon cannot listen (at most 5)
+try=0
+while :; do
+    PORT=$((30000 + ($$ + try * 7919) % 20000))
+    "$D/usr/bin/memsvcd" --listen "127.0.0.1:$PORT" --node tiny 2>"$TMP/memsvcd.log" &
+    DPID=$!
+    i=0
+    until "$D/usr/bin/memsvc-ctl" --address "127.0.0.1:$PORT" --timeout 1000 ping >/dev/null 2>&1; do
+        kill -0 "$DPID" 2>/dev/null || break
+        i=$((i + 1)); [ $i -lt 100 ] || fail "the installed memsvcd did not answer"; sleep 0.1
+    done
+    kill -0 "$DPID" 2>/dev/null && break
+    wait "$DPID" 2>/dev/null || true
+    DPID=
+    try=$((try + 1)); [ $try -lt 5 ] || fail "the installed memsvcd did not start: $(cat "$TMP/memsvcd.log")"
 done
 "$TMP/hello" "127.0.0.1:$PORT" || fail "hello against memsvcd"
 kill "$DPID"; wait "$DPID" || fail "memsvcd did not exit cleanly"; DPID=
