@@ -150,7 +150,7 @@ static uint64_t live_now(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-#define LIVE_LEAD_NS 1000000ull /* device work the trainer keeps queued ahead of the device */
+#define LIVE_LEAD_NS 2000000ull /* device work the trainer keeps queued ahead of the device */
 
 static void live_sleep_until(uint64_t due)
 {
