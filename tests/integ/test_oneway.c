@@ -311,8 +311,15 @@ static void test_batch_async(void)
     memsvc_batch_destroy(b);
     CU_ASSERT_EQUAL(memsvc_flush(conn), MEMSVC_OK);
     memsvc_close(conn);
-    TEST_ASSERT_OK(integ_stats(&d, st));
-    CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0); /* the session's pins went with it */
+    /* the session's pins go with it, once the daemon has noticed the close (bounded wait) */
+    for (polls = 0; polls < 200; polls++) {
+        TEST_ASSERT_OK(integ_stats(&d, st));
+        if (st->dev[0].pinned_tensors == 0) {
+            break;
+        }
+        usleep(20000);
+    }
+    CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
 }
