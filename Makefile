@@ -6,6 +6,8 @@
 #   make test-san  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make run       the main job
 #   make bench     benchmarks, each next to a reference measured in the same run
+#   make install   memsvcd, memsvc-ctl, memtrace, libmemsvc (shared and static), its headers and
+#                  memsvc.pc into $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make clean     remove build outputs
 #
 # V=1 shows the commands; NODEPS=1 skips the package check.
@@ -55,6 +57,10 @@ EXAMPLE_SRCS := $(wildcard tools/examples/*.c)
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
 LIBCLIENT := $(B)/lib/libmemsvc.a
+# the shared client library: versioned from the header, only the memsvc_* API exported
+LIBVER    := $(shell sed -n 's/^\#define MEMSVC_VERSION_STRING "\(.*\)"/\1/p' client/memsvc.h)
+LIBMAJOR  := $(firstword $(subst ., ,$(LIBVER)))
+LIBSO     := $(B)/lib/libmemsvc.so.$(LIBVER)
 LIBCORE   := $(B)/lib/libmemsvc_core.a
 LIBTRACE  := $(B)/lib/libmemtrace.a
 
@@ -80,11 +86,11 @@ ALL_SRCS := $(CLIENT_SRCS) $(SIM_SRCS) $(ENGINE_SRCS) $(DAEMON_SRCS) $(POLICY_SR
             $(TRACE_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(EXAMPLE_SRCS) \
             $(wildcard memsvc/memsvcd.c tools/memtrace/main.c tools/ctl/memsvc-ctl.c)
 
-.PHONY: all deps test test-san run bench clean fuzz
+.PHONY: all deps test test-san run bench clean fuzz install uninstall
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(BINS)
+all: $(BINS) $(LIBSO)
 
 ifeq ($(NODEPS),1)
 DEPS_PREREQ :=
@@ -102,6 +108,30 @@ $(B)/obj/%.o: %.c | $(DEPS_PREREQ)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(LIBCLIENT): $(call obj,$(CLIENT_SRCS))
+
+# position-independent objects of the client, for the shared library
+$(B)/pic/%.o: %.c | $(DEPS_PREREQ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC PIC  $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(LIBSO): $(patsubst %.c,$(B)/pic/%.o,$(CLIENT_SRCS)) client/libmemsvc.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libmemsvc.so.$(LIBMAJOR) \
+		-Wl,--version-script=client/libmemsvc.map -Wl,--no-undefined -o $@ $(filter %.o,$^) \
+		$(shell pkg-config --libs ucx msgpack) -lpthread
+	$(Q)ln -sf libmemsvc.so.$(LIBVER) $(B)/lib/libmemsvc.so.$(LIBMAJOR)
+	$(Q)ln -sf libmemsvc.so.$(LIBMAJOR) $(B)/lib/libmemsvc.so
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+DOCDIR  ?= $(PREFIX)/share/doc/memsvc
+PCDIR   ?= $(LIBDIR)/pkgconfig
+HEADERS := client/memsvc.h client/memsvc_status.h client/memsvc_types.h
+
 $(LIBCORE): $(call obj,$(SIM_SRCS) $(ENGINE_SRCS) $(POLICY_SRCS) $(DAEMON_SRCS))
 $(LIBTRACE): $(call obj,$(TRACE_SRCS))
 $(B)/lib/%.a:
@@ -130,9 +160,42 @@ $(B)/bin/%: $(B)/obj/tools/bench/%.o $(LIBS_ALL)
 $(B)/bin/%: $(B)/obj/tools/examples/%.o $(LIBS_ALL)
 	$(call link,)
 
+# ---- installing ---------------------------------------------------------------------------
+# Headers go to $(INCDIR)/memsvc/ side by side (their "client/" include prefix is dropped):
+# a program includes <memsvc/memsvc.h> and builds with `pkg-config --cflags --libs memsvc`.
+install: all
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR) \
+		$(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR)
+	$(Q)install -m 755 $(BIN_MEMSVCD) $(BIN_CTL) $(BIN_MEMTRACE) $(DESTDIR)$(BINDIR)/
+	$(Q)install -m 755 $(LIBSO) $(DESTDIR)$(LIBDIR)/
+	$(Q)ln -sf libmemsvc.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBMAJOR)
+	$(Q)ln -sf libmemsvc.so.$(LIBMAJOR) $(DESTDIR)$(LIBDIR)/libmemsvc.so
+	$(Q)install -m 644 $(LIBCLIENT) $(DESTDIR)$(LIBDIR)/
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+		-e 's|@VERSION@|$(LIBVER)|' client/memsvc.pc.in > $(DESTDIR)$(PCDIR)/memsvc.pc
+	$(Q)for h in $(HEADERS); do \
+		sed 's|#include "client/|#include "|' $$h > $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} && \
+		chmod 644 $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} || exit 1; done
+	$(Q)install -m 644 README.md docs/api.md docs/protocol.md $(DESTDIR)$(DOCDIR)/
+	@echo "  INSTALL $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	$(Q)rm -f $(addprefix $(DESTDIR)$(BINDIR)/,memsvcd memsvc-ctl memtrace) \
+		$(DESTDIR)$(LIBDIR)/libmemsvc.so $(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBMAJOR) \
+		$(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libmemsvc.a \
+		$(DESTDIR)$(PCDIR)/memsvc.pc $(addprefix $(DESTDIR)$(INCDIR)/memsvc/,$(notdir $(HEADERS))) \
+		$(addprefix $(DESTDIR)$(DOCDIR)/,README.md api.md protocol.md)
+	$(Q)rmdir $(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@echo "  UNINSTALL $(DESTDIR)$(PREFIX)"
+
 # ---- what a user runs ---------------------------------------------------------------------
+# The install test (a staged install, a program built with pkg-config, run against memsvcd)
+# runs in the plain build only: the sanitizer build's objects need the sanitizer runtime.
 test: all
 	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(BIN_TESTS)
+ifneq ($(SAN),1)
+	$(Q)sh tests/install/install_test.sh $(B)
+endif
 
 test-san:
 	$(Q)$(MAKE) --no-print-directory SAN=1 test

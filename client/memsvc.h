@@ -33,6 +33,9 @@ extern "C" {
  * MEMSVC_ERR_INVALID_PARAM (a NULL or out-of-range argument).
  */
 
+/* The library's version (memsvc_version() gives the one linked at run time). */
+#define MEMSVC_VERSION_STRING "0.2.0"
+
 typedef struct memsvc_conn *memsvc_conn_h;   /* a connection (a session in the daemon) */
 typedef struct memsvc_req  *memsvc_req_h;    /* an asynchronous operation */
 typedef uint64_t            memsvc_handle_t; /* one tensor allocation; 0 is never valid */
@@ -48,11 +51,15 @@ enum memsvc_conn_field {
     MEMSVC_CONN_FIELD_DEVICE     = 1u << 3,
     MEMSVC_CONN_FIELD_TIMEOUT_MS = 1u << 4,
     MEMSVC_CONN_FIELD_FLAGS      = 1u << 5,
-    MEMSVC_CONN_FIELD_NAME       = 1u << 6
+    MEMSVC_CONN_FIELD_NAME       = 1u << 6,
+    MEMSVC_CONN_FIELD_CORK_US    = 1u << 7
 };
 
 enum memsvc_conn_flags {
-    MEMSVC_CONN_CONTROL = 1u << 0 /* a control session (memsvc-ctl): stats, list, ping only */
+    MEMSVC_CONN_CONTROL = 1u << 0, /* a control session (memsvc-ctl): stats, list, ping only */
+    MEMSVC_CONN_SYNC    = 1u << 1  /* memsvc_free, memsvc_release and memsvc_hint wait for the
+                                    * daemon's answer and return its status (protocol version 1
+                                    * behaviour) instead of going one-way */
 };
 
 typedef struct memsvc_conn_params {
@@ -64,6 +71,9 @@ typedef struct memsvc_conn_params {
     uint32_t    timeout_ms; /* bound on connect and on each blocking call; default 30000 */
     uint32_t    flags;      /* memsvc_conn_flags */
     const char *name;       /* shown in the daemon's logs; default "pid<N>" */
+    uint32_t    cork_us;    /* a queued one-way operation is sent at the first library call
+                             * this long after it was queued (or sooner: see "one-way
+                             * operations" below); 0 sends each at once; default 100 */
 } memsvc_conn_params_t;
 
 /*
@@ -74,7 +84,8 @@ typedef struct memsvc_conn_params {
  */
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p);
 
-/* Close the connection. Outstanding requests are freed; the daemon releases this session's
+/* Close the connection. Queued one-way operations are sent (their errors are lost);
+ * outstanding requests are freed; the daemon releases this session's
  * pins and frees its non-durable tensors (durable ones are kept for re-attach). NULL is a no-op. */
 void memsvc_close(memsvc_conn_h conn);
 
@@ -96,7 +107,9 @@ enum memsvc_alloc_field {
 
 enum memsvc_alloc_flags {
     MEMSVC_ALLOC_DURABLE      = 1u << 0, /* never dropped; kept after a crash for re-attach */
-    MEMSVC_ALLOC_RECOMPUTABLE = 1u << 1  /* may be dropped; the owner recomputes it */
+    MEMSVC_ALLOC_RECOMPUTABLE = 1u << 1, /* may be dropped; the owner recomputes it */
+    MEMSVC_ALLOC_PIN          = 1u << 2  /* allocated and acquired in one: it comes back pinned
+                                          * and needs a memsvc_release like an acquire */
 };
 
 typedef struct memsvc_alloc_params {
@@ -117,8 +130,9 @@ typedef struct memsvc_alloc_params {
 memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
                              const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p);
 
-/* End a tensor (pinned or not; other sessions' pins on it go too). Errors:
- * MEMSVC_ERR_NOT_FOUND (unknown or already freed), MEMSVC_ERR_ACCESS (another job's). */
+/* End a tensor (pinned or not; other sessions' pins on it go too). One-way (see below): the
+ * daemon's errors, MEMSVC_ERR_NOT_FOUND (unknown or already freed) and MEMSVC_ERR_ACCESS
+ * (another job's), are deferred; on a MEMSVC_CONN_SYNC connection they are returned. */
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /*
@@ -143,7 +157,10 @@ memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t
  */
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle);
 
-/* Unpin. MEMSVC_ERR_NOT_PINNED without a matching acquire by this session. */
+/* Unpin. One-way (see below): MEMSVC_ERR_NOT_PINNED (no matching acquire by this session),
+ * MEMSVC_ERR_NOT_FOUND and MEMSVC_ERR_ACCESS are deferred; on a MEMSVC_CONN_SYNC connection
+ * they are returned. The daemon sees it before any later request of this connection (a
+ * release followed by an acquire arrives in that order). */
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /* Batched forms: n (1..64) handles in one message; status_p[i] gets each outcome. The call
@@ -156,6 +173,7 @@ memsvc_status_t memsvc_release_many(memsvc_conn_h conn, const memsvc_handle_t *h
 /*
  * Asynchronous forms: send the request and return at once with *req_p set (MEMSVC_INPROGRESS),
  * or fail at once (an error, *req_p untouched). Complete it with memsvc_test or memsvc_wait.
+ * (memsvc_release_nb is answered, unlike memsvc_release.) Batches can be asynchronous too.
  */
 memsvc_status_t memsvc_acquire_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p);
 memsvc_status_t memsvc_release_nb(memsvc_conn_h conn, memsvc_handle_t handle, memsvc_req_h *req_p);
@@ -168,6 +186,15 @@ memsvc_status_t memsvc_test(memsvc_req_h req);
  * its final status and frees req; on MEMSVC_ERR_TIMEOUT req stays valid (wait again or
  * memsvc_req_free it). */
 memsvc_status_t memsvc_wait(memsvc_req_h req, int timeout_ms);
+
+/*
+ * Progress the connection without waiting: push out sends UCX still holds, take the answers
+ * that arrived (completing requests for memsvc_test). A caller that keeps asynchronous requests
+ * in flight while it does other work (computes) calls it now and then, e.g. before sleeping,
+ * so that its requests leave and their answers are in when it needs them. Returns how many
+ * transport events it handled (0: nothing to do).
+ */
+unsigned memsvc_progress(memsvc_conn_h conn);
 
 /* Abandon a request; a late answer is discarded (an acquire that still completes stays
  * pinned: release it). */
@@ -207,9 +234,144 @@ typedef struct memsvc_hint {
     size_t                 num_handles;
 } memsvc_hint_t;
 
-/* Give the daemon's policy a hint. Errors: MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_NOT_FOUND
- * (an UPCOMING handle is unknown), MEMSVC_ERR_TOO_LARGE (more than 64 handles). */
+/* Give the daemon's policy a hint. Errors at once: MEMSVC_ERR_INVALID_PARAM,
+ * MEMSVC_ERR_TOO_LARGE (more than 64 handles). One-way (see below): MEMSVC_ERR_NOT_FOUND (an
+ * UPCOMING handle is unknown) and MEMSVC_ERR_ACCESS are deferred, or returned on a
+ * MEMSVC_CONN_SYNC connection. */
 memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
+
+/* ---- one-way operations and deferred errors ---------------------------------------------- */
+
+/*
+ * memsvc_free, memsvc_release and memsvc_hint are one-way: the daemon answers them only when
+ * they fail. The call checks its arguments, queues the operation and returns MEMSVC_OK (or an
+ * error found at once: MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_TOO_LARGE, MEMSVC_ERR_TRANSPORT).
+ * Queued operations are sent, in order and before it, with the next request that needs an
+ * answer (in the same message when they fit), or when a call has to wait for an answer that
+ * has not arrived (memsvc_wait, memsvc_test, memsvc_flush, any synchronous call), when 64 are
+ * queued, or at the first library call `cork_us` after the oldest was queued. So the daemon sees
+ * every request of a connection in the order it was made. A caller that goes quiet for long after a
+ * release (computing) should call memsvc_flush, or connect with cork_us = 0, so that the daemon can
+ * move the tensor meanwhile.
+ *
+ * A failed one-way operation never changes the status of another call. Its error is kept in
+ * the connection's deferred-error queue (the first 256 unread; later ones are only counted):
+ * read it with memsvc_errors. memsvc_flush waits until the daemon has handled every one-way
+ * operation made so far and returns MEMSVC_ERR_DEFERRED when errors are waiting to be read.
+ */
+
+typedef enum memsvc_op {
+    MEMSVC_OP_ALLOC   = 2,
+    MEMSVC_OP_FREE    = 3,
+    MEMSVC_OP_ACQUIRE = 4,
+    MEMSVC_OP_RELEASE = 5,
+    MEMSVC_OP_HINT    = 9
+} memsvc_op_t;
+
+#define MEMSVC_MESSAGE_MAX 127
+
+/* One failed one-way operation. */
+typedef struct memsvc_deferred_error {
+    memsvc_status_t status;               /* what the daemon answered */
+    memsvc_op_t     op;                   /* FREE, RELEASE or HINT */
+    memsvc_handle_t handle;               /* the handle it named (0 for a hint) */
+    uint64_t        seq;                  /* its number among the connection's one-way
+                                           * operations, from 1 (see oneway_issued) */
+    char message[MEMSVC_MESSAGE_MAX + 1]; /* the daemon's explanation */
+} memsvc_deferred_error_t;
+
+/*
+ * Send what is queued and wait (up to the connection's timeout) until the daemon has handled
+ * every one-way operation made before the call. MEMSVC_OK, MEMSVC_ERR_DEFERRED when the
+ * deferred-error queue is not empty (read it with memsvc_errors), or a transport error.
+ */
+memsvc_status_t memsvc_flush(memsvc_conn_h conn);
+
+/* Move up to max deferred errors, oldest first, into errors[]; returns how many. */
+size_t memsvc_errors(memsvc_conn_h conn, memsvc_deferred_error_t *errors, size_t max);
+
+enum memsvc_conn_attr_field {
+    MEMSVC_CONN_ATTR_FIELD_ONEWAY  = 1u << 0, /* oneway_issued, _completed, _failed, queued */
+    MEMSVC_CONN_ATTR_FIELD_ERRORS  = 1u << 1, /* errors_pending, errors_lost */
+    MEMSVC_CONN_ATTR_FIELD_SESSION = 1u << 2  /* session, protocol */
+};
+
+typedef struct memsvc_conn_attr {
+    uint64_t field_mask;       /* which fields to fill (memsvc_conn_attr_field) */
+    uint64_t oneway_issued;    /* one-way operations made (the last one's seq) */
+    uint64_t oneway_completed; /* of those, known to be handled by the daemon (in order) */
+    uint64_t oneway_failed;    /* of those, failed */
+    uint32_t queued;           /* still queued in the library, not sent */
+    uint32_t errors_pending;   /* deferred errors not read yet */
+    uint64_t errors_lost;      /* deferred errors that did not fit in the queue */
+    uint64_t session;          /* the daemon's session id */
+    uint32_t protocol;         /* the wire protocol version in use */
+} memsvc_conn_attr_t;
+
+/* Fill the fields of *attr asked for in attr->field_mask (no communication). */
+memsvc_status_t memsvc_conn_query(memsvc_conn_h conn, memsvc_conn_attr_t *attr);
+
+/* ---- batches: an operator's requests in one message -------------------------------------- */
+
+/*
+ * A batch collects allocs, acquires, releases, frees and hints and sends them in one message
+ * (several when more than 64 or 4096 header bytes: they still go back to back, in order)
+ * with one round trip in all. Each entry is answered and keeps its own status; entries run
+ * in the order they were added, after every request made before the submit. A typical
+ * operator: alloc its outputs with MEMSVC_ALLOC_PIN, acquire its inputs, submit, compute,
+ * then memsvc_release (one-way) and memsvc_free what died. For prefetch, submit the next
+ * operator's batch asynchronously before computing this one.
+ *
+ * A batch belongs to one connection and follows its threading rule. It is reusable: after
+ * completion its results stay readable until memsvc_batch_reset or another add.
+ */
+typedef struct memsvc_batch *memsvc_batch_h;
+
+/* An empty batch. MEMSVC_ERR_NO_RESOURCE. */
+memsvc_status_t memsvc_batch_create(memsvc_conn_h conn, memsvc_batch_h *batch_p);
+
+/* Free a batch. One still in flight is abandoned (its allocations, if they complete, stay
+ * owned by the session but their handles are lost; acquires stay pinned until close). */
+void memsvc_batch_destroy(memsvc_batch_h batch);
+
+/* Empty the batch for reuse. MEMSVC_ERR_BUSY while in flight. */
+memsvc_status_t memsvc_batch_reset(memsvc_batch_h batch);
+
+/*
+ * Add an entry; *index_p (may be NULL) gets its index (0, 1, ...). The arguments are those of
+ * memsvc_alloc, memsvc_acquire, memsvc_release, memsvc_free, memsvc_hint and are checked
+ * here (MEMSVC_ERR_INVALID_PARAM, MEMSVC_ERR_TOO_LARGE for a hint). MEMSVC_ERR_BUSY while in
+ * flight; MEMSVC_ERR_NO_RESOURCE when the batch cannot grow.
+ */
+memsvc_status_t memsvc_batch_alloc(memsvc_batch_h batch, const char *key, uint64_t size,
+                                   const memsvc_alloc_params_t *params, size_t *index_p);
+memsvc_status_t memsvc_batch_acquire(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
+memsvc_status_t memsvc_batch_release(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
+memsvc_status_t memsvc_batch_free(memsvc_batch_h batch, memsvc_handle_t handle, size_t *index_p);
+memsvc_status_t memsvc_batch_hint(memsvc_batch_h batch, const memsvc_hint_t *hint, size_t *index_p);
+
+/* Entries in the batch. */
+size_t memsvc_batch_size(memsvc_batch_h batch);
+
+/*
+ * Send the batch. With req_p NULL, wait for every entry: MEMSVC_OK when every entry's status
+ * is >= 0 (some may be MEMSVC_RECOMPUTE), else the first error (read each with
+ * memsvc_batch_result). With req_p, return MEMSVC_INPROGRESS at once and complete *req_p with
+ * memsvc_test / memsvc_wait (which then return what the synchronous form would);
+ * memsvc_req_free abandons it (see memsvc_batch_destroy). An empty batch is MEMSVC_OK at
+ * once. MEMSVC_ERR_BUSY if it is already in flight.
+ */
+memsvc_status_t memsvc_batch_submit(memsvc_batch_h batch, memsvc_req_h *req_p);
+
+/*
+ * The outcome of entry `index` of a completed batch: its status (MEMSVC_INPROGRESS while in
+ * flight, MEMSVC_ERR_INVALID_PARAM for an index out of range, MEMSVC_ERR_CANCELED if it was
+ * abandoned); for an alloc, *handle_p (may be NULL) gets the new handle.
+ */
+memsvc_status_t memsvc_batch_result(memsvc_batch_h batch, size_t index, memsvc_handle_t *handle_p);
+
+/* The version of the library, "MAJOR.MINOR.PATCH", and the wire protocol it speaks. */
+const char *memsvc_version(uint32_t *protocol_p);
 
 /* ---- stats and listing ------------------------------------------------------------------ */
 

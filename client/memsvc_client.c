@@ -1,6 +1,5 @@
 /* memsvc_client.c - libmemsvc: connection, request tracking and the calls of client/memsvc.h */
-#include "client/memsvc.h"
-#include "client/msp_proto.h"
+#include "client/mcl_int.h"
 #include "client/msp_ucx.h"
 
 #include <poll.h>
@@ -18,39 +17,6 @@
  * faster than 64 MiB messages, whose buffers are fresh mappings that page-fault each time. */
 #define CONN_CHUNK (4ull << 20)
 
-struct memsvc_req {
-    struct memsvc_req *next, *prev; /* outstanding list of the connection */
-    memsvc_conn_h      conn;
-    uint64_t           id;
-    uint32_t           op;
-    bool               done;         /* reply (and payload) arrived */
-    bool               abandoned;    /* freed by the user: drop when done */
-    bool               recv_pending; /* rendezvous payload still arriving */
-    int                send_pending; /* our send still owns the header/payload */
-    memsvc_status_t    status;
-    msp_rep_t          rep;  /* the reply */
-    void              *rbuf; /* payload destination: READ buffer, STATS/LIST body */
-    uint64_t           rlen;
-    bool               own_rbuf; /* rbuf is ours (a body buffer): freed with the request */
-};
-
-struct memsvc_conn {
-    ucp_context_h     ctx;
-    ucp_worker_h      worker;
-    ucp_ep_h          ep;
-    int               efd;
-    bool              broken; /* the endpoint failed: every call fails */
-    memsvc_status_t   broken_status;
-    uint64_t          next_id;
-    struct memsvc_req reqs; /* list head of outstanding requests */
-    uint32_t          timeout_ms, job, rank, device, flags;
-    uint64_t          spin_ns; /* busy-poll this long before sleeping */
-    uint64_t          session;
-    uint32_t          num_devices;
-    char              transport[MSP_TRANSPORT_MAX + 1];
-    msp_rep_t         reps[MSP_BATCH_MAX]; /* decode scratch */
-};
-
 /* A send in flight: owns the encoded header. */
 typedef struct conn_send {
     memsvc_req_h reqs[MSP_BATCH_MAX];
@@ -61,7 +27,7 @@ typedef struct conn_send {
 
 /* ---- request list -------------------------------------------------------------------------- */
 
-static memsvc_req_h req_new(memsvc_conn_h conn, uint32_t op)
+memsvc_req_h mcl_req_new(memsvc_conn_h conn, uint32_t op)
 {
     memsvc_req_h req = calloc(1, sizeof(*req));
 
@@ -79,8 +45,11 @@ static memsvc_req_h req_new(memsvc_conn_h conn, uint32_t op)
     return req;
 }
 
-static void req_unlink_free(memsvc_req_h req)
+void mcl_req_unlink_free(memsvc_req_h req)
 {
+    if (req->batch != NULL) {
+        mcl_batch_detach(req->batch);
+    }
     req->prev->next = req->next;
     req->next->prev = req->prev;
     if (req->own_rbuf) {
@@ -89,16 +58,19 @@ static void req_unlink_free(memsvc_req_h req)
     free(req);
 }
 
-static bool req_finished(memsvc_req_h req)
+bool mcl_req_finished(memsvc_req_h req)
 {
+    if (req->batch != NULL) {
+        return mcl_batch_done(req->batch);
+    }
     return req->done && !req->recv_pending && (req->send_pending == 0);
 }
 
 /* Free an abandoned request once nothing refers to it any more. */
 static void req_maybe_reap(memsvc_req_h req)
 {
-    if (req->abandoned && req_finished(req)) {
-        req_unlink_free(req);
+    if (req->abandoned && mcl_req_finished(req)) {
+        mcl_req_unlink_free(req);
     }
 }
 
@@ -155,6 +127,9 @@ static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
     for (i = 0; i < send->nreqs; i++) {
         memsvc_req_h req = send->reqs[i];
 
+        if (req == NULL) {
+            continue; /* one-way */
+        }
         if (req->send_pending > 0) {
             req->send_pending--;
         }
@@ -222,7 +197,12 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
     }
     for (i = 0; i < n; i++) {
         msp_rep_t   *rep = &conn->reps[i];
-        memsvc_req_h req = req_find(conn, rep->id);
+        memsvc_req_h req;
+
+        if (mcl_oneway_on_reply(conn, rep)) {
+            continue; /* a one-way request's error: queued for memsvc_errors */
+        }
+        req = req_find(conn, rep->id);
 
         if ((req == NULL) || req->done) {
             continue; /* a late answer to a request nobody waits for */
@@ -247,8 +227,8 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
 /* ---- sending and waiting ------------------------------------------------------------------- */
 
 /* Send n requests (already created) in one message, with an optional payload. */
-static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_req_t *msgs,
-                                 size_t n, const void *payload, size_t plen)
+memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_req_t *msgs,
+                             size_t n, const void *payload, size_t plen)
 {
     ucp_request_param_t param = {0};
     memsvc_status_t     status;
@@ -282,7 +262,9 @@ static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const m
     send->nreqs = n;
     for (i = 0; i < n; i++) {
         send->reqs[i] = reqs[i];
-        reqs[i]->send_pending++;
+        if (reqs[i] != NULL) {
+            reqs[i]->send_pending++;
+        }
     }
     param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
@@ -292,14 +274,18 @@ static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const m
     sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, send->hdr, send->hlen, payload, plen, &param);
     if (sp == NULL) {
         for (i = 0; i < n; i++) {
-            reqs[i]->send_pending--;
+            if (reqs[i] != NULL) {
+                reqs[i]->send_pending--;
+            }
         }
         free(send);
         return MEMSVC_OK;
     }
     if (UCS_PTR_IS_ERR(sp)) {
         for (i = 0; i < n; i++) {
-            reqs[i]->send_pending--;
+            if (reqs[i] != NULL) {
+                reqs[i]->send_pending--;
+            }
         }
         free(send);
         return msp_from_ucs(UCS_PTR_STATUS(sp));
@@ -311,7 +297,8 @@ static memsvc_status_t conn_send(memsvc_conn_h conn, memsvc_req_h *reqs, const m
 static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *), void *arg,
                                        uint64_t deadline)
 {
-    uint64_t start = msp_now_ns(), now;
+    uint64_t start  = msp_now_ns(), now;
+    bool     corked = true;
     int      ms;
 
     for (;;) {
@@ -319,6 +306,13 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
         }
         if (done(arg)) {
             return MEMSVC_OK;
+        }
+        if (corked) {
+            /* Not done: nothing waited for may stay behind queued one-way requests (one may
+             * free the room it waits for). Done at once, they wait for the next request. */
+            mcl_cork_send(conn);
+            corked = false;
+            continue;
         }
         now = msp_now_ns();
         if (now >= deadline) {
@@ -340,7 +334,7 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
 
 static bool req_is_finished(void *arg)
 {
-    return req_finished(arg);
+    return mcl_req_finished(arg);
 }
 
 static uint64_t conn_deadline(memsvc_conn_h conn, int timeout_ms)
@@ -385,8 +379,12 @@ static void conn_force_close(memsvc_conn_h conn)
 
 /* Abandon a request: freed now if nothing refers to it, else when its reply arrives. A
  * receive into a caller's buffer still running makes the connection unusable. */
-static void req_abandon(memsvc_req_h req)
+void mcl_req_abandon(memsvc_req_h req)
 {
+    if (req->batch != NULL) {
+        mcl_req_unlink_free(req); /* the batch abandons its entries */
+        return;
+    }
     if (req->recv_pending && !req->own_rbuf) {
         conn_force_close(req->conn);
     }
@@ -408,7 +406,7 @@ static memsvc_status_t conn_prepare(memsvc_conn_h conn, msp_req_t *msg, memsvc_r
     if (conn->broken) {
         return conn->broken_status;
     }
-    req = req_new(conn, msg->op);
+    req = mcl_req_new(conn, msg->op);
     if (req == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
@@ -418,8 +416,8 @@ static memsvc_status_t conn_prepare(memsvc_conn_h conn, msp_req_t *msg, memsvc_r
 }
 
 /* One request, sent and waited for; *rep_p (optional) gets the reply. */
-static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload,
-                                 size_t plen, msp_rep_t *rep_p)
+memsvc_status_t mcl_call(memsvc_conn_h conn, msp_req_t *msg, const void *payload, size_t plen,
+                         msp_rep_t *rep_p)
 {
     memsvc_status_t status;
     memsvc_req_h    req;
@@ -428,9 +426,9 @@ static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void 
     if (status != MEMSVC_OK) {
         return status;
     }
-    status = conn_send(conn, &req, msg, 1, payload, plen);
+    status = mcl_send(conn, &req, msg, 1, payload, plen);
     if (status != MEMSVC_OK) {
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         return status;
     }
     status = req_wait_keep(req, -1);
@@ -440,10 +438,10 @@ static memsvc_status_t conn_call(memsvc_conn_h conn, msp_req_t *msg, const void 
     if (rep_p != NULL) {
         *rep_p = req->rep;
     }
-    if (req_finished(req)) {
-        req_unlink_free(req);
+    if (mcl_req_finished(req)) {
+        mcl_req_unlink_free(req);
     } else {
-        req_abandon(req);
+        mcl_req_abandon(req);
     }
     return status;
 }
@@ -497,6 +495,10 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     }
     if (msp_parse_addr(addr, &ss, &sslen) != MEMSVC_OK) {
         status = MEMSVC_ERR_INVALID_PARAM;
+        goto err_free_conn;
+    }
+    status = mcl_oneway_init(conn, params);
+    if (status != MEMSVC_OK) {
         goto err_free_conn;
     }
 
@@ -556,7 +558,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     } else {
         snprintf(hello.u.hello.name, sizeof(hello.u.hello.name), "pid%d", (int)getpid());
     }
-    status = conn_call(conn, &hello, NULL, 0, &rep);
+    status = mcl_call(conn, &hello, NULL, 0, &rep);
     if (status != MEMSVC_OK) {
         goto err_close_ep;
     }
@@ -574,6 +576,7 @@ err_destroy_worker:
 err_cleanup_ctx:
     ucp_cleanup(conn->ctx);
 err_free_conn:
+    mcl_oneway_fini(conn);
     free(conn);
     return status;
 }
@@ -584,6 +587,9 @@ void memsvc_close(memsvc_conn_h conn)
 
     if (conn == NULL) {
         return;
+    }
+    if (!conn->broken) {
+        mcl_cork_send(conn); /* the close flushes the endpoint: they reach the daemon */
     }
     if (conn->ep != NULL) {
         ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -602,11 +608,20 @@ void memsvc_close(memsvc_conn_h conn)
     conn->broken = true;
     for (req = conn->reqs.next; req != &conn->reqs; req = next) {
         next = req->next;
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
     }
     ucp_worker_destroy(conn->worker);
     ucp_cleanup(conn->ctx);
+    mcl_oneway_fini(conn);
     free(conn);
+}
+
+const char *memsvc_version(uint32_t *protocol_p)
+{
+    if (protocol_p != NULL) {
+        *protocol_p = MSP_VERSION;
+    }
+    return MEMSVC_VERSION_STRING;
 }
 
 const char *memsvc_conn_transport(memsvc_conn_h conn)
@@ -624,7 +639,7 @@ memsvc_status_t memsvc_ping(memsvc_conn_h conn, uint64_t *rtt_ns_p)
         return MEMSVC_ERR_INVALID_PARAM;
     }
     t0     = msp_now_ns();
-    status = conn_call(conn, &msg, NULL, 0, NULL);
+    status = mcl_call(conn, &msg, NULL, 0, NULL);
     if ((status == MEMSVC_OK) && (rtt_ns_p != NULL)) {
         *rtt_ns_p = msp_now_ns() - t0;
     }
@@ -648,33 +663,51 @@ static memsvc_status_t copy_key(char *dst, const char *key)
     return MEMSVC_OK;
 }
 
-memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
-                             const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p)
+memsvc_status_t mcl_alloc_msg(const char *key, uint64_t size, const memsvc_alloc_params_t *params,
+                              msp_req_t *msg)
 {
-    msp_req_t       msg = {.op = MSP_OP_ALLOC};
     memsvc_status_t status;
-    msp_rep_t       rep;
     uint64_t        mask = (params != NULL) ? params->field_mask : 0;
     uint32_t        flags;
 
-    if ((conn == NULL) || (handle_p == NULL) || (size == 0)) {
+    memset(msg, 0, sizeof(*msg));
+    msg->op = MSP_OP_ALLOC;
+    if (size == 0) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    status = copy_key(msg.u.alloc.key, key);
+    status = copy_key(msg->u.alloc.key, key);
     if (status != MEMSVC_OK) {
         return status;
     }
-    msg.u.alloc.size = size;
-    msg.u.alloc.kind = (mask & MEMSVC_ALLOC_FIELD_KIND) ? params->kind : MEMSVC_KIND_ACTIVATION;
-    msg.u.alloc.tags = (mask & MEMSVC_ALLOC_FIELD_TAGS) ? params->tags : MEMSVC_TAGS_NONE;
-    msg.u.alloc.recompute_ns = (mask & MEMSVC_ALLOC_FIELD_RECOMPUTE_NS) ? params->recompute_ns : 0;
-    flags                    = (mask & MEMSVC_ALLOC_FIELD_FLAGS) ? params->flags : 0;
-    msg.u.alloc.durable      = !!(flags & MEMSVC_ALLOC_DURABLE);
-    msg.u.alloc.recomputable = !!(flags & MEMSVC_ALLOC_RECOMPUTABLE);
-    if ((unsigned)msg.u.alloc.kind >= MEMSVC_KIND_COUNT) {
+    msg->u.alloc.size = size;
+    msg->u.alloc.kind = (mask & MEMSVC_ALLOC_FIELD_KIND) ? params->kind : MEMSVC_KIND_ACTIVATION;
+    msg->u.alloc.tags = (mask & MEMSVC_ALLOC_FIELD_TAGS) ? params->tags : MEMSVC_TAGS_NONE;
+    msg->u.alloc.recompute_ns = (mask & MEMSVC_ALLOC_FIELD_RECOMPUTE_NS) ? params->recompute_ns : 0;
+    flags                     = (mask & MEMSVC_ALLOC_FIELD_FLAGS) ? params->flags : 0;
+    msg->u.alloc.durable      = !!(flags & MEMSVC_ALLOC_DURABLE);
+    msg->u.alloc.recomputable = !!(flags & MEMSVC_ALLOC_RECOMPUTABLE);
+    msg->u.alloc.pin          = !!(flags & MEMSVC_ALLOC_PIN);
+    if ((unsigned)msg->u.alloc.kind >= MEMSVC_KIND_COUNT) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    status = conn_call(conn, &msg, NULL, 0, &rep);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
+                             const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p)
+{
+    memsvc_status_t status;
+    msp_req_t       msg;
+    msp_rep_t       rep;
+
+    if ((conn == NULL) || (handle_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = mcl_alloc_msg(key, size, params, &msg);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    status = mcl_call(conn, &msg, NULL, 0, &rep);
     if (status == MEMSVC_OK) {
         *handle_p = rep.u.alloc.handle;
     }
@@ -689,12 +722,18 @@ static memsvc_status_t handle_call(memsvc_conn_h conn, uint32_t op, memsvc_handl
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
-    return conn_call(conn, &msg, NULL, 0, NULL);
+    return mcl_call(conn, &msg, NULL, 0, NULL);
 }
 
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
 {
-    return handle_call(conn, MSP_OP_FREE, handle);
+    msp_req_t msg = {.op = MSP_OP_FREE};
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    msg.u.h.handle = handle;
+    return mcl_oneway_call(conn, &msg, handle);
 }
 
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
@@ -704,7 +743,13 @@ memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
 
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle)
 {
-    return handle_call(conn, MSP_OP_RELEASE, handle);
+    msp_req_t msg = {.op = MSP_OP_RELEASE};
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    msg.u.h.handle = handle;
+    return mcl_oneway_call(conn, &msg, handle);
 }
 
 /* WRITE or READ of one chunk; retries while the tensor is moving (MEMSVC_ERR_BUSY). */
@@ -722,7 +767,7 @@ static memsvc_status_t io_chunk(memsvc_conn_h conn, uint32_t op, memsvc_handle_t
         msg.u.io.offset = offset;
         msg.u.io.len    = len;
         if (op == MSP_OP_WRITE) {
-            status = conn_call(conn, &msg, buf, len, NULL);
+            status = mcl_call(conn, &msg, buf, len, NULL);
         } else {
             status = conn_prepare(conn, &msg, &req);
             if (status != MEMSVC_OK) {
@@ -730,17 +775,17 @@ static memsvc_status_t io_chunk(memsvc_conn_h conn, uint32_t op, memsvc_handle_t
             }
             req->rbuf = buf;
             req->rlen = len;
-            status    = conn_send(conn, &req, &msg, 1, NULL, 0);
+            status    = mcl_send(conn, &req, &msg, 1, NULL, 0);
             if (status != MEMSVC_OK) {
-                req_unlink_free(req);
+                mcl_req_unlink_free(req);
                 return status;
             }
             status = req_wait_keep(req, -1);
-            if (req_finished(req)) {
-                req_unlink_free(req);
+            if (mcl_req_finished(req)) {
+                mcl_req_unlink_free(req);
             } else {
                 req->rbuf = NULL;
-                req_abandon(req);
+                mcl_req_abandon(req);
             }
         }
         if ((status != MEMSVC_ERR_BUSY) || (msp_now_ns() >= deadline)) {
@@ -808,10 +853,10 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         return MEMSVC_ERR_NO_RESOURCE;
     }
     for (i = 0; i < n; i++) {
-        reqs[i] = req_new(conn, op);
+        reqs[i] = mcl_req_new(conn, op);
         if (reqs[i] == NULL) {
             while (i-- > 0) {
-                req_unlink_free(reqs[i]);
+                mcl_req_unlink_free(reqs[i]);
             }
             free(msgs);
             return MEMSVC_ERR_NO_RESOURCE;
@@ -820,11 +865,11 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         msgs[i].id         = reqs[i]->id;
         msgs[i].u.h.handle = handles[i];
     }
-    status = conn_send(conn, reqs, msgs, n, NULL, 0);
+    status = mcl_send(conn, reqs, msgs, n, NULL, 0);
     free(msgs);
     if (status != MEMSVC_OK) {
         for (i = 0; i < n; i++) {
-            req_unlink_free(reqs[i]);
+            mcl_req_unlink_free(reqs[i]);
         }
         return status;
     }
@@ -840,10 +885,10 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         if ((status < 0) && (first == MEMSVC_OK)) {
             first = status;
         }
-        if (req_finished(reqs[i])) {
-            req_unlink_free(reqs[i]);
+        if (mcl_req_finished(reqs[i])) {
+            mcl_req_unlink_free(reqs[i]);
         } else {
-            req_abandon(reqs[i]);
+            mcl_req_abandon(reqs[i]);
         }
     }
     return first;
@@ -876,9 +921,9 @@ static memsvc_status_t handle_nb(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     if (status != MEMSVC_OK) {
         return status;
     }
-    status = conn_send(conn, &req, &msg, 1, NULL, 0);
+    status = mcl_send(conn, &req, &msg, 1, NULL, 0);
     if (status != MEMSVC_OK) {
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         return status;
     }
     *req_p = req;
@@ -895,6 +940,19 @@ memsvc_status_t memsvc_release_nb(memsvc_conn_h conn, memsvc_handle_t handle, me
     return handle_nb(conn, MSP_OP_RELEASE, handle, req_p);
 }
 
+unsigned memsvc_progress(memsvc_conn_h conn)
+{
+    unsigned n = 0, k;
+
+    if ((conn == NULL) || conn->broken) {
+        return 0;
+    }
+    while ((k = ucp_worker_progress(conn->worker)) != 0) {
+        n += k;
+    }
+    return n;
+}
+
 memsvc_status_t memsvc_test(memsvc_req_h req)
 {
     memsvc_status_t status;
@@ -903,11 +961,12 @@ memsvc_status_t memsvc_test(memsvc_req_h req)
         return MEMSVC_ERR_INVALID_PARAM;
     }
     ucp_worker_progress(req->conn->worker);
-    if (!req_finished(req)) {
+    if (!mcl_req_finished(req)) {
+        mcl_cork_send(req->conn); /* as any wait: see conn_wait_until */
         return MEMSVC_INPROGRESS;
     }
-    status = req->status;
-    req_unlink_free(req);
+    status = (req->batch != NULL) ? mcl_batch_collect(req->batch) : req->status;
+    mcl_req_unlink_free(req);
     return status;
 }
 
@@ -919,18 +978,18 @@ memsvc_status_t memsvc_wait(memsvc_req_h req, int timeout_ms)
         return MEMSVC_ERR_INVALID_PARAM;
     }
     status = req_wait_keep(req, timeout_ms);
-    if (status == MEMSVC_ERR_TIMEOUT && !req_finished(req)) {
+    if (status == MEMSVC_ERR_TIMEOUT && !mcl_req_finished(req)) {
         return status;
     }
-    status = req->status;
-    req_unlink_free(req);
+    status = (req->batch != NULL) ? mcl_batch_collect(req->batch) : req->status;
+    mcl_req_unlink_free(req);
     return status;
 }
 
 void memsvc_req_free(memsvc_req_h req)
 {
     if (req != NULL) {
-        req_abandon(req);
+        mcl_req_abandon(req);
     }
 }
 
@@ -949,18 +1008,18 @@ memsvc_status_t memsvc_lookup(memsvc_conn_h conn, const char *key, memsvc_tensor
     if (status != MEMSVC_OK) {
         return status;
     }
-    status = conn_call(conn, &msg, NULL, 0, &rep);
+    status = mcl_call(conn, &msg, NULL, 0, &rep);
     if (status == MEMSVC_OK) {
         *info_p = rep.u.lookup;
     }
     return status;
 }
 
-memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
+memsvc_status_t mcl_hint_msg(const memsvc_hint_t *hint, msp_req_t *msg)
 {
-    msp_req_t msg = {.op = MSP_OP_HINT};
-
-    if ((conn == NULL) || (hint == NULL) || ((unsigned)hint->type >= MEMSVC_HINT_COUNT) ||
+    memset(msg, 0, sizeof(*msg));
+    msg->op = MSP_OP_HINT;
+    if ((hint == NULL) || ((unsigned)hint->type >= MEMSVC_HINT_COUNT) ||
         ((unsigned)hint->phase >= MEMSVC_PHASE_COUNT) ||
         ((hint->num_handles > 0) && (hint->handles == NULL))) {
         return MEMSVC_ERR_INVALID_PARAM;
@@ -968,22 +1027,37 @@ memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
     if (hint->num_handles > MSP_HINT_MAX) {
         return MEMSVC_ERR_TOO_LARGE;
     }
-    msg.u.hint.type        = hint->type;
-    msg.u.hint.step        = hint->step;
-    msg.u.hint.layer       = hint->layer;
-    msg.u.hint.microbatch  = hint->microbatch;
-    msg.u.hint.phase       = hint->phase;
-    msg.u.hint.num_handles = (uint32_t)hint->num_handles;
+    msg->u.hint.type        = hint->type;
+    msg->u.hint.step        = hint->step;
+    msg->u.hint.layer       = hint->layer;
+    msg->u.hint.microbatch  = hint->microbatch;
+    msg->u.hint.phase       = hint->phase;
+    msg->u.hint.num_handles = (uint32_t)hint->num_handles;
     if (hint->num_handles > 0) {
-        memcpy(msg.u.hint.handles, hint->handles, hint->num_handles * sizeof(uint64_t));
+        memcpy(msg->u.hint.handles, hint->handles, hint->num_handles * sizeof(uint64_t));
     }
-    return conn_call(conn, &msg, NULL, 0, NULL);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint)
+{
+    memsvc_status_t status;
+    msp_req_t       msg;
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    status = mcl_hint_msg(hint, &msg);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    return mcl_oneway_call(conn, &msg, 0);
 }
 
 /*
  * A request whose reply carries a msgpack body (STATS, LIST): sent and waited for. On
  * MEMSVC_OK *req_p holds the finished request with the body in rbuf (rep.plen bytes); the
- * caller frees it with req_unlink_free.
+ * caller frees it with mcl_req_unlink_free.
  */
 static memsvc_status_t body_call(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_h *req_p)
 {
@@ -998,21 +1072,21 @@ static memsvc_status_t body_call(memsvc_conn_h conn, msp_req_t *msg, memsvc_req_
     req->rlen     = MSP_BODY_MAX;
     req->own_rbuf = true;
     if (req->rbuf == NULL) {
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    status = conn_send(conn, &req, msg, 1, NULL, 0);
+    status = mcl_send(conn, &req, msg, 1, NULL, 0);
     if (status != MEMSVC_OK) {
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         return status;
     }
     status = req_wait_keep(req, -1);
-    if (!req_finished(req)) {
-        req_abandon(req);
+    if (!mcl_req_finished(req)) {
+        mcl_req_abandon(req);
         return status;
     }
     if (status < 0) {
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         return status;
     }
     *req_p = req;
@@ -1033,7 +1107,7 @@ memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
         return status;
     }
     status = msp_decode_stats(req->rbuf, req->rep.plen, stats_p);
-    req_unlink_free(req);
+    mcl_req_unlink_free(req);
     return status;
 }
 
@@ -1064,7 +1138,7 @@ memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t c
         }
         next   = req->rep.u.list.next;
         status = msp_decode_list(req->rbuf, req->rep.plen, tensors, MSP_LIST_MAX, &count);
-        req_unlink_free(req);
+        mcl_req_unlink_free(req);
         if (status != MEMSVC_OK) {
             break;
         }

@@ -42,6 +42,8 @@ static const struct status_entry status_table[] = {
     {MEMSVC_ERR_BUSY, "MEMSVC_ERR_BUSY", "object is busy"},
     {MEMSVC_ERR_CANCELED, "MEMSVC_ERR_CANCELED", "operation canceled"},
     {MEMSVC_ERR_FORMAT, "MEMSVC_ERR_FORMAT", "malformed input file"},
+    {MEMSVC_ERR_DEFERRED, "MEMSVC_ERR_DEFERRED",
+     "one-way operations failed (memsvc_errors tells which)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

@@ -45,8 +45,9 @@ typedef enum memsvc_status {
     MEMSVC_ERR_BUSY           = -22, /* the object is in use (for example: moving) */
     MEMSVC_ERR_CANCELED       = -23, /* the operation was canceled (tensor freed, shutdown) */
     MEMSVC_ERR_FORMAT         = -24, /* malformed trace or input file */
+    MEMSVC_ERR_DEFERRED       = -25, /* one-way operations failed: read them with memsvc_errors */
 
-    MEMSVC_ERR_LAST           = -25
+    MEMSVC_ERR_LAST           = -26
 } memsvc_status_t;
 
 /* Message for a status; never NULL (unknown values give "unknown status"). */

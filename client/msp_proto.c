@@ -41,6 +41,38 @@ bool msp_reply_has_payload(uint32_t op)
     return (op == MSP_OP_READ) || (op == MSP_OP_STATS) || (op == MSP_OP_LIST);
 }
 
+bool msp_op_oneway_ok(uint32_t op)
+{
+    return (op == MSP_OP_FREE) || (op == MSP_OP_RELEASE) || (op == MSP_OP_HINT);
+}
+
+size_t msp_request_bound(const msp_req_t *r)
+{
+    size_t n = 3 + 5 + 9; /* array header, op (with flags), id */
+
+    switch (r->op) {
+    case MSP_OP_HELLO:
+        return n + 5 * 5 + 5 + MSP_NAME_MAX;
+    case MSP_OP_ALLOC:
+        return n + 5 + strlen(r->u.alloc.key) + 9 + 5 + 5 * 5 + 1 + 9 + 1 + 5;
+    case MSP_OP_FREE:
+    case MSP_OP_ACQUIRE:
+    case MSP_OP_RELEASE:
+        return n + 9;
+    case MSP_OP_WRITE:
+    case MSP_OP_READ:
+        return n + 3 * 9;
+    case MSP_OP_LOOKUP:
+        return n + 5 + strlen(r->u.lookup.key);
+    case MSP_OP_HINT:
+        return n + 5 * 5 + 5 + 9 * (size_t)r->u.hint.num_handles;
+    case MSP_OP_LIST:
+        return n + 3 * 5;
+    default:
+        return n;
+    }
+}
+
 /* ---- reader -------------------------------------------------------------------------------- */
 
 static bool rd_need(const msp_rd_t *rd, size_t n)
@@ -450,8 +482,11 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
     if ((r->op == 0) || (r->op >= MSP_OP_COUNT)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
+    if (r->oneway && !msp_op_oneway_ok(r->op)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
     msgpack_pack_array(pk, 2 + req_nfields[r->op]);
-    msgpack_pack_uint32(pk, r->op);
+    msgpack_pack_uint32(pk, r->op | (r->oneway ? MSP_OP_ONEWAY : 0));
     msgpack_pack_uint64(pk, r->id);
     switch (r->op) {
     case MSP_OP_HELLO:
@@ -474,7 +509,7 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
         pk_bool(pk, r->u.alloc.recomputable);
         msgpack_pack_uint64(pk, r->u.alloc.recompute_ns);
         pk_bool(pk, r->u.alloc.durable);
-        msgpack_pack_uint32(pk, 0); /* reserved flags */
+        msgpack_pack_uint32(pk, r->u.alloc.pin ? MSP_ALLOC_PIN : 0);
         break;
     case MSP_OP_FREE:
     case MSP_OP_ACQUIRE:
@@ -589,10 +624,11 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         RD(rd_bool(rd, &r->u.alloc.recomputable));
         RD(rd_u64(rd, &r->u.alloc.recompute_ns));
         RD(rd_bool(rd, &r->u.alloc.durable));
-        RD(rd_u32(rd, &n)); /* reserved flags: must be 0 in version 1 */
-        if (n != 0) {
+        RD(rd_u32(rd, &n)); /* flags: MSP_ALLOC_PIN (version 2); others must be 0 */
+        if ((n & ~MSP_ALLOC_PIN) != 0) {
             return MEMSVC_ERR_INVALID_PARAM;
         }
+        r->u.alloc.pin = !!(n & MSP_ALLOC_PIN);
         if (r->u.alloc.size == 0) {
             return MEMSVC_ERR_INVALID_PARAM;
         }
@@ -681,6 +717,8 @@ static void decode_request(msp_rd_t *rd, msp_req_t *r, bool *fatal_p)
     if (status != MEMSVC_OK) {
         goto err_skip;
     }
+    r->oneway = (op & MSP_OP_ONEWAY) != 0;
+    op &= ~(uint64_t)MSP_OP_ONEWAY;
     r->op  = (op < MSP_OP_COUNT) ? (uint32_t)op : 0;
     status = rd_u64(rd, &r->id);
     if (status != MEMSVC_OK) {
@@ -688,7 +726,11 @@ static void decode_request(msp_rd_t *rd, msp_req_t *r, bool *fatal_p)
         goto err_skip;
     }
     if ((op == 0) || (op >= MSP_OP_COUNT)) {
-        status = MEMSVC_ERR_PROTOCOL; /* unknown operation */
+        status = MEMSVC_ERR_PROTOCOL; /* unknown operation (or unknown flags) */
+        goto err_skip;
+    }
+    if (r->oneway && !msp_op_oneway_ok(r->op)) {
+        status = MEMSVC_ERR_PROTOCOL; /* only FREE, RELEASE and HINT may go unanswered */
         goto err_skip;
     }
     status = decode_request_body(rd, r, n - 2);

@@ -16,7 +16,8 @@
  * bounded by the limits below, so it can be fuzzed on its own.
  */
 
-#define MSP_VERSION 1u
+#define MSP_VERSION 2u             /* what this side speaks */
+#define MSP_VERSION_MIN 1u         /* the oldest version the daemon still accepts */
 #define MSP_AM_REQUEST 17u         /* AM id: client to server */
 #define MSP_AM_REPLY 18u           /* AM id: server to client */
 #define MSP_HEADER_MAX 4096u       /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */
@@ -31,6 +32,8 @@
 #define MSP_DEPTH_MAX 8 /* nesting accepted when skipping unknown values */
 
 #define MSP_HELLO_CONTROL 0x1u /* HELLO flag: a control session (job 0, read-only) */
+#define MSP_OP_ONEWAY 0x100u   /* op field flag (version 2): answered only on error */
+#define MSP_ALLOC_PIN 0x1u     /* ALLOC flag (version 2): the new tensor comes back acquired */
 #define MSP_JOB_CONTROL 0u     /* job id reserved for control sessions */
 
 typedef enum msp_op {
@@ -55,6 +58,7 @@ typedef struct msp_req {
     uint32_t        op;     /* msp_op_t (may be unknown when status < 0) */
     uint64_t        id;     /* chosen by the client, echoed in the reply; 0 if unreadable */
     memsvc_status_t status; /* decode verdict for this request */
+    bool            oneway; /* MSP_OP_ONEWAY: no reply unless it fails (FREE, RELEASE, HINT) */
     union {
         struct {
             uint32_t version, job, rank, device, flags;
@@ -68,6 +72,7 @@ typedef struct msp_req {
             bool          recomputable;
             uint64_t      recompute_ns;
             bool          durable;
+            bool          pin; /* MSP_ALLOC_PIN */
         } alloc;
         struct {
             uint64_t handle;
@@ -140,6 +145,16 @@ bool msp_op_has_payload(uint32_t op);
 
 /* Does the op's reply carry an AM payload (READ, STATS, LIST)? Such replies travel alone. */
 bool msp_reply_has_payload(uint32_t op);
+
+/* May the op travel one-way (MSP_OP_ONEWAY)? FREE, RELEASE and HINT. */
+bool msp_op_oneway_ok(uint32_t op);
+
+/* An upper bound of the encoded size of one request (for packing batches under
+ * MSP_HEADER_MAX without encoding twice). */
+size_t msp_request_bound(const msp_req_t *req);
+
+/* Bytes of the array header of a message of n requests (at most). */
+#define MSP_MSG_OVERHEAD 5u
 
 /*
  * Encode n (1..MSP_BATCH_MAX) requests into buf. MEMSVC_ERR_TOO_LARGE if it does not fit,

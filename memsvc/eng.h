@@ -128,6 +128,20 @@ memsvc_status_t eng_alloc(eng_t *eng, const eng_tensor_desc_t *desc, unsigned fl
  */
 memsvc_status_t eng_acquire(eng_t *eng, eng_handle_t handle, eng_done_cb_t cb, void *arg);
 
+/*
+ * While on, an acquire of a resident tensor does only the engine's bookkeeping (pin, LRU,
+ * access timeline) and returns; the policy hears of it (on_access) at eng_policy_flush, or
+ * before the policy hears anything else (another access, a hint, a request for room), so the
+ * order it sees is unchanged. memsvcd turns it on while it handles a message and flushes after
+ * sending the answers, so that such an acquire is answered without waiting for the policy's
+ * work (foresight, for one, may start the moves it planned for that point). Turning it off
+ * flushes. Off by default (the replay tool never defers).
+ */
+void eng_policy_defer(eng_t *eng, bool on);
+void eng_policy_flush(eng_t *eng);
+/* Acquires the policy has not heard of yet. */
+size_t eng_policy_pending(const eng_t *eng);
+
 /* Unpin. MEMSVC_ERR_NOT_PINNED without a matching acquire. */
 memsvc_status_t eng_release(eng_t *eng, eng_handle_t handle);
 

@@ -254,16 +254,72 @@ static void eng_finish_waiters(eng_t *eng, eng_tensor_t *t, memsvc_status_t stat
 
 /* ---- policy calls ------------------------------------------------------------------------- */
 
-static void eng_pol_access(eng_t *eng, eng_tensor_t *t, pol_access_t a)
+static void eng_pol_notify(eng_t *eng, eng_tensor_t *t, pol_access_t a)
 {
     eng_dl_saved_t saved;
 
-    eng_tl_record(eng, t, a);
     if (eng->pol->on_access != NULL) {
         eng_dl_enter(eng, &saved);
         eng->pol->on_access(eng->pol_state, &eng->pol_ctx, &t->pub, a);
         eng_dl_leave(eng, &saved);
     }
+}
+
+void eng_policy_flush(eng_t *eng)
+{
+    size_t i, n = eng->pol_ndeferred;
+
+    eng->pol_ndeferred = 0; /* (a policy call below may come back here: nothing left) */
+    for (i = 0; i < n; i++) {
+        eng_tensor_t *t = eng_reg_get(eng, eng->pol_deferred[i]);
+
+        if (t != NULL) {
+            eng_pol_notify(eng, t, POL_ACCESS_ACQUIRE);
+        }
+    }
+}
+
+size_t eng_policy_pending(const eng_t *eng)
+{
+    return eng->pol_ndeferred;
+}
+
+void eng_policy_defer(eng_t *eng, bool on)
+{
+    if (!on) {
+        eng_policy_flush(eng);
+    }
+    eng->pol_defer = on;
+}
+
+static void eng_pol_access(eng_t *eng, eng_tensor_t *t, pol_access_t a)
+{
+    eng_policy_flush(eng); /* the policy hears of accesses in the order they happened */
+    eng_tl_record(eng, t, a);
+    eng_pol_notify(eng, t, a);
+}
+
+/* An acquire of a resident tensor: the engine's bookkeeping now; the policy now, or (while
+ * deferred) at the next eng_policy_flush, so that the answer does not wait for it. */
+static void eng_pol_acquire_resident(eng_t *eng, eng_tensor_t *t)
+{
+    if (!eng->pol_defer || (eng->pol->on_access == NULL)) {
+        eng_pol_access(eng, t, POL_ACCESS_ACQUIRE);
+        return;
+    }
+    if ((eng->pol_ndeferred == eng->pol_cap_deferred)) {
+        size_t        cap = eng->pol_cap_deferred ? 2 * eng->pol_cap_deferred : 64;
+        eng_handle_t *p   = realloc(eng->pol_deferred, cap * sizeof(*p));
+
+        if (p == NULL) {
+            eng_pol_access(eng, t, POL_ACCESS_ACQUIRE); /* no room to defer: now */
+            return;
+        }
+        eng->pol_deferred     = p;
+        eng->pol_cap_deferred = cap;
+    }
+    eng_tl_record(eng, t, POL_ACCESS_ACQUIRE);
+    eng->pol_deferred[eng->pol_ndeferred++] = t->pub.handle;
 }
 
 /* Free bytes plus bytes on their way out: what asking the policy can increase. */
@@ -293,6 +349,7 @@ static void eng_ask_policy(eng_t *eng, eng_dev_t *d, const eng_tensor_t *t)
     eng_dl_saved_t saved;
 
     if (need > 0 && eng->pol->make_room != NULL) {
+        eng_policy_flush(eng);
         eng_dl_enter(eng, &saved);
         eng->pol->make_room(eng->pol_state, &eng->pol_ctx, d->sim->id, need);
         eng_dl_leave(eng, &saved);
@@ -809,6 +866,7 @@ void eng_destroy(eng_t *eng)
     sim_node_destroy(eng->node);
     sim_clock_destroy(eng->clock);
     eng->pol->destroy(eng->pol_state);
+    free(eng->pol_deferred);
     eng_tl_cleanup(eng);
     eng_dl_cleanup(eng);
     free(eng);
@@ -940,7 +998,7 @@ memsvc_status_t eng_acquire(eng_t *eng, eng_handle_t handle, eng_done_cb_t cb, v
     switch (t->pub.state) {
     case MEMSVC_STATE_ON_DEVICE:
         eng_pin(eng, t);
-        eng_pol_access(eng, t, POL_ACCESS_ACQUIRE);
+        eng_pol_acquire_resident(eng, t);
         return MEMSVC_OK;
     case MEMSVC_STATE_MOVING_OUT:
         if (t->out_kind != ENG_OUT_SPILL) {
@@ -1301,6 +1359,7 @@ memsvc_status_t eng_hint(eng_t *eng, const eng_hint_t *hint)
         (hint->num_handles > 0 && hint->handles == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
+    eng_policy_flush(eng);
     eng_tl_hint(eng, hint);
     if (eng->pol->on_hint == NULL) {
         return MEMSVC_OK;

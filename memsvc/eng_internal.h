@@ -164,6 +164,9 @@ struct eng {
     const pol_ops_t *pol;
     void            *pol_state;
     pol_ctx_t        pol_ctx;
+    bool             pol_defer;    /* eng_policy_defer: resident acquires notified later */
+    eng_handle_t    *pol_deferred; /* their handles, in order, until eng_policy_flush */
+    size_t           pol_ndeferred, pol_cap_deferred;
     char             pol_spec[128];
 
     /* registry: handle = generation << 32 | slot; free slots are chained through `slots`

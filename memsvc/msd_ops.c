@@ -18,6 +18,7 @@ typedef struct ops_pending {
     eng_handle_t   handle;
     uint8_t       *buf; /* WRITE: the received bytes */
     uint64_t       offset, len;
+    bool           pin; /* ALLOC with MSP_ALLOC_PIN: the tensor comes back pinned */
 } ops_pending_t;
 
 static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
@@ -105,6 +106,13 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
             }
         }
     } else if (p->op == MSP_OP_ALLOC) {
+        if ((status == MEMSVC_OK) && p->pin) {
+            if (p->s->dead) {
+                eng_release(srv->eng, p->handle);
+            } else {
+                pin_add(srv, p->s, p->handle);
+            }
+        }
         if ((status < 0) && (status != MEMSVC_ERR_CANCELED)) {
             eng_tensor_info_t info;
 
@@ -186,10 +194,10 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg), "session already bound (HELLO twice)");
         return MEMSVC_ERR_PROTOCOL;
     }
-    if (req->u.hello.version != MSP_VERSION) {
+    if ((req->u.hello.version < MSP_VERSION_MIN) || (req->u.hello.version > MSP_VERSION)) {
         snprintf(rep->msg, sizeof(rep->msg),
-                 "client speaks protocol version %u; this daemon speaks version %u",
-                 req->u.hello.version, MSP_VERSION);
+                 "client speaks protocol version %u; this daemon speaks versions %u to %u",
+                 req->u.hello.version, MSP_VERSION_MIN, MSP_VERSION);
         LOG("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
         return MEMSVC_ERR_VERSION;
     }
@@ -212,7 +220,7 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
     snprintf(srv->transport, sizeof(srv->transport), "%s", s->transport);
     LOG("session %llu: %s job %u rank %u device %u '%s' over %s", (unsigned long long)s->id,
         control ? "control" : "trainer", s->job, s->rank, s->device, s->name, s->transport);
-    rep->u.hello.version     = MSP_VERSION;
+    rep->u.hello.version     = req->u.hello.version; /* the client's: both speak it */
     rep->u.hello.session     = s->id;
     rep->u.hello.num_devices = desc->num_npus;
     rep->u.hello.hbm_bytes   = desc->hbm_bytes;
@@ -248,7 +256,8 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     desc.durable      = req->u.alloc.durable;
     desc.job          = s->job;
     desc.rank         = s->rank;
-    status            = eng_alloc(srv->eng, &desc, 0, ops_engine_cb, p, &h);
+    p->pin            = req->u.alloc.pin;
+    status = eng_alloc(srv->eng, &desc, p->pin ? ENG_ALLOC_PIN : 0, ops_engine_cb, p, &h);
     if ((status != MEMSVC_OK) && (status != MEMSVC_INPROGRESS)) {
         pending_done(p);
         snprintf(rep->msg, sizeof(rep->msg), "alloc '%.48s' of %llu bytes: %s", desc.key,
@@ -274,6 +283,9 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     if (status == MEMSVC_INPROGRESS) {
         p->handle = h;
         return MEMSVC_INPROGRESS;
+    }
+    if (p->pin) {
+        pin_add(srv, s, h);
     }
     pending_done(p);
     rep->u.alloc.handle = h;
@@ -306,6 +318,14 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
 
     status = ops_check(srv, s, req->u.h.handle, &info, rep);
     if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (info.state == MEMSVC_STATE_ON_DEVICE) {
+        /* resident: pinned at once, nothing to wait for, no pending record */
+        status = eng_acquire(srv->eng, req->u.h.handle, NULL, NULL);
+        if (status == MEMSVC_OK) {
+            pin_add(srv, s, req->u.h.handle);
+        }
         return status;
     }
     p = pending_new(srv, s, req, req->u.h.handle);
@@ -650,6 +670,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
     msp_rep_t *reps = srv->reps;
     size_t     nrep = 0, i;
 
+    eng_policy_defer(srv->eng, true); /* resident acquires: answered before the policy runs */
     if ((length > 0) && ((n != 1) || (srv->reqs[0].op != MSP_OP_WRITE))) {
         /* Only a lone WRITE carries a payload; drop it (returning from the callback does). */
         if (srv->reqs[0].status == MEMSVC_OK) {
@@ -722,6 +743,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         if (status == MEMSVC_INPROGRESS) {
             continue; /* answered by its callback */
         }
+        if (req->oneway && (status >= 0)) {
+            continue; /* one-way: answered only when it fails */
+        }
         rep->status = status;
         if (status < 0) {
             if (rep->msg[0] == '\0') {
@@ -737,11 +761,19 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             msd_send_replies(srv, s, rep, 1, payload, rep->plen); /* travels alone */
             continue;
         }
+        if (req->oneway) {
+            /* A one-way request's error goes out before anything a later request of this
+             * message causes (an acquire it completes), so that the client, which retires
+             * one-way requests by the ids of later replies, sees the error first. */
+            msd_send_replies(srv, s, rep, 1, NULL, 0);
+            continue;
+        }
         nrep++;
     }
     if (nrep > 0) {
         msd_send_replies(srv, s, reps, nrep, NULL, 0);
     }
+    eng_policy_defer(srv->eng, false); /* now the policy hears of them */
 }
 
 /* ---- session end, orphans ------------------------------------------------------------------- */

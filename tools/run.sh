@@ -54,10 +54,10 @@ step "3/4  the full report of '$BEST' at HBM $BUDGET, with a plot of device memo
 echo "plot: $OUT/memory-$BEST-$BUDGET.svg"
 
 step "4/4  live: memsvcd (ascend-910b, HBM $BUDGET, policy $BEST) and two co-located trainers"
-echo "Each trainer process replays its rank's step through libmemsvc (alloc, acquire, release,"
-echo "free, hints) while the daemon moves tensors in real time. On a small machine the round"
-echo "trips of ~200,000 small requests dominate the wall time; the policy figures that matter"
-echo "are the simulated ones above."
+echo "Each trainer process replays its rank's step through libmemsvc while the daemon moves"
+echo "tensors in real time: one batch per operator (its allocs and acquires), prefetched 8"
+echo "operators ahead, releases and frees one-way. On a small, shared machine scheduling still"
+echo "shows in the wall time; the policy figures that matter are the simulated ones above."
 PORT=$((20000 + $$ % 20000))
 # time runs 10x fast in the live run: operators sleep a tenth of their duration, and the
 # links are 10x faster to match, so that swaps keep their cost relative to compute

@@ -32,6 +32,14 @@ bool integ_log_contains(const integ_daemon_t *d, const char *text);
 memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
                               memsvc_conn_h *conn_p);
 
+/*
+ * After one-way calls: memsvc_flush, then the oldest deferred error, checked to name op and
+ * handle. Returns its status, MEMSVC_OK when there was none (and flush said so), or
+ * MEMSVC_ERR_PROTOCOL when flush and the error queue disagree or the error names another
+ * operation.
+ */
+memsvc_status_t integ_deferred(memsvc_conn_h conn, memsvc_op_t op, memsvc_handle_t handle);
+
 /* Control-session stats. */
 memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p);
 

@@ -206,6 +206,24 @@ memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t ra
     return memsvc_connect(&p, conn_p);
 }
 
+memsvc_status_t integ_deferred(memsvc_conn_h conn, memsvc_op_t op, memsvc_handle_t handle)
+{
+    memsvc_deferred_error_t e;
+    memsvc_status_t         status = memsvc_flush(conn);
+
+    if (status == MEMSVC_OK) {
+        return (memsvc_errors(conn, &e, 1) == 0) ? MEMSVC_OK : MEMSVC_ERR_PROTOCOL;
+    }
+    if (status != MEMSVC_ERR_DEFERRED) {
+        return status;
+    }
+    if ((memsvc_errors(conn, &e, 1) != 1) || (e.op != op) || (e.handle != handle) || (e.seq == 0) ||
+        (e.message[0] == '\0') || (e.status >= 0)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    return e.status;
+}
+
 memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p)
 {
     memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |

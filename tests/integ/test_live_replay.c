@@ -31,7 +31,7 @@ static void test_live_replay_two_trainers(void)
     integ_daemon_t d;
     char           cmd[1024], *out = malloc(1 << 16);
     char           t0[] = "/tmp/memsvc-live0-XXXXXX", t1[] = "/tmp/memsvc-live1-XXXXXX";
-    json_t        *j, *trainers;
+    json_t                  *j, *trainers, *j1, *trainers1;
     json_error_t   jerr;
     memsvc_stats_t st;
     size_t         i;
@@ -72,6 +72,59 @@ static void test_live_replay_two_trainers(void)
     CU_ASSERT(json_integer_value(json_object_get(
                   json_array_get(json_object_get(json_object_get(j, "daemon"), "devices"), 0),
                   "swap_out_bytes")) > 0);
+
+    /* the same step one answered request per event: the same per-step result, in more
+     * request messages (one batch per operator against one request per event) */
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay --daemon %s --job 78 --per-request --json %s %s",
+             test_bin_dir(), d.addr, t0, t1);
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 0);
+    j1 = json_loads(out, 0, &jerr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j1);
+    trainers1 = json_object_get(j1, "trainers");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(trainers1), 2);
+    for (i = 0; i < 2; i++) {
+        json_t *a = json_array_get(trainers, i), *b = json_array_get(trainers1, i);
+
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(b, "status")), "MEMSVC_OK");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "events")),
+                        json_integer_value(json_object_get(b, "events")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "ops")),
+                        json_integer_value(json_object_get(b, "ops")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "compute_ns")),
+                        json_integer_value(json_object_get(b, "compute_ns")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "refused_for_memory")), 0);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "errors")), 0);
+        CU_ASSERT(json_integer_value(json_object_get(a, "batches")) > 0);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "batches")), 0);
+    }
+    CU_ASSERT(json_integer_value(json_object_get(j, "requests")) > 0);
+    CU_ASSERT(json_integer_value(json_object_get(j, "requests")) <
+              json_integer_value(json_object_get(j1, "requests")));
+    CU_ASSERT_EQUAL(json_object_get(j1, "per_request"), json_true());
+    json_decref(j1);
+
+    /* one operator ahead instead of eight (no pins held across operators): the same again */
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay --daemon %s --job 79 --prefetch 1 --json %s %s",
+             test_bin_dir(), d.addr, t0, t1);
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 0);
+    j1 = json_loads(out, 0, &jerr);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j1);
+    trainers1 = json_object_get(j1, "trainers");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(trainers1), 2);
+    for (i = 0; i < 2; i++) {
+        json_t *a = json_array_get(trainers, i), *b = json_array_get(trainers1, i);
+
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(b, "status")), "MEMSVC_OK");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "events")),
+                        json_integer_value(json_object_get(b, "events")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "ops")),
+                        json_integer_value(json_object_get(b, "ops")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(a, "compute_ns")),
+                        json_integer_value(json_object_get(b, "compute_ns")));
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "refused_for_memory")), 0);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "errors")), 0);
+    }
+    json_decref(j1);
     json_decref(j);
     CU_ASSERT_EQUAL(integ_stats(&d, &st), MEMSVC_OK);
     CU_ASSERT_EQUAL(st.dev[0].pinned_tensors, 0);

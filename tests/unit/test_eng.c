@@ -600,6 +600,58 @@ static long max_rss_kib(void)
     return ru.ru_maxrss;
 }
 
+/* Deferred policy notifications: a resident acquire pins at once; the policy hears of it at
+ * the flush or before anything else it hears, so the order is unchanged. */
+static void test_policy_defer(void)
+{
+    eng_t            *eng = make_engine("foresight", SIM_MEM_PHANTOM, NULL);
+    eng_t            *lru = make_engine("lru", SIM_MEM_PHANTOM, NULL);
+    eng_tensor_desc_t d   = tdesc("L0.mb0.a", 1 * MiB, MEMSVC_KIND_ACTIVATION);
+    eng_tensor_desc_t d2  = tdesc("L0.mb0.b", 1 * MiB, MEMSVC_KIND_ACTIVATION);
+    eng_tensor_info_t info;
+    eng_handle_t      h, h2;
+
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h), MEMSVC_OK);
+    eng_policy_defer(eng, true);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_OK);
+    CU_ASSERT_EQUAL(info.pins, 1); /* the bookkeeping is done */
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 1);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 2);
+    /* a release is heard after the acquires before it */
+    CU_ASSERT_EQUAL(eng_release(eng, h), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    hint(eng, MEMSVC_HINT_LAYER_BEGIN, 0, 0, 0, MEMSVC_PHASE_FORWARD); /* a hint flushes */
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d2, 0, NULL, NULL, &h2),
+                          MEMSVC_OK); /* so does an alloc */
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h2, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 1);
+    eng_policy_flush(eng);
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h2, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_free(eng, h2), MEMSVC_OK); /* heard before the free */
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    eng_policy_defer(eng, false); /* off: flushed */
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_policy_pending(eng), 0); /* not deferring: heard at once */
+    eng_destroy(eng);
+
+    /* a policy without on_access has nothing to defer */
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(lru, &d, 0, NULL, NULL, &h), MEMSVC_OK);
+    eng_policy_defer(lru, true);
+    CU_ASSERT_EQUAL(eng_acquire(lru, h, NULL, NULL), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_policy_pending(lru), 0);
+    eng_policy_defer(lru, false);
+    eng_destroy(lru);
+}
+
 static void test_phantom_million_tensors(void)
 {
     sim_desc_t        desc;
@@ -659,6 +711,8 @@ static void add_suite(void)
     CU_add_test(s, "transition table: every legal and illegal pair", test_transition_table);
     CU_add_test(s, "lifecycle: alloc, swap, acquire, drop, recompute, spill, free", test_lifecycle);
     CU_add_test(s, "illegal requests get named errors", test_illegal_requests);
+    CU_add_test(s, "resident acquires: the policy hears of them later, in order",
+                test_policy_defer);
     CU_add_test(s, "none: out-of-memory vs fragmentation", test_none_reports_oom_and_fragmentation);
     CU_add_test(s, "lru: oldest first, pinned never", test_lru_evicts_oldest_never_pinned);
     CU_add_test(s, "lru:drop=on drops recomputable, keeps durable", test_lru_drop_mode_drops_recomputable);

@@ -147,6 +147,72 @@ static memsvc_status_t raw_decode_one(raw_t *r, msp_req_t *out)
     return status;
 }
 
+/* Version 2: one-way FREE/RELEASE/HINT, ALLOC with PIN; the bound covers what is encoded. */
+static void test_oneway_and_pin(void)
+{
+    msp_req_t in[4], out[4];
+    msp_buf_t buf = {wire, sizeof(wire), 0, false};
+    raw_t     r;
+    size_t    len, n, i, bound = MSP_MSG_OVERHEAD;
+
+    memset(in, 0, sizeof(in));
+    in[0].op          = MSP_OP_RELEASE;
+    in[0].id          = 10;
+    in[0].oneway      = true;
+    in[0].u.h.handle  = 77;
+    in[1].op          = MSP_OP_FREE;
+    in[1].id          = 11;
+    in[1].oneway      = true;
+    in[2].op          = MSP_OP_HINT;
+    in[2].id          = 12;
+    in[2].oneway      = true;
+    in[2].u.hint.type = MEMSVC_HINT_STEP_END;
+    in[3].op          = MSP_OP_ALLOC;
+    in[3].id          = 13;
+    strcpy(in[3].u.alloc.key, "out");
+    in[3].u.alloc.size = 4096;
+    in[3].u.alloc.kind = MEMSVC_KIND_ACTIVATION;
+    in[3].u.alloc.tags = MEMSVC_TAGS_NONE;
+    in[3].u.alloc.pin  = true;
+    len                = encode_reqs(in, 4);
+    for (i = 0; i < 4; i++) {
+        bound += msp_request_bound(&in[i]);
+    }
+    CU_ASSERT(len <= bound);
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 4, &n));
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    for (i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(out[i].status, MEMSVC_OK);
+        CU_ASSERT_TRUE(out[i].oneway);
+        CU_ASSERT_EQUAL(out[i].op, in[i].op);
+    }
+    CU_ASSERT_EQUAL(out[0].u.h.handle, 77);
+    CU_ASSERT_FALSE(out[3].oneway);
+    CU_ASSERT_TRUE(out[3].u.alloc.pin);
+
+    /* only FREE, RELEASE and HINT may be one-way: the encoder refuses, the decoder answers */
+    in[0].op = MSP_OP_ACQUIRE;
+    CU_ASSERT_EQUAL(msp_encode_requests(in, 1, &buf), MEMSVC_ERR_INVALID_PARAM);
+    raw_init(&r);
+    msgpack_pack_array(&r.pk, 1);
+    msgpack_pack_array(&r.pk, 3);
+    msgpack_pack_uint32(&r.pk, MSP_OP_ACQUIRE | MSP_OP_ONEWAY);
+    msgpack_pack_uint32(&r.pk, 44);
+    msgpack_pack_uint64(&r.pk, 5);
+    CU_ASSERT_EQUAL(raw_decode_one(&r, &out[0]), MEMSVC_ERR_PROTOCOL);
+    CU_ASSERT_EQUAL(out[0].id, 44);
+    CU_ASSERT_TRUE(out[0].oneway); /* (so the error goes out at once) */
+    /* unknown flag bits make the op unknown */
+    raw_init(&r);
+    msgpack_pack_array(&r.pk, 1);
+    msgpack_pack_array(&r.pk, 3);
+    msgpack_pack_uint32(&r.pk, MSP_OP_RELEASE | 0x200);
+    msgpack_pack_uint32(&r.pk, 45);
+    msgpack_pack_uint64(&r.pk, 5);
+    CU_ASSERT_EQUAL(raw_decode_one(&r, &out[0]), MEMSVC_ERR_PROTOCOL);
+    CU_ASSERT_EQUAL(out[0].id, 45);
+}
+
 static void test_bad_requests_get_named_errors(void)
 {
     msp_req_t out;
@@ -430,6 +496,7 @@ static void add_suite(void)
     CU_pSuite s = CU_add_suite("proto", NULL, NULL);
 
     CU_add_test(s, "requests round-trip", test_request_round_trip);
+    CU_add_test(s, "one-way requests and pinned allocs (version 2)", test_oneway_and_pin);
     CU_add_test(s, "truncated headers and trailing bytes are refused", test_truncated_and_trailing);
     CU_add_test(s, "bad requests get named errors", test_bad_requests_get_named_errors);
     CU_add_test(s, "one bad request in a batch spoils only itself", test_batch_one_bad_rest_good);

@@ -19,6 +19,7 @@ static void mt_replay_usage(FILE *out)
         "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
         "                       [--no-baseline] [--quiet]\n"
         "       memtrace replay --daemon HOST:PORT TRACE... [--time-scale X] [--job N] [--json]\n"
+        "                       [--per-request | --prefetch N]\n"
         "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
         "  time, stalls, recomputation, memory peaks, moves and out-of-memory events.\n"
         "  --node PRESET     node preset (default: the trace header's node); key=value overrides\n"
@@ -37,7 +38,11 @@ static void mt_replay_usage(FILE *out)
                  "  --daemon ADDR     live: replay through a running memsvcd, one trainer process\n"
                  "                    per rank of each TRACE (see docs/replay.md)\n"
                  "  --time-scale X    live: sleep X times each operator's duration (default 1)\n"
-                 "  --job N           live: the trainers' job id (default 1000 + pid %% 1000)\n");
+                 "  --job N           live: the trainers' job id (default 1000 + pid %% 1000)\n"
+                 "  --per-request     live: one answered request per event instead of a\n"
+                 "                    prefetched batch per operator (for comparison)\n"
+                 "  --prefetch N      live: operators whose batches are in flight ahead of the\n"
+                 "                    one running (1..16, default 8)\n");
 }
 
 int mt_cmd_replay(int argc, char **argv)
@@ -93,6 +98,18 @@ int mt_cmd_replay(int argc, char **argv)
             params.baseline = false;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             params.progress = false;
+        } else if (!strcmp(a, "--per-request")) {
+            live.per_request = true;
+        } else if (!strcmp(a, "--prefetch") && i + 1 < argc) {
+            char *end;
+            long  k = strtol(argv[++i], &end, 10);
+
+            if (*end != '\0' || k < 1 || k > LIVE_PREFETCH_MAX) {
+                fprintf(stderr, "memtrace replay: --prefetch: '%s' is not a count 1..%d\n", argv[i],
+                        LIVE_PREFETCH_MAX);
+                return 2;
+            }
+            live.prefetch = (unsigned)k;
         } else if (!strcmp(a, "--daemon") && i + 1 < argc) {
             daemon = argv[++i];
         } else if (!strcmp(a, "--time-scale") && i + 1 < argc) {

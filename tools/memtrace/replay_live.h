@@ -9,12 +9,16 @@
 #include <stdio.h>
 
 #define MT_LIVE_MAX_PROCS 64
+#define LIVE_PREFETCH_MAX 16 /* operators' batches in flight ahead, at most */
+#define LIVE_PREFETCH_DEFAULT 8
 
 typedef struct mt_live_params {
     const char *address;    /* memsvcd's HOST:PORT */
     uint32_t    job;        /* job id the trainers use (default: 1000 + pid % 1000) */
     double      time_scale; /* compute and recompute durations are slept for this fraction */
     int         timeout_ms; /* per request; 0: the client's default */
+    bool        per_request; /* one answered request per event (as before batching) */
+    unsigned    prefetch;    /* operators whose batches are in flight ahead (1..16; 0: 8) */
 } mt_live_params_t;
 
 /* What one trainer process saw (wall-clock figures, in nanoseconds). */
@@ -27,11 +31,14 @@ typedef struct mt_live_rank {
     uint64_t ops;         /* compute operators run */
     uint64_t wall_ns;     /* from connect to the last event */
     uint64_t compute_ns;  /* scaled operator time slept (the ideal step) */
-    uint64_t stall_ns;    /* time spent waiting for acquires (round trips included) */
+    uint64_t stall_ns;    /* device idle while the trainer waited for its acquires/batches */
     uint64_t recompute_ns;/* scaled recompute time slept after RECOMPUTE answers */
     uint64_t recomputes;
     uint64_t ooms;        /* allocations refused (NO_MEMORY / FRAGMENTED) */
-    uint64_t errors;      /* other refused requests */
+    uint64_t errors;      /* other refused requests (and failed one-way ones) */
+    uint64_t batches;     /* operator batches submitted (0 in per-request mode) */
+    uint64_t retries;     /* prefetched allocs/acquires refused for room, asked again on demand */
+    uint64_t late_allocs; /* allocs that waited at the operator's start for a free of their key */
     char     transport[64];
     char     message[256]; /* the error, if status < 0 */
 } mt_live_rank_t;
@@ -43,17 +50,25 @@ typedef struct mt_live_report {
     bool           have_daemon;
     uint64_t       wall_ns;     /* longest trainer */
     uint64_t       compute_ns;  /* largest ideal (scaled) compute of a trainer */
+    uint64_t       requests;    /* request messages the daemon received during the replay */
+    uint64_t       stall_before[MEMSVC_MAX_DEVICES]; /* daemon-side stall_ns before it */
 } mt_live_report_t;
 
 /*
  * Replay the traces through the daemon: one trainer process per (trace, rank), each with its
  * own session (job params->job, its rank, device = its index modulo the daemon's devices);
  * keys are prefixed with "r<rank>." so that ranks do not collide within the job. Each
- * process walks its rank's events: ALLOC -> memsvc_alloc, FREE -> memsvc_free, HINT ->
- * memsvc_hint, ACCESS -> acquire + release, COMPUTE (stream 0) -> acquire its reads and
- * writes (batched), sleep its duration x time_scale (on a schedule, so short operators add
- * up), release them; a RECOMPUTE answer sleeps the tensor's recompute time x time_scale.
- * Communication (stream != 0) is not slept. Errors: MEMSVC_ERR_IO / MEMSVC_ERR_FORMAT
+ * process walks its rank's events one operator at a time: the events up to a COMPUTE and the
+ * COMPUTE itself. Its hints, allocs (pinned) and the acquires of the operator's reads and
+ * writes go in one batch, submitted asynchronously while the previous operator computes
+ * (prefetch); the operator waits for it, sleeps its duration x time_scale (on a schedule, so
+ * short operators add up), then releases what it pinned and frees what died with one-way
+ * requests that ride on the next batch. An alloc whose key was freed earlier in the same
+ * operator waits for that free (a second, synchronous batch). A RECOMPUTE answer sleeps the
+ * tensor's recompute time x time_scale. Communication (stream != 0) is not slept.
+ * With params->per_request, each event is its own answered request (MEMSVC_CONN_SYNC):
+ * ALLOC -> memsvc_alloc, FREE -> memsvc_free, HINT -> memsvc_hint, ACCESS -> acquire +
+ * release, COMPUTE -> acquire_many, sleep, release_many. Errors: MEMSVC_ERR_IO / MEMSVC_ERR_FORMAT
  * (trace), MEMSVC_ERR_TRANSPORT (daemon unreachable), MEMSVC_ERR_TOO_LARGE (more than
  * MT_LIVE_MAX_PROCS ranks); the message is in err. A trainer's own failure is in its entry.
  */
