@@ -158,7 +158,7 @@ static void test_freed_input(void)
     tb_t               tb;
 
     write_freed_input(&tb);
-    replay(tb.path, "dtr:swap=off", "hbm=2304KiB", NULL, 0.0, &r);
+    replay(tb.path, "dtr:swap=off", "hbm=3328KiB", NULL, 0.0, &r);
     CU_ASSERT(r.fits);
     CU_ASSERT_EQUAL(r.kept_freed, 1);
     CU_ASSERT_EQUAL(r.drops, 2);
@@ -408,6 +408,62 @@ static void test_alloc_bytes(void)
     unlink(tb.path);
 }
 
+/*
+ * DTR's heuristic as published (h=dtr) against its local variant (h=local): C = h(P) 40 us,
+ * A = f(P) 100 us, B = g(A) 10 us; the program frees A (dropped at once: it is recomputable),
+ * then 1 MiB more room is needed while B and C are the candidates, B 100 us stale, C 210 us.
+ *   local: h(B) = 10 / (1 MiB x 100) < h(C) = 40 / (1 MiB x 210): B goes
+ *   dtr:   h(B) = (10 + 100, A in e*(B)) / (1 MiB x 100) > h(C): C goes
+ * and then op7 reads B: under local, A and B are recomputed (110 us), under dtr nothing is.
+ *
+ *   P 256 KiB; A, B, C 1 MiB; D 2 MiB; HBM 3.25 MiB; swap=off
+ *   op1 C 0 .. 40; op2 A 40 .. 140; op3 B 140 .. 150; op4-6 150 .. 450 (no tensors)
+ *   at 250 us: FREE A (dropped), D placed (one of B, C dropped too), FREE D
+ *   op7 reads B 450 .. 460 (local: recompute A 450 .. 550 and B 550 .. 560 first; op7 .. 570)
+ */
+static void test_dtr_estar(void)
+{
+    static const uint64_t p[] = {1}, c[] = {2}, a[] = {3}, b[] = {4};
+    mt_replay_report_t    r;
+    tb_t                  tb;
+    uint64_t              k;
+
+    tb_open(&tb);
+    tb_alloc(&tb, 1, 256 * KiB, MEMSVC_KIND_PARAM, 0, 0, NULL, 0);
+    tb_alloc(&tb, 2, 1 * MiB, MEMSVC_KIND_ACTIVATION, 40 * US, 1, p, 1);
+    tb_op(&tb, 1, 40 * US, p, 1, c, 1, NULL, 0);
+    tb_alloc(&tb, 3, 1 * MiB, MEMSVC_KIND_ACTIVATION, 100 * US, 2, p, 1);
+    tb_op(&tb, 2, 100 * US, p, 1, a, 1, NULL, 0);
+    tb_alloc(&tb, 4, 1 * MiB, MEMSVC_KIND_ACTIVATION, 10 * US, 3, a, 1);
+    tb_op(&tb, 3, 10 * US, a, 1, b, 1, NULL, 0);
+    for (k = 4; k <= 6; k++) {
+        tb_op(&tb, k, 100 * US, NULL, 0, NULL, 0, NULL, 0);
+    }
+    tb_free(&tb, 3);
+    tb_alloc(&tb, 5, 2 * MiB, MEMSVC_KIND_WORKSPACE, 0, 0, NULL, 0);
+    tb_free(&tb, 5);
+    tb_op(&tb, 7, 10 * US, b, 1, NULL, 0, NULL, 0);
+    tb_close(&tb);
+
+    replay(tb.path, "dtr:swap=off", "hbm=3328KiB", NULL, 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.kept_freed, 1);
+    CU_ASSERT_EQUAL(r.drops, 2); /* A at its FREE, then C */
+    CU_ASSERT_EQUAL(r.recomputes, 0);
+    CU_ASSERT_EQUAL(r.baseline_ns, 460 * US);
+    CU_ASSERT_EQUAL(r.total_ns, 460 * US);
+    mt_replay_report_free(&r);
+
+    replay(tb.path, "dtr:swap=off,h=local", "hbm=3328KiB", NULL, 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.drops, 2); /* A, then B */
+    CU_ASSERT_EQUAL(r.recomputes, 2);
+    CU_ASSERT_EQUAL(r.recompute_ns, 110 * US);
+    CU_ASSERT_EQUAL(r.total_ns, 570 * US);
+    mt_replay_report_free(&r);
+    unlink(tb.path);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("replay_recompute", NULL, NULL);
@@ -420,6 +476,7 @@ static void add_suite(void)
                 test_chain_order);
     CU_add_test(s, "view operators re-run with their storage", test_view_cost);
     CU_add_test(s, "byte-counting allocator vs TLSF", test_alloc_bytes);
+    CU_add_test(s, "dtr: h with the evicted neighbourhood e* vs local", test_dtr_estar);
 }
 
 TEST_REGISTER(replay_recompute, add_suite)
