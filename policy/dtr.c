@@ -511,7 +511,9 @@ static void dtr_evict_sorted(dtr_state_t *s, pol_ctx_t *ctx, size_t n, uint64_t 
             dtr_score(s, ctx, &s->cand[i], t);
         }
     }
-    qsort_r(s->cand, n, sizeof(*s->cand), dtr_cmp_r, &frag);
+    if (n > 0) { /* s->cand is NULL until a first candidate */
+        qsort_r(s->cand, n, sizeof(*s->cand), dtr_cmp_r, &frag);
+    }
     for (i = 0; i < n && got < need; i++) {
         const dtr_cand_t   *c = &s->cand[i];
         const pol_tensor_t *t = pol_tensor(ctx, c->handle);
