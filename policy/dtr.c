@@ -22,9 +22,9 @@
  * recomputed, or whose recomputation costs more than a round trip over the host link, is
  * swapped at the cost of that round trip (unless swap=off). The owner recomputes on demand.
  *
- * frag=on (default): when the device has the bytes but no block large enough (the TLSF
- * allocator fragments), candidates whose block, with the free holes beside it, makes a range
- * as large as the request go first; otherwise the lowest h would free bytes nowhere useful.
+ * frag=on (default): when no free hole holds the request (the TLSF allocator fragments), the
+ * memory term of h is the contiguous range a candidate's block opens with the free holes
+ * beside it (at most the request): bytes freed next to a hole count, scattered ones less.
  */
 
 #define DTR_NB_MAX 4096 /* largest neighbourhood walked per score (beyond: cost is a floor) */
@@ -545,10 +545,17 @@ static void dtr_make_room(void *state, pol_ctx_t *ctx, unsigned dev, uint64_t ne
     bool         frag    = false;
     size_t       i;
 
-    if (s->frag && n > 0 && largest < freeb && freeb >= largest + need) {
-        /* enough bytes, no block: the engine asked for the shortfall of the largest block */
-        frag = true;
-        dtr_frag(s, ctx, dev, n, largest + need);
+    if (s->frag && n > 0 && freeb > 0) {
+        /* the size asked for: with enough bytes but no block, the engine asks for the shortfall
+         * of the largest block; otherwise for the bytes missing beyond the free and outgoing */
+        uint64_t in     = pol_device_incoming(ctx, dev);
+        uint64_t target = (freeb + in >= largest + need && largest < freeb) ? largest + need
+                                                                            : freeb + in + need;
+
+        if (largest < target) { /* no hole holds it: where the room opens matters */
+            frag = true;
+            dtr_frag(s, ctx, dev, n, target);
+        }
     }
     if (!graph) {
         dtr_evict_sorted(s, ctx, n, need, frag);

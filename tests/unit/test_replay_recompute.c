@@ -464,6 +464,62 @@ static void test_dtr_estar(void)
     unlink(tb.path);
 }
 
+/*
+ * dtr on a fragmented device (TLSF): A, B, C, D of 1 MiB fill 4 MiB in address order; B is
+ * freed; E needs 2 MiB. Blindly, D (the stalest: 300 us against A's 200) goes first, which
+ * frees a hole that joins nothing, and A must go too. With frag=on the memory term is the
+ * range a block opens: A's or C's 2 MiB (with B's hole), D's 1 MiB, so A goes alone:
+ *   h(D) = 100 us / (1 MiB x 300 us) > h(A) = 100 us / (2 MiB x 200 us)
+ *
+ *   op1 D 0 .. 100; op2 A 100 .. 200; op3 B 200 .. 300; op4 C 300 .. 400; op5-6 .. 600
+ *   at 400 us: FREE B, E placed, FREE E; op7 reads A and D 600 .. 610, after recomputing
+ *   A (frag=on: 600 .. 700, op7 .. 710) or A and D (frag=off: 600 .. 800, op7 .. 810)
+ */
+static void test_dtr_fragmentation(void)
+{
+    static const uint64_t ad[] = {1, 4};
+    mt_replay_report_t    r;
+    tb_t                  tb;
+    uint64_t              k, order[] = {4, 1, 2, 3};
+
+    tb_open(&tb);
+    for (k = 1; k <= 4; k++) { /* A B C D at 0, 1, 2, 3 MiB; B is not recomputable */
+        tb_alloc(&tb, k, 1 * MiB, MEMSVC_KIND_ACTIVATION, (k == 2) ? 0 : 100 * US, k, NULL, 0);
+    }
+    for (k = 0; k < 4; k++) {
+        tb_op(&tb, k + 1, 100 * US, NULL, 0, &order[k], 1, NULL, 0);
+    }
+    tb_op(&tb, 5, 100 * US, NULL, 0, NULL, 0, NULL, 0);
+    tb_op(&tb, 6, 100 * US, NULL, 0, NULL, 0, NULL, 0);
+    tb_free(&tb, 2);
+    tb_alloc(&tb, 5, 2 * MiB, MEMSVC_KIND_WORKSPACE, 0, 0, NULL, 0);
+    tb_free(&tb, 5);
+    tb_op(&tb, 7, 10 * US, ad, 2, NULL, 0, NULL, 0);
+    tb_close(&tb);
+
+    replay(tb.path, "dtr:swap=off", "hbm=4MiB", NULL, 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.drops, 1);
+    CU_ASSERT_EQUAL(r.recomputes, 1);
+    CU_ASSERT_EQUAL(r.baseline_ns, 610 * US);
+    CU_ASSERT_EQUAL(r.total_ns, 710 * US);
+    mt_replay_report_free(&r);
+
+    replay(tb.path, "dtr:swap=off,frag=off", "hbm=4MiB", NULL, 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.drops, 2);
+    CU_ASSERT_EQUAL(r.recomputes, 2);
+    CU_ASSERT_EQUAL(r.total_ns, 810 * US);
+    mt_replay_report_free(&r);
+
+    /* counting bytes there is no fragmentation: D alone makes room */
+    replay(tb.path, "dtr:swap=off,frag=off", "hbm=4MiB", "alloc=bytes", 0.0, &r);
+    CU_ASSERT_EQUAL(r.drops, 1);
+    CU_ASSERT_EQUAL(r.total_ns, 710 * US);
+    mt_replay_report_free(&r);
+    unlink(tb.path);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("replay_recompute", NULL, NULL);
@@ -477,6 +533,7 @@ static void add_suite(void)
     CU_add_test(s, "view operators re-run with their storage", test_view_cost);
     CU_add_test(s, "byte-counting allocator vs TLSF", test_alloc_bytes);
     CU_add_test(s, "dtr: h with the evicted neighbourhood e* vs local", test_dtr_estar);
+    CU_add_test(s, "dtr on a fragmented device: the range a block opens", test_dtr_fragmentation);
 }
 
 TEST_REGISTER(replay_recompute, add_suite)
