@@ -654,36 +654,32 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
                                       unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
                                       eng_handle_t *held);
 
-/*
- * Acquire ts[0..n) (none NULL) at once and wait for all: st[i] gets each final status,
- * retried while out of memory and operators in flight hold pins that will go.
- */
-static memsvc_status_t rp_pin_all(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
-                                  memsvc_status_t *st)
+/* Start acquiring ts[0..n) (none NULL): w[i] gets each answer, *pending counts those queued. */
+static void rp_pin_start(rp_t *rp, rp_tensor_t *const *ts, uint32_t n, rp_wait_t *w, int *pending)
 {
-    rp_wait_t       stackbuf[16];
-    rp_wait_t      *w       = stackbuf;
-    int             pending = 0;
-    uint32_t        i;
-    memsvc_status_t status;
+    uint32_t i;
 
-    if (n > 16) {
-        w = malloc(n * sizeof(*w));
-        if (w == NULL) {
-            rp_errf(rp, "out of memory");
-            return MEMSVC_ERR_NO_RESOURCE;
-        }
-    }
     for (i = 0; i < n; i++) {
-        w[i]        = (rp_wait_t){.pending = &pending};
+        w[i]        = (rp_wait_t){.pending = pending};
         w[i].status = eng_acquire(rp->eng, ts[i]->handle, rp_done_cb, &w[i]);
         if (w[i].status == MEMSVC_INPROGRESS) {
-            pending++;
+            (*pending)++;
         } else {
             w[i].done = true;
         }
     }
-    status = rp_wait(rp, &pending);
+}
+
+/*
+ * Wait for the acquires rp_pin_start began: st[i] gets each final status, retried while out of
+ * memory and operators in flight hold pins that will go.
+ */
+static memsvc_status_t rp_pin_finish(rp_t *rp, rp_tensor_t *const *ts, uint32_t n, rp_wait_t *w,
+                                     int *pending, memsvc_status_t *st)
+{
+    memsvc_status_t status = rp_wait(rp, pending);
+    uint32_t        i;
+
     for (i = 0; i < n && status == MEMSVC_OK; i++) {
         /* out of memory while operators hold pins: retry as they end */
         while (rp_is_oom(w[i].status) && rp->can_evict && rp_wait_release(rp, ts[i]->device)) {
@@ -701,6 +697,27 @@ static memsvc_status_t rp_pin_all(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
         }
         st[i] = w[i].status;
     }
+    return status;
+}
+
+/* Acquire ts[0..n) (none NULL) at once and wait for all (rp_pin_start, rp_pin_finish). */
+static memsvc_status_t rp_pin_all(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
+                                  memsvc_status_t *st)
+{
+    rp_wait_t       stackbuf[16];
+    rp_wait_t      *w       = stackbuf;
+    int             pending = 0;
+    memsvc_status_t status;
+
+    if (n > 16) {
+        w = malloc(n * sizeof(*w));
+        if (w == NULL) {
+            rp_errf(rp, "out of memory");
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+    }
+    rp_pin_start(rp, ts, n, w, &pending);
+    status = rp_pin_finish(rp, ts, n, w, &pending, st);
     if (w != stackbuf) {
         free(w);
     }
@@ -862,8 +879,10 @@ static memsvc_status_t rp_materialize(rp_t *rp, rp_tensor_t *t, unsigned depth, 
     if (status == MEMSVC_OK) {
         status = rp_release_at(rp, end, held, nheld, dev);
     }
-    if (status == MEMSVC_OK) {
-        rp_run_until(rp, end); /* this level is done: its inputs go before the next one */
+    if (status == MEMSVC_OK && depth > 0) {
+        /* a level of a chain: done, its inputs released, before the level above takes its
+         * room (the operator itself keeps its one operator of look-ahead) */
+        rp_run_until(rp, end);
     }
 out_unmark:
     for (i = 0; i < ng; i++) {
@@ -896,14 +915,17 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
 {
     rp_tensor_t    *pbuf[16], **plain = pbuf, **later = NULL;
     memsvc_status_t sbuf[16], *st = sbuf;
+    rp_wait_t       wbuf[16], *w = wbuf;
     uint32_t        i, np = 0, nl = 0, nheld = 0;
-    sim_time_t      ready  = 0;
-    memsvc_status_t status = MEMSVC_OK;
+    int             pending = 0;
+    sim_time_t      ready   = 0;
+    memsvc_status_t status  = MEMSVC_OK, st2;
 
     if (n > 16) {
         plain = malloc(n * sizeof(*plain));
         st    = malloc(n * sizeof(*st));
-        if (plain == NULL || st == NULL) {
+        w     = malloc(n * sizeof(*w));
+        if (plain == NULL || st == NULL || w == NULL) {
             status = MEMSVC_ERR_NO_RESOURCE;
             goto out;
         }
@@ -929,7 +951,25 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
             plain[np++] = t;
         }
     }
-    status = rp_pin_all(rp, plain, np, st);
+    /* the resident and swapped ones start coming now; the dropped ones are recomputed
+     * meanwhile, each with its own inputs first; then the others are waited for */
+    rp_pin_start(rp, plain, np, w, &pending);
+    for (i = 0; i < nl && status == MEMSVC_OK; i++) {
+        rp_tensor_t *t      = later[i];
+        bool         pinned = false;
+
+        if (t->flags & RP_TF_SKIPPED) {
+            continue;
+        }
+        status = rp_materialize(rp, t, depth, false, &pinned);
+        if (pinned) {
+            held[nheld++] = t->handle;
+        }
+    }
+    st2 = rp_pin_finish(rp, plain, np, w, &pending, st);
+    if (status == MEMSVC_OK) {
+        status = st2;
+    }
     for (i = 0; i < np && status == MEMSVC_OK; i++) {
         rp_tensor_t *t = plain[i];
 
@@ -951,18 +991,6 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
             status = st[i];
         }
     }
-    for (i = 0; i < nl && status == MEMSVC_OK; i++) {
-        rp_tensor_t *t      = later[i];
-        bool         pinned = false;
-
-        if (t->flags & RP_TF_SKIPPED) {
-            continue;
-        }
-        status = rp_materialize(rp, t, depth, false, &pinned);
-        if (pinned) {
-            held[nheld++] = t->handle;
-        }
-    }
 out:
     if (status == MEMSVC_ERR_NO_RESOURCE) {
         rp_errf(rp, "out of memory");
@@ -972,6 +1000,9 @@ out:
     }
     if (st != sbuf) {
         free(st);
+    }
+    if (w != wbuf) {
+        free(w);
     }
     free(later);
     *held_p  = nheld;
