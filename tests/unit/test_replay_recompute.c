@@ -180,8 +180,8 @@ static void test_freed_input(void)
 
 /*
  * The thrash limit (for comparisons with simulators that stop there): the trace above
- * recomputes 250 us against 450 us of compute (op4's included when its inputs are made
- * resident), so a limit of 0.5 stops the replay there, and 1 lets it run.
+ * recomputes 250 us against 450 us of compute (the unconstrained replay's), so a limit of 0.5
+ * stops the replay at op4, when B's recomputation brings the total past 225 us; 1 lets it run.
  */
 static void test_thrash_limit(void)
 {

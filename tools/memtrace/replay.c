@@ -282,6 +282,7 @@ typedef struct rp {
     rp_tensor_t       **ids_buf; /* an operator's reads and writes, resolved */
     uint32_t            ids_cap;
     double              thrash_limit; /* stop when recompute > this x compute (0: never) */
+    sim_time_t          thrash_base;  /* that compute: the whole trace's (0: so far) */
     sim_time_t          cur_op_ns;    /* duration of the operator being prepared */
     rp_heap_t           rel;
     uint64_t            inflight[SIM_MAX_NPUS];   /* pending releases per device */
@@ -759,7 +760,9 @@ static sim_time_t rp_charge_recompute(rp_t *rp, unsigned dev, uint64_t cost, uin
         rp->cur_step->recompute_ns += cost;
     }
     if (rp->thrash_limit > 0.0 && !rp->rep->thrashed &&
-        (double)rep->recompute_ns > rp->thrash_limit * (double)(rep->compute_ns + rp->cur_op_ns)) {
+        (double)rep->recompute_ns >
+            rp->thrash_limit * (double)(rp->thrash_base > 0 ? rp->thrash_base
+                                                            : rep->compute_ns + rp->cur_op_ns)) {
         rep->thrashed = true;
     }
     return end;
@@ -1628,6 +1631,7 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
             pol_lookup_spec(ep.policy, &ops, &pol_params) == MEMSVC_OK && ops->make_room != NULL;
     }
     rp.thrash_limit = params->thrash_limit;
+    rp.thrash_base  = params->thrash_base_ns;
     rp.clock       = eng_clock(rp.eng);
     rp.node        = eng_node(rp.eng);
     rp.num_devices = sim_node_num_devices(rp.node);
@@ -1815,35 +1819,18 @@ static memsvc_status_t rp_open_and_run(const mt_replay_params_t *params, const c
     return status;
 }
 
-memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *path,
-                               mt_replay_report_t *report_p, char *err, size_t errlen)
+/* The unconstrained replay of path: policy none, phantom memory, HBM MT_REPLAY_UNLIMITED. */
+static memsvc_status_t rp_run_baseline(const mt_replay_params_t *params, const char *path,
+                                       mt_replay_report_t *base, char *err, size_t errlen)
 {
-    mt_replay_report_t base;
     mt_replay_params_t bp;
     const char       **ov;
     memsvc_status_t    status;
     size_t             i, j;
-    char               dummy[1];
 
-    if (err == NULL) {
-        err    = dummy;
-        errlen = sizeof(dummy);
-    }
-    status = rp_open_and_run(params, path, report_p, err, errlen);
-    if (status != MEMSVC_OK || !params->baseline) {
-        if (status == MEMSVC_OK && report_p->unconstrained_peak == 0 && report_p->fits &&
-            report_p->policy[0] != '\0' && strncmp(report_p->policy, "none", 4) == 0) {
-            report_p->unconstrained_peak = report_p->peak_allocated;
-        }
-        return status;
-    }
-    if (strcmp(path, "-") == 0) {
-        return MEMSVC_OK; /* standard input cannot be read twice */
-    }
     ov = malloc((params->num_overrides + 1) * sizeof(*ov));
     if (ov == NULL) {
         snprintf(err, errlen, "out of memory");
-        mt_replay_report_free(report_p);
         return MEMSVC_ERR_NO_RESOURCE;
     }
     for (i = 0, j = 0; i < params->num_overrides; i++) {
@@ -1858,12 +1845,55 @@ memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *pat
     bp.mode          = SIM_MEM_PHANTOM;
     bp.policy        = "none";
     bp.timeline      = false;
-    bp.progress      = params->progress;
-    status           = rp_open_and_run(&bp, path, &base, err, errlen);
+    bp.thrash_limit  = 0.0;
+    status           = rp_open_and_run(&bp, path, base, err, errlen);
     free(ov);
-    if (status != MEMSVC_OK) {
-        mt_replay_report_free(report_p);
+    return status;
+}
+
+memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *path,
+                               mt_replay_report_t *report_p, char *err, size_t errlen)
+{
+    mt_replay_report_t base;
+    mt_replay_params_t p = *params;
+    memsvc_status_t    status;
+    bool               have_base = false;
+    size_t             i, j;
+    char               dummy[1];
+
+    if (err == NULL) {
+        err    = dummy;
+        errlen = sizeof(dummy);
+    }
+    if (params->thrash_limit > 0.0 && strcmp(path, "-") != 0) {
+        /* the limit is relative to the whole trace's compute: the unconstrained replay's */
+        status = rp_run_baseline(params, path, &base, err, errlen);
+        if (status != MEMSVC_OK) {
+            return status;
+        }
+        have_base        = true;
+        p.thrash_base_ns = base.compute_ns;
+    }
+    status = rp_open_and_run(&p, path, report_p, err, errlen);
+    if (status != MEMSVC_OK || (!params->baseline && !have_base)) {
+        if (status == MEMSVC_OK && report_p->unconstrained_peak == 0 && report_p->fits &&
+            report_p->policy[0] != '\0' && strncmp(report_p->policy, "none", 4) == 0) {
+            report_p->unconstrained_peak = report_p->peak_allocated;
+        }
+        if (have_base) {
+            mt_replay_report_free(&base);
+        }
         return status;
+    }
+    if (!have_base) {
+        if (strcmp(path, "-") == 0) {
+            return MEMSVC_OK; /* standard input cannot be read twice */
+        }
+        status = rp_run_baseline(params, path, &base, err, errlen);
+        if (status != MEMSVC_OK) {
+            mt_replay_report_free(report_p);
+            return status;
+        }
     }
     report_p->has_baseline       = true;
     report_p->baseline_ns        = base.total_ns;

@@ -31,8 +31,10 @@ typedef struct mt_replay_params {
     bool               timeline;    /* keep memory samples for mt_replay_plot_svg */
     bool               progress;    /* progress bar on stderr (only if stderr is a terminal) */
     uint64_t           input_bytes; /* size of the trace file, for the progress bar (0: unknown) */
-    double             thrash_limit; /* stop when recomputation exceeds this x the compute
-                                        replayed so far (0: never; for comparisons only) */
+    double             thrash_limit; /* stop when recomputation exceeds this x the trace's
+                                        compute (0: never; for comparisons only) */
+    uint64_t           thrash_base_ns; /* that compute (mt_replay_file sets it from the
+                                          unconstrained replay; 0: the compute so far) */
 } mt_replay_params_t;
 
 /* Figures of one device. */

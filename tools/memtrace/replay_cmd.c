@@ -26,8 +26,8 @@ static void mt_replay_usage(FILE *out)
         "  --memory MODE     phantom (sizes only, default) or backed (real bytes)\n"
         "  --alloc MODE      HBM allocator: tlsf (512 B blocks, fragmentation; default) or bytes\n"
         "                    (a byte count, as byte-counting simulators do; phantom memory)\n"
-        "  --thrash-limit N  stop when recomputation exceeds N x the compute replayed so far\n"
-        "                    (off by default; only to compare with simulators that stop there)\n"
+        "  --thrash-limit N  stop when recomputation exceeds N x the trace's compute (off by\n"
+        "                    default; only to compare with simulators that stop there)\n"
         "  --policy SPEC     NAME[:k=v,...], default lru; policies:\n");
     for (p = pol_all(); *p != NULL; p++) {
         fprintf(out, "                      %-6s %s%s%s\n", (*p)->name, (*p)->summary,
