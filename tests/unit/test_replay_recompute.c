@@ -1,5 +1,6 @@
 /* test_replay_recompute.c - recomputation in replay as a runtime does it: one trace per rule */
 #include "tests/test_util.h"
+#include "tools/memtrace/import.h"
 #include "tools/memtrace/replay.h"
 
 #include <stdio.h>
@@ -520,6 +521,42 @@ static void test_dtr_fragmentation(void)
     unlink(tb.path);
 }
 
+/*
+ * An imported DTR log (tests/data/dtr_convnet12.jsonl: a made-up 12-layer conv-bn-relu network,
+ * forward and backward, TIME in nanoseconds as DTR's logger writes it). The program releases
+ * each batch-norm output b_i once relu has made r_i (relu's backward needs r_i, not b_i), so
+ * r_i's recipe names a freed tensor: 85 tensors are kept for recipes over the step, and at 60%
+ * of the peak, counting bytes as DTR's simulator does, dtr recomputes 46 tensors for +41.5%.
+ * The old replay skipped the freed inputs and reported +6.6% here (with its TLSF allocator;
+ * r_i recomputed from nothing, 4.5 us; the new one gives +42.8% with TLSF).
+ */
+static void test_dtr_log(void)
+{
+    mt_import_opts_t   opts;
+    mt_replay_report_t r;
+    char               out[64], err[256], hbm[64];
+    int                fd;
+
+    snprintf(out, sizeof(out), "/tmp/test_recompute_imp_XXXXXX");
+    fd = mkstemp(out);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    mt_import_opts_init(&opts);
+    opts.format = MT_IMPORT_DTR; /* TIME in ns by default */
+    TEST_ASSERT_OK(mt_import(&opts, "tests/data/dtr_convnet12.jsonl", out, NULL, err, sizeof(err)));
+    snprintf(hbm, sizeof(hbm), "hbm=%llu", (unsigned long long)(116441088ull * 6 / 10));
+    replay(out, "dtr:swap=off", hbm, "alloc=bytes", 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.recorded_peak, 116441088);
+    CU_ASSERT_EQUAL(r.unconstrained_peak, 116441088);
+    CU_ASSERT_EQUAL(r.baseline_ns, 1833000); /* the sum of the log's TIMEs, in ns */
+    CU_ASSERT_EQUAL(r.kept_freed, 85);
+    CU_ASSERT_EQUAL(r.recomputes, 46);
+    CU_ASSERT_EQUAL(r.total_ns, 2593000);
+    mt_replay_report_free(&r);
+    unlink(out);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("replay_recompute", NULL, NULL);
@@ -534,6 +571,7 @@ static void add_suite(void)
     CU_add_test(s, "byte-counting allocator vs TLSF", test_alloc_bytes);
     CU_add_test(s, "dtr: h with the evicted neighbourhood e* vs local", test_dtr_estar);
     CU_add_test(s, "dtr on a fragmented device: the range a block opens", test_dtr_fragmentation);
+    CU_add_test(s, "an imported DTR log: freed batch-norm outputs kept", test_dtr_log);
 }
 
 TEST_REGISTER(replay_recompute, add_suite)
