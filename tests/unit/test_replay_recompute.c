@@ -162,6 +162,7 @@ static void test_freed_input(void)
     replay(tb.path, "dtr:swap=off", "hbm=3328KiB", NULL, 0.0, &r);
     CU_ASSERT(r.fits);
     CU_ASSERT_EQUAL(r.kept_freed, 1);
+    CU_ASSERT_EQUAL(r.kept_dropped, 0); /* A was pinned by op2 at its FREE */
     CU_ASSERT_EQUAL(r.drops, 2);
     CU_ASSERT_EQUAL(r.recomputes, 2);
     CU_ASSERT_EQUAL(r.recompute_ns, 250 * US);
@@ -449,7 +450,8 @@ static void test_dtr_estar(void)
     replay(tb.path, "dtr:swap=off", "hbm=3328KiB", NULL, 0.0, &r);
     CU_ASSERT(r.fits);
     CU_ASSERT_EQUAL(r.kept_freed, 1);
-    CU_ASSERT_EQUAL(r.drops, 2); /* A at its FREE, then C */
+    CU_ASSERT_EQUAL(r.kept_dropped, 1); /* A at its FREE */
+    CU_ASSERT_EQUAL(r.drops, 1);        /* the policy's: C */
     CU_ASSERT_EQUAL(r.recomputes, 0);
     CU_ASSERT_EQUAL(r.baseline_ns, 460 * US);
     CU_ASSERT_EQUAL(r.total_ns, 460 * US);
@@ -457,7 +459,7 @@ static void test_dtr_estar(void)
 
     replay(tb.path, "dtr:swap=off,h=local", "hbm=3328KiB", NULL, 0.0, &r);
     CU_ASSERT(r.fits);
-    CU_ASSERT_EQUAL(r.drops, 2); /* A, then B */
+    CU_ASSERT_EQUAL(r.drops, 1); /* B (A was dropped at its FREE) */
     CU_ASSERT_EQUAL(r.recomputes, 2);
     CU_ASSERT_EQUAL(r.recompute_ns, 110 * US);
     CU_ASSERT_EQUAL(r.total_ns, 570 * US);

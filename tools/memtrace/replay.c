@@ -283,6 +283,7 @@ typedef struct rp {
     uint32_t            ids_cap;
     double              thrash_limit; /* stop when recompute > this x compute (0: never) */
     sim_time_t          thrash_base;  /* that compute: the whole trace's (0: so far) */
+    uint64_t            kept_dropped[SIM_MAX_NPUS]; /* eager drops of kept tensors, per device */
     sim_time_t          cur_op_ns;    /* duration of the operator being prepared */
     rp_heap_t           rel;
     uint64_t            inflight[SIM_MAX_NPUS];   /* pending releases per device */
@@ -1121,8 +1122,10 @@ static memsvc_status_t rp_ev_free(rp_t *rp, const mt_event_t *ev)
         if (++rp->rep->kept_freed_live > rp->rep->kept_freed_peak) {
             rp->rep->kept_freed_peak = rp->rep->kept_freed_live;
         }
-        if ((t->flags & (RP_TF_RECOMP | RP_TF_WRITTEN)) == (RP_TF_RECOMP | RP_TF_WRITTEN)) {
-            eng_drop(rp->eng, t->handle); /* pinned by an operator in flight: stays resident */
+        if ((t->flags & (RP_TF_RECOMP | RP_TF_WRITTEN)) == (RP_TF_RECOMP | RP_TF_WRITTEN) &&
+            eng_drop(rp->eng, t->handle) == MEMSVC_OK) { /* pinned: stays resident */
+            rp->rep->kept_dropped++;
+            rp->kept_dropped[t->device]++;
         }
         return MEMSVC_OK;
     }
@@ -1563,7 +1566,7 @@ static void rp_collect(rp_t *rp)
         rd->swap_ins       = st.swap_ins;
         rd->spill_bytes    = st.spill_bytes;
         rd->spills         = st.spills;
-        rd->drops          = st.drops;
+        rd->drops          = st.drops - rp->kept_dropped[d]; /* the policy's only */
         rd->prefetches     = st.prefetches;
         if (rd->peak_allocated > 0 || rd->compute_ns > 0) {
             rd->used = true;

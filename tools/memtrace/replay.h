@@ -104,6 +104,7 @@ typedef struct mt_replay_report {
     uint64_t          kept_freed;      /* tensors freed by the program but kept for a recipe */
     uint64_t          kept_freed_live; /* of those, held now */
     uint64_t          kept_freed_peak; /* most held at once */
+    uint64_t          kept_dropped;    /* of those, dropped at their FREE (not in drops) */
     bool              thrashed;        /* stopped by params.thrash_limit */
     mt_replay_step_t *steps; /* per step (hints), num_steps of them */
     size_t            num_steps;

@@ -60,8 +60,8 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
     if (r->kept_freed > 0) {
         fprintf(out,
                 RP_LABEL "%" PRIu64 " freed by the program, kept for recomputation (at most %" PRIu64
-                         " at once)\n",
-                "  kept inputs", r->kept_freed, r->kept_freed_peak);
+                         " at once; %" PRIu64 " dropped at once)\n",
+                "  kept inputs", r->kept_freed, r->kept_freed_peak, r->kept_dropped);
     }
     fprintf(out, RP_LABEL "%-12s (other streams), waited for %s\n", "  communication",
             rp_time(r->comm_ns, b1, sizeof(b1)), rp_time(r->comm_wait_ns, b2, sizeof(b2)));
@@ -190,8 +190,10 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
             r->compute_ns, r->stall_ns, r->stalls);
     fprintf(out, "  \"recompute_ns\": %" PRIu64 ",\n  \"recomputes\": %" PRIu64 ",\n",
             r->recompute_ns, r->recomputes);
-    fprintf(out, "  \"kept_freed\": %" PRIu64 ",\n  \"kept_freed_peak\": %" PRIu64 ",\n",
-            r->kept_freed, r->kept_freed_peak);
+    fprintf(out,
+            "  \"kept_freed\": %" PRIu64 ",\n  \"kept_freed_peak\": %" PRIu64
+            ",\n  \"kept_dropped\": %" PRIu64 ",\n",
+            r->kept_freed, r->kept_freed_peak, r->kept_dropped);
     fprintf(out, "  \"thrashed\": %s,\n", r->thrashed ? "true" : "false");
     fprintf(out, "  \"comm_ns\": %" PRIu64 ",\n  \"comm_wait_ns\": %" PRIu64 ",\n", r->comm_ns,
             r->comm_wait_ns);
