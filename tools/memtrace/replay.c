@@ -780,11 +780,11 @@ static sim_time_t rp_charge_recompute(rp_t *rp, unsigned dev, uint64_t cost, uin
 static memsvc_status_t rp_materialize(rp_t *rp, rp_tensor_t *t, unsigned depth, bool have_room,
                                       bool *pinned_p)
 {
-    rp_tensor_t    *gbuf[8], **group = gbuf, *s;
-    rp_tensor_t   **ins   = NULL;
-    eng_handle_t   *held  = NULL;
+    rp_tensor_t    *gbuf[8], **group = gbuf, *s, *ibuf[8];
+    rp_tensor_t   **ins   = ibuf;
+    eng_handle_t    hbuf[8], *held = hbuf;
     memsvc_status_t gst[8], *st = gst;
-    uint32_t        ng = 0, nin = 0, capin = 0, nheld = 0, i, j, count = 0;
+    uint32_t        ng = 0, nin = 0, capin = 8, nheld = 0, i, j, count = 0;
     uint64_t        cost  = t->op_ns;
     sim_time_t      ready = 0, end;
     memsvc_status_t status = MEMSVC_OK;
@@ -828,17 +828,33 @@ static memsvc_status_t rp_materialize(rp_t *rp, rp_tensor_t *t, unsigned depth, 
             }
             for (k = 0; k < nin && ins[k] != in; k++) {
             }
-            if (k == nin && rp_push(&ins, &nin, &capin, in) != MEMSVC_OK) {
-                status = MEMSVC_ERR_NO_RESOURCE;
-                goto out_unmark;
+            if (k < nin) {
+                continue;
             }
+            if (nin == capin) { /* past the stack buffer */
+                rp_tensor_t **a = malloc(2 * capin * sizeof(*a));
+
+                if (a == NULL) {
+                    status = MEMSVC_ERR_NO_RESOURCE;
+                    goto out_unmark;
+                }
+                memcpy(a, ins, nin * sizeof(*a));
+                if (ins != ibuf) {
+                    free(ins);
+                }
+                ins   = a;
+                capin = 2 * capin;
+            }
+            ins[nin++] = in;
         }
     }
     if (nin > 0 && depth < MT_REPLAY_DEPTH_MAX) {
-        held = malloc(nin * sizeof(*held));
-        if (held == NULL) {
-            status = MEMSVC_ERR_NO_RESOURCE;
-            goto out_unmark;
+        if (nin > 8) {
+            held = malloc(nin * sizeof(*held));
+            if (held == NULL) {
+                status = MEMSVC_ERR_NO_RESOURCE;
+                goto out_unmark;
+            }
         }
         status = rp_acquire_set(rp, ins, nin, depth + 1, &ready, &nheld, held);
         if (status != MEMSVC_OK) {
@@ -902,8 +918,12 @@ out:
     if (st != gst) {
         free(st);
     }
-    free(ins);
-    free(held);
+    if (ins != ibuf) {
+        free(ins);
+    }
+    if (held != hbuf) {
+        free(held);
+    }
     return status;
 }
 
@@ -917,7 +937,7 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
                                       unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
                                       eng_handle_t *held)
 {
-    rp_tensor_t    *pbuf[16], **plain = pbuf, **later = NULL;
+    rp_tensor_t    *pbuf[16] = {NULL}, **plain = pbuf, *lbuf[16] = {NULL}, **later = lbuf;
     memsvc_status_t sbuf[16], *st = sbuf;
     rp_wait_t       wbuf[16], *w = wbuf;
     uint32_t        i, np = 0, nl = 0, nheld = 0;
@@ -929,15 +949,11 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t
         plain = malloc(n * sizeof(*plain));
         st    = malloc(n * sizeof(*st));
         w     = malloc(n * sizeof(*w));
-        if (plain == NULL || st == NULL || w == NULL) {
+        later = malloc(n * sizeof(*later));
+        if (plain == NULL || st == NULL || w == NULL || later == NULL) {
             status = MEMSVC_ERR_NO_RESOURCE;
             goto out;
         }
-    }
-    later = malloc((n > 0 ? n : 1) * sizeof(*later));
-    if (later == NULL) {
-        status = MEMSVC_ERR_NO_RESOURCE;
-        goto out;
     }
     for (i = 0; i < n; i++) {
         rp_tensor_t *t = ts[i];
@@ -1008,7 +1024,9 @@ out:
     if (w != wbuf) {
         free(w);
     }
-    free(later);
+    if (later != lbuf) {
+        free(later);
+    }
     *held_p  = nheld;
     *ready_p = ready;
     return status;
