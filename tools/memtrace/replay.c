@@ -17,7 +17,8 @@
 #define RP_TF_WRITTEN 0x04u   /* an operator has written it (recompute makes sense; a later
                                  write is an in-place mutation) */
 #define RP_TF_RECOMP 0x08u    /* recomputable: its recipe is kept */
-#define RP_TF_FREED 0x10u     /* the program freed it; kept for its dependants' recipes */
+#define RP_TF_FREED 0x10u     /* the program freed it */
+#define RP_TF_KEPT 0x20u      /* ... and it is kept for its dependants' recipes */
 
 typedef struct rp_tensor rp_tensor_t;
 
@@ -592,7 +593,7 @@ static void rp_tensor_destroy(rp_t *rp, rp_tensor_t *t)
         if (t->handle != ENG_HANDLE_NULL) {
             eng_free(rp->eng, t->handle);
             rp_map_del(&rp->byh, 0, t->handle);
-            if (t->flags & RP_TF_FREED) {
+            if (t->flags & RP_TF_KEPT) {
                 rp->rep->kept_freed_live--;
             }
         }
@@ -1136,6 +1137,7 @@ static memsvc_status_t rp_ev_free(rp_t *rp, const mt_event_t *ev)
     t->flags |= RP_TF_FREED;
     if (t->refs > 0 && rp->can_evict && t->handle != ENG_HANDLE_NULL &&
         !(t->flags & RP_TF_SKIPPED)) {
+        t->flags |= RP_TF_KEPT;
         rp->rep->kept_freed++;
         if (++rp->rep->kept_freed_live > rp->rep->kept_freed_peak) {
             rp->rep->kept_freed_peak = rp->rep->kept_freed_live;
