@@ -186,6 +186,13 @@ bool   eng_step(eng_t *eng);
 /* Time of the next pending completion, or SIM_TIME_NEVER. */
 sim_time_t eng_next_event(const eng_t *eng);
 
+/* Lend the policy the owner's operator graph (policy.h, pol_neighbours); NULL: none. */
+void eng_set_graph(eng_t *eng, const pol_graph_ops_t *ops, void *owner);
+
+/* A tensor's recompute cost changed (its recipe grew: an in-place operator mutated it, a view
+ * of it was taken). MEMSVC_ERR_NOT_FOUND for a stale handle. */
+memsvc_status_t eng_set_recompute_ns(eng_t *eng, eng_handle_t handle, uint64_t recompute_ns);
+
 /* Charge recompute work to a device's compute stream (replay); returns when it completes. */
 sim_time_t eng_charge_compute(eng_t *eng, unsigned device, sim_time_t duration, bool recompute);
 

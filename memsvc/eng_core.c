@@ -1402,6 +1402,23 @@ sim_time_t eng_charge_compute(eng_t *eng, unsigned device, sim_time_t duration, 
     return sim_stream_submit(&eng->devs[device].sim->compute, eng_now(eng), duration);
 }
 
+void eng_set_graph(eng_t *eng, const pol_graph_ops_t *ops, void *owner)
+{
+    eng->graph       = ops;
+    eng->graph_owner = owner;
+}
+
+memsvc_status_t eng_set_recompute_ns(eng_t *eng, eng_handle_t handle, uint64_t recompute_ns)
+{
+    eng_tensor_t *t = eng_reg_get(eng, handle);
+
+    if (t == NULL) {
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    t->pub.recompute_ns = recompute_ns;
+    return MEMSVC_OK;
+}
+
 /* ---- stats -------------------------------------------------------------------------------- */
 
 memsvc_status_t eng_dev_stats(const eng_t *eng, unsigned device, eng_dev_stats_t *stats_p)
@@ -1631,6 +1648,37 @@ void pol_device_blocks(const pol_ctx_t *ctx, unsigned dev,
         if (t != NULL && t->block != NULL && t->pub.device == dev) {
             fn(arg, &t->pub, sim_alloc_block_offset(t->block), sim_alloc_block_size(t->block));
         }
+    }
+}
+
+bool pol_has_graph(const pol_ctx_t *ctx)
+{
+    return ctx->eng->graph != NULL;
+}
+
+typedef struct pol_nb_visit {
+    const pol_ctx_t *ctx;
+    void (*fn)(void *arg, const pol_tensor_t *nb);
+    void *arg;
+} pol_nb_visit_t;
+
+static void pol_nb_one(void *arg, uint64_t handle)
+{
+    pol_nb_visit_t     *v = arg;
+    const pol_tensor_t *t = pol_tensor(v->ctx, handle);
+
+    if (t != NULL) {
+        v->fn(v->arg, t);
+    }
+}
+
+void pol_neighbours(const pol_ctx_t *ctx, const pol_tensor_t *t, pol_nb_dir_t dir,
+                    void (*fn)(void *arg, const pol_tensor_t *nb), void *arg)
+{
+    pol_nb_visit_t v = {.ctx = ctx, .fn = fn, .arg = arg};
+
+    if (ctx->eng->graph != NULL && t != NULL) {
+        ctx->eng->graph->neighbours(ctx->eng->graph_owner, t->handle, dir, pol_nb_one, &v);
     }
 }
 

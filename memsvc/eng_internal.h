@@ -188,6 +188,9 @@ struct eng {
 
     eng_tl_t         tl;              /* access timeline */
     eng_dl_t         dl;              /* decision log */
+
+    const pol_graph_ops_t *graph;     /* the owner's operator graph, or NULL */
+    void                  *graph_owner;
 };
 
 /* registry (eng_registry.c) */

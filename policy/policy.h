@@ -85,6 +85,35 @@ void            pol_set_word(pol_ctx_t *ctx, const pol_tensor_t *t, uint64_t wor
  * model (latency + size / bandwidth each way, without queueing), in ns. */
 uint64_t        pol_swap_cost_ns(const pol_ctx_t *ctx, unsigned dev, uint64_t bytes);
 
+/* ---- the operator graph: what recomputing a tensor involves ---------------------------- */
+
+/*
+ * The engine knows no operators; its owner may (the replayer reads them from the trace) and
+ * lends them to the policy through these calls. A tensor's inputs are the tensors its
+ * recomputation reads (its producer's inputs, and those of the in-place operators that
+ * mutated it); its dependants are the live recomputable tensors whose recomputation reads
+ * it. Tensors the program has freed but that a dependant still needs stay in the engine
+ * (dropped or resident), so neighbours are always tensors the policy can look at.
+ */
+typedef enum pol_nb_dir {
+    POL_NB_INPUTS,     /* what t's recomputation reads */
+    POL_NB_DEPENDANTS  /* what reads t when it is recomputed */
+} pol_nb_dir_t;
+
+/* Supplied by the engine's owner (eng_set_graph); called only from within a policy call. */
+typedef struct pol_graph_ops {
+    /* Call fn(arg, handle) for each neighbour of the tensor `handle` in direction dir. */
+    void (*neighbours)(void *owner, uint64_t handle, pol_nb_dir_t dir,
+                       void (*fn)(void *arg, uint64_t handle), void *arg);
+} pol_graph_ops_t;
+
+/* Does the engine's owner supply the graph? (false: the daemon, traces without operators) */
+bool pol_has_graph(const pol_ctx_t *ctx);
+/* Visit t's neighbours in direction dir (those the engine still holds); nothing without a
+ * graph. fn must not ask for moves. */
+void pol_neighbours(const pol_ctx_t *ctx, const pol_tensor_t *t, pol_nb_dir_t dir,
+                    void (*fn)(void *arg, const pol_tensor_t *nb), void *arg);
+
 /* ---- the decision log: why a policy moved what it moved -------------------------------- */
 
 typedef enum pol_action {

@@ -25,6 +25,7 @@
 #define SLAB_BYTES     (2u << 20)  /* later slabs: one huge page where the kernel gives them */
 
 #define BLOCK_FREE_BIT  1ull   /* in offset_flags: block is free */
+#define BLOCK_BYTES_BIT 2ull   /* in offset_flags: a byte-mode block; size_slack is its size */
 #define BLOCK_SLACK_MSK 511ull /* in size_slack: rounded size - requested size */
 
 struct sim_alloc_block {
@@ -43,6 +44,7 @@ typedef struct sim_alloc_slab {
 
 struct sim_alloc {
     uint64_t           capacity;
+    sim_alloc_mode_t   mode;
     uint64_t           fl_bitmap;               /* bit fl: some list in row fl is non-empty */
     uint32_t           sl_bitmap[FL_COUNT];     /* bit sl: list (fl, sl) is non-empty */
     sim_alloc_block_t *lists[FL_COUNT][SL_COUNT];
@@ -56,12 +58,12 @@ struct sim_alloc {
 
 static inline uint64_t blk_offset(const sim_alloc_block_t *b)
 {
-    return b->offset_flags & ~BLOCK_FREE_BIT;
+    return b->offset_flags & ~(BLOCK_FREE_BIT | BLOCK_BYTES_BIT);
 }
 
 static inline uint64_t blk_size(const sim_alloc_block_t *b)
 {
-    return b->size_slack & ~BLOCK_SLACK_MSK;
+    return (b->offset_flags & BLOCK_BYTES_BIT) ? b->size_slack : (b->size_slack & ~BLOCK_SLACK_MSK);
 }
 
 static inline bool blk_is_free(const sim_alloc_block_t *b)
@@ -232,11 +234,25 @@ static sim_alloc_block_t *sim_find_fit(const sim_alloc_t *a, uint64_t g)
 
 memsvc_status_t sim_alloc_create(uint64_t capacity, sim_alloc_t **alloc_p)
 {
+    return sim_alloc_create_mode(capacity, SIM_ALLOC_TLSF, alloc_p);
+}
+
+const char *sim_alloc_mode_name(sim_alloc_mode_t mode)
+{
+    return (mode == SIM_ALLOC_BYTES) ? "bytes" : "tlsf";
+}
+
+memsvc_status_t sim_alloc_create_mode(uint64_t capacity, sim_alloc_mode_t mode,
+                                      sim_alloc_t **alloc_p)
+{
     sim_alloc_t       *a;
     sim_alloc_block_t *b;
 
-    capacity &= ~(uint64_t)(SIM_ALLOC_ALIGN - 1);
-    if ((alloc_p == NULL) || (capacity == 0)) {
+    if (mode != SIM_ALLOC_BYTES) {
+        capacity &= ~(uint64_t)(SIM_ALLOC_ALIGN - 1);
+    }
+    if ((alloc_p == NULL) || (capacity == 0) ||
+        (mode != SIM_ALLOC_TLSF && mode != SIM_ALLOC_BYTES)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
     a = calloc(1, sizeof(*a));
@@ -244,6 +260,11 @@ memsvc_status_t sim_alloc_create(uint64_t capacity, sim_alloc_t **alloc_p)
         goto err_nomem;
     }
     a->capacity = capacity;
+    a->mode     = mode;
+    if (mode == SIM_ALLOC_BYTES) {
+        *alloc_p = a; /* no free lists: a count of bytes */
+        return MEMSVC_OK;
+    }
     b           = sim_block_get(a);
     if (b == NULL) {
         goto err_free_alloc;
@@ -277,6 +298,41 @@ void sim_alloc_destroy(sim_alloc_t *alloc)
     free(alloc);
 }
 
+/* Byte mode: a block is a header holding its size; the count is all there is. */
+static memsvc_status_t sim_alloc_bytes(sim_alloc_t *a, uint64_t size, uint64_t *offset_p,
+                                       sim_alloc_block_t **block_p)
+{
+    sim_alloc_block_t *b;
+
+    if (size > a->capacity - a->reserved) {
+        a->fail_oom++;
+        return MEMSVC_ERR_NO_MEMORY;
+    }
+    b = sim_block_get(a);
+    if (b == NULL) {
+        fprintf(stderr, "sim_alloc: out of memory for block metadata\n");
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memset(b, 0, sizeof(*b));
+    b->offset_flags = BLOCK_BYTES_BIT;
+    b->size_slack   = size;
+    a->allocated += size;
+    a->reserved  += size;
+    a->live_blocks++;
+    if (a->allocated > a->peak_allocated) {
+        a->peak_allocated = a->allocated;
+    }
+    if (a->reserved > a->peak_reserved) {
+        a->peak_reserved = a->reserved;
+    }
+    if (a->reserved > a->high_water) {
+        a->high_water = a->reserved;
+    }
+    *offset_p = 0;
+    *block_p  = b;
+    return MEMSVC_OK;
+}
+
 memsvc_status_t sim_alloc_alloc(sim_alloc_t *a, uint64_t size, uint64_t *offset_p,
                                 sim_alloc_block_t **block_p)
 {
@@ -285,6 +341,9 @@ memsvc_status_t sim_alloc_alloc(sim_alloc_t *a, uint64_t size, uint64_t *offset_
 
     if ((size == 0) || (offset_p == NULL) || (block_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (a->mode == SIM_ALLOC_BYTES) {
+        return sim_alloc_bytes(a, size, offset_p, block_p);
     }
     rsize = (size + SIM_ALLOC_ALIGN - 1) & ~(uint64_t)(SIM_ALLOC_ALIGN - 1);
     if ((rsize < size) || (rsize > a->capacity - a->reserved)) {
@@ -349,6 +408,15 @@ void sim_alloc_free(sim_alloc_t *a, sim_alloc_block_t *b)
         fprintf(stderr, "sim_alloc: free of a block that is not live (double free?); ignored\n");
         return;
     }
+    if (b->offset_flags & BLOCK_BYTES_BIT) {
+        a->allocated -= b->size_slack;
+        a->reserved -= b->size_slack;
+        a->live_blocks--;
+        b->offset_flags = BLOCK_FREE_BIT;
+        b->size_slack   = 0;
+        sim_block_put(a, b);
+        return;
+    }
     rsize         = blk_size(b);
     a->allocated -= rsize - (b->size_slack & BLOCK_SLACK_MSK);
     a->reserved  -= rsize;
@@ -401,6 +469,9 @@ memsvc_status_t sim_alloc_can_fit(const sim_alloc_t *a, uint64_t size)
     if (size == 0) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
+    if (a->mode == SIM_ALLOC_BYTES) {
+        return (size <= a->capacity - a->reserved) ? MEMSVC_OK : MEMSVC_ERR_NO_MEMORY;
+    }
     rsize = (size + SIM_ALLOC_ALIGN - 1) & ~(uint64_t)(SIM_ALLOC_ALIGN - 1);
     if ((rsize < size) || (rsize > a->capacity - a->reserved)) {
         return MEMSVC_ERR_NO_MEMORY;
@@ -415,6 +486,9 @@ static uint64_t sim_largest_free(const sim_alloc_t *a)
     uint64_t                 best = 0;
     unsigned                 fl;
 
+    if (a->mode == SIM_ALLOC_BYTES) {
+        return a->capacity - a->reserved; /* no fragmentation */
+    }
     if (a->fl_bitmap == 0) {
         return 0;
     }
@@ -435,7 +509,7 @@ void sim_alloc_get_stats(const sim_alloc_t *a, sim_alloc_stats_t *s)
     s->reserved        = a->reserved;
     s->free            = a->capacity - a->reserved;
     s->largest_free    = sim_largest_free(a);
-    s->free_blocks     = a->free_blocks;
+    s->free_blocks     = (a->mode == SIM_ALLOC_BYTES) ? (s->free > 0) : a->free_blocks;
     s->live_blocks     = a->live_blocks;
     s->peak_allocated  = a->peak_allocated;
     s->peak_reserved   = a->peak_reserved;

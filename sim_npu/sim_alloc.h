@@ -28,8 +28,19 @@ typedef struct sim_alloc_stats {
     uint64_t fail_fragmented; /* allocations refused: enough bytes, no block large enough */
 } sim_alloc_stats_t;
 
+/* How an allocator places blocks. */
+typedef enum sim_alloc_mode {
+    SIM_ALLOC_TLSF  = 0, /* offsets in one range, 512 B granules, coalescing: fragmentation real */
+    SIM_ALLOC_BYTES = 1  /* bytes counted only: no rounding, no fragmentation, every offset 0
+                            (phantom memory only; what byte-counting simulators model) */
+} sim_alloc_mode_t;
+
 /* Create an allocator over [0, capacity). capacity is rounded down to the alignment. */
 memsvc_status_t sim_alloc_create(uint64_t capacity, sim_alloc_t **alloc_p);
+/* The same in a given mode (SIM_ALLOC_BYTES keeps the capacity as given). */
+memsvc_status_t sim_alloc_create_mode(uint64_t capacity, sim_alloc_mode_t mode,
+                                      sim_alloc_t **alloc_p);
+const char     *sim_alloc_mode_name(sim_alloc_mode_t mode); /* "tlsf", "bytes" */
 void            sim_alloc_destroy(sim_alloc_t *alloc);
 
 /*

@@ -287,7 +287,8 @@ typedef enum sim_key_kind {
     SIM_KEY_SIZE,     /* bytes, > 0 unless zero_ok */
     SIM_KEY_RATE,     /* per second, > 0 */
     SIM_KEY_DURATION, /* ns, >= 0 */
-    SIM_KEY_FRACTION  /* (0, 1] */
+    SIM_KEY_FRACTION, /* (0, 1] */
+    SIM_KEY_ALLOC     /* "tlsf" or "bytes" */
 } sim_key_kind_t;
 
 typedef struct sim_key {
@@ -322,6 +323,8 @@ static const sim_key_t sim_keys[] = {
     { "nic_lat", SIM_KEY_DURATION, SIM_OFF(nic.lat_ns), 0, 0, "NIC latency" },
     { "flops", SIM_KEY_RATE, SIM_OFF(flops), 0, 0, "peak FLOP/s per NPU" },
     { "mfu", SIM_KEY_FRACTION, SIM_OFF(mfu), 0, 0, "fraction of peak, (0, 1]" },
+    { "alloc", SIM_KEY_ALLOC, SIM_OFF(alloc), 0, 0,
+      "tlsf (512 B blocks, fragmentation) or bytes (a byte count, phantom memory only)" },
 };
 
 static void sim_key_list(char *buf, size_t len)
@@ -404,6 +407,15 @@ static memsvc_status_t sim_key_apply(const sim_key_t *k, const char *value, sim_
             goto err_parse;
         }
         *(double *)(base + k->off) = d;
+        break;
+    case SIM_KEY_ALLOC:
+        if (strcmp(value, "tlsf") == 0) {
+            *(sim_alloc_mode_t *)(base + k->off) = SIM_ALLOC_TLSF;
+        } else if (strcmp(value, "bytes") == 0) {
+            *(sim_alloc_mode_t *)(base + k->off) = SIM_ALLOC_BYTES;
+        } else {
+            goto err_parse;
+        }
         break;
     }
     return MEMSVC_OK;
@@ -650,4 +662,7 @@ void sim_desc_print(const sim_desc_t *desc, void *file)
     }
     sim_print_rate(f, "flops", desc->flops, 1);
     fprintf(f, "mfu = %.17g\n", desc->mfu);
+    if (desc->alloc != SIM_ALLOC_TLSF) {
+        fprintf(f, "alloc = %s\n", sim_alloc_mode_name(desc->alloc));
+    }
 }

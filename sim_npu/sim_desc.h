@@ -3,6 +3,7 @@
 #define SIM_DESC_H
 
 #include "client/memsvc_status.h"
+#include "sim_npu/sim_alloc.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,6 +31,8 @@ typedef struct sim_desc {
     sim_link_desc_t nic;          /* node to node (collectives in generated traces) */
     double          flops;        /* dense BF16 peak compute, FLOP/s per NPU */
     double          mfu;          /* fraction of peak reached by operators, 0..1 */
+    sim_alloc_mode_t alloc;       /* HBM allocator: tlsf (default) or bytes (phantom only; not
+                                     written into trace headers) */
 } sim_desc_t;
 
 /* Fill *desc_p with a named preset ("ascend-910b", "tiny"). MEMSVC_ERR_UNKNOWN_KEY if none. */

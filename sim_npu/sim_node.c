@@ -170,7 +170,7 @@ static memsvc_status_t sim_devices_create(sim_node_t *node)
         dev->id = i;
         sim_link_init(&dev->h2d, &node->desc.h2d);
         sim_link_init(&dev->d2h, &node->desc.d2h);
-        status = sim_alloc_create(node->desc.hbm_bytes, &dev->alloc);
+        status = sim_alloc_create_mode(node->desc.hbm_bytes, node->desc.alloc, &dev->alloc);
         if (status != MEMSVC_OK) {
             goto err_destroy;
         }
@@ -256,6 +256,10 @@ memsvc_status_t sim_node_create(const sim_desc_t *desc, sim_mem_mode_t mode, sim
     if ((desc == NULL) || (clock == NULL) || (node_p == NULL) ||
         ((mode != SIM_MEM_PHANTOM) && (mode != SIM_MEM_BACKED))) {
         fprintf(stderr, "sim_node: create: missing description, clock or result, or bad mode\n");
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if ((mode == SIM_MEM_BACKED) && (desc->alloc == SIM_ALLOC_BYTES)) {
+        fprintf(stderr, "sim_node: create: alloc=bytes needs phantom memory (no offsets)\n");
         return MEMSVC_ERR_INVALID_PARAM;
     }
     status = sim_desc_validate(desc, err, sizeof(err));

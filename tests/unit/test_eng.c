@@ -183,6 +183,26 @@ static void test_lifecycle(void)
     eng_destroy(eng);
 }
 
+/* A recipe that grows: the engine's recompute cost follows; a stale handle is refused. */
+static void test_set_recompute_ns(void)
+{
+    eng_t            *eng = make_engine("dtr", SIM_MEM_PHANTOM, NULL);
+    eng_tensor_desc_t d   = tdesc("L0.mb0.act", 1 * MiB, MEMSVC_KIND_ACTIVATION);
+    eng_tensor_info_t info;
+    eng_handle_t      h;
+
+    d.recomputable = true;
+    d.recompute_ns = 100;
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_set_recompute_ns(eng, h, 130), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_OK);
+    CU_ASSERT_EQUAL(info.recompute_ns, 130);
+    eng_set_graph(eng, NULL, NULL); /* no graph: dtr falls back to its local cost */
+    CU_ASSERT_EQUAL(eng_free(eng, h), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_set_recompute_ns(eng, h, 1), MEMSVC_ERR_NOT_FOUND);
+    eng_destroy(eng);
+}
+
 static void test_illegal_requests(void)
 {
     eng_t            *eng = make_engine("lru", SIM_MEM_PHANTOM, NULL);
@@ -713,6 +733,7 @@ static void add_suite(void)
     CU_add_test(s, "illegal requests get named errors", test_illegal_requests);
     CU_add_test(s, "resident acquires: the policy hears of them later, in order",
                 test_policy_defer);
+    CU_add_test(s, "recompute cost follows a growing recipe", test_set_recompute_ns);
     CU_add_test(s, "none: out-of-memory vs fragmentation", test_none_reports_oom_and_fragmentation);
     CU_add_test(s, "lru: oldest first, pinned never", test_lru_evicts_oldest_never_pinned);
     CU_add_test(s, "lru:drop=on drops recomputable, keeps durable", test_lru_drop_mode_drops_recomputable);

@@ -14,7 +14,7 @@ typedef struct got {
     mt_event_t  ev[32];
     char        keys[32][MEMSVC_KEY_MAX + 1];
     char        names[32][MT_NAME_MAX + 1];
-    uint64_t    ids[32][3][4]; /* inputs, reads, writes (first 4) */
+    uint64_t    ids[32][4][4]; /* inputs, reads, writes, aliases (first 4) */
     int         n;
 } got_t;
 
@@ -64,9 +64,10 @@ static void import_and_read(mt_import_format_t format, uint64_t unit_ns, const c
             g->ids[g->n][0][i] = (i < e.num_inputs) ? e.inputs[i] : 0;
             g->ids[g->n][1][i] = (i < e.num_reads) ? e.reads[i] : 0;
             g->ids[g->n][2][i] = (i < e.num_writes) ? e.writes[i] : 0;
+            g->ids[g->n][3][i] = (i < e.num_aliases) ? e.aliases[i] : 0;
         }
         g->ev[g->n].key = g->ev[g->n].name = NULL;
-        g->ev[g->n].inputs = g->ev[g->n].reads = g->ev[g->n].writes = NULL;
+        g->ev[g->n].inputs = g->ev[g->n].reads = g->ev[g->n].writes = g->ev[g->n].aliases = NULL;
         g->n++;
     }
     CU_ASSERT_TRUE(end);
@@ -215,6 +216,8 @@ static void test_dtr_sample(void)
     CU_ASSERT_STRING_EQUAL(g->names[7], "aten::view");
     CU_ASSERT_EQUAL(e->num_reads, 1);
     CU_ASSERT_EQUAL(e->num_writes, 0);
+    CU_ASSERT_EQUAL(e->num_aliases, 1); /* v is a view of z's storage: re-run with it */
+    CU_ASSERT_EQUAL(g->ids[7][3][0], 4);
     CU_ASSERT_EQUAL(e->time_ns, 15500);
     e = &g->ev[8]; /* add_ mutates v, which is z's storage */
     CU_ASSERT_STRING_EQUAL(g->names[8], "aten::add_");
@@ -230,6 +233,18 @@ static void test_dtr_sample(void)
     CU_ASSERT_EQUAL(g->ev[14].tensor, 5);
     CU_ASSERT_EQUAL(g->ev[14].time_ns, 18500);
 
+    CU_ASSERT_EQUAL(g->ev[4].num_aliases, 0);
+
+    /* the default unit is DTR logger's: nanoseconds (12.5 rounds to 13) */
+    {
+        mt_import_opts_t opts;
+
+        mt_import_opts_init(&opts);
+        import_and_read(MT_IMPORT_DTR, opts.time_unit_ns, DATA "dtr_small.jsonl", &st, g);
+        CU_ASSERT_EQUAL(g->ev[4].duration_ns, 13);
+        CU_ASSERT_EQUAL(g->ev[3].recompute_ns, 13);
+        CU_ASSERT_STRING_EQUAL(meta(&g->header, "time_unit_ns"), "1");
+    }
     import_and_read(MT_IMPORT_DTR, 1000000, DATA "dtr_small.jsonl", &st, g);
     CU_ASSERT_EQUAL(g->ev[4].duration_ns, 12500000); /* --time-unit ms */
     CU_ASSERT_STRING_EQUAL(meta(&g->header, "time_unit_ns"), "1000000");

@@ -284,6 +284,55 @@ static void ref_check(sim_alloc_t *a, ref_blk_t *live, size_t n, uint64_t cap)
     free(sorted);
 }
 
+/*
+ * The byte-counting mode: the checkerboard that TLSF refuses as FRAGMENTED fits, sizes are not
+ * rounded, and the only failure is NO_MEMORY.
+ */
+static void test_bytes_mode(void)
+{
+    sim_alloc_t       *a;
+    sim_alloc_block_t *b[8];
+    sim_alloc_stats_t  st;
+    uint64_t           off;
+    int                i;
+
+    TEST_ASSERT_OK(sim_alloc_create_mode(8 * A + 100, SIM_ALLOC_BYTES, &a));
+    CU_ASSERT_EQUAL(sim_alloc_capacity(a), 8 * A + 100); /* not rounded */
+    for (i = 0; i < 8; i++) {
+        TEST_ASSERT_OK(sim_alloc_alloc(a, A, &off, &b[i]));
+        CU_ASSERT_EQUAL(off, 0);
+    }
+    for (i = 0; i < 8; i += 2) {
+        sim_alloc_free(a, b[i]); /* every other block: 4 x 512 B holes under TLSF */
+    }
+    CU_ASSERT_EQUAL(sim_alloc_free_bytes(a), 4 * A + 100);
+    CU_ASSERT_EQUAL(sim_alloc_largest_free(a), 4 * A + 100);
+    TEST_ASSERT_OK(sim_alloc_can_fit(a, 4 * A + 100));
+    TEST_ASSERT_OK(sim_alloc_alloc(a, 4 * A + 99, &off, &b[0])); /* not rounded to 512 B */
+    sim_alloc_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.allocated, 8 * A + 99);
+    CU_ASSERT_EQUAL(st.reserved, 8 * A + 99);
+    CU_ASSERT_EQUAL(st.peak_allocated, 8 * A + 99);
+    CU_ASSERT_EQUAL(sim_alloc_block_size(b[0]), 4 * A + 99);
+    CU_ASSERT_EQUAL(sim_alloc_alloc(a, 2, &off, &b[2]), MEMSVC_ERR_NO_MEMORY);
+    TEST_ASSERT_OK(sim_alloc_alloc(a, 1, &off, &b[2]));
+    sim_alloc_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.free, 0);
+    CU_ASSERT_EQUAL(st.fail_fragmented, 0);
+    CU_ASSERT_EQUAL(st.fail_oom, 1);
+    sim_alloc_free(a, b[2]);
+    sim_alloc_free(a, b[0]);
+    for (i = 1; i < 8; i += 2) {
+        sim_alloc_free(a, b[i]);
+    }
+    sim_alloc_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.allocated, 0);
+    CU_ASSERT_EQUAL(st.live_blocks, 0);
+    CU_ASSERT_STRING_EQUAL(sim_alloc_mode_name(SIM_ALLOC_BYTES), "bytes");
+    CU_ASSERT_STRING_EQUAL(sim_alloc_mode_name(SIM_ALLOC_TLSF), "tlsf");
+    sim_alloc_destroy(a);
+}
+
 static void test_randomized_against_reference(void)
 {
     const uint64_t     cap  = 64ull << 20;
@@ -413,6 +462,7 @@ static void add_suite(void)
                 test_checkerboard_fragmentation);
     CU_add_test(s, "fit within one size class", test_same_class_fit);
     CU_add_test(s, "exhaustion and double free", test_exhaustion_and_double_free);
+    CU_add_test(s, "bytes mode: no rounding, no fragmentation", test_bytes_mode);
     CU_add_test(s, "randomized against a reference model", test_randomized_against_reference);
     CU_add_test(s, "a million blocks", test_million_blocks);
 }

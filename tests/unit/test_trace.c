@@ -531,7 +531,7 @@ static void test_bad_magic_and_version(void)
     tmp_path(path, sizeof(path));
     write_sample(path);
     buf = slurp(path, &len);
-    CU_ASSERT_EQUAL(memcmp(buf, "MEMTRACE\0\0\0\1", 12), 0);
+    CU_ASSERT_EQUAL(memcmp(buf, "MEMTRACE\0\0\0\2", 12), 0);
 
     buf[0] = 'X';
     spit(path, buf, len);
@@ -539,10 +539,10 @@ static void test_bad_magic_and_version(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "offset 0: not a memtrace file"));
     buf[0] = 'M';
 
-    buf[11] = 2;
+    buf[11] = 3;
     spit(path, buf, len);
     CU_ASSERT_EQUAL(read_all(path, &events, err, sizeof(err)), MEMSVC_ERR_VERSION);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "version 2"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "version 3"));
     buf[8]  = 1;
     buf[11] = 1;
     spit(path, buf, len);
@@ -721,6 +721,85 @@ static void test_hostile_events(void)
                      "field 'tensor': expected unsigned integer, got float");
 }
 
+/*
+ * Version 2 adds COMPUTE's `aliases` (element 10); a version-1 file still reads, and there a
+ * trailing element 10 is ignored as before.
+ */
+static void test_version_2_aliases(void)
+{
+    static const char      magic1[] = "MEMTRACE\0\0\0\1";
+    static const uint64_t  reads[] = {1}, aliases[] = {1, 7};
+    mt_header_t            h;
+    mt_writer_t           *w;
+    mt_reader_t           *r;
+    mt_event_t             e;
+    msgpack_sbuffer        sb;
+    msgpack_packer         pk;
+    bool                   end;
+    char                   path[64], err[256];
+    int                    i;
+
+    tmp_path(path, sizeof(path));
+    mt_header_init(&h);
+    TEST_ASSERT_OK(mt_writer_open(path, &h, &w));
+    memset(&e, 0, sizeof(e));
+    e.type        = MT_EV_COMPUTE;
+    e.op          = 3;
+    e.name        = "aten::view";
+    e.duration_ns = 40;
+    e.reads       = reads;
+    e.num_reads   = 1;
+    e.aliases     = aliases;
+    e.num_aliases = 2;
+    TEST_ASSERT_OK(mt_writer_put(w, &e));
+    TEST_ASSERT_OK(mt_writer_close(w));
+    TEST_ASSERT_OK(mt_reader_open(path, &r, err, sizeof(err)));
+    CU_ASSERT_EQUAL(mt_reader_header(r)->version, 2);
+    TEST_ASSERT_OK(mt_reader_next(r, &e, &end, err, sizeof(err)));
+    CU_ASSERT_FALSE(end);
+    CU_ASSERT_EQUAL(e.num_aliases, 2);
+    CU_ASSERT_EQUAL(e.aliases[0], 1);
+    CU_ASSERT_EQUAL(e.aliases[1], 7);
+    mt_reader_close(r);
+
+    /* version 1: header {"version": 1}, then a COMPUTE of 11 elements */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_array(&pk, 11);
+    for (i = 0; i < 4; i++) {
+        msgpack_pack_uint32(&pk, (i == 0) ? MT_EV_COMPUTE : 0);
+    }
+    msgpack_pack_uint32(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "op", 2);
+    msgpack_pack_uint32(&pk, 40);
+    msgpack_pack_uint32(&pk, 0);
+    msgpack_pack_array(&pk, 0);
+    msgpack_pack_array(&pk, 0);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint32(&pk, 1);
+    {
+        FILE *f = fopen(path, "wb");
+
+        CU_ASSERT_FATAL(f != NULL);
+        fwrite(magic1, 1, 12, f);
+        fwrite(sb.data, 1, sb.size, f);
+        fclose(f);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    TEST_ASSERT_OK(mt_reader_open(path, &r, err, sizeof(err)));
+    CU_ASSERT_EQUAL(mt_reader_header(r)->version, 1);
+    TEST_ASSERT_OK(mt_reader_next(r, &e, &end, err, sizeof(err)));
+    CU_ASSERT_FALSE(end);
+    CU_ASSERT_EQUAL(e.type, MT_EV_COMPUTE);
+    CU_ASSERT_EQUAL(e.duration_ns, 40);
+    CU_ASSERT_EQUAL(e.num_aliases, 0);
+    mt_reader_close(r);
+    unlink(path);
+}
+
 static void test_hostile_header(void)
 {
     static const char magic[] = "MEMTRACE\0\0\0\1";
@@ -886,6 +965,7 @@ static void add_suite(void)
     CU_add_test(s, "truncation at every offset", test_truncated_everywhere);
     CU_add_test(s, "corrupted bytes never crash", test_corrupted_bytes);
     CU_add_test(s, "wrong magic, wrong version, empty file", test_bad_magic_and_version);
+    CU_add_test(s, "version 2: COMPUTE aliases; version 1 still reads", test_version_2_aliases);
     CU_add_test(s, "hostile events name offset and problem", test_hostile_events);
     CU_add_test(s, "hostile headers name offset and problem", test_hostile_header);
     CU_add_test(s, "JSON output is escaped and exact", test_json);

@@ -23,7 +23,7 @@ void mt_import_opts_init(mt_import_opts_t *opts)
 {
     memset(opts, 0, sizeof(*opts));
     opts->format       = MT_IMPORT_SNAPSHOT;
-    opts->time_unit_ns = 1000;
+    opts->time_unit_ns = 1; /* DTR's logger writes std::chrono::nanoseconds counts */
 }
 
 memsvc_status_t mt_import_format_parse(const char *name, mt_import_format_t *format_p)
@@ -388,7 +388,7 @@ static void mt_import_usage(FILE *out)
             "  FORMAT: pytorch-snapshot  torch.cuda.memory._snapshot() saved as JSON\n"
             "          chrome            torch.profiler Chrome trace (profile_memory=True)\n"
             "          dtr               DTR operator log (JSON lines)\n"
-            "  --time-unit  unit of DTR's TIME fields (default: us)\n"
+            "  --time-unit  unit of DTR's TIME fields (default: ns, as DTR's logger writes them)\n"
             "  OUT may be '-' for standard output. See docs/trace-format.md.\n");
 }
 

@@ -13,7 +13,7 @@ typedef enum mt_import_format {
 
 typedef struct mt_import_opts {
     mt_import_format_t format;
-    uint64_t           time_unit_ns; /* DTR: nanoseconds per unit of TIME (default 1000: us) */
+    uint64_t           time_unit_ns; /* DTR: nanoseconds per unit of TIME (default 1: ns) */
     const char        *model;        /* model name for the header, or NULL */
 } mt_import_opts_t;
 

@@ -51,6 +51,7 @@ typedef struct mt_dtr {
 
     uint64_t *ids; /* scratch for reads/writes/inputs */
     uint64_t *ids2;
+    uint64_t *ids3; /* scratch for the storages a CALL's results are views of */
 } mt_dtr_t;
 
 /* Fail with "line N: <message>"; returns MEMSVC_ERR_FORMAT. */
@@ -204,9 +205,12 @@ static memsvc_status_t mt_dtr_scratch(mt_dtr_t *t, uint32_t n)
 {
     free(t->ids);
     free(t->ids2);
+    free(t->ids3);
     t->ids  = calloc(n + 1, sizeof(*t->ids));
     t->ids2 = calloc(n + 1, sizeof(*t->ids2));
-    return ((t->ids != NULL) && (t->ids2 != NULL)) ? MEMSVC_OK : MEMSVC_ERR_NO_RESOURCE;
+    t->ids3 = calloc(n + 1, sizeof(*t->ids3));
+    return ((t->ids != NULL) && (t->ids2 != NULL) && (t->ids3 != NULL)) ? MEMSVC_OK
+                                                                          : MEMSVC_ERR_NO_RESOURCE;
 }
 
 /* Bind name to storage s (one more reference). */
@@ -292,7 +296,8 @@ static memsvc_status_t mt_dtr_new(mt_dtr_t *t, const char *name, uint64_t size, 
 
 static memsvc_status_t mt_dtr_compute(mt_dtr_t *t, const char *name, uint64_t ns,
                                       const uint64_t *reads, uint32_t num_reads,
-                                      const uint64_t *writes, uint32_t num_writes)
+                                      const uint64_t *writes, uint32_t num_writes,
+                                      const uint64_t *aliases, uint32_t num_aliases)
 {
     mt_event_t e;
 
@@ -306,6 +311,8 @@ static memsvc_status_t mt_dtr_compute(mt_dtr_t *t, const char *name, uint64_t ns
     e.num_reads   = num_reads;
     e.writes      = writes;
     e.num_writes  = num_writes;
+    e.aliases     = aliases;
+    e.num_aliases = num_aliases;
     t->clock_ns += ns;
     return mt_imp_emit(t->imp, &e);
 }
@@ -315,7 +322,8 @@ static memsvc_status_t mt_dtr_complete(mt_dtr_t *t)
 {
     mt_dtr_storage_t *s;
     memsvc_status_t   status = MEMSVC_OK;
-    uint32_t          i, num_inputs, num_writes = 0;
+    uint32_t          i, num_inputs, num_writes = 0, num_aliases = 0;
+    uint64_t          pass;
 
     if (t->pending == MT_DTR_CONSTANT) {
         status = mt_dtr_new(t, t->results[0].name, t->results[0].size, true, NULL, 0, &s);
@@ -339,8 +347,19 @@ static memsvc_status_t mt_dtr_complete(mt_dtr_t *t)
             status = mt_dtr_bind(t, r->name, t->args[r->alias]);
         }
     }
+    /* the storages the results are views of, once each (re-run when those are recomputed) */
+    pass = ++t->unique_pass;
+    for (i = 0; i < t->num_results; i++) {
+        mt_dtr_storage_t *a = (t->results[i].alias >= 0) ? t->args[t->results[i].alias] : NULL;
+
+        if (a != NULL && a->mark != pass) {
+            a->mark                 = pass;
+            t->ids3[num_aliases++] = a->tensor;
+        }
+    }
     if (status == MEMSVC_OK) {
-        status = mt_dtr_compute(t, t->op_name, t->op_ns, t->ids, num_inputs, t->ids2, num_writes);
+        status = mt_dtr_compute(t, t->op_name, t->op_ns, t->ids, num_inputs, t->ids2, num_writes,
+                                t->ids3, num_aliases);
     }
     mt_dtr_clear_pending(t);
     return status;
@@ -476,7 +495,7 @@ static memsvc_status_t mt_dtr_mutate(mt_dtr_t *t, const json_t *obj)
     }
     num_reads  = mt_dtr_unique(t, args, num_args, t->ids);
     num_writes = mt_dtr_unique(t, written, (uint32_t)json_array_size(mut), t->ids2);
-    status     = mt_dtr_compute(t, op, ns, t->ids, num_reads, t->ids2, num_writes);
+    status     = mt_dtr_compute(t, op, ns, t->ids, num_reads, t->ids2, num_writes, NULL, 0);
 out:
     free(written);
     free(args);
@@ -668,6 +687,7 @@ static memsvc_status_t mt_dtr_run(mt_imp_t *imp, const mt_import_opts_t *opts, v
     mt_map_destroy(&t.names, mt_dtr_free_storage);
     free(t.ids);
     free(t.ids2);
+    free(t.ids3);
     free(line);
     return status;
 }

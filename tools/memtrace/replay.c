@@ -10,30 +10,55 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- live tensors: (rank, id) -> engine handle, open addressing sized by live tensors ---- */
+/* ---- live tensors and what their recomputation needs ----------------------------------- */
 
-#define RP_TF_USED 0x01u     /* slot holds a tensor */
-#define RP_TF_SKIPPED 0x02u  /* its allocation failed: events naming it are ignored */
-#define RP_TF_VISITING 0x04u /* being recomputed (cycle guard) */
-#define RP_TF_WRITTEN 0x08u  /* an operator has written it (recompute makes sense) */
+#define RP_TF_SKIPPED 0x01u   /* its allocation failed: events naming it are ignored */
+#define RP_TF_VISITING 0x02u  /* being recomputed (cycle guard) */
+#define RP_TF_WRITTEN 0x04u   /* an operator has written it (recompute makes sense; a later
+                                 write is an in-place mutation) */
+#define RP_TF_RECOMP 0x08u    /* recomputable: its recipe is kept */
+#define RP_TF_FREED 0x10u     /* the program freed it */
+#define RP_TF_KEPT 0x20u      /* ... and it is kept for its dependants' recipes */
 
-typedef struct rp_tensor {
-    uint64_t     id;
-    uint32_t     rank;
-    uint8_t      flags; /* RP_TF_* */
-    uint8_t      kind;  /* memsvc_kind_t */
-    uint16_t     device;
-    eng_handle_t handle; /* ENG_HANDLE_NULL when skipped */
-    uint64_t     size;
-    sim_time_t   ready_at; /* written by an operator on another stream that ends then */
-    uint64_t    *inputs;   /* what its recomputation reads (ids of the same rank) */
-    uint32_t     num_inputs;
-} rp_tensor_t;
+typedef struct rp_tensor rp_tensor_t;
+
+/*
+ * A tensor of the trace. It lives while the program holds it, and after its FREE for as long
+ * as a live recomputable tensor's recipe names it (refs > 0): a runtime that recomputes must
+ * keep it, resident or itself dropped and recomputable (docs/replay.md, "Recompute").
+ */
+struct rp_tensor {
+    uint64_t      id;
+    uint32_t      rank;
+    uint8_t       flags; /* RP_TF_* */
+    uint8_t       kind;  /* memsvc_kind_t */
+    uint16_t      device;
+    eng_handle_t  handle; /* ENG_HANDLE_NULL when skipped */
+    uint64_t      size;
+    sim_time_t    ready_at;   /* written by an operator on another stream that ends then */
+    uint64_t      producer;   /* operator id (0: none) */
+    uint64_t      op_ns;      /* its producer's cost */
+    uint64_t      extra_ns;   /* in-place mutations and views taken of it since, re-run with it */
+    rp_tensor_t **inputs;     /* what its recomputation reads (each holds a ref) */
+    uint32_t      num_inputs, cap_inputs;
+    uint32_t      refs;       /* recipes of other tensors that name it */
+    rp_tensor_t **deps;       /* those tensors (for the policy's graph queries) */
+    uint32_t      num_deps, cap_deps;
+    rp_tensor_t  *sib;        /* ring of the outputs of the same operator (itself if alone) */
+    rp_tensor_t  *all_prev, *all_next; /* every tensor held, for the cleanup */
+};
+
+/* (rank, id) -> pointer, open addressing sized by its entries. */
+typedef struct rp_slot {
+    uint64_t id;
+    uint32_t rank;
+    void    *p; /* NULL: empty */
+} rp_slot_t;
 
 typedef struct rp_map {
-    rp_tensor_t *slots;
-    size_t       cap; /* power of two */
-    size_t       live;
+    rp_slot_t *slots;
+    size_t     cap; /* power of two */
+    size_t     live;
 } rp_map_t;
 
 static inline size_t rp_hash(uint32_t rank, uint64_t id)
@@ -43,16 +68,23 @@ static inline size_t rp_hash(uint32_t rank, uint64_t id)
     return (size_t)(h ^ (h >> 29));
 }
 
-static rp_tensor_t *rp_map_find(const rp_map_t *m, uint32_t rank, uint64_t id)
+static rp_slot_t *rp_map_slot(const rp_map_t *m, uint32_t rank, uint64_t id)
 {
     size_t i, mask = m->cap - 1;
 
-    for (i = rp_hash(rank, id) & mask; m->slots[i].flags & RP_TF_USED; i = (i + 1) & mask) {
+    for (i = rp_hash(rank, id) & mask; m->slots[i].p != NULL; i = (i + 1) & mask) {
         if (m->slots[i].id == id && m->slots[i].rank == rank) {
             return &m->slots[i];
         }
     }
     return NULL;
+}
+
+static void *rp_map_get(const rp_map_t *m, uint32_t rank, uint64_t id)
+{
+    rp_slot_t *s = rp_map_slot(m, rank, id);
+
+    return (s != NULL) ? s->p : NULL;
 }
 
 static memsvc_status_t rp_map_init(rp_map_t *m, size_t cap)
@@ -73,11 +105,11 @@ static memsvc_status_t rp_map_grow(rp_map_t *m)
         return status;
     }
     for (i = 0; i < m->cap; i++) {
-        if (m->slots[i].flags & RP_TF_USED) {
+        if (m->slots[i].p != NULL) {
             size_t j, mask = bigger.cap - 1;
 
-            for (j = rp_hash(m->slots[i].rank, m->slots[i].id) & mask;
-                 bigger.slots[j].flags & RP_TF_USED; j = (j + 1) & mask) {
+            for (j = rp_hash(m->slots[i].rank, m->slots[i].id) & mask; bigger.slots[j].p != NULL;
+                 j = (j + 1) & mask) {
             }
             bigger.slots[j] = m->slots[i];
         }
@@ -88,38 +120,38 @@ static memsvc_status_t rp_map_grow(rp_map_t *m)
     return MEMSVC_OK;
 }
 
-/* A new slot for (rank, id), which must not be present. NULL: no memory. */
-static rp_tensor_t *rp_map_insert(rp_map_t *m, uint32_t rank, uint64_t id)
+/* Map (rank, id), which must not be present, to p (not NULL). */
+static memsvc_status_t rp_map_put(rp_map_t *m, uint32_t rank, uint64_t id, void *p)
 {
     size_t i, mask;
 
     if ((m->live + 1) * 2 > m->cap && rp_map_grow(m) != MEMSVC_OK) {
-        return NULL;
+        return MEMSVC_ERR_NO_RESOURCE;
     }
     mask = m->cap - 1;
-    for (i = rp_hash(rank, id) & mask; m->slots[i].flags & RP_TF_USED; i = (i + 1) & mask) {
+    for (i = rp_hash(rank, id) & mask; m->slots[i].p != NULL; i = (i + 1) & mask) {
     }
-    memset(&m->slots[i], 0, sizeof(m->slots[i]));
-    m->slots[i].id    = id;
-    m->slots[i].rank  = rank;
-    m->slots[i].flags = RP_TF_USED;
+    m->slots[i] = (rp_slot_t){.id = id, .rank = rank, .p = p};
     m->live++;
-    return &m->slots[i];
+    return MEMSVC_OK;
 }
 
-/* Remove a slot (backward-shift deletion: no tombstones, lookups stay short). */
-static void rp_map_remove(rp_map_t *m, rp_tensor_t *t)
+/* Remove (rank, id) if present (backward-shift deletion: no tombstones). */
+static void rp_map_del(rp_map_t *m, uint32_t rank, uint64_t id)
 {
-    size_t mask = m->cap - 1;
-    size_t i    = (size_t)(t - m->slots);
-    size_t j    = i;
+    rp_slot_t *s    = rp_map_slot(m, rank, id);
+    size_t     mask = m->cap - 1;
+    size_t     i, j;
 
-    free(t->inputs);
+    if (s == NULL) {
+        return;
+    }
+    i = j = (size_t)(s - m->slots);
     for (;;) {
         size_t home;
 
         j = (j + 1) & mask;
-        if (!(m->slots[j].flags & RP_TF_USED)) {
+        if (m->slots[j].p == NULL) {
             break;
         }
         home = rp_hash(m->slots[j].rank, m->slots[j].id) & mask;
@@ -134,16 +166,21 @@ static void rp_map_remove(rp_map_t *m, rp_tensor_t *t)
     m->live--;
 }
 
-static void rp_map_cleanup(rp_map_t *m)
+/* Append p to a growing array of pointers. */
+static memsvc_status_t rp_push(rp_tensor_t ***a, uint32_t *n, uint32_t *cap, rp_tensor_t *p)
 {
-    size_t i;
+    if (*n == *cap) {
+        uint32_t      c  = (*cap == 0) ? 4 : 2 * *cap;
+        rp_tensor_t **na = realloc(*a, c * sizeof(*na));
 
-    for (i = 0; i < m->cap; i++) {
-        if (m->slots[i].flags & RP_TF_USED) {
-            free(m->slots[i].inputs);
+        if (na == NULL) {
+            return MEMSVC_ERR_NO_RESOURCE;
         }
+        *a   = na;
+        *cap = c;
     }
-    free(m->slots);
+    (*a)[(*n)++] = p;
+    return MEMSVC_OK;
 }
 
 /* ---- pending releases: unpin an operator's tensors when it ends (a min-heap by time) ------ */
@@ -237,7 +274,18 @@ typedef struct rp {
     sim_clock_t        *clock;
     sim_node_t         *node;
     unsigned            num_devices;
-    rp_map_t            map;
+    rp_map_t            map;  /* (rank, id) -> rp_tensor_t, the program's live tensors */
+    rp_map_t            ops;  /* (rank, producer op) -> an rp_tensor_t of its outputs' ring */
+    rp_map_t            byh;  /* (0, engine handle) -> rp_tensor_t, kept freed ones too */
+    rp_tensor_t        *all;  /* every tensor held */
+    rp_tensor_t       **work; /* rp_tensor_destroy's worklist */
+    uint32_t            work_n, work_cap;
+    rp_tensor_t       **ids_buf; /* an operator's reads and writes, resolved */
+    uint32_t            ids_cap;
+    double              thrash_limit; /* stop when recompute > this x compute (0: never) */
+    sim_time_t          thrash_base;  /* that compute: the whole trace's (0: so far) */
+    uint64_t            kept_dropped[SIM_MAX_NPUS]; /* eager drops of kept tensors, per device */
+    sim_time_t          cur_op_ns;    /* duration of the operator being prepared */
     rp_heap_t           rel;
     uint64_t            inflight[SIM_MAX_NPUS];   /* pending releases per device */
     sim_time_t          mem_wait[SIM_MAX_NPUS];   /* memory waits since the device's last op */
@@ -460,10 +508,6 @@ static memsvc_status_t rp_alloc(rp_t *rp, const mt_event_t *ev, rp_tensor_t *t)
     return status;
 }
 
-static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *ids, uint32_t n,
-                                      unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
-                                      eng_handle_t *held);
-
 /* The operator (or recompute) on dev holding held[0..n) ends at end: release them then. */
 static memsvc_status_t rp_release_at(rp_t *rp, sim_time_t end, const eng_handle_t *held, uint32_t n,
                                      unsigned dev)
@@ -480,71 +524,193 @@ static memsvc_status_t rp_release_at(rp_t *rp, sim_time_t end, const eng_handle_
     return MEMSVC_OK;
 }
 
-/*
- * t was dropped and is now pinned with room: make its inputs resident (recursively), charge
- * its recompute_ns on its device's compute stream, release the inputs when that ends.
- */
-static memsvc_status_t rp_recompute(rp_t *rp, rp_tensor_t *t, unsigned depth)
-{
-    eng_handle_t      stackbuf[16];
-    eng_handle_t     *held   = stackbuf;
-    uint32_t          nheld  = 0;
-    sim_time_t        ready  = 0, end;
-    memsvc_status_t   status = MEMSVC_OK;
-    unsigned          dev    = t->device;
-    eng_tensor_info_t info;
+/* ---- tensors: lifetime, recipes, the graph lent to the policy ------------------------------ */
 
-    if (eng_info(rp->eng, t->handle, &info) != MEMSVC_OK) {
+/* Remove the first occurrence of p from a[0..*n) (order does not matter). */
+static void rp_remove_ptr(rp_tensor_t **a, uint32_t *n, const rp_tensor_t *p)
+{
+    uint32_t i;
+
+    for (i = 0; i < *n; i++) {
+        if (a[i] == p) {
+            a[i] = a[--*n];
+            return;
+        }
+    }
+}
+
+/* in joins t's recipe (once); t becomes one of in's dependants. */
+static memsvc_status_t rp_add_input(rp_t *rp, rp_tensor_t *t, rp_tensor_t *in)
+{
+    uint32_t i;
+
+    if (in == t) {
         return MEMSVC_OK;
     }
-    if (t->num_inputs > 0 && depth < MT_REPLAY_DEPTH_MAX) {
-        if (t->num_inputs > 16) {
-            held = malloc(t->num_inputs * sizeof(*held));
-            if (held == NULL) {
-                rp_errf(rp, "out of memory");
-                return MEMSVC_ERR_NO_RESOURCE;
+    for (i = 0; i < t->num_inputs; i++) {
+        if (t->inputs[i] == in) {
+            return MEMSVC_OK;
+        }
+    }
+    if (rp_push(&t->inputs, &t->num_inputs, &t->cap_inputs, in) != MEMSVC_OK ||
+        rp_push(&in->deps, &in->num_deps, &in->cap_deps, t) != MEMSVC_OK) {
+        rp_errf(rp, "out of memory");
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    in->refs++;
+    return MEMSVC_OK;
+}
+
+/* Take t out of its operator's ring of outputs. */
+static void rp_sib_unlink(rp_t *rp, rp_tensor_t *t)
+{
+    rp_slot_t   *s = (t->producer != 0) ? rp_map_slot(&rp->ops, t->rank, t->producer) : NULL;
+    rp_tensor_t *p;
+
+    if (t->sib != t) {
+        for (p = t->sib; p->sib != t; p = p->sib) {
+        }
+        p->sib = t->sib;
+        if (s != NULL && s->p == t) {
+            s->p = t->sib;
+        }
+    } else if (s != NULL && s->p == t) {
+        rp_map_del(&rp->ops, t->rank, t->producer);
+    }
+    t->sib = t;
+}
+
+/*
+ * End t for good: its engine tensor, its place in the graph. Inputs that the program freed
+ * and that no other recipe names end with it (a worklist: chains of kept tensors can be long).
+ */
+static void rp_tensor_destroy(rp_t *rp, rp_tensor_t *t)
+{
+    rp->work_n = 0;
+    for (;;) {
+        uint32_t i;
+
+        if (t->handle != ENG_HANDLE_NULL) {
+            eng_free(rp->eng, t->handle);
+            rp_map_del(&rp->byh, 0, t->handle);
+            if (t->flags & RP_TF_KEPT) {
+                rp->rep->kept_freed_live--;
             }
         }
-        /* the map does not change while requests are waited on: t stays valid */
-        t->flags |= RP_TF_VISITING;
-        status =
-            rp_acquire_set(rp, t->rank, t->inputs, t->num_inputs, depth + 1, &ready, &nheld, held);
-        t->flags &= (uint8_t)~RP_TF_VISITING;
-        if (status != MEMSVC_OK) {
-            goto out;
+        rp_sib_unlink(rp, t);
+        for (i = 0; i < t->num_deps; i++) { /* recipes that named t lose it */
+            rp_remove_ptr(t->deps[i]->inputs, &t->deps[i]->num_inputs, t);
+        }
+        for (i = 0; i < t->num_inputs; i++) {
+            rp_tensor_t *in = t->inputs[i];
+
+            rp_remove_ptr(in->deps, &in->num_deps, t);
+            if (--in->refs == 0 && (in->flags & RP_TF_FREED) &&
+                rp_push(&rp->work, &rp->work_n, &rp->work_cap, in) != MEMSVC_OK) {
+                in->refs = 1; /* no memory for the worklist: it stays until the end */
+            }
+        }
+        if (t->all_prev != NULL) {
+            t->all_prev->all_next = t->all_next;
+        } else {
+            rp->all = t->all_next;
+        }
+        if (t->all_next != NULL) {
+            t->all_next->all_prev = t->all_prev;
+        }
+        free(t->inputs);
+        free(t->deps);
+        free(t);
+        if (rp->work_n == 0) {
+            return;
+        }
+        t = rp->work[--rp->work_n];
+    }
+}
+
+/* The policy's graph query (pol_graph_ops_t): neighbours of a tensor the engine holds. */
+static void rp_graph_neighbours(void *owner, uint64_t handle, pol_nb_dir_t dir,
+                                void (*fn)(void *arg, uint64_t handle), void *arg)
+{
+    rp_t        *rp = owner;
+    rp_tensor_t *t  = rp_map_get(&rp->byh, 0, handle);
+    rp_tensor_t **a;
+    uint32_t     i, n;
+
+    if (t == NULL) {
+        return;
+    }
+    a = (dir == POL_NB_INPUTS) ? t->inputs : t->deps;
+    n = (dir == POL_NB_INPUTS) ? t->num_inputs : t->num_deps;
+    for (i = 0; i < n; i++) {
+        if (a[i]->handle != ENG_HANDLE_NULL) {
+            fn(arg, a[i]->handle);
         }
     }
-    end = eng_charge_compute(rp->eng, dev, info.recompute_ns, true);
-    rp->rep->recompute_ns += info.recompute_ns;
-    rp->rep->recomputes++;
-    rp->rep->devs[dev].recompute_ns += info.recompute_ns;
-    rp->rep->devs[dev].recomputes++;
-    if (rp->cur_step != NULL) {
-        rp->cur_step->recompute_ns += info.recompute_ns;
+}
+
+static const pol_graph_ops_t rp_graph_ops = {.neighbours = rp_graph_neighbours};
+
+/* ---- acquiring, recomputing ------------------------------------------------------------- */
+
+static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
+                                      unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
+                                      eng_handle_t *held);
+
+/* Start acquiring ts[0..n) (none NULL): w[i] gets each answer, *pending counts those queued. */
+static void rp_pin_start(rp_t *rp, rp_tensor_t *const *ts, uint32_t n, rp_wait_t *w, int *pending)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        w[i]        = (rp_wait_t){.pending = pending};
+        w[i].status = eng_acquire(rp->eng, ts[i]->handle, rp_done_cb, &w[i]);
+        if (w[i].status == MEMSVC_INPROGRESS) {
+            (*pending)++;
+        } else {
+            w[i].done = true;
+        }
     }
-    status = rp_release_at(rp, end, held, nheld, dev);
-out:
-    if (held != stackbuf) {
-        free(held);
+}
+
+/*
+ * Wait for the acquires rp_pin_start began: st[i] gets each final status, retried while out of
+ * memory and operators in flight hold pins that will go.
+ */
+static memsvc_status_t rp_pin_finish(rp_t *rp, rp_tensor_t *const *ts, uint32_t n, rp_wait_t *w,
+                                     int *pending, memsvc_status_t *st)
+{
+    memsvc_status_t status = rp_wait(rp, pending);
+    uint32_t        i;
+
+    for (i = 0; i < n && status == MEMSVC_OK; i++) {
+        /* out of memory while operators hold pins: retry as they end */
+        while (rp_is_oom(w[i].status) && rp->can_evict && rp_wait_release(rp, ts[i]->device)) {
+            int one = 0;
+
+            w[i]        = (rp_wait_t){.pending = &one};
+            w[i].status = eng_acquire(rp->eng, ts[i]->handle, rp_done_cb, &w[i]);
+            if (w[i].status == MEMSVC_INPROGRESS) {
+                one = 1;
+                if (rp_wait(rp, &one) != MEMSVC_OK) {
+                    status = MEMSVC_ERR_ILLEGAL_STATE;
+                    break;
+                }
+            }
+        }
+        st[i] = w[i].status;
     }
     return status;
 }
 
-/*
- * Acquire the live tensors among ids (skipped and unknown ones are counted and ignored), wait
- * until all are resident, recompute the dropped ones. Their handles go to held (room for n),
- * their count to *held_p; *ready_p is the latest ready_at among them.
- */
-static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *ids, uint32_t n,
-                                      unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
-                                      eng_handle_t *held)
+/* Acquire ts[0..n) (none NULL) at once and wait for all (rp_pin_start, rp_pin_finish). */
+static memsvc_status_t rp_pin_all(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
+                                  memsvc_status_t *st)
 {
     rp_wait_t       stackbuf[16];
     rp_wait_t      *w       = stackbuf;
     int             pending = 0;
-    uint32_t        i, nheld = 0;
-    sim_time_t      ready  = 0;
-    memsvc_status_t status = MEMSVC_OK;
+    memsvc_status_t status;
 
     if (n > 16) {
         w = malloc(n * sizeof(*w));
@@ -553,10 +719,246 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
             return MEMSVC_ERR_NO_RESOURCE;
         }
     }
-    for (i = 0; i < n; i++) {
-        rp_tensor_t *t = rp_map_find(&rp->map, rank, ids[i]);
+    rp_pin_start(rp, ts, n, w, &pending);
+    status = rp_pin_finish(rp, ts, n, w, &pending, st);
+    if (w != stackbuf) {
+        free(w);
+    }
+    return status;
+}
 
-        w[i] = (rp_wait_t){.status = MEMSVC_ERR_NOT_FOUND, .done = true, .pending = &pending};
+/* An acquire of t failed for lack of memory: record it, skip t from now on. */
+static void rp_acquire_oom(rp_t *rp, rp_tensor_t *t, memsvc_status_t status)
+{
+    eng_tensor_info_t info;
+
+    if (eng_info(rp->eng, t->handle, &info) != MEMSVC_OK) {
+        info.key = "?";
+    }
+    rp_record_oom(rp, info.key, t->rank, t->device, t->size, status);
+    t->flags |= RP_TF_SKIPPED;
+}
+
+/* Is t dropped (and so to be recomputed before anyone reads it)? */
+static bool rp_dropped(rp_t *rp, const rp_tensor_t *t)
+{
+    eng_tensor_info_t info;
+
+    return (t->flags & RP_TF_WRITTEN) && eng_info(rp->eng, t->handle, &info) == MEMSVC_OK &&
+           info.state == MEMSVC_STATE_DROPPED;
+}
+
+/* Recomputation of `cost` ns on dev's compute stream, for `count` tensors; returns its end. */
+static sim_time_t rp_charge_recompute(rp_t *rp, unsigned dev, uint64_t cost, uint32_t count)
+{
+    mt_replay_report_t *rep = rp->rep;
+    sim_time_t          end = eng_charge_compute(rp->eng, dev, cost, true);
+
+    rep->recompute_ns += cost;
+    rep->recomputes += count;
+    rep->devs[dev].recompute_ns += cost;
+    rep->devs[dev].recomputes += count;
+    if (rp->cur_step != NULL) {
+        rp->cur_step->recompute_ns += cost;
+    }
+    if (rp->thrash_limit > 0.0 && !rp->rep->thrashed &&
+        (double)rep->recompute_ns >
+            rp->thrash_limit * (double)(rp->thrash_base > 0 ? rp->thrash_base
+                                                            : rep->compute_ns + rp->cur_op_ns)) {
+        rep->thrashed = true;
+    }
+    return end;
+}
+
+/*
+ * Recompute dropped t as a runtime does (docs/replay.md, "Recompute"): its operator's inputs
+ * first, made resident and pinned (recursively recomputing dropped ones), then room for t
+ * and every other dropped output of its operator, all computed together for the operator's
+ * cost plus the re-run mutations and views of each; the inputs are released as soon as that
+ * is done (the clock moves to its end), before the level above takes its room. On success t
+ * is pinned and *pinned_p is true; out of memory skips it (recorded).
+ */
+static memsvc_status_t rp_materialize(rp_t *rp, rp_tensor_t *t, unsigned depth, bool have_room,
+                                      bool *pinned_p)
+{
+    rp_tensor_t    *gbuf[8], **group = gbuf, *s, *ibuf[8];
+    rp_tensor_t   **ins   = ibuf;
+    eng_handle_t    hbuf[8], *held = hbuf;
+    memsvc_status_t gst[8], *st = gst;
+    uint32_t        ng = 0, nin = 0, capin = 8, nheld = 0, i, j, count = 0;
+    uint64_t        cost  = t->op_ns;
+    sim_time_t      ready = 0, end;
+    memsvc_status_t status = MEMSVC_OK;
+    unsigned        dev    = t->device;
+
+    *pinned_p = false;
+    /* the outputs of the operator that come back with t */
+    for (s = t, ng = 0;; s = s->sib) {
+        if (s == t || (!(s->flags & (RP_TF_SKIPPED | RP_TF_VISITING)) && rp_dropped(rp, s))) {
+            ng++;
+        }
+        if (s->sib == t) {
+            break;
+        }
+    }
+    if (ng > 8) {
+        group = malloc(ng * sizeof(*group));
+        st    = malloc(ng * sizeof(*st));
+        if (group == NULL || st == NULL) {
+            status = MEMSVC_ERR_NO_RESOURCE;
+            goto out;
+        }
+    }
+    for (s = t, ng = 0;; s = s->sib) {
+        if (s == t || (!(s->flags & (RP_TF_SKIPPED | RP_TF_VISITING)) && rp_dropped(rp, s))) {
+            group[ng++] = s;
+            s->flags |= RP_TF_VISITING;
+        }
+        if (s->sib == t) {
+            break;
+        }
+    }
+    /* their inputs, made resident first */
+    for (i = 0; i < ng; i++) {
+        for (j = 0; j < group[i]->num_inputs; j++) {
+            rp_tensor_t *in = group[i]->inputs[j];
+            uint32_t     k;
+
+            if (in->flags & RP_TF_VISITING) {
+                continue; /* a member of the group, or a cycle */
+            }
+            for (k = 0; k < nin && ins[k] != in; k++) {
+            }
+            if (k < nin) {
+                continue;
+            }
+            if (nin == capin) { /* past the stack buffer */
+                rp_tensor_t **a = malloc(2 * capin * sizeof(*a));
+
+                if (a == NULL) {
+                    status = MEMSVC_ERR_NO_RESOURCE;
+                    goto out_unmark;
+                }
+                memcpy(a, ins, nin * sizeof(*a));
+                if (ins != ibuf) {
+                    free(ins);
+                }
+                ins   = a;
+                capin = 2 * capin;
+            }
+            ins[nin++] = in;
+        }
+    }
+    if (nin > 0 && depth < MT_REPLAY_DEPTH_MAX) {
+        if (nin > 8) {
+            held = malloc(nin * sizeof(*held));
+            if (held == NULL) {
+                status = MEMSVC_ERR_NO_RESOURCE;
+                goto out_unmark;
+            }
+        }
+        status = rp_acquire_set(rp, ins, nin, depth + 1, &ready, &nheld, held);
+        if (status != MEMSVC_OK) {
+            goto out_unmark;
+        }
+    }
+    /* then room for the outputs (a member may have come back meanwhile: then it is resident) */
+    if (have_room) {
+        st[0]  = MEMSVC_RECOMPUTE; /* t's room is taken and pinned already */
+        status = rp_pin_all(rp, group + 1, ng - 1, st + 1);
+    } else {
+        status = rp_pin_all(rp, group, ng, st);
+    }
+    if (status != MEMSVC_OK) {
+        goto out_unmark;
+    }
+    for (i = 0; i < ng; i++) {
+        if (st[i] == MEMSVC_RECOMPUTE) {
+            count++;
+            cost += group[i]->extra_ns;
+        } else if (rp_is_oom(st[i])) {
+            rp_acquire_oom(rp, group[i], st[i]);
+        } else if (st[i] != MEMSVC_OK) {
+            rp_errf(rp, "acquire of tensor %" PRIu64 " failed: %s", group[i]->id,
+                    memsvc_strerror(st[i]));
+            status = st[i];
+        }
+    }
+    end = rp_now(rp);
+    if (count > 0) {
+        end = rp_charge_recompute(rp, dev, cost, count);
+    }
+    for (i = 0; i < ng && status == MEMSVC_OK; i++) {
+        if (st[i] == MEMSVC_OK || st[i] == MEMSVC_RECOMPUTE) {
+            if (i == 0) {
+                *pinned_p = true; /* the caller's */
+            } else {
+                status = rp_release_at(rp, end, &group[i]->handle, 1, dev);
+            }
+        }
+    }
+    if (status == MEMSVC_OK) {
+        status = rp_release_at(rp, end, held, nheld, dev);
+    }
+    if (status == MEMSVC_OK && depth > 0) {
+        /* a level of a chain: done, its inputs released, before the level above takes its
+         * room (the operator itself keeps its one operator of look-ahead) */
+        rp_run_until(rp, end);
+    }
+out_unmark:
+    for (i = 0; i < ng; i++) {
+        group[i]->flags &= (uint8_t)~RP_TF_VISITING;
+    }
+out:
+    if (status == MEMSVC_ERR_NO_RESOURCE) {
+        rp_errf(rp, "out of memory");
+    }
+    if (group != gbuf) {
+        free(group);
+    }
+    if (st != gst) {
+        free(st);
+    }
+    if (ins != ibuf) {
+        free(ins);
+    }
+    if (held != hbuf) {
+        free(held);
+    }
+    return status;
+}
+
+/*
+ * Acquire ts[0..n) (NULL, skipped and unknown ones are counted and ignored), wait until all are
+ * resident; dropped ones are recomputed (rp_materialize), after the others are pinned. Their
+ * handles go to held (room for n), their count to *held_p; *ready_p is the latest ready_at
+ * among them.
+ */
+static memsvc_status_t rp_acquire_set(rp_t *rp, rp_tensor_t *const *ts, uint32_t n,
+                                      unsigned depth, sim_time_t *ready_p, uint32_t *held_p,
+                                      eng_handle_t *held)
+{
+    rp_tensor_t    *pbuf[16] = {NULL}, **plain = pbuf, *lbuf[16] = {NULL}, **later = lbuf;
+    memsvc_status_t sbuf[16], *st = sbuf;
+    rp_wait_t       wbuf[16], *w = wbuf;
+    uint32_t        i, np = 0, nl = 0, nheld = 0;
+    int             pending = 0;
+    sim_time_t      ready   = 0;
+    memsvc_status_t status  = MEMSVC_OK, st2;
+
+    if (n > 16) {
+        plain = malloc(n * sizeof(*plain));
+        st    = malloc(n * sizeof(*st));
+        w     = malloc(n * sizeof(*w));
+        later = malloc(n * sizeof(*later));
+        if (plain == NULL || st == NULL || w == NULL || later == NULL) {
+            status = MEMSVC_ERR_NO_RESOURCE;
+            goto out;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rp_tensor_t *t = ts[i];
+
         if (t == NULL || (t->flags & (RP_TF_SKIPPED | RP_TF_VISITING))) {
             rp->rep->ignored_refs++;
             continue;
@@ -564,114 +966,190 @@ static memsvc_status_t rp_acquire_set(rp_t *rp, uint32_t rank, const uint64_t *i
         if (t->ready_at > ready) {
             ready = t->ready_at;
         }
-        w[i].done   = false;
-        w[i].status = eng_acquire(rp->eng, t->handle, rp_done_cb, &w[i]);
-        if (w[i].status == MEMSVC_INPROGRESS) {
-            pending++;
+        if (rp_dropped(rp, t)) {
+            later[nl++] = t;
         } else {
-            w[i].done = true;
+            plain[np++] = t;
         }
     }
-    status = rp_wait(rp, &pending);
-    for (i = 0; i < n && status == MEMSVC_OK; i++) {
-        rp_tensor_t *t;
+    /* the resident and swapped ones start coming now; the dropped ones are recomputed
+     * meanwhile, each with its own inputs first; then the others are waited for */
+    rp_pin_start(rp, plain, np, w, &pending);
+    for (i = 0; i < nl && status == MEMSVC_OK; i++) {
+        rp_tensor_t *t      = later[i];
+        bool         pinned = false;
 
-        if (w[i].status == MEMSVC_ERR_NOT_FOUND) {
+        if (t->flags & RP_TF_SKIPPED) {
             continue;
         }
-        t = rp_map_find(&rp->map, rank, ids[i]);
-        /* out of memory while operators hold pins: retry as they end */
-        while (rp_is_oom(w[i].status) && rp->can_evict && rp_wait_release(rp, t->device)) {
-            int one = 0;
-
-            w[i]        = (rp_wait_t){.pending = &one};
-            w[i].status = eng_acquire(rp->eng, t->handle, rp_done_cb, &w[i]);
-            if (w[i].status == MEMSVC_INPROGRESS) {
-                one = 1;
-                if (rp_wait(rp, &one) != MEMSVC_OK) {
-                    status = MEMSVC_ERR_ILLEGAL_STATE;
-                    goto out;
-                }
-            }
-        }
-        if (w[i].status == MEMSVC_OK || w[i].status == MEMSVC_RECOMPUTE) {
+        status = rp_materialize(rp, t, depth, false, &pinned);
+        if (pinned) {
             held[nheld++] = t->handle;
-            if (w[i].status == MEMSVC_RECOMPUTE && (t->flags & RP_TF_WRITTEN)) {
-                status = rp_recompute(rp, t, depth);
-                if (status != MEMSVC_OK) {
-                    break;
-                }
-            }
-            continue;
         }
-        if (rp_is_oom(w[i].status)) {
-            eng_tensor_info_t info;
+    }
+    st2 = rp_pin_finish(rp, plain, np, w, &pending, st);
+    if (status == MEMSVC_OK) {
+        status = st2;
+    }
+    for (i = 0; i < np && status == MEMSVC_OK; i++) {
+        rp_tensor_t *t = plain[i];
 
-            eng_info(rp->eng, t->handle, &info);
-            rp_record_oom(rp, info.key, rank, t->device, t->size, w[i].status);
-            t->flags |= RP_TF_SKIPPED;
-            continue;
+        if (st[i] == MEMSVC_OK) {
+            held[nheld++] = t->handle;
+        } else if (st[i] == MEMSVC_RECOMPUTE) {
+            /* dropped while the others were waited for: its room is taken already */
+            bool pinned;
+
+            held[nheld++] = t->handle;
+            if (t->flags & RP_TF_WRITTEN) {
+                status = rp_materialize(rp, t, depth, true, &pinned);
+            }
+        } else if (rp_is_oom(st[i])) {
+            rp_acquire_oom(rp, t, st[i]);
+        } else {
+            rp_errf(rp, "acquire of tensor %" PRIu64 " failed: %s", t->id,
+                    memsvc_strerror(st[i]));
+            status = st[i];
         }
-        rp_errf(rp, "acquire of tensor %" PRIu64 " failed: %s", ids[i],
-                memsvc_strerror(w[i].status));
-        status = w[i].status;
-        break;
     }
 out:
-    if (w != stackbuf) {
+    if (status == MEMSVC_ERR_NO_RESOURCE) {
+        rp_errf(rp, "out of memory");
+    }
+    if (plain != pbuf) {
+        free(plain);
+    }
+    if (st != sbuf) {
+        free(st);
+    }
+    if (w != wbuf) {
         free(w);
+    }
+    if (later != lbuf) {
+        free(later);
     }
     *held_p  = nheld;
     *ready_p = ready;
     return status;
 }
 
+/* Resolve ids of the rank's live tensors (NULL for unknown ones) into rp->ids_buf. */
+static rp_tensor_t **rp_resolve(rp_t *rp, uint32_t rank, const uint64_t *ids, uint32_t n,
+                                uint32_t at)
+{
+    uint32_t i;
+
+    if (rp->ids_buf == NULL || at + n > rp->ids_cap) {
+        uint32_t      cap = (at + n) * 2 + 16;
+        rp_tensor_t **a   = realloc(rp->ids_buf, cap * sizeof(*a));
+
+        if (a == NULL) {
+            return NULL;
+        }
+        rp->ids_buf = a;
+        rp->ids_cap = cap;
+    }
+    for (i = 0; i < n; i++) {
+        rp->ids_buf[at + i] = rp_map_get(&rp->map, rank, ids[i]);
+    }
+    return rp->ids_buf + at;
+}
+
 /* ---- events ------------------------------------------------------------------------------- */
 
 static memsvc_status_t rp_ev_alloc(rp_t *rp, const mt_event_t *ev)
 {
-    rp_tensor_t *t = rp_map_find(&rp->map, ev->rank, ev->tensor);
+    rp_tensor_t    *t = rp_map_get(&rp->map, ev->rank, ev->tensor);
+    memsvc_status_t status;
+    uint32_t        i;
 
     if (t != NULL) {
         rp_errf(rp, "tensor %" PRIu64 " of rank %" PRIu32 " allocated twice", ev->tensor, ev->rank);
         return MEMSVC_ERR_FORMAT;
     }
-    t = rp_map_insert(&rp->map, ev->rank, ev->tensor);
-    if (t == NULL) {
+    t = calloc(1, sizeof(*t));
+    if (t == NULL || rp_map_put(&rp->map, ev->rank, ev->tensor, t) != MEMSVC_OK) {
+        free(t);
         rp_errf(rp, "out of memory");
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    t->device = (uint16_t)ev->device;
-    t->kind   = (uint8_t)ev->kind;
-    t->size   = ev->size;
-    if (ev->num_inputs > 0) {
-        t->inputs = malloc(ev->num_inputs * sizeof(*t->inputs));
-        if (t->inputs == NULL) {
+    t->id       = ev->tensor;
+    t->rank     = ev->rank;
+    t->device   = (uint16_t)ev->device;
+    t->kind     = (uint8_t)ev->kind;
+    t->size     = ev->size;
+    t->producer = ev->producer;
+    t->op_ns    = ev->recompute_ns;
+    t->sib      = t;
+    t->all_next = rp->all;
+    if (rp->all != NULL) {
+        rp->all->all_prev = t;
+    }
+    rp->all = t;
+    if (ev->recomputable && !ev->durable) {
+        t->flags |= RP_TF_RECOMP;
+        for (i = 0; i < ev->num_inputs; i++) {
+            rp_tensor_t *in = rp_map_get(&rp->map, ev->rank, ev->inputs[i]);
+
+            if (in != NULL && (status = rp_add_input(rp, t, in)) != MEMSVC_OK) {
+                return status;
+            }
+        }
+    }
+    if (ev->producer != 0) {
+        rp_tensor_t *s = rp_map_get(&rp->ops, ev->rank, ev->producer);
+
+        if (s != NULL) {
+            t->sib = s->sib;
+            s->sib = t;
+        } else if (rp_map_put(&rp->ops, ev->rank, ev->producer, t) != MEMSVC_OK) {
             rp_errf(rp, "out of memory");
             return MEMSVC_ERR_NO_RESOURCE;
         }
-        memcpy(t->inputs, ev->inputs, ev->num_inputs * sizeof(*t->inputs));
-        t->num_inputs = ev->num_inputs;
     }
     if (ev->size == 0) {
         t->flags |= RP_TF_SKIPPED; /* nothing to place */
         return MEMSVC_OK;
     }
-    return rp_alloc(rp, ev, t);
+    status = rp_alloc(rp, ev, t);
+    if (status == MEMSVC_OK && t->handle != ENG_HANDLE_NULL &&
+        rp_map_put(&rp->byh, 0, t->handle, t) != MEMSVC_OK) {
+        rp_errf(rp, "out of memory");
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    return status;
 }
 
+/*
+ * The program frees a tensor. If a live recomputable tensor's recipe names it, a runtime that
+ * recomputes keeps it: it is dropped at once when it can be recomputed itself (DTR's eager
+ * eviction), else it stays where it is (memory charged) until the last such recipe goes.
+ */
 static memsvc_status_t rp_ev_free(rp_t *rp, const mt_event_t *ev)
 {
-    rp_tensor_t *t = rp_map_find(&rp->map, ev->rank, ev->tensor);
+    rp_tensor_t *t = rp_map_get(&rp->map, ev->rank, ev->tensor);
 
     if (t == NULL) {
         rp->rep->ignored_refs++;
         return MEMSVC_OK;
     }
-    if (t->handle != ENG_HANDLE_NULL) {
-        eng_free(rp->eng, t->handle);
+    rp_map_del(&rp->map, ev->rank, ev->tensor);
+    t->flags |= RP_TF_FREED;
+    if (t->refs > 0 && rp->can_evict && t->handle != ENG_HANDLE_NULL &&
+        !(t->flags & RP_TF_SKIPPED)) {
+        t->flags |= RP_TF_KEPT;
+        rp->rep->kept_freed++;
+        if (++rp->rep->kept_freed_live > rp->rep->kept_freed_peak) {
+            rp->rep->kept_freed_peak = rp->rep->kept_freed_live;
+        }
+        if ((t->flags & (RP_TF_RECOMP | RP_TF_WRITTEN)) == (RP_TF_RECOMP | RP_TF_WRITTEN) &&
+            eng_drop(rp->eng, t->handle) == MEMSVC_OK) { /* pinned: stays resident */
+            rp->rep->kept_dropped++;
+            rp->kept_dropped[t->device]++;
+        }
+        return MEMSVC_OK;
     }
-    rp_map_remove(&rp->map, t);
+    rp_tensor_destroy(rp, t);
     return MEMSVC_OK;
 }
 
@@ -680,16 +1158,15 @@ static memsvc_status_t rp_ev_access(rp_t *rp, const mt_event_t *ev)
     eng_handle_t    h;
     uint32_t        nheld;
     sim_time_t      ready, start = rp_now(rp);
+    rp_tensor_t    *t = rp_map_get(&rp->map, ev->rank, ev->tensor);
     memsvc_status_t status;
 
-    status = rp_acquire_set(rp, ev->rank, &ev->tensor, 1, 0, &ready, &nheld, &h);
+    status = rp_acquire_set(rp, &t, 1, 0, &ready, &nheld, &h);
     if (status != MEMSVC_OK) {
         return status;
     }
     if (nheld > 0) {
-        rp_tensor_t *t = rp_map_find(&rp->map, ev->rank, ev->tensor);
-
-        if (ev->write && t != NULL) {
+        if (ev->write) {
             t->flags |= RP_TF_WRITTEN;
         }
         eng_release(rp->eng, h);
@@ -727,6 +1204,52 @@ static rp_stream_t *rp_stream(rp_t *rp, uint32_t device, uint32_t stream)
     return &rp->streams[rp->num_streams++];
 }
 
+/*
+ * What an operator adds to the recipes of the tensors it touches: one that writes a
+ * recomputable tensor already written mutates it in place, so recomputing that tensor re-runs
+ * its producer and then this operator (its cost, its other reads as inputs); one whose
+ * results are views of a recomputable tensor is re-run when that tensor is (its cost).
+ */
+static memsvc_status_t rp_record_recipes(rp_t *rp, const mt_event_t *ev, rp_tensor_t *const *tr,
+                                         rp_tensor_t *const *tw)
+{
+    memsvc_status_t status;
+    uint32_t        i, j;
+
+    if (ev->stream != 0) {
+        return MEMSVC_OK; /* communication: no recipe of ours */
+    }
+    for (i = 0; i < ev->num_writes; i++) {
+        rp_tensor_t *t = tw[i];
+
+        if (t == NULL || (t->flags & (RP_TF_RECOMP | RP_TF_WRITTEN)) !=
+                             (RP_TF_RECOMP | RP_TF_WRITTEN)) {
+            continue;
+        }
+        t->extra_ns += ev->duration_ns;
+        for (j = 0; j < ev->num_reads; j++) {
+            if (tr[j] != NULL && (status = rp_add_input(rp, t, tr[j])) != MEMSVC_OK) {
+                return status;
+            }
+        }
+        if (t->handle != ENG_HANDLE_NULL) {
+            eng_set_recompute_ns(rp->eng, t->handle, t->op_ns + t->extra_ns);
+        }
+    }
+    for (i = 0; i < ev->num_aliases; i++) {
+        rp_tensor_t *t = rp_map_get(&rp->map, ev->rank, ev->aliases[i]);
+
+        if (t == NULL || !(t->flags & RP_TF_RECOMP)) {
+            continue;
+        }
+        t->extra_ns += ev->duration_ns;
+        if (t->handle != ENG_HANDLE_NULL) {
+            eng_set_recompute_ns(rp->eng, t->handle, t->op_ns + t->extra_ns);
+        }
+    }
+    return MEMSVC_OK;
+}
+
 static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
 {
     mt_replay_report_t *rep = rp->rep;
@@ -738,6 +1261,7 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
     uint32_t            nr = 0, nw = 0, i;
     sim_time_t          rr = 0, rw = 0, issue, free_at, start, end, ready, rc0;
     rp_stream_t        *cs = NULL;
+    rp_tensor_t       **tr, **tw;
     memsvc_status_t     status;
 
     rp->seen_compute = true;
@@ -761,10 +1285,26 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
     issue   = rp_now(rp);
     free_at = (sd->compute.busy_until > rp->floor[dev]) ? sd->compute.busy_until : rp->floor[dev];
     rc0     = rep->devs[dev].recompute_ns;
-    status  = rp_acquire_set(rp, ev->rank, ev->reads, ev->num_reads, 0, &rr, &nr, held);
-    if (status == MEMSVC_OK) {
-        status = rp_acquire_set(rp, ev->rank, ev->writes, ev->num_writes, 0, &rw, &nw, held + nr);
+    rp->cur_op_ns = (cs == NULL) ? ev->duration_ns : 0;
+    tr = rp_resolve(rp, ev->rank, ev->reads, ev->num_reads, 0);
+    tw = (tr != NULL) ? rp_resolve(rp, ev->rank, ev->writes, ev->num_writes, ev->num_reads) : NULL;
+    if (tw == NULL) {
+        rp_errf(rp, "out of memory");
+        status = MEMSVC_ERR_NO_RESOURCE;
+        goto out;
     }
+    tr     = tw - ev->num_reads; /* the buffer may have moved */
+    status = rp_record_recipes(rp, ev, tr, tw);
+    if (status == MEMSVC_OK) {
+        status = rp_acquire_set(rp, tr, ev->num_reads, 0, &rr, &nr, held);
+    }
+    if (status == MEMSVC_OK) {
+        /* the recursion may have grown the buffer: resolve the writes again */
+        tw     = rp_resolve(rp, ev->rank, ev->writes, ev->num_writes, 0);
+        status = (tw != NULL) ? rp_acquire_set(rp, tw, ev->num_writes, 0, &rw, &nw, held + nr)
+                              : MEMSVC_ERR_NO_RESOURCE;
+    }
+    rp->cur_op_ns = 0;
     if (status != MEMSVC_OK) {
         goto out;
     }
@@ -812,7 +1352,7 @@ static memsvc_status_t rp_ev_compute(rp_t *rp, const mt_event_t *ev)
         rep->comm_ns += ev->duration_ns;
     }
     for (i = 0; i < ev->num_writes; i++) {
-        rp_tensor_t *t = rp_map_find(&rp->map, ev->rank, ev->writes[i]);
+        rp_tensor_t *t = rp_map_get(&rp->map, ev->rank, ev->writes[i]);
 
         if (t != NULL) {
             t->flags |= RP_TF_WRITTEN;
@@ -922,6 +1462,24 @@ static memsvc_status_t rp_ev_hint(rp_t *rp, const mt_event_t *ev)
     return MEMSVC_OK;
 }
 
+/* Free the replayer's tensors and tables (the engine goes with eng_destroy). */
+static void rp_cleanup(rp_t *rp)
+{
+    while (rp->all != NULL) {
+        rp_tensor_t *t = rp->all;
+
+        rp->all = t->all_next;
+        free(t->inputs);
+        free(t->deps);
+        free(t);
+    }
+    free(rp->map.slots);
+    free(rp->ops.slots);
+    free(rp->byh.slots);
+    free(rp->work);
+    free(rp->ids_buf);
+}
+
 /* ---- progress bar --------------------------------------------------------------------------- */
 
 static double rp_wall(void)
@@ -1028,7 +1586,7 @@ static void rp_collect(rp_t *rp)
         rd->swap_ins       = st.swap_ins;
         rd->spill_bytes    = st.spill_bytes;
         rd->spills         = st.spills;
-        rd->drops          = st.drops;
+        rd->drops          = st.drops - rp->kept_dropped[d]; /* the policy's only */
         rd->prefetches     = st.prefetches;
         if (rd->peak_allocated > 0 || rd->compute_ns > 0) {
             rd->used = true;
@@ -1050,7 +1608,7 @@ static void rp_collect(rp_t *rp)
         rep->drops += rd->drops;
         rep->prefetches += rd->prefetches;
     }
-    rep->fits = (rep->oom_count == 0);
+    rep->fits = (rep->oom_count == 0) && !rep->thrashed;
 }
 
 memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
@@ -1095,14 +1653,23 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
         rp.can_evict =
             pol_lookup_spec(ep.policy, &ops, &pol_params) == MEMSVC_OK && ops->make_room != NULL;
     }
+    rp.thrash_limit = params->thrash_limit;
+    rp.thrash_base  = params->thrash_base_ns;
     rp.clock       = eng_clock(rp.eng);
     rp.node        = eng_node(rp.eng);
     rp.num_devices = sim_node_num_devices(rp.node);
     status         = rp_map_init(&rp.map, 1024);
+    if (status == MEMSVC_OK) {
+        status = rp_map_init(&rp.ops, 1024);
+    }
+    if (status == MEMSVC_OK) {
+        status = rp_map_init(&rp.byh, 1024);
+    }
     if (status != MEMSVC_OK) {
         snprintf(err, errlen, "out of memory");
-        goto err_destroy_eng;
+        goto err_cleanup_map;
     }
+    eng_set_graph(rp.eng, &rp_graph_ops, &rp);
     if (params->timeline) {
         report_p->timeline = mt_timeline_create();
         if (report_p->timeline == NULL) {
@@ -1117,6 +1684,7 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     report_p->mode          = params->mode;
     report_p->hbm_bytes     = desc.hbm_bytes;
     report_p->peak_flops    = desc.flops;
+    report_p->alloc         = desc.alloc;
     report_p->num_devices   = rp.num_devices;
     report_p->recorded_peak = hdr->recorded_peak;
     for (i = 0; i < hdr->num_meta; i++) {
@@ -1175,6 +1743,9 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
             break;
         }
         report_p->events++;
+        if (report_p->thrashed) {
+            break; /* the thrash limit: stop here */
+        }
         report_p->events_by_type[ev.type]++;
         if (ev.type != MT_EV_HINT) {
             rp_sample(&rp, ev.device);
@@ -1232,7 +1803,7 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     }
     free(rp.streams);
     free(rp.rel.a);
-    rp_map_cleanup(&rp.map);
+    rp_cleanup(&rp);
     eng_destroy(rp.eng);
     return MEMSVC_OK;
 
@@ -1244,8 +1815,7 @@ err_free_report:
     free(rp.rel.a);
     mt_replay_report_free(report_p);
 err_cleanup_map:
-    rp_map_cleanup(&rp.map);
-err_destroy_eng:
+    rp_cleanup(&rp);
     eng_destroy(rp.eng);
     return status;
 }
@@ -1275,35 +1845,18 @@ static memsvc_status_t rp_open_and_run(const mt_replay_params_t *params, const c
     return status;
 }
 
-memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *path,
-                               mt_replay_report_t *report_p, char *err, size_t errlen)
+/* The unconstrained replay of path: policy none, phantom memory, HBM MT_REPLAY_UNLIMITED. */
+static memsvc_status_t rp_run_baseline(const mt_replay_params_t *params, const char *path,
+                                       mt_replay_report_t *base, char *err, size_t errlen)
 {
-    mt_replay_report_t base;
     mt_replay_params_t bp;
     const char       **ov;
     memsvc_status_t    status;
     size_t             i, j;
-    char               dummy[1];
 
-    if (err == NULL) {
-        err    = dummy;
-        errlen = sizeof(dummy);
-    }
-    status = rp_open_and_run(params, path, report_p, err, errlen);
-    if (status != MEMSVC_OK || !params->baseline) {
-        if (status == MEMSVC_OK && report_p->unconstrained_peak == 0 && report_p->fits &&
-            report_p->policy[0] != '\0' && strncmp(report_p->policy, "none", 4) == 0) {
-            report_p->unconstrained_peak = report_p->peak_allocated;
-        }
-        return status;
-    }
-    if (strcmp(path, "-") == 0) {
-        return MEMSVC_OK; /* standard input cannot be read twice */
-    }
     ov = malloc((params->num_overrides + 1) * sizeof(*ov));
     if (ov == NULL) {
         snprintf(err, errlen, "out of memory");
-        mt_replay_report_free(report_p);
         return MEMSVC_ERR_NO_RESOURCE;
     }
     for (i = 0, j = 0; i < params->num_overrides; i++) {
@@ -1318,12 +1871,55 @@ memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *pat
     bp.mode          = SIM_MEM_PHANTOM;
     bp.policy        = "none";
     bp.timeline      = false;
-    bp.progress      = params->progress;
-    status           = rp_open_and_run(&bp, path, &base, err, errlen);
+    bp.thrash_limit  = 0.0;
+    status           = rp_open_and_run(&bp, path, base, err, errlen);
     free(ov);
-    if (status != MEMSVC_OK) {
-        mt_replay_report_free(report_p);
+    return status;
+}
+
+memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *path,
+                               mt_replay_report_t *report_p, char *err, size_t errlen)
+{
+    mt_replay_report_t base;
+    mt_replay_params_t p = *params;
+    memsvc_status_t    status;
+    bool               have_base = false;
+    size_t             i, j;
+    char               dummy[1];
+
+    if (err == NULL) {
+        err    = dummy;
+        errlen = sizeof(dummy);
+    }
+    if (params->thrash_limit > 0.0 && strcmp(path, "-") != 0) {
+        /* the limit is relative to the whole trace's compute: the unconstrained replay's */
+        status = rp_run_baseline(params, path, &base, err, errlen);
+        if (status != MEMSVC_OK) {
+            return status;
+        }
+        have_base        = true;
+        p.thrash_base_ns = base.compute_ns;
+    }
+    status = rp_open_and_run(&p, path, report_p, err, errlen);
+    if (status != MEMSVC_OK || (!params->baseline && !have_base)) {
+        if (status == MEMSVC_OK && report_p->unconstrained_peak == 0 && report_p->fits &&
+            report_p->policy[0] != '\0' && strncmp(report_p->policy, "none", 4) == 0) {
+            report_p->unconstrained_peak = report_p->peak_allocated;
+        }
+        if (have_base) {
+            mt_replay_report_free(&base);
+        }
         return status;
+    }
+    if (!have_base) {
+        if (strcmp(path, "-") == 0) {
+            return MEMSVC_OK; /* standard input cannot be read twice */
+        }
+        status = rp_run_baseline(params, path, &base, err, errlen);
+        if (status != MEMSVC_OK) {
+            mt_replay_report_free(report_p);
+            return status;
+        }
     }
     report_p->has_baseline       = true;
     report_p->baseline_ns        = base.total_ns;

@@ -31,6 +31,10 @@ typedef struct mt_replay_params {
     bool               timeline;    /* keep memory samples for mt_replay_plot_svg */
     bool               progress;    /* progress bar on stderr (only if stderr is a terminal) */
     uint64_t           input_bytes; /* size of the trace file, for the progress bar (0: unknown) */
+    double             thrash_limit; /* stop when recomputation exceeds this x the trace's
+                                        compute (0: never; for comparisons only) */
+    uint64_t           thrash_base_ns; /* that compute (mt_replay_file sets it from the
+                                          unconstrained replay; 0: the compute so far) */
 } mt_replay_params_t;
 
 /* Figures of one device. */
@@ -78,6 +82,7 @@ typedef struct mt_replay_report {
     char           node[32];
     char           policy[128];
     sim_mem_mode_t mode;
+    sim_alloc_mode_t alloc; /* the HBM allocator */
     uint64_t       hbm_bytes;
     unsigned       num_devices;
 
@@ -96,6 +101,11 @@ typedef struct mt_replay_report {
     sim_time_t        comm_wait_ns; /* operators waiting for other streams' outputs */
     sim_time_t        recompute_ns; /* recomputation charged to compute streams */
     uint64_t          recomputes;
+    uint64_t          kept_freed;      /* tensors freed by the program but kept for a recipe */
+    uint64_t          kept_freed_live; /* of those, held now */
+    uint64_t          kept_freed_peak; /* most held at once */
+    uint64_t          kept_dropped;    /* of those, dropped at their FREE (not in drops) */
+    bool              thrashed;        /* stopped by params.thrash_limit */
     mt_replay_step_t *steps; /* per step (hints), num_steps of them */
     size_t            num_steps;
 

@@ -17,7 +17,7 @@ static void mt_replay_usage(FILE *out)
         out,
         "usage: memtrace replay TRACE [--node PRESET] [key=value ...] [--memory phantom|backed]\n"
         "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
-        "                       [--no-baseline] [--quiet]\n"
+        "                       [--alloc tlsf|bytes] [--thrash-limit N] [--no-baseline] [--quiet]\n"
         "       memtrace replay --daemon HOST:PORT TRACE... [--time-scale X] [--job N] [--json]\n"
         "                       [--per-request | --prefetch N]\n"
         "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
@@ -25,6 +25,10 @@ static void mt_replay_usage(FILE *out)
         "  --node PRESET     node preset (default: the trace header's node); key=value overrides\n"
         "                    it, e.g. hbm=48GiB h2d_bw=25GB/s (see docs/node.md)\n"
         "  --memory MODE     phantom (sizes only, default) or backed (real bytes)\n"
+        "  --alloc MODE      HBM allocator: tlsf (512 B blocks, fragmentation; default) or bytes\n"
+        "                    (a byte count, as byte-counting simulators do; phantom memory)\n"
+        "  --thrash-limit N  stop when recomputation exceeds N x the trace's compute (off by\n"
+        "                    default; only to compare with simulators that stop there)\n"
         "  --policy SPEC     NAME[:k=v,...], default lru; policies:\n");
     for (p = pol_all(); *p != NULL; p++) {
         fprintf(out, "                      %-6s %s%s%s\n", (*p)->name, (*p)->summary,
@@ -87,6 +91,27 @@ int mt_cmd_replay(int argc, char **argv)
             }
         } else if (!strcmp(a, "--policy") && i + 1 < argc) {
             params.policy = argv[++i];
+        } else if (!strcmp(a, "--alloc") && i + 1 < argc) {
+            i++;
+            if (!strcmp(argv[i], "bytes")) {
+                overrides[n++] = "alloc=bytes";
+            } else if (!strcmp(argv[i], "tlsf")) {
+                overrides[n++] = "alloc=tlsf";
+            } else {
+                fprintf(stderr, "memtrace replay: --alloc: '%s' is not tlsf or bytes\n", argv[i]);
+                rc = 2;
+                goto out;
+            }
+        } else if (!strcmp(a, "--thrash-limit") && i + 1 < argc) {
+            char *end;
+
+            params.thrash_limit = strtod(argv[++i], &end);
+            if (*end != '\0' || !(params.thrash_limit > 0.0) || params.thrash_limit > 1e9) {
+                fprintf(stderr, "memtrace replay: --thrash-limit: '%s' is not a number > 0\n",
+                        argv[i]);
+                rc = 2;
+                goto out;
+            }
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--json-out") && i + 1 < argc) {

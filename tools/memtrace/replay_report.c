@@ -28,9 +28,10 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
     size_t   i;
     int      k;
 
-    fprintf(out, RP_LABEL "%s on %s (%u NPUs, %s HBM each), policy %s, %s memory\n", "replay",
+    fprintf(out, RP_LABEL "%s on %s (%u NPUs, %s HBM each), policy %s, %s memory%s\n", "replay",
             r->trace_model[0] ? r->trace_model : "trace", r->node, r->num_devices,
-            rp_size(r->hbm_bytes, b1, sizeof(b1)), r->policy, sim_mem_mode_name(r->mode));
+            rp_size(r->hbm_bytes, b1, sizeof(b1)), r->policy, sim_mem_mode_name(r->mode),
+            (r->alloc == SIM_ALLOC_BYTES) ? ", bytes counted (no fragmentation)" : "");
     fprintf(out,
             RP_LABEL "%" PRIu64 " (alloc %" PRIu64 ", free %" PRIu64 ", compute %" PRIu64
                      ", access %" PRIu64 ", hint %" PRIu64 ")\n",
@@ -56,6 +57,12 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
     fprintf(out, RP_LABEL "%-12s %5.1f%%, %" PRIu64 " tensors\n", "  recompute",
             rp_time(r->recompute_ns, b1, sizeof(b1)), rp_pct(r->recompute_ns, r->total_ns),
             r->recomputes);
+    if (r->kept_freed > 0) {
+        fprintf(out,
+                RP_LABEL "%" PRIu64 " freed by the program, kept for recomputation (at most %" PRIu64
+                         " at once; %" PRIu64 " dropped at once)\n",
+                "  kept inputs", r->kept_freed, r->kept_freed_peak, r->kept_dropped);
+    }
     fprintf(out, RP_LABEL "%-12s (other streams), waited for %s\n", "  communication",
             rp_time(r->comm_ns, b1, sizeof(b1)), rp_time(r->comm_wait_ns, b2, sizeof(b2)));
     for (i = 0; i < r->num_steps; i++) {
@@ -100,6 +107,10 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
             rp_size(r->spill_bytes, b3, sizeof(b3)));
     fprintf(out, RP_LABEL "swaps %" PRIu64 ", drops %" PRIu64 ", prefetches %" PRIu64 "\n",
             "policy decisions", r->swap_outs, r->drops, r->prefetches);
+    if (r->thrashed) {
+        fprintf(out, RP_LABEL "recomputation exceeded the thrash limit: the replay stopped there\n",
+                "thrashing");
+    }
     if (r->fits) {
         fprintf(out, RP_LABEL "none: the step fits\n", "out of memory");
     } else {
@@ -173,6 +184,7 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
     fprintf(out, ",\n  \"policy\": ");
     memsvc_json_string(r->policy, out);
     fprintf(out, ",\n  \"memory\": \"%s\",\n", sim_mem_mode_name(r->mode));
+    fprintf(out, "  \"alloc\": \"%s\",\n", sim_alloc_mode_name(r->alloc));
     fprintf(out, "  \"npus\": %u,\n  \"hbm_bytes\": %" PRIu64 ",\n", r->num_devices, r->hbm_bytes);
     fprintf(out, "  \"events\": %" PRIu64 ",\n", r->events);
     fprintf(out, "  \"events_by_type\": {");
@@ -190,6 +202,11 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
             r->compute_ns, r->stall_ns, r->stalls);
     fprintf(out, "  \"recompute_ns\": %" PRIu64 ",\n  \"recomputes\": %" PRIu64 ",\n",
             r->recompute_ns, r->recomputes);
+    fprintf(out,
+            "  \"kept_freed\": %" PRIu64 ",\n  \"kept_freed_peak\": %" PRIu64
+            ",\n  \"kept_dropped\": %" PRIu64 ",\n",
+            r->kept_freed, r->kept_freed_peak, r->kept_dropped);
+    fprintf(out, "  \"thrashed\": %s,\n", r->thrashed ? "true" : "false");
     fprintf(out, "  \"comm_ns\": %" PRIu64 ",\n  \"comm_wait_ns\": %" PRIu64 ",\n", r->comm_ns,
             r->comm_wait_ns);
     if (r->has_baseline) {

@@ -36,8 +36,9 @@ struct mt_reader {
     mt_header_t      header;
     char             key[MEMSVC_KEY_MAX + 1];
     char             name[MT_NAME_MAX + 1];
-    uint64_t        *arr[3]; /* inputs, reads, writes */
-    uint32_t         arr_cap[3];
+    uint64_t        *arr[4]; /* inputs, reads, writes, aliases */
+    uint32_t         arr_cap[4];
+    uint32_t         version; /* of the file: MT_FORMAT_VERSION_MIN..MT_FORMAT_VERSION */
 };
 
 /* ---- writer ------------------------------------------------------------------------------ */
@@ -222,8 +223,9 @@ static memsvc_status_t mt_event_check(const mt_event_t *e)
     } else if ((e->type == MT_EV_COMPUTE) &&
                ((e->num_reads > MT_ARRAY_MAX) || (e->num_writes > MT_ARRAY_MAX) ||
                 ((e->num_reads > 0) && (e->reads == NULL)) ||
-                ((e->num_writes > 0) && (e->writes == NULL)))) {
-        why = "COMPUTE reads/writes too many or NULL";
+                ((e->num_writes > 0) && (e->writes == NULL)) || (e->num_aliases > MT_ARRAY_MAX) ||
+                ((e->num_aliases > 0) && (e->aliases == NULL)))) {
+        why = "COMPUTE reads/writes/aliases too many or NULL";
     } else if ((e->type == MT_EV_HINT) && (((unsigned)e->hint >= MEMSVC_HINT_COUNT) ||
                                            ((unsigned)e->phase >= MEMSVC_PHASE_COUNT))) {
         why = "HINT type or phase out of range";
@@ -239,7 +241,7 @@ memsvc_status_t mt_writer_put(mt_writer_t *w, const mt_event_t *e)
 {
     msgpack_packer       *pk = &w->pk;
     memsvc_status_t       status;
-    static const uint32_t lens[MT_EV_COUNT] = {14, 7, 5, 10, 9};
+    static const uint32_t lens[MT_EV_COUNT] = {14, 7, 5, 11, 9};
 
     if (w->status != MEMSVC_OK) {
         return w->status;
@@ -298,6 +300,7 @@ memsvc_status_t mt_writer_put(mt_writer_t *w, const mt_event_t *e)
         msgpack_pack_uint32(pk, e->stream);
         mt_pack_ids(pk, e->reads, e->num_reads);
         mt_pack_ids(pk, e->writes, e->num_writes);
+        mt_pack_ids(pk, e->aliases, e->num_aliases);
         break;
     case MT_EV_HINT:
         msgpack_pack_uint32(pk, e->hint);
@@ -472,6 +475,7 @@ typedef struct mt_dec {
     const char *what;   /* "header" or "event" */
     char       *err;
     size_t      errlen;
+    uint32_t    version; /* the file's format version */
 } mt_dec_t;
 
 static memsvc_status_t mt_dec_fail(mt_dec_t *d, const char *field, const char *fmt, ...)
@@ -750,9 +754,9 @@ static memsvc_status_t mt_decode_header(mt_dec_t *d, const msgpack_object *o, mt
         if (mt_key_is(k, "version")) {
             status       = mt_get_u32(d, v, "version", UINT32_MAX, &h->version);
             have_version = true;
-            if ((status == MEMSVC_OK) && (h->version != MT_FORMAT_VERSION)) {
-                status = mt_dec_fail(d, "version", "%" PRIu32 " differs from the file's version %d",
-                                     h->version, MT_FORMAT_VERSION);
+            if ((status == MEMSVC_OK) && (h->version != d->version)) {
+                status = mt_dec_fail(d, "version", "%" PRIu32 " differs from the file's version %" PRIu32,
+                                     h->version, d->version);
             }
         } else if (mt_key_is(k, "node")) {
             status = mt_decode_node(d, v, &h->node);
@@ -887,6 +891,10 @@ static memsvc_status_t mt_decode_event(mt_reader_t *r, mt_dec_t *d, const msgpac
             ((st = mt_get_u32(d, &a[7], "stream", UINT32_MAX, &e->stream)) != MEMSVC_OK) ||
             ((st = mt_get_ids(r, d, &a[8], "reads", 1, &e->reads, &e->num_reads)) != 0) ||
             ((st = mt_get_ids(r, d, &a[9], "writes", 2, &e->writes, &e->num_writes)) != 0)) {
+            return st;
+        }
+        if (r->version >= 2 && n > 10 &&
+            (st = mt_get_ids(r, d, &a[10], "aliases", 3, &e->aliases, &e->num_aliases)) != 0) {
             return st;
         }
         e->name = r->name;
@@ -1027,13 +1035,14 @@ memsvc_status_t mt_reader_open(const char *path, mt_reader_t **reader_p, char *e
         goto err_unpacker;
     }
     version = mt_be(pre + MT_MAGIC_LEN, 4);
-    if (version != MT_FORMAT_VERSION) {
-        memsvc_errf(err, errlen, "offset %d: format version %" PRIu64 " (this reader supports %d)",
-                MT_MAGIC_LEN, version, MT_FORMAT_VERSION);
+    if (version < MT_FORMAT_VERSION_MIN || version > MT_FORMAT_VERSION) {
+        memsvc_errf(err, errlen, "offset %d: format version %" PRIu64 " (this reader supports %d..%d)",
+                MT_MAGIC_LEN, version, MT_FORMAT_VERSION_MIN, MT_FORMAT_VERSION);
         status = MEMSVC_ERR_VERSION;
         goto err_unpacker;
     }
-    r->offset = sizeof(pre);
+    r->offset  = sizeof(pre);
+    r->version = (uint32_t)version;
     msgpack_unpacked_init(&obj);
     status = mt_reader_fill(r, &obj, &len, &end, err, errlen);
     if ((status == MEMSVC_OK) && end) {
@@ -1041,7 +1050,7 @@ memsvc_status_t mt_reader_open(const char *path, mt_reader_t **reader_p, char *e
         status = MEMSVC_ERR_FORMAT;
     }
     if (status == MEMSVC_OK) {
-        d      = (mt_dec_t){r->offset, "header", err, errlen};
+        d      = (mt_dec_t){r->offset, "header", err, errlen, r->version};
         status = mt_decode_header(&d, &obj.data, &r->header);
     }
     msgpack_unpacked_destroy(&obj);
@@ -1079,7 +1088,7 @@ memsvc_status_t mt_reader_next(mt_reader_t *r, mt_event_t *event_p, bool *end_p,
     msgpack_unpacked_init(&obj);
     status = mt_reader_fill(r, &obj, &len, end_p, err, errlen);
     if ((status == MEMSVC_OK) && !*end_p) {
-        d      = (mt_dec_t){r->offset, "event", err, errlen};
+        d      = (mt_dec_t){r->offset, "event", err, errlen, r->version};
         status = mt_decode_event(r, &d, &obj.data, event_p);
         if (status == MEMSVC_OK) {
             r->offset += len;
@@ -1110,7 +1119,7 @@ void mt_reader_close(mt_reader_t *r)
     if (!r->is_stdin) {
         fclose(r->file);
     }
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         free(r->arr[i]);
     }
     free(r);
@@ -1189,6 +1198,9 @@ void mt_event_print_json(const mt_event_t *e, FILE *out)
         fprintf(out, ",\"duration_ns\":%" PRIu64 ",\"stream\":%" PRIu32, e->duration_ns, e->stream);
         mt_json_ids("reads", e->reads, e->num_reads, out);
         mt_json_ids("writes", e->writes, e->num_writes, out);
+        if (e->num_aliases > 0) {
+            mt_json_ids("aliases", e->aliases, e->num_aliases, out);
+        }
         break;
     case MT_EV_HINT:
         fprintf(out, ",\"hint\":\"%s\",\"step\":%d,\"layer\":%d,\"microbatch\":%d,\"phase\":\"%s\"",

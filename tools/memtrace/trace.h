@@ -11,7 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MT_FORMAT_VERSION 1
+#define MT_FORMAT_VERSION 2     /* what the writer writes */
+#define MT_FORMAT_VERSION_MIN 1 /* oldest the reader reads (1: COMPUTE without aliases) */
 
 typedef enum mt_event_type {
     MT_EV_ALLOC   = 0, /* a tensor comes to life (on its device) */
@@ -82,6 +83,9 @@ typedef struct mt_event {
     uint32_t        num_reads;
     const uint64_t *writes;     /* tensors it produces or updates (allocated before it) */
     uint32_t        num_writes;
+    const uint64_t *aliases;    /* tensors its results are views of (version 2; re-run with
+                                   them when they are recomputed) */
+    uint32_t        num_aliases;
 
     /* HINT */
     memsvc_hint_type_t hint;
