@@ -18,6 +18,9 @@ typedef struct ops_pending {
     eng_handle_t   handle;
     uint8_t       *buf; /* WRITE: the received bytes */
     uint64_t       offset, len;
+    uint32_t       flags;  /* ACQUIRE: MSP_ACQ_* */
+    uint32_t       region; /* ACQUIRE: where the pinned tensor is (MSP_REGION_NONE: nowhere) */
+    uint64_t       size;   /* ACQUIRE: the tensor's size */
 } ops_pending_t;
 
 static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
@@ -33,6 +36,8 @@ static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp
     p->id     = req->id;
     p->op     = req->op;
     p->handle = handle;
+    p->flags  = (req->op == MSP_OP_ACQUIRE) ? req->u.h.flags : 0;
+    p->region = MSP_REGION_NONE;
     s->refs++;
     return p;
 }
@@ -48,6 +53,11 @@ static void pending_reply(ops_pending_t *p, memsvc_status_t status, const char *
     }
     if (p->op == MSP_OP_ALLOC) {
         rep.u.alloc.handle = p->handle;
+    }
+    if (p->op == MSP_OP_ACQUIRE) {
+        rep.u.acquire.region = p->region;
+        rep.u.acquire.offset = p->offset;
+        rep.u.acquire.size   = p->size;
     }
     msd_send_replies(p->srv, p->s, &rep, 1, NULL, 0);
 }
@@ -76,19 +86,6 @@ static void own_forget(msd_server_t *srv, eng_handle_t h)
     }
 }
 
-static void pin_add(msd_server_t *srv, msd_session_t *s, eng_handle_t h)
-{
-    msd_own_t *pin = msd_map_put(&srv->own, h, s->id);
-
-    if (pin == NULL) {
-        /* Cannot track it: undo rather than leak a pin nobody would release. */
-        LOG("out of memory tracking a pin: released");
-        eng_release(srv->eng, h);
-        return;
-    }
-    pin->pins++;
-}
-
 /* ---- engine callbacks ----------------------------------------------------------------------- */
 
 static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status)
@@ -101,7 +98,12 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
             if (p->s->dead) {
                 eng_release(srv->eng, p->handle); /* nobody left to release it */
             } else {
-                pin_add(srv, p->s, p->handle);
+                msp_rep_t where = {.u.acquire.region = MSP_REGION_NONE};
+
+                status    = msd_acquired(srv, p->s, p->handle, p->flags, status, &where);
+                p->region = where.u.acquire.region;
+                p->offset = where.u.acquire.offset;
+                p->size   = where.u.acquire.size;
             }
         }
     } else if (p->op == MSP_OP_ALLOC) {
@@ -121,8 +123,10 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
 static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length, void *user_data)
 {
     ops_pending_t  *p = user_data;
+    msd_server_t   *srv = p->srv;
     memsvc_status_t status;
 
+    msd_lock(srv);
     if (ustatus != UCS_OK) {
         LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
             ucs_status_string(ustatus));
@@ -133,6 +137,7 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     pending_reply(p, status, NULL);
     pending_done(p);
     ucp_request_free(request);
+    msd_unlock(srv);
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -308,6 +313,15 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
     if (status != MEMSVC_OK) {
         return status;
     }
+    if (req->u.h.flags & MSP_ACQ_IO) {
+        uint64_t offset;
+
+        /* A pin for a copy through the client's mapping: only where that works now. */
+        if ((msd_local_locate(srv, s, &info, &offset) == MSP_REGION_NONE) ||
+            (!info.valid && !(req->u.h.flags & MSP_ACQ_WRITE))) {
+            return MEMSVC_OK; /* not pinned, region NONE: the client sends READ/WRITE */
+        }
+    }
     p = pending_new(srv, s, req, req->u.h.handle);
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
@@ -318,7 +332,7 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
     }
     pending_done(p);
     if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
-        pin_add(srv, s, req->u.h.handle);
+        status = msd_acquired(srv, s, req->u.h.handle, req->u.h.flags, status, rep);
     }
     return status;
 }
@@ -343,7 +357,9 @@ static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp
     if (status != MEMSVC_OK) {
         return status;
     }
-    if (--pin->pins == 0) {
+    pin->pins--;
+    msd_released(srv, s, req->u.h.handle, pin);
+    if (pin->pins == 0) {
         msd_map_del(&srv->own, req->u.h.handle, s->id);
     }
     return MEMSVC_OK;
@@ -407,7 +423,7 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
-    sp              = ucp_am_recv_data_nbx(srv->worker, data, p->buf, length, &rp);
+    sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
     if (UCS_PTR_IS_PTR(sp)) {
         return MEMSVC_INPROGRESS;
     }
@@ -423,12 +439,19 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
 static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                msp_rep_t *rep, void **payload_p)
 {
-    memsvc_status_t status;
-    void           *buf;
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+    void             *buf;
 
     status = op_io_check(srv, s, req, rep);
     if (status != MEMSVC_OK) {
         return status;
+    }
+    if ((eng_info(srv->eng, req->u.io.handle, &info) == MEMSVC_OK) && !info.valid) {
+        snprintf(rep->msg, sizeof(rep->msg), "tensor 0x%llx is uncommitted (dropped, or its "
+                 "writer ended mid-write): acquire it and write it first",
+                 (unsigned long long)req->u.io.handle);
+        return MEMSVC_ERR_ILLEGAL_STATE;
     }
     buf = malloc((req->u.io.len > 0) ? req->u.io.len : 1);
     if (buf == NULL) {
@@ -663,8 +686,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         memsvc_status_t  status;
 
         memset(rep, 0, sizeof(*rep));
-        rep->id = req->id;
-        rep->op = req->op;
+        rep->id                = req->id;
+        rep->op                = req->op;
+        rep->u.acquire.region  = MSP_REGION_NONE;
         if (req->status != MEMSVC_OK) {
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
@@ -752,7 +776,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
     msd_session_t *heir;
     uint32_t      *counts = NULL;
     size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0;
+    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0, uncommitted = 0;
 
     if (!s->bound || s->control || (cap == 0)) {
         return;
@@ -771,6 +795,11 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             continue;
         }
         if (slot->sid == s->id) {
+            if (slot->v.wpins > 0) {
+                /* It may have been writing in place: never serve half-written bytes. */
+                eng_set_valid(srv->eng, slot->handle, false);
+                uncommitted++;
+            }
             pins[npins]     = slot->handle;
             counts[npins++] = slot->v.pins;
         } else if ((slot->sid == 0) && (slot->v.sid == s->id)) {
@@ -819,9 +848,9 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
     }
     LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
-        "%llu durable kept for re-attach",
+        "%llu durable kept for re-attach, %llu left uncommitted (pinned for writing)",
         (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
-        (unsigned long long)freed, (unsigned long long)kept);
+        (unsigned long long)freed, (unsigned long long)kept, (unsigned long long)uncommitted);
 out:
     free(pins);
     free(counts);
