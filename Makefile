@@ -131,8 +131,9 @@ $(B)/bin/%: $(B)/obj/tools/examples/%.o $(LIBS_ALL)
 	$(call link,)
 
 # ---- what a user runs ---------------------------------------------------------------------
+# KILLS=100: the full kill -9 loop of the local-path tests (default 20, tests/integ/test_local.c)
 test: all
-	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(BIN_TESTS)
+	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) $(BIN_TESTS)
 
 test-san:
 	$(Q)$(MAKE) --no-print-directory SAN=1 test

@@ -472,6 +472,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         child_hold(&d, atoi(fds));
     } else if (strcmp(role, "bigwrite") == 0) {
         child_bigwrite(&d, atoi(fds));
+    } else if (strncmp(role, "local-", 6) == 0) {
+        integ_local_child(&d, role, atoi(fds));
     }
     _exit(2);
 }
