@@ -257,9 +257,13 @@ memsvc_status_t msd_local_init(msd_server_t *srv)
      * leaves a receive of ours in flight on its worker. */
     ucp_config_modify(config, "TLS", MSL_UCX_TLS);
     ucp_config_modify(config, "RNDV_THRESH", "inf");
-    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-    params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    params.name       = "memsvcd-local";
+    /* Workers of this context are created by the acceptor and used and destroyed by the loops,
+     * concurrently: the context must allow that. */
+    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME |
+                        UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+    params.features          = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    params.name              = "memsvcd-local";
+    params.mt_workers_shared = 1;
     us                = ucp_init(&params, config, &srv->lctx);
     ucp_config_release(config);
     if (us != UCS_OK) {
