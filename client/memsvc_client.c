@@ -5,7 +5,6 @@
 #include "client/msp_ucx.h"
 
 #include <poll.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,9 +338,6 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
             }
         }
         if (now - start < conn->spin_ns) {
-            if (conn->local.sock >= 0) {
-                sched_yield(); /* a daemon loop sharing this core gets it at once */
-            }
             continue;
         }
         if (ucp_worker_arm(conn->worker) == UCS_ERR_BUSY) {
