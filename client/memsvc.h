@@ -76,7 +76,7 @@ typedef struct memsvc_conn_params {
  *
  * Path: with a loopback address (or an explicit unix_path) the library first tries the
  * daemon's Unix socket: the daemon then serves this connection from a UCX worker of its own
- * over shared memory (sysv, cma), and, in backed memory mode, hands over the device's memory
+ * over shared memory (sysv), and, in backed memory mode, hands over the device's memory
  * so that memsvc_acquire_map gives pointers and memsvc_read/write copy through them. Without
  * a socket there (or with MEMSVC_CONN_TCP) it connects over tcp, and says so on stderr and in
  * memsvc_conn_transport. Errors:
@@ -91,7 +91,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
 void memsvc_close(memsvc_conn_h conn);
 
 /* The path and UCX transport lanes this connection uses, e.g.
- * "shm: sysv/memory(am),cma/memory (local worker, unix socket /run/memsvc/memsvcd-13337.sock)"
+ * "shm: sysv/memory.0(am) (local worker, mapped, /run/memsvc/memsvcd-13337.sock)"
  * or "tcp: tcp/lo.0(am)" ("(am)": the lane that carries the messages; a fallback to tcp says
  * why). Valid until memsvc_close. */
 const char *memsvc_conn_transport(memsvc_conn_h conn);

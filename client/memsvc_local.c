@@ -57,7 +57,6 @@ memsvc_status_t msc_local_context(ucp_context_h *ctx_p)
         return MEMSVC_ERR_TRANSPORT;
     }
     ucp_config_modify(config, "TLS", MSL_UCX_TLS);
-    ucp_config_modify(config, "RNDV_THRESH", "inf");
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     params.name       = "libmemsvc-local";

@@ -24,7 +24,7 @@ void msc_local_init(msc_local_t *lo);
 /* Connect to the socket at path. MEMSVC_ERR_TRANSPORT with the reason in why. */
 memsvc_status_t msc_local_open(msc_local_t *lo, const char *path, char *why, size_t whylen);
 
-/* A UCX context restricted to shared memory (MSL_UCX_TLS), without rendezvous. */
+/* A UCX context restricted to shared memory (MSL_UCX_TLS). */
 memsvc_status_t msc_local_context(ucp_context_h *ctx_p);
 
 /* Exchange worker addresses over the socket and create the endpoint to the daemon's worker. */

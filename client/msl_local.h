@@ -26,7 +26,7 @@
 #define MSL_VERSION 1u
 #define MSL_MSG_MAX 4096u    /* largest handshake message */
 #define MSL_REGIONS_MAX 4u   /* regions per session (its device's HBM; room to grow) */
-#define MSL_UCX_TLS "sysv,cma,self"
+#define MSL_UCX_TLS "sysv,self" /* no cma: a peer dying mid-transfer would abort us */
 #define MSL_PATH_MAX 108u    /* sun_path */
 
 typedef struct msl_hello {
