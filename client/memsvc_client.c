@@ -392,6 +392,13 @@ static void conn_force_close(memsvc_conn_h conn)
     if (conn->ep == NULL) {
         return;
     }
+    if (conn->local.sock >= 0) {
+        /* No error handling on a local endpoint (a forced close is not for it): leave it to
+         * the worker's destruction at memsvc_close; nothing progresses it before. */
+        conn->ep = NULL;
+        conn_fail(conn, MEMSVC_ERR_TIMEOUT);
+        return;
+    }
     sp       = ucp_ep_close_nbx(conn->ep, &p);
     conn->ep = NULL;
     if (UCS_PTR_IS_PTR(sp)) {

@@ -30,6 +30,14 @@ typedef struct msd_config {
 struct msd_session;
 struct msd_loop;
 
+/* An operation whose completion callback a UCX worker owes (a rendezvous receive). When a
+ * local session's worker is destroyed that callback never runs: drop() frees it instead
+ * (engine lock held). */
+typedef struct msd_inflight {
+    struct msd_inflight *next, *prev;
+    void (*drop)(struct msd_inflight *in);
+} msd_inflight_t;
+
 /* What an epoll event of a loop is about. */
 typedef enum msd_ev_kind {
     MSD_EV_WAKE,   /* the loop's eventfd: inbox or stop */
@@ -71,6 +79,7 @@ typedef struct msd_session {
     msd_ev_t            ev_worker, ev_sock;
     struct msd_session *loop_next; /* the loop's own list */
     struct srv_send    *sends;     /* local: replies in flight on its worker */
+    msd_inflight_t     *inflight;  /* receives in flight on its worker */
 } msd_session_t;
 
 /* Value of the ownership table. Key (handle, 0): the tensor's owner; (handle, sid): pins. */
@@ -224,6 +233,11 @@ typedef struct srv_send {
 void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send);
 /* Free sends still tracked on a local session whose worker was destroyed. */
 void msd_send_forget_all(msd_session_t *s);
+/* Track an operation in flight on s's worker / forget it (its callback ran) / drop all those
+ * left when the worker was destroyed. Engine lock held. */
+void msd_inflight_add(msd_session_t *s, msd_inflight_t *in);
+void msd_inflight_del(msd_session_t *s, msd_inflight_t *in);
+void msd_inflight_drop_all(msd_session_t *s);
 /* Recompute srv->transport ("shm: ... ; tcp: ...") from the live sessions (engine lock). */
 void msd_transport_summary(msd_server_t *srv);
 

@@ -362,6 +362,7 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
     s->sock = -1;
 
     msd_lock(srv);
+    msd_inflight_drop_all(s); /* receives whose callbacks went with the worker */
     s->ep     = NULL;
     s->worker = NULL;
     s->refs++;

@@ -11,6 +11,7 @@
 
 /* An operation that completes later: an engine callback or a rendezvous receive. */
 typedef struct ops_pending {
+    msd_inflight_t inflight; /* rendezvous receive: tracked on the session */
     msd_server_t  *srv;
     msd_session_t *s;
     uint64_t       id;
@@ -127,6 +128,7 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     memsvc_status_t status;
 
     msd_lock(srv);
+    msd_inflight_del(p->s, &p->inflight);
     if (ustatus != UCS_OK) {
         LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
             ucs_status_string(ustatus));
@@ -138,6 +140,12 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     pending_done(p);
     ucp_request_free(request);
     msd_unlock(srv);
+}
+
+/* The session's worker was destroyed with this receive in flight: its callback never runs. */
+static void ops_write_recv_drop(msd_inflight_t *in)
+{
+    pending_done((ops_pending_t *)in); /* inflight is the first member */
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -425,6 +433,8 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.user_data    = p;
     sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
     if (UCS_PTR_IS_PTR(sp)) {
+        p->inflight.drop = ops_write_recv_drop;
+        msd_inflight_add(s, &p->inflight);
         return MEMSVC_INPROGRESS;
     }
     if (UCS_PTR_IS_ERR(sp)) {

@@ -180,6 +180,39 @@ void msd_send_forget_all(msd_session_t *s)
     }
 }
 
+void msd_inflight_add(msd_session_t *s, msd_inflight_t *in)
+{
+    in->prev = NULL;
+    in->next = s->inflight;
+    if (s->inflight != NULL) {
+        s->inflight->prev = in;
+    }
+    s->inflight = in;
+}
+
+void msd_inflight_del(msd_session_t *s, msd_inflight_t *in)
+{
+    if (in->prev != NULL) {
+        in->prev->next = in->next;
+    } else if (s->inflight == in) {
+        s->inflight = in->next;
+    }
+    if (in->next != NULL) {
+        in->next->prev = in->prev;
+    }
+    in->next = in->prev = NULL;
+}
+
+void msd_inflight_drop_all(msd_session_t *s)
+{
+    msd_inflight_t *in;
+
+    while ((in = s->inflight) != NULL) {
+        msd_inflight_del(s, in);
+        in->drop(in);
+    }
+}
+
 void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
 {
     ucp_request_param_t param = {0};

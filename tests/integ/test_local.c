@@ -500,7 +500,9 @@ static void kill_loop(const char *const *args, unsigned kills)
                 maps0, maps1, kills);
     }
     CU_ASSERT_EQUAL(fds1, fds0);
+#if !defined(__SANITIZE_ADDRESS__)
     CU_ASSERT(maps1 <= maps0 + MAPS_SLACK);
+#endif /* ASan's quarantine keeps freed large blocks mapped; its leak check runs at exit */
     memsvc_close(obs);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
