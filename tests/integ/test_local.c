@@ -5,6 +5,7 @@
 #include "tests/test_util.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -508,6 +509,81 @@ static void kill_loop(const char *const *args, unsigned kills)
     free(st);
 }
 
+typedef struct busy_arg {
+    const integ_daemon_t *d;
+    unsigned              idx;
+    unsigned              rounds, errors;
+} busy_arg_t;
+
+/* One trainer: its own tensors, written, read back and checked, acquired with mapping. */
+static void *busy_client(void *arg)
+{
+    busy_arg_t     *a = arg;
+    uint64_t        size = 256u << 10, end = msp_now_ns() + 1500000000ull;
+    uint8_t        *want = malloc(size), *got = malloc(size);
+    memsvc_handle_t h[4];
+    memsvc_conn_h   conn;
+    char            key[16];
+    unsigned        i;
+    void           *p;
+
+    if ((want == NULL) || (got == NULL) || (connect_as(a->d, 20 + a->idx, 0, 0, &conn) != MEMSVC_OK)) {
+        a->errors++;
+        goto out;
+    }
+    for (i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "b%u", i);
+        if (memsvc_alloc(conn, key, size, NULL, &h[i]) != MEMSVC_OK) {
+            a->errors++;
+        }
+    }
+    while ((msp_now_ns() < end) && (a->rounds < 100000)) {
+        i = a->rounds % 4;
+        test_fill(want, size, a->idx * 1000 + a->rounds);
+        if ((memsvc_write(conn, h[i], 0, want, size) != MEMSVC_OK) ||
+            (memsvc_read(conn, h[i], 0, got, size) != MEMSVC_OK) ||
+            (memcmp(want, got, size) != 0) ||
+            (memsvc_acquire_map(conn, h[i], &p) != MEMSVC_OK) || (p == NULL) ||
+            (memcmp(p, want, 4096) != 0) || (memsvc_release(conn, h[i]) != MEMSVC_OK)) {
+            a->errors++;
+        }
+        a->rounds++;
+    }
+    memsvc_close(conn);
+out:
+    free(want);
+    free(got);
+    return NULL;
+}
+
+/* Several trainers on several loops at once: every byte where it belongs. */
+static void test_clients_on_loops(void)
+{
+    static const char *const args[] = {"--node", "tiny", "--memory", "backed", "--loops", "2",
+                                       NULL};
+    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    busy_arg_t               a[4];
+    pthread_t                th[4];
+    integ_daemon_t           d;
+    unsigned                 i;
+
+    START(&d, args);
+    for (i = 0; i < 4; i++) {
+        a[i] = (busy_arg_t){.d = &d, .idx = i};
+        pthread_create(&th[i], NULL, busy_client, &a[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(a[i].errors, 0);
+        CU_ASSERT(a[i].rounds > 0);
+    }
+    CU_ASSERT(integ_log_contains(&d, "2 for local sessions"));
+    CU_ASSERT(wait_sessions(&d, 1, st));
+    CU_ASSERT_EQUAL(st->live_tensors, 0);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+}
+
 static unsigned kills_wanted(void)
 {
     const char *env = getenv("MEMSVC_TEST_KILLS");
@@ -545,6 +621,7 @@ static void add_suite(void)
     CU_add_test(s, "a writer dying mid-write leaves the tensor uncommitted",
                 test_writer_dies_mid_write);
     CU_add_test(s, "a local client sees the daemon die", test_daemon_death_seen_locally);
+    CU_add_test(s, "four trainers on two loops at once", test_clients_on_loops);
     CU_add_test(s, "kill -9 loop: progress, no leaked fds or mappings", test_kill_loop);
     CU_add_test(s, "kill -9 loop without mapping (rendezvous in flight)", test_kill_loop_unmapped);
 }
