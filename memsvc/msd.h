@@ -116,6 +116,7 @@ typedef struct msd_loop {
     _Atomic unsigned    nsessions;
     pthread_mutex_t     qlock; /* guards the inbox */
     struct msd_item    *qhead, *qtail;
+    _Atomic bool        qpending; /* the inbox is not empty (read without the lock) */
     uint64_t            last_active;
 } msd_loop_t;
 

@@ -96,6 +96,7 @@ static void loop_post(msd_loop_t *loop, msd_item_t *item)
         loop->qhead = item;
     }
     loop->qtail = item;
+    atomic_store(&loop->qpending, true);
     pthread_mutex_unlock(&loop->qlock);
     if (was_empty) {
         msd_loop_wake(loop);
@@ -167,12 +168,13 @@ void msd_loop_drain(msd_loop_t *loop)
     msd_server_t *srv = loop->srv;
     msd_item_t   *item, *next, *puts = NULL;
 
-    if (loop->qhead == NULL) { /* racy peek: a post also wakes the epoll */
+    if (!atomic_load(&loop->qpending)) {
         return;
     }
     pthread_mutex_lock(&loop->qlock);
     item        = loop->qhead;
     loop->qhead = loop->qtail = NULL;
+    atomic_store(&loop->qpending, false);
     pthread_mutex_unlock(&loop->qlock);
     for (; item != NULL; item = next) {
         next = item->next;
