@@ -171,10 +171,19 @@ memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle);
  * after it, the daemon may move other bytes there. Writes through it are committed at the
  * release: if this session ends (close, crash, kill) while holding the pin, the tensor is
  * marked uncommitted and its next acquire answers MEMSVC_RECOMPUTE (READ answers
- * MEMSVC_ERR_ILLEGAL_STATE) until it is written again. A mapping shows the whole device's
- * memory (docs/api.md, "Mapped tensors").
+ * MEMSVC_ERR_ILLEGAL_STATE) until it is written again (readers: memsvc_acquire_map_ro). A
+ * mapping shows the whole device's memory (docs/api.md, "Mapped tensors").
  */
 memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p);
+
+/*
+ * As memsvc_acquire_map, for reading only: the pin is not a write pin, so this session ending
+ * while it holds it leaves the tensor committed (e.g. parameters read in the forward pass
+ * stay valid for re-attach when the trainer crashes). Writing through *addr_p is a bug the
+ * daemon cannot see: such bytes may be served as valid.
+ */
+memsvc_status_t memsvc_acquire_map_ro(memsvc_conn_h conn, memsvc_handle_t handle,
+                                      const void **addr_p);
 
 /* Unpin. MEMSVC_ERR_NOT_PINNED without a matching acquire by this session. */
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle);

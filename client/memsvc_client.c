@@ -817,7 +817,9 @@ memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
     return handle_call(conn, MSP_OP_ACQUIRE, handle);
 }
 
-memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p)
+/* ACQUIRE asking for the tensor's location; *addr_p gets its address here or NULL. */
+static memsvc_status_t acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, bool write,
+                                   void **addr_p)
 {
     msp_req_t       msg = {.op = MSP_OP_ACQUIRE};
     memsvc_status_t status;
@@ -828,13 +830,26 @@ memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, v
     }
     *addr_p        = NULL;
     msg.u.h.handle = handle;
-    msg.u.h.flags  = (conn->local.base != NULL) ? (MSP_ACQ_MAP | MSP_ACQ_WRITE) : 0;
-    status         = conn_call(conn, &msg, NULL, 0, &rep);
+    if (conn->local.base != NULL) {
+        msg.u.h.flags = MSP_ACQ_MAP | (write ? MSP_ACQ_WRITE : 0);
+    }
+    status = conn_call(conn, &msg, NULL, 0, &rep);
     if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
         *addr_p = msc_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
                                  rep.u.acquire.size);
     }
     return status;
+}
+
+memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p)
+{
+    return acquire_map(conn, handle, true, addr_p);
+}
+
+memsvc_status_t memsvc_acquire_map_ro(memsvc_conn_h conn, memsvc_handle_t handle,
+                                      const void **addr_p)
+{
+    return acquire_map(conn, handle, false, (void **)addr_p);
 }
 
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle)

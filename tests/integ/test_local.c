@@ -54,6 +54,32 @@ static void ready(int fd)
     }
 }
 
+/* job 4 rank 2: durable "r" (4 KiB, seed 5) written, then pinned for reading only
+ * (memsvc_acquire_map_ro) until killed. */
+static void child_reader(integ_daemon_t *d, int fd)
+{
+    memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS | MEMSVC_ALLOC_FIELD_KIND,
+                                .flags      = MEMSVC_ALLOC_DURABLE,
+                                .kind       = MEMSVC_KIND_PARAM};
+    uint8_t               buf[4096];
+    memsvc_handle_t       h;
+    memsvc_conn_h         conn;
+    const void           *p;
+
+    test_fill(buf, sizeof(buf), 5);
+    if ((connect_as(d, 4, 2, 0, &conn) != MEMSVC_OK) ||
+        (memsvc_alloc(conn, "r", sizeof(buf), &ap, &h) != MEMSVC_OK) ||
+        (memsvc_write(conn, h, 0, buf, sizeof(buf)) != MEMSVC_OK) ||
+        (memsvc_acquire_map_ro(conn, h, &p) != MEMSVC_OK) || (p == NULL) ||
+        (memcmp(p, buf, sizeof(buf)) != 0)) {
+        _exit(1);
+    }
+    ready(fd);
+    for (;;) {
+        pause();
+    }
+}
+
 /* job 4 rank 1: durable "w" (1 MiB, seed 1 committed), then half of it rewritten (seed 2)
  * through the mapping; "local-writer-dies" keeps the pin, "local-writer-done" releases it. */
 static void child_writer(integ_daemon_t *d, bool release, int fd)
@@ -126,6 +152,8 @@ void integ_local_child(integ_daemon_t *d, const char *role, int ready_fd)
         child_writer(d, false, ready_fd);
     } else if (strcmp(role, "local-writer-done") == 0) {
         child_writer(d, true, ready_fd);
+    } else if (strcmp(role, "local-reader-dies") == 0) {
+        child_reader(d, ready_fd);
     } else if (strcmp(role, "local-traffic") == 0) {
         child_traffic(d, ready_fd);
     }
@@ -364,7 +392,7 @@ static void test_mapped_pointer_survives_swaps(void)
 }
 
 /* A writer that dies holding a mapped pin leaves the tensor uncommitted; one that released
- * first leaves it committed. */
+ * first leaves it committed; so does a reader that dies holding a read-only pin. */
 static void test_writer_dies_mid_write(void)
 {
     static const char *const args[] = {"--node", "tiny", "--memory", "backed", NULL};
@@ -418,6 +446,28 @@ static void test_writer_dies_mid_write(void)
     CU_ASSERT(memcmp(got, want, size / 2) == 0);
     test_fill(want, size, 1);
     CU_ASSERT(memcmp(got + size / 2, want + size / 2, size / 2) == 0);
+    memsvc_close(conn);
+
+    /* a reader (memsvc_acquire_map_ro) that dies holding its pin leaves the tensor valid */
+    pid = integ_spawn(&d, "local-reader-dies");
+    CU_ASSERT_FATAL(pid > 0);
+    kill_wait(pid);
+    TEST_ASSERT_OK(connect_as(&d, 4, 2, 0, &conn));
+    {
+        uint64_t        deadline = msp_now_ns() + 10000000000ull;
+        memsvc_status_t s;
+
+        while (((s = memsvc_lookup(conn, "r", &info)) == MEMSVC_OK) && (info.pins > 0) &&
+               (msp_now_ns() < deadline)) {
+            usleep(10000);
+        }
+        TEST_ASSERT_OK(s);
+    }
+    TEST_ASSERT_OK(memsvc_read(conn, info.handle, 0, got, 4096));
+    test_fill(want, 4096, 5);
+    CU_ASSERT(memcmp(got, want, 4096) == 0);
+    CU_ASSERT_EQUAL(memsvc_acquire(conn, info.handle), MEMSVC_OK);
+    TEST_ASSERT_OK(memsvc_release(conn, info.handle));
     memsvc_close(conn);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(want);
