@@ -27,36 +27,58 @@ static bool dir_usable(const char *dir, bool create)
     return create && (mkdir(dir, 0755) == 0);
 }
 
+/* Candidate directories in order of preference; returns how many were written. */
+static unsigned candidate_dirs(char dirs[][256])
+{
+    const char *env = getenv("MEMSVC_RUN_DIR");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    unsigned    n   = 0;
+    int         len;
+
+    if ((env != NULL) && (env[0] != '\0')) {
+        snprintf(dirs[n++], 256, "%s", env);
+        return n; /* explicit: nothing else */
+    }
+    snprintf(dirs[n++], 256, "/run/memsvc");
+    if ((xdg != NULL) && (xdg[0] != '\0')) {
+        len = snprintf(dirs[n], 256, "%s/memsvc", xdg);
+        n += ((len > 0) && (len < 256)) ? 1 : 0;
+    }
+    snprintf(dirs[n++], 256, "/tmp/memsvc-%u", (unsigned)getuid());
+    return n;
+}
+
 memsvc_status_t msl_default_path(const char *addr, bool for_daemon, char *path, size_t len)
 {
     const char *colon = (addr != NULL) ? strrchr(addr, ':') : NULL;
-    const char *env   = getenv("MEMSVC_RUN_DIR");
-    const char *xdg   = getenv("XDG_RUNTIME_DIR");
-    char        dir[256];
-    int         n;
+    char        dirs[3][256], cand[1024];
+    struct stat st;
+    unsigned    n, i, pick = 0;
+    int         w;
 
-    if ((colon == NULL) || (colon[1] == '\0') || (strspn(colon + 1, "0123456789") != strlen(colon + 1))) {
+    if ((colon == NULL) || (colon[1] == '\0') ||
+        (strspn(colon + 1, "0123456789") != strlen(colon + 1))) {
         return MEMSVC_ERR_PARSE;
     }
-    if ((env != NULL) && (env[0] != '\0')) {
-        snprintf(dir, sizeof(dir), "%s", env);
-    } else if (dir_usable("/run/memsvc", for_daemon) ||
-               (for_daemon && (access("/run", W_OK) == 0) && dir_usable("/run/memsvc", true))) {
-        snprintf(dir, sizeof(dir), "/run/memsvc");
-    } else {
-        n = -1;
-        if ((xdg != NULL) && (xdg[0] != '\0')) {
-            n = snprintf(dir, sizeof(dir), "%s/memsvc", xdg);
-        }
-        if ((n < 0) || (n >= (int)sizeof(dir)) || !dir_usable(dir, for_daemon)) {
-            snprintf(dir, sizeof(dir), "/tmp/memsvc-%u", (unsigned)getuid());
-            if (for_daemon) {
-                dir_usable(dir, true);
+    n = candidate_dirs(dirs);
+    for (i = 0; i < n; i++) {
+        if (for_daemon) {
+            /* the first directory we can use (created if need be, e.g. /run/memsvc as root) */
+            if ((n == 1) || dir_usable(dirs[i], true)) {
+                pick = i;
+                break;
+            }
+        } else {
+            /* the first candidate where a daemon's socket exists */
+            snprintf(cand, sizeof(cand), "%s/memsvcd-%s.sock", dirs[i], colon + 1);
+            if ((stat(cand, &st) == 0) && S_ISSOCK(st.st_mode)) {
+                pick = i;
+                break;
             }
         }
     }
-    n = snprintf(path, len, "%s/memsvcd-%s.sock", dir, colon + 1);
-    if ((n < 0) || ((size_t)n >= len) || ((size_t)n >= MSL_PATH_MAX)) {
+    w = snprintf(path, len, "%s/memsvcd-%s.sock", dirs[pick], colon + 1);
+    if ((w < 0) || ((size_t)w >= len) || ((size_t)w >= MSL_PATH_MAX)) {
         return MEMSVC_ERR_TOO_LARGE;
     }
     return MEMSVC_OK;

@@ -58,8 +58,9 @@ typedef struct msl_regions {
 
 /*
  * The socket path for a daemon listening on HOST:PORT: $MEMSVC_RUN_DIR/memsvcd-PORT.sock when
- * MEMSVC_RUN_DIR is set, else the first of /run/memsvc, $XDG_RUNTIME_DIR/memsvc,
- * /tmp/memsvc-UID that exists (for_daemon: that exists or can be created, mode 0755).
+ * MEMSVC_RUN_DIR is set, else DIR/memsvcd-PORT.sock with DIR the first of /run/memsvc,
+ * $XDG_RUNTIME_DIR/memsvc, /tmp/memsvc-UID that the daemon can use (created, mode 0755, if
+ * need be); a client picks the first of them where such a socket exists (else the first).
  * MEMSVC_ERR_PARSE for an address without a port, MEMSVC_ERR_TOO_LARGE if too long.
  */
 memsvc_status_t msl_default_path(const char *addr, bool for_daemon, char *path, size_t len);
