@@ -146,7 +146,8 @@ typedef struct msd_server {
     _Atomic bool     stopping;
     ucp_context_h    lctx;     /* shared-memory-only context of local workers */
     int              usock;    /* the Unix socket, -1 if none */
-    pthread_t        acceptor; /* accepts local clients, builds their workers */
+    pthread_t        acceptor; /* accepts local clients; a thread each builds their workers */
+    _Atomic unsigned handshakes; /* handshake threads running */
     bool             has_acceptor;
     char             unix_path[MSP_TRANSPORT_MAX + 1];
     char             lanes_local[MSP_TRANSPORT_MAX + 1]; /* lanes seen on a local session */

@@ -147,6 +147,12 @@ static void local_accept_one(msd_server_t *srv, int fd)
         return;
     }
     msp_ep_transport(s->ep, s->transport, sizeof(s->transport));
+    if (atomic_load(&srv->stopping)) { /* too late: the loops are going */
+        ucp_worker_destroy(s->worker);
+        close(fd);
+        free(s);
+        return;
+    }
     msd_lock(srv);
     s->id         = srv->next_sid++;
     s->next       = srv->sessions;
@@ -168,6 +174,47 @@ err_refuse:
     free(s);
 }
 
+typedef struct local_handshake {
+    msd_server_t *srv;
+    int           fd;
+} local_handshake_t;
+
+/* One client's handshake in a thread of its own: a slow or silent client holds up nobody,
+ * and trainers starting together get their workers (milliseconds each) in parallel. */
+static void *local_handshake_main(void *arg)
+{
+    local_handshake_t *h   = arg;
+    msd_server_t      *srv = h->srv;
+
+    local_accept_one(srv, h->fd);
+    free(h);
+    atomic_fetch_sub(&srv->handshakes, 1);
+    return NULL;
+}
+
+static void local_handshake_start(msd_server_t *srv, int fd)
+{
+    local_handshake_t *h = malloc(sizeof(*h));
+    pthread_attr_t     attr;
+    pthread_t          th;
+    int                rc = -1;
+
+    atomic_fetch_add(&srv->handshakes, 1);
+    if (h != NULL) {
+        h->srv = srv;
+        h->fd  = fd;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&th, &attr, local_handshake_main, h);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) { /* no thread: do it here */
+        free(h);
+        local_accept_one(srv, fd);
+        atomic_fetch_sub(&srv->handshakes, 1);
+    }
+}
+
 static void *local_acceptor(void *arg)
 {
     msd_server_t *srv = arg;
@@ -185,7 +232,7 @@ static void *local_acceptor(void *arg)
             }
             continue;
         }
-        local_accept_one(srv, fd);
+        local_handshake_start(srv, fd);
     }
     return NULL;
 }
@@ -304,10 +351,15 @@ err_ctx:
 
 void msd_local_stop(msd_server_t *srv)
 {
+    uint64_t deadline = msp_now_ns() + 2ull * LOCAL_HANDSHAKE_MS * 1000000ull;
+
     if (srv->has_acceptor) {
         shutdown(srv->usock, SHUT_RDWR); /* wakes accept() */
         pthread_join(srv->acceptor, NULL);
         srv->has_acceptor = false;
+    }
+    while ((atomic_load(&srv->handshakes) > 0) && (msp_now_ns() < deadline)) {
+        usleep(1000); /* handshakes finish within their timeout */
     }
 }
 

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -293,6 +295,33 @@ static void test_local_and_tcp(void)
     CU_ASSERT(integ_log_contains(&d, "uid 0") || integ_log_contains(&d, " uid "));
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
+}
+
+/* A client that connects to the socket and says nothing holds up no other client. */
+static void test_silent_client(void)
+{
+    static const char *const args[] = {"--node", "tiny", NULL};
+    struct sockaddr_un       sa     = {.sun_family = AF_UNIX};
+    const char              *port;
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    uint64_t                 t0;
+    int                      fd;
+
+    START(&d, args);
+    port = strrchr(d.addr, ':') + 1;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/memsvcd-%s.sock", getenv("MEMSVC_RUN_DIR"),
+             port);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    t0 = msp_now_ns();
+    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    CU_ASSERT(msp_now_ns() - t0 < 4000000000ull); /* the silent one is dropped after 5 s */
+    CU_ASSERT(strncmp(memsvc_conn_transport(conn), "shm: ", 5) == 0);
+    memsvc_close(conn);
+    close(fd);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
 /* Without a socket the client falls back to tcp and says so; phantom memory maps nothing. */
@@ -667,6 +696,7 @@ static void add_suite(void)
 
     CU_add_test(s, "a local client gets shm, a tcp client at once", test_local_and_tcp);
     CU_add_test(s, "no socket: tcp fallback named; phantom maps nothing", test_fallback_and_phantom);
+    CU_add_test(s, "a silent client on the socket holds up nobody", test_silent_client);
     CU_add_test(s, "a mapped pointer stays exact while others swap", test_mapped_pointer_survives_swaps);
     CU_add_test(s, "a writer dying mid-write leaves the tensor uncommitted",
                 test_writer_dies_mid_write);
