@@ -191,8 +191,9 @@ uninstall:
 # ---- what a user runs ---------------------------------------------------------------------
 # The install test (a staged install, a program built with pkg-config, run against memsvcd)
 # runs in the plain build only: the sanitizer build's objects need the sanitizer runtime.
+# KILLS=100: the full kill -9 loop of the local-path tests (default 20, tests/integ/test_local.c)
 test: all
-	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(BIN_TESTS)
+	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)
 endif

@@ -52,14 +52,16 @@ enum memsvc_conn_field {
     MEMSVC_CONN_FIELD_TIMEOUT_MS = 1u << 4,
     MEMSVC_CONN_FIELD_FLAGS      = 1u << 5,
     MEMSVC_CONN_FIELD_NAME       = 1u << 6,
-    MEMSVC_CONN_FIELD_CORK_US    = 1u << 7
+    MEMSVC_CONN_FIELD_CORK_US    = 1u << 7,
+    MEMSVC_CONN_FIELD_UNIX_PATH  = 1u << 8
 };
 
 enum memsvc_conn_flags {
     MEMSVC_CONN_CONTROL = 1u << 0, /* a control session (memsvc-ctl): stats, list, ping only */
-    MEMSVC_CONN_SYNC    = 1u << 1  /* memsvc_free, memsvc_release and memsvc_hint wait for the
+    MEMSVC_CONN_SYNC    = 1u << 1, /* memsvc_free, memsvc_release and memsvc_hint wait for the
                                     * daemon's answer and return its status (protocol version 1
                                     * behaviour) instead of going one-way */
+    MEMSVC_CONN_TCP     = 1u << 2  /* never the local socket: tcp as a remote client would */
 };
 
 typedef struct memsvc_conn_params {
@@ -74,10 +76,20 @@ typedef struct memsvc_conn_params {
     uint32_t    cork_us;    /* a queued one-way operation is sent at the first library call
                              * this long after it was queued (or sooner: see "one-way
                              * operations" below); 0 sends each at once; default 100 */
+    const char *unix_path;  /* the daemon's local socket; default derived from a loopback
+                             * address's port (docs/daemon.md), e.g.
+                             * /run/memsvc/memsvcd-13337.sock */
 } memsvc_conn_params_t;
 
 /*
- * Connect and perform the handshake (protocol version, job, rank, device). Errors:
+ * Connect and perform the handshake (protocol version, job, rank, device).
+ *
+ * Path: with a loopback address (or an explicit unix_path) the library first tries the
+ * daemon's Unix socket: the daemon then serves this connection from a UCX worker of its own
+ * over shared memory (sysv), and, in backed memory mode, hands over the device's memory
+ * so that memsvc_acquire_map gives pointers and memsvc_read/write copy through them. Without
+ * a socket there (or with MEMSVC_CONN_TCP) it connects over tcp, and says so on stderr and in
+ * memsvc_conn_transport. Errors:
  * MEMSVC_ERR_VERSION (the daemon speaks another protocol version), MEMSVC_ERR_TRANSPORT (no
  * daemon there), MEMSVC_ERR_TIMEOUT, MEMSVC_ERR_INVALID_PARAM (device out of range, job 0
  * without MEMSVC_CONN_CONTROL, malformed address). *conn_p is set only on success.
@@ -89,8 +101,10 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
  * pins and frees its non-durable tensors (durable ones are kept for re-attach). NULL is a no-op. */
 void memsvc_close(memsvc_conn_h conn);
 
-/* The UCX transport lanes this connection uses, e.g. "tcp/lo.0(am)" ("(am)": the lane that
- * carries the messages). Valid until memsvc_close. */
+/* The path and UCX transport lanes this connection uses, e.g.
+ * "shm: sysv/memory.0(am) (local worker, mapped, /run/memsvc/memsvcd-13337.sock)"
+ * or "tcp: tcp/lo.0(am)" ("(am)": the lane that carries the messages; a fallback to tcp says
+ * why). Valid until memsvc_close. */
 const char *memsvc_conn_transport(memsvc_conn_h conn);
 
 /* Round trip to the daemon; *rtt_ns_p (may be NULL) gets the time it took. */
@@ -138,8 +152,11 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 /*
  * Copy len bytes from buf into the tensor at offset (write) or from the tensor into buf
  * (read). Legal whether the tensor is on its device or swapped out to host; while it is
- * being moved the call waits (up to the timeout). Transfers are split into 4 MiB
- * messages; bytes go as UCX active-message payloads (rendezvous when large). Errors:
+ * being moved the call waits (up to the timeout). On a local connection with mapped memory,
+ * transfers of 64 KiB and more to a tensor on its device are one memcpy through the mapping,
+ * with the tensor pinned around it (a write left unfinished by this process's death leaves
+ * the tensor uncommitted). Otherwise transfers are split into 4 MiB messages; bytes go as UCX
+ * active-message payloads (rendezvous when large). Errors:
  * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
  * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
  * acquire it first).
@@ -156,6 +173,31 @@ memsvc_status_t memsvc_read(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t
  * MEMSVC_ERR_NO_MEMORY, MEMSVC_ERR_FRAGMENTED. Acquires nest: each needs its own release.
  */
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle);
+
+/*
+ * Acquire (as memsvc_acquire: resident and pinned, MEMSVC_OK or MEMSVC_RECOMPUTE) and set
+ * *addr_p to the tensor's bytes in this process, valid until the matching memsvc_release.
+ * *addr_p is NULL when the bytes are not mapped here (a tcp connection, phantom memory, a
+ * daemon started with --no-map, a tensor of another device); the pin holds all the same and
+ * memsvc_read/memsvc_write work.
+ *
+ * The pointer may be read and written (size bytes of the tensor, no more) until the release;
+ * after it, the daemon may move other bytes there. Writes through it are committed at the
+ * release: if this session ends (close, crash, kill) while holding the pin, the tensor is
+ * marked uncommitted and its next acquire answers MEMSVC_RECOMPUTE (READ answers
+ * MEMSVC_ERR_ILLEGAL_STATE) until it is written again (readers: memsvc_acquire_map_ro). A
+ * mapping shows the whole device's memory (docs/api.md, "Mapped tensors").
+ */
+memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p);
+
+/*
+ * As memsvc_acquire_map, for reading only: the pin is not a write pin, so this session ending
+ * while it holds it leaves the tensor committed (e.g. parameters read in the forward pass
+ * stay valid for re-attach when the trainer crashes). Writing through *addr_p is a bug the
+ * daemon cannot see: such bytes may be served as valid.
+ */
+memsvc_status_t memsvc_acquire_map_ro(memsvc_conn_h conn, memsvc_handle_t handle,
+                                      const void **addr_p);
 
 /* Unpin. One-way (see below): MEMSVC_ERR_NOT_PINNED (no matching acquire by this session),
  * MEMSVC_ERR_NOT_FOUND and MEMSVC_ERR_ACCESS are deferred; on a MEMSVC_CONN_SYNC connection

@@ -56,9 +56,10 @@ size_t msp_request_bound(const msp_req_t *r)
     case MSP_OP_ALLOC:
         return n + 5 + strlen(r->u.alloc.key) + 9 + 5 + 5 * 5 + 1 + 9 + 1 + 5;
     case MSP_OP_FREE:
-    case MSP_OP_ACQUIRE:
     case MSP_OP_RELEASE:
         return n + 9;
+    case MSP_OP_ACQUIRE:
+        return n + 9 + 5; /* handle, flags (version 2) */
     case MSP_OP_WRITE:
     case MSP_OP_READ:
         return n + 3 * 9;
@@ -485,7 +486,7 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
     if (r->oneway && !msp_op_oneway_ok(r->op)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    msgpack_pack_array(pk, 2 + req_nfields[r->op]);
+    msgpack_pack_array(pk, 2 + req_nfields[r->op] + ((r->op == MSP_OP_ACQUIRE) ? 1 : 0));
     msgpack_pack_uint32(pk, r->op | (r->oneway ? MSP_OP_ONEWAY : 0));
     msgpack_pack_uint64(pk, r->id);
     switch (r->op) {
@@ -512,9 +513,12 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
         msgpack_pack_uint32(pk, r->u.alloc.pin ? MSP_ALLOC_PIN : 0);
         break;
     case MSP_OP_FREE:
-    case MSP_OP_ACQUIRE:
     case MSP_OP_RELEASE:
         msgpack_pack_uint64(pk, r->u.h.handle);
+        break;
+    case MSP_OP_ACQUIRE:
+        msgpack_pack_uint64(pk, r->u.h.handle);
+        msgpack_pack_uint32(pk, r->u.h.flags); /* version 2: optional */
         break;
     case MSP_OP_WRITE:
     case MSP_OP_READ:
@@ -589,7 +593,7 @@ memsvc_status_t msp_encode_requests(const msp_req_t *reqs, size_t n, msp_buf_t *
 static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t nfields)
 {
     memsvc_status_t status = MEMSVC_OK;
-    uint32_t        i, n;
+    uint32_t        i, n, known = req_nfields[r->op];
 
 #define RD(call)                                                                                   \
     do {                                                                                           \
@@ -640,9 +644,18 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         }
         break;
     case MSP_OP_FREE:
-    case MSP_OP_ACQUIRE:
     case MSP_OP_RELEASE:
         RD(rd_u64(rd, &r->u.h.handle));
+        break;
+    case MSP_OP_ACQUIRE:
+        RD(rd_u64(rd, &r->u.h.handle));
+        if (nfields > known) { /* version 2: flags */
+            RD(rd_u32(rd, &r->u.h.flags));
+            known++;
+            if (r->u.h.flags & ~MSP_ACQ_FLAGS) {
+                return MEMSVC_ERR_INVALID_PARAM;
+            }
+        }
         break;
     case MSP_OP_WRITE:
     case MSP_OP_READ:
@@ -689,7 +702,7 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         break;
     }
     /* Fields a later minor revision may add: skipped. */
-    for (i = req_nfields[r->op]; i < nfields; i++) {
+    for (i = known; i < nfields; i++) {
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
@@ -973,7 +986,7 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
 /* Fields after [id, op, status] of a successful reply, per op. */
 static const uint8_t rep_nfields[MSP_OP_COUNT] = {
     [MSP_OP_HELLO] = 6, [MSP_OP_ALLOC] = 1, [MSP_OP_READ] = 1, [MSP_OP_LOOKUP] = 1,
-    [MSP_OP_STATS] = 1, [MSP_OP_PING] = 2,  [MSP_OP_LIST] = 3,
+    [MSP_OP_STATS] = 1, [MSP_OP_PING] = 2,  [MSP_OP_LIST] = 3, [MSP_OP_ACQUIRE] = 3,
 };
 
 static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
@@ -1004,6 +1017,11 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         break;
     case MSP_OP_ALLOC:
         msgpack_pack_uint64(pk, r->u.alloc.handle);
+        break;
+    case MSP_OP_ACQUIRE:
+        msgpack_pack_uint32(pk, r->u.acquire.region);
+        msgpack_pack_uint64(pk, r->u.acquire.offset);
+        msgpack_pack_uint64(pk, r->u.acquire.size);
         break;
     case MSP_OP_READ:
     case MSP_OP_STATS:
@@ -1088,6 +1106,11 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
             break;
         case MSP_OP_ALLOC:
             RD(rd_u64(rd, &r->u.alloc.handle));
+            break;
+        case MSP_OP_ACQUIRE:
+            RD(rd_u32(rd, &r->u.acquire.region));
+            RD(rd_u64(rd, &r->u.acquire.offset));
+            RD(rd_u64(rd, &r->u.acquire.size));
             break;
         case MSP_OP_READ:
         case MSP_OP_STATS:

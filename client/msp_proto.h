@@ -36,6 +36,14 @@
 #define MSP_ALLOC_PIN 0x1u     /* ALLOC flag (version 2): the new tensor comes back acquired */
 #define MSP_JOB_CONTROL 0u     /* job id reserved for control sessions */
 
+/* ACQUIRE request flags (version 2). */
+#define MSP_ACQ_MAP 0x1u   /* answer the tensor's location in a region mapped by the client */
+#define MSP_ACQ_WRITE 0x2u /* the client may write in place: committed at release; left
+                            * uncommitted if the session ends while holding this pin */
+#define MSP_ACQ_IO 0x4u    /* pin only if resident and mapped; else no pin, region NONE */
+#define MSP_ACQ_FLAGS (MSP_ACQ_MAP | MSP_ACQ_WRITE | MSP_ACQ_IO)
+#define MSP_REGION_NONE UINT32_MAX /* ACQUIRE reply: the bytes are not in a mapped region */
+
 typedef enum msp_op {
     MSP_OP_HELLO   = 1,
     MSP_OP_ALLOC   = 2,
@@ -76,7 +84,8 @@ typedef struct msp_req {
         } alloc;
         struct {
             uint64_t handle;
-        } h; /* FREE, ACQUIRE, RELEASE */
+            uint32_t flags; /* ACQUIRE: MSP_ACQ_* (0 when absent) */
+        } h;                /* FREE, ACQUIRE, RELEASE */
         struct {
             uint64_t handle, offset, len;
         } io; /* WRITE, READ */
@@ -118,6 +127,11 @@ typedef struct msp_rep {
         struct {
             uint64_t handle;
         } alloc;
+        struct {
+            uint32_t region; /* mapped region (the device index), MSP_REGION_NONE if none */
+            uint64_t offset; /* byte offset of the tensor in that region */
+            uint64_t size;   /* the tensor's size, bytes */
+        } acquire;
         msp_tensor_t lookup;
         struct {
             uint64_t now_ns;

@@ -163,6 +163,12 @@ memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, cons
                           uint64_t len);
 memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void *dst, uint64_t len);
 
+/*
+ * Mark a tensor's content valid (written in place and committed) or not (its writer died
+ * mid-write: not to be served until written again). MEMSVC_ERR_NOT_FOUND for a stale handle.
+ */
+memsvc_status_t eng_set_valid(eng_t *eng, eng_handle_t handle, bool valid);
+
 /* Lookup by (job, key). MEMSVC_ERR_NOT_FOUND if no live tensor has it. */
 memsvc_status_t eng_lookup(eng_t *eng, uint32_t job, const char *key, eng_handle_t *handle_p);
 memsvc_status_t eng_info(eng_t *eng, eng_handle_t handle, eng_tensor_info_t *info_p);

@@ -1279,6 +1279,21 @@ memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void 
     return MEMSVC_OK;
 }
 
+memsvc_status_t eng_set_valid(eng_t *eng, eng_handle_t handle, bool valid)
+{
+    eng_tensor_t *t = eng_reg_get(eng, handle);
+
+    if (t == NULL) {
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if (valid) {
+        t->flags |= ENG_TF_VALID;
+    } else {
+        t->flags &= (uint8_t)~ENG_TF_VALID;
+    }
+    return MEMSVC_OK;
+}
+
 /* ---- lookup, info, hints, progress -------------------------------------------------------- */
 
 memsvc_status_t eng_lookup(eng_t *eng, uint32_t job, const char *key, eng_handle_t *handle_p)

@@ -17,7 +17,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: memsvcd [--listen HOST:PORT] [--node PRESET] [key=value ...]\n"
             "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
-            "               [--keep-durable SECONDS] [--allow-remote]\n"
+            "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
+            "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
             "\n"
             "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
             "                         non-loopback address needs --allow-remote)\n"
@@ -29,7 +30,14 @@ static void usage(FILE *out)
             "                         re-attach by key (default 300; 0: free at once)\n"
             "  --allow-remote         permit a non-loopback listen address\n"
             "  --spin-us US           busy-poll this long after each request before sleeping\n"
-            "                         (lower latency, more CPU; default 50)\n");
+            "                         (lower latency, more CPU; default 50)\n"
+            "  --unix PATH            local clients' socket (default: derived from the port,\n"
+            "                         /run/memsvc/memsvcd-PORT.sock; see docs/daemon.md)\n"
+            "  --no-unix              no local socket: every client comes over tcp\n"
+            "  --no-map               do not map HBM into local clients (isolation between\n"
+            "                         jobs sharing a device; bytes are copied instead)\n"
+            "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
+            "  --poll                 loops never sleep: lowest latency, a core per loop\n");
 }
 
 /* Is the host part of HOST:PORT a loopback address? */
@@ -71,6 +79,11 @@ int main(int argc, char **argv)
                                          {"keep-durable", required_argument, NULL, 'k'},
                                          {"allow-remote", no_argument, NULL, 'r'},
                                          {"spin-us", required_argument, NULL, 's'},
+                                         {"unix", required_argument, NULL, 'u'},
+                                         {"no-unix", no_argument, NULL, 'U'},
+                                         {"no-map", no_argument, NULL, 'M'},
+                                         {"loops", required_argument, NULL, 'L'},
+                                         {"poll", no_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     msd_config_t               cfg    = {
@@ -112,6 +125,26 @@ int main(int argc, char **argv)
         case 'r':
             cfg.allow_remote = true;
             break;
+        case 'u':
+            cfg.unix_path = optarg;
+            break;
+        case 'U':
+            cfg.no_unix = true;
+            break;
+        case 'M':
+            cfg.no_map = true;
+            break;
+        case 'P':
+            cfg.poll = true;
+            break;
+        case 'L':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || (secs < 1) || (secs > 64)) {
+                LOG("--loops: '%s' is not a count of 1..64", optarg);
+                return 2;
+            }
+            cfg.local_loops = (unsigned)secs;
+            break;
         case 's':
             secs = strtod(optarg, &end);
             if ((*end != '\0') || (secs < 0) || (secs > 1e6)) {
@@ -135,6 +168,12 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (cfg.local_loops == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+        cfg.local_loops = (ncpu >= 8) ? (unsigned)(ncpu / 4) : 1;
+        cfg.local_loops = (cfg.local_loops > 8) ? 8 : cfg.local_loops;
     }
     if (!cfg.allow_remote && !addr_is_loopback(cfg.listen)) {
         LOG("refusing to listen on %s: not a loopback address (add --allow-remote)", cfg.listen);

@@ -8,8 +8,11 @@
 
 #include <ucp/api/ucp.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Daemon configuration (from the command line). */
 typedef struct msd_config {
@@ -17,7 +20,37 @@ typedef struct msd_config {
     uint64_t    keep_durable_ns; /* how long a dead session's durable tensors are kept */
     bool        allow_remote;    /* listening on a non-loopback address was asked for */
     uint64_t    spin_ns;         /* busy-poll this long after activity before sleeping */
+    const char *unix_path;       /* local socket; NULL: derived from listen (msl_default_path) */
+    bool        no_unix;         /* serve tcp only */
+    bool        no_map;          /* never hand memory regions to local clients */
+    bool        poll;            /* loops never sleep (a core each, lowest latency) */
+    unsigned    local_loops;     /* threads serving local sessions (>= 1) */
 } msd_config_t;
+
+struct msd_session;
+struct msd_loop;
+
+/* An operation whose completion callback a UCX worker owes (a rendezvous receive). When a
+ * local session's worker is destroyed that callback never runs: drop() frees it instead
+ * (engine lock held). */
+typedef struct msd_inflight {
+    struct msd_inflight *next, *prev;
+    void (*drop)(struct msd_inflight *in);
+} msd_inflight_t;
+
+/* What an epoll event of a loop is about. */
+typedef enum msd_ev_kind {
+    MSD_EV_WAKE,   /* the loop's eventfd: inbox or stop */
+    MSD_EV_TIMER,  /* engine completions, orphan expiry (the tcp loop) */
+    MSD_EV_SIGNAL, /* SIGTERM/SIGINT (the tcp loop) */
+    MSD_EV_WORKER, /* a UCX worker's event fd */
+    MSD_EV_SOCK    /* a local session's Unix socket: its end is the client's death */
+} msd_ev_kind_t;
+
+typedef struct msd_ev {
+    msd_ev_kind_t       kind;
+    struct msd_session *s; /* WORKER (local), SOCK */
+} msd_ev_t;
 
 /* One connected client. Freed when dead and no callback refers to it (refs == 0). */
 typedef struct msd_session {
@@ -33,6 +66,20 @@ typedef struct msd_session {
     uint64_t            requests, errors;
     char                name[MSP_NAME_MAX + 1];
     char                transport[MSP_TRANSPORT_MAX + 1];
+    /* -- the loop that serves it (msd_loop.c, msd_local.c) -- */
+    struct msd_loop    *loop;      /* owner of its worker: only that thread sends on ep */
+    ucp_worker_h        worker;    /* local: its own; tcp: the tcp loop's */
+    bool                local;     /* came through the Unix socket, shared-memory worker */
+    bool                regions_sent;
+    int                 sock;      /* local: the Unix socket (-1 when closed) */
+    int                 wefd;      /* local: the worker's event fd */
+    pid_t               pid;       /* local: SO_PEERCRED of the socket */
+    uid_t               uid;
+    gid_t               gid;
+    msd_ev_t            ev_worker, ev_sock;
+    struct msd_session *loop_next; /* the loop's own list */
+    struct srv_send    *sends;     /* local: replies in flight on its worker */
+    msd_inflight_t     *inflight;  /* receives in flight on its worker */
 } msd_session_t;
 
 /* Value of the ownership table. Key (handle, 0): the tensor's owner; (handle, sid): pins. */
@@ -41,6 +88,7 @@ typedef struct msd_own {
     uint64_t deadline; /* orphans: msp_now_ns() after which the tensor is freed */
     uint32_t pins;     /* pin entries: acquires by that session not yet released */
     uint32_t rank;     /* owner entries: rank that allocated it */
+    uint32_t wpins;    /* pin entries: of those, pins that may write in place (MSP_ACQ_WRITE) */
 } msd_own_t;
 
 typedef struct msd_map_slot {
@@ -54,6 +102,23 @@ typedef struct msd_map {
     size_t          cap; /* power of two */
     size_t          count;
 } msd_map_t;
+
+/* A thread with an epoll loop; loop 0 serves tcp (listener, its worker, timers, signals), the
+ * others local sessions, each with its own worker (msd_loop.c). */
+typedef struct msd_loop {
+    struct msd_server  *srv;
+    unsigned            idx;
+    pthread_t           thread;
+    bool                started;
+    int                 epfd, evfd;
+    msd_ev_t            ev_wake;
+    msd_session_t      *sessions; /* local sessions it serves (loop thread only) */
+    _Atomic unsigned    nsessions;
+    pthread_mutex_t     qlock; /* guards the inbox */
+    struct msd_item    *qhead, *qtail;
+    _Atomic bool        qpending; /* the inbox is not empty (read without the lock) */
+    uint64_t            last_active;
+} msd_loop_t;
 
 typedef struct msd_server {
     msd_config_t   cfg;
@@ -71,6 +136,22 @@ typedef struct msd_server {
     uint64_t       spin_ns;
     uint64_t       orphans, orphan_next; /* count, earliest deadline */
     msd_map_t      own;
+    /* -- loops, the engine lock, the local path -- */
+    pthread_mutex_t  lock; /* the engine lock: engine, sessions list, ownership table, counters */
+    msd_loop_t      *loops; /* nloops of them; [0] is the tcp loop (main thread) */
+    unsigned         nloops;
+    _Atomic uint64_t timer_at;    /* when the engine or an orphan next needs loop 0 (ns) */
+    _Atomic uint64_t timer_armed; /* what loop 0 armed its timerfd for */
+    _Atomic bool     reap_tcp;    /* a tcp session died: loop 0 reaps it */
+    _Atomic bool     stopping;
+    ucp_context_h    lctx;     /* shared-memory-only context of local workers */
+    int              usock;    /* the Unix socket, -1 if none */
+    pthread_t        acceptor; /* accepts local clients; a thread each builds their workers */
+    _Atomic unsigned handshakes; /* handshake threads running */
+    bool             has_acceptor;
+    char             unix_path[MSP_TRANSPORT_MAX + 1];
+    char             lanes_local[MSP_TRANSPORT_MAX + 1]; /* lanes seen on a local session */
+    char             lanes_tcp[MSP_TRANSPORT_MAX + 1];   /* lanes seen on a tcp session */
     char           transport[MSP_TRANSPORT_MAX + 1]; /* transports seen on sessions */
     msp_req_t      reqs[MSP_BATCH_MAX];              /* decode scratch */
     msp_rep_t      reps[MSP_BATCH_MAX];
@@ -103,6 +184,87 @@ void            msd_server_fini(msd_server_t *srv);
  */
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen);
+
+/* Decode and serve one request message of session s (the caller holds the engine lock). */
+void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header, size_t header_length,
+                        void *data, size_t length, const ucp_am_recv_param_t *param);
+
+/* ---- msd_loop.c --------------------------------------------------------------------------- */
+
+/*
+ * The engine lock. Held run-to-completion while a request message is served, an engine
+ * completion runs, a session is cleaned up; never across a UCX progress call of a loop, a
+ * worker's creation or destruction, or a copy of tensor bytes by a client. Nests (per thread).
+ */
+void msd_lock(msd_server_t *srv);
+void msd_unlock(msd_server_t *srv);
+
+/* The loop of the calling thread (NULL in other threads). */
+msd_loop_t *msd_loop_current(void);
+
+memsvc_status_t msd_loops_init(msd_server_t *srv);
+/* Start the local loops' threads (loop 0 runs in the caller, msd_server_run). */
+memsvc_status_t msd_loops_start(msd_server_t *srv);
+/* Wake every loop (stop) and join them; then free what they held. */
+void msd_loops_stop(msd_server_t *srv);
+void msd_loops_fini(msd_server_t *srv);
+/* Serve a loop's inbox: adopt new sessions, send replies queued by other threads. */
+void msd_loop_drain(msd_loop_t *loop);
+/* Wake a loop's epoll. */
+void msd_loop_wake(msd_loop_t *loop);
+/* Hand a new local session to a loop (the one serving the fewest). */
+void msd_loop_adopt(msd_server_t *srv, msd_session_t *s);
+/* Queue an encoded reply for the loop owning s (caller holds the engine lock; takes a ref). */
+void msd_loop_post_send(msd_server_t *srv, msd_session_t *s, struct srv_send *send);
+/* After a batch under the engine lock: run due completions, tell loop 0 when to wake next. */
+void msd_after_batch(msd_server_t *srv);
+
+/* ---- msd_server.c: shared with the loops -------------------------------------------------- */
+
+/* An encoded reply in flight: owns its header and payload. */
+typedef struct srv_send {
+    struct srv_send    *next, *prev; /* local sessions: the session's list of sends in flight */
+    msd_session_t      *s;           /* tracked on s->sends (local sessions), else NULL */
+    void               *payload;
+    size_t              plen;
+    size_t              hlen;
+    uint8_t             hdr[];
+} srv_send_t;
+
+/* Start the send on s->ep (the caller is s's loop thread). Frees send when done or failed. */
+void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send);
+/* Free sends still tracked on a local session whose worker was destroyed. */
+void msd_send_forget_all(msd_session_t *s);
+/* Track an operation in flight on s's worker / forget it (its callback ran) / drop all those
+ * left when the worker was destroyed. Engine lock held. */
+void msd_inflight_add(msd_session_t *s, msd_inflight_t *in);
+void msd_inflight_del(msd_session_t *s, msd_inflight_t *in);
+void msd_inflight_drop_all(msd_session_t *s);
+/* Recompute srv->transport ("shm: ... ; tcp: ...") from the live sessions (engine lock). */
+void msd_transport_summary(msd_server_t *srv);
+
+/* ---- msd_local.c -------------------------------------------------------------------------- */
+
+/* Bind the Unix socket, create the local UCX context, start the acceptor thread. */
+memsvc_status_t msd_local_init(msd_server_t *srv);
+void            msd_local_stop(msd_server_t *srv); /* stop accepting (joins the acceptor) */
+void            msd_local_fini(msd_server_t *srv);
+/* Local session s: its UCX worker has something (progress it) or its socket ended. */
+void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why);
+/* After HELLO bound a local session: send the regions it may map (engine lock held). */
+void msd_local_send_regions(msd_server_t *srv, msd_session_t *s);
+/* Region id (device) and offset of a pinned tensor for session s, or MSP_REGION_NONE. */
+uint32_t msd_local_locate(msd_server_t *srv, msd_session_t *s, const eng_tensor_info_t *info,
+                          uint64_t *offset_p);
+/*
+ * An acquire by s of handle h (with MSP_ACQ_* flags) came out with status: record the pin
+ * (and whether it may write in place), turn an uncommitted tensor into MEMSVC_RECOMPUTE, fill
+ * the reply's location. Returns the status to answer. Engine lock held.
+ */
+memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t flags,
+                             memsvc_status_t status, msp_rep_t *rep);
+/* A release by s of h: commit an in-place write when its last write pin goes. */
+void msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin);
 
 /* ---- msd_ops.c ---------------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 
 /* An operation that completes later: an engine callback or a rendezvous receive. */
 typedef struct ops_pending {
+    msd_inflight_t inflight; /* rendezvous receive: tracked on the session */
     msd_server_t  *srv;
     msd_session_t *s;
     uint64_t       id;
@@ -18,7 +19,10 @@ typedef struct ops_pending {
     eng_handle_t   handle;
     uint8_t       *buf; /* WRITE: the received bytes */
     uint64_t       offset, len;
-    bool           pin; /* ALLOC with MSP_ALLOC_PIN: the tensor comes back pinned */
+    bool           pin;    /* ALLOC with MSP_ALLOC_PIN: the tensor comes back pinned */
+    uint32_t       flags;  /* ACQUIRE: MSP_ACQ_* */
+    uint32_t       region; /* ACQUIRE: where the pinned tensor is (MSP_REGION_NONE: nowhere) */
+    uint64_t       size;   /* ACQUIRE: the tensor's size */
 } ops_pending_t;
 
 static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
@@ -34,6 +38,8 @@ static ops_pending_t *pending_new(msd_server_t *srv, msd_session_t *s, const msp
     p->id     = req->id;
     p->op     = req->op;
     p->handle = handle;
+    p->flags  = (req->op == MSP_OP_ACQUIRE) ? req->u.h.flags : 0;
+    p->region = MSP_REGION_NONE;
     s->refs++;
     return p;
 }
@@ -49,6 +55,11 @@ static void pending_reply(ops_pending_t *p, memsvc_status_t status, const char *
     }
     if (p->op == MSP_OP_ALLOC) {
         rep.u.alloc.handle = p->handle;
+    }
+    if (p->op == MSP_OP_ACQUIRE) {
+        rep.u.acquire.region = p->region;
+        rep.u.acquire.offset = p->offset;
+        rep.u.acquire.size   = p->size;
     }
     msd_send_replies(p->srv, p->s, &rep, 1, NULL, 0);
 }
@@ -77,17 +88,12 @@ static void own_forget(msd_server_t *srv, eng_handle_t h)
     }
 }
 
+/* A pin that is not a write pin and asks for no location (ALLOC with MSP_ALLOC_PIN). */
 static void pin_add(msd_server_t *srv, msd_session_t *s, eng_handle_t h)
 {
-    msd_own_t *pin = msd_map_put(&srv->own, h, s->id);
+    msp_rep_t where;
 
-    if (pin == NULL) {
-        /* Cannot track it: undo rather than leak a pin nobody would release. */
-        LOG("out of memory tracking a pin: released");
-        eng_release(srv->eng, h);
-        return;
-    }
-    pin->pins++;
+    (void)msd_acquired(srv, s, h, 0, MEMSVC_OK, &where); /* on failure: released, logged */
 }
 
 /* ---- engine callbacks ----------------------------------------------------------------------- */
@@ -102,7 +108,12 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
             if (p->s->dead) {
                 eng_release(srv->eng, p->handle); /* nobody left to release it */
             } else {
-                pin_add(srv, p->s, p->handle);
+                msp_rep_t where = {.u.acquire.region = MSP_REGION_NONE};
+
+                status    = msd_acquired(srv, p->s, p->handle, p->flags, status, &where);
+                p->region = where.u.acquire.region;
+                p->offset = where.u.acquire.offset;
+                p->size   = where.u.acquire.size;
             }
         }
     } else if (p->op == MSP_OP_ALLOC) {
@@ -129,8 +140,11 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
 static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length, void *user_data)
 {
     ops_pending_t  *p = user_data;
+    msd_server_t   *srv = p->srv;
     memsvc_status_t status;
 
+    msd_lock(srv);
+    msd_inflight_del(p->s, &p->inflight);
     if (ustatus != UCS_OK) {
         LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
             ucs_status_string(ustatus));
@@ -141,6 +155,13 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     pending_reply(p, status, NULL);
     pending_done(p);
     ucp_request_free(request);
+    msd_unlock(srv);
+}
+
+/* The session's worker was destroyed with this receive in flight: its callback never runs. */
+static void ops_write_recv_drop(msd_inflight_t *in)
+{
+    pending_done((ops_pending_t *)in); /* inflight is the first member */
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -320,11 +341,20 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
     if (status != MEMSVC_OK) {
         return status;
     }
+    if (req->u.h.flags & MSP_ACQ_IO) {
+        uint64_t offset;
+
+        /* A pin for a copy through the client's mapping: only where that works now. */
+        if ((msd_local_locate(srv, s, &info, &offset) == MSP_REGION_NONE) ||
+            (!info.valid && !(req->u.h.flags & MSP_ACQ_WRITE))) {
+            return MEMSVC_OK; /* not pinned, region NONE: the client sends READ/WRITE */
+        }
+    }
     if (info.state == MEMSVC_STATE_ON_DEVICE) {
         /* resident: pinned at once, nothing to wait for, no pending record */
         status = eng_acquire(srv->eng, req->u.h.handle, NULL, NULL);
-        if (status == MEMSVC_OK) {
-            pin_add(srv, s, req->u.h.handle);
+        if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
+            status = msd_acquired(srv, s, req->u.h.handle, req->u.h.flags, status, rep);
         }
         return status;
     }
@@ -338,7 +368,7 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
     }
     pending_done(p);
     if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
-        pin_add(srv, s, req->u.h.handle);
+        status = msd_acquired(srv, s, req->u.h.handle, req->u.h.flags, status, rep);
     }
     return status;
 }
@@ -363,7 +393,9 @@ static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp
     if (status != MEMSVC_OK) {
         return status;
     }
-    if (--pin->pins == 0) {
+    pin->pins--;
+    msd_released(srv, s, req->u.h.handle, pin);
+    if (pin->pins == 0) {
         msd_map_del(&srv->own, req->u.h.handle, s->id);
     }
     return MEMSVC_OK;
@@ -427,8 +459,10 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
-    sp              = ucp_am_recv_data_nbx(srv->worker, data, p->buf, length, &rp);
+    sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
     if (UCS_PTR_IS_PTR(sp)) {
+        p->inflight.drop = ops_write_recv_drop;
+        msd_inflight_add(s, &p->inflight);
         return MEMSVC_INPROGRESS;
     }
     if (UCS_PTR_IS_ERR(sp)) {
@@ -443,12 +477,19 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
 static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                msp_rep_t *rep, void **payload_p)
 {
-    memsvc_status_t status;
-    void           *buf;
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+    void             *buf;
 
     status = op_io_check(srv, s, req, rep);
     if (status != MEMSVC_OK) {
         return status;
+    }
+    if ((eng_info(srv->eng, req->u.io.handle, &info) == MEMSVC_OK) && !info.valid) {
+        snprintf(rep->msg, sizeof(rep->msg), "tensor 0x%llx is uncommitted (dropped, or its "
+                 "writer ended mid-write): acquire it and write it first",
+                 (unsigned long long)req->u.io.handle);
+        return MEMSVC_ERR_ILLEGAL_STATE;
     }
     buf = malloc((req->u.io.len > 0) ? req->u.io.len : 1);
     if (buf == NULL) {
@@ -684,8 +725,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         memsvc_status_t  status;
 
         memset(rep, 0, sizeof(*rep));
-        rep->id = req->id;
-        rep->op = req->op;
+        rep->id                = req->id;
+        rep->op                = req->op;
+        rep->u.acquire.region  = MSP_REGION_NONE;
         if (req->status != MEMSVC_OK) {
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
@@ -784,7 +826,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
     msd_session_t *heir;
     uint32_t      *counts = NULL;
     size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0;
+    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0, uncommitted = 0;
 
     if (!s->bound || s->control || (cap == 0)) {
         return;
@@ -803,6 +845,11 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             continue;
         }
         if (slot->sid == s->id) {
+            if (slot->v.wpins > 0) {
+                /* It may have been writing in place: never serve half-written bytes. */
+                eng_set_valid(srv->eng, slot->handle, false);
+                uncommitted++;
+            }
             pins[npins]     = slot->handle;
             counts[npins++] = slot->v.pins;
         } else if ((slot->sid == 0) && (slot->v.sid == s->id)) {
@@ -851,9 +898,9 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
     }
     LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
-        "%llu durable kept for re-attach",
+        "%llu durable kept for re-attach, %llu left uncommitted (pinned for writing)",
         (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
-        (unsigned long long)freed, (unsigned long long)kept);
+        (unsigned long long)freed, (unsigned long long)kept, (unsigned long long)uncommitted);
 out:
     free(pins);
     free(counts);

@@ -1,4 +1,4 @@
-/* msd_server.c - memsvcd's one event loop: UCX listener and worker, timerfd, signalfd, sessions */
+/* msd_server.c - memsvcd's tcp loop (listener, worker, timerfd, signalfd), sessions, replies */
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
 
@@ -9,17 +9,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
 
-/* A reply in flight: owns its header and payload. */
-typedef struct srv_send {
-    void   *payload;
-    size_t  hlen;
-    uint8_t hdr[];
-} srv_send_t;
+/* What loop 0's epoll events are about (besides its eventfd). */
+static msd_ev_t ev_tcp_worker = {.kind = MSD_EV_WORKER};
+static msd_ev_t ev_timer      = {.kind = MSD_EV_TIMER};
+static msd_ev_t ev_signal     = {.kind = MSD_EV_SIGNAL};
 
 /* ---- sessions ----------------------------------------------------------------------------- */
 
@@ -78,8 +77,8 @@ static void sessions_reap(msd_server_t *srv)
 
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
-        if (!s->dead || s->cleaned) {
-            continue;
+        if (!s->dead || s->cleaned || s->local) {
+            continue; /* local sessions are ended by their loop (msd_local_session_end) */
         }
         msd_ops_session_gone(srv, s);
         s->cleaned = true;
@@ -91,13 +90,17 @@ static void sessions_reap(msd_server_t *srv)
 
 static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
-    msd_session_t *s = arg;
+    msd_session_t *s   = arg;
+    msd_server_t  *srv = s->loop->srv;
 
+    msd_lock(srv);
     if (!s->dead) {
         LOG("session %llu (job %u rank %u '%s'): disconnected (%s)", (unsigned long long)s->id,
             s->job, s->rank, s->name, ucs_status_string(status));
         s->dead = true;
+        atomic_store(&srv->reap_tcp, true);
     }
+    msd_unlock(srv);
 }
 
 static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
@@ -113,7 +116,10 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
         ucp_listener_reject(srv->listener, conn_request);
         return;
     }
-    s->id         = srv->next_sid++;
+    s->loop       = &srv->loops[0];
+    s->worker     = srv->worker;
+    s->sock       = -1;
+    s->wefd       = -1;
     ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.conn_request    = conn_request;
@@ -127,31 +133,129 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
         return;
     }
     snprintf(s->name, sizeof(s->name), "?");
+    msd_lock(srv);
+    s->id         = srv->next_sid++;
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
+    msd_unlock(srv);
 }
 
 /* ---- sending -------------------------------------------------------------------------------- */
+
+static void send_untrack(srv_send_t *send)
+{
+    if (send->s == NULL) {
+        return;
+    }
+    if (send->prev != NULL) {
+        send->prev->next = send->next;
+    } else {
+        send->s->sends = send->next;
+    }
+    if (send->next != NULL) {
+        send->next->prev = send->prev;
+    }
+    send->s = NULL;
+}
 
 static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
 {
     srv_send_t *send = user_data;
 
+    send_untrack(send);
     free(send->payload);
     free(send);
     ucp_request_free(request);
 }
 
+void msd_send_forget_all(msd_session_t *s)
+{
+    srv_send_t *send;
+
+    while ((send = s->sends) != NULL) {
+        send_untrack(send);
+        free(send->payload);
+        free(send);
+    }
+}
+
+void msd_inflight_add(msd_session_t *s, msd_inflight_t *in)
+{
+    in->prev = NULL;
+    in->next = s->inflight;
+    if (s->inflight != NULL) {
+        s->inflight->prev = in;
+    }
+    s->inflight = in;
+}
+
+void msd_inflight_del(msd_session_t *s, msd_inflight_t *in)
+{
+    if (in->prev != NULL) {
+        in->prev->next = in->next;
+    } else if (s->inflight == in) {
+        s->inflight = in->next;
+    }
+    if (in->next != NULL) {
+        in->next->prev = in->prev;
+    }
+    in->next = in->prev = NULL;
+}
+
+void msd_inflight_drop_all(msd_session_t *s)
+{
+    msd_inflight_t *in;
+
+    while ((in = s->inflight) != NULL) {
+        msd_inflight_del(s, in);
+        in->drop(in);
+    }
+}
+
+void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
+{
+    ucp_request_param_t param = {0};
+    ucs_status_ptr_t    sp;
+
+    if (s->dead || (s->ep == NULL)) {
+        free(send->payload);
+        free(send);
+        return;
+    }
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    param.cb.send      = srv_send_cb;
+    param.user_data    = send;
+    sp = ucp_am_send_nbx(s->ep, MSP_AM_REPLY, send->hdr, send->hlen, send->payload, send->plen,
+                         &param);
+    if (UCS_PTR_IS_PTR(sp)) {
+        if (s->local) {
+            /* Its worker may be destroyed before this completes: keep track. */
+            send->s    = s;
+            send->prev = NULL;
+            send->next = s->sends;
+            if (s->sends != NULL) {
+                s->sends->prev = send;
+            }
+            s->sends = send;
+        }
+        return;
+    }
+    if (UCS_PTR_IS_ERR(sp)) {
+        LOG("session %llu: reply not sent: %s", (unsigned long long)s->id,
+            ucs_status_string(UCS_PTR_STATUS(sp)));
+    }
+    free(send->payload);
+    free(send);
+}
+
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen)
 {
-    static uint8_t      tmp[MSP_HEADER_MAX];
-    ucp_request_param_t param = {0};
-    msp_buf_t           buf   = {tmp, sizeof(tmp), 0, false};
-    memsvc_status_t     status;
-    ucs_status_ptr_t    sp;
-    srv_send_t         *send;
+    static uint8_t  tmp[MSP_HEADER_MAX]; /* under the engine lock */
+    msp_buf_t       buf = {tmp, sizeof(tmp), 0, false};
+    memsvc_status_t status;
+    srv_send_t     *send;
 
     if (s->dead || (s->ep == NULL)) {
         free(payload);
@@ -164,28 +268,21 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
         free(payload);
         return;
     }
-    send = malloc(sizeof(*send) + buf.len);
+    send = calloc(1, sizeof(*send) + buf.len);
     if (send == NULL) {
         LOG("session %llu: out of memory for a reply", (unsigned long long)s->id);
         free(payload);
         return;
     }
     memcpy(send->hdr, tmp, buf.len);
-    send->hlen         = buf.len;
-    send->payload      = payload;
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    param.cb.send      = srv_send_cb;
-    param.user_data    = send;
-    sp = ucp_am_send_nbx(s->ep, MSP_AM_REPLY, send->hdr, send->hlen, payload, plen, &param);
-    if (UCS_PTR_IS_PTR(sp)) {
-        return;
+    send->hlen    = buf.len;
+    send->payload = payload;
+    send->plen    = plen;
+    if (s->loop == msd_loop_current()) {
+        msd_send_now(srv, s, send);
+    } else {
+        msd_loop_post_send(srv, s, send); /* only its loop's thread may use its worker */
     }
-    if (UCS_PTR_IS_ERR(sp)) {
-        LOG("session %llu: reply not sent: %s", (unsigned long long)s->id,
-            ucs_status_string(UCS_PTR_STATUS(sp)));
-    }
-    free(send->payload);
-    free(send);
 }
 
 /* ---- requests ------------------------------------------------------------------------------- */
@@ -193,22 +290,36 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
 static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t header_length,
                                       void *data, size_t length, const ucp_am_recv_param_t *param)
 {
-    msd_server_t   *srv = arg;
-    msd_session_t  *s;
-    memsvc_status_t status;
-    size_t          n;
+    msd_server_t  *srv = arg;
+    msd_session_t *s;
 
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || (param->reply_ep == NULL)) {
         LOG("request without a reply endpoint: dropped");
+        msd_lock(srv);
         srv->errors++;
+        msd_unlock(srv);
         return UCS_OK;
     }
+    msd_lock(srv);
     s = session_find(srv, param->reply_ep);
     if (s == NULL) {
         LOG("request from an unknown endpoint: dropped");
         srv->errors++;
+        msd_unlock(srv);
         return UCS_OK;
     }
+    msd_handle_message(srv, s, header, header_length, data, length, param);
+    msd_unlock(srv);
+    return UCS_OK;
+}
+
+void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header, size_t header_length,
+                        void *data, size_t length, const ucp_am_recv_param_t *param)
+{
+    memsvc_status_t status;
+    size_t          n;
+    bool            was_bound = s->bound;
+
     srv->requests++;
     s->requests++;
     status = msp_decode_requests(header, header_length, srv->reqs, MSP_BATCH_MAX, &n);
@@ -222,10 +333,48 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
         srv->errors++;
         s->errors++;
         msd_send_replies(srv, s, &rep, 1, NULL, 0);
-        return UCS_OK; /* any rendezvous payload is dropped */
+        return; /* any rendezvous payload is dropped */
     }
     msd_ops_handle(srv, s, n, data, length, param);
-    return UCS_OK;
+    if (s->bound && !was_bound) {
+        if (s->local) {
+            msd_local_send_regions(srv, s);
+        }
+        msd_transport_summary(srv);
+    }
+    msd_after_batch(srv);
+}
+
+void msd_transport_summary(msd_server_t *srv)
+{
+    msd_session_t *s;
+    unsigned       nlocal = 0, ntcp = 0;
+    int            n      = 0;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->dead || !s->bound) {
+            continue;
+        }
+        if (s->local) {
+            nlocal++;
+            snprintf(srv->lanes_local, sizeof(srv->lanes_local), "%s", s->transport);
+        } else {
+            ntcp++;
+            snprintf(srv->lanes_tcp, sizeof(srv->lanes_tcp), "%s", s->transport);
+        }
+    }
+    if ((nlocal == 0) && (ntcp == 0)) {
+        return; /* keep naming what the last sessions used */
+    }
+    if (nlocal > 0) {
+        n = snprintf(srv->transport, sizeof(srv->transport),
+                     "shm: %.64s (%u local, own worker each, unix socket)", srv->lanes_local,
+                     nlocal);
+    }
+    if ((ntcp > 0) && (n >= 0) && ((size_t)n < sizeof(srv->transport))) {
+        snprintf(srv->transport + n, sizeof(srv->transport) - (size_t)n, "%stcp: %.48s (%u)",
+                 (n > 0) ? "; " : "", srv->lanes_tcp, ntcp);
+    }
 }
 
 /* ---- set-up --------------------------------------------------------------------------------- */
@@ -286,6 +435,10 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     srv->orphan_next = UINT64_MAX;
     srv->start_ns    = msp_now_ns();
     srv->epfd = srv->timerfd = srv->sigfd = -1;
+    srv->usock                             = -1;
+    pthread_mutex_init(&srv->lock, NULL);
+    atomic_store(&srv->timer_at, UINT64_MAX);
+    atomic_store(&srv->timer_armed, UINT64_MAX);
     srv->body    = (msp_buf_t){srv->body_data, sizeof(srv->body_data), 0, false};
     srv->spin_ns = cfg->spin_ns;
     snprintf(srv->transport, sizeof(srv->transport), "none yet");
@@ -346,7 +499,11 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
         goto err_worker;
     }
 
-    srv->epfd    = epoll_create1(EPOLL_CLOEXEC);
+    status = msd_loops_init(srv);
+    if (status != MEMSVC_OK) {
+        goto err_listener;
+    }
+    srv->epfd    = srv->loops[0].epfd;
     srv->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -354,22 +511,30 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     srv->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if ((srv->epfd < 0) || (srv->timerfd < 0) || (srv->sigfd < 0)) {
-        LOG("epoll/timerfd/signalfd: %s", strerror(errno));
+    if ((srv->timerfd < 0) || (srv->sigfd < 0)) {
+        LOG("timerfd/signalfd: %s", strerror(errno));
         status = MEMSVC_ERR_NO_RESOURCE;
         goto err_fds;
     }
-    ev.events  = EPOLLIN;
-    ev.data.fd = srv->efd;
+    ev.events   = EPOLLIN;
+    ev.data.ptr = &ev_tcp_worker;
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->efd, &ev);
-    ev.data.fd = srv->timerfd;
+    ev.data.ptr = &ev_timer;
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->timerfd, &ev);
-    ev.data.fd = srv->sigfd;
+    ev.data.ptr = &ev_signal;
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &ev);
 
-    LOG("listening on %s%s", cfg->listen,
+    LOG("listening on %s%s; remote (tcp) sessions served by their own loop", cfg->listen,
         cfg->allow_remote ? " (remote clients allowed)" : " (loopback)");
     log_context_transports(srv);
+    if (!cfg->no_unix) {
+        status = msd_local_init(srv);
+        if (status != MEMSVC_OK) {
+            goto err_fds;
+        }
+    } else {
+        LOG("local socket disabled (--no-unix): every client comes over tcp");
+    }
     return MEMSVC_OK;
 
 err_fds:
@@ -379,9 +544,8 @@ err_fds:
     if (srv->timerfd >= 0) {
         close(srv->timerfd);
     }
-    if (srv->epfd >= 0) {
-        close(srv->epfd);
-    }
+    msd_loops_fini(srv);
+err_listener:
     ucp_listener_destroy(srv->listener);
 err_worker:
     ucp_worker_destroy(srv->worker);
@@ -392,49 +556,54 @@ err_map:
     return status;
 }
 
-/* Arm the timer for the earlier of the engine's next completion and the next orphan expiry. */
+/* Arm loop 0's timer for srv->timer_at (the engine's next completion or orphan expiry). */
 static void srv_arm_timer(msd_server_t *srv)
 {
     struct itimerspec its  = {0};
-    sim_time_t        next = eng_next_event(srv->eng);
-    uint64_t          now = msp_now_ns(), when = UINT64_MAX, rel;
+    uint64_t          when = atomic_load(&srv->timer_at), now = msp_now_ns(), rel;
 
-    if (next != SIM_TIME_NEVER) {
-        sim_time_t enow = sim_clock_now(eng_clock(srv->eng));
-
-        when = now + ((next > enow) ? (next - enow) : 0);
-    }
-    if (srv->orphan_next < when) {
-        when = srv->orphan_next;
-    }
     if (when != UINT64_MAX) {
         rel                  = (when > now) ? (when - now) : 1;
         its.it_value.tv_sec  = (time_t)(rel / 1000000000ull);
         its.it_value.tv_nsec = (long)(rel % 1000000000ull);
     }
+    atomic_store(&srv->timer_armed, when);
     timerfd_settime(srv->timerfd, 0, &its, NULL);
 }
 
 memsvc_status_t msd_server_run(msd_server_t *srv)
 {
-    struct epoll_event evs[4];
+    struct epoll_event evs[8];
+    msd_loop_t        *loop = &srv->loops[0];
     msd_session_t     *s;
-    uint64_t           ticks, last_active = 0;
+    uint64_t           ticks, now;
     bool               busy;
     int                n, i;
 
-    while (!srv->stop) {
+    if (msd_loops_start(srv) != MEMSVC_OK) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    while (!atomic_load(&srv->stopping)) {
         while (ucp_worker_progress(srv->worker) != 0) {
-            last_active = msp_now_ns();
+            loop->last_active = msp_now_ns();
         }
-        eng_progress(srv->eng);
-        sessions_reap(srv);
-        if (srv->orphan_next <= msp_now_ns()) {
-            msd_ops_expire_orphans(srv, msp_now_ns());
+        msd_loop_drain(loop);
+        now = msp_now_ns();
+        if ((now >= atomic_load(&srv->timer_at)) || atomic_load(&srv->reap_tcp)) {
+            msd_lock(srv);
+            atomic_store(&srv->reap_tcp, false);
+            eng_progress(srv->eng);
+            sessions_reap(srv);
+            if (srv->orphan_next <= msp_now_ns()) {
+                msd_ops_expire_orphans(srv, msp_now_ns());
+            }
+            msd_transport_summary(srv);
+            msd_after_batch(srv);
+            msd_unlock(srv);
         }
         /* Busy-poll briefly after activity (a reply is often followed by the next request),
-         * then sleep until UCX, the timer or a signal has something. */
-        if (msp_now_ns() - last_active < srv->spin_ns) {
+         * then sleep until UCX, the timer, another loop or a signal has something. */
+        if (srv->cfg.poll || (msp_now_ns() - loop->last_active < srv->spin_ns)) {
             busy = true;
         } else {
             busy = (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY);
@@ -442,31 +611,45 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
         if (!busy) {
             srv_arm_timer(srv);
         }
-        n = epoll_wait(srv->epfd, evs, 4, busy ? 0 : -1);
+        n = epoll_wait(srv->epfd, evs, 8, busy ? 0 : -1);
         if ((n < 0) && (errno != EINTR)) {
             LOG("epoll_wait: %s", strerror(errno));
-            return MEMSVC_ERR_IO;
+            atomic_store(&srv->stopping, true);
+            break;
         }
         for (i = 0; i < n; i++) {
-            if (evs[i].data.fd == srv->sigfd) {
+            const msd_ev_t *ev = evs[i].data.ptr;
+
+            if (ev->kind == MSD_EV_SIGNAL) {
                 struct signalfd_siginfo si;
 
                 if (read(srv->sigfd, &si, sizeof(si)) == sizeof(si)) {
                     LOG("signal %u: shutting down", si.ssi_signo);
-                    srv->stop = true;
+                    atomic_store(&srv->stopping, true);
                 }
-            } else if (evs[i].data.fd == srv->timerfd) {
+            } else if (ev->kind == MSD_EV_TIMER) {
                 if (read(srv->timerfd, &ticks, sizeof(ticks)) < 0) {
+                    ticks = 0;
+                }
+            } else if (ev->kind == MSD_EV_WAKE) {
+                if (read(loop->evfd, &ticks, sizeof(ticks)) < 0) {
                     ticks = 0;
                 }
             }
         }
     }
+    srv->stop = true;
+    if (!srv->cfg.no_unix) {
+        msd_local_stop(srv);
+    }
+    msd_loops_stop(srv); /* local sessions ended, their workers destroyed */
     /* From here on nothing is sent: callbacks the engine runs while it is destroyed see dead
      * sessions. */
+    msd_lock(srv);
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
     }
+    msd_unlock(srv);
     return MEMSVC_OK;
 }
 
@@ -493,10 +676,14 @@ void msd_server_fini(msd_server_t *srv)
     ucp_listener_destroy(srv->listener);
     ucp_worker_destroy(srv->worker);
     ucp_cleanup(srv->ctx);
+    if (!srv->cfg.no_unix) {
+        msd_local_fini(srv);
+    }
     close(srv->sigfd);
     close(srv->timerfd);
-    close(srv->epfd);
+    msd_loops_fini(srv); /* closes loop 0's epoll (srv->epfd) */
     msd_map_fini(&srv->own);
+    pthread_mutex_destroy(&srv->lock);
     LOG("stopped: %llu sessions served, %llu requests, %llu errors",
         (unsigned long long)srv->sessions_total, (unsigned long long)srv->requests,
         (unsigned long long)srv->errors);

@@ -146,13 +146,19 @@ static void sim_devices_destroy(sim_node_t *node)
         if (dev->base != NULL) {
             munmap(dev->base, node->desc.hbm_bytes);
         }
+        if (dev->fd >= 0) {
+            close(dev->fd);
+        }
         sim_alloc_destroy(dev->alloc);
     }
     free(node->devices);
     node->devices = NULL;
 }
 
-/* Devices: an HBM allocator each and, backed, a MAP_NORESERVE mapping of hbm_bytes. */
+/*
+ * Devices: an HBM allocator each and, backed, a memfd of hbm_bytes mapped shared (pages are
+ * allocated on first touch), so that the daemon can hand the fd to co-located clients.
+ */
 static memsvc_status_t sim_devices_create(sim_node_t *node)
 {
     memsvc_status_t status;
@@ -168,6 +174,7 @@ static memsvc_status_t sim_devices_create(sim_node_t *node)
         sim_device_t *dev = &node->devices[i];
 
         dev->id = i;
+        dev->fd = -1;
         sim_link_init(&dev->h2d, &node->desc.h2d);
         sim_link_init(&dev->d2h, &node->desc.d2h);
         status = sim_alloc_create_mode(node->desc.hbm_bytes, node->desc.alloc, &dev->alloc);
@@ -175,9 +182,15 @@ static memsvc_status_t sim_devices_create(sim_node_t *node)
             goto err_destroy;
         }
         if (node->mode == SIM_MEM_BACKED) {
-            void *p = mmap(NULL, node->desc.hbm_bytes, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            char  name[32];
+            void *p = MAP_FAILED;
 
+            snprintf(name, sizeof(name), "memsvc-hbm%u", i);
+            dev->fd = memfd_create(name, MFD_CLOEXEC);
+            if ((dev->fd >= 0) && (ftruncate(dev->fd, (off_t)node->desc.hbm_bytes) == 0)) {
+                p = mmap(NULL, node->desc.hbm_bytes, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_NORESERVE, dev->fd, 0);
+            }
             if (p == MAP_FAILED) {
                 fprintf(stderr, "sim_node: cannot map %s of HBM for device %u: %s\n",
                         sim_format_size(node->desc.hbm_bytes, buf, sizeof(buf)), i,

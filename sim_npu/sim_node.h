@@ -34,6 +34,7 @@ typedef struct sim_device {
     unsigned     id;      /* index on the node */
     sim_alloc_t *alloc;   /* HBM allocator */
     uint8_t     *base;    /* HBM bytes in backed mode, NULL in phantom mode */
+    int          fd;      /* backed: the memfd holding those bytes (shareable), else -1 */
     sim_link_t   h2d;     /* host to this device */
     sim_link_t   d2h;     /* this device to host */
     sim_stream_t compute; /* compute stream */
@@ -61,7 +62,8 @@ typedef struct sim_host_stats {
 
 /*
  * Create the node. The clock is borrowed (not owned). Backed mode maps each device's HBM
- * (MAP_NORESERVE, so untouched pages cost nothing), creates a jemalloc arena for the host
+ * from a memfd (sim_device_t.fd; MAP_SHARED | MAP_NORESERVE, so untouched pages cost nothing;
+ * another process may map the same fd and see the same bytes), creates a jemalloc arena for the host
  * pool and, when disk_bytes > 0, an unlinked spill file under $TMPDIR driven by io_uring.
  * Errors: MEMSVC_ERR_INVALID_PARAM (bad description), MEMSVC_ERR_NO_RESOURCE (mapping or
  * arena failed; the message says which and how much), MEMSVC_ERR_IO (spill file).

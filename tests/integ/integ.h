@@ -53,6 +53,9 @@ memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p);
  */
 pid_t integ_spawn(const integ_daemon_t *d, const char *role);
 
+/* Roles "local-*" of integ_spawn, acted by tests/integ/test_local.c (never returns). */
+void integ_local_child(integ_daemon_t *d, const char *role, int ready_fd);
+
 /* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
 
 typedef struct integ_raw integ_raw_t;

@@ -65,6 +65,35 @@ static void integ_untrack(pid_t pid)
     }
 }
 
+/* The daemons' local sockets go to a directory of this run (MEMSVC_RUN_DIR), removed at exit. */
+static char integ_run_dir[64];
+
+static void integ_run_dir_remove(void)
+{
+    char cmd[128];
+
+    if (integ_run_dir[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", integ_run_dir);
+        if (system(cmd) != 0) {
+            integ_run_dir[0] = '\0';
+        }
+    }
+}
+
+static void integ_run_dir_setup(void)
+{
+    if ((getenv("MEMSVC_RUN_DIR") != NULL) || (integ_run_dir[0] != '\0')) {
+        return;
+    }
+    snprintf(integ_run_dir, sizeof(integ_run_dir), "/tmp/memsvc-test-XXXXXX");
+    if (mkdtemp(integ_run_dir) == NULL) {
+        integ_run_dir[0] = '\0';
+        return;
+    }
+    setenv("MEMSVC_RUN_DIR", integ_run_dir, 1);
+    atexit(integ_run_dir_remove);
+}
+
 static int free_port(void)
 {
     struct sockaddr_in sa  = {.sin_family = AF_INET};
@@ -94,6 +123,7 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
     int             argc = 0, port, fd, status;
 
     memset(d, 0, sizeof(*d));
+    integ_run_dir_setup();
     port = free_port();
     if (port < 0) {
         return false;
@@ -460,6 +490,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         child_hold(&d, atoi(fds));
     } else if (strcmp(role, "bigwrite") == 0) {
         child_bigwrite(&d, atoi(fds));
+    } else if (strncmp(role, "local-", 6) == 0) {
+        integ_local_child(&d, role, atoi(fds));
     }
     _exit(2);
 }

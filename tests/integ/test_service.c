@@ -466,7 +466,7 @@ static void test_ctl(void)
     CU_ASSERT(strstr(out, "alive") != NULL);
     CU_ASSERT_EQUAL(run_ctl(&d, "stats", out, sizeof(out)), 0);
     CU_ASSERT(strstr(out, "largest free block") != NULL);
-    CU_ASSERT(strstr(out, "transport tcp") != NULL);
+    CU_ASSERT(strstr(out, "transport shm: sysv") != NULL);
     CU_ASSERT_EQUAL(run_ctl(&d, "--json stats", out, sizeof(out)), 0);
     CU_ASSERT(strstr(out, "\"fragmentation\"") != NULL);
     CU_ASSERT(strstr(out, "\"activation\": 1") != NULL);

@@ -213,6 +213,68 @@ static void test_oneway_and_pin(void)
     CU_ASSERT_EQUAL(out[0].id, 45);
 }
 
+/* Version 2: ACQUIRE flags (optional: absent means 0), the reply's location. */
+static void test_acquire_flags_and_location(void)
+{
+    uint8_t   out_wire[MSP_HEADER_MAX];
+    msp_buf_t buf = {out_wire, sizeof(out_wire), 0, false};
+    msp_req_t req = {.op = MSP_OP_ACQUIRE, .id = 9}, out;
+    msp_rep_t rep = {.op = MSP_OP_ACQUIRE, .id = 9, .status = MEMSVC_RECOMPUTE}, back[1];
+    raw_t     r;
+    size_t    n;
+
+    req.u.h.handle = 77;
+    req.u.h.flags  = MSP_ACQ_IO | MSP_ACQ_WRITE;
+    n              = encode_reqs(&req, 1);
+    CU_ASSERT_EQUAL_FATAL(msp_decode_requests(wire, n, reqs, MSP_BATCH_MAX, &n), MEMSVC_OK);
+    CU_ASSERT_EQUAL(reqs[0].status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(reqs[0].u.h.handle, 77);
+    CU_ASSERT_EQUAL(reqs[0].u.h.flags, MSP_ACQ_IO | MSP_ACQ_WRITE);
+
+    /* without the flags field (as version 1 sent it): flags 0 */
+    raw_init(&r);
+    msgpack_pack_array(&r.pk, 1);
+    msgpack_pack_array(&r.pk, 3);
+    msgpack_pack_uint32(&r.pk, MSP_OP_ACQUIRE);
+    msgpack_pack_uint32(&r.pk, 10);
+    msgpack_pack_uint32(&r.pk, 78);
+    CU_ASSERT_EQUAL(raw_decode_one(&r, &out), MEMSVC_OK);
+    CU_ASSERT_EQUAL(out.u.h.handle, 78);
+    CU_ASSERT_EQUAL(out.u.h.flags, 0);
+
+    /* unknown flag bits are refused; fields after the flags are skipped */
+    raw_init(&r);
+    msgpack_pack_array(&r.pk, 1);
+    msgpack_pack_array(&r.pk, 4);
+    msgpack_pack_uint32(&r.pk, MSP_OP_ACQUIRE);
+    msgpack_pack_uint32(&r.pk, 11);
+    msgpack_pack_uint32(&r.pk, 79);
+    msgpack_pack_uint32(&r.pk, 0x80);
+    CU_ASSERT_EQUAL(raw_decode_one(&r, &out), MEMSVC_ERR_INVALID_PARAM);
+    raw_init(&r);
+    msgpack_pack_array(&r.pk, 1);
+    msgpack_pack_array(&r.pk, 5);
+    msgpack_pack_uint32(&r.pk, MSP_OP_ACQUIRE);
+    msgpack_pack_uint32(&r.pk, 12);
+    msgpack_pack_uint32(&r.pk, 80);
+    msgpack_pack_uint32(&r.pk, MSP_ACQ_MAP);
+    msgpack_pack_str(&r.pk, 2);
+    msgpack_pack_str_body(&r.pk, "v3", 2);
+    CU_ASSERT_EQUAL(raw_decode_one(&r, &out), MEMSVC_OK);
+    CU_ASSERT_EQUAL(out.u.h.flags, MSP_ACQ_MAP);
+
+    /* the reply carries region, offset and size */
+    rep.u.acquire.region = 1;
+    rep.u.acquire.offset = 1ull << 33;
+    rep.u.acquire.size   = 4096;
+    CU_ASSERT_EQUAL_FATAL(msp_encode_replies(&rep, 1, &buf), MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(msp_decode_replies(out_wire, buf.len, back, 1, &n), MEMSVC_OK);
+    CU_ASSERT_EQUAL(back[0].status, MEMSVC_RECOMPUTE);
+    CU_ASSERT_EQUAL(back[0].u.acquire.region, 1);
+    CU_ASSERT_EQUAL(back[0].u.acquire.offset, 1ull << 33);
+    CU_ASSERT_EQUAL(back[0].u.acquire.size, 4096);
+}
+
 static void test_bad_requests_get_named_errors(void)
 {
     msp_req_t out;
@@ -499,6 +561,7 @@ static void add_suite(void)
     CU_add_test(s, "one-way requests and pinned allocs (version 2)", test_oneway_and_pin);
     CU_add_test(s, "truncated headers and trailing bytes are refused", test_truncated_and_trailing);
     CU_add_test(s, "bad requests get named errors", test_bad_requests_get_named_errors);
+    CU_add_test(s, "ACQUIRE flags and the location in its reply", test_acquire_flags_and_location);
     CU_add_test(s, "one bad request in a batch spoils only itself", test_batch_one_bad_rest_good);
     CU_add_test(s, "garbage never crashes the decoder", test_garbage_never_crashes);
     CU_add_test(s, "replies round-trip (stats, list, errors)", test_reply_round_trip);

@@ -12,6 +12,8 @@
  *        bench_service ADDR bw SIZE REPS      write and read of SIZE-byte tensors
  *        bench_service ADDR ops CLIENTS SECS  acquire+release pairs from CLIENTS threads
  * Prints "name value" lines (medians over the repetitions) for tools/bench/service.sh.
+ * MEMSVC_BENCH_TCP=1 connects over tcp even to a local daemon (else the local path is used
+ * when the daemon has its socket); the transport goes to stderr.
  */
 
 static const char *addr;
@@ -19,7 +21,8 @@ static const char *addr;
 static memsvc_conn_h connect_or_die(uint32_t job, uint32_t rank)
 {
     memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_NAME,
+                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_NAME |
+                                            MEMSVC_CONN_FIELD_FLAGS,
                               .address = addr,
                               .job     = job,
                               .rank    = rank,
@@ -27,10 +30,16 @@ static memsvc_conn_h connect_or_die(uint32_t job, uint32_t rank)
     memsvc_status_t      status;
     memsvc_conn_h        conn;
 
+    if ((getenv("MEMSVC_BENCH_TCP") != NULL) && (atoi(getenv("MEMSVC_BENCH_TCP")) != 0)) {
+        p.flags = MEMSVC_CONN_TCP;
+    }
     status = memsvc_connect(&p, &conn);
     if (status != MEMSVC_OK) {
         fprintf(stderr, "bench_service: connect %s: %s\n", addr, memsvc_strerror(status));
         exit(1);
+    }
+    if (rank == 0) {
+        fprintf(stderr, "bench_service: %s\n", memsvc_conn_transport(conn));
     }
     return conn;
 }
