@@ -251,3 +251,4 @@ clean:
 	rm -rf build build-san
 
 -include $(patsubst %.c,$(B)/obj/%.d,$(ALL_SRCS))
+-include $(patsubst %.c,$(B)/pic/%.d,$(CLIENT_SRCS))

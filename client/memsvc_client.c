@@ -482,7 +482,6 @@ static memsvc_status_t conn_ucx_setup(memsvc_conn_h conn, bool local)
 {
     ucp_params_t           ctx_params = {0};
     ucp_worker_params_t    wparams    = {0};
-    ucp_am_handler_param_t am         = {0};
     memsvc_status_t        status;
 
     if (local) {
@@ -508,13 +507,7 @@ static memsvc_status_t conn_ucx_setup(memsvc_conn_h conn, bool local)
         status = MEMSVC_ERR_TRANSPORT;
         goto err_destroy_worker;
     }
-    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    am.id    = MSP_AM_REPLY;
-    am.cb    = conn_am_reply_cb;
-    am.arg   = conn;
-    am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    if (ucp_worker_set_am_recv_handler(conn->worker, &am) != UCS_OK) {
+    if (msp_ucx_am_handler(conn->worker, MSP_AM_REPLY, conn_am_reply_cb, conn) != UCS_OK) {
         status = MEMSVC_ERR_TRANSPORT;
         goto err_destroy_worker;
     }

@@ -134,3 +134,17 @@ memsvc_status_t msp_from_ucs(ucs_status_t status)
         return MEMSVC_ERR_TRANSPORT;
     }
 }
+
+ucs_status_t msp_ucx_am_handler(ucp_worker_h worker, unsigned id, ucp_am_recv_callback_t cb,
+                                void *arg)
+{
+    ucp_am_handler_param_t am = {
+        .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS,
+        .id    = id,
+        .cb    = cb,
+        .arg   = arg,
+        .flags = UCP_AM_FLAG_WHOLE_MSG};
+
+    return ucp_worker_set_am_recv_handler(worker, &am);
+}

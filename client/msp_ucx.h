@@ -20,6 +20,11 @@ memsvc_status_t msp_parse_addr(const char *addr, struct sockaddr_storage *ss_p, 
  */
 void msp_ep_transport(ucp_ep_h ep, char *buf, size_t len);
 
+/* Receive active messages of id on worker with cb(arg, ...), whole messages only
+ * (UCP_AM_FLAG_WHOLE_MSG), as every worker of the client and the daemon does. */
+ucs_status_t msp_ucx_am_handler(ucp_worker_h worker, unsigned id, ucp_am_recv_callback_t cb,
+                                void *arg);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t msp_now_ns(void);
 

@@ -48,7 +48,6 @@ static void local_refuse(int fd, memsvc_status_t status, const char *msg)
 static void local_accept_one(msd_server_t *srv, int fd)
 {
     ucp_worker_params_t    wp = {0};
-    ucp_am_handler_param_t am = {0};
     ucp_ep_params_t        ep = {0};
     struct ucred           cred;
     socklen_t              clen = sizeof(cred);
@@ -108,13 +107,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     if (ucp_worker_get_efd(s->worker, &s->wefd) != UCS_OK) {
         goto err_worker;
     }
-    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    am.id    = MSP_AM_REQUEST;
-    am.cb    = local_am_cb;
-    am.arg   = s;
-    am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    if (ucp_worker_set_am_recv_handler(s->worker, &am) != UCS_OK) {
+    if (msp_ucx_am_handler(s->worker, MSP_AM_REQUEST, local_am_cb, s) != UCS_OK) {
         goto err_worker;
     }
     /* No peer error handling: the socket tells of the client's death, and on it the worker is

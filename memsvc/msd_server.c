@@ -419,7 +419,6 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
 {
     ucp_params_t            ctx_params = {0};
     ucp_worker_params_t     wparams    = {0};
-    ucp_am_handler_param_t  am         = {0};
     ucp_listener_params_t   lparams    = {0};
     struct epoll_event      ev         = {0};
     struct sockaddr_storage ss;
@@ -475,13 +474,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
     }
-    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    am.id    = MSP_AM_REQUEST;
-    am.cb    = srv_am_request_cb;
-    am.arg   = srv;
-    am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    ustatus  = ucp_worker_set_am_recv_handler(srv->worker, &am);
+    ustatus = msp_ucx_am_handler(srv->worker, MSP_AM_REQUEST, srv_am_request_cb, srv);
     if (ustatus != UCS_OK) {
         LOG("ucp_worker_set_am_recv_handler: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;

@@ -311,7 +311,6 @@ memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
     ucp_params_t        cp = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
     ucp_worker_params_t wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
                               .thread_mode = UCS_THREAD_MODE_SINGLE};
-    ucp_am_handler_param_t  am = {0};
     ucp_ep_params_t         ep = {0};
     struct sockaddr_storage ss;
     socklen_t               sslen;
@@ -330,13 +329,7 @@ memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
         free(raw);
         return MEMSVC_ERR_TRANSPORT;
     }
-    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    am.id    = MSP_AM_REPLY;
-    am.cb    = raw_reply_cb;
-    am.arg   = raw;
-    am.flags = UCP_AM_FLAG_WHOLE_MSG;
-    ucp_worker_set_am_recv_handler(raw->worker, &am);
+    msp_ucx_am_handler(raw->worker, MSP_AM_REPLY, raw_reply_cb, raw);
     ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.flags            = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
