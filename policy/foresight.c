@@ -95,9 +95,45 @@ static void fs_prefetch_free(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
     }
 }
 
+typedef struct fs_layer_sum {
+    uint64_t bytes; /* resident activation bytes of the layer and micro-batch */
+    int      dev;   /* their device (-1: none) */
+} fs_layer_sum_t;
+
+static void fs_sum_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
+{
+    fs_layer_sum_t *ls = arg;
+
+    if (t->state == MEMSVC_STATE_ON_DEVICE) {
+        ls->bytes += t->size;
+        ls->dev = (int)t->device;
+    }
+}
+
 static void fs_on_hint(void *state, pol_ctx_t *ctx, const pol_hint_t *hint)
 {
     fs_state_t *s = state;
+
+    /*
+     * First step, end of a forward layer: the next layer will allocate about what this one
+     * kept. If that is not free, make the room now, while the next operators compute, rather
+     * than when their allocations wait for it.
+     */
+    if (!s->plan.have_plan && hint->type == MEMSVC_HINT_LAYER_END &&
+        hint->phase == MEMSVC_PHASE_FORWARD && hint->layer >= 0) {
+        fs_layer_sum_t ls = {.bytes = 0, .dev = -1};
+        uint64_t       fr;
+
+        pol_groups_each_layer(&s->acts, ctx, hint->job, hint->layer, hint->microbatch, fs_sum_one,
+                              &ls);
+        if (ls.dev >= 0) {
+            fr = pol_device_free(ctx, (unsigned)ls.dev);
+            if (fr < ls.bytes) {
+                fsp_make_room(&s->plan, ctx, (unsigned)ls.dev, ls.bytes - fr);
+            }
+        }
+        return;
+    }
 
     if (!s->plan.have_plan && hint->type == MEMSVC_HINT_LAYER_BEGIN &&
         hint->phase == MEMSVC_PHASE_BACKWARD && hint->layer >= 0) {

@@ -29,7 +29,7 @@ done
 
 step "2/4  every policy at HBM $BUDGET on ascend-910b (simulated time; overhead vs. unlimited HBM)"
 printf '%-22s %14s %10s %12s %12s %s\n' policy "time, 2 steps" overhead stall recompute fits
-for p in none lru vdnn dtr selective full capuchin foresight; do
+for p in none lru vdnn dtr selective full offload capuchin foresight; do
     "$BIN/memtrace" replay --help | grep -q "^ *${p%%:*} " || continue
     "$BIN/memtrace" replay "$OUT/$MODEL.worst.trace" hbm="$BUDGET" --policy "$p" --quiet \
         --json-out "$OUT/replay-$p.json" >/dev/null 2>&1 || true

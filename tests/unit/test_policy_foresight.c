@@ -474,6 +474,58 @@ static void test_first_step_range_by_cost(void)
     eng_destroy(eng);
 }
 
+/* An activation of (layer, micro-batch) on the tiny node's first device, placed at once. */
+static eng_handle_t fst_new_act(eng_t *eng, const char *key, uint64_t size, int32_t layer,
+                                int32_t mb)
+{
+    eng_tensor_desc_t d;
+    eng_handle_t      h = ENG_HANDLE_NULL;
+
+    memset(&d, 0, sizeof(d));
+    d.key             = key;
+    d.size            = size;
+    d.kind            = MEMSVC_KIND_ACTIVATION;
+    d.tags            = MEMSVC_TAGS_NONE;
+    d.tags.layer      = layer;
+    d.tags.microbatch = mb;
+    d.job             = 1;
+    return (eng_alloc(eng, &d, 0, NULL, NULL, &h) == MEMSVC_OK) ? h : ENG_HANDLE_NULL;
+}
+
+/*
+ * First step (no plan): at the end of a forward layer that kept 8 MiB of activations, with 2 MiB
+ * free, the room the next layer will need is made at once (an older layer's activation goes
+ * out, while compute goes on), not when the next layer's allocation waits for it.
+ */
+static void test_first_step_room_ahead(void)
+{
+    eng_t            *eng = fst_engine("foresight", "16MiB");
+    eng_handle_t      old, a, b;
+    eng_tensor_info_t info;
+    eng_hint_t        h;
+
+    old = fst_new_act(eng, "L0.mb0.x", 6 * FST_MIB, 0, 0);
+    fst_advance(eng, 50000000);
+    a = fst_new_act(eng, "L1.mb0.a", 4 * FST_MIB, 1, 0);
+    b = fst_new_act(eng, "L1.mb0.b", 4 * FST_MIB, 1, 0);
+    CU_ASSERT_FATAL(old != ENG_HANDLE_NULL && a != ENG_HANDLE_NULL && b != ENG_HANDLE_NULL);
+    memset(&h, 0, sizeof(h));
+    h.type       = MEMSVC_HINT_LAYER_END;
+    h.job        = 1;
+    h.step       = 0;
+    h.layer      = 1;
+    h.microbatch = 0;
+    h.phase      = MEMSVC_PHASE_FORWARD;
+    TEST_ASSERT_OK(eng_hint(eng, &h));
+    TEST_ASSERT_OK(eng_info(eng, old, &info));
+    CU_ASSERT(info.state == MEMSVC_STATE_MOVING_OUT || info.state == MEMSVC_STATE_ON_HOST);
+    TEST_ASSERT_OK(eng_info(eng, a, &info));
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_ON_DEVICE);
+    TEST_ASSERT_OK(eng_info(eng, b, &info));
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_ON_DEVICE);
+    eng_destroy(eng);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("policy_foresight", NULL, NULL);
@@ -490,6 +542,8 @@ static void add_suite(void)
                 test_stale_at_clock_end);
     CU_add_test(s, "first step, fragmented: the range that costs least time is freed",
                 test_first_step_range_by_cost);
+    CU_add_test(s, "first step: room for the next layer made at the end of a forward layer",
+                test_first_step_room_ahead);
 }
 
 TEST_REGISTER(policy_foresight, add_suite)
