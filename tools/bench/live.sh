@@ -61,16 +61,16 @@ echo "## live replay: $MODEL worst stage, 1 step, 2 co-located trainers, memsvcd
 echo "## policy $BEST, time scale $SCALE ($(cut -d' ' -f1-3 /proc/loadavg) load)"
 awk '
 /^daemon / { sub(/^daemon +/, ""); print "  daemon: " $0 }
-/^wall time/ { wall = $3; ideal = $6 }
+/^wall time/ { wall = $3; ideal = $7 }
 /^device / {
     busy = $3
     for (i = 1; i <= NF; i++) if ($i == "memory" && $(i - 2) == "waiting") wait = $(i + 1)
 }
 /^  (trainer|npu)/ { print }
 END {
-    if (wall == "" || busy == "" || wait == "") { print "live.sh: FAILED: no figures in the report" > "/dev/stderr"; exit 1 }
+    if (wall == "" || busy == "" || wait == "" || ideal == "") { print "live.sh: FAILED: no figures in the report" > "/dev/stderr"; exit 1 }
     ref = busy + wait
-    printf "  %-46s %10.1f ms\n", "ideal compute (the trace, slowest trainer)", ideal
+    printf "  %-46s %10.1f ms\n", "ideal compute (the operators in the traces)", ideal
     printf "  %-46s %10.1f ms\n", "device busy: compute + recompute", busy
     printf "  %-46s %10.1f ms\n", "device idle waiting for memory", wait
     printf "  %-46s %10.1f ms\n", "reference: busy + waiting for memory", ref
