@@ -196,6 +196,7 @@ echo "the busy neighbour: one 'sh -c \"while :; do :; done\"' on the $(nproc) co
 # row LABEL VALUE UNIT REF_LABEL REF UNIT2 KIND LIMIT
 #   KIND le: VALUE / REF <= LIMIT (x);  ge: VALUE / REF >= LIMIT (%);  none: ratio only
 row() {
+    [ -n "$2" ] && [ -n "$5" ] || die "no figure for $1" # a get that failed in $(...)
     awk -v l="$1" -v v="$2" -v u="$3" -v rl="$4" -v r="$5" -v k="$7" -v t="$8" 'BEGIN {
         q = (r > 0) ? v / r : 0
         if (k == "le") { rs = sprintf("%6.2fx", q); ts = sprintf("<= %gx", t); ok = (q <= t) }
@@ -266,7 +267,9 @@ awk -v s1="$s1" -v s2="$s2" -v b1="$b1" -v b2="$b2" -v c="$(nproc)" 'BEGIN {
 
 echo
 echo "### memsvcd CPU while 4 connected local clients are idle ($IDLE_SECS s, utime + stime from /proc)"
-awk -v d="$(get idle.default.idle_cpu_pct_4c)" -v p="$(get idle.poll.idle_cpu_pct_4c)" 'BEGIN {
+idle_d=$(get idle.default.idle_cpu_pct_4c)
+idle_p=$(get idle.poll.idle_cpu_pct_4c)
+awk -v d="$idle_d" -v p="$idle_p" 'BEGIN {
     printf "  default daemon  %6.1f %% of a core   (target ~0: %s)\n", d, (d < 1) ? "met" : "MISSED"
     printf "  --poll daemon   %6.1f %% of a core   (expected: a core per polling loop)\n", p
 }'
