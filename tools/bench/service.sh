@@ -1,95 +1,275 @@
 #!/bin/sh
-# service.sh - memsvcd against raw UCX (ucx_perftest) on the same loopback transport
+# service.sh - memsvcd against raw UCX (ucx_perftest) over the same transports, quiet and contended
 #
-#   sh tools/bench/service.sh BIN_DIR
+#   sh tools/bench/service.sh BIN_DIR        (REPS=3, OPS_SECS=0.5, IDLE_SECS=2)
 #
-# Starts memsvcd (tiny node, 1 NPU with 256 MiB HBM, backed memory) on a free loopback port
-# and measures with bench_service: the acquire round trip on a resident tensor (p50, p99),
-# write and read of 64 MiB tensors (GB/s, median of 5), and acquire+release throughput with 1
-# and 4 clients. The references run in the same script: ucx_perftest ucp_am_lat (one-way
-# latency; round trip = 2x) and ucp_put_bw / ucp_am_bw with 64 MiB messages, over the transport
-# memsvc's sessions use (UCX 1.13 with peer error handling selects tcp on loopback).
+# Starts memsvcd (tiny node, 1 NPU with 256 MiB HBM, backed memory) on a free loopback port,
+# first as it runs by default (loops sleep in epoll after 50 us of spinning), then with --poll,
+# and measures with bench_service, for a co-located client (the Unix socket: its own worker
+# over shared memory, sysv, and the device mapped) and for a remote one (tcp,
+# MEMSVC_BENCH_TCP=1):
+#   - the acquire round trip of a resident tensor (p50, p99 of 20,000 local or 5,000 tcp round
+#     trips; median over REPS runs),
+#     against ucx_perftest ucp_am_lat over the same transport (UCX_TLS=sysv,self as the local
+#     path uses; tcp): round trip = 2 x its one-way p50;
+#   - write and read of a 64 MiB tensor (memsvc_write/read, and through memsvc_acquire_map),
+#     against memcpy of 64 MiB in the same process (local) or ucp_am_bw / ucp_put_bw of 64 MiB
+#     messages over tcp (remote);
+#   - both again while a busy neighbour (a shell spinning in a loop) competes for the cores,
+#     references included;
+#   - acquires and releases per second from 1, 2, 4, 8 client processes, one pair at a time
+#     and in batches of 32 acquires followed by 32 one-way releases;
+#   - the daemon's CPU (utime + stime from /proc) while 4 connected clients are idle.
+# Prints every figure next to its reference, the ratio and whether the target holds. Exits
+# non-zero with a message when a component fails (the daemon, a client, ucx_perftest).
 set -eu
 
 BIN=${1:?usage: service.sh BIN_DIR}
 REPS=${REPS:-3}
-TLS=${BENCH_TLS:-tcp}
+OPS_SECS=${OPS_SECS:-0.5}
+IDLE_SECS=${IDLE_SECS:-2}
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+SHM_TLS=sysv,self # the local path's context (docs/daemon.md, "No cma")
+SIZE=67108864
+
+die() {
+    echo "service.sh: FAILED: $*" >&2
+    exit 1
+}
+command -v ucx_perftest >/dev/null 2>&1 || die "ucx_perftest not found (Debian package ucx-utils)"
+[ -x "$BIN/memsvcd" ] && [ -x "$BIN/bench_service" ] || die "no memsvcd or bench_service in $BIN"
+
+RUN=$(mktemp -d /tmp/memsvc-bench.XXXXXX)
+export MEMSVC_RUN_DIR="$RUN" # the daemons' Unix sockets
+RES=$RUN/results             # "key value" lines
+: >"$RES"
+DPID=""
+SPID=""
+cleanup() {
+    [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true
+    [ -z "$DPID" ] || { kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; }
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + $$ % 20000))
+        echo $((20000 + ($$ + $(date +%N | sed 's/^0*//;s/^$/0/')) % 20000))
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else print v[int((NR + 1) / 2)]}'; }
 
-PORT=$(free_port)
-ADDR=127.0.0.1:$PORT
-LOG=$(mktemp /tmp/memsvcd-bench.XXXXXX)
-"$BIN/memsvcd" --listen "$ADDR" --node tiny npus=1 hbm=256MiB host=512MiB --memory backed \
-    2>"$LOG" &
-DPID=$!
-trap 'kill $DPID 2>/dev/null || true; wait $DPID 2>/dev/null || true; rm -f "$LOG"' EXIT INT TERM
-i=0
-until "$BIN/memsvc-ctl" --address "$ADDR" --timeout 1000 ping >/dev/null 2>&1; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || { echo "service.sh: memsvcd did not start:" >&2; cat "$LOG" >&2; exit 1; }
-    sleep 0.1
-done
-TRANSPORT=$("$BIN/memsvc-ctl" --address "$ADDR" ping | sed 's/.* over //')
-
-# Our figures: each run prints "name value" lines; keep the median over REPS runs.
-OUT=$(mktemp /tmp/memsvc-bench.XXXXXX)
-r=0
-while [ $r -lt "$REPS" ]; do
-    "$BIN/bench_service" "$ADDR" lat 20000 >>"$OUT"
-    "$BIN/bench_service" "$ADDR" bw 67108864 5 >>"$OUT"
-    "$BIN/bench_service" "$ADDR" ops 1 2 >>"$OUT"
-    "$BIN/bench_service" "$ADDR" ops 4 2 >>"$OUT"
-    r=$((r + 1))
-done
-get() { grep "^$1 " "$OUT" | awk '{print $2}' | median; }
-
-# References: ucx_perftest server + client on loopback, same transport.
-perf() { # test size iterations -> the "Final:" line
-    p=$(free_port)
-    UCX_TLS=$TLS ucx_perftest -p "$p" >/dev/null 2>&1 &
-    spid=$!
-    sleep 0.5
-    UCX_TLS=$TLS ucx_perftest 127.0.0.1 -p "$p" -t "$1" -s "$2" -n "$3" 2>/dev/null | grep '^Final:' || true
-    wait $spid 2>/dev/null || true
+# start_daemon NAME [memsvcd options]: sets DPID and ADDR
+start_daemon() {
+    name=$1
+    shift
+    ADDR=127.0.0.1:$(free_port)
+    "$BIN/memsvcd" --listen "$ADDR" --node tiny npus=1 hbm=256MiB host=512MiB --memory backed \
+        "$@" 2>"$RUN/memsvcd-$name.log" &
+    DPID=$!
+    i=0
+    until "$BIN/memsvc-ctl" --address "$ADDR" --timeout 1000 ping >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -ge 100 ] || ! kill -0 "$DPID" 2>/dev/null; then
+            cat "$RUN/memsvcd-$name.log" >&2
+            die "memsvcd ($name) did not start"
+        fi
+        sleep 0.1
+    done
 }
-AMLAT=""; PUTBW=""; AMBW=""
-r=0
-while [ $r -lt "$REPS" ]; do
-    # Final: iters lat_p50 lat_avg lat_overall bw_avg(MB/s) bw_overall msgrate...
-    AMLAT="$AMLAT $(perf ucp_am_lat 8 20000 | awk '{print $3}')"
-    PUTBW="$PUTBW $(perf ucp_put_bw 67108864 10 | awk '{print $6}')"
-    AMBW="$AMBW $(perf ucp_am_bw 67108864 10 | awk '{print $6}')"
-    r=$((r + 1))
+stop_daemon() {
+    kill -0 "$DPID" 2>/dev/null || { cat "$RUN"/memsvcd-*.log >&2; die "memsvcd died during the run"; }
+    kill "$DPID"
+    wait "$DPID" || die "memsvcd did not exit cleanly"
+    DPID=""
+}
+
+# svc PREFIX PATH ARGS...: bench_service over PATH (local|tcp); its lines go to $RES as
+# PREFIX.name value. Fails unless the client got the transport asked for.
+svc() {
+    prefix=$1 path=$2
+    shift 2
+    if [ "$path" = tcp ]; then tcp=1 want="tcp:"; else tcp=0 want="shm:"; fi
+    MEMSVC_BENCH_TCP=$tcp "$BIN/bench_service" "$ADDR" "$@" >"$RUN/out" 2>"$RUN/err" ||
+        { cat "$RUN/err" >&2; die "bench_service $* ($path)"; }
+    grep -q "bench_service: $want" "$RUN/err" ||
+        { cat "$RUN/err" >&2; die "bench_service $* did not get the $path path"; }
+    sed -n "s/^bench_service: \(.*\)/\1/p" "$RUN/err" | head -1 >"$RUN/transport-$path"
+    sed "s/^/$prefix./" "$RUN/out" >>"$RES"
+}
+
+# perf KEY TLS TEST SIZE ITERS FIELD: ucx_perftest server and client on loopback; the Final
+# line's field FIELD (3: one-way latency p50 in us; 6: bandwidth in MB/s) goes to $RES as KEY
+perf() {
+    p=$(free_port)
+    UCX_TLS=$2 timeout 120 ucx_perftest -p "$p" >/dev/null 2>&1 &
+    ppid=$!
+    sleep 0.3
+    v=$(UCX_TLS=$2 timeout 120 ucx_perftest 127.0.0.1 -p "$p" -t "$3" -s "$4" -n "$5" 2>&1 |
+        awk -v f="$6" '/^Final:/ {print $f}')
+    kill "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    case "$v" in
+    '' | *[!0-9.]*) die "ucx_perftest -t $3 over UCX_TLS=$2 gave no figure" ;;
+    esac
+    echo "$1 $v" >>"$RES"
+}
+
+spinner_start() {
+    sh -c 'while :; do :; done' &
+    SPID=$!
+}
+spinner_stop() {
+    kill "$SPID"
+    wait "$SPID" 2>/dev/null || true
+    SPID=""
+}
+
+# ---- measurements --------------------------------------------------------------------------
+# (in each condition: references first, then memsvc, all under the same load)
+measure_refs() { # COND
+    r=0
+    while [ $r -lt "$REPS" ]; do
+        perf "$1.ref.amlat_shm" "$SHM_TLS" ucp_am_lat 8 20000 3
+        perf "$1.ref.amlat_tcp" tcp ucp_am_lat 8 5000 3
+        perf "$1.ref.ambw_tcp" tcp ucp_am_bw $SIZE 3 6
+        r=$((r + 1))
+    done
+    perf "$1.ref.putbw_tcp" tcp ucp_put_bw $SIZE 1 6 # tcp emulates RMA: seconds per message
+}
+measure_lat() { # COND MODE
+    r=0
+    while [ $r -lt "$REPS" ]; do
+        svc "$1.$2.local" local lat 20000
+        svc "$1.$2.tcp" tcp lat 5000
+        r=$((r + 1))
+    done
+}
+measure_bw() { # COND MODE
+    svc "$1.$2.local" local bw $SIZE 5
+    svc "$1.$2.tcp" tcp bw $SIZE 5
+}
+
+echo "## memsvcd service (tiny node, backed memory; medians of $REPS runs; $(cat /proc/loadavg | cut -d' ' -f1-3) load)"
+
+start_daemon default
+measure_refs quiet
+measure_lat quiet default
+measure_bw quiet default
+for n in 1 2 4 8; do
+    for mode in single batch; do
+        r=0
+        while [ $r -lt "$REPS" ]; do
+            svc ops local ops $n "$OPS_SECS" $mode
+            r=$((r + 1))
+        done
+    done
 done
-ref_lat=$(echo "$AMLAT" | tr ' ' '\n' | grep . | median)
-ref_put=$(echo "$PUTBW" | tr ' ' '\n' | grep . | median)
-ref_ambw=$(echo "$AMBW" | tr ' ' '\n' | grep . | median)
+svc idle.default local idle 4 "$IDLE_SECS" "$DPID"
+spinner_start
+measure_refs contended
+measure_lat contended default
+measure_bw contended default
+spinner_stop
+stop_daemon
 
-acq50=$(get acquire_rtt_p50_us); acq99=$(get acquire_rtt_p99_us); ping50=$(get ping_rtt_p50_us)
-wr=$(get write_gbps); rd=$(get read_gbps); ops1=$(get ops_per_s_1c); ops4=$(get ops_per_s_4c)
-rm -f "$OUT"
+start_daemon poll --poll
+measure_lat quiet poll
+svc idle.poll local idle 4 "$IDLE_SECS" "$DPID"
+spinner_start
+measure_lat contended poll
+spinner_stop
+stop_daemon
 
-awk -v t="$TRANSPORT" -v tls="$TLS" -v reps="$REPS" \
-    -v a50="$acq50" -v a99="$acq99" -v p50="$ping50" -v rl="$ref_lat" \
-    -v wr="$wr" -v rd="$rd" -v rput="$ref_put" -v ramb="$ref_ambw" -v o1="$ops1" -v o4="$ops4" '
-function ratio(a, b) { return (b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
-BEGIN {
-    printf "memsvc service benchmark (medians of %d runs); memsvc sessions over %s, references UCX_TLS=%s\n", reps, t, tls
-    rtt = 2 * rl
-    printf "  acquire round trip, resident tensor   p50 %8.2f us  p99 %8.2f us  (ping p50 %.2f us)\n", a50, a99, p50
-    printf "  ucx_perftest ucp_am_lat (8 B)         one-way %.2f us, round trip %.2f us\n", rl, rtt
-    printf "    ratio acquire p50 / raw AM round trip: %s\n", ratio(a50, rtt)
-    printf "  write 64 MiB tensor                   %8.3f GB/s\n", wr
-    printf "  read 64 MiB tensor                    %8.3f GB/s\n", rd
-    printf "  ucx_perftest ucp_put_bw 64 MiB        %8.3f GB/s   ucp_am_bw 64 MiB %8.3f GB/s\n", rput / 1000, ramb / 1000
-    printf "    ratio write / put_bw: %s   write / am_bw: %s   read / am_bw: %s\n", ratio(wr, rput / 1000), ratio(wr, ramb / 1000), ratio(rd, ramb / 1000)
-    printf "  small ops (acquire+release), 1 client %10.0f ops/s\n", o1
-    printf "  small ops, 4 clients                  %10.0f ops/s   (4c / 1c: %s)\n", o4, ratio(o4, o1)
+# ---- report --------------------------------------------------------------------------------
+get() {
+    v=$(grep "^$1 " "$RES" | awk '{print $2}' | median)
+    [ "$v" != nan ] || die "no figure $1"
+    echo "$v"
+}
+
+echo "local path: $(cat "$RUN/transport-local"); references UCX_TLS=$SHM_TLS"
+echo "remote path: $(cat "$RUN/transport-tcp"); references UCX_TLS=tcp"
+echo "the busy neighbour: one 'sh -c \"while :; do :; done\"' on the $(nproc) cores"
+
+# row LABEL VALUE UNIT REF_LABEL REF UNIT2 KIND LIMIT
+#   KIND le: VALUE / REF <= LIMIT (x);  ge: VALUE / REF >= LIMIT (%);  none: ratio only
+row() {
+    [ -n "$2" ] && [ -n "$5" ] || die "no figure for $1" # a get that failed in $(...)
+    awk -v l="$1" -v v="$2" -v u="$3" -v rl="$4" -v r="$5" -v k="$7" -v t="$8" 'BEGIN {
+        q = (r > 0) ? v / r : 0
+        if (k == "le") { rs = sprintf("%6.2fx", q); ts = sprintf("<= %gx", t); ok = (q <= t) }
+        else if (k == "ge") { rs = sprintf("%5.0f %%", 100 * q); ts = sprintf(">= %g %%", t); ok = (100 * q >= t) }
+        else { rs = sprintf("%6.2fx", q); ts = ""; ok = -1 }
+        printf "  %-38s %9.2f %-5s %-24s %8.2f %-5s %8s  %-9s %s\n", l, v, u, rl, r, u, rs, ts,
+            (ok < 0) ? "" : (ok ? "met" : "MISSED")
+    }'
+}
+
+for cond in quiet contended; do
+    shm=$(get $cond.ref.amlat_shm)
+    tcpl=$(get $cond.ref.amlat_tcp)
+    shm_rtt=$(echo "$shm" | awk '{print 2 * $1}')
+    tcp_rtt=$(echo "$tcpl" | awk '{print 2 * $1}')
+    echo
+    echo "### $cond$([ $cond = contended ] && echo ': a busy neighbour process, references under the same load')"
+    printf '  %-38s %15s %-24s %14s %8s  %-9s %s\n' figure memsvc "reference (same run)" "" ratio target result
+    for mode in default poll; do
+        ml="default daemon"
+        [ $mode = poll ] && ml="--poll daemon"
+        row "acquire p50, local, $ml" "$(get $cond.$mode.local.acquire_rtt_p50_us)" us \
+            "ucp_am_lat rtt, sysv" "$shm_rtt" us le 2
+        row "acquire p99, local, $ml" "$(get $cond.$mode.local.acquire_rtt_p99_us)" us \
+            "ucp_am_lat rtt, sysv" "$shm_rtt" us le 10
+        row "acquire p50, tcp, $ml" "$(get $cond.$mode.tcp.acquire_rtt_p50_us)" us \
+            "ucp_am_lat rtt, tcp" "$tcp_rtt" us le 2
+        row "acquire p99, tcp, $ml" "$(get $cond.$mode.tcp.acquire_rtt_p99_us)" us \
+            "ucp_am_lat rtt, tcp" "$tcp_rtt" us le 10
+    done
+    mc=$(get $cond.default.local.memcpy_gbps)
+    row "64 MiB memsvc_write, local (mapped)" "$(get $cond.default.local.write_gbps)" GB/s \
+        "memcpy 64 MiB" "$mc" GB/s ge 90
+    row "64 MiB memsvc_read, local (mapped)" "$(get $cond.default.local.read_gbps)" GB/s \
+        "memcpy 64 MiB" "$mc" GB/s ge 90
+    row "64 MiB write via acquire_map pointer" "$(get $cond.default.local.map_write_gbps)" GB/s \
+        "memcpy 64 MiB" "$mc" GB/s ge 90
+    row "64 MiB read via acquire_map_ro pointer" "$(get $cond.default.local.map_read_gbps)" GB/s \
+        "memcpy 64 MiB" "$mc" GB/s ge 90
+    ambw=$(get $cond.ref.ambw_tcp | awk '{print $1 / 1000}')
+    putbw=$(get $cond.ref.putbw_tcp | awk '{print $1 / 1000}')
+    best=$(echo "$ambw $putbw" | awk '{print ($1 > $2) ? $1 : $2}')
+    for op in write read; do
+        row "64 MiB memsvc_$op, tcp" "$(get $cond.default.tcp.${op}_gbps)" GB/s \
+            "ucp_am_bw 64 MiB, tcp" "$ambw" GB/s ge 80
+    done
+    printf '  %-38s %15s %-24s %8.3f GB/s  (tcp emulates RMA; am_bw is the higher reference)\n' \
+        "" "" "ucp_put_bw 64 MiB, tcp" "$putbw"
+    [ "$best" = "$ambw" ] || echo "  (note: ucp_put_bw was above ucp_am_bw in this run)"
+done
+
+echo
+echo "### acquires + releases per second, local clients (separate processes; each acquire and each release counts one)"
+printf '  %-8s %14s %14s %16s\n' clients "one at a time" "batches of 32" "batched / 1 client"
+b1=$(get ops.ops_per_s_batch_1c)
+for n in 1 2 4 8; do
+    s=$(get ops.ops_per_s_single_${n}c)
+    b=$(get ops.ops_per_s_batch_${n}c)
+    printf '  %-8s %14.0f %14.0f %15.2fx\n' $n "$s" "$b" "$(echo "$b $b1" | awk '{print $1 / $2}')"
+done
+s1=$(get ops.ops_per_s_single_1c) s2=$(get ops.ops_per_s_single_2c)
+b2=$(get ops.ops_per_s_batch_2c)
+awk -v s1="$s1" -v s2="$s2" -v b1="$b1" -v b2="$b2" -v c="$(nproc)" 'BEGIN {
+    printf "  2 clients >= 1 client (up to the %d cores): one at a time %s, batched %s\n", c,
+        (s2 >= s1) ? "met" : "MISSED", (b2 >= b1) ? "met" : "MISSED"
+    printf "  batched, 2 clients >= 1,000,000 ops/s: %.0f, %s\n", b2, (b2 >= 1e6) ? "met" : "MISSED"
+}'
+
+echo
+echo "### memsvcd CPU while 4 connected local clients are idle ($IDLE_SECS s, utime + stime from /proc)"
+idle_d=$(get idle.default.idle_cpu_pct_4c)
+idle_p=$(get idle.poll.idle_cpu_pct_4c)
+awk -v d="$idle_d" -v p="$idle_p" 'BEGIN {
+    printf "  default daemon  %6.1f %% of a core   (target ~0: %s)\n", d, (d < 1) ? "met" : "MISSED"
+    printf "  --poll daemon   %6.1f %% of a core   (expected: a core per polling loop)\n", p
 }'
