@@ -333,6 +333,68 @@ static void test_chain_order(void)
 }
 
 /*
+ * Order and pinning, each level released when it is computed, before the level above takes
+ * its room: a chain X1 = f(P), X2 = f(X1), X3 = f(X2) (1 MiB and 100 ns each) is recomputed
+ * while W (1 MiB, 1 s to recompute, read afterwards) is resident, and memory is full when X3's
+ * room is taken. X1, released at X2's end, is a candidate then, and dtr evicts it rather than
+ * W: h(X1) = 100 ns / (1 MiB x 1 ns) (just released) < h(W) = 1 s / (1 MiB x ~3 ms).
+ * Counting bytes, in 5 MiB, dtr:swap=off (times in ms + ns):
+ *
+ *   P 1 MiB param; op1 W = g(P) 0 .. 1000; op2-4 X1, X2, X3 1000 .. 1000 + 300 ns
+ *   op5, op6 (nothing) .. 1002 + 300 ns; D 3 MiB placed at 1000 + 300 ns (one operator
+ *   ahead): X1, X2, X3 dropped (W, 300 ns stale, has the highest h); op7 writes D .. 1003 + 300
+ *   FREE D; Y 1 MiB; op8 reads X3 and Y: X1 (P pinned), X2 (X1 pinned), X3 (X2 pinned; room
+ *   at 1003 + 500 ns: P, W, Y, X1, X2 resident, X1 released and evicted) 1003 + 300 .. + 600 ns
+ *   op8 .. 1004 + 600 ns; op9 reads W (resident) .. 1005 + 600 ns
+ *
+ * Without the rule (a level's inputs pinned until the chain ends, or the level above taking
+ * its room before the level below has ended and released them) X1 is still pinned at X3's
+ * room, W is the only candidate and is dropped, and op9 recomputes it: 4 recomputations,
+ * 1 s + 300 ns of them, 2005 ms + 600 ns in all. (The 10-level chain above sees only the
+ * first: there room runs out when nothing else is evictable, and a release due later is
+ * waited for and the room retried.)
+ */
+static void test_chain_release(void)
+{
+    static const uint64_t p[] = {1}, w[] = {2}, d[] = {30}, x3y[] = {5, 20};
+    mt_replay_report_t    r;
+    tb_t                  tb;
+    uint64_t              k;
+
+    tb_open(&tb);
+    tb_alloc(&tb, 1, 1 * MiB, MEMSVC_KIND_PARAM, 0, 0, NULL, 0);
+    tb_alloc(&tb, 2, 1 * MiB, MEMSVC_KIND_ACTIVATION, 1000 * MS, 1, p, 1);
+    tb_op(&tb, 1, 1000 * MS, p, 1, w, 1, NULL, 0);
+    for (k = 3; k <= 5; k++) { /* X1, X2, X3 */
+        uint64_t in = (k == 3) ? 1 : k - 1;
+
+        tb_alloc(&tb, k, 1 * MiB, MEMSVC_KIND_ACTIVATION, 100, k - 1, &in, 1);
+        tb_op(&tb, k - 1, 100, &in, 1, &k, 1, NULL, 0);
+    }
+    for (k = 5; k <= 6; k++) {
+        tb_op(&tb, k, 1 * MS, NULL, 0, NULL, 0, NULL, 0);
+    }
+    tb_alloc(&tb, 30, 3 * MiB, MEMSVC_KIND_WORKSPACE, 0, 7, NULL, 0);
+    tb_op(&tb, 7, 1 * MS, NULL, 0, d, 1, NULL, 0);
+    tb_free(&tb, 30);
+    tb_alloc(&tb, 20, 1 * MiB, MEMSVC_KIND_WORKSPACE, 0, 8, NULL, 0);
+    tb_op(&tb, 8, 1 * MS, x3y, 2, NULL, 0, NULL, 0);
+    tb_op(&tb, 9, 1 * MS, w, 1, NULL, 0, NULL, 0);
+    tb_close(&tb);
+
+    replay(tb.path, "dtr:swap=off", "hbm=5MiB", "alloc=bytes", 0.0, &r);
+    CU_ASSERT(r.fits);
+    CU_ASSERT_EQUAL(r.oom_count, 0);
+    CU_ASSERT_EQUAL(r.drops, 4); /* X1, X2, X3 for D, then X1 again */
+    CU_ASSERT_EQUAL(r.recomputes, 3);
+    CU_ASSERT_EQUAL(r.recompute_ns, 300);
+    CU_ASSERT_EQUAL(r.baseline_ns, 1005 * MS + 300);
+    CU_ASSERT_EQUAL(r.total_ns, 1005 * MS + 600);
+    mt_replay_report_free(&r);
+    unlink(tb.path);
+}
+
+/*
  * View operators are re-run with the storage they view: op2 takes a view of X (20 us, trace
  * format version 2 records it as an alias of X). Recomputing X costs f and the view: 120 us.
  *
@@ -569,6 +631,8 @@ static void add_suite(void)
     CU_add_test(s, "multi-output operator: outputs come back together", test_multi_output);
     CU_add_test(s, "chain: inputs first, each level released: 10 x 180 MiB in 2 GiB",
                 test_chain_order);
+    CU_add_test(s, "chain: a level's inputs released before the level above takes room",
+                test_chain_release);
     CU_add_test(s, "view operators re-run with their storage", test_view_cost);
     CU_add_test(s, "byte-counting allocator vs TLSF", test_alloc_bytes);
     CU_add_test(s, "dtr: h with the evicted neighbourhood e* vs local", test_dtr_estar);
