@@ -221,7 +221,7 @@ static void *loop_main(void *arg)
     struct epoll_event evs[LOOP_EVENTS];
     msd_session_t     *ended[LOOP_EVENTS], *s;
     unsigned           nended, k;
-    uint64_t           ticks;
+    uint64_t           ticks, now, fds_at = 0;
     bool               busy;
     int                n, i;
 
@@ -233,7 +233,12 @@ static void *loop_main(void *arg)
             }
         }
         msd_loop_drain(loop);
-        busy = srv->cfg.poll || (msp_now_ns() - loop->last_active < srv->spin_ns);
+        now  = msp_now_ns();
+        busy = srv->cfg.poll || (now - loop->last_active < srv->spin_ns);
+        if (busy && (now - fds_at < MSD_BUSY_FDS_NS)) {
+            continue; /* spinning: the fds can wait (see MSD_BUSY_FDS_NS) */
+        }
+        fds_at = now;
         for (s = loop->sessions; !busy && (s != NULL); s = s->loop_next) {
             busy = (ucp_worker_arm(s->worker) == UCS_ERR_BUSY);
         }

@@ -569,7 +569,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
     struct epoll_event evs[8];
     msd_loop_t        *loop = &srv->loops[0];
     msd_session_t     *s;
-    uint64_t           ticks, now;
+    uint64_t           ticks, now, fds_at = 0;
     bool               busy;
     int                n, i;
 
@@ -596,15 +596,20 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
         }
         /* Busy-poll briefly after activity (a reply is often followed by the next request),
          * then sleep until UCX, the timer, another loop or a signal has something. */
-        if (srv->cfg.poll || (msp_now_ns() - loop->last_active < srv->spin_ns)) {
+        now = msp_now_ns();
+        if (srv->cfg.poll || (now - loop->last_active < srv->spin_ns)) {
             busy = true;
+            if (now - fds_at < MSD_BUSY_FDS_NS) {
+                continue; /* spinning: the fds can wait (see MSD_BUSY_FDS_NS) */
+            }
         } else {
             busy = (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY);
         }
         if (!busy) {
             srv_arm_timer(srv);
         }
-        n = epoll_wait(srv->epfd, evs, 8, busy ? 0 : -1);
+        fds_at = now;
+        n      = epoll_wait(srv->epfd, evs, 8, busy ? 0 : -1);
         if ((n < 0) && (errno != EINTR)) {
             LOG("epoll_wait: %s", strerror(errno));
             atomic_store(&srv->stopping, true);
