@@ -244,28 +244,34 @@ memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_r
     conn_send_t        *send;
     msp_buf_t           buf;
     size_t              i;
-    uint8_t            *tmp;
+    uint8_t             tmp[MSP_HEADER_MAX];
 
     if (conn->broken) {
         return conn->broken_status;
     }
-    tmp = malloc(MSP_HEADER_MAX);
-    if (tmp == NULL) {
-        return MEMSVC_ERR_NO_RESOURCE;
-    }
-    buf    = (msp_buf_t){tmp, MSP_HEADER_MAX, 0, false};
+    buf    = (msp_buf_t){tmp, sizeof(tmp), 0, false};
     status = msp_encode_requests(msgs, n, &buf);
     if (status != MEMSVC_OK) {
-        free(tmp);
         return status;
+    }
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags        = (conn->local.sock >= 0) ? 0 : UCP_AM_SEND_FLAG_REPLY; /* local: own ep */
+    if (plen == 0) {
+        /* The usual case, a small message the transport takes at once: sent from tmp, with
+         * no copy to keep until completion. Only if it would have to wait is it copied. */
+        param.op_attr_mask |= UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+        sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, tmp, buf.len, NULL, 0, &param);
+        if (sp == NULL) {
+            return MEMSVC_OK;
+        }
+        /* It would have to wait (or failed: the send below reports it) */
+        param.op_attr_mask &= ~(uint32_t)UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
     }
     send = malloc(sizeof(*send) + buf.len);
     if (send == NULL) {
-        free(tmp);
         return MEMSVC_ERR_NO_RESOURCE;
     }
     memcpy(send->hdr, tmp, buf.len);
-    free(tmp);
     send->hlen  = buf.len;
     send->nreqs = n;
     for (i = 0; i < n; i++) {
@@ -274,11 +280,9 @@ memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_r
             reqs[i]->send_pending++;
         }
     }
-    param.op_attr_mask =
-        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    param.op_attr_mask |= UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     param.cb.send   = conn_send_cb;
     param.user_data = send;
-    param.flags     = (conn->local.sock >= 0) ? 0 : UCP_AM_SEND_FLAG_REPLY; /* local: own ep */
     sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, send->hdr, send->hlen, payload, plen, &param);
     if (sp == NULL) {
         for (i = 0; i < n; i++) {

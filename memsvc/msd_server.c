@@ -268,6 +268,18 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
         free(payload);
         return;
     }
+    if ((payload == NULL) && (s->loop == msd_loop_current())) {
+        /* The usual case, a small reply the transport takes at once: sent from tmp, with
+         * no copy to keep until completion. Only if it would have to wait is it copied. */
+        ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL};
+        ucs_status_ptr_t    sp;
+
+        sp = ucp_am_send_nbx(s->ep, MSP_AM_REPLY, tmp, buf.len, NULL, 0, &param);
+        if (sp == NULL) {
+            return;
+        }
+        /* It would have to wait (or failed: msd_send_now reports it) */
+    }
     send = calloc(1, sizeof(*send) + buf.len);
     if (send == NULL) {
         LOG("session %llu: out of memory for a reply", (unsigned long long)s->id);
