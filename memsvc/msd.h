@@ -20,6 +20,9 @@
  * long. One epoll_wait per turn cost about half of each spin turn on the VMs measured,
  * a delay every request arriving during that call paid. */
 #define MSD_BUSY_FDS_NS 100000ull
+/* An idle spinning loop reads the clock (to know when to stop spinning) every this many
+ * turns: a clock read costs about as much as a turn's UCX progress on these VMs. */
+#define MSD_SPIN_CLOCK_TURNS 16u
 
 /* Daemon configuration (from the command line). */
 typedef struct msd_config {

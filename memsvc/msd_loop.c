@@ -222,17 +222,25 @@ static void *loop_main(void *arg)
     msd_session_t     *ended[LOOP_EVENTS], *s;
     unsigned           nended, k;
     uint64_t           ticks, now, fds_at = 0;
-    bool               busy;
+    unsigned           turns = 0;
+    bool               busy, active;
     int                n, i;
 
     loop_current = loop;
     while (!atomic_load(&srv->stopping)) {
+        active = false;
         for (s = loop->sessions; s != NULL; s = s->loop_next) {
             while (ucp_worker_progress(s->worker) != 0) {
-                loop->last_active = msp_now_ns();
+                active = true;
             }
         }
+        if (active) {
+            loop->last_active = msp_now_ns();
+        }
         msd_loop_drain(loop);
+        if (!active && ((++turns % MSD_SPIN_CLOCK_TURNS) != 0)) {
+            continue; /* nothing happened: the clock need not be read every turn */
+        }
         now  = msp_now_ns();
         busy = srv->cfg.poll || (now - loop->last_active < srv->spin_ns);
         if (busy && (now - fds_at < MSD_BUSY_FDS_NS)) {
