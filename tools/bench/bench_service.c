@@ -110,6 +110,7 @@ static void bench_lat(unsigned n)
     qsort(t, n, sizeof(*t), cmp_u64);
     ping_p50 = t[n / 2];
     printf("ping_rtt_p50_us %.2f\n", ping_p50 / 1e3);
+    printf("ping_rtt_p99_us %.2f\n", t[(n * 99) / 100] / 1e3);
     check(memsvc_free(conn, h), "free");
     check(memsvc_flush(conn), "flush");
     memsvc_close(conn);
