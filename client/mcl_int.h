@@ -3,7 +3,7 @@
 #define MCL_INT_H
 
 #include "client/memsvc.h"
-#include "client/msc_local.h"
+#include "client/mcl_local.h"
 #include "client/msp_proto.h"
 
 #include <ucp/api/ucp.h>
@@ -56,7 +56,7 @@ struct memsvc_conn {
     uint32_t          num_devices;
     char              transport[MSP_TRANSPORT_MAX + 1];
     msp_rep_t         reps[MSP_BATCH_MAX]; /* decode scratch */
-    msc_local_t       local;               /* the co-located path (local.sock >= 0) */
+    mcl_local_t       local;               /* the co-located path (local.sock >= 0) */
 
     /* one-way requests (memsvc_oneway.c) */
     bool                     sync;    /* MEMSVC_CONN_SYNC: they wait for their answers */

@@ -337,7 +337,7 @@ static memsvc_status_t conn_wait_until(memsvc_conn_h conn, bool (*done)(void *),
         }
         if ((conn->local.sock >= 0) && (now >= conn->local.next_check_ns)) {
             conn->local.next_check_ns = now + CONN_LOCAL_CHECK_NS;
-            if (msc_local_gone(&conn->local)) { /* the daemon's end closed: it died */
+            if (mcl_local_gone(&conn->local)) { /* the daemon's end closed: it died */
                 conn_fail(conn, MEMSVC_ERR_TRANSPORT);
                 continue;
             }
@@ -494,7 +494,7 @@ static memsvc_status_t conn_ucx_setup(memsvc_conn_h conn, bool local)
     memsvc_status_t        status;
 
     if (local) {
-        status = msc_local_context(&conn->ctx);
+        status = mcl_local_context(&conn->ctx);
         if (status != MEMSVC_OK) {
             return status;
         }
@@ -534,21 +534,21 @@ err_cleanup_ctx:
 /* Try the daemon's Unix socket; false (with the reason in why) when tcp must serve. */
 static bool conn_try_local(memsvc_conn_h conn, const char *path, char *why, size_t whylen)
 {
-    if (msc_local_open(&conn->local, path, why, whylen) != MEMSVC_OK) {
+    if (mcl_local_open(&conn->local, path, why, whylen) != MEMSVC_OK) {
         return false;
     }
     if (conn_ucx_setup(conn, true) != MEMSVC_OK) {
         snprintf(why, whylen, "no shared-memory UCX transport (%s)", MSL_UCX_TLS);
-        msc_local_close(&conn->local);
+        mcl_local_close(&conn->local);
         return false;
     }
-    if (msc_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep, why,
+    if (mcl_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep, why,
                             whylen) != MEMSVC_OK) {
         ucp_worker_destroy(conn->worker);
         ucp_cleanup(conn->ctx);
         conn->worker = NULL;
         conn->ctx    = NULL;
-        msc_local_close(&conn->local);
+        mcl_local_close(&conn->local);
         return false;
     }
     return true;
@@ -580,7 +580,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     conn->reqs.next = conn->reqs.prev = &conn->reqs;
     conn->next_id                     = 1;
     conn->efd                         = -1;
-    msc_local_init(&conn->local);
+    mcl_local_init(&conn->local);
     conn->job  = (mask & MEMSVC_CONN_FIELD_JOB) ? params->job : 1;
     conn->rank = (mask & MEMSVC_CONN_FIELD_RANK) ? params->rank : 0;
     conn->device = (mask & MEMSVC_CONN_FIELD_DEVICE) ? params->device : 0;
@@ -666,7 +666,7 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
         if (getenv("MEMSVC_SPIN_US") == NULL) {
             conn->spin_ns = CONN_SPIN_LOCAL_NS;
         }
-        if (msc_local_regions(&conn->local, (int)conn->timeout_ms) != MEMSVC_OK) {
+        if (mcl_local_regions(&conn->local, (int)conn->timeout_ms) != MEMSVC_OK) {
             fprintf(stderr, "libmemsvc: no memory regions from the daemon: bytes are copied\n");
         }
         snprintf(conn->transport, sizeof(conn->transport), "shm: %.40s (local worker, %s, %.50s)",
@@ -712,7 +712,7 @@ void memsvc_close(memsvc_conn_h conn)
     if (conn->local.sock >= 0) {
         /* The socket's end tells the daemon; our worker goes whole, its endpoint unclosed
          * (the daemon destroys its side the same way). */
-        msc_local_close(&conn->local);
+        mcl_local_close(&conn->local);
         conn->ep     = NULL;
         conn->broken = true;
         ucp_worker_destroy(conn->worker);
@@ -888,7 +888,7 @@ static memsvc_status_t acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, b
     }
     status = mcl_call(conn, &msg, NULL, 0, &rep);
     if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
-        *addr_p = msc_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
+        *addr_p = mcl_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
                                  rep.u.acquire.size);
     }
     return status;
@@ -984,7 +984,7 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
         return MEMSVC_OK; /* not pinned */
     }
     *done_p = true;
-    p       = msc_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
+    p       = mcl_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
                              rep.u.acquire.size);
     if ((offset > rep.u.acquire.size) || (len > rep.u.acquire.size - offset)) {
         status = MEMSVC_ERR_OUT_OF_RANGE;

@@ -1,5 +1,5 @@
 /* memsvc_local.c - libmemsvc's side of the co-located path: socket, shared-memory endpoint, mapping */
-#include "client/msc_local.h"
+#include "client/mcl_local.h"
 #include "client/msp_proto.h"
 
 #include <errno.h>
@@ -14,14 +14,14 @@
 /* Regions up to this size are prefaulted at connect (first touches run at ~0.7 GB/s). */
 #define MSC_PREFAULT_MAX (1ull << 30)
 
-void msc_local_init(msc_local_t *lo)
+void mcl_local_init(mcl_local_t *lo)
 {
     memset(lo, 0, sizeof(*lo));
     lo->sock   = -1;
     lo->region = MSP_REGION_NONE;
 }
 
-memsvc_status_t msc_local_open(msc_local_t *lo, const char *path, char *why, size_t whylen)
+memsvc_status_t mcl_local_open(mcl_local_t *lo, const char *path, char *why, size_t whylen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     size_t             len = strlen(path);
@@ -47,7 +47,7 @@ memsvc_status_t msc_local_open(msc_local_t *lo, const char *path, char *why, siz
     return MEMSVC_OK;
 }
 
-memsvc_status_t msc_local_context(ucp_context_h *ctx_p)
+memsvc_status_t mcl_local_context(ucp_context_h *ctx_p)
 {
     ucp_params_t  params = {0};
     ucp_config_t *config;
@@ -65,7 +65,7 @@ memsvc_status_t msc_local_context(ucp_context_h *ctx_p)
     return (us == UCS_OK) ? MEMSVC_OK : MEMSVC_ERR_TRANSPORT;
 }
 
-memsvc_status_t msc_local_handshake(msc_local_t *lo, ucp_worker_h worker, int timeout_ms,
+memsvc_status_t mcl_local_handshake(mcl_local_t *lo, ucp_worker_h worker, int timeout_ms,
                                     ucp_ep_h *ep_p, char *why, size_t whylen)
 {
     uint8_t         buf[MSL_MSG_MAX];
@@ -121,7 +121,7 @@ memsvc_status_t msc_local_handshake(msc_local_t *lo, ucp_worker_h worker, int ti
     return MEMSVC_OK;
 }
 
-memsvc_status_t msc_local_regions(msc_local_t *lo, int timeout_ms)
+memsvc_status_t mcl_local_regions(mcl_local_t *lo, int timeout_ms)
 {
     msl_regions_t   msg;
     int             fds[MSL_REGIONS_MAX];
@@ -158,7 +158,7 @@ out:
     return status;
 }
 
-bool msc_local_gone(msc_local_t *lo)
+bool mcl_local_gone(mcl_local_t *lo)
 {
     char    c;
     ssize_t rc;
@@ -170,7 +170,7 @@ bool msc_local_gone(msc_local_t *lo)
     return (rc == 0) || ((rc < 0) && (errno != EAGAIN) && (errno != EWOULDBLOCK) && (errno != EINTR));
 }
 
-void *msc_local_addr(const msc_local_t *lo, uint32_t region, uint64_t offset, uint64_t size)
+void *mcl_local_addr(const mcl_local_t *lo, uint32_t region, uint64_t offset, uint64_t size)
 {
     if ((lo->base == NULL) || (region != lo->region) || (offset > lo->size) ||
         (size > lo->size - offset)) {
@@ -179,7 +179,7 @@ void *msc_local_addr(const msc_local_t *lo, uint32_t region, uint64_t offset, ui
     return lo->base + offset;
 }
 
-void msc_local_close(msc_local_t *lo)
+void mcl_local_close(mcl_local_t *lo)
 {
     if (lo->sock >= 0) {
         close(lo->sock);

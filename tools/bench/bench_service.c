@@ -2,6 +2,7 @@
 #include "client/memsvc.h"
 #include "client/msp_ucx.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -387,26 +388,60 @@ static void bench_idle(unsigned clients, double secs, pid_t daemon)
     }
 }
 
+#define BENCH_USAGE                                                                                \
+    "usage: bench_service ADDR lat N | bw SIZE REPS | ops CLIENTS SECS [batch] | "                 \
+    "idle CLIENTS SECS DAEMON_PID\n"
+
+/* A whole positive number (or 0 < x for seconds); exits 2 naming the argument otherwise. */
+static uint64_t arg_count(const char *what, const char *s)
+{
+    char              *end;
+    unsigned long long v;
+
+    errno = 0;
+    v     = strtoull(s, &end, 10);
+    if ((s[0] == '-') || (end == s) || (*end != '\0') || (errno != 0) || (v == 0)) {
+        fprintf(stderr, "bench_service: %s: '%s' is not a whole number > 0\n", what, s);
+        exit(2);
+    }
+    return v;
+}
+
+static double arg_secs(const char *s)
+{
+    char  *end;
+    double v = strtod(s, &end);
+
+    if ((end == s) || (*end != '\0') || !(v > 0) || (v > 3600)) {
+        fprintf(stderr, "bench_service: SECS: '%s' is not a number of seconds in (0, 3600]\n", s);
+        exit(2);
+    }
+    return v;
+}
+
 int main(int argc, char **argv)
 {
+    if ((argc == 2) && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        fputs(BENCH_USAGE, stdout);
+        return 0;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_service ADDR lat N | bw SIZE REPS | ops CLIENTS SECS "
-                        "[batch] | idle CLIENTS SECS DAEMON_PID\n");
+        fputs(BENCH_USAGE, stderr);
         return 2;
     }
     addr = argv[1];
     if ((strcmp(argv[2], "lat") == 0) && (argc == 4)) {
-        bench_lat((unsigned)strtoul(argv[3], NULL, 10));
+        bench_lat((unsigned)arg_count("N", argv[3]));
     } else if ((strcmp(argv[2], "bw") == 0) && (argc == 5)) {
-        bench_bw(strtoull(argv[3], NULL, 10), (unsigned)strtoul(argv[4], NULL, 10));
-    } else if ((strcmp(argv[2], "ops") == 0) && ((argc == 5) || (argc == 6))) {
-        bench_ops((unsigned)strtoul(argv[3], NULL, 10), strtod(argv[4], NULL),
-                  (argc == 6) && (strcmp(argv[5], "batch") == 0));
+        bench_bw(arg_count("SIZE", argv[3]), (unsigned)arg_count("REPS", argv[4]));
+    } else if ((strcmp(argv[2], "ops") == 0) &&
+               ((argc == 5) || ((argc == 6) && (strcmp(argv[5], "batch") == 0)))) {
+        bench_ops((unsigned)arg_count("CLIENTS", argv[3]), arg_secs(argv[4]), argc == 6);
     } else if ((strcmp(argv[2], "idle") == 0) && (argc == 6)) {
-        bench_idle((unsigned)strtoul(argv[3], NULL, 10), strtod(argv[4], NULL),
-                   (pid_t)strtol(argv[5], NULL, 10));
+        bench_idle((unsigned)arg_count("CLIENTS", argv[3]), arg_secs(argv[4]),
+                   (pid_t)arg_count("DAEMON_PID", argv[5]));
     } else {
-        fprintf(stderr, "bench_service: bad arguments\n");
+        fprintf(stderr, "bench_service: bad arguments (bench_service --help)\n");
         return 2;
     }
     return 0;
