@@ -164,8 +164,8 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
+        default: /* getopt has named the option */
+            fprintf(stderr, "(memsvcd --help for the options)\n");
             return 2;
         }
     }

@@ -296,8 +296,8 @@ int mt_cmd_gen(int argc, char **argv)
         }
     }
     if (model_name == NULL) {
-        fprintf(stderr, "memtrace gen: --model is required (see `memtrace models`)\n");
-        gen_usage(stderr);
+        fprintf(stderr, "memtrace gen: --model is required (see `memtrace models`; memtrace gen "
+                        "--help for the options)\n");
         return 2;
     }
     if (mt_model_preset(model_name, &model) != MEMSVC_OK) {
@@ -381,7 +381,7 @@ int mt_cmd_gen(int argc, char **argv)
             }
         } else {
             fprintf(stderr, "memtrace gen: unexpected argument '%s'\n", a);
-            gen_usage(stderr);
+            fprintf(stderr, "(memtrace gen --help for the options)\n");
             return 2;
         }
     }

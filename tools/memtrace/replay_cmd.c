@@ -164,13 +164,14 @@ int mt_cmd_replay(int argc, char **argv)
             path               = paths[0];
         } else {
             fprintf(stderr, "memtrace replay: unexpected argument '%s'\n", a);
-            mt_replay_usage(stderr);
+            fprintf(stderr, "(memtrace replay --help for the options)\n");
             rc = 2;
             goto out;
         }
     }
     if (path == NULL) {
-        mt_replay_usage(stderr);
+        fprintf(stderr, "memtrace replay: a TRACE is needed (memtrace replay --help for the "
+                        "options)\n");
         rc = 2;
         goto out;
     }
