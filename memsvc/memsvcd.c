@@ -10,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+#define MSD_LOG_COMP "memsvcd"
+#include "memsvc/msd_log.h"
 
 static void usage(FILE *out)
 {

@@ -14,7 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+#define MSD_LOG_COMP "local"
+#include "memsvc/msd_log.h"
 
 #define LOCAL_HANDSHAKE_MS 5000 /* a client that connects and says nothing is dropped */
 

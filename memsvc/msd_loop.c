@@ -11,7 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+#define MSD_LOG_COMP "loop"
+#include "memsvc/msd_log.h"
 
 #define LOOP_EVENTS 64
 

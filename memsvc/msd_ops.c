@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+#define MSD_LOG_COMP "ops"
+#include "memsvc/msd_log.h"
 
 /* An operation that completes later: an engine callback or a rendezvous receive. */
 typedef struct ops_pending {

@@ -13,7 +13,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "memsvcd: " fmt "\n", ##__VA_ARGS__)
+#define MSD_LOG_COMP "server"
+#include "memsvc/msd_log.h"
 
 /* What loop 0's epoll events are about (besides its eventfd). */
 static msd_ev_t ev_tcp_worker = {.kind = MSD_EV_WORKER};

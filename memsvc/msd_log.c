@@ -1,0 +1,71 @@
+/* msd_log.c - memsvcd's logger (see msd_log.h) */
+#include "memsvc/msd_log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static _Atomic int     log_level = MSD_LOG_INFO;
+static pthread_mutex_t log_lock  = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"err", "warn", "info", "debug"};
+
+void msd_log_set_level(msd_log_level_t level)
+{
+    atomic_store(&log_level, (int)level);
+}
+
+msd_log_level_t msd_log_get_level(void)
+{
+    return (msd_log_level_t)atomic_load(&log_level);
+}
+
+bool msd_log_parse_level(const char *name, msd_log_level_t *level)
+{
+    unsigned i;
+
+    for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *level = (msd_log_level_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *msd_log_level_name(msd_log_level_t level)
+{
+    return ((unsigned)level < sizeof(level_names) / sizeof(level_names[0])) ? level_names[level]
+                                                                            : "?";
+}
+
+void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list ap)
+{
+    struct timespec ts;
+    struct tm       tm;
+    char            stamp[32];
+
+    if ((int)level > atomic_load(&log_level)) {
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s.%03ldZ %-5s %s: ", stamp, ts.tv_nsec / 1000000L, msd_log_level_name(level),
+            comp);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void msd_log(msd_log_level_t level, const char *comp, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    msd_vlog(level, comp, fmt, ap);
+    va_end(ap);
+}

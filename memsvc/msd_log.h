@@ -1,0 +1,39 @@
+/* msd_log.h - memsvcd's logger: every line carries a timestamp, a level and a component */
+#ifndef MSD_LOG_H
+#define MSD_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+typedef enum msd_log_level {
+    MSD_LOG_ERR   = 0,
+    MSD_LOG_WARN  = 1,
+    MSD_LOG_INFO  = 2,
+    MSD_LOG_DEBUG = 3
+} msd_log_level_t;
+
+/* Lines above this level are dropped (default MSD_LOG_INFO). Thread-safe to change. */
+void            msd_log_set_level(msd_log_level_t level);
+msd_log_level_t msd_log_get_level(void);
+/* "err", "warn", "info", "debug" -> level; false when the name is unknown. */
+bool        msd_log_parse_level(const char *name, msd_log_level_t *level);
+const char *msd_log_level_name(msd_log_level_t level);
+
+/* One line to stderr: "2026-12-01T20:01:06.123Z info  server: text". Thread-safe. */
+void msd_log(msd_log_level_t level, const char *comp, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list ap);
+
+/*
+ * Each file that logs defines MSD_LOG_COMP (its component: "server", "local", "loop", ...)
+ * before including this header, and logs with these.
+ */
+#ifndef MSD_LOG_COMP
+#define MSD_LOG_COMP "memsvcd"
+#endif
+#define LOG_ERR(...)   msd_log(MSD_LOG_ERR, MSD_LOG_COMP, __VA_ARGS__)
+#define LOG_WARN(...)  msd_log(MSD_LOG_WARN, MSD_LOG_COMP, __VA_ARGS__)
+#define LOG(...)       msd_log(MSD_LOG_INFO, MSD_LOG_COMP, __VA_ARGS__)
+#define LOG_DEBUG(...) msd_log(MSD_LOG_DEBUG, MSD_LOG_COMP, __VA_ARGS__)
+
+#endif /* MSD_LOG_H */
