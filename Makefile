@@ -192,10 +192,16 @@ uninstall:
 # The install test (a staged install, a program built with pkg-config, run against memsvcd)
 # runs in the plain build only: the sanitizer build's objects need the sanitizer runtime.
 # KILLS=100: the full kill -9 loop of the local-path tests (default 20, tests/integ/test_local.c)
+# Python suites (tests/python, pytest) run against the plain build: Debian's python3 has the
+# PyTorch they need; the sanitizer build's library cannot be loaded into an unsanitized python.
+PYTHON ?= /usr/bin/python3
 test: all
 	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)
+	$(Q)if ls tests/python/test_*.py >/dev/null 2>&1; then \
+	    MEMSVC_BIN=$(abspath $(B)/bin) MEMSVC_LIB=$(abspath $(B)/lib) PYTHONPATH=$(abspath client/python) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; fi
 endif
 
 test-san:
