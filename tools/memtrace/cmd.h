@@ -16,6 +16,7 @@ int mt_cmd_gen(int argc, char **argv);    /* gen_cmd.c */
 int mt_cmd_models(int argc, char **argv); /* gen_cmd.c */
 int mt_cmd_replay(int argc, char **argv); /* replay_cmd.c */
 int mt_cmd_tune(int argc, char **argv);   /* tune_cmd.c */
+int mt_cmd_cluster(int argc, char **argv); /* cluster_cmd.c */
 
 /* memtrace dump as a function: header and at most limit events of path as JSON lines to out.
  * Errors (printed to stderr): those of mt_reader_open / mt_reader_next. */

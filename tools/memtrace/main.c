@@ -17,6 +17,7 @@ static const mt_cmd_t mt_cmds[] = {
     {"replay", mt_cmd_replay, "replay a trace on a simulated node under a policy"},
     {"models", mt_cmd_models, "list the built-in model configurations"},
     {"tune", mt_cmd_tune, "sweep policies, HBM budgets and policy parameters over traces"},
+    {"cluster", mt_cmd_cluster, "a job's durable state per node, its replication and recovery"},
 };
 
 #define MT_NUM_CMDS (sizeof(mt_cmds) / sizeof(mt_cmds[0]))
