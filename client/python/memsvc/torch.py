@@ -47,6 +47,10 @@ def _span(t):
     return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
 
 
+def _view_key(t):
+    return (t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
+
+
 def _default_layer_of(name):
     """The layer of a module from its qualified name: the first number in it ("blocks.3.attn"
     -> 3), or None."""
@@ -278,11 +282,12 @@ class ActivationOffload(_Hooks):
         self._unit_ns = {}        # last forward time of each recompute module, ns
         self._recomputing = 0
         self._counters = {}
+        self._same = {}           # _view_key -> (tensor ref, version, _Saved ref): last saves
         self._phase = None
         self._step = None
         self._gen = itertools.count()
         self._warned = False
-        self.counts = dict(saved=0, saved_bytes=0, kept=0, kept_bytes=0, parameters=0,
+        self.counts = dict(saved=0, saved_bytes=0, shared=0, kept=0, kept_bytes=0, parameters=0,
                            unpacked=0, recomputed=0, recompute_runs=0, recompute_cached=0,
                            fallbacks=0)
         if model is not None:
@@ -326,6 +331,7 @@ class ActivationOffload(_Hooks):
         """Hooks on for one training step; hints the daemon at its beginning and end."""
         self._counters.clear()
         self._stack.clear()
+        self._same.clear()
         self._unit = None
         self._step = step
         self.conn.step_begin(step)
@@ -343,6 +349,7 @@ class ActivationOffload(_Hooks):
 
     def __enter__(self):
         self._stack.clear()
+        self._same.clear()
         self._unit = None
         return super().__enter__()
 
@@ -372,6 +379,14 @@ class ActivationOffload(_Hooks):
                 t.is_conj() or t.is_neg()):
             return self._keep_small(t)
         self._set_phase("forward")
+        again = self._same.get(_view_key(t))
+        if again is not None:
+            tref, version, sref = again
+            prev = sref()
+            if tref() is t and t._version == version and prev is not None and not prev.unpacked:
+                # the same tensor saved again (by the next operator): one copy serves both
+                self.counts["shared"] += 1
+                return prev
         name = self._stack[-1] if self._stack else "root"
         base = t.as_strided((_span(t),), (1,), t.storage_offset())
         s = _Saved()
@@ -391,6 +406,7 @@ class ActivationOffload(_Hooks):
             s.crc = _crc(base)
         if inv is not None:
             inv.pending[index] = weakref.ref(s)
+        self._same[_view_key(t)] = (weakref.ref(t), t._version, weakref.ref(s))
         self.counts["saved"] += 1
         self.counts["saved_bytes"] += nbytes
         return s
