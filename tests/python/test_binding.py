@@ -202,6 +202,16 @@ def test_pin_released_on_exception(memsvcd_factory, no_map):
         assert t.read(1) == (b"\1" if no_map else b"\7")
 
 
+def test_pin_dropped_without_release_is_released(conn):
+    t = conn.alloc(4096, key="gc")
+    pin = t.acquire()
+    assert conn.lookup("gc").info["pins"] == 1
+    del pin                         # queued, sent with the next call
+    conn.flush()
+    assert conn.lookup("gc").info["pins"] == 0
+    t.free()
+
+
 def test_recompute_answer(memsvcd_factory):
     """A dropped tensor's acquire raises memsvc.Recompute, or with allow_recompute=True gives
     a writable pin to fill; what is written is read back."""

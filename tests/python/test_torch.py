@@ -33,8 +33,8 @@ def assert_same_training(base, mem):
         assert train_moe.same_tensor(a, b)
 
 
-def run(memsvcd_factory, argv, policy, **kw):
-    d = memsvcd_factory(policy=policy, extra=[HBM] + kw.pop("extra", []))
+def run(memsvcd_factory, argv, policy, hbm=HBM, **kw):
+    d = memsvcd_factory(policy=policy, extra=[hbm] + kw.pop("extra", []))
     with d.connect(job=1) as conn:
         before = conn.stats()["devices"][0]
         out = train_moe.train(train_moe.parse_args(argv), conn)
@@ -74,6 +74,17 @@ def test_training_with_offloaded_optimizer_state_and_no_map(memsvcd_factory):
     mem = run(memsvcd_factory, argv + ["--offload-optimizer"], "lru", extra=["--no-map"])
     assert mem["optimizer_bytes"] > 0
     assert_same_training(base, mem)
+
+
+def test_layer_hints_drive_vdnn(memsvcd_factory):
+    """With room for everything (64 MiB), vdnn still swaps each layer's activations out at the
+    LAYER_END hint of its forward and back at the LAYER_BEGIN of its backward; lru does not."""
+    base = baseline(ARGS)
+    mem = run(memsvcd_factory, ARGS, "vdnn", hbm="hbm=64MiB")
+    assert mem["daemon"]["swap_outs"] > 0 and mem["daemon"]["swap_ins"] > 0, mem["daemon"]
+    assert_same_training(base, mem)
+    lru = run(memsvcd_factory, ARGS, "lru", hbm="hbm=64MiB")
+    assert lru["daemon"]["swap_outs"] == 0, lru["daemon"]
 
 
 def test_optimizer_state_round_trip(conn):

@@ -87,7 +87,7 @@ class Connection:
         lib = _lib.lib()
         self._lib = lib
         self._lock = threading.RLock()
-        self._pending_frees = collections.deque()
+        self._pending = collections.deque()   # (function name, handle): see free_later
         self._keys = itertools.count()
         p = _lib.ConnParams()
         p.field_mask = _lib.CONN_FIELD_JOB | _lib.CONN_FIELD_RANK | _lib.CONN_FIELD_DEVICE
@@ -125,7 +125,7 @@ class Connection:
         with self._lock:
             if self._h is None:
                 return
-            self._drain_frees()
+            self._drain()
             self._lib.memsvc_close(self._h)
             self._h = None
 
@@ -153,17 +153,19 @@ class Connection:
             raise Error("the connection is closed")
         return self._h
 
-    def _drain_frees(self):
-        """Send the frees queued by free_later (caller holds the lock)."""
-        while self._pending_frees:
-            self._lib.memsvc_free(self._h, self._pending_frees.popleft())
+    def _drain(self):
+        """Send the one-way operations queued by free_later and release_later (caller holds
+        the lock). Their errors are the daemon's deferred errors, as for free()."""
+        while self._pending:
+            fn, handle = self._pending.popleft()
+            getattr(self._lib, fn)(self._h, handle)
 
     def _call(self, fn, *args, what=""):
         """Call the library function `fn` on this connection; raise its error (status < 0)."""
         with self._lock:
             h = self._conn()
-            if self._pending_frees:
-                self._drain_frees()
+            if self._pending:
+                self._drain()
             st = getattr(self._lib, fn)(h, *args)
         if st < 0:
             raise error(st, what or fn)
@@ -172,7 +174,11 @@ class Connection:
     def free_later(self, handle):
         """Queue memsvc_free(handle) for this connection's next call. Safe from __del__ and any
         thread: nothing is sent from here."""
-        self._pending_frees.append(handle)
+        self._pending.append(("memsvc_free", handle))
+
+    def release_later(self, handle):
+        """Queue memsvc_release(handle) like free_later."""
+        self._pending.append(("memsvc_release", handle))
 
     # ---- information ---------------------------------------------------------------------
     @property
@@ -275,11 +281,13 @@ class Connection:
     def step_end(self, step):
         self._hint(_HINT_STEP_END, step=step)
 
-    def layer_begin(self, layer, microbatch=None):
-        self._hint(_HINT_LAYER_BEGIN, layer=layer, microbatch=microbatch)
+    def layer_begin(self, layer, microbatch=None, phase="none"):
+        """Hint that a layer's forward or backward (phase) begins (vdnn swaps a layer's
+        activations out at its forward's end and prefetches them at its backward's begin)."""
+        self._hint(_HINT_LAYER_BEGIN, layer=layer, microbatch=microbatch, phase=phase)
 
-    def layer_end(self, layer, microbatch=None):
-        self._hint(_HINT_LAYER_END, layer=layer, microbatch=microbatch)
+    def layer_end(self, layer, microbatch=None, phase="none"):
+        self._hint(_HINT_LAYER_END, layer=layer, microbatch=microbatch, phase=phase)
 
     def phase(self, phase):
         """Hint the training phase: "forward", "backward", "optimizer" or "none"."""
@@ -296,7 +304,7 @@ class Connection:
         Raises memsvc.Deferred (with .errors, a list of dicts) when some of them failed."""
         with self._lock:
             h = self._conn()
-            self._drain_frees()
+            self._drain()
             st = self._lib.memsvc_flush(h)
         if st == 0:
             return
@@ -434,11 +442,12 @@ class Pin:
         self.address = None
         self.view = None
         self._buf = None
-        self._released = False
+        self._released = True     # until the acquire succeeds
         conn = tensor.conn
         addr = ctypes.c_void_p()
         fn = "memsvc_acquire_map" if self.write else "memsvc_acquire_map_ro"
         st = conn._call(fn, tensor.handle, ctypes.byref(addr), what="acquire %r" % tensor.key)
+        self._released = False
         self.recompute = (st == _RECOMPUTE)
         if self.recompute and not allow_recompute:
             self._released = True
@@ -502,6 +511,15 @@ class Pin:
             try:
                 self.view.release()   # fails while numpy/torch still export it: harmless
             except (BufferError, AttributeError):
+                pass
+
+    def __del__(self):
+        # a Pin dropped without its release: unpin with the connection's next call
+        if not getattr(self, "_released", True):
+            self._released = True
+            try:
+                self.tensor.conn.release_later(self.tensor.handle)
+            except Exception:
                 pass
 
     def __enter__(self):

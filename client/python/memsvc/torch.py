@@ -76,7 +76,10 @@ class _Live:
         self.peak = 0
 
     def add(self, t):
-        key = _storage_key(t)
+        try:
+            key = _storage_key(t)
+        except (RuntimeError, NotImplementedError):   # no storage (sparse, ...): by itself
+            key = (id(t), t.numel() * t.element_size())
         n = self.refs.get(key, 0)
         self.refs[key] = n + 1
         if n == 0:
@@ -134,7 +137,10 @@ class _Hooks:
     def is_parameter(self, t):
         if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
             return True
-        return t.storage().data_ptr() in self._param_storages
+        try:
+            return t.storage().data_ptr() in self._param_storages
+        except (RuntimeError, NotImplementedError):   # no storage (sparse, ...)
+            return False
 
     def keep(self, t):
         """The packed form of a tensor that stays here (parameters are not counted)."""
@@ -224,7 +230,7 @@ class _Saved:
     """A saved tensor held by memsvcd: the handle autograd keeps until backward."""
 
     __slots__ = ("owner", "tensor", "dtype", "shape", "stride", "span", "inv", "index", "crc",
-                 "unpacked", "__weakref__")
+                 "unpacked", "layer", "microbatch", "__weakref__")
 
     def __del__(self):
         # Called when autograd lets go of the saved tensor: queue the free (sent with the
@@ -276,6 +282,8 @@ class ActivationOffload(_Hooks):
             recompute_modules = [recompute_modules]
         self._units = {id(m) for m in recompute_modules}
         self._names = {}          # id(module) -> qualified name
+        self._layers = {}         # id(module) -> layer, for the outermost module of each layer
+        self._bw_layer = None     # (layer, micro-batch) whose backward runs (hinted)
         self._handles = []        # module hook handles
         self._stack = []          # names of the modules whose forward is running
         self._unit = None         # the running _Invocation
@@ -298,6 +306,10 @@ class ActivationOffload(_Hooks):
         """Register the forward hooks on model's modules (done by the constructor)."""
         for name, m in model.named_modules():
             self._names[id(m)] = name or type(m).__name__
+            layer = self.layer_of(name) if name else None
+            parent = name.rpartition(".")[0]
+            if layer is not None and (not parent or self.layer_of(parent) is None):
+                self._layers[id(m)] = layer
             self._handles.append(m.register_forward_pre_hook(self._pre_hook))
             self._handles.append(m.register_forward_hook(self._post_hook))
 
@@ -312,6 +324,10 @@ class ActivationOffload(_Hooks):
             return
         name = self._names.get(id(module), type(module).__name__)
         self._stack.append(name)
+        layer = self._layers.get(id(module))
+        if layer is not None and torch.is_grad_enabled():
+            self._set_phase("forward")
+            self.conn.layer_begin(layer, self.microbatch, phase="forward")
         if self._unit is None and id(module) in self._units and torch.is_grad_enabled():
             self._unit = _Invocation(self, module, name, args)
             self._unit.depth = len(self._stack) - 1   # the stack's depth outside it
@@ -320,6 +336,9 @@ class ActivationOffload(_Hooks):
         if self._ctx is None or self._recomputing or not self._stack:
             return
         self._stack.pop()
+        layer = self._layers.get(id(module))
+        if layer is not None and torch.is_grad_enabled():
+            self.conn.layer_end(layer, self.microbatch, phase="forward")
         unit = self._unit
         if unit is not None and unit.module is module and len(self._stack) == unit.depth:
             self._unit = None
@@ -339,11 +358,17 @@ class ActivationOffload(_Hooks):
             with self:
                 yield self
         finally:
+            if self._bw_layer is not None:
+                self.conn.layer_end(self._bw_layer[0], self._bw_layer[1], phase="backward")
+                self._bw_layer = None
             self.conn.step_end(step)
             self.conn.flush()
 
     def _set_phase(self, phase):
         if self._phase != phase:
+            if phase == "forward" and self._bw_layer is not None:
+                self.conn.layer_end(self._bw_layer[0], self._bw_layer[1], phase="backward")
+                self._bw_layer = None
             self._phase = phase
             self.conn.phase(phase)
 
@@ -371,12 +396,14 @@ class ActivationOffload(_Hooks):
         if inv is not None:
             index = inv.packs
             inv.packs += 1
+        if t.layout != torch.strided or t.device.type != "cpu" or t.is_quantized or \
+                t.is_conj() or t.is_neg():
+            return self._keep_small(t)      # not plain bytes in this process: as autograd does
         if self.is_parameter(t):
             self.counts["parameters"] += 1
             return _Kept(t, None)
         nbytes = _span(t) * t.element_size()
-        if (nbytes < self.min_bytes or t.device.type != "cpu" or t.layout != torch.strided or
-                t.is_conj() or t.is_neg()):
+        if nbytes < self.min_bytes:
             return self._keep_small(t)
         self._set_phase("forward")
         again = self._same.get(_view_key(t))
@@ -392,6 +419,7 @@ class ActivationOffload(_Hooks):
         s = _Saved()
         s.owner, s.dtype, s.shape, s.stride = self, t.dtype, tuple(t.shape), tuple(t.stride())
         s.span, s.inv, s.index, s.crc, s.unpacked = base.numel(), inv, index, None, False
+        s.layer, s.microbatch = self.layer_of(name), self.microbatch
         s.tensor = None
         try:
             s.tensor = self._alloc(name, nbytes, recomputable=inv is not None)
@@ -413,7 +441,8 @@ class ActivationOffload(_Hooks):
 
     def _keep_small(self, t):
         self.counts["kept"] += 1
-        self.counts["kept_bytes"] += _span(t) * t.element_size()
+        n = _span(t) if t.layout == torch.strided else t.numel()
+        self.counts["kept_bytes"] += n * t.element_size()
         return _Kept(t, self.live)
 
     def _fallback(self, t, err):
@@ -441,6 +470,7 @@ class ActivationOffload(_Hooks):
         if isinstance(s, _Kept):
             return s.tensor
         self._set_phase("backward")
+        self._backward_layer(s.layer, s.microbatch)
         self.counts["unpacked"] += 1
         s.unpacked = True
         inv = s.inv
@@ -469,6 +499,16 @@ class ActivationOffload(_Hooks):
             self.counts["recomputed"] += 1
             return self._recompute(s)
         return out.as_strided(s.shape, s.stride, 0)
+
+    def _backward_layer(self, layer, microbatch):
+        """Hint LAYER_END / LAYER_BEGIN in phase backward when backward reaches another layer
+        (from the tags of the tensors it asks for)."""
+        if layer is None or self._bw_layer == (layer, microbatch):
+            return
+        if self._bw_layer is not None:
+            self.conn.layer_end(self._bw_layer[0], self._bw_layer[1], phase="backward")
+        self._bw_layer = (layer, microbatch)
+        self.conn.layer_begin(layer, microbatch, phase="backward")
 
     # ---- recompute -----------------------------------------------------------------------
     def _recompute(self, s):
