@@ -169,3 +169,26 @@ def test_retain_graph_unpacks_twice(conn):
     del loss
     off.close()
     assert conn.stats()["live_tensors"] == 0
+
+
+def test_tensor_larger_than_the_device_stays_in_the_process(memsvcd_factory):
+    """A saved tensor the daemon cannot hold at all (TOO_LARGE) stays here, with a warning;
+    backward is unchanged."""
+    d = memsvcd_factory(extra=["hbm=1MiB"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 1))
+    x = torch.randn(1024, 512)          # 2 MiB: larger than the device
+    with d.connect(job=1) as c:
+        off = mtorch.ActivationOffload(c, model)
+        with pytest.warns(UserWarning, match="stays in the process.*TOO_LARGE"):
+            with off:
+                loss = model(x).sum()
+        loss.backward()
+        # x, and the Tanh output saved by the Tanh and by the next Linear
+        assert off.counts["fallbacks"] == 3 and off.counts["saved"] == 0
+        g = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model(x).sum().backward()
+        for a, p in zip(g, model.parameters()):
+            assert torch.equal(a, p.grad)
+        off.close()

@@ -32,6 +32,9 @@ from .client import Connection  # noqa: F401  (the type the functions here take)
 
 _RECOMPUTE = 2
 _KEY_MAX = 255
+# what alloc answers when the daemon has no room for a tensor at all: it stays in the process
+_NO_ROOM = ("MEMSVC_ERR_NO_MEMORY", "MEMSVC_ERR_FRAGMENTED", "MEMSVC_ERR_HOST_MEMORY",
+            "MEMSVC_ERR_TOO_LARGE")
 
 
 def _storage_key(t):
@@ -429,6 +432,8 @@ class ActivationOffload(_Hooks):
                 s.tensor.free()
             s.inv = None
             s.tensor = None
+            if e.status not in _NO_ROOM:
+                raise
             return self._fallback(t, e)
         if self.verify_recompute and inv is not None:
             s.crc = _crc(base)
