@@ -192,3 +192,26 @@ def test_tensor_larger_than_the_device_stays_in_the_process(memsvcd_factory):
         for a, p in zip(g, model.parameters()):
             assert torch.equal(a, p.grad)
         off.close()
+
+
+def test_unpack_without_room_on_the_device_reads_from_host(memsvcd_factory):
+    """When the device cannot make a saved tensor resident (a pinned tensor holds the room),
+    backward reads it from the host instead of failing."""
+    d = memsvcd_factory(extra=["hbm=1MiB"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 1))
+    x = torch.randn(512, 256)           # x and the Tanh output: 512 KiB each, the whole device
+    with d.connect(job=1) as c:
+        off = mtorch.ActivationOffload(c, model)
+        with off:
+            loss = model(x).sum()
+        hog = c.alloc(768 << 10, key="hog", pin=True)   # both go to host; it stays pinned
+        loss.backward()
+        assert off.counts["saved"] == 2 and off.counts["read_unpinned"] == off.counts["unpacked"] == 3
+        g = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model(x).sum().backward()
+        for a, p in zip(g, model.parameters()):
+            assert torch.equal(a, p.grad)
+        hog.release()
+        off.close()

@@ -269,9 +269,9 @@ def main(argv=None):
         print("memsvc:     peak of saved activation bytes kept in the process %s, %.2f s (%s)"
               % (mib(mem["peak_bytes"]), mem["seconds"], mem["transport"]))
         print("            to memsvcd: %d tensors, %s; kept (small): %d; recomputed %d "
-              "(%d forward runs), %d more from those runs" % (
+              "(%d forward runs), %d more from those runs; %d read from host (no room)" % (
                   c["saved"], mib(c["saved_bytes"]), c["kept"], c["recomputed"],
-                  c["recompute_runs"], c["recompute_cached"]))
+                  c["recompute_runs"], c["recompute_cached"], c["read_unpinned"]))
         print("            daemon: %d swap-outs (%s), %d swap-ins, %d drops, %d recomputes; "
               "HBM %s, peak reserved %s" % (d["swap_outs"], mib(d["swap_out_bytes"]),
                                             d["swap_ins"], d["drops"], d["recomputes"],

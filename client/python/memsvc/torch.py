@@ -299,8 +299,8 @@ class ActivationOffload(_Hooks):
         self._gen = itertools.count()
         self._warned = False
         self.counts = dict(saved=0, saved_bytes=0, shared=0, kept=0, kept_bytes=0, parameters=0,
-                           unpacked=0, recomputed=0, recompute_runs=0, recompute_cached=0,
-                           fallbacks=0)
+                           unpacked=0, read_unpinned=0, recomputed=0, recompute_runs=0,
+                           recompute_cached=0, fallbacks=0)
         if model is not None:
             self.attach(model)
 
@@ -488,8 +488,13 @@ class ActivationOffload(_Hooks):
         nbytes = s.span * out.element_size()
         conn = self.conn
         addr = ctypes.c_void_p()
-        st = conn._call("memsvc_acquire_map_ro", s.tensor.handle, ctypes.byref(addr),
-                        what="acquire %r" % s.tensor.key)
+        try:
+            st = conn._call("memsvc_acquire_map_ro", s.tensor.handle, ctypes.byref(addr),
+                            what="acquire %r" % s.tensor.key)
+        except _status.Error as e:
+            if e.status not in _NO_ROOM:
+                raise
+            return self._unpack_unpinned(s, out, nbytes)
         try:
             if st != _RECOMPUTE:
                 if addr.value:
@@ -501,6 +506,20 @@ class ActivationOffload(_Hooks):
         if st == _RECOMPUTE:
             # Dropped by the daemon: run the module again. The bytes are not written back:
             # the tensor is freed once autograd is done with it.
+            self.counts["recomputed"] += 1
+            return self._recompute(s)
+        return out.as_strided(s.shape, s.stride, 0)
+
+    def _unpack_unpinned(self, s, out, nbytes):
+        """The device has no room to make the tensor resident now (its HBM taken by tensors
+        that cannot move yet): read its bytes from where they are (host), which memsvc_read
+        allows, or recompute it if it was dropped (the read says so)."""
+        self.counts["read_unpinned"] += 1
+        try:
+            s.tensor.read_into_address(out.data_ptr(), nbytes)
+        except _status.Error as e:
+            if e.status != "MEMSVC_ERR_ILLEGAL_STATE":
+                raise
             self.counts["recomputed"] += 1
             return self._recompute(s)
         return out.as_strided(s.shape, s.stride, 0)
