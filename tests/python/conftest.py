@@ -12,7 +12,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-for p in (os.path.join(ROOT, "client", "python"), os.path.join(ROOT, "client", "python", "examples")):
+for p in (os.path.join(ROOT, "client", "python"),
+          os.path.join(ROOT, "client", "python", "examples")):
     if p not in sys.path:
         sys.path.insert(0, p)
 

@@ -207,7 +207,8 @@ def test_unpack_without_room_on_the_device_reads_from_host(memsvcd_factory):
             loss = model(x).sum()
         hog = c.alloc(768 << 10, key="hog", pin=True)   # both go to host; it stays pinned
         loss.backward()
-        assert off.counts["saved"] == 2 and off.counts["read_unpinned"] == off.counts["unpacked"] == 3
+        assert off.counts["saved"] == 2
+        assert off.counts["read_unpinned"] == off.counts["unpacked"] == 3
         g = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
         model(x).sum().backward()

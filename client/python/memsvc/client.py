@@ -244,7 +244,8 @@ class Connection:
         p.tags = _lib.Tags(_tag(layer), _tag(microbatch), _tag(expert), _tag(stage), _tag(step))
         p.recompute_ns = int(recompute_ns)
         p.flags = ((_lib.ALLOC_DURABLE if durable else 0) |
-                   (_lib.ALLOC_RECOMPUTABLE if recomputable else 0) | (_lib.ALLOC_PIN if pin else 0))
+                   (_lib.ALLOC_RECOMPUTABLE if recomputable else 0) |
+                   (_lib.ALLOC_PIN if pin else 0))
         h = _lib.c_handle()
         self._call("memsvc_alloc", key.encode(), size, ctypes.byref(p), ctypes.byref(h),
                    what="alloc %r, %d bytes" % (key, size))

@@ -28,7 +28,6 @@ import zlib
 import torch
 
 from . import _status
-from .client import Connection  # noqa: F401  (the type the functions here take)
 
 _RECOMPUTE = 2
 _KEY_MAX = 255
