@@ -216,3 +216,13 @@ def test_unpack_without_room_on_the_device_reads_from_host(memsvcd_factory):
             assert torch.equal(a, p.grad)
         hog.release()
         off.close()
+
+
+def test_example_command_line(capsys):
+    """The example as a user runs it: its own memsvcd, both runs, the comparison printed."""
+    rc = train_moe.main(ARGS + ["--steps", "1", "--layers", "2", "--hbm", "2MiB", "--policy", "dtr",
+                                "--recompute"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "losses, gradients and parameters equal bit for bit: yes" in out
+    assert "in process: peak of saved activation bytes" in out and "daemon: " in out
