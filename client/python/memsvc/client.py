@@ -141,7 +141,10 @@ class Connection:
 
     def __del__(self):
         if getattr(self, "_h", None) is not None:
-            self.close()
+            try:
+                self.close()
+            except Exception:   # interpreter shutdown: the daemon ends the session anyway
+                pass
 
     def __repr__(self):
         state = "closed" if self._h is None else self.transport
