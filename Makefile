@@ -6,8 +6,9 @@
 #   make test-san  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make run       the main job
 #   make bench     benchmarks, each next to a reference measured in the same run
-#   make install   memsvcd, memsvc-ctl, memtrace, libmemsvc (shared and static), its headers and
-#                  memsvc.pc into $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
+#   make install   memsvcd, memsvc-ctl, memtrace, libmemsvc (shared and static), its headers,
+#                  memsvc.pc and the Python package memsvc into $(DESTDIR)$(PREFIX)
+#                  (PREFIX=/usr/local); make uninstall
 #   make clean     remove build outputs
 #
 # V=1 shows the commands; NODEPS=1 skips the package check.
@@ -130,6 +131,9 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 DOCDIR  ?= $(PREFIX)/share/doc/memsvc
 PCDIR   ?= $(LIBDIR)/pkgconfig
+# the Python package: Debian's directory of site packages of /usr/bin/python3 (with PREFIX=/usr)
+PYDIR   ?= $(PREFIX)/lib/python3/dist-packages
+PYSRCS  := $(wildcard client/python/memsvc/*.py)
 HEADERS := client/memsvc.h client/memsvc_status.h client/memsvc_types.h
 
 $(LIBCORE): $(call obj,$(SIM_SRCS) $(ENGINE_SRCS) $(POLICY_SRCS) $(DAEMON_SRCS))
@@ -176,7 +180,10 @@ install: all
 	$(Q)for h in $(HEADERS); do \
 		sed 's|#include "client/|#include "|' $$h > $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} && \
 		chmod 644 $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} || exit 1; done
-	$(Q)install -m 644 README.md docs/api.md docs/protocol.md $(DESTDIR)$(DOCDIR)/
+	$(Q)install -m 644 README.md docs/api.md docs/protocol.md docs/python.md $(DESTDIR)$(DOCDIR)/
+	$(Q)install -d $(DESTDIR)$(PYDIR)/memsvc $(DESTDIR)$(DOCDIR)/examples
+	$(Q)install -m 644 $(PYSRCS) $(DESTDIR)$(PYDIR)/memsvc/
+	$(Q)install -m 644 client/python/examples/train_moe.py $(DESTDIR)$(DOCDIR)/examples/
 	@echo "  INSTALL $(DESTDIR)$(PREFIX)"
 
 uninstall:
@@ -184,8 +191,9 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libmemsvc.so $(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBMAJOR) \
 		$(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libmemsvc.a \
 		$(DESTDIR)$(PCDIR)/memsvc.pc $(addprefix $(DESTDIR)$(INCDIR)/memsvc/,$(notdir $(HEADERS))) \
-		$(addprefix $(DESTDIR)$(DOCDIR)/,README.md api.md protocol.md)
-	$(Q)rmdir $(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+		$(addprefix $(DESTDIR)$(DOCDIR)/,README.md api.md protocol.md python.md examples/train_moe.py)
+	$(Q)rm -rf $(DESTDIR)$(PYDIR)/memsvc
+	$(Q)rmdir $(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 	@echo "  UNINSTALL $(DESTDIR)$(PREFIX)"
 
 # ---- what a user runs ---------------------------------------------------------------------

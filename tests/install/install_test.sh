@@ -1,7 +1,8 @@
 #!/bin/sh
 # install_test.sh - `make test`: stage `make install` into a temporary DESTDIR, check what the
-# shared library exports, build a program with `pkg-config --cflags --libs memsvc`, run it
-# against the installed memsvcd, then `make uninstall` and check nothing is left.
+# shared library exports, build a program with `pkg-config --cflags --libs memsvc`, run it and
+# the installed Python package against the installed memsvcd, then `make uninstall` and check
+# nothing is left.
 set -eu
 B=${1:-build}
 TMP=$(mktemp -d /tmp/memsvc-install-XXXXXX)
@@ -54,6 +55,19 @@ while :; do
     try=$((try + 1)); [ $try -lt 5 ] || fail "the installed memsvcd did not start: $(cat "$TMP/memsvcd.log")"
 done
 "$TMP/hello" "127.0.0.1:$PORT" || fail "hello against memsvcd"
+# the Python package, with the installed library found next to it
+PY=${PYTHON:-/usr/bin/python3}
+if [ -x "$PY" ]; then
+    env -u MEMSVC_LIB PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$D/usr/lib/python3/dist-packages" "$PY" -c "
+import sys, memsvc
+with memsvc.Connection('127.0.0.1:$PORT', job=1) as c:
+    c.ping()
+    c.alloc(4096, key='installed').free()
+    c.flush()
+lib = memsvc._lib.lib()._name
+assert memsvc.__file__.startswith('$D/') and lib.startswith('$D/'), (memsvc.__file__, lib)
+" || fail "import memsvc from the staged install"
+fi
 kill "$DPID"; wait "$DPID" || fail "memsvcd did not exit cleanly"; DPID=
 
 make --no-print-directory -s NODEPS=1 B="$B" DESTDIR="$D" PREFIX=/usr uninstall >/dev/null
