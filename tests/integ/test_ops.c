@@ -709,6 +709,18 @@ static void test_bench_replay_interrupted(void)
     rmdir(dir);
 }
 
+/* docs/trace-format.md: a file shorter than the magic is "not a memtrace file", not truncated. */
+static void test_short_magic(void)
+{
+    char path[512];
+
+    write_file(path, sizeof(path), "short.trace", "MEM");
+    CU_ASSERT_EQUAL(run("memtrace", "dump", path, NULL), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "offset 0: not a memtrace file (bad magic)"));
+    CU_ASSERT_PTR_NULL(strstr(ops_err, "truncated"));
+    unlink(path);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_ops", NULL, NULL);
@@ -726,6 +738,7 @@ static void add_suite(void)
     CU_add_test(s, "memsvc_example twice against one daemon", test_example_twice);
     CU_add_test(s, "interrupted bench_replay leaves no temporary file",
                 test_bench_replay_interrupted);
+    CU_add_test(s, "a trace shorter than its magic: as documented", test_short_magic);
 }
 
 TEST_REGISTER(service_ops, add_suite)
