@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -158,6 +159,56 @@ static void test_log_level(void)
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     CU_ASSERT(!integ_log_contains(&d, " info "));
     CU_ASSERT(!integ_log_contains(&d, "listening on"));
+}
+
+/* UCX's own messages come through the logger (component ucx, mapped level), never on stdout. */
+static void test_ucx_messages_logged(void)
+{
+    const char *argv[] = {bin("memsvcd"), "--no-config", "--node",    "tiny",
+                          "--no-unix",    "--listen",    "127.0.0.1:0", NULL};
+    const char *env[]  = {"UCX_TLS=nosuchtl", NULL};
+
+    CU_ASSERT_EQUAL(integ_run(argv, env, ops_out, sizeof(ops_out), ops_err, sizeof(ops_err)), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "Z warn  ucx: transport 'nosuchtl' is not available"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "Z err   server: ucp_init: "));
+    CU_ASSERT_EQUAL(ops_out[0], '\0');
+}
+
+/* stderr that is the journal's stream (JOURNAL_STREAM names its device and inode): a <N>
+ * priority prefix, no timestamp. */
+static void test_journal_stream_prefix(void)
+{
+    char        path[512], env[128], text[4096] = "";
+    const char *path_bin = bin("memsvcd");
+    struct stat st;
+    pid_t       pid;
+    int         fd, status;
+    FILE       *f;
+
+    snprintf(path, sizeof(path), "%s/journal-stream-%d", integ_log_dir(), (int)getpid());
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CU_ASSERT_FATAL((fd >= 0) && (fstat(fd, &st) == 0));
+    snprintf(env, sizeof(env), "JOURNAL_STREAM=%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    fflush(NULL);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 2);
+        putenv(env);
+        execl(path_bin, path_bin, "--no-config", "--listen", "127.0.0.1:99999", (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFEXITED(status) && (WEXITSTATUS(status) == 2));
+    f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+    fclose(f);
+    CU_ASSERT_PTR_EQUAL(strstr(text, "<3>memsvcd: --listen: '127.0.0.1:99999' is not HOST:PORT"),
+                        text);
+    unlink(path);
 }
 
 /* ---- listen errors: before any startup line ------------------------------------------------ */
@@ -729,6 +780,8 @@ static void add_suite(void)
     CU_add_test(s, "config file, flags override, SIGHUP reload", test_config_and_reload);
     CU_add_test(s, "--log-level warn drops info lines", test_log_level);
     CU_add_test(s, "listen errors before startup lines; address in use", test_listen_errors);
+    CU_add_test(s, "UCX's messages through the logger, not stdout", test_ucx_messages_logged);
+    CU_add_test(s, "stderr as the journal's stream: <N> prefixes", test_journal_stream_prefix);
     CU_add_test(s, "metrics: every line parses; values follow operations", test_metrics);
     CU_add_test(s, "metrics on a non-loopback address need --allow-remote",
                 test_metrics_refuses_remote);
