@@ -553,7 +553,8 @@ int main(int argc, char **argv)
                 o.cfg.listen);
         goto out;
     }
-    if (!listen_check(o.cfg.listen)) {
+    if (!listen_check(o.cfg.listen) ||
+        ((o.cfg.metrics != NULL) && !msd_metrics_addr_ok(o.cfg.metrics, o.cfg.allow_remote))) {
         goto out;
     }
     if (!o.cfg.allow_remote && (getenv("UCX_NET_DEVICES") == NULL)) {

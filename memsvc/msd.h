@@ -320,6 +320,8 @@ void msd_session_put(msd_server_t *srv, msd_session_t *s);
  * MEMSVC_ERR_ACCESS, MEMSVC_ERR_TRANSPORT (cannot bind); logged. */
 memsvc_status_t msd_metrics_start(msd_server_t *srv, const char *addr);
 void            msd_metrics_stop(msd_server_t *srv); /* idempotent */
+/* Would msd_metrics_start accept addr? (Checked before the daemon starts; logged.) */
+bool msd_metrics_addr_ok(const char *addr, bool allow_remote);
 /* A request (op) was served in ns with status; an error reply with status. Engine lock. */
 void msd_metrics_request(msd_server_t *srv, uint32_t op, memsvc_status_t status, uint64_t ns);
 void msd_metrics_error(msd_server_t *srv, memsvc_status_t status);

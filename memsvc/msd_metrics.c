@@ -425,31 +425,54 @@ static void metrics_mhd_log(void *cls, const char *fmt, va_list ap)
     LOG_WARN("http: %s", text);
 }
 
+/* [HOST:]PORT -> a socket address (a bare port: loopback, as node_exporter's docs advise for
+ * what needs no remote access); full gets "HOST:PORT". Errors logged. */
+static memsvc_status_t metrics_addr(const char *addr, bool allow_remote,
+                                    struct sockaddr_storage *ss, socklen_t *len, char *full,
+                                    size_t fullcap)
+{
+    bool loopback;
+
+    if (strspn(addr, "0123456789") == strlen(addr)) {
+        snprintf(full, fullcap, "127.0.0.1:%s", addr);
+    } else {
+        snprintf(full, fullcap, "%s", addr);
+    }
+    if (msp_parse_addr(full, ss, len) != MEMSVC_OK) {
+        LOG_ERR("--metrics: '%s' is not [HOST:]PORT", addr);
+        return MEMSVC_ERR_PARSE;
+    }
+    loopback = (ss->ss_family == AF_INET)
+                   ? ((ntohl(((struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127)
+                   : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)ss)->sin6_addr);
+    if (!loopback && !allow_remote) {
+        LOG_ERR("refusing to serve metrics on %s: not a loopback address (add --allow-remote)",
+                full);
+        return MEMSVC_ERR_ACCESS;
+    }
+    return MEMSVC_OK;
+}
+
+bool msd_metrics_addr_ok(const char *addr, bool allow_remote)
+{
+    struct sockaddr_storage ss;
+    socklen_t               len;
+    char                    full[300];
+
+    return metrics_addr(addr, allow_remote, &ss, &len, full, sizeof(full)) == MEMSVC_OK;
+}
+
 memsvc_status_t msd_metrics_start(msd_server_t *srv, const char *addr)
 {
     struct sockaddr_storage ss;
     socklen_t               len;
     char                    full[300];
     unsigned                flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    bool                    loopback;
+    memsvc_status_t         status;
 
-    /* A bare port: loopback, as node_exporter's docs advise for what needs no remote access. */
-    if (strspn(addr, "0123456789") == strlen(addr)) {
-        snprintf(full, sizeof(full), "127.0.0.1:%s", addr);
-    } else {
-        snprintf(full, sizeof(full), "%s", addr);
-    }
-    if (msp_parse_addr(full, &ss, &len) != MEMSVC_OK) {
-        LOG_ERR("--metrics: '%s' is not [HOST:]PORT", addr);
-        return MEMSVC_ERR_PARSE;
-    }
-    loopback = (ss.ss_family == AF_INET)
-                   ? ((ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127)
-                   : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
-    if (!loopback && !srv->cfg.allow_remote) {
-        LOG_ERR("refusing to serve metrics on %s: not a loopback address (add --allow-remote)",
-                full);
-        return MEMSVC_ERR_ACCESS;
+    status = metrics_addr(addr, srv->cfg.allow_remote, &ss, &len, full, sizeof(full));
+    if (status != MEMSVC_OK) {
+        return status;
     }
     if (ss.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;

@@ -583,10 +583,15 @@ static void test_metrics(void)
 
 static void test_metrics_refuses_remote(void)
 {
-    CU_ASSERT_NOT_EQUAL(run("memsvcd", "--no-config", "--node", "tiny", "--no-unix", "--listen",
-                            "127.0.0.1:0", "--metrics", "0.0.0.0:9", NULL),
-                        0);
+    CU_ASSERT_EQUAL(run("memsvcd", "--no-config", "--node", "tiny", "--listen", "127.0.0.1:0",
+                        "--metrics", "0.0.0.0:9", NULL),
+                    2);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "not a loopback address (add --allow-remote)"));
+    CU_ASSERT_PTR_NULL(strstr(ops_err, "node '")); /* refused before starting */
+    CU_ASSERT_EQUAL(run("memsvcd", "--no-config", "--node", "tiny", "--listen", "127.0.0.1:0",
+                        "--metrics", "localhost:99999", NULL),
+                    2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "--metrics: 'localhost:99999' is not [HOST:]PORT"));
 }
 
 /* ---- memsvc-ctl -------------------------------------------------------------------------------- */
