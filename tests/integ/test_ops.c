@@ -88,16 +88,19 @@ static void test_config_errors(void)
     CU_ASSERT_EQUAL(run("memsvcd", "--config", path, NULL), 2);
     snprintf(want, sizeof(want), "%s:3: unknown key 'frob'", path);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, want));
+    unlink(path);
 
     write_file(path, sizeof(path), "bad-value.conf", "loops = many\n");
     CU_ASSERT_EQUAL(run("memsvcd", "--config", path, NULL), 2);
     snprintf(want, sizeof(want), "%s:1: loops: 'many' is not a count", path);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, want));
+    unlink(path);
 
     write_file(path, sizeof(path), "bad-flag.conf", "\n  poll = maybe # no\n");
     CU_ASSERT_EQUAL(run("memsvcd", "--config", path, NULL), 2);
     snprintf(want, sizeof(want), "%s:2: poll: 'maybe' is not true or false", path);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, want));
+    unlink(path);
 
     write_file(path, sizeof(path), "no-eq.conf", "node tiny\n");
     CU_ASSERT_EQUAL(run("memsvcd", "--config", path, NULL), 2);
