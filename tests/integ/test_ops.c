@@ -780,6 +780,25 @@ static void test_short_magic(void)
     unlink(path);
 }
 
+/* Under make test ($MEMSVC_TEST_LOG set) the runner's stderr, which child processes inherit, is
+ * that file: nothing they write lands between CUnit's lines on stdout. */
+static void test_stderr_to_log(void)
+{
+    const char    *log = getenv("MEMSVC_TEST_LOG");
+    const char    *args[] = {"--node", "tiny", "--no-config", NULL};
+    integ_daemon_t d;
+    struct stat    a, b;
+
+    if ((log == NULL) || (*log == '\0')) {
+        return; /* run by hand: stderr stays the terminal */
+    }
+    CU_ASSERT_FATAL((stat(log, &a) == 0) && (fstat(STDERR_FILENO, &b) == 0));
+    CU_ASSERT((a.st_dev == b.st_dev) && (a.st_ino == b.st_ino));
+    CU_ASSERT_FATAL(integ_daemon_start(&d, args));
+    CU_ASSERT_EQUAL(strncmp(d.log, integ_log_dir(), strlen(integ_log_dir())), 0);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_ops", NULL, NULL);
@@ -800,6 +819,7 @@ static void add_suite(void)
     CU_add_test(s, "interrupted bench_replay leaves no temporary file",
                 test_bench_replay_interrupted);
     CU_add_test(s, "a trace shorter than its magic: as documented", test_short_magic);
+    CU_add_test(s, "make test: children's stderr goes to the log file", test_stderr_to_log);
 }
 
 TEST_REGISTER(service_ops, add_suite)
