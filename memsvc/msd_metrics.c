@@ -17,8 +17,8 @@
 
 /* Upper bounds (seconds) of the request-duration histogram's buckets (+Inf is implicit): the
  * daemon serves most requests in microseconds; a slow one is a stall or a big copy. */
-static const double lat_bounds[MSD_LAT_BUCKETS] = {1e-6,   2.5e-6, 5e-6,   1e-5, 2.5e-5, 5e-5,
-                                                   1e-4,   2.5e-4, 1e-3,   1e-2, 1e-1,   1.0};
+static const double lat_bounds[MSD_LAT_BUCKETS] = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5,
+                                                   1e-4, 2.5e-4, 1e-3, 1e-2, 1e-1,   1.0};
 
 /* ---- what the request path records (engine lock held) ------------------------------------ */
 
@@ -146,14 +146,14 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
 }
 
 /* A family with one sample per device. */
-#define PER_DEV(f, sn, name, type, help, expr)                                                   \
-    do {                                                                                       \
-        unsigned d_;                                                                           \
-        head(f, name, type, help);                                                             \
-        for (d_ = 0; d_ < (sn)->ndev; d_++) {                                                  \
-            const eng_dev_stats_t *ds = &(sn)->dev[d_];                                        \
-            fprintf(f, "%s{device=\"%u\"} %.17g\n", name, d_, (double)(expr));                 \
-        }                                                                                      \
+#define PER_DEV(f, sn, name, type, help, expr)                                                     \
+    do {                                                                                           \
+        unsigned d_;                                                                               \
+        head(f, name, type, help);                                                                 \
+        for (d_ = 0; d_ < (sn)->ndev; d_++) {                                                      \
+            const eng_dev_stats_t *ds = &(sn)->dev[d_];                                            \
+            fprintf(f, "%s{device=\"%u\"} %.17g\n", name, d_, (double)(expr));                     \
+        }                                                                                          \
     } while (0)
 
 static void write_devices(FILE *f, const met_snap_t *sn)
@@ -196,16 +196,15 @@ static void write_devices(FILE *f, const met_snap_t *sn)
     }
     PER_DEV(f, sn, "memsvc_device_swap_outs_total", "counter", "Moves from HBM to host.",
             ds->swap_outs);
-    PER_DEV(f, sn, "memsvc_device_swap_out_bytes_total", "counter",
-            "Bytes moved from HBM to host.", ds->swap_out_bytes);
+    PER_DEV(f, sn, "memsvc_device_swap_out_bytes_total", "counter", "Bytes moved from HBM to host.",
+            ds->swap_out_bytes);
     PER_DEV(f, sn, "memsvc_device_swap_ins_total", "counter", "Moves from host or disk to HBM.",
             ds->swap_ins);
     PER_DEV(f, sn, "memsvc_device_swap_in_bytes_total", "counter",
             "Bytes moved from host or disk to HBM.", ds->swap_in_bytes);
     PER_DEV(f, sn, "memsvc_device_prefetches_total", "counter",
             "Swap-ins started ahead of an acquire.", ds->prefetches);
-    PER_DEV(f, sn, "memsvc_device_spills_total", "counter", "Moves from host to disk.",
-            ds->spills);
+    PER_DEV(f, sn, "memsvc_device_spills_total", "counter", "Moves from host to disk.", ds->spills);
     PER_DEV(f, sn, "memsvc_device_spill_bytes_total", "counter", "Bytes moved from host to disk.",
             ds->spill_bytes);
     PER_DEV(f, sn, "memsvc_device_drops_total", "counter",
@@ -240,8 +239,7 @@ static void write_node(FILE *f, const met_snap_t *sn)
     fprintf(f, "memsvc_build_info{version=\"%s\"} 1\n", MEMSVC_VERSION_STRING);
     write_gauge(f, "memsvc_uptime_seconds", "gauge", "Time since the daemon started.",
                 (double)sn->uptime_ns / 1e9);
-    write_gauge(f, "memsvc_host_capacity_bytes", "gauge", "Host pool size.",
-                (double)h->capacity);
+    write_gauge(f, "memsvc_host_capacity_bytes", "gauge", "Host pool size.", (double)h->capacity);
     write_gauge(f, "memsvc_host_used_bytes", "gauge", "Host pool bytes in use.", (double)h->used);
     write_gauge(f, "memsvc_host_peak_bytes", "gauge", "Highest host pool use since start.",
                 (double)h->peak);
@@ -257,10 +255,10 @@ static void write_node(FILE *f, const met_snap_t *sn)
                 "Durable tensors of dead clients kept for re-attach.", (double)sn->orphans);
     head(f, "memsvc_sessions", "gauge", "Connected client sessions, by transport.");
     fprintf(f, "memsvc_sessions{transport=\"tcp\"} %llu\n", (unsigned long long)sn->sessions[0]);
-    fprintf(f, "memsvc_sessions{transport=\"local\"} %llu\n",
-            (unsigned long long)sn->sessions[1]);
-    head(f, "memsvc_sessions_total", "counter", "Sessions that completed the handshake, by "
-                                                "transport.");
+    fprintf(f, "memsvc_sessions{transport=\"local\"} %llu\n", (unsigned long long)sn->sessions[1]);
+    head(f, "memsvc_sessions_total", "counter",
+         "Sessions that completed the handshake, by "
+         "transport.");
     fprintf(f, "memsvc_sessions_total{transport=\"tcp\"} %llu\n",
             (unsigned long long)sn->m.sessions[0]);
     fprintf(f, "memsvc_sessions_total{transport=\"local\"} %llu\n",
@@ -343,7 +341,7 @@ static void write_jobs(FILE *f, const met_snap_t *sn)
 /* The whole exposition into a malloc()ed buffer; NULL when out of memory. */
 static char *metrics_text(msd_server_t *srv, size_t *len_p)
 {
-    met_snap_t *sn = calloc(1, sizeof(*sn));
+    met_snap_t *sn   = calloc(1, sizeof(*sn));
     char       *text = NULL;
     FILE       *f;
 
@@ -414,7 +412,7 @@ static enum MHD_Result metrics_handler(void *cls, struct MHD_Connection *conn, c
 
 static void metrics_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char text[512];
+    char   text[512];
     size_t n;
 
     vsnprintf(text, sizeof(text), fmt, ap);

@@ -10,7 +10,7 @@
 
 void msd_reload(msd_server_t *srv, const msd_config_t *cfg)
 {
-    const msd_config_t *cur = &srv->cfg;
+    const msd_config_t *cur     = &srv->cfg;
     unsigned            changed = 0;
 
     if (cfg->log_level != (int)msd_log_get_level()) {

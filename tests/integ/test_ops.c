@@ -27,7 +27,7 @@ static char ops_out[OPS_OUT], ops_err[OPS_OUT];
 
 static const char *bin(const char *name)
 {
-    static char paths[8][512];
+    static char     paths[8][512];
     static unsigned next;
     char           *p = paths[next++ % 8];
 
@@ -167,7 +167,7 @@ static void test_log_level(void)
 /* UCX's own messages come through the logger (component ucx, mapped level), never on stdout. */
 static void test_ucx_messages_logged(void)
 {
-    const char *argv[] = {bin("memsvcd"), "--no-config", "--node",    "tiny",
+    const char *argv[] = {bin("memsvcd"), "--no-config", "--node",      "tiny",
                           "--no-unix",    "--listen",    "127.0.0.1:0", NULL};
     const char *env[]  = {"UCX_TLS=nosuchtl", NULL};
 
@@ -218,7 +218,7 @@ static void test_journal_stream_prefix(void)
 
 static void test_listen_errors(void)
 {
-    struct sockaddr_in sa  = {.sin_family = AF_INET};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
     char               addr[64];
     int                fd, port;
 
@@ -539,7 +539,7 @@ static void test_metrics(void)
     memsvc_conn_h        conn;
     memsvc_handle_t      h;
     memsvc_tensor_info_t info;
-    expo_t              *e = calloc(1, sizeof(*e));
+    expo_t              *e    = calloc(1, sizeof(*e));
     int                  port = integ_free_port();
     double               alloc0;
 
@@ -597,7 +597,8 @@ static void test_metrics_refuses_remote(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "--metrics: 'localhost:99999' is not [HOST:]PORT"));
 }
 
-/* ---- memsvc-ctl -------------------------------------------------------------------------------- */
+/* ---- memsvc-ctl --------------------------------------------------------------------------------
+ */
 
 static void test_ctl_usage_errors(void)
 {
@@ -617,9 +618,8 @@ static void test_ctl_usage_errors(void)
     unsigned i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        CU_ASSERT_EQUAL(run("memsvc-ctl", cases[i].args[0], cases[i].args[1], cases[i].args[2],
-                            NULL),
-                        2);
+        CU_ASSERT_EQUAL(
+            run("memsvc-ctl", cases[i].args[0], cases[i].args[1], cases[i].args[2], NULL), 2);
         if (strstr(ops_err, cases[i].msg) == NULL) {
             printf("\n  memsvc-ctl %s: stderr '%s', wanted '%s'\n", cases[i].args[0], ops_err,
                    cases[i].msg);
@@ -652,8 +652,8 @@ static void test_ctl_watch_and_jobs(void)
     TEST_ASSERT_OK(memsvc_alloc(conn, "w.b", 1 << 20, NULL, &h[1]));
     TEST_ASSERT_OK(memsvc_alloc(conn, "w.c", 2 << 20, NULL, &h[2]));
 
-    CU_ASSERT_EQUAL(run("memsvc-ctl", "--address", d.addr, "watch", "--interval", "0.1",
-                        "--count", "3", "--job", "7", NULL),
+    CU_ASSERT_EQUAL(run("memsvc-ctl", "--address", d.addr, "watch", "--interval", "0.1", "--count",
+                        "3", "--job", "7", NULL),
                     0);
     CU_ASSERT_EQUAL(count_of(ops_out, "--- memsvcd at "), 3);
     CU_ASSERT_EQUAL(count_of(ops_out, "rates over "), 2);
@@ -666,22 +666,24 @@ static void test_ctl_watch_and_jobs(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_out, "job 7:\nJOB"));
     CU_ASSERT_EQUAL(run("memsvc-ctl", "--address", d.addr, "--json", "stats", "--job", "7", NULL),
                     0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(ops_out, "\"ranks\": [\n  {\"job\": 7, \"rank\": 2, \"tensors\": 3"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(ops_out, "\"ranks\": [\n  {\"job\": 7, \"rank\": 2, \"tensors\": 3"));
     memsvc_close(conn);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
-/* ---- every program: --version, --help --------------------------------------------------------- */
+/* ---- every program: --version, --help ---------------------------------------------------------
+ */
 
 static void test_version_and_help(void)
 {
-    static const char *const progs[] = {"memsvcd",      "memsvc-ctl",   "memtrace",
-                                        "memsvc_example", "engine_demo", "bench_engine",
-                                        "bench_replay", "bench_service"};
+    static const char *const progs[] = {"memsvcd",        "memsvc-ctl",   "memtrace",
+                                        "memsvc_example", "engine_demo",  "bench_engine",
+                                        "bench_replay",   "bench_service"};
     static const char *const helps[] = {"memsvc_example", "engine_demo", "bench_engine",
                                         "bench_replay"};
-    char     want[64];
-    unsigned i;
+    char                     want[64];
+    unsigned                 i;
 
     snprintf(want, sizeof(want), " (memsvc) %s\n", MEMSVC_VERSION_STRING);
     for (i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
@@ -703,7 +705,8 @@ static void test_version_and_help(void)
     CU_ASSERT_EQUAL(run("bench_engine", "extra", NULL), 2);
 }
 
-/* ---- the example, twice against one daemon ----------------------------------------------------- */
+/* ---- the example, twice against one daemon -----------------------------------------------------
+ */
 
 static void test_example_twice(void)
 {
@@ -719,7 +722,8 @@ static void test_example_twice(void)
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
-/* ---- an interrupted bench_replay leaves no temporary file -------------------------------------- */
+/* ---- an interrupted bench_replay leaves no temporary file --------------------------------------
+ */
 
 static unsigned dir_entries(const char *dir)
 {
@@ -784,7 +788,7 @@ static void test_short_magic(void)
  * that file: nothing they write lands between CUnit's lines on stdout. */
 static void test_stderr_to_log(void)
 {
-    const char    *log = getenv("MEMSVC_TEST_LOG");
+    const char    *log    = getenv("MEMSVC_TEST_LOG");
     const char    *args[] = {"--node", "tiny", "--no-config", NULL};
     integ_daemon_t d;
     struct stat    a, b;
