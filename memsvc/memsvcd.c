@@ -537,7 +537,10 @@ int main(int argc, char **argv)
         return (rc < 0) ? 0 : rc;
     }
     msd_log_set_level((msd_log_level_t)o.cfg.log_level);
-    msd_log_set_target((msd_log_target_t)o.cfg.log_target);
+    if (!msd_log_set_target((msd_log_target_t)o.cfg.log_target)) {
+        LOG_WARN("--log-target journal: no journald listens here "
+                 "(/run/systemd/journal/socket): logging to stderr");
+    }
     msd_log_take_ucx();
     o.cfg.reread     = daemon_reread;
     o.cfg.reread_arg = &rr;

@@ -80,10 +80,10 @@ void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list 
     }
     vsnprintf(text, sizeof(text), fmt, ap); /* longer lines are cut: one line stays one line */
     prio = level_prio[((unsigned)level <= MSD_LOG_DEBUG) ? level : MSD_LOG_DEBUG];
-    if (atomic_load(&log_target) == MSD_LOG_TO_JOURNAL) {
-        sd_journal_send("MESSAGE=%s: %s", comp, text, "PRIORITY=%d", prio,
-                        "SYSLOG_IDENTIFIER=memsvcd", "MEMSVC_COMPONENT=%s", comp, NULL);
-        return;
+    if ((atomic_load(&log_target) == MSD_LOG_TO_JOURNAL) &&
+        (sd_journal_send("MESSAGE=%s: %s", comp, text, "PRIORITY=%d", prio,
+                         "SYSLOG_IDENTIFIER=memsvcd", "MEMSVC_COMPONENT=%s", comp, NULL) >= 0)) {
+        return; /* journald did not take it: the line goes to stderr instead */
     }
     pthread_once(&log_stream_once, log_stream_check);
     if (log_stderr_is_journal) {
@@ -112,9 +112,17 @@ void msd_log(msd_log_level_t level, const char *comp, const char *fmt, ...)
 
 static const char *const target_names[] = {"stderr", "journal"};
 
-void msd_log_set_target(msd_log_target_t target)
+bool msd_log_set_target(msd_log_target_t target)
 {
+    struct stat st;
+
+    /* sd_journal_send says nothing when no journald listens: check for its socket. */
+    if ((target == MSD_LOG_TO_JOURNAL) && (stat("/run/systemd/journal/socket", &st) != 0)) {
+        atomic_store(&log_target, (int)MSD_LOG_TO_STDERR);
+        return false;
+    }
     atomic_store(&log_target, (int)target);
+    return true;
 }
 
 bool msd_log_parse_target(const char *name, msd_log_target_t *target)

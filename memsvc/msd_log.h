@@ -41,13 +41,15 @@ void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list 
 #define LOG_DEBUG(...) msd_log(MSD_LOG_DEBUG, MSD_LOG_COMP, __VA_ARGS__)
 
 /* Where lines go: stderr (default) or the systemd journal (sd_journal_send: MESSAGE, PRIORITY,
- * SYSLOG_IDENTIFIER=memsvcd and MEMSVC_COMPONENT fields). */
+ * SYSLOG_IDENTIFIER=memsvcd and MEMSVC_COMPONENT fields; a line journald refuses goes to
+ * stderr). */
 typedef enum msd_log_target {
     MSD_LOG_TO_STDERR  = 0,
     MSD_LOG_TO_JOURNAL = 1
 } msd_log_target_t;
 
-void msd_log_set_target(msd_log_target_t target);
+/* false (and stderr kept) when the journal is asked for but no journald listens. */
+bool msd_log_set_target(msd_log_target_t target);
 /* "stderr", "journal" -> target; false when the name is unknown. */
 bool        msd_log_parse_target(const char *name, msd_log_target_t *target);
 const char *msd_log_target_name(msd_log_target_t target);

@@ -214,6 +214,22 @@ static void test_journal_stream_prefix(void)
     unlink(path);
 }
 
+/* --log-target journal where no journald listens (this machine, a container): lines are not
+ * lost, they go to stderr. */
+static void test_journal_fallback(void)
+{
+    const char *argv[] = {bin("memsvcd"),    "--no-config", "--log-target", "journal", "--listen",
+                          "127.0.0.1:99999", NULL};
+    struct stat st;
+
+    if (stat("/run/systemd/journal/socket", &st) == 0) {
+        return; /* a journald is there: the line went to it */
+    }
+    CU_ASSERT_EQUAL(integ_run(argv, NULL, ops_out, sizeof(ops_out), ops_err, sizeof(ops_err)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "warn  memsvcd: --log-target journal: no journald"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "err   memsvcd: --listen: '127.0.0.1:99999'"));
+}
+
 /* ---- listen errors: before any startup line ------------------------------------------------ */
 
 static void test_listen_errors(void)
@@ -813,6 +829,7 @@ static void add_suite(void)
     CU_add_test(s, "listen errors before startup lines; address in use", test_listen_errors);
     CU_add_test(s, "UCX's messages through the logger, not stdout", test_ucx_messages_logged);
     CU_add_test(s, "stderr as the journal's stream: <N> prefixes", test_journal_stream_prefix);
+    CU_add_test(s, "--log-target journal without journald: stderr", test_journal_fallback);
     CU_add_test(s, "metrics: every line parses; values follow operations", test_metrics);
     CU_add_test(s, "metrics on a non-loopback address need --allow-remote",
                 test_metrics_refuses_remote);
