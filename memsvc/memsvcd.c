@@ -269,7 +269,7 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
 static bool opt_bool(const char *v, bool *b_p)
 {
     static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
-                                                                               "off", "0"};
+                                                                                "off", "0"};
     unsigned i;
 
     for (i = 0; i < 4; i++) {
@@ -446,6 +446,12 @@ typedef struct daemon_reread {
     daemon_opts_t *current;
 } daemon_reread_t;
 
+/* Two optional strings equal? */
+static bool str_same(const char *a, const char *b)
+{
+    return ((a == NULL) || (b == NULL)) ? (a == b) : (strcmp(a, b) == 0);
+}
+
 /* msd_config_t.reread: the config file and command line again. What the server cannot change
  * while running (the node, policy, memory mode) is named when it differs. */
 static bool daemon_reread(void *arg, msd_config_t *cfg)
@@ -467,6 +473,12 @@ static bool daemon_reread(void *arg, msd_config_t *cfg)
         (strcmp(o.memory, cur->memory) != 0)) {
         LOG_WARN("reload: the node, its parameters, the policy or the memory mode changed: "
                  "they take effect at the next start, not now");
+    }
+    if (!str_same(o.cfg.listen, cur->cfg.listen) ||
+        !str_same(o.cfg.unix_path, cur->cfg.unix_path) ||
+        !str_same(o.cfg.metrics, cur->cfg.metrics)) {
+        LOG_WARN("reload: --listen, --unix or --metrics changed: they take effect at the next "
+                 "start, not now");
     }
     *cfg = o.cfg;
     /* Only numbers and flags are taken from cfg (msd_reload); its strings are not kept. */
@@ -511,7 +523,7 @@ static bool listen_check(const char *listen)
 int main(int argc, char **argv)
 {
     daemon_opts_t   o;
-    daemon_reread_t rr = {argc, argv, &o};
+    daemon_reread_t rr     = {argc, argv, &o};
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
     memsvc_status_t status;

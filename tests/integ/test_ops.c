@@ -136,12 +136,14 @@ static void test_config_and_reload(void)
 
     write_file(path, sizeof(path), "reload.conf",
                "node = tiny\nnode-param = hbm=32MiB\nkeep-durable = 9\nlog-level = debug\n"
-               "spin-us = 10\n");
+               "spin-us = 10\npolicy = lru:drop=on\nmetrics = 1\n");
     kill(d.pid, SIGHUP);
     CU_ASSERT(log_wait(&d, "log level: info -> debug"));
     CU_ASSERT(log_wait(&d, "spin-us: 50 -> 10"));
     CU_ASSERT(log_wait(&d, "configuration reloaded: 2 setting(s) changed"));
     CU_ASSERT(!integ_log_contains(&d, "keep-durable: 7 s")); /* the flag still wins */
+    CU_ASSERT(integ_log_contains(&d, "the policy or the memory mode changed"));
+    CU_ASSERT(integ_log_contains(&d, "--listen, --unix or --metrics changed"));
 
     write_file(path, sizeof(path), "reload.conf", "log-level = err\nbogus = 1\n");
     kill(d.pid, SIGHUP);
