@@ -148,6 +148,7 @@ typedef struct msd_metrics {
     uint64_t           errors[MSD_METRICS_STATUSES];           /* by -status */
     uint64_t           sessions[2];                            /* bound: [0] tcp, [1] local */
     uint64_t           reloads;
+    unsigned           status_local, status_tcp; /* session counts last sent as STATUS= */
 } msd_metrics_t;
 
 typedef struct msd_server {

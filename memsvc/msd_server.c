@@ -379,6 +379,13 @@ void msd_transport_summary(msd_server_t *srv)
             snprintf(srv->lanes_tcp, sizeof(srv->lanes_tcp), "%s", s->transport);
         }
     }
+    if ((nlocal != srv->metrics.status_local) || (ntcp != srv->metrics.status_tcp)) {
+        /* systemctl status shows it (a no-op outside systemd) */
+        srv->metrics.status_local = nlocal;
+        srv->metrics.status_tcp   = ntcp;
+        sd_notifyf(0, "STATUS=serving on %s: %u local and %u tcp sessions", srv->cfg.listen,
+                   nlocal, ntcp);
+    }
     if ((nlocal == 0) && (ntcp == 0)) {
         return; /* keep naming what the last sessions used */
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -230,6 +231,61 @@ static void test_journal_fallback(void)
     CU_ASSERT_EQUAL(integ_run(argv, NULL, ops_out, sizeof(ops_out), ops_err, sizeof(ops_err)), 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "warn  memsvcd: --log-target journal: no journald"));
     CU_ASSERT_PTR_NOT_NULL(strstr(ops_err, "err   memsvcd: --listen: '127.0.0.1:99999'"));
+}
+
+/* Read notification datagrams (bounded wait) until one holds want; false if none did. */
+static bool notify_wait(int fd, const char *want)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    char          msg[512];
+    ssize_t       n;
+
+    while (poll(&pfd, 1, 10000) == 1) {
+        n = recv(fd, msg, sizeof(msg) - 1, 0);
+        if (n <= 0) {
+            return false;
+        }
+        msg[n] = '\0';
+        if (strstr(msg, want) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Type=notify: READY=1 once serving, STATUS= with the sessions, STOPPING=1 at SIGTERM; the
+ * daemon talks to $NOTIFY_SOCKET as systemd gives it. */
+static void test_sd_notify(void)
+{
+    struct sockaddr_un sa     = {.sun_family = AF_UNIX};
+    const char        *args[] = {"--node", "tiny", "--no-config", NULL};
+    integ_daemon_t     d;
+    memsvc_conn_h      conn;
+    int                fd;
+
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify-%d", integ_log_dir(), (int)getpid());
+    if (strlen(sa.sun_path) + 1 >= sizeof(sa.sun_path)) {
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/memsvc-notify-%d", (int)getpid());
+    }
+    unlink(sa.sun_path);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+    CU_ASSERT_FATAL(integ_daemon_start(&d, args));
+    unsetenv("NOTIFY_SOCKET");
+    CU_ASSERT(notify_wait(fd, "READY=1"));
+    TEST_ASSERT_OK(integ_connect(&d, 4, 0, &conn));
+    CU_ASSERT(notify_wait(fd, "sessions"));
+    memsvc_close(conn);
+    kill(d.pid, SIGHUP);
+    CU_ASSERT(notify_wait(fd, "RELOADING=1"));
+    CU_ASSERT(notify_wait(fd, "READY=1"));
+    kill(d.pid, SIGTERM);
+    CU_ASSERT(notify_wait(fd, "STOPPING=1"));
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    close(fd);
+    unlink(sa.sun_path);
 }
 
 /* ---- listen errors: before any startup line ------------------------------------------------ */
@@ -832,6 +888,7 @@ static void add_suite(void)
     CU_add_test(s, "UCX's messages through the logger, not stdout", test_ucx_messages_logged);
     CU_add_test(s, "stderr as the journal's stream: <N> prefixes", test_journal_stream_prefix);
     CU_add_test(s, "--log-target journal without journald: stderr", test_journal_fallback);
+    CU_add_test(s, "sd_notify: READY, STATUS, RELOADING, STOPPING", test_sd_notify);
     CU_add_test(s, "metrics: every line parses; values follow operations", test_metrics);
     CU_add_test(s, "metrics on a non-loopback address need --allow-remote",
                 test_metrics_refuses_remote);
