@@ -76,8 +76,8 @@ static void local_accept_one(msd_server_t *srv, int fd)
     memcpy(&hello, in, sizeof(hello));
     if ((hello.magic != MSL_MAGIC_HELLO) || (hello.version != MSL_VERSION) ||
         (hello.addr_len == 0) || (hello.addr_len > len - sizeof(hello))) {
-        LOG_WARN("local client pid %d: bad handshake (magic 0x%x version %u): refused", (int)cred.pid,
-            hello.magic, hello.version);
+        LOG_WARN("local client pid %d: bad handshake (magic 0x%x version %u): refused",
+                 (int)cred.pid, hello.magic, hello.version);
         local_refuse(fd, MEMSVC_ERR_VERSION, "unknown local handshake version");
         close(fd);
         return;

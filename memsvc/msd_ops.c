@@ -290,7 +290,7 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     if (own == NULL) {
         /* Untracked tensors would leak when the session dies: refuse. */
         LOG_ERR("session %llu: out of memory tracking a tensor: alloc refused",
-            (unsigned long long)s->id);
+                (unsigned long long)s->id);
         if (status == MEMSVC_INPROGRESS) {
             p->handle = h;
             eng_free(srv->eng, h); /* the callback answers (CANCELED) */
@@ -735,7 +735,8 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
                      memsvc_strerror(status));
             LOG_WARN("session %llu (job %u rank %u): request id %llu refused: %s",
-                (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id, rep->msg);
+                     (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
+                     rep->msg);
         } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
             status = MEMSVC_ERR_PROTOCOL;
             snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");
