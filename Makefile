@@ -25,10 +25,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit jansson
+PKGS    := ucx msgpack jemalloc liburing cunit jansson libsystemd libmicrohttpd
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsystemd libmicrohttpd))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g
@@ -87,7 +87,7 @@ ALL_SRCS := $(CLIENT_SRCS) $(SIM_SRCS) $(ENGINE_SRCS) $(DAEMON_SRCS) $(POLICY_SR
             $(TRACE_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(EXAMPLE_SRCS) \
             $(wildcard memsvc/memsvcd.c tools/memtrace/main.c tools/ctl/memsvc-ctl.c)
 
-.PHONY: all deps test test-san run bench clean fuzz install uninstall
+.PHONY: all deps test test-san run bench clean fuzz install uninstall man
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -134,6 +134,11 @@ PCDIR   ?= $(LIBDIR)/pkgconfig
 # the Python package: Debian's directory of site packages of /usr/bin/python3 (with PREFIX=/usr)
 PYDIR   ?= $(PREFIX)/lib/python3/dist-packages
 PYSRCS  := $(wildcard client/python/memsvc/*.py)
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+# systemd reads units of locally installed software from /usr/local/lib/systemd/system too
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANPAGES := docs/man/memsvcd.8 docs/man/memsvc-ctl.1 docs/man/memtrace.1
 HEADERS := client/memsvc.h client/memsvc_status.h client/memsvc_types.h
 
 $(LIBCORE): $(call obj,$(SIM_SRCS) $(ENGINE_SRCS) $(POLICY_SRCS) $(DAEMON_SRCS))
@@ -180,7 +185,19 @@ install: all
 	$(Q)for h in $(HEADERS); do \
 		sed 's|#include "client/|#include "|' $$h > $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} && \
 		chmod 644 $(DESTDIR)$(INCDIR)/memsvc/$${h#client/} || exit 1; done
-	$(Q)install -m 644 README.md docs/api.md docs/protocol.md docs/python.md $(DESTDIR)$(DOCDIR)/
+	$(Q)install -m 644 README.md docs/api.md docs/protocol.md docs/operations.md \
+		docs/memsvcd.conf.example docs/python.md $(DESTDIR)$(DOCDIR)/
+	$(Q)install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)
+	$(Q)install -m 644 docs/man/memsvc-ctl.1 docs/man/memtrace.1 $(DESTDIR)$(MANDIR)/man1/
+	$(Q)install -m 644 docs/man/memsvcd.8 $(DESTDIR)$(MANDIR)/man8/
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|' -e 's|@DOCDIR@|$(DOCDIR)|' tools/systemd/memsvcd.service.in \
+		> $(DESTDIR)$(UNITDIR)/memsvcd.service && chmod 644 $(DESTDIR)$(UNITDIR)/memsvcd.service
+	@# the config file is the administrator's: installed only when there is none (as dpkg does
+	@# with conffiles an administrator changed)
+	$(Q)install -d $(DESTDIR)$(SYSCONFDIR)/memsvc
+	$(Q)if [ ! -e $(DESTDIR)$(SYSCONFDIR)/memsvc/memsvcd.conf ]; then \
+		install -m 644 docs/memsvcd.conf.example $(DESTDIR)$(SYSCONFDIR)/memsvc/memsvcd.conf; \
+	else echo "  KEEP    $(DESTDIR)$(SYSCONFDIR)/memsvc/memsvcd.conf (exists)"; fi
 	$(Q)install -d $(DESTDIR)$(PYDIR)/memsvc $(DESTDIR)$(DOCDIR)/examples
 	$(Q)install -m 644 $(PYSRCS) $(DESTDIR)$(PYDIR)/memsvc/
 	$(Q)install -m 644 client/python/examples/train_moe.py $(DESTDIR)$(DOCDIR)/examples/
@@ -191,10 +208,30 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libmemsvc.so $(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBMAJOR) \
 		$(DESTDIR)$(LIBDIR)/libmemsvc.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libmemsvc.a \
 		$(DESTDIR)$(PCDIR)/memsvc.pc $(addprefix $(DESTDIR)$(INCDIR)/memsvc/,$(notdir $(HEADERS))) \
-		$(addprefix $(DESTDIR)$(DOCDIR)/,README.md api.md protocol.md python.md examples/train_moe.py)
+		$(addprefix $(DESTDIR)$(DOCDIR)/,README.md api.md protocol.md operations.md \
+		memsvcd.conf.example python.md examples/train_moe.py) $(DESTDIR)$(MANDIR)/man8/memsvcd.8 \
+		$(addprefix $(DESTDIR)$(MANDIR)/man1/,memsvc-ctl.1 memtrace.1) \
+		$(DESTDIR)$(UNITDIR)/memsvcd.service
 	$(Q)rm -rf $(DESTDIR)$(PYDIR)/memsvc
-	$(Q)rmdir $(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@# the config file goes only when it is the example unchanged (as dpkg's purge does)
+	$(Q)if cmp -s docs/memsvcd.conf.example $(DESTDIR)$(SYSCONFDIR)/memsvc/memsvcd.conf; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/memsvc/memsvcd.conf; fi
+	$(Q)rmdir $(DESTDIR)$(INCDIR)/memsvc $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/memsvc 2>/dev/null || true
 	@echo "  UNINSTALL $(DESTDIR)$(PREFIX)"
+
+# The man pages: generated from the programs' --help (tools/mkman.sh) and docs/man/*.in, and
+# committed (a build needs no generator); `make man` writes them again after --help changed.
+man: $(BIN_MEMSVCD) $(BIN_CTL) $(BIN_MEMTRACE)
+	$(Q)sh tools/mkman.sh memsvcd 8 "memory manager daemon for NPU training" docs/man/memsvcd.8.in \
+		"$(BIN_MEMSVCD) --help" > docs/man/memsvcd.8
+	$(Q)sh tools/mkman.sh memsvc-ctl 1 "look at a running memsvcd" docs/man/memsvc-ctl.1.in \
+		"$(BIN_CTL) --help" > docs/man/memsvc-ctl.1
+	$(Q)sh tools/mkman.sh memtrace 1 "generate, import, replay and tune memory traces" \
+		docs/man/memtrace.1.in "$(BIN_MEMTRACE) --help" \
+		$(foreach c,gen import dump replay models tune cluster,"$(BIN_MEMTRACE) $(c) --help") \
+		> docs/man/memtrace.1
+	@echo "  MAN     $(MANPAGES)"
 
 # ---- what a user runs ---------------------------------------------------------------------
 # The install test (a staged install, a program built with pkg-config, run against memsvcd)
@@ -203,8 +240,13 @@ uninstall:
 # Python suites (tests/python, pytest) run against the plain build: Debian's python3 has the
 # PyTorch they need; the sanitizer build's library cannot be loaded into an unsanitized python.
 PYTHON ?= /usr/bin/python3
+# The tests' child processes (daemons, tools) and the libraries write their stderr to files in
+# $(B)/test-logs/: printed when a test fails, not interleaved with CUnit's lines.
 test: all
-	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) $(BIN_TESTS)
+	$(Q)rm -rf $(B)/test-logs && mkdir -p $(B)/test-logs
+	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) \
+	    MEMSVC_TEST_LOG_DIR=$(abspath $(B)/test-logs) \
+	    MEMSVC_TEST_LOG=$(abspath $(B)/test-logs/memsvc_tests.stderr) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)
 	$(Q)if ls tests/python/test_*.py >/dev/null 2>&1; then \

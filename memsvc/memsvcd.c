@@ -2,34 +2,95 @@
 #include "memsvc/msd.h"
 #include "sim_npu/sim_desc.h"
 
+#include "client/msp_ucx.h"
+#include "tools/version.h"
+
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MSD_LOG_COMP "memsvcd"
 #include "memsvc/msd_log.h"
 
+#ifndef MEMSVCD_CONFIG_DEFAULT
+#define MEMSVCD_CONFIG_DEFAULT "/etc/memsvc/memsvcd.conf"
+#endif
+#define MEMSVCD_MAX_PARAMS 64
+
+/* A value read from the config file, kept as long as the options that point into it. */
+typedef struct opt_str {
+    struct opt_str *next;
+    char            text[];
+} opt_str_t;
+
+/* What the command line and the config file set, before it becomes the server's
+ * configuration and the engine's parameters. */
+typedef struct daemon_opts {
+    msd_config_t cfg;
+    const char  *preset, *policy, *memory;
+    const char  *params[MEMSVCD_MAX_PARAMS]; /* node key=value overrides, in order */
+    unsigned     nparams;
+    const char  *config;    /* the config file; NULL: the default one, if it exists */
+    bool         no_config; /* --no-config */
+    opt_str_t   *strings;   /* values copied from the config file */
+} daemon_opts_t;
+
+/*
+ * The options: one table for the command line (getopt_long) and the config file (each long
+ * name is a key; a flag's value is true or false). An option added here and to opt_apply()
+ * has its config key at once.
+ */
+static const struct option daemon_options[] = {{"listen", required_argument, NULL, 'l'},
+                                               {"node", required_argument, NULL, 'n'},
+                                               {"node-param", required_argument, NULL, 'N'},
+                                               {"memory", required_argument, NULL, 'm'},
+                                               {"policy", required_argument, NULL, 'p'},
+                                               {"keep-durable", required_argument, NULL, 'k'},
+                                               {"allow-remote", no_argument, NULL, 'r'},
+                                               {"spin-us", required_argument, NULL, 's'},
+                                               {"unix", required_argument, NULL, 'u'},
+                                               {"no-unix", no_argument, NULL, 'U'},
+                                               {"no-map", no_argument, NULL, 'M'},
+                                               {"loops", required_argument, NULL, 'L'},
+                                               {"poll", no_argument, NULL, 'P'},
+                                               {"log-level", required_argument, NULL, 'g'},
+                                               {"log-target", required_argument, NULL, 'T'},
+                                               {"metrics", required_argument, NULL, 'x'},
+                                               {"config", required_argument, NULL, 'C'},
+                                               {"no-config", no_argument, NULL, 'X'},
+                                               {"version", no_argument, NULL, 'V'},
+                                               {"help", no_argument, NULL, 'h'},
+                                               {NULL, 0, NULL, 0}};
+
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: memsvcd [--listen HOST:PORT] [--node PRESET] [key=value ...]\n"
-            "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
+            "usage: memsvcd [--config FILE | --no-config] [--listen HOST:PORT] [--node PRESET]\n"
+            "               [key=value ...] [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
+            "               [--log-level LEVEL] [--log-target stderr|journal] [--metrics ADDR]\n"
             "\n"
+            "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
+            "                         if it exists): 'key = value' lines, a key per long option;\n"
+            "                         options given here override the file\n"
+            "  --no-config            do not read the default config file\n"
             "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
             "                         non-loopback address needs --allow-remote)\n"
             "  --node PRESET          hardware preset (default ascend-910b; 'tiny' for tests)\n"
             "  key=value              override a preset parameter, e.g. hbm=48GiB npus=2\n"
+            "  --node-param key=value the same, as an option (config key: node-param)\n"
             "  --memory MODE          backed (real bytes) or phantom (sizes only; default)\n"
             "  --policy SPEC          eviction policy (default lru)\n"
             "  --keep-durable SECS    keep a dead client's durable tensors this long for\n"
             "                         re-attach by key (default 300; 0: free at once)\n"
-            "  --allow-remote         permit a non-loopback listen address\n"
+            "  --allow-remote         permit a non-loopback listen or metrics address\n"
             "  --spin-us US           busy-poll this long after each request before sleeping\n"
             "                         (lower latency, more CPU; default 50)\n"
             "  --unix PATH            local clients' socket (default: derived from the port,\n"
@@ -38,7 +99,16 @@ static void usage(FILE *out)
             "  --no-map               do not map HBM into local clients (isolation between\n"
             "                         jobs sharing a device; bytes are copied instead)\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
-            "  --poll                 loops never sleep: lowest latency, a core per loop\n");
+            "  --poll                 loops never sleep: lowest latency, a core per loop\n"
+            "  --log-level LEVEL      err, warn, info (default) or debug\n"
+            "  --log-target TARGET    stderr (default; '<N>' priority prefixes when it is the\n"
+            "                         journal's stream) or journal (native journald fields)\n"
+            "  --metrics ADDR         serve Prometheus metrics over http on [HOST:]PORT\n"
+            "                         (default host 127.0.0.1; off unless given)\n"
+            "  --version              print the version and exit\n"
+            "\n"
+            "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
+            "--spin-us; other changes need a restart. See docs/operations.md.\n");
 }
 
 /* Is the host part of HOST:PORT a loopback address? */
@@ -71,25 +141,389 @@ static uint64_t machine_memory(void)
     return mem;
 }
 
+/* Defaults of every option. */
+static void opts_init(daemon_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->cfg.listen          = "127.0.0.1:13337";
+    o->cfg.keep_durable_ns = 300000000000ull;
+    o->cfg.spin_ns         = 50000;
+    o->cfg.log_level       = MSD_LOG_INFO;
+    o->cfg.log_target      = MSD_LOG_TO_STDERR;
+    o->preset              = "ascend-910b";
+    o->policy              = "lru";
+    o->memory              = "phantom";
+}
+
+static void opts_fini(daemon_opts_t *o)
+{
+    opt_str_t *str, *next;
+
+    for (str = o->strings; str != NULL; str = next) {
+        next = str->next;
+        free(str);
+    }
+    o->strings = NULL;
+}
+
+/* A number in [lo, hi]; false if arg is not one. */
+static bool opt_number(const char *arg, double lo, double hi, double *v_p)
+{
+    char *end;
+
+    *v_p = strtod(arg, &end);
+    return (end != arg) && (*end == '\0') && (*v_p >= lo) && (*v_p <= hi);
+}
+
+/*
+ * Apply option c (its value arg; NULL for a flag) to o. where names it in messages: "--loops"
+ * on the command line, "FILE:LINE: loops" from the config file. false (logged) on a bad value.
+ */
+static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *where)
+{
+    msd_log_level_t  level;
+    msd_log_target_t target;
+    double           v;
+
+    switch (c) {
+    case 'l':
+        o->cfg.listen = arg;
+        break;
+    case 'n':
+        o->preset = arg;
+        break;
+    case 'N':
+        if ((strchr(arg, '=') == NULL) || (o->nparams == MEMSVCD_MAX_PARAMS)) {
+            LOG_ERR("%s: '%s' is not a key=value node parameter (at most %d)", where, arg,
+                    MEMSVCD_MAX_PARAMS);
+            return false;
+        }
+        o->params[o->nparams++] = arg;
+        break;
+    case 'm':
+        o->memory = arg;
+        break;
+    case 'p':
+        o->policy = arg;
+        break;
+    case 'r':
+        o->cfg.allow_remote = true;
+        break;
+    case 'u':
+        o->cfg.unix_path = arg;
+        break;
+    case 'U':
+        o->cfg.no_unix = true;
+        break;
+    case 'M':
+        o->cfg.no_map = true;
+        break;
+    case 'P':
+        o->cfg.poll = true;
+        break;
+    case 'L':
+        if (!opt_number(arg, 1, 64, &v) || (v != (unsigned)v)) {
+            LOG_ERR("%s: '%s' is not a count of 1..64", where, arg);
+            return false;
+        }
+        o->cfg.local_loops = (unsigned)v;
+        break;
+    case 's':
+        if (!opt_number(arg, 0, 1e6, &v)) {
+            LOG_ERR("%s: '%s' is not a number of microseconds (0..1000000)", where, arg);
+            return false;
+        }
+        o->cfg.spin_ns = (uint64_t)(v * 1e3);
+        break;
+    case 'k':
+        if (!opt_number(arg, 0, 1e7, &v)) {
+            LOG_ERR("%s: '%s' is not a number of seconds (0..10000000)", where, arg);
+            return false;
+        }
+        o->cfg.keep_durable_ns = (uint64_t)(v * 1e9);
+        break;
+    case 'g':
+        if (!msd_log_parse_level(arg, &level)) {
+            LOG_ERR("%s: '%s' is not a log level (err, warn, info, debug)", where, arg);
+            return false;
+        }
+        o->cfg.log_level = (int)level;
+        break;
+    case 'T':
+        if (!msd_log_parse_target(arg, &target)) {
+            LOG_ERR("%s: '%s' is not a log target (stderr, journal)", where, arg);
+            return false;
+        }
+        o->cfg.log_target = (int)target;
+        break;
+    case 'x':
+        o->cfg.metrics = arg;
+        break;
+    default: /* the command line only: config, no-config, version, help */
+        break;
+    }
+    return true;
+}
+
+/* "true"/"false" (and yes/no, on/off, 1/0) of a flag in the config file. */
+static bool opt_bool(const char *v, bool *b_p)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
+                                                                                "off", "0"};
+    unsigned i;
+
+    for (i = 0; i < 4; i++) {
+        if (strcmp(v, yes[i]) == 0 || strcmp(v, no[i]) == 0) {
+            *b_p = (strcmp(v, yes[i]) == 0);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Strip leading and trailing blanks in place. */
+static char *trim(char *p)
+{
+    char *e;
+
+    p += strspn(p, " \t");
+    e = p + strlen(p);
+    while ((e > p) && ((e[-1] == ' ') || (e[-1] == '\t') || (e[-1] == '\n') || (e[-1] == '\r'))) {
+        *--e = '\0';
+    }
+    return p;
+}
+
+/* One "key = value" line of the config file. false (logged) when it is bad. */
+static bool config_line(daemon_opts_t *o, char *line, const char *where)
+{
+    const struct option *opt;
+    char                *eq = strchr(line, '='), *key, *val, at[1200];
+    opt_str_t           *str;
+    bool                 on;
+    size_t               len;
+
+    if (eq == NULL) {
+        LOG_ERR("%s: expected 'key = value'", where);
+        return false;
+    }
+    *eq = '\0';
+    key = trim(line);
+    val = trim(eq + 1);
+    len = strlen(val);
+    if ((len >= 2) && (val[0] == '"') && (val[len - 1] == '"')) {
+        val[len - 1] = '\0';
+        val++;
+    }
+    for (opt = daemon_options; opt->name != NULL; opt++) {
+        if (strcmp(opt->name, key) == 0) {
+            break;
+        }
+    }
+    if ((opt->name == NULL) || (opt->val == 'C') || (opt->val == 'X') || (opt->val == 'V') ||
+        (opt->val == 'h')) {
+        LOG_ERR("%s: unknown key '%s' (keys are memsvcd's long options; memsvcd --help)", where,
+                key);
+        return false;
+    }
+    if (opt->has_arg == no_argument) {
+        if (!opt_bool(val, &on)) {
+            LOG_ERR("%s: %s: '%s' is not true or false", where, key, val);
+            return false;
+        }
+        return on ? opt_apply(o, opt->val, NULL, where) : true;
+    }
+    str = malloc(sizeof(*str) + strlen(val) + 1);
+    if (str == NULL) {
+        LOG_ERR("%s: out of memory", where);
+        return false;
+    }
+    strcpy(str->text, val);
+    str->next  = o->strings;
+    o->strings = str;
+    snprintf(at, sizeof(at), "%s: %s", where, key); /* "FILE:LINE: key: 'value' is not ..." */
+    return opt_apply(o, opt->val, str->text, at);
+}
+
+/* Read the config file: o->config, else the default one if it exists. false (logged) when it
+ * cannot be read or a line is bad. */
+static bool config_load(daemon_opts_t *o)
+{
+    const char *path = (o->config != NULL) ? o->config : MEMSVCD_CONFIG_DEFAULT;
+    char        line[1024], where[1100];
+    unsigned    lineno = 0;
+    bool        ok     = true;
+    FILE       *f;
+
+    if (o->no_config && (o->config == NULL)) {
+        return true;
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        if ((o->config == NULL) && (errno == ENOENT)) {
+            return true; /* no default file: fine */
+        }
+        LOG_ERR("cannot read config file %s: %s", path, strerror(errno));
+        return false;
+    }
+    while (ok && (fgets(line, sizeof(line), f) != NULL)) {
+        char *p, *hash;
+
+        lineno++;
+        snprintf(where, sizeof(where), "%s:%u", path, lineno);
+        if ((strchr(line, '\n') == NULL) && !feof(f)) {
+            LOG_ERR("%s: line longer than %zu bytes", where, sizeof(line) - 2);
+            ok = false;
+            break;
+        }
+        hash = strchr(line, '#');
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        p = trim(line);
+        if (*p != '\0') {
+            ok = config_line(o, p, where);
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+/*
+ * The whole configuration from the config file and then the command line (which overrides
+ * it). Returns 0, or the exit code: 2 for a bad option, -1 when --help or --version was
+ * answered.
+ */
+static int opts_parse(daemon_opts_t *o, int argc, char **argv, bool quiet)
+{
+    char where[64];
+    int  c, i;
+
+    opts_init(o);
+    /* First the options that say which file to read (and --help, --version). */
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", daemon_options, NULL)) != -1) {
+        if (c == 'C') {
+            o->config = optarg;
+        } else if (c == 'X') {
+            o->no_config = true;
+        } else if ((c == 'h') && !quiet) {
+            usage(stdout);
+            return -1;
+        } else if ((c == 'V') && !quiet) {
+            tool_print_version("memsvcd");
+            return -1;
+        }
+    }
+    if (!config_load(o)) {
+        return 2;
+    }
+    optind = 0;
+    opterr = !quiet;
+    while ((c = getopt_long(argc, argv, "h", daemon_options, &i)) != -1) {
+        if (c == '?') {
+            fprintf(stderr, "(memsvcd --help for the options)\n");
+            return 2;
+        }
+        snprintf(where, sizeof(where), "--%s", (c == 'h') ? "help" : daemon_options[i].name);
+        if (!opt_apply(o, c, optarg, where)) {
+            return 2;
+        }
+    }
+    for (i = optind; i < argc; i++) {
+        if (!opt_apply(o, 'N', argv[i], argv[i])) {
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* Arguments kept for SIGHUP, which parses them again after the config file. */
+typedef struct daemon_reread {
+    int            argc;
+    char         **argv;
+    daemon_opts_t *current;
+} daemon_reread_t;
+
+/* Two optional strings equal? */
+static bool str_same(const char *a, const char *b)
+{
+    return ((a == NULL) || (b == NULL)) ? (a == b) : (strcmp(a, b) == 0);
+}
+
+/* msd_config_t.reread: the config file and command line again. What the server cannot change
+ * while running (the node, policy, memory mode) is named when it differs. */
+static bool daemon_reread(void *arg, msd_config_t *cfg)
+{
+    daemon_reread_t *rr  = arg;
+    daemon_opts_t   *cur = rr->current, o;
+    unsigned         i;
+    bool             same;
+
+    if (opts_parse(&o, rr->argc, rr->argv, true) != 0) {
+        opts_fini(&o);
+        return false;
+    }
+    same = (o.nparams == cur->nparams);
+    for (i = 0; same && (i < o.nparams); i++) {
+        same = (strcmp(o.params[i], cur->params[i]) == 0);
+    }
+    if (!same || (strcmp(o.preset, cur->preset) != 0) || (strcmp(o.policy, cur->policy) != 0) ||
+        (strcmp(o.memory, cur->memory) != 0)) {
+        LOG_WARN("reload: the node, its parameters, the policy or the memory mode changed: "
+                 "they take effect at the next start, not now");
+    }
+    if (!str_same(o.cfg.listen, cur->cfg.listen) ||
+        !str_same(o.cfg.unix_path, cur->cfg.unix_path) ||
+        !str_same(o.cfg.metrics, cur->cfg.metrics)) {
+        LOG_WARN("reload: --listen, --unix or --metrics changed: they take effect at the next "
+                 "start, not now");
+    }
+    *cfg = o.cfg;
+    /* Only numbers and flags are taken from cfg (msd_reload); its strings are not kept. */
+    cfg->listen = cfg->unix_path = cfg->metrics = NULL;
+    opts_fini(&o);
+    return true;
+}
+
+/* Fail early (before any startup line) on a listen address that cannot work. */
+static bool listen_check(const char *listen)
+{
+    struct sockaddr_storage ss;
+    socklen_t               len;
+    int                     fd, one = 1, err = 0;
+
+    if (msp_parse_addr(listen, &ss, &len) != MEMSVC_OK) {
+        LOG_ERR("--listen: '%s' is not HOST:PORT (port 0..65535, a resolvable host)", listen);
+        return false;
+    }
+    /* Bind a socket as UCX's listener will (SO_REUSEADDR): "address in use" said plainly,
+     * instead of UCX's "Device is busy". */
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return true; /* let UCX report it */
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        err = errno;
+    }
+    close(fd);
+    if (err == EADDRINUSE) {
+        LOG_ERR("cannot listen on %s: address in use (another memsvcd?)", listen);
+        return false;
+    }
+    if (err != 0) {
+        LOG_ERR("cannot listen on %s: %s", listen, strerror(err));
+        return false;
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"node", required_argument, NULL, 'n'},
-                                         {"memory", required_argument, NULL, 'm'},
-                                         {"policy", required_argument, NULL, 'p'},
-                                         {"keep-durable", required_argument, NULL, 'k'},
-                                         {"allow-remote", no_argument, NULL, 'r'},
-                                         {"spin-us", required_argument, NULL, 's'},
-                                         {"unix", required_argument, NULL, 'u'},
-                                         {"no-unix", no_argument, NULL, 'U'},
-                                         {"no-map", no_argument, NULL, 'M'},
-                                         {"loops", required_argument, NULL, 'L'},
-                                         {"poll", no_argument, NULL, 'P'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    msd_config_t               cfg    = {
-                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000};
-    const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
+    daemon_opts_t   o;
+    daemon_reread_t rr     = {argc, argv, &o};
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
     memsvc_status_t status;
@@ -97,161 +531,123 @@ int main(int argc, char **argv)
     sim_desc_t      desc;
     eng_t          *eng      = NULL;
     char            err[256] = "", sz1[32], sz2[32];
-    char           *end;
-    double          secs;
     sigset_t        sigs;
-    int             c, i;
+    unsigned        i;
+    int             rc;
 
-    /* Before any thread exists (UCX's async thread, the engine's helpers): SIGTERM/SIGINT
+    /* Before any thread exists (UCX's async thread, the engine's helpers): SIGTERM/SIGINT/SIGHUP
      * are taken only through the loop's signalfd. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            cfg.listen = optarg;
-            break;
-        case 'n':
-            preset = optarg;
-            break;
-        case 'm':
-            memory = optarg;
-            break;
-        case 'p':
-            policy = optarg;
-            break;
-        case 'r':
-            cfg.allow_remote = true;
-            break;
-        case 'u':
-            cfg.unix_path = optarg;
-            break;
-        case 'U':
-            cfg.no_unix = true;
-            break;
-        case 'M':
-            cfg.no_map = true;
-            break;
-        case 'P':
-            cfg.poll = true;
-            break;
-        case 'L':
-            secs = strtod(optarg, &end);
-            if ((*end != '\0') || (secs < 1) || (secs > 64)) {
-                LOG("--loops: '%s' is not a count of 1..64", optarg);
-                return 2;
-            }
-            cfg.local_loops = (unsigned)secs;
-            break;
-        case 's':
-            secs = strtod(optarg, &end);
-            if ((*end != '\0') || (secs < 0) || (secs > 1e6)) {
-                LOG("--spin-us: '%s' is not a number of microseconds", optarg);
-                return 2;
-            }
-            cfg.spin_ns = (uint64_t)(secs * 1e3);
-            break;
-        case 'k':
-            secs = strtod(optarg, &end);
-            if ((*end != '\0') || (secs < 0) || (secs > 1e7)) {
-                LOG("--keep-durable: '%s' is not a number of seconds", optarg);
-                return 2;
-            }
-            cfg.keep_durable_ns = (uint64_t)(secs * 1e9);
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default: /* getopt has named the option */
-            fprintf(stderr, "(memsvcd --help for the options)\n");
-            return 2;
-        }
+    rc = opts_parse(&o, argc, argv, false);
+    if (rc != 0) {
+        opts_fini(&o);
+        return (rc < 0) ? 0 : rc;
     }
-    if (cfg.local_loops == 0) {
+    msd_log_set_level((msd_log_level_t)o.cfg.log_level);
+    if (!msd_log_set_target((msd_log_target_t)o.cfg.log_target)) {
+        LOG_WARN("--log-target journal: no journald listens here "
+                 "(/run/systemd/journal/socket): logging to stderr");
+    }
+    msd_log_take_ucx();
+    o.cfg.reread     = daemon_reread;
+    o.cfg.reread_arg = &rr;
+    if (o.cfg.local_loops == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-        cfg.local_loops = (ncpu >= 8) ? (unsigned)(ncpu / 4) : 1;
-        cfg.local_loops = (cfg.local_loops > 8) ? 8 : cfg.local_loops;
+        o.cfg.local_loops = (ncpu >= 8) ? (unsigned)(ncpu / 4) : 1;
+        o.cfg.local_loops = (o.cfg.local_loops > 8) ? 8 : o.cfg.local_loops;
     }
-    if (!cfg.allow_remote && !addr_is_loopback(cfg.listen)) {
-        LOG("refusing to listen on %s: not a loopback address (add --allow-remote)", cfg.listen);
-        return 2;
+    rc = 2;
+    if (!o.cfg.allow_remote && !addr_is_loopback(o.cfg.listen)) {
+        LOG_ERR("refusing to listen on %s: not a loopback address (add --allow-remote)",
+                o.cfg.listen);
+        goto out;
     }
-    if (!cfg.allow_remote && (getenv("UCX_NET_DEVICES") == NULL)) {
+    if (!listen_check(o.cfg.listen) ||
+        ((o.cfg.metrics != NULL) && !msd_metrics_addr_ok(o.cfg.metrics, o.cfg.allow_remote))) {
+        goto out;
+    }
+    if (!o.cfg.allow_remote && (getenv("UCX_NET_DEVICES") == NULL)) {
         /* Loopback only: keep UCX off the other NICs too (it would add lanes on them). */
         setenv("UCX_NET_DEVICES", "lo", 1);
     }
-    status = sim_desc_preset(preset, &desc);
+    status = sim_desc_preset(o.preset, &desc);
     if (status != MEMSVC_OK) {
-        LOG("unknown node preset '%s'", preset);
-        return 2;
+        LOG_ERR("unknown node preset '%s'", o.preset);
+        goto out;
     }
-    for (i = optind; i < argc; i++) {
-        status = sim_desc_set(&desc, argv[i], err, sizeof(err));
+    for (i = 0; i < o.nparams; i++) {
+        status = sim_desc_set(&desc, o.params[i], err, sizeof(err));
         if (status != MEMSVC_OK) {
-            LOG("%s: %s", argv[i], (err[0] != '\0') ? err : memsvc_strerror(status));
-            return 2;
+            LOG_ERR("%s: %s", o.params[i], (err[0] != '\0') ? err : memsvc_strerror(status));
+            goto out;
         }
     }
     status = sim_desc_validate(&desc, err, sizeof(err));
     if (status != MEMSVC_OK) {
-        LOG("node description: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
-        return 2;
+        LOG_ERR("node description: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
+        goto out;
     }
-    status = sim_mem_mode_parse(memory, &mode);
+    status = sim_mem_mode_parse(o.memory, &mode);
     if (status != MEMSVC_OK) {
-        LOG("--memory: '%s' is neither 'backed' nor 'phantom'", memory);
-        return 2;
+        LOG_ERR("--memory: '%s' is neither 'backed' nor 'phantom'", o.memory);
+        goto out;
     }
     if (mode == SIM_MEM_BACKED) {
         uint64_t want = (uint64_t)desc.num_npus * desc.hbm_bytes + desc.host_bytes;
         uint64_t have = machine_memory();
 
         if (want > have) {
-            LOG("backed memory needs %s (%u x %s HBM + host pool) but this machine holds %s: "
-                "use --memory phantom, a smaller preset (--node tiny) or hbm=/host= overrides",
-                sim_format_size(want, sz1, sizeof(sz1)), desc.num_npus,
-                sim_format_size(desc.hbm_bytes, sz2, sizeof(sz2)),
-                sim_format_size(have, err, sizeof(err)));
-            return 2;
+            LOG_ERR("backed memory needs %s (%u x %s HBM + host pool) but this machine holds %s: "
+                    "use --memory phantom, a smaller preset (--node tiny) or hbm=/host= overrides",
+                    sim_format_size(want, sz1, sizeof(sz1)), desc.num_npus,
+                    sim_format_size(desc.hbm_bytes, sz2, sizeof(sz2)),
+                    sim_format_size(have, err, sizeof(err)));
+            goto out;
         }
     }
     params.desc   = &desc;
     params.mode   = mode;
     params.clock  = SIM_CLOCK_REAL;
-    params.policy = policy;
+    params.policy = o.policy;
     err[0]        = '\0';
     status        = eng_create(&params, &eng, err, sizeof(err));
     if (status != MEMSVC_OK) {
-        LOG("cannot create the engine: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
-        return 2;
+        LOG_ERR("cannot create the engine: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
+        goto out;
     }
-    LOG("node '%s', %s memory, policy %s, %u devices x %s HBM, host pool %s, disk %s", desc.name,
-        sim_mem_mode_name(mode), eng_policy_name(eng), desc.num_npus,
-        sim_format_size(desc.hbm_bytes, sz1, sizeof(sz1)),
+    LOG("memsvcd %s: node '%s', %s memory, policy %s, %u devices x %s HBM, host pool %s, disk %s",
+        MEMSVC_VERSION_STRING, desc.name, sim_mem_mode_name(mode), eng_policy_name(eng),
+        desc.num_npus, sim_format_size(desc.hbm_bytes, sz1, sizeof(sz1)),
         sim_format_size(desc.host_bytes, sz2, sizeof(sz2)),
         sim_format_size(desc.disk_bytes, err, sizeof(err)));
     LOG("durable tensors of a dead client are kept %.0f s for re-attach",
-        (double)cfg.keep_durable_ns / 1e9);
+        (double)o.cfg.keep_durable_ns / 1e9);
 
+    rc  = 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
-        LOG("out of memory");
+        LOG_ERR("out of memory");
         eng_destroy(eng);
-        return 1;
+        goto out;
     }
-    status = msd_server_init(srv, eng, &cfg);
+    status = msd_server_init(srv, eng, &o.cfg);
     if (status != MEMSVC_OK) {
         free(srv);
         eng_destroy(eng);
-        return 1;
+        goto out;
     }
     status = msd_server_run(srv);
     eng_destroy(eng);
     msd_server_fini(srv);
     free(srv);
-    return (status == MEMSVC_OK) ? 0 : 1;
+    rc = (status == MEMSVC_OK) ? 0 : 1;
+out:
+    opts_fini(&o);
+    return rc;
 }

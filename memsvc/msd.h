@@ -35,6 +35,13 @@ typedef struct msd_config {
     bool        no_map;          /* never hand memory regions to local clients */
     bool        poll;            /* loops never sleep (a core each, lowest latency) */
     unsigned    local_loops;     /* threads serving local sessions (>= 1) */
+    int         log_level;       /* msd_log_level_t */
+    int         log_target;      /* msd_log_target_t */
+    const char *metrics;         /* "HOST:PORT" of the Prometheus endpoint; NULL: none */
+    /* SIGHUP: build the configuration anew (config file and command line again) into *cfg;
+     * false (and logged) when it cannot. NULL: SIGHUP only says nothing can be reloaded. */
+    bool (*reread)(void *arg, struct msd_config *cfg);
+    void *reread_arg;
 } msd_config_t;
 
 struct msd_session;
@@ -130,6 +137,20 @@ typedef struct msd_loop {
     uint64_t            last_active;
 } msd_loop_t;
 
+/* Figures only the metrics endpoint reports (msd_metrics.c); engine lock. */
+#define MSD_LAT_BUCKETS      12 /* request-duration histogram buckets, besides +Inf */
+#define MSD_METRICS_OPS      32 /* op codes with a histogram (MSP_OP_COUNT and room to grow) */
+#define MSD_METRICS_STATUSES 64 /* error statuses counted by name ([0]: any beyond) */
+typedef struct msd_metrics {
+    struct MHD_Daemon *httpd;                                  /* NULL: no endpoint */
+    uint64_t           lat[MSD_METRICS_OPS][MSD_LAT_BUCKETS + 1]; /* per bucket, not cumulated */
+    uint64_t           lat_sum_ns[MSD_METRICS_OPS];
+    uint64_t           errors[MSD_METRICS_STATUSES];           /* by -status */
+    uint64_t           sessions[2];                            /* bound: [0] tcp, [1] local */
+    uint64_t           reloads;
+    unsigned           status_local, status_tcp; /* session counts last sent as STATUS= */
+} msd_metrics_t;
+
 typedef struct msd_server {
     msd_config_t   cfg;
     eng_t         *eng;
@@ -169,6 +190,7 @@ typedef struct msd_server {
     memsvc_stats_t stats;
     uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
     msp_buf_t      body;
+    msd_metrics_t  metrics;
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */
@@ -291,5 +313,29 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s);
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now);
 
 void msd_session_put(msd_server_t *srv, msd_session_t *s);
+
+/* ---- msd_metrics.c ------------------------------------------------------------------------ */
+
+/* Serve GET /metrics on addr ("[HOST:]PORT"; a bare port is loopback; a non-loopback host needs
+ * cfg.allow_remote) from libmicrohttpd's own thread. Errors: MEMSVC_ERR_PARSE,
+ * MEMSVC_ERR_ACCESS, MEMSVC_ERR_TRANSPORT (cannot bind); logged. */
+memsvc_status_t msd_metrics_start(msd_server_t *srv, const char *addr);
+void            msd_metrics_stop(msd_server_t *srv); /* idempotent */
+/* Would msd_metrics_start accept addr? (Checked before the daemon starts; logged.) */
+bool msd_metrics_addr_ok(const char *addr, bool allow_remote);
+/* A request (op) was served in ns with status; an error reply with status. Engine lock. */
+void msd_metrics_request(msd_server_t *srv, uint32_t op, memsvc_status_t status, uint64_t ns);
+void msd_metrics_error(msd_server_t *srv, memsvc_status_t status);
+
+/* ---- msd_reload.c ------------------------------------------------------------------------- */
+
+/*
+ * Apply what can change while running from cfg (the log level, --keep-durable, --spin-us) and
+ * log each change; name the settings that differ but need a restart. Other reloadable settings
+ * join here. Called by loop 0's thread.
+ */
+void msd_reload(msd_server_t *srv, const msd_config_t *cfg);
+/* SIGHUP: cfg.reread, then msd_reload; a configuration that cannot be read changes nothing. */
+void msd_reload_signal(msd_server_t *srv);
 
 #endif /* MSD_H */

@@ -76,8 +76,8 @@ static void local_accept_one(msd_server_t *srv, int fd)
     memcpy(&hello, in, sizeof(hello));
     if ((hello.magic != MSL_MAGIC_HELLO) || (hello.version != MSL_VERSION) ||
         (hello.addr_len == 0) || (hello.addr_len > len - sizeof(hello))) {
-        LOG("local client pid %d: bad handshake (magic 0x%x version %u): refused", (int)cred.pid,
-            hello.magic, hello.version);
+        LOG_WARN("local client pid %d: bad handshake (magic 0x%x version %u): refused",
+                 (int)cred.pid, hello.magic, hello.version);
         local_refuse(fd, MEMSVC_ERR_VERSION, "unknown local handshake version");
         close(fd);
         return;
@@ -243,7 +243,7 @@ static memsvc_status_t local_bind(msd_server_t *srv)
     probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if ((probe >= 0) && (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)) {
         close(probe);
-        LOG("another memsvcd serves %s: refusing to start (use --unix PATH)", srv->unix_path);
+        LOG_ERR("another memsvcd serves %s: refusing to start (use --unix PATH)", srv->unix_path);
         return MEMSVC_ERR_EXISTS;
     }
     if (probe >= 0) {
@@ -256,7 +256,7 @@ static memsvc_status_t local_bind(msd_server_t *srv)
         return MEMSVC_ERR_NO_RESOURCE;
     }
     if ((bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) || (listen(fd, 64) != 0)) {
-        LOG("cannot listen on %s: %s", srv->unix_path, strerror(errno));
+        LOG_ERR("cannot listen on %s: %s", srv->unix_path, strerror(errno));
         close(fd);
         return MEMSVC_ERR_TRANSPORT;
     }

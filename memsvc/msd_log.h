@@ -19,7 +19,11 @@ msd_log_level_t msd_log_get_level(void);
 bool        msd_log_parse_level(const char *name, msd_log_level_t *level);
 const char *msd_log_level_name(msd_log_level_t level);
 
-/* One line to stderr: "2026-12-01T20:01:06.123Z info  server: text". Thread-safe. */
+/*
+ * One line to the log target. stderr: "2026-12-01T20:01:06.123Z info  server: text"; when
+ * stderr is the journal's stream (systemd sets JOURNAL_STREAM) the line carries a "<N>" syslog
+ * priority prefix instead of the timestamp, which journald records itself. Thread-safe.
+ */
 void msd_log(msd_log_level_t level, const char *comp, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list ap);
@@ -35,5 +39,23 @@ void msd_vlog(msd_log_level_t level, const char *comp, const char *fmt, va_list 
 #define LOG_WARN(...)  msd_log(MSD_LOG_WARN, MSD_LOG_COMP, __VA_ARGS__)
 #define LOG(...)       msd_log(MSD_LOG_INFO, MSD_LOG_COMP, __VA_ARGS__)
 #define LOG_DEBUG(...) msd_log(MSD_LOG_DEBUG, MSD_LOG_COMP, __VA_ARGS__)
+
+/* Where lines go: stderr (default) or the systemd journal (sd_journal_send: MESSAGE, PRIORITY,
+ * SYSLOG_IDENTIFIER=memsvcd and MEMSVC_COMPONENT fields; a line journald refuses goes to
+ * stderr). */
+typedef enum msd_log_target {
+    MSD_LOG_TO_STDERR  = 0,
+    MSD_LOG_TO_JOURNAL = 1
+} msd_log_target_t;
+
+/* false (and stderr kept) when the journal is asked for but no journald listens. */
+bool msd_log_set_target(msd_log_target_t target);
+/* "stderr", "journal" -> target; false when the name is unknown. */
+bool        msd_log_parse_target(const char *name, msd_log_target_t *target);
+const char *msd_log_target_name(msd_log_target_t target);
+
+/* Route UCX's own log messages (ucs_log) through this logger, component "ucx", instead of
+ * UCX printing them to stdout/stderr. Call once, before UCX is initialized. */
+void msd_log_take_ucx(void);
 
 #endif /* MSD_LOG_H */

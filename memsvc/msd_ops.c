@@ -220,7 +220,7 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg),
                  "client speaks protocol version %u; this daemon speaks versions %u to %u",
                  req->u.hello.version, MSP_VERSION_MIN, MSP_VERSION);
-        LOG("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
+        LOG_WARN("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
         return MEMSVC_ERR_VERSION;
     }
     if (control != (req->u.hello.job == MSP_JOB_CONTROL)) {
@@ -289,8 +289,8 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     own = msd_map_put(&srv->own, h, 0);
     if (own == NULL) {
         /* Untracked tensors would leak when the session dies: refuse. */
-        LOG("session %llu: out of memory tracking a tensor: alloc refused",
-            (unsigned long long)s->id);
+        LOG_ERR("session %llu: out of memory tracking a tensor: alloc refused",
+                (unsigned long long)s->id);
         if (status == MEMSVC_INPROGRESS) {
             p->handle = h;
             eng_free(srv->eng, h); /* the callback answers (CANCELED) */
@@ -724,6 +724,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         msp_rep_t       *rep     = &reps[nrep];
         void            *payload = NULL;
         memsvc_status_t  status;
+        uint64_t         t0      = msp_now_ns(); /* the request-duration histogram's start */
 
         memset(rep, 0, sizeof(*rep));
         rep->id                = req->id;
@@ -733,8 +734,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
                      memsvc_strerror(status));
-            LOG("session %llu (job %u rank %u): request id %llu refused: %s",
-                (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id, rep->msg);
+            LOG_WARN("session %llu (job %u rank %u): request id %llu refused: %s",
+                     (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
+                     rep->msg);
         } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
             status = MEMSVC_ERR_PROTOCOL;
             snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");
@@ -783,6 +785,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                 break;
             }
         }
+        msd_metrics_request(srv, req->op, status, msp_now_ns() - t0);
         if (status == MEMSVC_INPROGRESS) {
             continue; /* answered by its callback */
         }
@@ -836,7 +839,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
     counts = calloc(cap, sizeof(*counts));
     owned  = calloc(cap, sizeof(*owned));
     if ((pins == NULL) || (counts == NULL) || (owned == NULL)) {
-        LOG("session %llu: out of memory cleaning up", (unsigned long long)s->id);
+        LOG_ERR("session %llu: out of memory cleaning up", (unsigned long long)s->id);
         goto out;
     }
     for (i = 0; i < srv->own.cap; i++) {

@@ -11,6 +11,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #define MSD_LOG_COMP "server"
@@ -113,7 +114,7 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
 
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        LOG("out of memory for a new session: connection refused");
+        LOG_ERR("out of memory for a new session: connection refused");
         ucp_listener_reject(srv->listener, conn_request);
         return;
     }
@@ -283,7 +284,7 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
     }
     send = calloc(1, sizeof(*send) + buf.len);
     if (send == NULL) {
-        LOG("session %llu: out of memory for a reply", (unsigned long long)s->id);
+        LOG_ERR("session %llu: out of memory for a reply", (unsigned long long)s->id);
         free(payload);
         return;
     }
@@ -307,7 +308,7 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
     msd_session_t *s;
 
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || (param->reply_ep == NULL)) {
-        LOG("request without a reply endpoint: dropped");
+        LOG_WARN("request without a reply endpoint: dropped");
         msd_lock(srv);
         srv->errors++;
         msd_unlock(srv);
@@ -316,7 +317,7 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
     msd_lock(srv);
     s = session_find(srv, param->reply_ep);
     if (s == NULL) {
-        LOG("request from an unknown endpoint: dropped");
+        LOG_WARN("request from an unknown endpoint: dropped");
         srv->errors++;
         msd_unlock(srv);
         return UCS_OK;
@@ -341,15 +342,17 @@ void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
 
         snprintf(rep.msg, sizeof(rep.msg), "undecodable request header (%zu bytes): %s",
                  header_length, memsvc_strerror(status));
-        LOG("session %llu (job %u rank %u): %s", (unsigned long long)s->id, s->job, s->rank,
-            rep.msg);
+        LOG_WARN("session %llu (job %u rank %u): %s", (unsigned long long)s->id, s->job, s->rank,
+                 rep.msg);
         srv->errors++;
         s->errors++;
+        msd_metrics_error(srv, status);
         msd_send_replies(srv, s, &rep, 1, NULL, 0);
         return; /* any rendezvous payload is dropped */
     }
     msd_ops_handle(srv, s, n, data, length, param);
     if (s->bound && !was_bound) {
+        srv->metrics.sessions[s->local ? 1 : 0]++;
         if (s->local) {
             msd_local_send_regions(srv, s);
         }
@@ -375,6 +378,13 @@ void msd_transport_summary(msd_server_t *srv)
             ntcp++;
             snprintf(srv->lanes_tcp, sizeof(srv->lanes_tcp), "%s", s->transport);
         }
+    }
+    if ((nlocal != srv->metrics.status_local) || (ntcp != srv->metrics.status_tcp)) {
+        /* systemctl status shows it (a no-op outside systemd) */
+        srv->metrics.status_local = nlocal;
+        srv->metrics.status_tcp   = ntcp;
+        sd_notifyf(0, "STATUS=serving on %s: %u local and %u tcp sessions", srv->cfg.listen,
+                   nlocal, ntcp);
     }
     if ((nlocal == 0) && (ntcp == 0)) {
         return; /* keep naming what the last sessions used */
@@ -407,12 +417,13 @@ static void log_context_transports(msd_server_t *srv)
         fclose(f);
         for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
             if ((strstr(line, "md[") != NULL) || (strstr(line, "resource") != NULL)) {
-                LOG("ucx: %s", line + strspn(line, "# "));
+                msd_log(MSD_LOG_INFO, "ucx", "%s", line + strspn(line, "# "));
             }
         }
         free(text);
     }
-    LOG("ucx: UCX_TLS=%s UCX_NET_DEVICES=%s (each session logs the transports it got)",
+    msd_log(MSD_LOG_INFO, "ucx",
+            "UCX_TLS=%s UCX_NET_DEVICES=%s (each session logs the transports it got)",
         (tls != NULL) ? tls : "(all)", (dev != NULL) ? dev : "(all)");
     ps = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
     if (ps != NULL) {
@@ -422,9 +433,10 @@ static void log_context_transports(msd_server_t *srv)
         fclose(ps);
     }
     if (scope > 0) {
-        LOG("ucx: kernel.yama.ptrace_scope=%d: the cma transport (cross-process memory "
-            "access) will not work; UCX falls back to other transports",
-            scope);
+        msd_log(MSD_LOG_INFO, "ucx",
+                "kernel.yama.ptrace_scope=%d: the cma transport (cross-process memory "
+                "access) will not work; UCX falls back to other transports",
+                scope);
     }
 }
 
@@ -456,7 +468,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     snprintf(srv->transport, sizeof(srv->transport), "none yet");
 
     if (msp_parse_addr(cfg->listen, &ss, &sslen) != MEMSVC_OK) {
-        LOG("cannot parse listen address '%s' (want HOST:PORT)", cfg->listen);
+        LOG_ERR("cannot parse listen address '%s' (want HOST:PORT)", cfg->listen);
         return MEMSVC_ERR_PARSE;
     }
     status = msd_map_init(&srv->own);
@@ -469,7 +481,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     ctx_params.name       = "memsvcd";
     ustatus               = ucp_init(&ctx_params, NULL, &srv->ctx);
     if (ustatus != UCS_OK) {
-        LOG("ucp_init: %s", ucs_status_string(ustatus));
+        LOG_ERR("ucp_init: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_map;
     }
@@ -477,19 +489,19 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
     ustatus             = ucp_worker_create(srv->ctx, &wparams, &srv->worker);
     if (ustatus != UCS_OK) {
-        LOG("ucp_worker_create: %s", ucs_status_string(ustatus));
+        LOG_ERR("ucp_worker_create: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_ctx;
     }
     ustatus = ucp_worker_get_efd(srv->worker, &srv->efd);
     if (ustatus != UCS_OK) {
-        LOG("ucp_worker_get_efd: %s", ucs_status_string(ustatus));
+        LOG_ERR("ucp_worker_get_efd: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
     }
     ustatus = msp_ucx_am_handler(srv->worker, MSP_AM_REQUEST, srv_am_request_cb, srv);
     if (ustatus != UCS_OK) {
-        LOG("ucp_worker_set_am_recv_handler: %s", ucs_status_string(ustatus));
+        LOG_ERR("ucp_worker_set_am_recv_handler: %s", ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
     }
@@ -500,7 +512,10 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     lparams.conn_handler.arg = srv;
     ustatus                  = ucp_listener_create(srv->worker, &lparams, &srv->listener);
     if (ustatus != UCS_OK) {
-        LOG("cannot listen on %s: %s", cfg->listen, ucs_status_string(ustatus));
+        /* UCX says "Device is busy" for a port in use (memsvcd checks before, but another
+         * process may have taken the port since). */
+        LOG_ERR("cannot listen on %s: %s", cfg->listen,
+                (ustatus == UCS_ERR_BUSY) ? "address in use" : ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
     }
@@ -514,11 +529,12 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP); /* reload (msd_reload) */
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     srv->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if ((srv->timerfd < 0) || (srv->sigfd < 0)) {
-        LOG("timerfd/signalfd: %s", strerror(errno));
+        LOG_ERR("timerfd/signalfd: %s", strerror(errno));
         status = MEMSVC_ERR_NO_RESOURCE;
         goto err_fds;
     }
@@ -541,8 +557,19 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     } else {
         LOG("local socket disabled (--no-unix): every client comes over tcp");
     }
+    if (cfg->metrics != NULL) {
+        status = msd_metrics_start(srv, cfg->metrics);
+        if (status != MEMSVC_OK) {
+            goto err_local;
+        }
+    }
     return MEMSVC_OK;
 
+err_local:
+    if (!cfg->no_unix) {
+        msd_local_stop(srv);
+        msd_local_fini(srv);
+    }
 err_fds:
     if (srv->sigfd >= 0) {
         close(srv->sigfd);
@@ -589,6 +616,9 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
     if (msd_loops_start(srv) != MEMSVC_OK) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
+    /* Listener, local socket and loops are up: systemd (Type=notify) may start clients. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s%s%s", srv->cfg.listen,
+               srv->cfg.no_unix ? "" : " and ", srv->cfg.no_unix ? "" : srv->unix_path);
     while (!atomic_load(&srv->stopping)) {
         while (ucp_worker_progress(srv->worker) != 0) {
             loop->last_active = msp_now_ns();
@@ -624,7 +654,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
         fds_at = now;
         n      = epoll_wait(srv->epfd, evs, 8, busy ? 0 : -1);
         if ((n < 0) && (errno != EINTR)) {
-            LOG("epoll_wait: %s", strerror(errno));
+            LOG_ERR("epoll_wait: %s", strerror(errno));
             atomic_store(&srv->stopping, true);
             break;
         }
@@ -634,8 +664,14 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             if (ev->kind == MSD_EV_SIGNAL) {
                 struct signalfd_siginfo si;
 
-                if (read(srv->sigfd, &si, sizeof(si)) == sizeof(si)) {
+                if (read(srv->sigfd, &si, sizeof(si)) != sizeof(si)) {
+                    continue;
+                }
+                if (si.ssi_signo == SIGHUP) {
+                    msd_reload_signal(srv);
+                } else {
                     LOG("signal %u: shutting down", si.ssi_signo);
+                    sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
                     atomic_store(&srv->stopping, true);
                 }
             } else if (ev->kind == MSD_EV_TIMER) {
@@ -650,6 +686,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
         }
     }
     srv->stop = true;
+    msd_metrics_stop(srv); /* before the caller destroys the engine it reads */
     if (!srv->cfg.no_unix) {
         msd_local_stop(srv);
     }
@@ -669,6 +706,7 @@ void msd_server_fini(msd_server_t *srv)
     msd_session_t *s, *next;
     uint64_t       deadline;
 
+    msd_metrics_stop(srv); /* its thread reads the server under the lock: first to go */
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
         session_close_ep(srv, s);

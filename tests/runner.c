@@ -3,9 +3,13 @@
 
 #include <CUnit/Basic.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TEST_MAX_SUITES 128
 
@@ -55,11 +59,67 @@ static int suite_cmp(const void *a, const void *b)
     return strcmp(*na, *nb);
 }
 
+/*
+ * With $MEMSVC_TEST_LOG set (make test), what the tests' child processes and the libraries
+ * write to stderr goes to that file instead of between CUnit's lines. Returns the path, or
+ * NULL (stderr unchanged).
+ */
+static const char *stderr_to_log(void)
+{
+    const char *path = getenv("MEMSVC_TEST_LOG");
+    int         fd;
+
+    if ((path == NULL) || (*path == '\0')) {
+        return NULL;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "runner: cannot write %s (%s): stderr left as it is\n", path,
+                strerror(errno));
+        return NULL;
+    }
+    fflush(stderr);
+    dup2(fd, STDERR_FILENO); /* not close-on-exec: children inherit it */
+    close(fd);
+    return path;
+}
+
+/* After the run: name the log; on a failure print its last lines too. */
+static void stderr_report(const char *path, bool failed)
+{
+    char   line[1024];
+    long   total = 0, skip, n = 0;
+    FILE  *f;
+
+    if (!failed) {
+        printf("(stderr of the tests and their child processes: %s)\n", path);
+        return;
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        total++;
+    }
+    skip = (total > 200) ? total - 200 : 0;
+    printf("\n---- a test failed: the last %ld lines of %s ----\n", total - skip, path);
+    rewind(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (n++ >= skip) {
+            fputs(line, stdout);
+        }
+    }
+    printf("---- end of %s ----\n", path);
+    fclose(f);
+}
+
 /* Usage: memsvc_tests [SUITE-NAME-PREFIX ...]: run all suites, or those whose name matches. */
 int main(int argc, char **argv)
 {
-    unsigned failures;
-    int      i, j;
+    const char *log;
+    unsigned    failures;
+    int         i, j;
 
     if (CU_initialize_registry() != CUE_SUCCESS) {
         fprintf(stderr, "runner: %s\n", CU_get_error_msg());
@@ -78,9 +138,13 @@ int main(int argc, char **argv)
             suites[i].add();
         }
     }
+    log = stderr_to_log();
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
     CU_cleanup_registry();
+    if (log != NULL) {
+        stderr_report(log, failures > 0);
+    }
     return (failures == 0) ? 0 : 1;
 }

@@ -8,15 +8,25 @@ BIN=${1:-build/bin}
 OUT=${OUT:-out}
 MODEL=${MODEL:-pangu-ultra-moe-718b}
 LAYOUT=${LAYOUT:-}   # empty: the preset's published layout (memtrace gen --help)
-# the ascend-910b node exposes 61 GiB of a 64 GB device; the budget is a reduced one, below it
-BUDGET=${BUDGET:-48GiB}
+# the ascend-910b node exposes 61 GiB of a 64 GB device; the budget is a reduced one, below it:
+# unless BUDGET is given, 79% of the model's worst-stage peak in whole GiB, at most 48 GiB
+# (Pangu Ultra MoE: peak 60.81 GiB -> 48 GiB), so that every model leaves the policies work
+BUDGET=${BUDGET:-}
 mkdir -p "$OUT"
 
 step() { printf '\n==== %s\n\n' "$*"; }
 
 step "1/4  generate two training steps of $MODEL, its worst pipeline stage (${LAYOUT:-published layout})"
 set -- ${LAYOUT:+--layout "$LAYOUT"}
-"$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 2 -o "$OUT/$MODEL.worst.trace"
+"$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 2 -o "$OUT/$MODEL.worst.trace" \
+    2>"$OUT/gen.log" || { cat "$OUT/gen.log"; exit 1; }
+cat "$OUT/gen.log"
+if [ -z "$BUDGET" ]; then
+    BUDGET=$(sed -n 's/.*worst stage is .* (peak \([0-9.]*\) GiB.*/\1/p' "$OUT/gen.log" |
+             awk '{ b = int($1 * 0.79 * 1024); if (b >= 49152) print "48GiB"; else print (b < 1 ? 1 : b) "MiB" }')
+    [ -n "$BUDGET" ] || BUDGET=48GiB
+    echo "HBM budget: $BUDGET (79% of the worst stage's peak, at most 48 GiB; BUDGET= to choose)"
+fi
 "$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 1 \
     -o "$OUT/$MODEL.rank0.trace" 2>/dev/null
 "$BIN/memtrace" gen --model "$MODEL" "$@" --stage worst --steps 1 --rank 1 \
@@ -61,7 +71,7 @@ echo "shows in the wall time; the policy figures that matter are the simulated o
 PORT=$((20000 + $$ % 20000))
 # time runs 10x fast in the live run: operators sleep a tenth of their duration, and the
 # links are 10x faster to match, so that swaps keep their cost relative to compute
-"$BIN/memsvcd" --listen "127.0.0.1:$PORT" hbm="$BUDGET" link_bw=250GB/s --policy "$BEST" \
+"$BIN/memsvcd" --no-config --listen "127.0.0.1:$PORT" hbm="$BUDGET" link_bw=250GB/s --policy "$BEST" \
     2>"$OUT/memsvcd.log" &
 DPID=$!
 trap 'kill $DPID 2>/dev/null || true' EXIT INT TERM

@@ -21,6 +21,29 @@ for f in bin/memsvcd bin/memsvc-ctl bin/memtrace lib/libmemsvc.a lib/pkgconfig/m
          include/memsvc/memsvc.h include/memsvc/memsvc_status.h include/memsvc/memsvc_types.h; do
     [ -e "$D/usr/$f" ] || fail "$f not installed"
 done
+for f in share/man/man8/memsvcd.8 share/man/man1/memsvc-ctl.1 share/man/man1/memtrace.1 \
+         lib/systemd/system/memsvcd.service share/doc/memsvc/operations.md \
+         share/doc/memsvc/memsvcd.conf.example; do
+    [ -e "$D/usr/$f" ] || fail "$f not installed"
+done
+[ -e "$D/etc/memsvc/memsvcd.conf" ] || fail "/etc/memsvc/memsvcd.conf not installed"
+grep -q '^ExecStart=/usr/bin/memsvcd$' "$D/usr/lib/systemd/system/memsvcd.service" || fail "unit ExecStart"
+# an administrator's config file survives a second install
+echo "# mine" >> "$D/etc/memsvc/memsvcd.conf"
+make --no-print-directory -s NODEPS=1 B="$B" DESTDIR="$D" PREFIX=/usr install >/dev/null
+grep -q '^# mine$' "$D/etc/memsvc/memsvcd.conf" || fail "install overwrote the config file"
+# the installed example is a valid config (every key known) and the unit passes systemd's checks
+"$D/usr/bin/memsvcd" --config "$D/etc/memsvc/memsvcd.conf" --listen 127.0.0.1:99999 2>"$TMP/conf.log" &&
+    fail "memsvcd accepted port 99999"
+grep -q "is not HOST:PORT" "$TMP/conf.log" || fail "config example: $(cat "$TMP/conf.log")"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    sed "s|^ExecStart=/usr/bin/|ExecStart=$D/usr/bin/|" "$D/usr/lib/systemd/system/memsvcd.service" \
+        > "$TMP/memsvcd.service"
+    systemd-analyze verify --man=no "$TMP/memsvcd.service" >"$TMP/verify.log" 2>&1 ||
+        fail "systemd-analyze verify: $(cat "$TMP/verify.log")"
+fi
+sed -i '/^# mine$/d' "$D/etc/memsvc/memsvcd.conf"
+
 SO=$(readlink "$D/usr/lib/libmemsvc.so")
 [ "$SO" = libmemsvc.so.0 ] || fail "libmemsvc.so -> $SO"
 readelf -d "$D/usr/lib/libmemsvc.so.0" | grep -q 'SONAME.*\[libmemsvc.so.0\]' || fail "soname"

@@ -25,6 +25,22 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args);
 /* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
 int integ_daemon_stop(integ_daemon_t *d);
 
+/* Where daemons' and children's output goes: $MEMSVC_TEST_LOG_DIR (make test: under the build
+ * directory), else /tmp. */
+const char *integ_log_dir(void);
+
+/* A free loopback TCP port (bound and released: free at that moment), or -1. */
+int integ_free_port(void);
+
+/*
+ * Run argv[0] (a path) with argv, stdin from /dev/null, extra environment entries env
+ * ("NAME=value", NULL-terminated; may be NULL); wait (bounded: 60 s, then SIGKILL). Its stdout
+ * and stderr go to out and err (NUL-terminated, cut to fit; either may be NULL). Returns the
+ * exit code, or -1 if it was killed by a signal or did not end in time.
+ */
+int integ_run(const char *const *argv, const char *const *env, char *out, size_t outlen, char *err,
+              size_t errlen);
+
 /* Does the daemon's log contain `text`? */
 bool integ_log_contains(const integ_daemon_t *d, const char *text);
 

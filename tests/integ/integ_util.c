@@ -94,7 +94,7 @@ static void integ_run_dir_setup(void)
     atexit(integ_run_dir_remove);
 }
 
-static int free_port(void)
+int integ_free_port(void)
 {
     struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
@@ -124,12 +124,13 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 
     memset(d, 0, sizeof(*d));
     integ_run_dir_setup();
-    port = free_port();
+    port = integ_free_port();
     if (port < 0) {
         return false;
     }
     snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
-    snprintf(d->log, sizeof(d->log), "/tmp/memsvcd-test-%d-%u.log", (int)getpid(), seq++);
+    snprintf(d->log, sizeof(d->log), "%s/memsvcd-test-%d-%u.log", integ_log_dir(), (int)getpid(),
+             seq++);
     snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
     argv[argc++] = path;
     argv[argc++] = "--listen";
@@ -203,6 +204,90 @@ int integ_daemon_stop(integ_daemon_t *d)
     waitpid(d->pid, &status, 0);
     d->pid = 0;
     return -1;
+}
+
+const char *integ_log_dir(void)
+{
+    const char *dir = getenv("MEMSVC_TEST_LOG_DIR");
+
+    return ((dir != NULL) && (*dir != '\0')) ? dir : "/tmp";
+}
+
+/* The whole of a file (at most cap - 1 bytes) into buf; "" when it cannot be read. */
+static void integ_slurp(const char *path, char *buf, size_t cap)
+{
+    FILE  *f = fopen(path, "r");
+    size_t n = 0;
+
+    if (f != NULL) {
+        n = fread(buf, 1, cap - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+}
+
+int integ_run(const char *const *argv, const char *const *env, char *out, size_t outlen, char *err,
+              size_t errlen)
+{
+    static unsigned seq;
+    char            opath[320], epath[320];
+    uint64_t        deadline;
+    pid_t           pid;
+    int             status, fd, rc = -1;
+
+    snprintf(opath, sizeof(opath), "%s/run-%d-%u.out", integ_log_dir(), (int)getpid(), seq);
+    snprintf(epath, sizeof(epath), "%s/run-%d-%u.err", integ_log_dir(), (int)getpid(), seq++);
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        fd = open("/dev/null", O_RDONLY);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            close(fd);
+        }
+        fd = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            close(fd);
+        }
+        fd = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        while ((env != NULL) && (*env != NULL)) {
+            putenv((char *)*env++);
+        }
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s failed\n", argv[0]);
+        _exit(127);
+    }
+    integ_track(pid);
+    deadline = msp_now_ns() + 60000000000ull;
+    while (msp_now_ns() < deadline) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            break;
+        }
+        usleep(10000);
+    }
+    if (rc == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    integ_untrack(pid);
+    if (out != NULL) {
+        integ_slurp(opath, out, outlen);
+    }
+    if (err != NULL) {
+        integ_slurp(epath, err, errlen);
+    }
+    unlink(opath);
+    unlink(epath);
+    return rc;
 }
 
 bool integ_log_contains(const integ_daemon_t *d, const char *text)

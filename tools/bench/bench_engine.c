@@ -1,5 +1,6 @@
 /* bench_engine.c - engine costs: alloc+free, resident acquire, backed swap vs memcpy, metadata */
 #include "memsvc/eng.h"
+#include "tools/version.h"
 
 #include <jemalloc/jemalloc.h>
 
@@ -85,7 +86,7 @@ static uint64_t je_allocated(void)
     return v;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const char *const big[] = {"hbm=2GiB", "host=2GiB", NULL};
     const int                n     = 200000;
@@ -96,6 +97,22 @@ int main(void)
     eng_t                   *eng;
     char                   (*keys)[32];
     int                      r, i;
+
+    if ((argc == 2) && ((strcmp(argv[1], "--help") == 0) || (strcmp(argv[1], "-h") == 0))) {
+        printf("usage: bench_engine\n"
+               "\n"
+               "Engine micro-benchmarks in-process (no daemon): alloc/free and acquire/release\n"
+               "costs, swap bandwidth against memcpy measured in the same run, metadata per\n"
+               "tensor. Takes no arguments; prints its figures (docs/benchmarks.md).\n");
+        return 0;
+    }
+    if (tool_version_asked(argc, argv, "bench_engine")) {
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "bench_engine: takes no arguments (bench_engine --help)\n");
+        return 2;
+    }
 
     /* alloc + free of a 64 KiB tensor, 8 live neighbours around it */
     keys = malloc(sizeof(*keys) * (size_t)n);

@@ -4,8 +4,11 @@
  *   bench_replay --write FILE STEPS     write the synthetic trace only
  */
 #include "tools/memtrace/replay.h"
+#include "tools/version.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -213,6 +216,57 @@ static long child_rss_kib(char *const argv[])
     return ru.ru_maxrss;
 }
 
+/* The temporary traces (one is 84 MB): removed when the benchmark ends or is interrupted. */
+static char tmp_paths[3][PATH_MAX];
+
+static void tmp_remove(void)
+{
+    unsigned i;
+
+    for (i = 0; i < 3; i++) {
+        if (tmp_paths[i][0] != '\0') {
+            unlink(tmp_paths[i]);
+        }
+    }
+}
+
+static void on_signal(int sig)
+{
+    tmp_remove(); /* unlink is async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* A new empty temporary file named after what, under $TMPDIR (default /tmp), in slot. */
+static bool tmp_create(unsigned slot, const char *what)
+{
+    const char *dir = getenv("TMPDIR");
+    char        path[PATH_MAX];
+    int         fd;
+
+    snprintf(path, sizeof(path), "%s/bench_replay_%s_XXXXXX",
+             ((dir != NULL) && (*dir != '\0')) ? dir : "/tmp", what);
+    fd = mkstemp(path);
+    if (fd < 0) {
+        fprintf(stderr, "bench_replay: cannot create %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    close(fd);
+    memcpy(tmp_paths[slot], path, sizeof(path)); /* after the file exists: the handler sees it */
+    return true;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: bench_replay [BIN_DIR]           the benchmark (BIN_DIR holds memtrace;\n"
+                 "                                        default: this program's directory)\n"
+                 "       bench_replay --write FILE STEPS  write the synthetic trace only\n"
+                 "\n"
+                 "Replay speed (events/s), one Pangu Ultra MoE step, peak RSS against trace length.\n"
+                 "Temporary traces go to $TMPDIR (default /tmp) and are removed at the end or on\n"
+                 "SIGINT/SIGTERM.\n");
+}
+
 static bool run_quiet(const char *cmd)
 {
     fflush(stdout);
@@ -222,14 +276,25 @@ static bool run_quiet(const char *cmd)
 int main(int argc, char **argv)
 {
     mt_replay_report_t r;
-    char               bin[PATH_MAX], memtrace[PATH_MAX + 16], t1[] = "/tmp/bench_replay_1_XXXXXX",
-                                                 t4[] = "/tmp/bench_replay_4_XXXXXX";
-    char     cmd[3 * PATH_MAX], tp[] = "/tmp/bench_replay_pangu_XXXXXX", b1[32], b2[32];
+    char               bin[PATH_MAX], memtrace[PATH_MAX + 16];
+    char     cmd[3 * PATH_MAX], *t1 = tmp_paths[0], *t4 = tmp_paths[1], *tp = tmp_paths[2];
+    char     b1[32], b2[32];
     uint64_t n;
     double   rate;
     long     rss1, rss4;
-    int      fd;
 
+    if ((argc == 2) && ((strcmp(argv[1], "--help") == 0) || (strcmp(argv[1], "-h") == 0))) {
+        usage(stdout);
+        return 0;
+    }
+    if (tool_version_asked(argc, argv, "bench_replay")) {
+        return 0;
+    }
+    if ((argc > 1) && (argv[1][0] == '-') && (strcmp(argv[1], "--write") != 0)) {
+        fprintf(stderr, "bench_replay: unknown option '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
     if (argc == 4 && strcmp(argv[1], "--write") == 0) {
         /* the synthetic trace alone, for docs/replay.md's examples */
         n = write_trace(argv[2], (unsigned)strtoul(argv[3], NULL, 10));
@@ -245,11 +310,14 @@ int main(int argc, char **argv)
         snprintf(bin, sizeof(bin), "%s", dirname(bin));
     }
     snprintf(memtrace, sizeof(memtrace), "%s/memtrace", bin);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    atexit(tmp_remove);
     printf("## memtrace replay (one core, phantom memory, virtual clock; median of %d runs)\n",
            ROUNDS);
 
     /* 1. speed */
-    if ((fd = mkstemp(t1)) < 0 || close(fd) != 0 || (fd = mkstemp(t4)) < 0 || close(fd) != 0) {
+    if (!tmp_create(0, "1") || !tmp_create(1, "4")) {
         return 1;
     }
     n = write_trace(t4, 2000);
@@ -273,7 +341,7 @@ int main(int argc, char **argv)
     if (access(memtrace, X_OK) != 0 || !run_quiet(cmd)) {
         printf("pangu-ultra-moe-718b step: skipped (`memtrace gen` is not in %s yet)\n", bin);
     } else {
-        if ((fd = mkstemp(tp)) < 0 || close(fd) != 0) {
+        if (!tmp_create(2, "pangu")) {
             return 1;
         }
         snprintf(cmd, sizeof(cmd),

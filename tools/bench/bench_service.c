@@ -1,6 +1,7 @@
 /* bench_service.c - memsvcd round trips, bulk write/read bandwidth, small-op throughput */
 #include "client/memsvc.h"
 #include "client/msp_ucx.h"
+#include "tools/version.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -421,6 +422,9 @@ static double arg_secs(const char *s)
 
 int main(int argc, char **argv)
 {
+    if (tool_version_asked(argc, argv, "bench_service")) {
+        return 0;
+    }
     if ((argc == 2) && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(BENCH_USAGE, stdout);
         return 0;

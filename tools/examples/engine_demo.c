@@ -1,5 +1,6 @@
 /* engine_demo.c - drives the engine on a small built-in training workload and reports */
 #include "memsvc/eng.h"
+#include "tools/version.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -197,9 +198,34 @@ out:
     return d.oom > 0;
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: engine_demo [POLICY ...]\n"
+                 "\n"
+                 "Runs a small training-step workload through the engine in-process (no daemon)\n"
+                 "under each POLICY (e.g. lru, lru:drop=on, none) and prints what each did;\n"
+                 "without arguments: none (runs out of memory: why a policy is needed), lru and\n"
+                 "lru:drop=on. Exit status 1 if a policy ran out of memory.\n");
+}
+
 int main(int argc, char **argv)
 {
     int i, rc = 0;
+
+    if ((argc == 2) && ((strcmp(argv[1], "--help") == 0) || (strcmp(argv[1], "-h") == 0))) {
+        usage(stdout);
+        return 0;
+    }
+    if (tool_version_asked(argc, argv, "engine_demo")) {
+        return 0;
+    }
+    for (i = 1; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "engine_demo: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
 
     if (argc < 2) {
         demo_run("none"); /* expected to run out of memory: shows why a policy is needed */

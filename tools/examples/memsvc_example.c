@@ -1,5 +1,6 @@
 /* memsvc_example.c - a small libmemsvc client: allocate, write, force swaps, read back, print */
 #include "client/memsvc.h"
+#include "tools/version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,40 @@ static int fail(const char *what, memsvc_status_t status)
     return 1;
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: memsvc_example [HOST:PORT]\n"
+                 "\n"
+                 "Connects to memsvcd (HOST:PORT, else $MEMSVC_ADDR, else 127.0.0.1:13337) as job 1\n"
+                 "rank 0, writes six tensors that together need 1.5x a device's HBM (the daemon\n"
+                 "swaps), reads them back and compares. The durable weight outlives the run; run\n"
+                 "it again and it is re-attached by its key (memsvc_lookup).\n");
+}
+
+/* Tensor i: the durable weight (0) is re-attached when an earlier run left it behind (the
+ * daemon keeps it --keep-durable seconds); the activations are allocated anew. */
+static memsvc_status_t example_tensor(memsvc_conn_h conn, unsigned i, const char *key,
+                                      uint64_t size, memsvc_handle_t *h_p)
+{
+    memsvc_alloc_params_t ap = {0};
+    memsvc_tensor_info_t  info;
+
+    if ((i == 0) && (memsvc_lookup(conn, key, &info) == MEMSVC_OK) && (info.size == size)) {
+        printf("  re-attached %-16s (durable, left by an earlier run)\n", key);
+        *h_p = info.handle;
+        return MEMSVC_OK;
+    }
+    ap.field_mask = MEMSVC_ALLOC_FIELD_KIND | MEMSVC_ALLOC_FIELD_TAGS | MEMSVC_ALLOC_FIELD_FLAGS;
+    ap.kind       = (i == 0) ? MEMSVC_KIND_PARAM : MEMSVC_KIND_ACTIVATION;
+    ap.tags       = MEMSVC_TAGS_NONE;
+    ap.tags.layer = (int32_t)i;
+    ap.flags      = (i == 0) ? MEMSVC_ALLOC_DURABLE : 0;
+    return memsvc_alloc(conn, key, size, &ap, h_p);
+}
+
 int main(int argc, char **argv)
 {
     memsvc_conn_params_t  params = {0};
-    memsvc_alloc_params_t ap     = {0};
     memsvc_handle_t       h[EXAMPLE_TENSORS];
     memsvc_stats_t       *st;
     memsvc_status_t       status;
@@ -40,6 +71,18 @@ int main(int argc, char **argv)
     char                  key[64];
     int                   rc = 0;
 
+    if ((argc == 2) && ((strcmp(argv[1], "--help") == 0) || (strcmp(argv[1], "-h") == 0))) {
+        usage(stdout);
+        return 0;
+    }
+    if (tool_version_asked(argc, argv, "memsvc_example")) {
+        return 0;
+    }
+    if ((argc > 2) || ((argc == 2) && (argv[1][0] == '-'))) {
+        fprintf(stderr, "memsvc_example: unexpected argument '%s'\n", argv[argc - 1]);
+        usage(stderr);
+        return 2;
+    }
     params.field_mask = MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_NAME;
     params.job        = 1;
     params.rank       = 0;
@@ -61,6 +104,13 @@ int main(int argc, char **argv)
         memsvc_close(conn);
         return fail("stats", (st == NULL) ? MEMSVC_ERR_NO_RESOURCE : status);
     }
+    if (strcmp(st->mode, "phantom") == 0) {
+        fprintf(stderr, "memsvc_example: memsvcd keeps sizes only (phantom memory): this example "
+                        "writes and reads bytes; start memsvcd with --memory backed\n");
+        free(st);
+        memsvc_close(conn);
+        return 1;
+    }
     size = st->dev[0].capacity / 4;
     if (size > (64ull << 20)) {
         size = 64ull << 20; /* a large preset: keep the example quick (no swap then) */
@@ -79,14 +129,8 @@ int main(int argc, char **argv)
     hint.step = 0;
     memsvc_hint(conn, &hint);
     for (i = 0; i < EXAMPLE_TENSORS; i++) {
-        ap.field_mask =
-            MEMSVC_ALLOC_FIELD_KIND | MEMSVC_ALLOC_FIELD_TAGS | MEMSVC_ALLOC_FIELD_FLAGS;
-        ap.kind       = (i == 0) ? MEMSVC_KIND_PARAM : MEMSVC_KIND_ACTIVATION;
-        ap.tags       = MEMSVC_TAGS_NONE;
-        ap.tags.layer = (int32_t)i;
-        ap.flags      = (i == 0) ? MEMSVC_ALLOC_DURABLE : 0;
         snprintf(key, sizeof(key), (i == 0) ? "example.L%u.weight" : "example.L%u.act", i);
-        status = memsvc_alloc(conn, key, size, &ap, &h[i]);
+        status = example_tensor(conn, i, key, size, &h[i]);
         if (status != MEMSVC_OK) {
             rc = fail("alloc", status);
             goto out;
@@ -135,7 +179,8 @@ int main(int argc, char **argv)
     }
     printf("done; now try: memsvc-ctl stats  (and memsvc-ctl list 1)\n");
     /* Free the activations. The durable weight outlives this process: the daemon keeps it
-     * for --keep-durable seconds so that a restarted rank re-attaches with memsvc_lookup. */
+     * for --keep-durable seconds so that a restarted rank re-attaches with memsvc_lookup (the
+     * next run of this example does). */
     for (i = 1; i < EXAMPLE_TENSORS; i++) {
         memsvc_free(conn, h[i]);
     }

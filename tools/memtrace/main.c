@@ -1,4 +1,5 @@
 /* main.c - memtrace: dispatch to the subcommands (dump, import, ...) listed in one table */
+#include "tools/version.h"
 #include "tools/memtrace/cmd.h"
 
 #include <stdio.h>
@@ -42,6 +43,9 @@ int main(int argc, char **argv)
         (strcmp(argv[1], "help") == 0)) {
         usage((argc < 2) ? stderr : stdout);
         return (argc < 2) ? 2 : 0;
+    }
+    if (tool_version_asked(argc, argv, "memtrace")) {
+        return 0;
     }
     for (i = 0; i < MT_NUM_CMDS; i++) {
         if (strcmp(argv[1], mt_cmds[i].name) == 0) {
