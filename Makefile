@@ -24,10 +24,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit jansson
+PKGS    := ucx msgpack jemalloc liburing cunit jansson libsodium
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsodium))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g
@@ -120,7 +120,7 @@ $(LIBSO): $(patsubst %.c,$(B)/pic/%.o,$(CLIENT_SRCS)) client/libmemsvc.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libmemsvc.so.$(LIBMAJOR) \
 		-Wl,--version-script=client/libmemsvc.map -Wl,--no-undefined -o $@ $(filter %.o,$^) \
-		$(shell pkg-config --libs ucx msgpack) -lpthread
+		$(shell pkg-config --libs ucx msgpack libsodium) -lpthread
 	$(Q)ln -sf libmemsvc.so.$(LIBVER) $(B)/lib/libmemsvc.so.$(LIBMAJOR)
 	$(Q)ln -sf libmemsvc.so.$(LIBMAJOR) $(B)/lib/libmemsvc.so
 

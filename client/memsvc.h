@@ -53,7 +53,8 @@ enum memsvc_conn_field {
     MEMSVC_CONN_FIELD_FLAGS      = 1u << 5,
     MEMSVC_CONN_FIELD_NAME       = 1u << 6,
     MEMSVC_CONN_FIELD_CORK_US    = 1u << 7,
-    MEMSVC_CONN_FIELD_UNIX_PATH  = 1u << 8
+    MEMSVC_CONN_FIELD_UNIX_PATH  = 1u << 8,
+    MEMSVC_CONN_FIELD_SECRET_FILE = 1u << 9
 };
 
 enum memsvc_conn_flags {
@@ -79,10 +80,14 @@ typedef struct memsvc_conn_params {
     const char *unix_path;  /* the daemon's local socket; default derived from a loopback
                              * address's port (docs/daemon.md), e.g.
                              * /run/memsvc/memsvcd-13337.sock */
+    const char *secret_file; /* the cluster secret, proven to a daemon reached over tcp (and
+                              * the daemon must prove it back); default $MEMSVC_SECRET_FILE,
+                              * else none. Mode 0600, owned by this user (docs/security.md) */
 } memsvc_conn_params_t;
 
 /*
- * Connect and perform the handshake (protocol version, job, rank, device).
+ * Connect and perform the handshake (protocol version, job, rank, device; over tcp with a
+ * secret, the mutual proof of it).
  *
  * Path: with a loopback address (or an explicit unix_path) the library first tries the
  * daemon's Unix socket: the daemon then serves this connection from a UCX worker of its own
@@ -92,7 +97,10 @@ typedef struct memsvc_conn_params {
  * memsvc_conn_transport. Errors:
  * MEMSVC_ERR_VERSION (the daemon speaks another protocol version), MEMSVC_ERR_TRANSPORT (no
  * daemon there), MEMSVC_ERR_TIMEOUT, MEMSVC_ERR_INVALID_PARAM (device out of range, job 0
- * without MEMSVC_CONN_CONTROL, malformed address). *conn_p is set only on success.
+ * without MEMSVC_CONN_CONTROL, malformed address), MEMSVC_ERR_PERMISSION (the job belongs to
+ * another user), MEMSVC_ERR_AUTH (a tcp connection the daemon cannot identify and no secret,
+ * a wrong secret, an unsafe secret file, or a daemon that did not prove the secret; the reason
+ * is printed on stderr). *conn_p is set only on success.
  */
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p);
 

@@ -20,16 +20,26 @@ static void usage(FILE *out)
             "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
+            "               [--secret-file FILE [--require-secret]] [--operator-group GROUP]\n"
             "\n"
-            "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
-            "                         non-loopback address needs --allow-remote)\n"
+            "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; every\n"
+            "                         address HOST resolves to must be loopback unless\n"
+            "                         --allow-remote)\n"
             "  --node PRESET          hardware preset (default ascend-910b; 'tiny' for tests)\n"
             "  key=value              override a preset parameter, e.g. hbm=48GiB npus=2\n"
             "  --memory MODE          backed (real bytes) or phantom (sizes only; default)\n"
             "  --policy SPEC          eviction policy (default lru)\n"
             "  --keep-durable SECS    keep a dead client's durable tensors this long for\n"
             "                         re-attach by key (default 300; 0: free at once)\n"
-            "  --allow-remote         permit a non-loopback listen address\n"
+            "  --allow-remote         permit a non-loopback listen address (needs\n"
+            "                         --secret-file)\n"
+            "  --secret-file FILE     cluster secret: tcp clients the kernel cannot name\n"
+            "                         (other hosts) must prove it; mode 0600, owned by the\n"
+            "                         daemon's user (docs/security.md)\n"
+            "  --require-secret       every tcp client proves the secret, even one on this\n"
+            "                         host the kernel names (its uid stays its identity)\n"
+            "  --operator-group GROUP members (and root) administer every job: bind it,\n"
+            "                         list it, see its figures\n"
             "  --spin-us US           busy-poll this long after each request before sleeping\n"
             "                         (lower latency, more CPU; default 50)\n"
             "  --unix PATH            local clients' socket (default: derived from the port,\n"
@@ -39,13 +49,6 @@ static void usage(FILE *out)
             "                         jobs sharing a device; bytes are copied instead)\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
             "  --poll                 loops never sleep: lowest latency, a core per loop\n");
-}
-
-/* Is the host part of HOST:PORT a loopback address? */
-static bool addr_is_loopback(const char *addr)
-{
-    return (strncmp(addr, "127.", 4) == 0) || (strncmp(addr, "localhost:", 10) == 0) ||
-           (strncmp(addr, "[::1]:", 6) == 0);
 }
 
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
@@ -85,6 +88,9 @@ int main(int argc, char **argv)
                                          {"no-map", no_argument, NULL, 'M'},
                                          {"loops", required_argument, NULL, 'L'},
                                          {"poll", no_argument, NULL, 'P'},
+                                         {"secret-file", required_argument, NULL, 'S'},
+                                         {"operator-group", required_argument, NULL, 'G'},
+                                         {"require-secret", no_argument, NULL, 'R'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     msd_config_t               cfg    = {
@@ -138,6 +144,15 @@ int main(int argc, char **argv)
         case 'P':
             cfg.poll = true;
             break;
+        case 'S':
+            cfg.secret_file = optarg;
+            break;
+        case 'G':
+            cfg.operator_group = optarg;
+            break;
+        case 'R':
+            cfg.require_secret = true;
+            break;
         case 'L':
             secs = strtod(optarg, &end);
             if ((*end != '\0') || (secs < 1) || (secs > 64)) {
@@ -176,9 +191,21 @@ int main(int argc, char **argv)
         cfg.local_loops = (ncpu >= 8) ? (unsigned)(ncpu / 4) : 1;
         cfg.local_loops = (cfg.local_loops > 8) ? 8 : cfg.local_loops;
     }
-    if (!cfg.allow_remote && !addr_is_loopback(cfg.listen)) {
-        LOG("refusing to listen on %s: not a loopback address (add --allow-remote)", cfg.listen);
+    if (!cfg.allow_remote && !msd_auth_addr_loopback(cfg.listen, err, sizeof(err))) {
+        LOG_ERR("refusing to listen on %s: %s (add --allow-remote)", cfg.listen, err);
         return 2;
+    }
+    if (cfg.allow_remote && (cfg.secret_file == NULL)) {
+        LOG_ERR("--allow-remote without --secret-file: any host could use any job; "
+                "refusing to start (docs/security.md)");
+        return 2;
+    }
+    if (cfg.require_secret && (cfg.secret_file == NULL)) {
+        LOG_ERR("--require-secret needs --secret-file");
+        return 2;
+    }
+    if (msd_auth_check_config(&cfg) != MEMSVC_OK) {
+        return 2; /* logged: an unsafe or unreadable secret file, an unknown group */
     }
     if (!cfg.allow_remote && (getenv("UCX_NET_DEVICES") == NULL)) {
         /* Loopback only: keep UCX off the other NICs too (it would add lanes on them). */

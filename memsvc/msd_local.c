@@ -94,6 +94,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     s->pid   = cred.pid;
     s->uid   = cred.uid;
     s->gid   = cred.gid;
+    s->uid_known = true; /* the kernel's word: job ownership is checked against it */
     s->loop  = &srv->loops[1]; /* until adopted; only used for its srv */
     snprintf(s->name, sizeof(s->name), "?");
 
@@ -260,8 +261,8 @@ static memsvc_status_t local_bind(msd_server_t *srv)
         close(fd);
         return MEMSVC_ERR_TRANSPORT;
     }
-    /* Any local user may connect; credentials are recorded per session (authorization by
-     * them is a later step). */
+    /* Any local user may connect: each session acts as its SO_PEERCRED uid, and a job
+     * belongs to the uid that first bound it (docs/security.md). */
     chmod(srv->unix_path, 0666);
     srv->usock = fd;
     return MEMSVC_OK;
