@@ -314,8 +314,8 @@ bool msd_auth_is_operator(const msd_auth_t *a, uid_t uid, gid_t gid, pid_t pid)
     gid_t groups[AUTH_GROUPS_MAX];
     int   n = -1, i;
 
-    if (uid == 0) {
-        return true;
+    if ((uid == 0) || (uid == geteuid())) {
+        return true; /* root, and the user the daemon runs as */
     }
     if (!a->has_operators) {
         return false;

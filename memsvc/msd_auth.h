@@ -64,8 +64,8 @@ bool msd_auth_sockaddr_loopback(const struct sockaddr *sa);
  */
 bool msd_auth_tcp_peer_uid(const struct sockaddr *client, uint16_t server_port, uid_t *uid_p);
 
-/* Does uid (gid, and for a local peer its pid's supplementary groups) administer? Root, or a
- * member of --operator-group. pid <= 0: groups from the uid's passwd entry (getgrouplist). */
+/* Does uid (gid, and for a local peer its pid's supplementary groups) administer? Root, the
+ * daemon's own user, or a member of --operator-group. pid <= 0: groups from the uid's passwd entry (getgrouplist). */
 bool msd_auth_is_operator(const msd_auth_t *a, uid_t uid, gid_t gid, pid_t pid);
 
 /*

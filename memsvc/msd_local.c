@@ -419,9 +419,11 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
 
 /* ---- regions and pins ---------------------------------------------------------------------------- */
 
+/* A mapping shows the whole device, every job's bytes on it: only for sessions that may
+ * administer every job anyway (root, the daemon's user, --operator-group); others copy. */
 static bool local_may_map(msd_server_t *srv, const msd_session_t *s)
 {
-    return s->local && !s->control && !srv->cfg.no_map &&
+    return s->local && !s->control && s->admin && !srv->cfg.no_map &&
            (sim_node_mode(eng_node(srv->eng)) == SIM_MEM_BACKED);
 }
 

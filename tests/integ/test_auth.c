@@ -113,7 +113,11 @@ void integ_auth_child(integ_daemon_t *d, const char *role, int fd)
         if (st == MEMSVC_OK) {
             st = memsvc_write(conn, h, 0, buf, sizeof(buf));
         }
-        child_say(fd, "status=%d", (int)st);
+        child_say(fd, "status=%d %s", (int)st,
+                  (st != MEMSVC_OK)                                            ? "-"
+                  : (strstr(memsvc_conn_transport(conn), "not mapped") != NULL) ? "copied"
+                  : (strstr(memsvc_conn_transport(conn), "mapped") != NULL)     ? "mapped"
+                                                                                : "?");
         for (;;) {
             pause();
         }
@@ -317,7 +321,9 @@ static void test_takeover_refused(void)
     hold = auth_spawn(&d, "auth-hold", nobody_local, 200, &fd);
     CU_ASSERT_FATAL(hold > 0);
     CU_ASSERT(auth_read(fd, line, sizeof(line)));
-    CU_ASSERT_STRING_EQUAL(line, "status=0");
+    /* on the local path, but the device's memory is not mapped into another user's process */
+    CU_ASSERT_STRING_EQUAL(line, "status=0 copied");
+    CU_ASSERT(strstr(memsvc_conn_transport(root), "local worker, mapped") != NULL);
     close(fd);
     CU_ASSERT_EQUAL(auth_run(&d, "auth-bind", other_local, 200, line, sizeof(line)),
                     MEMSVC_ERR_PERMISSION);
