@@ -153,8 +153,9 @@ memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
                              const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p);
 
 /* End a tensor (pinned or not; other sessions' pins on it go too). One-way (see below): the
- * daemon's errors, MEMSVC_ERR_NOT_FOUND (unknown or already freed) and MEMSVC_ERR_ACCESS
- * (another job's), are deferred; on a MEMSVC_CONN_SYNC connection they are returned. */
+ * daemon's errors, MEMSVC_ERR_NOT_FOUND (unknown, already freed, or another job's: a handle of
+ * another job is always answered as one nobody holds), are deferred; on a MEMSVC_CONN_SYNC
+ * connection they are returned. */
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /*
@@ -165,7 +166,7 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
  * with the tensor pinned around it (a write left unfinished by this process's death leaves
  * the tensor uncommitted). Otherwise transfers are split into 4 MiB messages; bytes go as UCX
  * active-message payloads (rendezvous when large). Errors:
- * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
+ * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND (also another job's),
  * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
  * acquire it first).
  */
@@ -208,8 +209,8 @@ memsvc_status_t memsvc_acquire_map_ro(memsvc_conn_h conn, memsvc_handle_t handle
                                       const void **addr_p);
 
 /* Unpin. One-way (see below): MEMSVC_ERR_NOT_PINNED (no matching acquire by this session),
- * MEMSVC_ERR_NOT_FOUND and MEMSVC_ERR_ACCESS are deferred; on a MEMSVC_CONN_SYNC connection
- * they are returned. The daemon sees it before any later request of this connection (a
+ * MEMSVC_ERR_NOT_FOUND are deferred; on a MEMSVC_CONN_SYNC connection they are returned.
+ * The daemon sees it before any later request of this connection (a
  * release followed by an acquire arrives in that order). */
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle);
 
@@ -286,7 +287,7 @@ typedef struct memsvc_hint {
 
 /* Give the daemon's policy a hint. Errors at once: MEMSVC_ERR_INVALID_PARAM,
  * MEMSVC_ERR_TOO_LARGE (more than 64 handles). One-way (see below): MEMSVC_ERR_NOT_FOUND (an
- * UPCOMING handle is unknown) and MEMSVC_ERR_ACCESS are deferred, or returned on a
+ * UPCOMING handle is unknown, or another job's) is deferred, or returned on a
  * MEMSVC_CONN_SYNC connection. */
 memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
 
@@ -454,7 +455,8 @@ typedef struct memsvc_stats {
     memsvc_dev_stats_t dev[MEMSVC_MAX_DEVICES];
 } memsvc_stats_t;
 
-/* Figures of the whole daemon (any session may ask). */
+/* Figures of the daemon (any session may ask). A session of a user who does not administer the
+ * daemon gets the node's room but counts of its own jobs only (docs/security.md). */
 memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p);
 
 /* Called once per tensor; return false to stop. */
@@ -462,7 +464,8 @@ typedef bool (*memsvc_list_cb_t)(void *arg, const memsvc_tensor_info_t *info);
 
 /*
  * Visit the tensors of a job: a normal session may list only its own job (other jobs:
- * MEMSVC_ERR_ACCESS); a control session any job, or all with job == UINT32_MAX.
+ * MEMSVC_ERR_ACCESS); a control session any job, or all with job == UINT32_MAX; of those, a
+ * control session of an ordinary user sees only jobs its user owns (docs/security.md).
  */
 memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t cb, void *arg);
 
