@@ -84,12 +84,13 @@ memsvc_status_t msp_secret_load(const char *path, uint8_t key[MSP_KEY_BYTES], ch
         len += (size_t)n;
     }
     close(fd);
-    while ((status == MEMSVC_OK) && (len > 0) && ((buf[len - 1] == '\n') || (buf[len - 1] == '\r'))) {
+    while ((status == MEMSVC_OK) && (len > 0) &&
+           ((buf[len - 1] == '\n') || (buf[len - 1] == '\r'))) {
         len--;
     }
     if ((status == MEMSVC_OK) && ((len < MSP_SECRET_MIN) || (len > MSP_SECRET_MAX))) {
-        memsvc_errf(err, errlen, "secret file %s holds %zu bytes; a secret has %u to %u", path,
-                    len, MSP_SECRET_MIN, MSP_SECRET_MAX);
+        memsvc_errf(err, errlen, "secret file %s holds %zu bytes; a secret has %u to %u", path, len,
+                    MSP_SECRET_MIN, MSP_SECRET_MAX);
         status = MEMSVC_ERR_AUTH;
     }
     if (status == MEMSVC_OK) {

@@ -20,7 +20,8 @@ static void usage(FILE *out)
             "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
-            "               [--secret-file FILE [--require-secret]] [--operator-group GROUP]\n"
+            "               [--secret-file FILE] [--job-secrets DIR] [--require-secret]\n"
+            "               [--operator-group GROUP]\n"
             "\n"
             "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; every\n"
             "                         address HOST resolves to must be loopback unless\n"
@@ -36,6 +37,8 @@ static void usage(FILE *out)
             "  --secret-file FILE     cluster secret: tcp clients the kernel cannot name\n"
             "                         (other hosts) must prove it; mode 0600, owned by the\n"
             "                         daemon's user (docs/security.md)\n"
+            "  --job-secrets DIR      per-job secrets: DIR/JOB (mode 0600) is the secret of\n"
+            "                         job JOB for tcp clients, in place of --secret-file\n"
             "  --require-secret       every tcp client proves the secret, even one on this\n"
             "                         host the kernel names (its uid stays its identity)\n"
             "  --operator-group GROUP members (and root) administer every job: bind it,\n"
@@ -91,6 +94,7 @@ int main(int argc, char **argv)
                                          {"secret-file", required_argument, NULL, 'S'},
                                          {"operator-group", required_argument, NULL, 'G'},
                                          {"require-secret", no_argument, NULL, 'R'},
+                                         {"job-secrets", required_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     msd_config_t               cfg    = {
@@ -153,6 +157,9 @@ int main(int argc, char **argv)
         case 'R':
             cfg.require_secret = true;
             break;
+        case 'J':
+            cfg.job_secrets = optarg;
+            break;
         case 'L':
             secs = strtod(optarg, &end);
             if ((*end != '\0') || (secs < 1) || (secs > 64)) {
@@ -195,13 +202,13 @@ int main(int argc, char **argv)
         LOG_ERR("refusing to listen on %s: %s (add --allow-remote)", cfg.listen, err);
         return 2;
     }
-    if (cfg.allow_remote && (cfg.secret_file == NULL)) {
-        LOG_ERR("--allow-remote without --secret-file: any host could use any job; "
-                "refusing to start (docs/security.md)");
+    if (cfg.allow_remote && (cfg.secret_file == NULL) && (cfg.job_secrets == NULL)) {
+        LOG_ERR("--allow-remote without --secret-file (or --job-secrets): any host could use "
+                "any job; refusing to start (docs/security.md)");
         return 2;
     }
-    if (cfg.require_secret && (cfg.secret_file == NULL)) {
-        LOG_ERR("--require-secret needs --secret-file");
+    if (cfg.require_secret && (cfg.secret_file == NULL) && (cfg.job_secrets == NULL)) {
+        LOG_ERR("--require-secret needs --secret-file or --job-secrets");
         return 2;
     }
     if (msd_auth_check_config(&cfg) != MEMSVC_OK) {

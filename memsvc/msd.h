@@ -39,6 +39,7 @@ typedef struct msd_config {
     const char *secret_file;     /* cluster secret for tcp peers (--secret-file); NULL: none */
     const char *operator_group;  /* members administer every job (--operator-group); NULL */
     bool        require_secret;  /* every tcp session proves the secret (--require-secret) */
+    const char *job_secrets;     /* directory of per-job secrets, file = job id (--job-secrets) */
 } msd_config_t;
 
 struct msd_session;
@@ -100,6 +101,8 @@ typedef struct msd_session {
     uint64_t            principal; /* MSD_PRINCIPAL_* or a uid */
     uint32_t            hello_flags;
     uint8_t             nonce_c[MSP_NONCE_BYTES], nonce_d[MSP_NONCE_BYTES];
+    uint8_t             key[MSP_KEY_BYTES]; /* the secret it must prove (until AUTH) */
+    bool                job_secret;         /* that secret is its job's (--job-secrets) */
     msd_ev_t            ev_worker, ev_sock;
     struct msd_session *loop_next; /* the loop's own list */
     struct srv_send    *sends;     /* local: replies in flight on its worker */

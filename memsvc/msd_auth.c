@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MSD_LOG_COMP "auth"
@@ -32,6 +33,22 @@ memsvc_status_t msd_auth_init(msd_auth_t *a, const msd_config_t *cfg)
             return status;
         }
         a->has_secret = true;
+    }
+    if (cfg->job_secrets != NULL) {
+        struct stat st;
+
+        if ((stat(cfg->job_secrets, &st) != 0) || !S_ISDIR(st.st_mode)) {
+            LOG_ERR("--job-secrets: %s is not a directory", cfg->job_secrets);
+            msd_auth_fini(a);
+            return MEMSVC_ERR_IO;
+        }
+        if ((st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+            LOG_ERR("--job-secrets: %s must belong to this user and not be writable by group "
+                    "or others (mode %04o)",
+                    cfg->job_secrets, (unsigned)(st.st_mode & 07777));
+            msd_auth_fini(a);
+            return MEMSVC_ERR_AUTH;
+        }
     }
     if (cfg->operator_group != NULL) {
         struct group *g = getgrnam(cfg->operator_group);
@@ -64,6 +81,11 @@ memsvc_status_t msd_auth_check_config(const msd_config_t *cfg)
         if (a.has_secret) {
             LOG("tcp clients not on this host must prove the secret of %s", cfg->secret_file);
         }
+        if (cfg->job_secrets != NULL) {
+            LOG("tcp clients not on this host may prove instead their job's secret, the file "
+                "named by the job id in %s",
+                cfg->job_secrets);
+        }
         if (a.has_operators) {
             LOG("operators: root and the members of group %s (gid %u)", a.operator_group,
                 (unsigned)a.operator_gid);
@@ -95,11 +117,11 @@ bool msd_auth_sockaddr_loopback(const struct sockaddr *sa)
 
 bool msd_auth_addr_loopback(const char *hostport, char *why, size_t whylen)
 {
-    struct addrinfo  hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-    char             host[256], shown[INET6_ADDRSTRLEN];
-    const char      *end;
-    size_t           hlen;
-    int              rc;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+    char            host[256], shown[INET6_ADDRSTRLEN];
+    const char     *end;
+    size_t          hlen;
+    int             rc;
 
     if ((hostport == NULL) || (hostport[0] == '\0')) {
         memsvc_errf(why, whylen, "empty address");
@@ -188,11 +210,13 @@ static bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
 
     la = (a->sa_family == AF_INET) ? 4 : 16;
     lb = (b->sa_family == AF_INET) ? 4 : 16;
-    memcpy(va, (a->sa_family == AF_INET) ? (const void *)&((struct sockaddr_in *)a)->sin_addr
-                                         : (const void *)&((struct sockaddr_in6 *)a)->sin6_addr,
+    memcpy(va,
+           (a->sa_family == AF_INET) ? (const void *)&((struct sockaddr_in *)a)->sin_addr
+                                     : (const void *)&((struct sockaddr_in6 *)a)->sin6_addr,
            la);
-    memcpy(vb, (b->sa_family == AF_INET) ? (const void *)&((struct sockaddr_in *)b)->sin_addr
-                                         : (const void *)&((struct sockaddr_in6 *)b)->sin6_addr,
+    memcpy(vb,
+           (b->sa_family == AF_INET) ? (const void *)&((struct sockaddr_in *)b)->sin_addr
+                                     : (const void *)&((struct sockaddr_in6 *)b)->sin6_addr,
            lb);
     if ((la == 16) && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)va)) {
         memmove(va, va + 12, 4);
@@ -214,8 +238,8 @@ static uint16_t sockaddr_port(const struct sockaddr *sa)
 static bool proc_tcp_find(const char *file, const struct sockaddr *client, uint16_t server_port,
                           uid_t *uid_p)
 {
-    char  *line = NULL;
-    size_t cap  = 0;
+    char  *line  = NULL;
+    size_t cap   = 0;
     bool   found = false;
     FILE  *f     = fopen(file, "r");
 
@@ -263,7 +287,7 @@ static int proc_groups(pid_t pid, uid_t uid, gid_t *groups, int max)
 {
     char     path[64], *line = NULL, *p, *end;
     size_t   cap = 0;
-    int      n = -1;
+    int      n   = -1;
     unsigned ruid, euid;
     bool     uid_ok = false;
     FILE    *f;
@@ -343,6 +367,8 @@ const char *msd_auth_principal_name(uint64_t principal, char *buf, size_t len)
 {
     if (principal == MSD_PRINCIPAL_SECRET) {
         snprintf(buf, len, "a holder of the cluster secret");
+    } else if ((principal >> 32) == (MSD_PRINCIPAL_JOB >> 32)) {
+        snprintf(buf, len, "a holder of job %u's secret", (unsigned)(principal & UINT32_MAX));
     } else if (principal == MSD_PRINCIPAL_NONE) {
         snprintf(buf, len, "an unidentified peer");
     } else {
@@ -396,7 +422,35 @@ static uint64_t session_principal(const msd_session_t *s)
     if (s->uid_known) {
         return s->uid;
     }
-    return s->authed ? MSD_PRINCIPAL_SECRET : MSD_PRINCIPAL_NONE;
+    if (!s->authed) {
+        return MSD_PRINCIPAL_NONE;
+    }
+    return s->job_secret ? (MSD_PRINCIPAL_JOB | s->job) : MSD_PRINCIPAL_SECRET;
+}
+
+void msd_auth_session_key(const msd_server_t *srv, uint32_t job, uint8_t key[MSP_KEY_BYTES],
+                          bool *job_secret_p)
+{
+    char path[4096], err[512];
+
+    *job_secret_p = false;
+    if ((srv->cfg.job_secrets != NULL) && (job != MSP_JOB_CONTROL)) {
+        snprintf(path, sizeof(path), "%s/%u", srv->cfg.job_secrets, job);
+        if (access(path, F_OK) == 0) {
+            if (msp_secret_load(path, key, err, sizeof(err)) == MEMSVC_OK) {
+                *job_secret_p = true;
+                return;
+            }
+            LOG_ERR("job %u: %s: its clients cannot authenticate", job, err);
+            msp_auth_nonce(key); /* (a random key: nobody proves it) */
+            return;
+        }
+    }
+    if (srv->auth.has_secret) {
+        memcpy(key, srv->auth.key, MSP_KEY_BYTES);
+    } else {
+        msp_auth_nonce(key);
+    }
 }
 
 memsvc_status_t msd_auth_bind(msd_server_t *srv, msd_session_t *s, uint32_t job, bool control,
@@ -409,13 +463,14 @@ memsvc_status_t msd_auth_bind(msd_server_t *srv, msd_session_t *s, uint32_t job,
     s->principal = session_principal(s);
     msd_auth_principal_name(s->principal, who, sizeof(who));
     if (s->principal == MSD_PRINCIPAL_NONE) {
-        memsvc_errf(msg, msglen,
-                    a->has_secret ? "peer not identified (not on this host): prove the secret "
-                                    "(client: MEMSVC_SECRET_FILE)"
-                                  : "peer not identified (not on this host) and the daemon has "
-                                    "no --secret-file: refused");
-        LOG_WARN("session %llu: HELLO for job %u refused: %s", (unsigned long long)s->id, job,
-                 msg);
+        bool secrets = a->has_secret || (srv->cfg.job_secrets != NULL);
+
+        memsvc_errf(msg, msglen, "%s",
+                    secrets ? "peer not identified (not on this host): prove the secret "
+                              "(client: MEMSVC_SECRET_FILE)"
+                            : "peer not identified (not on this host) and the daemon has "
+                              "no --secret-file: refused");
+        LOG_WARN("session %llu: HELLO for job %u refused: %s", (unsigned long long)s->id, job, msg);
         return MEMSVC_ERR_AUTH;
     }
     s->admin = s->uid_known && msd_auth_is_operator(a, s->uid, s->gid, s->local ? s->pid : 0);

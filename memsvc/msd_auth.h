@@ -23,6 +23,7 @@ struct msd_config;
  * (durable tensors kept for re-attach included). docs/security.md.
  */
 #define MSD_PRINCIPAL_SECRET (1ull << 32) /* holders of --secret-file (not a uid) */
+#define MSD_PRINCIPAL_JOB (2ull << 32)    /* | job: holders of that job's --job-secrets file */
 #define MSD_PRINCIPAL_NONE UINT64_MAX     /* nobody yet (a tcp peer not identified) */
 
 typedef struct msd_job_owner {
@@ -65,7 +66,8 @@ bool msd_auth_sockaddr_loopback(const struct sockaddr *sa);
 bool msd_auth_tcp_peer_uid(const struct sockaddr *client, uint16_t server_port, uid_t *uid_p);
 
 /* Does uid (gid, and for a local peer its pid's supplementary groups) administer? Root, the
- * daemon's own user, or a member of --operator-group. pid <= 0: groups from the uid's passwd entry (getgrouplist). */
+ * daemon's own user, or a member of --operator-group. pid <= 0: groups from the uid's passwd entry
+ * (getgrouplist). */
 bool msd_auth_is_operator(const msd_auth_t *a, uid_t uid, gid_t gid, pid_t pid);
 
 /*
@@ -76,6 +78,15 @@ bool msd_auth_is_operator(const msd_auth_t *a, uid_t uid, gid_t gid, pid_t pid);
  */
 memsvc_status_t msd_auth_bind(struct msd_server *srv, struct msd_session *s, uint32_t job,
                               bool control, char *msg, size_t msglen);
+
+/*
+ * The key a tcp session that sent a nonce must prove for job: the job's file in --job-secrets
+ * (*job_secret_p true), else the cluster secret. Without either (or with an unsafe job file,
+ * logged), a random key nobody holds, so that the challenge looks the same either way and AUTH
+ * fails. Caller wipes key.
+ */
+void msd_auth_session_key(const struct msd_server *srv, uint32_t job, uint8_t key[MSP_KEY_BYTES],
+                          bool *job_secret_p);
 
 /* A bound session ended: its job may lose its owner. Engine lock held. */
 void msd_auth_session_gone(struct msd_server *srv, struct msd_session *s);

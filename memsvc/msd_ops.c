@@ -271,8 +271,10 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
     rep->u.hello.num_devices = desc->num_npus;
     rep->u.hello.hbm_bytes   = desc->hbm_bytes;
     rep->u.hello.max_data    = MSP_DATA_MAX;
-    if (!s->local && req->u.hello.has_nonce && srv->auth.has_secret) {
+    if (!s->local && req->u.hello.has_nonce &&
+        (srv->auth.has_secret || (srv->cfg.job_secrets != NULL))) {
         /* A tcp client holding a secret: challenge it; AUTH binds (or refuses). */
+        msd_auth_session_key(srv, s->job, s->key, &s->job_secret);
         memcpy(s->nonce_c, req->u.hello.nonce, MSP_NONCE_BYTES);
         msp_auth_nonce(s->nonce_d);
         memcpy(rep->u.hello.nonce, s->nonce_d, MSP_NONCE_BYTES);
@@ -309,8 +311,9 @@ static memsvc_status_t op_auth(msd_server_t *srv, msd_session_t *s, const msp_re
         return MEMSVC_ERR_PROTOCOL;
     }
     s->auth_wait = false;
-    if (!msp_auth_check(srv->auth.key, MSP_ROLE_CLIENT, s->nonce_c, s->nonce_d, &bind,
+    if (!msp_auth_check(s->key, MSP_ROLE_CLIENT, s->nonce_c, s->nonce_d, &bind,
                         req->u.auth.proof)) {
+        msp_auth_wipe(s->key, sizeof(s->key));
         s->auth_failed = true;
         snprintf(rep->msg, sizeof(rep->msg), "wrong secret: authentication failed");
         LOG_WARN("session %llu: job %u: the client's proof of the secret is wrong: refused",
@@ -320,10 +323,11 @@ static memsvc_status_t op_auth(msd_server_t *srv, msd_session_t *s, const msp_re
     s->authed = true;
     status    = msd_auth_bind(srv, s, s->job, s->control, rep->msg, sizeof(rep->msg));
     if (status != MEMSVC_OK) {
+        msp_auth_wipe(s->key, sizeof(s->key));
         return status;
     }
-    msp_auth_proof(srv->auth.key, MSP_ROLE_DAEMON, s->nonce_c, s->nonce_d, &bind,
-                   rep->u.auth.proof);
+    msp_auth_proof(s->key, MSP_ROLE_DAEMON, s->nonce_c, s->nonce_d, &bind, rep->u.auth.proof);
+    msp_auth_wipe(s->key, sizeof(s->key));
     hello_bound(srv, s);
     return MEMSVC_OK;
 }

@@ -50,6 +50,7 @@ void msd_session_put(msd_server_t *srv, msd_session_t *s)
     for (pp = &srv->sessions; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
+            msp_auth_wipe(s->key, sizeof(s->key));
             free(s);
             return;
         }

@@ -114,7 +114,7 @@ void integ_auth_child(integ_daemon_t *d, const char *role, int fd)
             st = memsvc_write(conn, h, 0, buf, sizeof(buf));
         }
         child_say(fd, "status=%d %s", (int)st,
-                  (st != MEMSVC_OK)                                            ? "-"
+                  (st != MEMSVC_OK)                                             ? "-"
                   : (strstr(memsvc_conn_transport(conn), "not mapped") != NULL) ? "copied"
                   : (strstr(memsvc_conn_transport(conn), "mapped") != NULL)     ? "mapped"
                                                                                 : "?");
@@ -123,7 +123,7 @@ void integ_auth_child(integ_daemon_t *d, const char *role, int fd)
         }
     }
     if (strcmp(role, "auth-ctl") == 0) { /* what this user's control session sees */
-        memsvc_conn_params_t p  = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+        memsvc_conn_params_t  p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
                                                  MEMSVC_CONN_FIELD_FLAGS |
                                                  MEMSVC_CONN_FIELD_TIMEOUT_MS,
                                    .address    = d->addr,
@@ -144,8 +144,7 @@ void integ_auth_child(integ_daemon_t *d, const char *role, int fd)
             st = memsvc_stats(conn, &stats);
         }
         child_say(fd, "status=%d all=%u job=%u live=%llu sessions=%llu kinds=%llu", (int)st, all,
-                  other, (unsigned long long)stats.live_tensors,
-                  (unsigned long long)stats.sessions,
+                  other, (unsigned long long)stats.live_tensors, (unsigned long long)stats.sessions,
                   (unsigned long long)stats.dev[0].tensors_by_kind[MEMSVC_KIND_ACTIVATION] +
                       stats.dev[0].tensors_by_kind[MEMSVC_KIND_PARAM]);
         _exit(0);
@@ -277,8 +276,7 @@ static void test_takeover_refused(void)
     memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS,
                                 .flags      = MEMSVC_ALLOC_DURABLE};
     memsvc_conn_params_t  cp = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                              MEMSVC_CONN_FIELD_FLAGS |
-                                              MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                                              MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
                                 .job        = 0,
                                 .flags      = MEMSVC_CONN_CONTROL,
                                 .timeout_ms = 10000};
@@ -382,7 +380,7 @@ static void test_takeover_refused(void)
 /* An operator group's member administers every job: lists it, sees its figures. */
 static void test_operator_group(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed",
+    static const char *const args[] = {"--node",           "tiny",    "--memory", "backed",
                                        "--operator-group", "nogroup", NULL};
     const auth_who_t         op     = {65533, 0, 65534}; /* supplementary nogroup */
     integ_daemon_t           d;
@@ -495,8 +493,8 @@ static void test_probes_indistinguishable(void)
     TEST_ASSERT_OK(memsvc_alloc(owner, "gone.t", 4096, NULL, &stale));
     TEST_ASSERT_OK(memsvc_free(owner, stale));
     TEST_ASSERT_OK(memsvc_flush(owner));
-    handles[0] = h;                     /* job 1's, alive */
-    handles[1] = stale;                 /* freed */
+    handles[0] = h;                      /* job 1's, alive */
+    handles[1] = stale;                  /* freed */
     handles[2] = h ^ 0x5a5a5a5a00000ull; /* never issued */
 
     TEST_ASSERT_OK(integ_raw_connect(&d, &raw));
@@ -540,9 +538,9 @@ static char secret_dir[64];
 
 static const char *secret_file(const char *name, const char *text, mode_t mode)
 {
-    static char paths[4][128];
+    static char paths[8][128];
     static int  next;
-    char       *path = paths[next++ % 4];
+    char       *path = paths[next++ % 8];
     FILE       *f;
 
     snprintf(path, 128, "%s/%s", secret_dir, name);
@@ -660,8 +658,8 @@ static void test_secret(void)
     {
         const char *const a1[] = {"--node", "tiny", "--secret-file", group, NULL};
         const char *const a2[] = {"--node", "tiny", "--secret-file", world, NULL};
-        const char *const a3[] = {"--node", "tiny", "--listen", "127.0.0.1:1", "--allow-remote",
-                                  NULL};
+        const char *const a3[] = {"--node",      "tiny",           "--listen",
+                                  "127.0.0.1:1", "--allow-remote", NULL};
 
         CU_ASSERT_EQUAL(run_memsvcd(a1, log), 2);
         CU_ASSERT(file_contains(log, "accessible by group or others (mode 0640)"));
@@ -672,9 +670,9 @@ static void test_secret(void)
     }
 
     {
-        const char *const args[] = {"--node",        "tiny", "--memory",         "backed",
-                                    "--secret-file", good,   "--require-secret", "--no-unix",
-                                    NULL};
+        const char *const args[] = {"--node",           "tiny",          "--memory",
+                                    "backed",           "--secret-file", good,
+                                    "--require-secret", "--no-unix",     NULL};
 
         setenv("MEMSVC_SECRET_FILE", good, 1); /* for the start-up probe of integ */
         START(&d, args);
@@ -749,13 +747,56 @@ static void test_secret(void)
     rmdir(secret_dir);
 }
 
+/* --job-secrets: a job's own secret file admits its clients, and no other job's. */
+static void test_job_secrets(void)
+{
+    const char     *log = "/tmp/memsvcd-test-auth-jobs.log";
+    char            jobs[128];
+    const char     *five, *other, *seven, *mine;
+    integ_daemon_t  d;
+    memsvc_conn_h   conn;
+
+    snprintf(secret_dir, sizeof(secret_dir), "/tmp/memsvc-auth-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(secret_dir) != NULL);
+    snprintf(jobs, sizeof(jobs), "%s", secret_dir);
+    five  = secret_file("5", "job five's own secret, 0123456789\n", 0600);
+    seven = secret_file("7", "job seven's own secret, 0123456789\n", 0640); /* unsafe */
+    other = secret_file("other", "not job five's secret, 0123456789\n", 0600);
+    mine  = secret_file("7.client", "job seven's own secret, 0123456789\n", 0600);
+    {
+        const char *const bad[] = {"--node", "tiny", "--job-secrets", "/nonexistent/dir", NULL};
+
+        CU_ASSERT_EQUAL(run_memsvcd(bad, log), 2);
+        CU_ASSERT(file_contains(log, "/nonexistent/dir is not a directory"));
+    }
+    {
+        const char *const args[] = {"--node", "tiny", "--no-unix", "--job-secrets", jobs, NULL};
+
+        START(&d, args);
+    }
+    TEST_ASSERT_OK(tcp_connect(&d, five, 5, &conn));
+    memsvc_close(conn);
+    CU_ASSERT(integ_log_contains(&d, "secret proven"));
+    CU_ASSERT_EQUAL(tcp_connect(&d, five, 6, &conn), MEMSVC_ERR_AUTH);  /* another job's */
+    CU_ASSERT_EQUAL(tcp_connect(&d, other, 5, &conn), MEMSVC_ERR_AUTH); /* a wrong one */
+    /* the client's copy is safe, the daemon's is not: nobody can authenticate for job 7 */
+    CU_ASSERT_EQUAL(tcp_connect(&d, mine, 7, &conn), MEMSVC_ERR_AUTH);
+    CU_ASSERT(integ_log_contains(&d, "its clients cannot authenticate"));
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    unlink(five);
+    unlink(seven);
+    unlink(other);
+    unlink(mine);
+    rmdir(secret_dir);
+}
+
 /* ---- loopback ----------------------------------------------------------------------------- */
 
 static int free_port(void)
 {
     struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
-    int                fd  = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    int                fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if ((fd >= 0) && (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) &&
@@ -822,6 +863,7 @@ static void add_suite(void)
     CU_add_test(s, "probes of another job's handles and keys indistinguishable",
                 test_probes_indistinguishable);
     CU_add_test(s, "a cluster secret, proven both ways", test_secret);
+    CU_add_test(s, "per-job secrets", test_job_secrets);
     CU_add_test(s, "the listen address resolves to loopback", test_loopback_listen);
 }
 

@@ -14,7 +14,7 @@
 
 static void test_loopback_resolution(void)
 {
-    struct sockaddr_in6 m = {.sin6_family = AF_INET6};
+    struct sockaddr_in6 m  = {.sin6_family = AF_INET6};
     struct sockaddr_in  v4 = {.sin_family = AF_INET};
     char                why[256];
 
@@ -68,8 +68,8 @@ static void test_tcp_peer_uid(void)
     CU_ASSERT(msd_auth_tcp_peer_uid((struct sockaddr *)&cli, ntohs(srv.sin_port), &uid));
     CU_ASSERT_EQUAL(uid, geteuid());
     /* the same client address toward another port, or another client port: nobody */
-    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (uint16_t)(ntohs(srv.sin_port) + 1),
-                                     &uid));
+    CU_ASSERT(
+        !msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (uint16_t)(ntohs(srv.sin_port) + 1), &uid));
     cli.sin_port = htons((uint16_t)(ntohs(cli.sin_port) ^ 0x4000));
     CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, ntohs(srv.sin_port), &uid));
     close(afd);
@@ -136,8 +136,8 @@ static void test_secret_files(void)
 /* A proof holds only for its key, role, nonces and binding. */
 static void test_proofs(void)
 {
-    uint8_t         key[MSP_KEY_BYTES], other[MSP_KEY_BYTES], cn[MSP_NONCE_BYTES],
-        dn[MSP_NONCE_BYTES], proof[MSP_PROOF_BYTES];
+    uint8_t key[MSP_KEY_BYTES], other[MSP_KEY_BYTES], cn[MSP_NONCE_BYTES], dn[MSP_NONCE_BYTES],
+        proof[MSP_PROOF_BYTES];
     msp_auth_bind_t bind = {.job = 7, .rank = 1, .device = 0, .flags = 0, .session = 42}, b2;
 
     CU_ASSERT_FATAL(msp_auth_init());
@@ -182,7 +182,8 @@ static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("auth", NULL, NULL);
 
-    CU_add_test(s, "the listen address is resolved, every address loopback", test_loopback_resolution);
+    CU_add_test(s, "the listen address is resolved, every address loopback",
+                test_loopback_resolution);
     CU_add_test(s, "the owner of a loopback tcp socket (/proc/net/tcp)", test_tcp_peer_uid);
     CU_add_test(s, "secret files: owner-only, sized, trailing newline ignored", test_secret_files);
     CU_add_test(s, "proofs hold for one key, role, nonce pair and binding", test_proofs);
