@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -267,13 +270,99 @@ static bool proc_tcp_find(const char *file, const struct sockaddr *client, uint1
     return found;
 }
 
-bool msd_auth_tcp_peer_uid(const struct sockaddr *client, uint16_t server_port, uid_t *uid_p)
+/* An address's bytes into a sock_diag id field (network order, v4 in the first word). */
+static void diag_addr(const struct sockaddr *sa, __be32 out[4])
 {
+    memset(out, 0, 4 * sizeof(out[0]));
+    if (sa->sa_family == AF_INET) {
+        out[0] = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+    } else {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    }
+}
+
+static bool sockaddr_is_any(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    }
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+/*
+ * The kernel's own lookup of one socket by its four-tuple (NETLINK_SOCK_DIAG, without a dump:
+ * a hash lookup, not a scan). 1 found, 0 no such socket, -1 not available here.
+ */
+static int diag_find(const struct sockaddr *client, const struct sockaddr *server, uid_t *uid_p)
+{
+    struct {
+        struct nlmsghdr         nlh;
+        struct inet_diag_req_v2 r;
+    } req = {0};
+    struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+    union {
+        struct nlmsghdr nlh;
+        uint8_t         b[8192];
+    } rep;
+    struct timeval tv = {.tv_sec = 1};
+    ssize_t        n;
+    int            fd, found = -1;
+
+    if (client->sa_family != server->sa_family) {
+        return -1;
+    }
+    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    req.nlh.nlmsg_len           = sizeof(req);
+    req.nlh.nlmsg_type          = SOCK_DIAG_BY_FAMILY;
+    req.nlh.nlmsg_flags         = NLM_F_REQUEST;
+    req.r.sdiag_family          = (uint8_t)client->sa_family;
+    req.r.sdiag_protocol        = IPPROTO_TCP;
+    req.r.idiag_states          = ~0u;
+    req.r.id.idiag_sport        = htons(sockaddr_port(client));
+    req.r.id.idiag_dport        = htons(sockaddr_port(server));
+    req.r.id.idiag_cookie[0]    = INET_DIAG_NOCOOKIE;
+    req.r.id.idiag_cookie[1]    = INET_DIAG_NOCOOKIE;
+    diag_addr(client, req.r.id.idiag_src);
+    diag_addr(server, req.r.id.idiag_dst);
+    if ((sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&nl, sizeof(nl)) == sizeof(req)) &&
+        ((n = recv(fd, &rep, sizeof(rep), 0)) >= (ssize_t)sizeof(struct nlmsghdr)) &&
+        NLMSG_OK(&rep.nlh, (size_t)n)) {
+        if (rep.nlh.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+            const struct inet_diag_msg *m = NLMSG_DATA(&rep.nlh);
+
+            *uid_p = (uid_t)m->idiag_uid;
+            found  = 1;
+        } else if (rep.nlh.nlmsg_type == NLMSG_ERROR) {
+            const struct nlmsgerr *e = NLMSG_DATA(&rep.nlh);
+
+            found = (e->error == -ENOENT) ? 0 : -1;
+        }
+    }
+    close(fd);
+    return found;
+}
+
+bool msd_auth_tcp_peer_uid(const struct sockaddr *client, const struct sockaddr *server,
+                           uid_t *uid_p)
+{
+    int rc = -1;
+
     if ((client->sa_family != AF_INET) && (client->sa_family != AF_INET6)) {
         return false;
     }
-    return proc_tcp_find("/proc/net/tcp", client, server_port, uid_p) ||
-           proc_tcp_find("/proc/net/tcp6", client, server_port, uid_p);
+    if (!sockaddr_is_any(server)) {
+        rc = diag_find(client, server, uid_p);
+    }
+    if (rc >= 0) {
+        return rc == 1;
+    }
+    /* No sock_diag, or a wildcard listener (the address the client used is not known). */
+    return proc_tcp_find("/proc/net/tcp", client, sockaddr_port(server), uid_p) ||
+           proc_tcp_find("/proc/net/tcp6", client, sockaddr_port(server), uid_p);
 }
 
 /* ---- operators ---------------------------------------------------------------------------- */

@@ -60,10 +60,14 @@ bool msd_auth_sockaddr_loopback(const struct sockaddr *sa);
 
 /*
  * The uid owning the tcp socket on this host whose local end is `client` and whose remote end
- * is port `server_port` (/proc/net/tcp and /proc/net/tcp6): the kernel's word on who opened the
- * connection. false when no such socket is found (another host, another network namespace).
+ * is `server` (the listener's address): the kernel's word on who opened the connection. Asked
+ * of the kernel by four-tuple (NETLINK_SOCK_DIAG); where that is not available, or the
+ * listener is a wildcard, found by scanning /proc/net/tcp and /proc/net/tcp6 for the client's
+ * address and the server's port. false when no such socket is found (another host, another
+ * network namespace).
  */
-bool msd_auth_tcp_peer_uid(const struct sockaddr *client, uint16_t server_port, uid_t *uid_p);
+bool msd_auth_tcp_peer_uid(const struct sockaddr *client, const struct sockaddr *server,
+                           uid_t *uid_p);
 
 /* Does uid (gid, and for a local peer its pid's supplementary groups) administer? Root, the
  * daemon's own user, or a member of --operator-group. pid <= 0: groups from the uid's passwd entry

@@ -114,15 +114,12 @@ static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 static void srv_conn_identify(msd_server_t *srv, ucp_conn_request_h conn_request, msd_session_t *s)
 {
     ucp_conn_request_attr_t attr = {.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR};
-    uint16_t                port;
 
     if (ucp_conn_request_query(conn_request, &attr) != UCS_OK) {
         return;
     }
-    port = ntohs((srv->listen_addr.ss_family == AF_INET6)
-                     ? ((struct sockaddr_in6 *)&srv->listen_addr)->sin6_port
-                     : ((struct sockaddr_in *)&srv->listen_addr)->sin_port);
-    s->uid_known = msd_auth_tcp_peer_uid((struct sockaddr *)&attr.client_address, port, &s->uid);
+    s->uid_known = msd_auth_tcp_peer_uid((struct sockaddr *)&attr.client_address,
+                                         (struct sockaddr *)&srv->listen_addr, &s->uid);
 }
 
 static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)

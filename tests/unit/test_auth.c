@@ -44,10 +44,12 @@ static void test_loopback_resolution(void)
     CU_ASSERT(!msd_auth_sockaddr_loopback((struct sockaddr *)&m));
 }
 
-/* A connection of this process on loopback: the kernel names us as its owner. */
+/* A connection of this process on loopback: the kernel names us as its owner, asked by
+ * four-tuple (sock_diag) or, for a wildcard listener, found in /proc/net/tcp. */
 static void test_tcp_peer_uid(void)
 {
-    struct sockaddr_in srv = {.sin_family = AF_INET}, cli;
+    struct sockaddr_in srv = {.sin_family = AF_INET}, cli, other;
+    struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
     socklen_t          len = sizeof(srv);
     uid_t              uid = (uid_t)-1;
     int                lfd, cfd, afd;
@@ -65,13 +67,23 @@ static void test_tcp_peer_uid(void)
     len = sizeof(cli);
     CU_ASSERT_FATAL(getsockname(cfd, (struct sockaddr *)&cli, &len) == 0);
 
-    CU_ASSERT(msd_auth_tcp_peer_uid((struct sockaddr *)&cli, ntohs(srv.sin_port), &uid));
+    CU_ASSERT(msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&srv, &uid));
     CU_ASSERT_EQUAL(uid, geteuid());
-    /* the same client address toward another port, or another client port: nobody */
-    CU_ASSERT(
-        !msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (uint16_t)(ntohs(srv.sin_port) + 1), &uid));
+    /* a wildcard listener: found by its port in /proc/net/tcp */
+    any.sin_port = srv.sin_port;
+    uid          = (uid_t)-1;
+    CU_ASSERT(msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&any, &uid));
+    CU_ASSERT_EQUAL(uid, geteuid());
+    /* the same client toward another port, or another client port: nobody (both ways) */
+    other          = srv;
+    other.sin_port = htons((uint16_t)(ntohs(srv.sin_port) + 1));
+    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&other, &uid));
+    any.sin_port = other.sin_port;
+    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&any, &uid));
     cli.sin_port = htons((uint16_t)(ntohs(cli.sin_port) ^ 0x4000));
-    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, ntohs(srv.sin_port), &uid));
+    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&srv, &uid));
+    any.sin_port = srv.sin_port;
+    CU_ASSERT(!msd_auth_tcp_peer_uid((struct sockaddr *)&cli, (struct sockaddr *)&any, &uid));
     close(afd);
     close(cfd);
     close(lfd);
