@@ -4,15 +4,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,7 +298,7 @@ static int diag_find(const struct sockaddr *client, const struct sockaddr *serve
     struct {
         struct nlmsghdr         nlh;
         struct inet_diag_req_v2 r;
-    } req = {0};
+    } req                 = {0};
     struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
     union {
         struct nlmsghdr nlh;
@@ -316,16 +316,16 @@ static int diag_find(const struct sockaddr *client, const struct sockaddr *serve
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    req.nlh.nlmsg_len           = sizeof(req);
-    req.nlh.nlmsg_type          = SOCK_DIAG_BY_FAMILY;
-    req.nlh.nlmsg_flags         = NLM_F_REQUEST;
-    req.r.sdiag_family          = (uint8_t)client->sa_family;
-    req.r.sdiag_protocol        = IPPROTO_TCP;
-    req.r.idiag_states          = ~0u;
-    req.r.id.idiag_sport        = htons(sockaddr_port(client));
-    req.r.id.idiag_dport        = htons(sockaddr_port(server));
-    req.r.id.idiag_cookie[0]    = INET_DIAG_NOCOOKIE;
-    req.r.id.idiag_cookie[1]    = INET_DIAG_NOCOOKIE;
+    req.nlh.nlmsg_len        = sizeof(req);
+    req.nlh.nlmsg_type       = SOCK_DIAG_BY_FAMILY;
+    req.nlh.nlmsg_flags      = NLM_F_REQUEST;
+    req.r.sdiag_family       = (uint8_t)client->sa_family;
+    req.r.sdiag_protocol     = IPPROTO_TCP;
+    req.r.idiag_states       = ~0u;
+    req.r.id.idiag_sport     = htons(sockaddr_port(client));
+    req.r.id.idiag_dport     = htons(sockaddr_port(server));
+    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
     diag_addr(client, req.r.id.idiag_src);
     diag_addr(server, req.r.id.idiag_dst);
     if ((sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&nl, sizeof(nl)) == sizeof(req)) &&
