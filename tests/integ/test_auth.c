@@ -750,11 +750,11 @@ static void test_secret(void)
 /* --job-secrets: a job's own secret file admits its clients, and no other job's. */
 static void test_job_secrets(void)
 {
-    const char     *log = "/tmp/memsvcd-test-auth-jobs.log";
-    char            jobs[128];
-    const char     *five, *other, *seven, *mine;
-    integ_daemon_t  d;
-    memsvc_conn_h   conn;
+    const char    *log = "/tmp/memsvcd-test-auth-jobs.log";
+    char           jobs[128];
+    const char    *five, *other, *seven, *mine;
+    integ_daemon_t d;
+    memsvc_conn_h  conn;
 
     snprintf(secret_dir, sizeof(secret_dir), "/tmp/memsvc-auth-XXXXXX");
     CU_ASSERT_FATAL(mkdtemp(secret_dir) != NULL);

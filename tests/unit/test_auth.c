@@ -196,7 +196,8 @@ static void add_suite(void)
 
     CU_add_test(s, "the listen address is resolved, every address loopback",
                 test_loopback_resolution);
-    CU_add_test(s, "the owner of a loopback tcp socket (/proc/net/tcp)", test_tcp_peer_uid);
+    CU_add_test(s, "the owner of a loopback tcp socket (sock_diag, /proc/net/tcp)",
+                test_tcp_peer_uid);
     CU_add_test(s, "secret files: owner-only, sized, trailing newline ignored", test_secret_files);
     CU_add_test(s, "proofs hold for one key, role, nonce pair and binding", test_proofs);
     CU_add_test(s, "operators: root, the operator group", test_operators);
