@@ -25,10 +25,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit jansson libsystemd libmicrohttpd
+PKGS    := ucx msgpack jemalloc liburing cunit jansson libsystemd libmicrohttpd libsodium
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsystemd libmicrohttpd))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsystemd libmicrohttpd libsodium))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g
@@ -121,7 +121,7 @@ $(LIBSO): $(patsubst %.c,$(B)/pic/%.o,$(CLIENT_SRCS)) client/libmemsvc.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libmemsvc.so.$(LIBMAJOR) \
 		-Wl,--version-script=client/libmemsvc.map -Wl,--no-undefined -o $@ $(filter %.o,$^) \
-		$(shell pkg-config --libs ucx msgpack) -lpthread
+		$(shell pkg-config --libs ucx msgpack libsodium) -lpthread
 	$(Q)ln -sf libmemsvc.so.$(LIBVER) $(B)/lib/libmemsvc.so.$(LIBMAJOR)
 	$(Q)ln -sf libmemsvc.so.$(LIBMAJOR) $(B)/lib/libmemsvc.so
 
@@ -241,11 +241,12 @@ man: $(BIN_MEMSVCD) $(BIN_CTL) $(BIN_MEMTRACE)
 # PyTorch they need; the sanitizer build's library cannot be loaded into an unsanitized python.
 PYTHON ?= /usr/bin/python3
 # The tests' child processes (daemons, tools) and the libraries write their stderr to files in
-# $(B)/test-logs/: printed when a test fails, not interleaved with CUnit's lines.
+# $(B)/test-logs/: printed when a test fails, not interleaved with CUnit's lines. UCX logs to
+# stdout unless told otherwise (UCX_LOG_FILE): the clients the tests run log to stderr too.
 test: all
 	$(Q)rm -rf $(B)/test-logs && mkdir -p $(B)/test-logs
 	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) \
-	    MEMSVC_TEST_LOG_DIR=$(abspath $(B)/test-logs) \
+	    MEMSVC_TEST_LOG_DIR=$(abspath $(B)/test-logs) UCX_LOG_FILE=stderr \
 	    MEMSVC_TEST_LOG=$(abspath $(B)/test-logs/memsvc_tests.stderr) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)

@@ -53,7 +53,8 @@ enum memsvc_conn_field {
     MEMSVC_CONN_FIELD_FLAGS      = 1u << 5,
     MEMSVC_CONN_FIELD_NAME       = 1u << 6,
     MEMSVC_CONN_FIELD_CORK_US    = 1u << 7,
-    MEMSVC_CONN_FIELD_UNIX_PATH  = 1u << 8
+    MEMSVC_CONN_FIELD_UNIX_PATH  = 1u << 8,
+    MEMSVC_CONN_FIELD_SECRET_FILE = 1u << 9
 };
 
 enum memsvc_conn_flags {
@@ -79,10 +80,14 @@ typedef struct memsvc_conn_params {
     const char *unix_path;  /* the daemon's local socket; default derived from a loopback
                              * address's port (docs/daemon.md), e.g.
                              * /run/memsvc/memsvcd-13337.sock */
+    const char *secret_file; /* the cluster secret, proven to a daemon reached over tcp (and
+                              * the daemon must prove it back); default $MEMSVC_SECRET_FILE,
+                              * else none. Mode 0600, owned by this user (docs/security.md) */
 } memsvc_conn_params_t;
 
 /*
- * Connect and perform the handshake (protocol version, job, rank, device).
+ * Connect and perform the handshake (protocol version, job, rank, device; over tcp with a
+ * secret, the mutual proof of it).
  *
  * Path: with a loopback address (or an explicit unix_path) the library first tries the
  * daemon's Unix socket: the daemon then serves this connection from a UCX worker of its own
@@ -92,7 +97,10 @@ typedef struct memsvc_conn_params {
  * memsvc_conn_transport. Errors:
  * MEMSVC_ERR_VERSION (the daemon speaks another protocol version), MEMSVC_ERR_TRANSPORT (no
  * daemon there), MEMSVC_ERR_TIMEOUT, MEMSVC_ERR_INVALID_PARAM (device out of range, job 0
- * without MEMSVC_CONN_CONTROL, malformed address). *conn_p is set only on success.
+ * without MEMSVC_CONN_CONTROL, malformed address), MEMSVC_ERR_PERMISSION (the job belongs to
+ * another user), MEMSVC_ERR_AUTH (a tcp connection the daemon cannot identify and no secret,
+ * a wrong secret, an unsafe secret file, or a daemon that did not prove the secret; the reason
+ * is printed on stderr). *conn_p is set only on success.
  */
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p);
 
@@ -145,8 +153,9 @@ memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
                              const memsvc_alloc_params_t *params, memsvc_handle_t *handle_p);
 
 /* End a tensor (pinned or not; other sessions' pins on it go too). One-way (see below): the
- * daemon's errors, MEMSVC_ERR_NOT_FOUND (unknown or already freed) and MEMSVC_ERR_ACCESS
- * (another job's), are deferred; on a MEMSVC_CONN_SYNC connection they are returned. */
+ * daemon's errors, MEMSVC_ERR_NOT_FOUND (unknown, already freed, or another job's: a handle of
+ * another job is always answered as one nobody holds), are deferred; on a MEMSVC_CONN_SYNC
+ * connection they are returned. */
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /*
@@ -157,7 +166,7 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
  * with the tensor pinned around it (a write left unfinished by this process's death leaves
  * the tensor uncommitted). Otherwise transfers are split into 4 MiB messages; bytes go as UCX
  * active-message payloads (rendezvous when large). Errors:
- * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND, MEMSVC_ERR_ACCESS,
+ * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND (also another job's),
  * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
  * acquire it first).
  */
@@ -200,8 +209,8 @@ memsvc_status_t memsvc_acquire_map_ro(memsvc_conn_h conn, memsvc_handle_t handle
                                       const void **addr_p);
 
 /* Unpin. One-way (see below): MEMSVC_ERR_NOT_PINNED (no matching acquire by this session),
- * MEMSVC_ERR_NOT_FOUND and MEMSVC_ERR_ACCESS are deferred; on a MEMSVC_CONN_SYNC connection
- * they are returned. The daemon sees it before any later request of this connection (a
+ * MEMSVC_ERR_NOT_FOUND are deferred; on a MEMSVC_CONN_SYNC connection they are returned.
+ * The daemon sees it before any later request of this connection (a
  * release followed by an acquire arrives in that order). */
 memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle);
 
@@ -278,7 +287,7 @@ typedef struct memsvc_hint {
 
 /* Give the daemon's policy a hint. Errors at once: MEMSVC_ERR_INVALID_PARAM,
  * MEMSVC_ERR_TOO_LARGE (more than 64 handles). One-way (see below): MEMSVC_ERR_NOT_FOUND (an
- * UPCOMING handle is unknown) and MEMSVC_ERR_ACCESS are deferred, or returned on a
+ * UPCOMING handle is unknown, or another job's) is deferred, or returned on a
  * MEMSVC_CONN_SYNC connection. */
 memsvc_status_t memsvc_hint(memsvc_conn_h conn, const memsvc_hint_t *hint);
 
@@ -446,7 +455,8 @@ typedef struct memsvc_stats {
     memsvc_dev_stats_t dev[MEMSVC_MAX_DEVICES];
 } memsvc_stats_t;
 
-/* Figures of the whole daemon (any session may ask). */
+/* Figures of the daemon (any session may ask). A session of a user who does not administer the
+ * daemon gets the node's room but counts of its own jobs only (docs/security.md). */
 memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p);
 
 /* Called once per tensor; return false to stop. */
@@ -454,7 +464,8 @@ typedef bool (*memsvc_list_cb_t)(void *arg, const memsvc_tensor_info_t *info);
 
 /*
  * Visit the tensors of a job: a normal session may list only its own job (other jobs:
- * MEMSVC_ERR_ACCESS); a control session any job, or all with job == UINT32_MAX.
+ * MEMSVC_ERR_ACCESS); a control session any job, or all with job == UINT32_MAX; of those, a
+ * control session of an ordinary user sees only jobs its user owns (docs/security.md).
  */
 memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t cb, void *arg);
 

@@ -554,6 +554,61 @@ static bool conn_try_local(memsvc_conn_h conn, const char *path, char *why, size
     return true;
 }
 
+/* The secret a tcp connection proves: the parameter, else $MEMSVC_SECRET_FILE; NULL: none. */
+static const char *conn_secret_path(const memsvc_conn_params_t *params)
+{
+    if ((params->field_mask & MEMSVC_CONN_FIELD_SECRET_FILE) && (params->secret_file != NULL) &&
+        (params->secret_file[0] != '\0')) {
+        return params->secret_file;
+    }
+    if ((getenv("MEMSVC_SECRET_FILE") != NULL) && (getenv("MEMSVC_SECRET_FILE")[0] != '\0')) {
+        return getenv("MEMSVC_SECRET_FILE");
+    }
+    return NULL;
+}
+
+/*
+ * After a HELLO sent with a nonce: the daemon must have challenged back; prove the secret
+ * (AUTH) and check the daemon's proof in its answer, so that neither side trusts the other
+ * without it (docs/protocol.md, "Authentication").
+ */
+static memsvc_status_t conn_authenticate(memsvc_conn_h conn, const uint8_t key[MSP_KEY_BYTES],
+                                         const msp_req_t *hello, const msp_rep_t *hrep,
+                                         const char *addr)
+{
+    msp_auth_bind_t bind = {.job     = hello->u.hello.job,
+                            .rank    = hello->u.hello.rank,
+                            .device  = hello->u.hello.device,
+                            .flags   = hello->u.hello.flags,
+                            .session = hrep->u.hello.session};
+    msp_req_t       msg  = {.op = MSP_OP_AUTH};
+    msp_rep_t       rep;
+    memsvc_status_t status;
+
+    if (!hrep->u.hello.auth) {
+        fprintf(stderr, "libmemsvc: the daemon at %s did not ask for the secret: it holds none "
+                        "(no --secret-file) or is not the daemon meant; refusing it\n", addr);
+        return MEMSVC_ERR_AUTH;
+    }
+    msp_auth_proof(key, MSP_ROLE_CLIENT, hello->u.hello.nonce, hrep->u.hello.nonce, &bind,
+                   msg.u.auth.proof);
+    status = mcl_call(conn, &msg, NULL, 0, &rep);
+    if (status != MEMSVC_OK) {
+        if (status == MEMSVC_ERR_AUTH) {
+            fprintf(stderr, "libmemsvc: the daemon at %s refused the secret: %s\n", addr,
+                    rep.msg);
+        }
+        return status;
+    }
+    if (!msp_auth_check(key, MSP_ROLE_DAEMON, hello->u.hello.nonce, hrep->u.hello.nonce, &bind,
+                        rep.u.auth.proof)) {
+        fprintf(stderr, "libmemsvc: the daemon at %s did not prove the secret; refusing it\n",
+                addr);
+        return MEMSVC_ERR_AUTH;
+    }
+    return MEMSVC_OK;
+}
+
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p)
 {
     ucp_ep_params_t         eparams = {0};
@@ -568,6 +623,8 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     msp_rep_t               rep;
     uint64_t                mask;
     bool                    local = false;
+    const char             *secret;
+    uint8_t                 key[MSP_KEY_BYTES];
 
     if ((params == NULL) || (conn_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
@@ -624,6 +681,19 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
             fprintf(stderr, "libmemsvc: %s: connecting over tcp\n", why);
         }
     }
+    secret = local ? NULL : conn_secret_path(params);
+    if (secret != NULL) {
+        /* Before anything goes out: an unsafe or unreadable secret is never sent a proof of. */
+        char err[256] = "";
+
+        status = msp_secret_load(secret, key, err, sizeof(err));
+        if (status != MEMSVC_OK) {
+            fprintf(stderr, "libmemsvc: %s\n", err);
+            goto err_free_conn;
+        }
+        hello.u.hello.has_nonce = true;
+        msp_auth_nonce(hello.u.hello.nonce);
+    }
     if (!local) {
         status = conn_ucx_setup(conn, false);
         if (status != MEMSVC_OK) {
@@ -656,6 +726,15 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
         snprintf(hello.u.hello.name, sizeof(hello.u.hello.name), "pid%d", (int)getpid());
     }
     status = mcl_call(conn, &hello, NULL, 0, &rep);
+    if ((status == MEMSVC_ERR_PERMISSION) || (status == MEMSVC_ERR_AUTH)) {
+        fprintf(stderr, "libmemsvc: the daemon refused the connection: %s\n", rep.msg);
+    }
+    if ((status == MEMSVC_OK) && (secret != NULL)) {
+        status = conn_authenticate(conn, key, &hello, &rep, addr);
+    }
+    if (secret != NULL) {
+        msp_auth_wipe(key, sizeof(key));
+    }
     if (status != MEMSVC_OK) {
         goto err_close_ep;
     }

@@ -44,6 +44,9 @@ static const struct status_entry status_table[] = {
     {MEMSVC_ERR_FORMAT, "MEMSVC_ERR_FORMAT", "malformed input file"},
     {MEMSVC_ERR_DEFERRED, "MEMSVC_ERR_DEFERRED",
      "one-way operations failed (memsvc_errors tells which)"},
+    {MEMSVC_ERR_PERMISSION, "MEMSVC_ERR_PERMISSION", "not permitted: the job belongs to another user"},
+    {MEMSVC_ERR_AUTH, "MEMSVC_ERR_AUTH",
+     "authentication failed (secret missing, wrong, unsafe, or not proven by the daemon)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

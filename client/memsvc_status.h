@@ -46,8 +46,11 @@ typedef enum memsvc_status {
     MEMSVC_ERR_CANCELED       = -23, /* the operation was canceled (tensor freed, shutdown) */
     MEMSVC_ERR_FORMAT         = -24, /* malformed trace or input file */
     MEMSVC_ERR_DEFERRED       = -25, /* one-way operations failed: read them with memsvc_errors */
+    MEMSVC_ERR_PERMISSION     = -26, /* the job belongs to another user (docs/security.md) */
+    MEMSVC_ERR_AUTH           = -27, /* authentication failed: no secret, a wrong one, an
+                                      * unsafe secret file, or a daemon that did not prove it */
 
-    MEMSVC_ERR_LAST           = -26
+    MEMSVC_ERR_LAST           = -28
 } memsvc_status_t;
 
 /* Message for a status; never NULL (unknown values give "unknown status"). */

@@ -21,6 +21,7 @@ static const char *const op_names[MSP_OP_COUNT] = {
     [MSP_OP_ACQUIRE] = "acquire", [MSP_OP_RELEASE] = "release", [MSP_OP_WRITE] = "write",
     [MSP_OP_READ] = "read",       [MSP_OP_LOOKUP] = "lookup",   [MSP_OP_HINT] = "hint",
     [MSP_OP_STATS] = "stats",     [MSP_OP_LIST] = "list",       [MSP_OP_PING] = "ping",
+    [MSP_OP_AUTH] = "auth",
 };
 
 const char *msp_op_name(uint32_t op)
@@ -52,7 +53,9 @@ size_t msp_request_bound(const msp_req_t *r)
 
     switch (r->op) {
     case MSP_OP_HELLO:
-        return n + 5 * 5 + 5 + MSP_NAME_MAX;
+        return n + 5 * 5 + 5 + MSP_NAME_MAX + 2 + MSP_NONCE_BYTES;
+    case MSP_OP_AUTH:
+        return n + 2 + MSP_PROOF_BYTES;
     case MSP_OP_ALLOC:
         return n + 5 + strlen(r->u.alloc.key) + 9 + 5 + 5 * 5 + 1 + 9 + 1 + 5;
     case MSP_OP_FREE:
@@ -329,6 +332,23 @@ static memsvc_status_t rd_str(msp_rd_t *rd, char *dst, size_t cap, bool allow_em
     return MEMSVC_OK;
 }
 
+/* A bin of exactly len bytes into dst. */
+static memsvc_status_t rd_bin(msp_rd_t *rd, uint8_t *dst, size_t len)
+{
+    if (!rd_need(rd, 2)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if ((rd->p[0] != 0xc4) || (rd->p[1] != len)) { /* bin 8 holds every length used here */
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (!rd_need(rd, 2 + len)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    memcpy(dst, rd->p + 2, len);
+    rd->p += 2 + len;
+    return MEMSVC_OK;
+}
+
 /* Skip any one value, nested at most `depth` levels. */
 static memsvc_status_t rd_skip(msp_rd_t *rd, int depth)
 {
@@ -458,6 +478,12 @@ static void pk_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, len);
 }
 
+static void pk_bin(msgpack_packer *pk, const uint8_t *b, size_t len)
+{
+    msgpack_pack_bin(pk, len);
+    msgpack_pack_bin_body(pk, b, len);
+}
+
 static void pk_bool(msgpack_packer *pk, bool v)
 {
     if (v) {
@@ -474,7 +500,20 @@ static const uint8_t req_nfields[MSP_OP_COUNT] = {
     [MSP_OP_HELLO] = 6,   [MSP_OP_ALLOC] = 12, [MSP_OP_FREE] = 1, [MSP_OP_ACQUIRE] = 1,
     [MSP_OP_RELEASE] = 1, [MSP_OP_WRITE] = 3,  [MSP_OP_READ] = 3, [MSP_OP_LOOKUP] = 1,
     [MSP_OP_HINT] = 6,    [MSP_OP_STATS] = 0,  [MSP_OP_LIST] = 3, [MSP_OP_PING] = 0,
+    [MSP_OP_AUTH] = 1,
 };
+
+/* Optional fields a request carries after the required ones. */
+static uint32_t req_extra(const msp_req_t *r)
+{
+    if (r->op == MSP_OP_ACQUIRE) {
+        return 1; /* flags (version 2) */
+    }
+    if ((r->op == MSP_OP_HELLO) && r->u.hello.has_nonce) {
+        return 1; /* nonce (version 3) */
+    }
+    return 0;
+}
 
 static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
 {
@@ -486,7 +525,7 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
     if (r->oneway && !msp_op_oneway_ok(r->op)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    msgpack_pack_array(pk, 2 + req_nfields[r->op] + ((r->op == MSP_OP_ACQUIRE) ? 1 : 0));
+    msgpack_pack_array(pk, 2 + req_nfields[r->op] + req_extra(r));
     msgpack_pack_uint32(pk, r->op | (r->oneway ? MSP_OP_ONEWAY : 0));
     msgpack_pack_uint64(pk, r->id);
     switch (r->op) {
@@ -497,6 +536,12 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
         msgpack_pack_uint32(pk, r->u.hello.device);
         msgpack_pack_uint32(pk, r->u.hello.flags);
         pk_str(pk, r->u.hello.name);
+        if (r->u.hello.has_nonce) {
+            pk_bin(pk, r->u.hello.nonce, MSP_NONCE_BYTES);
+        }
+        break;
+    case MSP_OP_AUTH:
+        pk_bin(pk, r->u.auth.proof, MSP_PROOF_BYTES);
         break;
     case MSP_OP_ALLOC:
         pk_str(pk, r->u.alloc.key);
@@ -615,6 +660,14 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         RD(rd_u32(rd, &r->u.hello.device));
         RD(rd_u32(rd, &r->u.hello.flags));
         RD(rd_str(rd, r->u.hello.name, sizeof(r->u.hello.name), true));
+        if ((nfields > known) && (r->u.hello.version >= 3)) { /* version 3: nonce */
+            RD(rd_bin(rd, r->u.hello.nonce, MSP_NONCE_BYTES));
+            r->u.hello.has_nonce = true;
+            known++;
+        }
+        break;
+    case MSP_OP_AUTH:
+        RD(rd_bin(rd, r->u.auth.proof, MSP_PROOF_BYTES));
         break;
     case MSP_OP_ALLOC:
         RD(rd_str(rd, r->u.alloc.key, sizeof(r->u.alloc.key), false));
@@ -987,6 +1040,7 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
 static const uint8_t rep_nfields[MSP_OP_COUNT] = {
     [MSP_OP_HELLO] = 6, [MSP_OP_ALLOC] = 1, [MSP_OP_READ] = 1, [MSP_OP_LOOKUP] = 1,
     [MSP_OP_STATS] = 1, [MSP_OP_PING] = 2,  [MSP_OP_LIST] = 3, [MSP_OP_ACQUIRE] = 3,
+    [MSP_OP_AUTH] = 1,
 };
 
 static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
@@ -1002,7 +1056,8 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         pk_str(pk, r->msg);
         return MEMSVC_OK;
     }
-    msgpack_pack_array(pk, 3 + rep_nfields[r->op]);
+    msgpack_pack_array(pk, 3 + rep_nfields[r->op] +
+                               (((r->op == MSP_OP_HELLO) && r->u.hello.auth) ? 1 : 0));
     msgpack_pack_uint64(pk, r->id);
     msgpack_pack_uint32(pk, r->op);
     msgpack_pack_int32(pk, r->status);
@@ -1014,6 +1069,12 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         msgpack_pack_uint64(pk, r->u.hello.hbm_bytes);
         msgpack_pack_uint64(pk, r->u.hello.max_data);
         pk_str(pk, r->u.hello.transport);
+        if (r->u.hello.auth) { /* version 3: the daemon's challenge */
+            pk_bin(pk, r->u.hello.nonce, MSP_NONCE_BYTES);
+        }
+        break;
+    case MSP_OP_AUTH:
+        pk_bin(pk, r->u.auth.proof, MSP_PROOF_BYTES);
         break;
     case MSP_OP_ALLOC:
         msgpack_pack_uint64(pk, r->u.alloc.handle);
@@ -1103,6 +1164,14 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
             RD(rd_u64(rd, &r->u.hello.hbm_bytes));
             RD(rd_u64(rd, &r->u.hello.max_data));
             RD(rd_str(rd, r->u.hello.transport, sizeof(r->u.hello.transport), true));
+            if ((n > min) && (r->u.hello.version >= 3)) {
+                RD(rd_bin(rd, r->u.hello.nonce, MSP_NONCE_BYTES));
+                r->u.hello.auth = true;
+                min++;
+            }
+            break;
+        case MSP_OP_AUTH:
+            RD(rd_bin(rd, r->u.auth.proof, MSP_PROOF_BYTES));
             break;
         case MSP_OP_ALLOC:
             RD(rd_u64(rd, &r->u.alloc.handle));

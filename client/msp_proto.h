@@ -3,6 +3,7 @@
 #define MSP_PROTO_H
 
 #include "client/memsvc.h"
+#include "client/msp_auth.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,7 +17,7 @@
  * bounded by the limits below, so it can be fuzzed on its own.
  */
 
-#define MSP_VERSION 2u             /* what this side speaks */
+#define MSP_VERSION 3u             /* what this side speaks */
 #define MSP_VERSION_MIN 1u         /* the oldest version the daemon still accepts */
 #define MSP_AM_REQUEST 17u         /* AM id: client to server */
 #define MSP_AM_REPLY 18u           /* AM id: server to client */
@@ -57,6 +58,7 @@ typedef enum msp_op {
     MSP_OP_STATS   = 10,
     MSP_OP_LIST    = 11,
     MSP_OP_PING    = 12,
+    MSP_OP_AUTH    = 13, /* version 3: the client's proof of the shared secret */
     MSP_OP_COUNT
 } msp_op_t;
 
@@ -71,7 +73,12 @@ typedef struct msp_req {
         struct {
             uint32_t version, job, rank, device, flags;
             char     name[MSP_NAME_MAX + 1];
+            bool     has_nonce;               /* version 3: the client holds a secret */
+            uint8_t  nonce[MSP_NONCE_BYTES];  /* its challenge to the daemon */
         } hello;
+        struct {
+            uint8_t proof[MSP_PROOF_BYTES];
+        } auth;
         struct {
             char          key[MEMSVC_KEY_MAX + 1];
             uint64_t      size;
@@ -123,7 +130,12 @@ typedef struct msp_rep {
             uint64_t hbm_bytes;
             uint64_t max_data;
             char     transport[MSP_TRANSPORT_MAX + 1];
+            bool     auth;                   /* version 3: AUTH must follow (nonce below) */
+            uint8_t  nonce[MSP_NONCE_BYTES]; /* the daemon's challenge to the client */
         } hello;
+        struct {
+            uint8_t proof[MSP_PROOF_BYTES]; /* the daemon's proof, after the client's */
+        } auth;
         struct {
             uint64_t handle;
         } alloc;

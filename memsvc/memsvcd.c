@@ -62,6 +62,10 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"log-level", required_argument, NULL, 'g'},
                                                {"log-target", required_argument, NULL, 'T'},
                                                {"metrics", required_argument, NULL, 'x'},
+                                               {"secret-file", required_argument, NULL, 'S'},
+                                               {"operator-group", required_argument, NULL, 'G'},
+                                               {"require-secret", no_argument, NULL, 'R'},
+                                               {"job-secrets", required_argument, NULL, 'J'},
                                                {"config", required_argument, NULL, 'C'},
                                                {"no-config", no_argument, NULL, 'X'},
                                                {"version", no_argument, NULL, 'V'},
@@ -76,13 +80,16 @@ static void usage(FILE *out)
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
             "               [--log-level LEVEL] [--log-target stderr|journal] [--metrics ADDR]\n"
+            "               [--secret-file FILE] [--job-secrets DIR] [--require-secret]\n"
+            "               [--operator-group GROUP]\n"
             "\n"
             "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
             "                         if it exists): 'key = value' lines, a key per long option;\n"
             "                         options given here override the file\n"
             "  --no-config            do not read the default config file\n"
-            "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
-            "                         non-loopback address needs --allow-remote)\n"
+            "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; every\n"
+            "                         address HOST resolves to must be loopback unless\n"
+            "                         --allow-remote)\n"
             "  --node PRESET          hardware preset (default ascend-910b; 'tiny' for tests)\n"
             "  key=value              override a preset parameter, e.g. hbm=48GiB npus=2\n"
             "  --node-param key=value the same, as an option (config key: node-param)\n"
@@ -90,7 +97,17 @@ static void usage(FILE *out)
             "  --policy SPEC          eviction policy (default lru)\n"
             "  --keep-durable SECS    keep a dead client's durable tensors this long for\n"
             "                         re-attach by key (default 300; 0: free at once)\n"
-            "  --allow-remote         permit a non-loopback listen or metrics address\n"
+            "  --allow-remote         permit a non-loopback listen or metrics address (needs\n"
+            "                         --secret-file or --job-secrets)\n"
+            "  --secret-file FILE     cluster secret: tcp clients the kernel cannot name\n"
+            "                         (other hosts) must prove it; mode 0600, owned by the\n"
+            "                         daemon's user (docs/security.md)\n"
+            "  --job-secrets DIR      per-job secrets: DIR/JOB (mode 0600) is the secret of\n"
+            "                         job JOB for tcp clients, in place of --secret-file\n"
+            "  --require-secret       every tcp client proves the secret, even one on this\n"
+            "                         host the kernel names (its uid stays its identity)\n"
+            "  --operator-group GROUP members (and root) administer every job: bind it,\n"
+            "                         list it, see its figures\n"
             "  --spin-us US           busy-poll this long after each request before sleeping\n"
             "                         (lower latency, more CPU; default 50)\n"
             "  --unix PATH            local clients' socket (default: derived from the port,\n"
@@ -109,13 +126,6 @@ static void usage(FILE *out)
             "\n"
             "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
             "--spin-us; other changes need a restart. See docs/operations.md.\n");
-}
-
-/* Is the host part of HOST:PORT a loopback address? */
-static bool addr_is_loopback(const char *addr)
-{
-    return (strncmp(addr, "127.", 4) == 0) || (strncmp(addr, "localhost:", 10) == 0) ||
-           (strncmp(addr, "[::1]:", 6) == 0);
 }
 
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
@@ -258,6 +268,18 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
         break;
     case 'x':
         o->cfg.metrics = arg;
+        break;
+    case 'S':
+        o->cfg.secret_file = arg;
+        break;
+    case 'G':
+        o->cfg.operator_group = arg;
+        break;
+    case 'R':
+        o->cfg.require_secret = true;
+        break;
+    case 'J':
+        o->cfg.job_secrets = arg;
         break;
     default: /* the command line only: config, no-config, version, help */
         break;
@@ -483,6 +505,7 @@ static bool daemon_reread(void *arg, msd_config_t *cfg)
     *cfg = o.cfg;
     /* Only numbers and flags are taken from cfg (msd_reload); its strings are not kept. */
     cfg->listen = cfg->unix_path = cfg->metrics = NULL;
+    cfg->secret_file = cfg->operator_group = cfg->job_secrets = NULL;
     opts_fini(&o);
     return true;
 }
@@ -563,10 +586,21 @@ int main(int argc, char **argv)
         o.cfg.local_loops = (o.cfg.local_loops > 8) ? 8 : o.cfg.local_loops;
     }
     rc = 2;
-    if (!o.cfg.allow_remote && !addr_is_loopback(o.cfg.listen)) {
-        LOG_ERR("refusing to listen on %s: not a loopback address (add --allow-remote)",
-                o.cfg.listen);
+    if (!o.cfg.allow_remote && !msd_auth_addr_loopback(o.cfg.listen, err, sizeof(err))) {
+        LOG_ERR("refusing to listen on %s: %s (add --allow-remote)", o.cfg.listen, err);
         goto out;
+    }
+    if (o.cfg.allow_remote && (o.cfg.secret_file == NULL) && (o.cfg.job_secrets == NULL)) {
+        LOG_ERR("--allow-remote without --secret-file (or --job-secrets): any host could use "
+                "any job; refusing to start (docs/security.md)");
+        goto out;
+    }
+    if (o.cfg.require_secret && (o.cfg.secret_file == NULL) && (o.cfg.job_secrets == NULL)) {
+        LOG_ERR("--require-secret needs --secret-file or --job-secrets");
+        goto out;
+    }
+    if (msd_auth_check_config(&o.cfg) != MEMSVC_OK) {
+        goto out; /* logged: an unsafe or unreadable secret file, an unknown group */
     }
     if (!listen_check(o.cfg.listen) ||
         ((o.cfg.metrics != NULL) && !msd_metrics_addr_ok(o.cfg.metrics, o.cfg.allow_remote))) {

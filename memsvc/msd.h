@@ -5,6 +5,7 @@
 #include "client/memsvc.h"
 #include "client/msp_proto.h"
 #include "memsvc/eng.h"
+#include "memsvc/msd_auth.h"
 
 #include <ucp/api/ucp.h>
 
@@ -35,6 +36,10 @@ typedef struct msd_config {
     bool        no_map;          /* never hand memory regions to local clients */
     bool        poll;            /* loops never sleep (a core each, lowest latency) */
     unsigned    local_loops;     /* threads serving local sessions (>= 1) */
+    const char *secret_file;     /* cluster secret for tcp peers (--secret-file); NULL: none */
+    const char *operator_group;  /* members administer every job (--operator-group); NULL */
+    bool        require_secret;  /* every tcp session proves the secret (--require-secret) */
+    const char *job_secrets;     /* directory of per-job secrets, file = job id (--job-secrets) */
     int         log_level;       /* msd_log_level_t */
     int         log_target;      /* msd_log_target_t */
     const char *metrics;         /* "HOST:PORT" of the Prometheus endpoint; NULL: none */
@@ -91,8 +96,20 @@ typedef struct msd_session {
     int                 sock;      /* local: the Unix socket (-1 when closed) */
     int                 wefd;      /* local: the worker's event fd */
     pid_t               pid;       /* local: SO_PEERCRED of the socket */
-    uid_t               uid;
+    uid_t               uid;       /* local: SO_PEERCRED; tcp: owner of the peer's socket */
     gid_t               gid;
+    /* -- identity (msd_auth.c) -- */
+    bool                uid_known; /* uid is the kernel's word (always for local sessions) */
+    bool                admin;     /* root or --operator-group: administers every job */
+    bool                auth_wait; /* HELLO answered with a challenge: only AUTH may follow */
+    bool                authed;    /* proved the cluster secret */
+    bool                auth_failed; /* a wrong proof: nothing more on this connection */
+    bool                counted;   /* counted in its job's msd_job_owner_t.sessions */
+    uint64_t            principal; /* MSD_PRINCIPAL_* or a uid */
+    uint32_t            hello_flags;
+    uint8_t             nonce_c[MSP_NONCE_BYTES], nonce_d[MSP_NONCE_BYTES];
+    uint8_t             key[MSP_KEY_BYTES]; /* the secret it must prove (until AUTH) */
+    bool                job_secret;         /* that secret is its job's (--job-secrets) */
     msd_ev_t            ev_worker, ev_sock;
     struct msd_session *loop_next; /* the loop's own list */
     struct srv_send    *sends;     /* local: replies in flight on its worker */
@@ -106,6 +123,7 @@ typedef struct msd_own {
     uint32_t pins;     /* pin entries: acquires by that session not yet released */
     uint32_t rank;     /* owner entries: rank that allocated it */
     uint32_t wpins;    /* pin entries: of those, pins that may write in place (MSP_ACQ_WRITE) */
+    uint32_t job;      /* owner entries: the tensor's job (its owner's count in msd_auth_t) */
 } msd_own_t;
 
 typedef struct msd_map_slot {
@@ -167,6 +185,8 @@ typedef struct msd_server {
     uint64_t       spin_ns;
     uint64_t       orphans, orphan_next; /* count, earliest deadline */
     msd_map_t      own;
+    msd_auth_t     auth;       /* job owners, secret, operators (msd_auth.c) */
+    struct sockaddr_storage listen_addr; /* what the listener is bound to (ucp_listener_query) */
     /* -- loops, the engine lock, the local path -- */
     pthread_mutex_t  lock; /* the engine lock: engine, sessions list, ownership table, counters */
     msd_loop_t      *loops; /* nloops of them; [0] is the tcp loop (main thread) */

@@ -94,6 +94,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     s->pid   = cred.pid;
     s->uid   = cred.uid;
     s->gid   = cred.gid;
+    s->uid_known = true; /* the kernel's word: job ownership is checked against it */
     s->loop  = &srv->loops[1]; /* until adopted; only used for its srv */
     snprintf(s->name, sizeof(s->name), "?");
 
@@ -260,8 +261,8 @@ static memsvc_status_t local_bind(msd_server_t *srv)
         close(fd);
         return MEMSVC_ERR_TRANSPORT;
     }
-    /* Any local user may connect; credentials are recorded per session (authorization by
-     * them is a later step). */
+    /* Any local user may connect: each session acts as its SO_PEERCRED uid, and a job
+     * belongs to the uid that first bound it (docs/security.md). */
     chmod(srv->unix_path, 0666);
     srv->usock = fd;
     return MEMSVC_OK;
@@ -418,9 +419,11 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
 
 /* ---- regions and pins ---------------------------------------------------------------------------- */
 
+/* A mapping shows the whole device, every job's bytes on it: only for sessions that may
+ * administer every job anyway (root, the daemon's user, --operator-group); others copy. */
 static bool local_may_map(msd_server_t *srv, const msd_session_t *s)
 {
-    return s->local && !s->control && !srv->cfg.no_map &&
+    return s->local && !s->control && s->admin && !srv->cfg.no_map &&
            (sim_node_mode(eng_node(srv->eng)) == SIM_MEM_BACKED);
 }
 

@@ -83,6 +83,9 @@ static void own_forget(msd_server_t *srv, eng_handle_t h)
     if ((own != NULL) && (own->sid == 0) && (srv->orphans > 0)) {
         srv->orphans--;
     }
+    if (own != NULL) {
+        msd_auth_tensor_del(srv, own->job); /* the job may lose its owner */
+    }
     msd_map_del(&srv->own, h, 0);
     for (s = srv->sessions; s != NULL; s = s->next) {
         msd_map_del(&srv->own, h, s->id);
@@ -167,7 +170,10 @@ static void ops_write_recv_drop(msd_inflight_t *in)
 
 /* ---- validation ----------------------------------------------------------------------------- */
 
-/* The tensor exists and belongs to the session's job. */
+/*
+ * The tensor exists and belongs to the session's job. Another job's tensor is answered exactly
+ * as a handle nobody holds (same status, same words): a probe learns nothing of other jobs.
+ */
 static memsvc_status_t ops_check(msd_server_t *srv, msd_session_t *s, eng_handle_t h,
                                  eng_tensor_info_t *info, msp_rep_t *rep)
 {
@@ -175,14 +181,11 @@ static memsvc_status_t ops_check(msd_server_t *srv, msd_session_t *s, eng_handle
         snprintf(rep->msg, sizeof(rep->msg), "a control session cannot use tensors");
         return MEMSVC_ERR_ACCESS;
     }
-    if ((h == ENG_HANDLE_NULL) || (eng_info(srv->eng, h, info) != MEMSVC_OK)) {
-        snprintf(rep->msg, sizeof(rep->msg), "no tensor with handle 0x%llx", (unsigned long long)h);
+    if ((h == ENG_HANDLE_NULL) || (eng_info(srv->eng, h, info) != MEMSVC_OK) ||
+        (info->job != s->job)) {
+        snprintf(rep->msg, sizeof(rep->msg), "no tensor with handle 0x%llx in job %u",
+                 (unsigned long long)h, s->job);
         return MEMSVC_ERR_NOT_FOUND;
-    }
-    if (info->job != s->job) {
-        snprintf(rep->msg, sizeof(rep->msg), "tensor 0x%llx belongs to another job",
-                 (unsigned long long)h);
-        return MEMSVC_ERR_ACCESS;
     }
     return MEMSVC_OK;
 }
@@ -206,13 +209,38 @@ static void info_to_wire(const eng_tensor_info_t *info, msp_tensor_t *t)
 
 /* ---- handlers ------------------------------------------------------------------------------- */
 
+/* The binding both sides' proofs cover. */
+static msp_auth_bind_t hello_bind(const msd_session_t *s)
+{
+    return (msp_auth_bind_t){.job     = s->job,
+                             .rank    = s->rank,
+                             .device  = s->device,
+                             .flags   = s->hello_flags,
+                             .session = s->id};
+}
+
+/* HELLO (or AUTH after it) accepted: the session is bound to its job. */
+static void hello_bound(msd_server_t *srv, msd_session_t *s)
+{
+    char who[48];
+
+    s->bound = true;
+    msp_ep_transport(s->ep, s->transport, sizeof(s->transport));
+    snprintf(srv->transport, sizeof(srv->transport), "%s", s->transport);
+    LOG("session %llu: %s job %u rank %u device %u '%s' over %s, as %s%s%s",
+        (unsigned long long)s->id, s->control ? "control" : "trainer", s->job, s->rank,
+        s->device, s->name, s->transport, msd_auth_principal_name(s->principal, who, sizeof(who)),
+        s->admin ? " (operator)" : "", s->authed ? ", secret proven" : "");
+}
+
 static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                 msp_rep_t *rep)
 {
     const sim_desc_t *desc    = sim_node_desc(eng_node(srv->eng));
     bool              control = !!(req->u.hello.flags & MSP_HELLO_CONTROL);
+    memsvc_status_t   status;
 
-    if (s->bound) {
+    if (s->bound || s->auth_wait) {
         snprintf(rep->msg, sizeof(rep->msg), "session already bound (HELLO twice)");
         return MEMSVC_ERR_PROTOCOL;
     }
@@ -232,22 +260,75 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
                  req->u.hello.device, desc->num_npus);
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    s->bound   = true;
-    s->control = control;
-    s->job     = req->u.hello.job;
-    s->rank    = req->u.hello.rank;
-    s->device  = req->u.hello.device;
+    s->control     = control;
+    s->job         = req->u.hello.job;
+    s->rank        = req->u.hello.rank;
+    s->device      = req->u.hello.device;
+    s->hello_flags = req->u.hello.flags;
     snprintf(s->name, sizeof(s->name), "%s", req->u.hello.name);
-    msp_ep_transport(s->ep, s->transport, sizeof(s->transport));
-    snprintf(srv->transport, sizeof(srv->transport), "%s", s->transport);
-    LOG("session %llu: %s job %u rank %u device %u '%s' over %s", (unsigned long long)s->id,
-        control ? "control" : "trainer", s->job, s->rank, s->device, s->name, s->transport);
     rep->u.hello.version     = req->u.hello.version; /* the client's: both speak it */
     rep->u.hello.session     = s->id;
     rep->u.hello.num_devices = desc->num_npus;
     rep->u.hello.hbm_bytes   = desc->hbm_bytes;
     rep->u.hello.max_data    = MSP_DATA_MAX;
+    if (!s->local && req->u.hello.has_nonce &&
+        (srv->auth.has_secret || (srv->cfg.job_secrets != NULL))) {
+        /* A tcp client holding a secret: challenge it; AUTH binds (or refuses). */
+        msd_auth_session_key(srv, s->job, s->key, &s->job_secret);
+        memcpy(s->nonce_c, req->u.hello.nonce, MSP_NONCE_BYTES);
+        msp_auth_nonce(s->nonce_d);
+        memcpy(rep->u.hello.nonce, s->nonce_d, MSP_NONCE_BYTES);
+        rep->u.hello.auth = true;
+        s->auth_wait      = true;
+        msp_ep_transport(s->ep, rep->u.hello.transport, sizeof(rep->u.hello.transport));
+        return MEMSVC_OK;
+    }
+    if (!s->local && srv->cfg.require_secret) {
+        snprintf(rep->msg, sizeof(rep->msg),
+                 "this daemon requires every tcp client to prove the secret (MEMSVC_SECRET_FILE)");
+        LOG_WARN("session %llu: HELLO for job %u without a secret refused (--require-secret)",
+                 (unsigned long long)s->id, s->job);
+        return MEMSVC_ERR_AUTH;
+    }
+    status = msd_auth_bind(srv, s, s->job, control, rep->msg, sizeof(rep->msg));
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    hello_bound(srv, s);
     snprintf(rep->u.hello.transport, sizeof(rep->u.hello.transport), "%s", s->transport);
+    return MEMSVC_OK;
+}
+
+/* The client's proof of the secret; the daemon proves itself back in the reply. */
+static memsvc_status_t op_auth(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                               msp_rep_t *rep)
+{
+    msp_auth_bind_t bind = hello_bind(s);
+    memsvc_status_t status;
+
+    if (!s->auth_wait) {
+        snprintf(rep->msg, sizeof(rep->msg), "AUTH without a challenge (HELLO with a nonce first)");
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    s->auth_wait = false;
+    if (!msp_auth_check(s->key, MSP_ROLE_CLIENT, s->nonce_c, s->nonce_d, &bind,
+                        req->u.auth.proof)) {
+        msp_auth_wipe(s->key, sizeof(s->key));
+        s->auth_failed = true;
+        snprintf(rep->msg, sizeof(rep->msg), "wrong secret: authentication failed");
+        LOG_WARN("session %llu: job %u: the client's proof of the secret is wrong: refused",
+                 (unsigned long long)s->id, s->job);
+        return MEMSVC_ERR_AUTH;
+    }
+    s->authed = true;
+    status    = msd_auth_bind(srv, s, s->job, s->control, rep->msg, sizeof(rep->msg));
+    if (status != MEMSVC_OK) {
+        msp_auth_wipe(s->key, sizeof(s->key));
+        return status;
+    }
+    msp_auth_proof(s->key, MSP_ROLE_DAEMON, s->nonce_c, s->nonce_d, &bind, rep->u.auth.proof);
+    msp_auth_wipe(s->key, sizeof(s->key));
+    hello_bound(srv, s);
     return MEMSVC_OK;
 }
 
@@ -302,6 +383,8 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
     }
     own->sid  = s->id;
     own->rank = s->rank;
+    own->job  = s->job;
+    msd_auth_tensor_add(srv, s->job);
     if (status == MEMSVC_INPROGRESS) {
         p->handle = h;
         return MEMSVC_INPROGRESS;
@@ -599,13 +682,93 @@ static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
     return true;
 }
 
-static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payload_p)
+typedef struct stats_own_ctx {
+    msd_server_t        *srv;
+    const msd_session_t *s;
+    memsvc_stats_t      *st;
+} stats_own_ctx_t;
+
+/* One tensor of a job the session may see, into the figures that count tensors. */
+static bool stats_count_own(void *arg, const eng_tensor_info_t *info)
+{
+    stats_own_ctx_t    *c = arg;
+    memsvc_dev_stats_t *o;
+
+    if ((info->device >= c->st->num_devices) || !msd_auth_sees_job(c->srv, c->s, info->job)) {
+        return true;
+    }
+    o = &c->st->dev[info->device];
+    c->st->live_tensors++;
+    if ((unsigned)info->state < MEMSVC_STATE_COUNT) {
+        o->tensors_by_state[info->state]++;
+        o->bytes_by_state[info->state] += info->size;
+    }
+    if ((unsigned)info->kind < MEMSVC_KIND_COUNT) {
+        o->tensors_by_kind[info->kind]++;
+        if ((info->state == MEMSVC_STATE_ON_DEVICE) || (info->state == MEMSVC_STATE_MOVING_OUT) ||
+            (info->state == MEMSVC_STATE_MOVING_IN)) {
+            o->resident_by_kind[info->kind] += info->size; /* holds a device block */
+        }
+    }
+    if (info->pins > 0) {
+        o->pinned_tensors++;
+        o->pinned_bytes += info->size;
+    }
+    return true;
+}
+
+/*
+ * STATS for a session that does not administer: the node's room (capacity, free, largest free
+ * block, fragmentation, host and disk use) as for everyone, but what counts tensors, sessions
+ * and events only of the jobs it owns; node-wide event counters (swaps, drops, stalls,
+ * requests, errors) cannot be split by job and read 0. docs/security.md.
+ */
+static void stats_restrict(msd_server_t *srv, const msd_session_t *s, memsvc_stats_t *st)
+{
+    stats_own_ctx_t c = {.srv = srv, .s = s, .st = st};
+    msd_session_t  *o;
+    size_t          i;
+    unsigned        d;
+
+    st->live_tensors = 0;
+    st->moves_in_flight = 0;
+    st->sessions = 0;
+    st->sessions_total = 0;
+    st->orphans = 0;
+    st->requests = 0;
+    st->errors = 0;
+    for (o = srv->sessions; o != NULL; o = o->next) {
+        st->sessions += (!o->dead && o->bound && !o->control && msd_auth_sees_job(srv, s, o->job));
+    }
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        st->orphans += (slot->used && (slot->sid == 0) && (slot->v.sid == 0) &&
+                        msd_auth_sees_job(srv, s, slot->v.job));
+    }
+    for (d = 0; d < st->num_devices; d++) {
+        memsvc_dev_stats_t *dv = &st->dev[d];
+
+        memset(dv->tensors_by_state, 0, sizeof(dv->tensors_by_state));
+        memset(dv->bytes_by_state, 0, sizeof(dv->bytes_by_state));
+        memset(dv->tensors_by_kind, 0, sizeof(dv->tensors_by_kind));
+        memset(dv->resident_by_kind, 0, sizeof(dv->resident_by_kind));
+        dv->pinned_tensors = dv->pinned_bytes = 0;
+        dv->swap_out_bytes = dv->swap_outs = dv->swap_in_bytes = dv->swap_ins = 0;
+        dv->spill_bytes = dv->drops = dv->recomputes = 0;
+        dv->stall_ns = dv->stalls = dv->oom_events = dv->fragmented_events = 0;
+    }
+    eng_foreach(srv->eng, UINT32_MAX, stats_count_own, &c);
+}
+
+static memsvc_status_t op_stats(msd_server_t *srv, msd_session_t *s, msp_rep_t *rep,
+                                void **payload_p)
 {
     memsvc_stats_t *st   = &srv->stats;
     sim_node_t     *node = eng_node(srv->eng);
     eng_stats_t     es;
     eng_dev_stats_t ds;
-    msd_session_t  *s;
+    msd_session_t  *x;
     unsigned        d, k;
 
     memset(st, 0, sizeof(*st));
@@ -622,8 +785,8 @@ static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payloa
     st->disk_used       = es.host.disk_used;
     st->live_tensors    = es.live_tensors;
     st->moves_in_flight = es.moves_in_flight;
-    for (s = srv->sessions; s != NULL; s = s->next) {
-        st->sessions += (!s->dead && s->bound) ? 1 : 0;
+    for (x = srv->sessions; x != NULL; x = x->next) {
+        st->sessions += (!x->dead && x->bound) ? 1 : 0;
     }
     st->sessions_total = srv->sessions_total;
     st->orphans        = srv->orphans;
@@ -664,20 +827,28 @@ static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payloa
         o->oom_events        = ds.oom_events;
         o->fragmented_events = ds.fragmented_events;
     }
-    eng_foreach(srv->eng, UINT32_MAX, stats_count_kind, st);
+    if (s->admin) {
+        eng_foreach(srv->eng, UINT32_MAX, stats_count_kind, st);
+    } else {
+        stats_restrict(srv, s, st);
+    }
     return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
 }
 
 typedef struct list_ctx {
-    msd_server_t *srv;
-    uint32_t      start, max, seen, count;
-    bool          more;
+    msd_server_t        *srv;
+    const msd_session_t *s; /* set: list only the jobs it may see */
+    uint32_t             start, max, seen, count;
+    bool                 more;
 } list_ctx_t;
 
 static bool list_visit(void *arg, const eng_tensor_info_t *info)
 {
     list_ctx_t *lc = arg;
 
+    if ((lc->s != NULL) && !msd_auth_sees_job(lc->srv, lc->s, info->job)) {
+        return true; /* another user's job: as if it did not exist */
+    }
     if (lc->seen++ < lc->start) {
         return true;
     }
@@ -697,6 +868,9 @@ static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_re
     if (!s->control && (req->u.list.job != s->job)) {
         snprintf(rep->msg, sizeof(rep->msg), "a session may list only its own job (%u)", s->job);
         return MEMSVC_ERR_ACCESS;
+    }
+    if (s->control && !s->admin) {
+        lc.s = s; /* an ordinary user's control session: its own jobs only */
     }
     eng_foreach(srv->eng, req->u.list.job, list_visit, &lc);
     rep->u.list.count = lc.count;
@@ -737,13 +911,22 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             LOG_WARN("session %llu (job %u rank %u): request id %llu refused: %s",
                      (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
                      rep->msg);
-        } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
+        } else if (s->auth_failed) {
+            status = MEMSVC_ERR_AUTH;
+            snprintf(rep->msg, sizeof(rep->msg), "authentication failed on this connection");
+        } else if (s->auth_wait && (req->op != MSP_OP_AUTH)) {
+            status = MEMSVC_ERR_PROTOCOL;
+            snprintf(rep->msg, sizeof(rep->msg), "authenticate (AUTH) first");
+        } else if (!s->bound && (req->op != MSP_OP_HELLO) && (req->op != MSP_OP_AUTH)) {
             status = MEMSVC_ERR_PROTOCOL;
             snprintf(rep->msg, sizeof(rep->msg), "handshake (HELLO) first");
         } else {
             switch (req->op) {
             case MSP_OP_HELLO:
                 status = op_hello(srv, s, req, rep);
+                break;
+            case MSP_OP_AUTH:
+                status = op_auth(srv, s, req, rep);
                 break;
             case MSP_OP_ALLOC:
                 status = op_alloc(srv, s, req, rep);
@@ -770,7 +953,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                 status = op_hint(srv, s, req, rep);
                 break;
             case MSP_OP_STATS:
-                status = op_stats(srv, rep, &payload);
+                status = op_stats(srv, s, rep, &payload);
                 break;
             case MSP_OP_LIST:
                 status = op_list(srv, s, req, rep, &payload);
@@ -832,6 +1015,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
     size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
     uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0, uncommitted = 0;
 
+    msd_auth_session_gone(srv, s); /* after this, its tensors alone keep the job owned */
     if (!s->bound || s->control || (cap == 0)) {
         return;
     }

@@ -3,6 +3,7 @@
 #include "memsvc/msd.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ void msd_session_put(msd_server_t *srv, msd_session_t *s)
     for (pp = &srv->sessions; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
+            msp_auth_wipe(s->key, sizeof(s->key));
             free(s);
             return;
         }
@@ -105,6 +107,22 @@ static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     msd_unlock(srv);
 }
 
+/*
+ * Who opened this connection, when it comes from this host: the owner of the client's socket,
+ * found by its address in /proc/net/tcp (the kernel's word, as SO_PEERCRED is on the Unix
+ * socket). Must run before the request is consumed by ucp_ep_create.
+ */
+static void srv_conn_identify(msd_server_t *srv, ucp_conn_request_h conn_request, msd_session_t *s)
+{
+    ucp_conn_request_attr_t attr = {.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR};
+
+    if (ucp_conn_request_query(conn_request, &attr) != UCS_OK) {
+        return;
+    }
+    s->uid_known = msd_auth_tcp_peer_uid((struct sockaddr *)&attr.client_address,
+                                         (struct sockaddr *)&srv->listen_addr, &s->uid);
+}
+
 static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
 {
     msd_server_t   *srv = arg;
@@ -122,6 +140,7 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     s->worker     = srv->worker;
     s->sock       = -1;
     s->wefd       = -1;
+    srv_conn_identify(srv, conn_request, s);
     ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.conn_request    = conn_request;
@@ -440,6 +459,27 @@ static void log_context_transports(msd_server_t *srv)
     }
 }
 
+/* What the listener is bound to: kept (tcp peers are found by it) and, unless remote clients
+ * are allowed, checked to be loopback: the name said so, the socket must too. */
+static memsvc_status_t srv_listener_check(msd_server_t *srv)
+{
+    ucp_listener_attr_t attr = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
+    ucs_status_t        us   = ucp_listener_query(srv->listener, &attr);
+
+    if (us != UCS_OK) {
+        LOG_ERR("ucp_listener_query: %s", ucs_status_string(us));
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    srv->listen_addr = attr.sockaddr;
+    if (!srv->cfg.allow_remote && !msd_auth_sockaddr_loopback((struct sockaddr *)&attr.sockaddr)) {
+        LOG_ERR("the listener of %s is bound to a non-loopback address: refusing to serve "
+                "(add --allow-remote)",
+                srv->cfg.listen);
+        return MEMSVC_ERR_ACCESS;
+    }
+    return MEMSVC_OK;
+}
+
 memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_t *cfg)
 {
     ucp_params_t            ctx_params = {0};
@@ -471,10 +511,14 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
         LOG_ERR("cannot parse listen address '%s' (want HOST:PORT)", cfg->listen);
         return MEMSVC_ERR_PARSE;
     }
+    status = msd_auth_init(&srv->auth, cfg);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
     status = msd_map_init(&srv->own);
     if (status != MEMSVC_OK) {
         LOG("out of memory");
-        return status;
+        goto err_auth;
     }
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
@@ -518,6 +562,10 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
                 (ustatus == UCS_ERR_BUSY) ? "address in use" : ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
         goto err_worker;
+    }
+    status = srv_listener_check(srv);
+    if (status != MEMSVC_OK) {
+        goto err_listener;
     }
 
     status = msd_loops_init(srv);
@@ -586,6 +634,8 @@ err_ctx:
     ucp_cleanup(srv->ctx);
 err_map:
     msd_map_fini(&srv->own);
+err_auth:
+    msd_auth_fini(&srv->auth);
     return status;
 }
 
@@ -732,6 +782,7 @@ void msd_server_fini(msd_server_t *srv)
     close(srv->timerfd);
     msd_loops_fini(srv); /* closes loop 0's epoll (srv->epfd) */
     msd_map_fini(&srv->own);
+    msd_auth_fini(&srv->auth);
     pthread_mutex_destroy(&srv->lock);
     LOG("stopped: %llu sessions served, %llu requests, %llu errors",
         (unsigned long long)srv->sessions_total, (unsigned long long)srv->requests,

@@ -72,6 +72,12 @@ pid_t integ_spawn(const integ_daemon_t *d, const char *role);
 /* Roles "local-*" of integ_spawn, acted by tests/integ/test_local.c (never returns). */
 void integ_local_child(integ_daemon_t *d, const char *role, int ready_fd);
 
+/* Roles "auth-*", acted by tests/integ/test_auth.c under another uid (never returns). */
+void integ_auth_child(integ_daemon_t *d, const char *role, int fd);
+
+/* Kill this process at exit if it is still running (a test left early). */
+void integ_track(pid_t pid);
+
 /* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
 
 typedef struct integ_raw integ_raw_t;

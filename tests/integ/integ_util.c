@@ -37,7 +37,7 @@ static void integ_kill_leftovers(void)
     }
 }
 
-static void integ_track(pid_t pid)
+void integ_track(pid_t pid)
 {
     static bool registered;
     unsigned    i;
@@ -570,6 +570,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         child_bigwrite(&d, atoi(fds));
     } else if (strncmp(role, "local-", 6) == 0) {
         integ_local_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "auth-", 5) == 0) {
+        integ_auth_child(&d, role, atoi(fds));
     }
     _exit(2);
 }

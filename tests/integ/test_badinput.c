@@ -104,12 +104,12 @@ static void test_raw_bad_messages(void)
     msgpack_pack_uint64(pk, MSP_DATA_MAX * 4);
     expect(raw, h.sb.data, h.sb.size, NULL, 0, MEMSVC_ERR_TOO_LARGE, 8);
     msgpack_sbuffer_destroy(&h.sb);
-    /* a foreign handle (job 1's tensor, we are job 2) */
+    /* a foreign handle (job 1's tensor, we are job 2): as if it did not exist */
     pk = hand_begin(&h, MSP_OP_READ, 9, 3);
     msgpack_pack_uint64(pk, th);
     msgpack_pack_uint64(pk, 0);
     msgpack_pack_uint64(pk, 16);
-    expect(raw, h.sb.data, h.sb.size, NULL, 0, MEMSVC_ERR_ACCESS, 9);
+    expect(raw, h.sb.data, h.sb.size, NULL, 0, MEMSVC_ERR_NOT_FOUND, 9);
     msgpack_sbuffer_destroy(&h.sb);
     /* a write whose payload does not match its header, small (eager) and large (rendezvous) */
     big = calloc(1, 4u << 20);
@@ -139,7 +139,7 @@ static void test_raw_bad_messages(void)
     msgpack_pack_uint64(pk, th);
     msgpack_pack_uint64(pk, 0);
     msgpack_pack_uint64(pk, 100);
-    expect(raw, h.sb.data, h.sb.size, big, 50, MEMSVC_ERR_ACCESS, 11); /* foreign first */
+    expect(raw, h.sb.data, h.sb.size, big, 50, MEMSVC_ERR_NOT_FOUND, 11); /* foreign first */
     msgpack_sbuffer_destroy(&h.sb);
     /* payload on a request that carries none */
     pk = hand_begin(&h, MSP_OP_PING, 12, 0);

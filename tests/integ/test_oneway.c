@@ -85,7 +85,7 @@ static void test_deferred_errors(void)
     CU_ASSERT_EQUAL(attr.queued, 0);
     CU_ASSERT_EQUAL(attr.errors_pending, 3);
     CU_ASSERT_EQUAL(attr.errors_lost, 0);
-    CU_ASSERT_EQUAL(attr.protocol, 2);
+    CU_ASSERT_EQUAL(attr.protocol, 3);
     CU_ASSERT(attr.session > 0);
     CU_ASSERT_EQUAL(memsvc_errors(conn, e, 4), 3);
     CU_ASSERT_EQUAL(e[0].status, MEMSVC_ERR_NOT_PINNED);
@@ -330,7 +330,7 @@ static void test_version(void)
     const char *v     = memsvc_version(&proto);
 
     CU_ASSERT_STRING_EQUAL(v, MEMSVC_VERSION_STRING);
-    CU_ASSERT_EQUAL(proto, 2);
+    CU_ASSERT_EQUAL(proto, 3);
 }
 
 static void add_suite(void)

@@ -28,7 +28,8 @@ def test_struct_layout_matches_the_header(tmp_path):
     if cc is None:
         pytest.skip("no C compiler")
     checks = {
-        "memsvc_conn_params_t": (_lib.ConnParams, ["unix_path", "cork_us", "name"]),
+        "memsvc_conn_params_t": (_lib.ConnParams,
+                                 ["unix_path", "cork_us", "name", "secret_file"]),
         "memsvc_alloc_params_t": (_lib.AllocParams, ["tags", "recompute_ns", "flags"]),
         "memsvc_tensor_info_t": (_lib.TensorInfo, ["size", "pins", "durable", "tags"]),
         "memsvc_hint_t": (_lib.Hint, ["phase", "handles", "num_handles"]),

@@ -538,6 +538,87 @@ static void test_reply_round_trip(void)
     TEST_ASSERT_OK(msp_encode_stats(&stats_in, &bb));
 }
 
+/* Version 3: HELLO's nonce, the challenge in its reply, AUTH both ways; older HELLOs unchanged. */
+static void test_auth_fields(void)
+{
+    msp_req_t in[2], out[2];
+    msp_rep_t rin[2], rout[2];
+    msp_buf_t buf = {wire, sizeof(wire), 0, false};
+    size_t    n, len, plain;
+    unsigned  i;
+
+    memset(in, 0, sizeof(in));
+    in[0].op              = MSP_OP_HELLO;
+    in[0].id              = 1;
+    in[0].u.hello.version = MSP_VERSION;
+    in[0].u.hello.job     = 4;
+    strcpy(in[0].u.hello.name, "t");
+    plain = encode_reqs(in, 1);
+    in[0].u.hello.has_nonce = true;
+    for (i = 0; i < MSP_NONCE_BYTES; i++) {
+        in[0].u.hello.nonce[i] = (uint8_t)(i * 7 + 1);
+    }
+    in[1].op = MSP_OP_AUTH;
+    in[1].id = 2;
+    memset(in[1].u.auth.proof, 0xab, MSP_PROOF_BYTES);
+    len = encode_reqs(in, 1);
+    CU_ASSERT_EQUAL(len, plain + 2 + MSP_NONCE_BYTES); /* one bin 8 more */
+    CU_ASSERT(len <= msp_request_bound(&in[0]));
+    len = encode_reqs(in, 2);
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 2, &n));
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_EQUAL(out[0].status, MEMSVC_OK);
+    CU_ASSERT(out[0].u.hello.has_nonce);
+    CU_ASSERT_EQUAL(memcmp(out[0].u.hello.nonce, in[0].u.hello.nonce, MSP_NONCE_BYTES), 0);
+    CU_ASSERT_EQUAL(out[1].status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(out[1].op, MSP_OP_AUTH);
+    CU_ASSERT_EQUAL(memcmp(out[1].u.auth.proof, in[1].u.auth.proof, MSP_PROOF_BYTES), 0);
+
+    /* a version 2 HELLO with an extra element: skipped, no nonce */
+    in[0].u.hello.version = 2;
+    len                   = encode_reqs(in, 1);
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 1, &n));
+    CU_ASSERT_EQUAL(out[0].status, MEMSVC_OK);
+    CU_ASSERT(!out[0].u.hello.has_nonce);
+
+    /* a nonce of another type is a malformed request (the message still decodes) */
+    in[0].u.hello.version = MSP_VERSION;
+    len                   = encode_reqs(in, 1);
+    CU_ASSERT_EQUAL_FATAL(wire[len - MSP_NONCE_BYTES - 2], 0xc4); /* bin 8 */
+    wire[len - MSP_NONCE_BYTES - 2] = 0xd9;                       /* str 8, same length */
+    TEST_ASSERT_OK(msp_decode_requests(wire, len, out, 1, &n));
+    CU_ASSERT_EQUAL(out[0].status, MEMSVC_ERR_PROTOCOL);
+
+    /* replies: the daemon's challenge after HELLO's fields, its proof in AUTH's */
+    memset(rin, 0, sizeof(rin));
+    rin[0].op              = MSP_OP_HELLO;
+    rin[0].id              = 1;
+    rin[0].u.hello.version = MSP_VERSION;
+    rin[0].u.hello.session = 5;
+    rin[0].u.hello.auth    = true;
+    memset(rin[0].u.hello.nonce, 0x5c, MSP_NONCE_BYTES);
+    rin[1].op = MSP_OP_AUTH;
+    rin[1].id = 2;
+    memset(rin[1].u.auth.proof, 0x3d, MSP_PROOF_BYTES);
+    TEST_ASSERT_OK(msp_encode_replies(rin, 2, &buf));
+    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, rout, 2, &n));
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT(rout[0].u.hello.auth);
+    CU_ASSERT_EQUAL(memcmp(rout[0].u.hello.nonce, rin[0].u.hello.nonce, MSP_NONCE_BYTES), 0);
+    CU_ASSERT_EQUAL(memcmp(rout[1].u.auth.proof, rin[1].u.auth.proof, MSP_PROOF_BYTES), 0);
+    rin[0].u.hello.auth = false;
+    TEST_ASSERT_OK(msp_encode_replies(rin, 1, &buf));
+    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, rout, 1, &n));
+    CU_ASSERT(!rout[0].u.hello.auth);
+    /* the new statuses travel */
+    rin[1].status = MEMSVC_ERR_AUTH;
+    strcpy(rin[1].msg, "wrong secret");
+    TEST_ASSERT_OK(msp_encode_replies(&rin[1], 1, &buf));
+    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, rout, 1, &n));
+    CU_ASSERT_EQUAL(rout[0].status, MEMSVC_ERR_AUTH);
+    CU_ASSERT_STRING_EQUAL(rout[0].msg, "wrong secret");
+}
+
 static void test_encoder_limits(void)
 {
     msp_buf_t small = {wire, 8, 0, false};
@@ -566,6 +647,7 @@ static void add_suite(void)
     CU_add_test(s, "garbage never crashes the decoder", test_garbage_never_crashes);
     CU_add_test(s, "replies round-trip (stats, list, errors)", test_reply_round_trip);
     CU_add_test(s, "encoder limits", test_encoder_limits);
+    CU_add_test(s, "version 3: nonce, challenge and proofs (AUTH)", test_auth_fields);
 }
 
 TEST_REGISTER(proto, add_suite)

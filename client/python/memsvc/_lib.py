@@ -39,7 +39,7 @@ class ConnParams(ctypes.Structure):
                 ("job", ctypes.c_uint32), ("rank", ctypes.c_uint32), ("device", ctypes.c_uint32),
                 ("timeout_ms", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("name", ctypes.c_char_p), ("cork_us", ctypes.c_uint32),
-                ("unix_path", ctypes.c_char_p)]
+                ("unix_path", ctypes.c_char_p), ("secret_file", ctypes.c_char_p)]
 
 
 CONN_FIELD_ADDRESS = 1 << 0
@@ -51,6 +51,7 @@ CONN_FIELD_FLAGS = 1 << 5
 CONN_FIELD_NAME = 1 << 6
 CONN_FIELD_CORK_US = 1 << 7
 CONN_FIELD_UNIX_PATH = 1 << 8
+CONN_FIELD_SECRET_FILE = 1 << 9
 
 CONN_CONTROL = 1 << 0
 CONN_SYNC = 1 << 1

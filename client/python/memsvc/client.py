@@ -76,13 +76,16 @@ class Connection:
     when it is not the default (memsvcd --unix). tcp=True: never the local path. sync=True:
     free, release and hints wait for the daemon's answer and raise its error (else they are
     one-way and their errors come from flush()). cork_us: see memsvc_conn_params_t.
+    secret_file: the cluster or job secret proven to a daemon reached over tcp (default: the
+    library's, $MEMSVC_SECRET_FILE; docs/security.md).
 
     One thread at a time uses a connection (calls are serialized by a lock). A context manager:
     `with Connection(...) as conn:` closes it at the end.
     """
 
     def __init__(self, address=None, *, job=1, rank=0, device=0, name=None, timeout=None,
-                 unix_path=None, tcp=False, sync=False, cork_us=None, control=False):
+                 unix_path=None, tcp=False, sync=False, cork_us=None, control=False,
+                 secret_file=None):
         self._h = None
         lib = _lib.lib()
         self._lib = lib
@@ -104,6 +107,9 @@ class Connection:
         if unix_path is not None:
             p.field_mask |= _lib.CONN_FIELD_UNIX_PATH
             p.unix_path = os.fsencode(unix_path)
+        if secret_file is not None:
+            p.field_mask |= _lib.CONN_FIELD_SECRET_FILE
+            p.secret_file = os.fsencode(secret_file)
         if cork_us is not None:
             p.field_mask |= _lib.CONN_FIELD_CORK_US
             p.cork_us = cork_us
