@@ -681,6 +681,11 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     return MEMSVC_OK;
 
 err_close_ep:
+    if ((status == MEMSVC_ERR_TIMEOUT) && !conn->broken) {
+        /* No answer (an unreachable address): the endpoint never wired up and a flushing
+         * close would leave its requests pending at the worker's destruction. */
+        conn_force_close(conn);
+    }
     memsvc_close(conn); /* tears down ep, worker and context */
     return status;
 err_destroy_worker:
