@@ -24,10 +24,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit jansson
+PKGS    := ucx msgpack jemalloc liburing cunit jansson libsodium
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsodium))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g
