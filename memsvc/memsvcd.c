@@ -20,6 +20,8 @@ static void usage(FILE *out)
             "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
+            "               [--cluster FILE --node-name NAME --cluster-secret FILE\n"
+            "                [--heartbeat-ms MS] [--peer-timeout SECONDS]]\n"
             "\n"
             "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
             "                         non-loopback address needs --allow-remote)\n"
@@ -38,8 +40,19 @@ static void usage(FILE *out)
             "  --no-map               do not map HBM into local clients (isolation between\n"
             "                         jobs sharing a device; bytes are copied instead)\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
-            "  --poll                 loops never sleep: lowest latency, a core per loop\n");
+            "  --poll                 loops never sleep: lowest latency, a core per loop\n"
+            "  --cluster FILE         the daemons of a cluster, one 'NAME HOST:PORT' a line, the\n"
+            "                         same file on every node (docs/cluster.md); this daemon\n"
+            "                         listens on its own line's address unless --listen says\n"
+            "  --node-name NAME       this daemon's line in the cluster file\n"
+            "  --cluster-secret FILE  shared secret that authenticates peers (mode 0600, owned\n"
+            "                         by the daemon's user; required with --cluster)\n"
+            "  --heartbeat-ms MS      heartbeat to each peer this often (default 500)\n"
+            "  --peer-timeout SECS    a peer silent this long is down (default 5)\n");
 }
+
+/* The cluster, once its file is read (file scope: reachable until exit on every path). */
+static msd_peers_t *peers;
 
 /* Is the host part of HOST:PORT a loopback address? */
 static bool addr_is_loopback(const char *addr)
@@ -85,10 +98,19 @@ int main(int argc, char **argv)
                                          {"no-map", no_argument, NULL, 'M'},
                                          {"loops", required_argument, NULL, 'L'},
                                          {"poll", no_argument, NULL, 'P'},
+                                         {"cluster", required_argument, NULL, 'C'},
+                                         {"node-name", required_argument, NULL, 'N'},
+                                         {"cluster-secret", required_argument, NULL, 'S'},
+                                         {"heartbeat-ms", required_argument, NULL, 'B'},
+                                         {"peer-timeout", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    msd_config_t               cfg    = {
-                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000};
+    msd_config_t               cfg    = {.listen          = "127.0.0.1:13337",
+                                         .keep_durable_ns = 300000000000ull,
+                                         .spin_ns         = 50000,
+                                         .heartbeat_ns    = 500000000ull,
+                                         .peer_timeout_ns = 5000000000ull};
+    bool                       listen_set = false;
     const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
@@ -113,6 +135,32 @@ int main(int argc, char **argv)
         switch (c) {
         case 'l':
             cfg.listen = optarg;
+            listen_set = true;
+            break;
+        case 'C':
+            cfg.cluster_file = optarg;
+            break;
+        case 'N':
+            cfg.node_name = optarg;
+            break;
+        case 'S':
+            cfg.cluster_secret = optarg;
+            break;
+        case 'B':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || (secs < 10) || (secs > 60000)) {
+                LOG("--heartbeat-ms: '%s' is not a number of milliseconds in 10..60000", optarg);
+                return 2;
+            }
+            cfg.heartbeat_ns = (uint64_t)(secs * 1e6);
+            break;
+        case 'T':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || (secs <= 0) || (secs > 3600)) {
+                LOG("--peer-timeout: '%s' is not a number of seconds in (0, 3600]", optarg);
+                return 2;
+            }
+            cfg.peer_timeout_ns = (uint64_t)(secs * 1e9);
             break;
         case 'n':
             preset = optarg;
@@ -175,6 +223,30 @@ int main(int argc, char **argv)
 
         cfg.local_loops = (ncpu >= 8) ? (unsigned)(ncpu / 4) : 1;
         cfg.local_loops = (cfg.local_loops > 8) ? 8 : cfg.local_loops;
+    }
+    if ((cfg.node_name != NULL || cfg.cluster_secret != NULL) && (cfg.cluster_file == NULL)) {
+        LOG("--node-name and --cluster-secret need --cluster FILE");
+        return 2;
+    }
+    if (cfg.cluster_file != NULL) {
+        if (cfg.peer_timeout_ns < 3 * cfg.heartbeat_ns) {
+            LOG("--peer-timeout must be at least 3 heartbeats (%.3f s)",
+                3 * (double)cfg.heartbeat_ns / 1e9);
+            return 2;
+        }
+        if (msd_peers_create(&cfg, &peers) != MEMSVC_OK) {
+            return 2; /* logged, naming the file and line */
+        }
+        /* A restarted node must listen on its address at once, whatever TIME_WAIT sockets
+         * its previous life left there (SO_REUSEADDR on UCX's listening socket). */
+        setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+        if (!listen_set) {
+            cfg.listen = msd_peers_self_addr(peers);
+        } else if (strcmp(cfg.listen, msd_peers_self_addr(peers)) != 0) {
+            LOG("note: listening on %s while the cluster file gives '%s' the address %s, where "
+                "peers dial it",
+                cfg.listen, cfg.node_name, msd_peers_self_addr(peers));
+        }
     }
     if (!cfg.allow_remote && !addr_is_loopback(cfg.listen)) {
         LOG("refusing to listen on %s: not a loopback address (add --allow-remote)", cfg.listen);
@@ -243,7 +315,8 @@ int main(int argc, char **argv)
         eng_destroy(eng);
         return 1;
     }
-    status = msd_server_init(srv, eng, &cfg);
+    srv->peers = peers;
+    status     = msd_server_init(srv, eng, &cfg);
     if (status != MEMSVC_OK) {
         free(srv);
         eng_destroy(eng);
@@ -253,5 +326,7 @@ int main(int argc, char **argv)
     eng_destroy(eng);
     msd_server_fini(srv);
     free(srv);
+    msd_peers_destroy(peers);
+    peers = NULL;
     return (status == MEMSVC_OK) ? 0 : 1;
 }

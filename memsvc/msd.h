@@ -5,6 +5,7 @@
 #include "client/memsvc.h"
 #include "client/msp_proto.h"
 #include "memsvc/eng.h"
+#include "memsvc/msd_peer.h"
 
 #include <ucp/api/ucp.h>
 
@@ -35,6 +36,12 @@ typedef struct msd_config {
     bool        no_map;          /* never hand memory regions to local clients */
     bool        poll;            /* loops never sleep (a core each, lowest latency) */
     unsigned    local_loops;     /* threads serving local sessions (>= 1) */
+    /* -- the cluster (msd_peer.c); all NULL/0 when the daemon stands alone -- */
+    const char *cluster_file;    /* --cluster: one "NAME HOST:PORT" a line, same on every node */
+    const char *node_name;       /* --node-name: this daemon's line of the cluster file */
+    const char *cluster_secret;  /* --cluster-secret: the file whose bytes authenticate peers */
+    uint64_t    heartbeat_ns;    /* --heartbeat-ms */
+    uint64_t    peer_timeout_ns; /* --peer-timeout: no heartbeat this long: the peer is down */
 } msd_config_t;
 
 struct msd_session;
@@ -71,6 +78,7 @@ typedef struct msd_session {
     bool                control; /* control session (memsvc-ctl) */
     bool                dead;    /* peer gone: cleanup done or pending */
     bool                cleaned; /* pins and tensors dealt with */
+    bool                peer;    /* carries a link from a peer daemon (msd_peer.c) */
     uint32_t            job, rank, device;
     unsigned            refs; /* pending callbacks holding this session */
     uint64_t            requests, errors;
@@ -169,6 +177,7 @@ typedef struct msd_server {
     memsvc_stats_t stats;
     uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
     msp_buf_t      body;
+    struct msd_peers *peers; /* the cluster (msd_peer.c); NULL when standing alone */
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */
@@ -182,7 +191,8 @@ void       msd_map_del(msd_map_t *map, uint64_t handle, uint64_t sid);
 
 /* ---- msd_server.c ------------------------------------------------------------------------- */
 
-/* Set up UCX (context, worker, listener), the epoll set, timer and signal fds. */
+/* Set up UCX (context, worker, listener), the epoll set, timer and signal fds. srv is
+ * zeroed except srv->peers, which the caller sets (msd_peers_create) or leaves NULL. */
 memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_t *cfg);
 /* Serve until SIGTERM/SIGINT. */
 memsvc_status_t msd_server_run(msd_server_t *srv);

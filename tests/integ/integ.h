@@ -22,6 +22,17 @@ typedef struct integ_daemon {
  */
 bool integ_daemon_start(integ_daemon_t *d, const char *const *args);
 
+/*
+ * Start memsvcd with exactly these arguments (NULL-terminated; no --listen is added) and
+ * return at once: d->addr is set to addr (what the daemon listens on, for the helpers), its
+ * stderr goes to d->log. With netns, it runs in that network namespace ("ip netns exec").
+ */
+bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
+                        const char *const *args);
+
+/* A port free on the loopback address now. */
+int integ_free_port(void);
+
 /* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
 int integ_daemon_stop(integ_daemon_t *d);
 

@@ -94,7 +94,7 @@ static void integ_run_dir_setup(void)
     atexit(integ_run_dir_remove);
 }
 
-static int free_port(void)
+int integ_free_port(void)
 {
     struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
@@ -124,7 +124,7 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 
     memset(d, 0, sizeof(*d));
     integ_run_dir_setup();
-    port = free_port();
+    port = integ_free_port();
     if (port < 0) {
         return false;
     }
@@ -179,6 +179,50 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
     }
     integ_daemon_stop(d);
     return false;
+}
+
+bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
+                        const char *const *args)
+{
+    static unsigned seq;
+    const char     *argv[48];
+    char            path[512];
+    int             argc = 0, fd;
+
+    memset(d, 0, sizeof(*d));
+    integ_run_dir_setup();
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+    snprintf(d->log, sizeof(d->log), "/tmp/memsvcd-test-%d-s%u.log", (int)getpid(), seq++);
+    snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
+    if (netns != NULL) {
+        argv[argc++] = "ip";
+        argv[argc++] = "netns";
+        argv[argc++] = "exec";
+        argv[argc++] = netns;
+    }
+    argv[argc++] = path;
+    while ((args != NULL) && (*args != NULL) && (argc < 46)) {
+        argv[argc++] = *args++;
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    d->pid = fork();
+    if (d->pid < 0) {
+        return false;
+    }
+    if (d->pid == 0) {
+        fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execvp(argv[0], (char *const *)argv); /* "ip netns exec" execs memsvcd in place */
+        fprintf(stderr, "exec %s failed\n", argv[0]);
+        _exit(127);
+    }
+    integ_track(d->pid);
+    return true;
 }
 
 int integ_daemon_stop(integ_daemon_t *d)
