@@ -44,6 +44,7 @@ typedef enum {
     PM_WELCOME   = 4,
     PM_HEARTBEAT = 5,
     PM_REFUSE    = 6,
+    PM_BYE       = 7, /* the sender is stopping: down at once, not after the timeout */
 } pm_type_t;
 
 typedef enum {
@@ -106,8 +107,9 @@ struct msd_peers {
     uint64_t      boot_id;
     uint64_t      hb_ns, timeout_ns;
     uint64_t      start_ns, next_hb, seq;
-    bool          wake;  /* a link failed: tick at once */
-    peer_t       *peers; /* cluster.n of them; [self] unused */
+    bool          wake;     /* a link failed: tick at once */
+    unsigned      inflight; /* sends not yet completed (loop 0 only) */
+    peer_t       *peers;    /* cluster.n of them; [self] unused */
 };
 
 /* ---- messages ------------------------------------------------------------------------------ */
@@ -208,7 +210,7 @@ static bool msg_unpack(const void *data, size_t len, peer_msg_t *m)
     }
     p       = get_u64(p, &v, 2);
     m->type = (uint32_t)v;
-    if ((m->type < PM_HELLO) || (m->type > PM_REFUSE) || !get_str(p, m->from, sizeof(m->from)) ||
+    if ((m->type < PM_HELLO) || (m->type > PM_BYE) || !get_str(p, m->from, sizeof(m->from)) ||
         !get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
         return false;
     }
@@ -260,9 +262,18 @@ static void peer_mac(const msd_peers_t *ps, char role, const char *dialer, const
     crypto_auth(out, buf, (size_t)(p - buf), ps->key);
 }
 
+/* A message in flight: its bytes must live until the send completes. */
+typedef struct pm_send {
+    msd_peers_t *ps;
+    uint8_t      data[PEER_MSG_LEN];
+} pm_send_t;
+
 static void send_cb(void *request, ucs_status_t status, void *user_data)
 {
-    free(user_data);
+    pm_send_t *send = user_data;
+
+    send->ps->inflight--;
+    free(send);
     ucp_request_free(request);
 }
 
@@ -271,33 +282,35 @@ static void msg_send(msd_peers_t *ps, ucp_ep_h ep, peer_msg_t *m)
 {
     ucp_request_param_t param = {0};
     ucs_status_ptr_t    sp;
-    uint8_t            *buf;
+    pm_send_t          *send;
 
     if (ep == NULL) {
         return;
     }
-    buf = malloc(PEER_MSG_LEN);
-    if (buf == NULL) {
+    send = malloc(sizeof(*send));
+    if (send == NULL) {
         LOG_ERR("out of memory for a peer message");
         return;
     }
+    send->ps = ps;
     snprintf(m->from, sizeof(m->from), "%s", ps->cluster.nodes[ps->self].name);
     memcpy(m->hash, ps->cluster.hash, sizeof(m->hash));
     m->boot_id = ps->boot_id;
-    msg_pack(m, buf);
+    msg_pack(m, send->data);
     param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
     param.cb.send   = send_cb;
-    param.user_data = buf;
+    param.user_data = send;
     param.flags     = UCP_AM_SEND_FLAG_REPLY;
-    sp              = ucp_am_send_nbx(ep, MSP_AM_PEER, buf, PEER_MSG_LEN, NULL, 0, &param);
+    sp              = ucp_am_send_nbx(ep, MSP_AM_PEER, send->data, PEER_MSG_LEN, NULL, 0, &param);
     if (UCS_PTR_IS_PTR(sp)) {
-        return; /* send_cb frees buf */
+        ps->inflight++; /* send_cb frees it */
+        return;
     }
     if (UCS_PTR_IS_ERR(sp)) {
         LOG_DEBUG("peer message not sent: %s", ucs_status_string(UCS_PTR_STATUS(sp)));
     }
-    free(buf);
+    free(send);
 }
 
 static void send_refuse(msd_peers_t *ps, ucp_ep_h ep, const char *to, pm_reason_t reason,
@@ -515,7 +528,8 @@ static void on_hello(msd_peers_t *ps, const peer_msg_t *m, ucp_ep_h ep)
                     m->from);
         return;
     }
-    s->peer    = true;
+    s->peer = true;
+    snprintf(s->name, sizeof(s->name), "peer link from %s", p->node->name); /* for its logs */
     p->hs_ep   = ep;
     p->hs_sess = s;
     p->hs_boot = m->boot_id;
@@ -656,6 +670,12 @@ static ucs_status_t peer_am_cb(void *arg, const void *header, size_t header_leng
         break;
     case PM_REFUSE:
         on_refuse(ps, p, &m);
+        break;
+    case PM_BYE:
+        if (p->link == LINK_UP) {
+            peer_state(ps, p, MEMSVC_PEER_DOWN, "stopped (it said goodbye)");
+            link_drop(ps, p, "stopped");
+        }
         break;
     default:
         break;
@@ -938,11 +958,27 @@ memsvc_status_t msd_peers_attach(msd_server_t *srv)
 
 void msd_peers_stop(msd_server_t *srv)
 {
-    msd_peers_t *ps = srv->peers;
+    msd_peers_t *ps  = srv->peers;
+    peer_msg_t   bye = {.type = PM_BYE};
+    uint64_t     deadline;
     unsigned     i;
 
     if (ps == NULL) {
         return;
+    }
+    /* Goodbye to every peer up, so that they see this node down now rather than suspect
+     * for the peer timeout; bounded wait for the sends. */
+    msd_lock(srv);
+    for (i = 0; i < ps->cluster.n; i++) {
+        if ((i != ps->self) && (ps->peers[i].link == LINK_UP)) {
+            snprintf(bye.to, sizeof(bye.to), "%s", ps->peers[i].node->name);
+            msg_send(ps, ps->peers[i].ep, &bye);
+        }
+    }
+    msd_unlock(srv);
+    deadline = msp_now_ns() + 300000000ull;
+    while ((ps->inflight > 0) && (msp_now_ns() < deadline)) {
+        ucp_worker_progress(srv->worker);
     }
     msd_lock(srv);
     for (i = 0; i < ps->cluster.n; i++) {

@@ -399,11 +399,12 @@ static const char *json_view(json_t *j, const char *obs, const char *name)
 
 static void test_ctl_cluster(void)
 {
-    char      cmd[512], *out = malloc(1 << 16);
-    fixture_t f;
-    json_t   *j, *n;
-    size_t    i;
-    int       rc;
+    memsvc_peer_info_t info;
+    char               cmd[512], *out = malloc(1 << 16);
+    fixture_t          f;
+    json_t            *j, *n;
+    size_t             i;
+    int                rc;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     CU_ASSERT_FATAL(fixture_init(&f, NULL));
@@ -431,7 +432,8 @@ static void test_ctl_cluster(void)
 
     /* one node gone: health fails and names it; the others report it down */
     integ_daemon_stop(&f.d[2]);
-    CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_DOWN, NULL, NULL));
+    CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_DOWN, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "stopped") != NULL); /* it said goodbye: no timeout */
     CU_ASSERT(wait_state(&f.d[1], "c", MEMSVC_PEER_DOWN, NULL, NULL));
     CU_ASSERT_NOT_EQUAL(run(cmd, out, 1 << 16), 0);
     CU_ASSERT(strstr(out, "NOT healthy") != NULL);
