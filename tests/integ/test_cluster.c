@@ -91,6 +91,21 @@ static bool fixture_init(fixture_t *f, const char *host)
            write_file(f->secret2, "another secret, not the cluster's\n", 0600);
 }
 
+/* A daemon's log: free of sanitizer reports; removed unless a test of this fixture failed. */
+static void log_done(fixture_t *f, integ_daemon_t *d)
+{
+    if (d->log[0] == '\0') {
+        return;
+    }
+    CU_ASSERT(!integ_log_contains(d, "Sanitizer") && !integ_log_contains(d, "runtime error:"));
+    if (CU_get_number_of_failures() == f->failures) {
+        unlink(d->log);
+    } else {
+        fprintf(stderr, "log kept: %s\n", d->log);
+    }
+    d->log[0] = '\0';
+}
+
 static void fixture_fini(fixture_t *f)
 {
     char     cmd[128];
@@ -98,13 +113,9 @@ static void fixture_fini(fixture_t *f)
 
     for (i = 0; i < NODES; i++) {
         if (f->d[i].pid > 0) {
-            integ_daemon_stop(&f->d[i]);
+            CU_ASSERT_EQUAL(integ_daemon_stop(&f->d[i]), 0); /* SIGTERM: a clean exit */
         }
-        if ((f->d[i].log[0] != '\0') && (CU_get_number_of_failures() == f->failures)) {
-            unlink(f->d[i].log);
-        } else if (f->d[i].log[0] != '\0') {
-            fprintf(stderr, "log of %s kept: %s\n", names[i], f->d[i].log);
-        }
+        log_done(f, &f->d[i]);
     }
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     if (system(cmd) != 0) {
@@ -132,6 +143,7 @@ static bool node_start(fixture_t *f, unsigned i, const char *file, const char *s
                           "--no-unix",
                           NULL};
 
+    log_done(f, &f->d[i]); /* of its previous life, if any */
     return integ_daemon_spawn(&f->d[i], f->addr[i], netns, args);
 }
 
@@ -310,7 +322,7 @@ static void test_refused(void)
               integ_log_contains(&f.d[0], "-> refused: cluster file differs"));
     CU_ASSERT(integ_log_contains(&f.d[2], "peer a (") &&
               integ_log_contains(&f.d[2], "-> refused: cluster file differs"));
-    integ_daemon_stop(&f.d[2]);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&f.d[2]), 0);
 
     /* the right file, the wrong secret: refused both ways, named */
     CU_ASSERT(node_start(&f, 2, f.file, f.secret2, NULL));
@@ -431,7 +443,7 @@ static void test_ctl_cluster(void)
     json_decref(j);
 
     /* one node gone: health fails and names it; the others report it down */
-    integ_daemon_stop(&f.d[2]);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&f.d[2]), 0);
     CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_DOWN, &info, NULL));
     CU_ASSERT(strstr(info.reason, "stopped") != NULL); /* it said goodbye: no timeout */
     CU_ASSERT(wait_state(&f.d[1], "c", MEMSVC_PEER_DOWN, NULL, NULL));
