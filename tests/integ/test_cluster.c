@@ -371,7 +371,7 @@ static json_t *ctl_json(const char *netns, const char *file, int *rc_p)
     }
     if (netns != NULL) {
         snprintf(cmd, sizeof(cmd),
-                 "ip netns exec %s %s/memsvc-ctl --cluster %s --timeout 2000 "
+                 "ip netns exec %s %s/memsvc-ctl --cluster %s --timeout 1000 "
                  "--json stats",
                  netns, test_bin_dir(), file);
     } else {
