@@ -485,6 +485,30 @@ static const char *self_name(const msd_peers_t *ps)
     return ps->cluster.nodes[ps->self].name;
 }
 
+/*
+ * Acceptor: a handshake claiming to come from p failed. While an authenticated link to p is
+ * up, that was not p (anyone may connect and send a HELLO): logged, p's state kept.
+ */
+static void refused(msd_peers_t *ps, peer_t *p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void refused(msd_peers_t *ps, peer_t *p, const char *fmt, ...)
+{
+    char    why[PEER_TEXT_MAX + 1];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (p->link == LINK_UP) {
+        LOG_WARN("a link claiming to be peer %s failed: %s; the authenticated link to %s stays "
+                 "up",
+                 p->node->name, why, p->node->name);
+        return;
+    }
+    peer_state(ps, p, MEMSVC_PEER_REFUSED, "%s", why);
+}
+
 /* Acceptor: a HELLO on a new endpoint. */
 static void on_hello(msd_peers_t *ps, const peer_msg_t *m, ucp_ep_h ep)
 {
@@ -516,9 +540,8 @@ static void on_hello(msd_peers_t *ps, const peer_msg_t *m, ucp_ep_h ep)
         char theirs[17];
 
         sodium_bin2hex(theirs, sizeof(theirs), m->hash, 8);
-        peer_state(ps, p, MEMSVC_PEER_REFUSED,
-                   "cluster file differs (its hash %s..., ours %.16s...)", theirs,
-                   ps->cluster.hash_hex);
+        refused(ps, p, "cluster file differs (its hash %s..., ours %.16s...)", theirs,
+                ps->cluster.hash_hex);
         send_refuse(ps, ep, m->from, PR_CLUSTER, "cluster file differs (hash at '%s': %.16s...)",
                     self_name(ps), ps->cluster.hash_hex);
         return;
@@ -585,8 +608,7 @@ static void on_response(msd_peers_t *ps, peer_t *p, const peer_msg_t *m, ucp_ep_
     peer_mac(ps, 'D', p->node->name, self_name(ps), p->nonce_peer, p->nonce_mine, p->hs_boot,
              ps->boot_id, want);
     if (crypto_verify_32(want, m->mac) != 0) {
-        peer_state(ps, p, MEMSVC_PEER_REFUSED,
-                   "wrong cluster secret (its proof does not verify here)");
+        refused(ps, p, "wrong cluster secret (its proof does not verify here)");
         send_refuse(ps, ep, p->node->name, PR_SECRET,
                     "wrong cluster secret (proof of '%s' fails at '%s')", p->node->name,
                     self_name(ps));

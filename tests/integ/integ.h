@@ -83,6 +83,14 @@ memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, c
                                size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
                                size_t msglen);
 
+/*
+ * Send one active message of id (header only) and wait (bounded) for it to go; then wait up to
+ * wait_ms for a message of the same id back: its header into reply (up to cap bytes),
+ * *rlen_p its length (0: nothing came).
+ */
+memsvc_status_t integ_raw_am(integ_raw_t *raw, unsigned id, const void *hdr, size_t hlen,
+                             unsigned wait_ms, void *reply, size_t cap, size_t *rlen_p);
+
 /* Build a HELLO header (version, job, rank) into buf; returns its length. */
 size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank);
 

@@ -1,5 +1,6 @@
 /* test_cluster.c - memsvcd daemons as one cluster: membership, refusal, memsvc-ctl --cluster,
  * partitions between network namespaces */
+#include "memsvc/msd_peer.h"
 #include "tests/integ/integ.h"
 #include "tests/test_util.h"
 
@@ -553,6 +554,111 @@ static void test_bad_files(void)
     fixture_fini(&f);
 }
 
+/* ---- peer messages by hand: garbage and impostors
+ * ------------------------------------------------ */
+
+#define PEER_AM 19u
+#define PEER_LEN 332u
+
+/* A peer message (docs/protocol.md, "Peer messages"): type, names, hash; the rest zero. */
+static void peer_msg(uint8_t *b, unsigned type, const char *from, const char *to,
+                     const uint8_t *hash)
+{
+    static const uint8_t magic[4] = {0x4d, 0x53, 0x50, 0x52};
+
+    memset(b, 0, PEER_LEN);
+    memcpy(b, magic, 4);
+    b[4] = 1;
+    b[6] = (uint8_t)type;
+    memcpy(b + 8, from, strlen(from));
+    memcpy(b + 40, to, strlen(to));
+    if (hash != NULL) {
+        memcpy(b + 72, hash, MSD_CLUSTER_HASH_LEN);
+    }
+    b[104] = 7; /* boot id */
+}
+
+/* Send b (len bytes) to the daemon; the type of what came back (0: nothing), its text. */
+static unsigned raw_peer(integ_raw_t *raw, const uint8_t *b, size_t len, char *text)
+{
+    uint8_t rep[PEER_LEN];
+    size_t  n = 0;
+
+    CU_ASSERT_EQUAL(integ_raw_am(raw, PEER_AM, b, len, 500, rep, sizeof(rep), &n), MEMSVC_OK);
+    text[0] = '\0';
+    if (n != PEER_LEN) {
+        return 0;
+    }
+    memcpy(text, rep + 180, 96);
+    text[95] = '\0';
+    return rep[6] | ((unsigned)rep[176] << 8); /* type, and the reason of a REFUSE */
+}
+
+static void test_impostors(void)
+{
+    memsvc_peer_info_t info;
+    msd_cluster_t      c;
+    integ_raw_t       *raw;
+    fixture_t          f;
+    uint8_t            b[PEER_LEN], zero[MSD_CLUSTER_HASH_LEN] = {0};
+    char               err[256], text[96];
+    unsigned           i;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    TEST_ASSERT_OK(msd_cluster_load(f.file, &c, err, sizeof(err)));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(node_start(&f, i, f.file, f.secret, NULL));
+    }
+    CU_ASSERT(all_up(&f));
+    TEST_ASSERT_OK(integ_raw_connect(&f.d[2], &raw));
+
+    /* not peer messages: dropped without an answer */
+    memset(b, 0xa5, sizeof(b));
+    CU_ASSERT_EQUAL(raw_peer(raw, b, 10, text), 0);
+    memset(b, 0, sizeof(b));
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+    peer_msg(b, 1, "a", "c", c.hash);
+    b[4] = 9; /* version */
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+    peer_msg(b, 1, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN - 1, text), 0);
+    peer_msg(b, 1, "a\x01", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+
+    /* HELLOs that are refused, named */
+    peer_msg(b, 1, "zz", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (3 << 8));
+    CU_ASSERT(strstr(text, "'zz' is not in the cluster file of 'c'") != NULL);
+    peer_msg(b, 1, "a", "b", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (3 << 8));
+    CU_ASSERT(strstr(text, "this address is node 'c', not 'b'") != NULL);
+    peer_msg(b, 1, "a", "c", zero);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (1 << 8));
+    CU_ASSERT(strstr(text, "cluster file differs") != NULL);
+
+    /* posing as a with the right hash: challenged, then refused for its proof */
+    peer_msg(b, 1, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 2);
+    peer_msg(b, 3, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (2 << 8));
+    CU_ASSERT(strstr(text, "wrong cluster secret") != NULL);
+    /* and a heartbeat on its endpoint is not taken for a's */
+    peer_msg(b, 5, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+
+    /* none of it touched the real link */
+    CU_ASSERT(peer_view(&f.d[2], "a", &info) && (info.state == MEMSVC_PEER_UP));
+    CU_ASSERT_EQUAL(info.restarts, 0);
+    CU_ASSERT(peer_view(&f.d[0], "c", &info) && (info.state == MEMSVC_PEER_UP));
+    CU_ASSERT(integ_log_contains(&f.d[2], "a link claiming to be peer a failed: wrong cluster "
+                                          "secret"));
+    CU_ASSERT(integ_log_contains(&f.d[2], "a link claiming to be peer a failed: cluster file"));
+    CU_ASSERT(!integ_log_contains(&f.d[2], "-> refused"));
+    integ_raw_close(raw);
+    msd_cluster_free(&c);
+    fixture_fini(&f);
+}
+
 /* ---- network namespaces: a partition heals
  * ------------------------------------------------------- */
 
@@ -730,6 +836,8 @@ static void add_suite(void)
     CU_add_test(s, "another cluster file or secret is refused, named on both sides", test_refused);
     CU_add_test(s, "memsvc-ctl --cluster: health exit codes, one JSON object", test_ctl_cluster);
     CU_add_test(s, "bad cluster files and secrets: named, exit 2", test_bad_files);
+    CU_add_test(s, "garbage and impostors on the peer messages: dropped or refused, links kept",
+                test_impostors);
     CU_add_test(s, "network namespaces: a partition is seen down and heals", test_netns_partition);
 }
 
