@@ -443,6 +443,34 @@ static void test_ctl_cluster(void)
     CU_ASSERT_STRING_EQUAL(json_view(j, "c", "b"), "up");
     json_decref(j);
 
+    /* list: every node's tensors under its name (one on b) */
+    {
+        memsvc_handle_t h;
+        memsvc_conn_h   conn;
+        json_error_t    jerr;
+        char            lcmd[512];
+
+        TEST_ASSERT_OK(integ_connect(&f.d[1], 5, 0, &conn));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "on.b", 4096, NULL, &h));
+        snprintf(lcmd, sizeof(lcmd), "%s/memsvc-ctl --cluster %s --json list", test_bin_dir(),
+                 f.file);
+        CU_ASSERT_EQUAL(run(lcmd, out, 1 << 16), 0);
+        j = json_loads(out, 0, &jerr);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "nodes")), NODES);
+        n = json_array_get(json_object_get(j, "nodes"), 1);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(n, "name")), "b");
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(n, "tensors")), 1);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(
+                                   json_array_get(json_object_get(n, "tensors"), 0), "key")),
+                               "on.b");
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(
+                            json_array_get(json_object_get(j, "nodes"), 0), "tensors")),
+                        0);
+        json_decref(j);
+        memsvc_close(conn);
+    }
+
     /* one node gone: health fails and names it; the others report it down */
     CU_ASSERT_EQUAL(integ_daemon_stop(&f.d[2]), 0);
     CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_DOWN, &info, NULL));
