@@ -459,6 +459,53 @@ typedef struct memsvc_stats {
  * daemon gets the node's room but counts of its own jobs only (docs/security.md). */
 memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p);
 
+/* ---- cluster membership ----------------------------------------------------------------- */
+
+/* How a daemon sees one of its peers (docs/cluster.md, "Membership"). */
+typedef enum memsvc_peer_state {
+    MEMSVC_PEER_CONNECTING = 0, /* not yet reached since this daemon started */
+    MEMSVC_PEER_UP         = 1, /* authenticated, heartbeats arriving */
+    MEMSVC_PEER_SUSPECT    = 2, /* a heartbeat missed or a transport error; not yet down */
+    MEMSVC_PEER_DOWN       = 3, /* nothing heard for the peer timeout */
+    MEMSVC_PEER_REFUSED    = 4, /* its cluster file or secret differs (reason says which) */
+    MEMSVC_PEER_STATE_COUNT
+} memsvc_peer_state_t;
+
+/* "connecting", "up", "suspect", "down", "refused". */
+const char *memsvc_peer_state_name(memsvc_peer_state_t state);
+
+typedef struct memsvc_peer_info {
+    char                name[32];    /* its name in the cluster file */
+    char                address[64]; /* its HOST:PORT in the cluster file */
+    memsvc_peer_state_t state;
+    char                reason[96];  /* why it is suspect, down or refused ("" when up) */
+    uint64_t            heard_ago_ns; /* since its last message; UINT64_MAX: never heard */
+    uint64_t            state_age_ns; /* time in the current state */
+    uint64_t            boot_id;      /* its boot id (random per start; 0: never heard) */
+    uint64_t            restarts;     /* boot id changes seen */
+    /* its figures, from its last heartbeat */
+    uint64_t hbm_used, hbm_total;   /* all devices, bytes */
+    uint64_t host_used, host_total; /* host pool, bytes */
+    uint64_t sessions, uptime_ns;
+} memsvc_peer_info_t;
+
+typedef struct memsvc_cluster_info {
+    char     node[32];         /* this daemon's name in its cluster file; "" if not in one */
+    char     cluster_hash[65]; /* hex of its cluster file's hash */
+    uint64_t boot_id;
+    uint32_t num_peers;
+} memsvc_cluster_info_t;
+
+typedef bool (*memsvc_peer_cb_t)(void *arg, const memsvc_peer_info_t *peer);
+
+/*
+ * The daemon's cluster membership into *info_p (node "" when it runs without --cluster), and
+ * its peer table, one cb call per peer (return false to stop). Any session may ask. A daemon
+ * older than this call answers MEMSVC_ERR_PROTOCOL.
+ */
+memsvc_status_t memsvc_peers(memsvc_conn_h conn, memsvc_cluster_info_t *info_p, memsvc_peer_cb_t cb,
+                             void *arg);
+
 /* Called once per tensor; return false to stop. */
 typedef bool (*memsvc_list_cb_t)(void *arg, const memsvc_tensor_info_t *info);
 

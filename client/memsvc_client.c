@@ -760,6 +760,11 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     return MEMSVC_OK;
 
 err_close_ep:
+    if ((status == MEMSVC_ERR_TIMEOUT) && !conn->broken) {
+        /* No answer (an unreachable address): the endpoint never wired up and a flushing
+         * close would leave its requests pending at the worker's destruction. */
+        conn_force_close(conn);
+    }
     memsvc_close(conn); /* tears down ep, worker and context */
     return status;
 err_destroy_worker:
@@ -1454,5 +1459,50 @@ memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t c
     }
 out:
     free(tensors);
+    return status;
+}
+
+memsvc_status_t memsvc_peers(memsvc_conn_h conn, memsvc_cluster_info_t *info_p, memsvc_peer_cb_t cb,
+                             void *arg)
+{
+    memsvc_status_t     status = MEMSVC_OK;
+    memsvc_peer_info_t *peers;
+    uint32_t            start = 0, i, count, next;
+    memsvc_req_h        req;
+    msp_req_t           msg;
+
+    if ((conn == NULL) || (info_p == NULL)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    peers = calloc(MSP_PEERS_MAX, sizeof(*peers));
+    if (peers == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        msg.op            = MSP_OP_PEERS;
+        msg.u.peers.start = start;
+        status            = body_call(conn, &msg, &req);
+        if (status != MEMSVC_OK) {
+            break;
+        }
+        next   = req->rep.u.list.next;
+        status = msp_decode_peers(req->rbuf, req->rep.plen, info_p, peers, MSP_PEERS_MAX, &count);
+        mcl_req_unlink_free(req);
+        if (status != MEMSVC_OK) {
+            break;
+        }
+        for (i = 0; (cb != NULL) && (i < count); i++) {
+            if (!cb(arg, &peers[i])) {
+                goto out;
+            }
+        }
+        if ((next == 0) || (next <= start)) {
+            break;
+        }
+        start = next;
+    }
+out:
+    free(peers);
     return status;
 }

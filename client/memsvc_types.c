@@ -1,4 +1,5 @@
 /* memsvc_types.c - names of the public enumerations */
+#include "client/memsvc.h"
 #include "client/memsvc_types.h"
 
 #include <string.h>
@@ -36,4 +37,12 @@ memsvc_status_t memsvc_kind_parse(const char *s, memsvc_kind_t *kind_p)
         }
     }
     return MEMSVC_ERR_UNKNOWN_KEY;
+}
+
+const char *memsvc_peer_state_name(memsvc_peer_state_t state)
+{
+    static const char *const names[MEMSVC_PEER_STATE_COUNT] = {"connecting", "up", "suspect",
+                                                               "down", "refused"};
+
+    return ((unsigned)state < MEMSVC_PEER_STATE_COUNT) ? names[state] : "unknown";
 }

@@ -22,6 +22,7 @@ static const char *const op_names[MSP_OP_COUNT] = {
     [MSP_OP_READ] = "read",       [MSP_OP_LOOKUP] = "lookup",   [MSP_OP_HINT] = "hint",
     [MSP_OP_STATS] = "stats",     [MSP_OP_LIST] = "list",       [MSP_OP_PING] = "ping",
     [MSP_OP_AUTH] = "auth",
+    [MSP_OP_PEERS] = "peers",
 };
 
 const char *msp_op_name(uint32_t op)
@@ -39,7 +40,8 @@ bool msp_op_has_payload(uint32_t op)
 
 bool msp_reply_has_payload(uint32_t op)
 {
-    return (op == MSP_OP_READ) || (op == MSP_OP_STATS) || (op == MSP_OP_LIST);
+    return (op == MSP_OP_READ) || (op == MSP_OP_STATS) || (op == MSP_OP_LIST) ||
+           (op == MSP_OP_PEERS);
 }
 
 bool msp_op_oneway_ok(uint32_t op)
@@ -72,6 +74,8 @@ size_t msp_request_bound(const msp_req_t *r)
         return n + 5 * 5 + 5 + 9 * (size_t)r->u.hint.num_handles;
     case MSP_OP_LIST:
         return n + 3 * 5;
+    case MSP_OP_PEERS:
+        return n + 5;
     default:
         return n;
     }
@@ -501,6 +505,7 @@ static const uint8_t req_nfields[MSP_OP_COUNT] = {
     [MSP_OP_RELEASE] = 1, [MSP_OP_WRITE] = 3,  [MSP_OP_READ] = 3, [MSP_OP_LOOKUP] = 1,
     [MSP_OP_HINT] = 6,    [MSP_OP_STATS] = 0,  [MSP_OP_LIST] = 3, [MSP_OP_PING] = 0,
     [MSP_OP_AUTH] = 1,
+    [MSP_OP_PEERS] = 1,
 };
 
 /* Optional fields a request carries after the required ones. */
@@ -592,6 +597,9 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
         msgpack_pack_uint32(pk, r->u.list.job);
         msgpack_pack_uint32(pk, r->u.list.start);
         msgpack_pack_uint32(pk, r->u.list.max);
+        break;
+    case MSP_OP_PEERS:
+        msgpack_pack_uint32(pk, r->u.peers.start);
         break;
     default:
         break;
@@ -750,6 +758,9 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         if ((r->u.list.max == 0) || (r->u.list.max > MSP_LIST_MAX)) {
             return MEMSVC_ERR_INVALID_PARAM;
         }
+        break;
+    case MSP_OP_PEERS:
+        RD(rd_u32(rd, &r->u.peers.start));
         break;
     default:
         break;
@@ -1041,6 +1052,7 @@ static const uint8_t rep_nfields[MSP_OP_COUNT] = {
     [MSP_OP_HELLO] = 6, [MSP_OP_ALLOC] = 1, [MSP_OP_READ] = 1, [MSP_OP_LOOKUP] = 1,
     [MSP_OP_STATS] = 1, [MSP_OP_PING] = 2,  [MSP_OP_LIST] = 3, [MSP_OP_ACQUIRE] = 3,
     [MSP_OP_AUTH] = 1,
+    [MSP_OP_PEERS] = 3,
 };
 
 static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
@@ -1096,6 +1108,7 @@ static memsvc_status_t encode_reply(msgpack_packer *pk, const msp_rep_t *r)
         msgpack_pack_uint32(pk, r->u.ping.sessions);
         break;
     case MSP_OP_LIST:
+    case MSP_OP_PEERS:
         msgpack_pack_uint64(pk, r->plen);
         msgpack_pack_uint32(pk, r->u.list.next);
         msgpack_pack_uint32(pk, r->u.list.count);
@@ -1197,6 +1210,14 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
             RD(rd_u32(rd, &r->u.list.next));
             RD(rd_u32(rd, &r->u.list.count));
             if (r->u.list.count > MSP_LIST_MAX) {
+                return MEMSVC_ERR_TOO_LARGE;
+            }
+            break;
+        case MSP_OP_PEERS:
+            RD(rd_u64(rd, &r->plen));
+            RD(rd_u32(rd, &r->u.list.next));
+            RD(rd_u32(rd, &r->u.list.count));
+            if (r->u.list.count > MSP_PEERS_MAX) {
                 return MEMSVC_ERR_TOO_LARGE;
             }
             break;
@@ -1355,6 +1376,127 @@ memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tens
         status = decode_tensor(&rd, &tensors[i]);
         if (status != MEMSVC_OK) {
             return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
+        }
+    }
+    if (rd.p != rd.end) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    *n_p = n;
+    return MEMSVC_OK;
+}
+
+/* One peer: [name, address, state, reason, figures[10]] (docs/protocol.md, "PEERS"). */
+#define PEER_U64_FIELDS(X)                                                                         \
+    X(heard_ago_ns)                                                                                \
+    X(state_age_ns) X(boot_id) X(restarts) X(hbm_used) X(hbm_total) X(host_used) X(host_total)    \
+        X(sessions) X(uptime_ns)
+
+memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc_peer_info_t *peers,
+                                 uint32_t n, msp_buf_t *buf)
+{
+    msgpack_packer pk;
+    uint32_t       i;
+
+    if ((n > MSP_PEERS_MAX) || ((n > 0) && (peers == NULL))) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    buf->len      = 0;
+    buf->overflow = false;
+    msgpack_packer_init(&pk, buf, buf_write);
+    msgpack_pack_array(&pk, 5);
+    pk_str(&pk, self->node);
+    pk_str(&pk, self->cluster_hash);
+    msgpack_pack_uint64(&pk, self->boot_id);
+    msgpack_pack_uint32(&pk, self->num_peers);
+    msgpack_pack_array(&pk, n);
+    for (i = 0; i < n; i++) {
+        const memsvc_peer_info_t *p = &peers[i];
+
+        msgpack_pack_array(&pk, 5);
+        pk_str(&pk, p->name);
+        pk_str(&pk, p->address);
+        msgpack_pack_uint32(&pk, (uint32_t)p->state);
+        pk_str(&pk, p->reason);
+        msgpack_pack_array(&pk, 10);
+#define PK_PEER_U64(f) msgpack_pack_uint64(&pk, p->f);
+        PEER_U64_FIELDS(PK_PEER_U64)
+#undef PK_PEER_U64
+    }
+    return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
+}
+
+static memsvc_status_t decode_peer(msp_rd_t *rd, memsvc_peer_info_t *p)
+{
+    memsvc_status_t status;
+    uint64_t        v[10];
+    uint32_t        n, state, i = 0;
+
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
+    } while (0)
+
+    memset(p, 0, sizeof(*p));
+    RD(rd_array(rd, &n));
+    if (n < 5) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    RD(rd_str(rd, p->name, sizeof(p->name), false));
+    RD(rd_str(rd, p->address, sizeof(p->address), false));
+    RD(rd_u32(rd, &state));
+    RD(rd_str(rd, p->reason, sizeof(p->reason), true));
+    RD(decode_u64_array(rd, v, 10));
+    if (state >= MEMSVC_PEER_STATE_COUNT) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    p->state = (memsvc_peer_state_t)state;
+#define GET_PEER_U64(f) p->f = v[i++];
+    PEER_U64_FIELDS(GET_PEER_U64)
+#undef GET_PEER_U64
+    for (i = 5; i < n; i++) {
+        RD(rd_skip(rd, MSP_DEPTH_MAX));
+    }
+    return MEMSVC_OK;
+#undef RD
+}
+
+memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_info_t *self_p,
+                                 memsvc_peer_info_t *peers, uint32_t max, uint32_t *n_p)
+{
+    msp_rd_t        rd = {data, (const uint8_t *)data + len};
+    memsvc_status_t status;
+    uint32_t        n, m, i;
+
+    *n_p = 0;
+    memset(self_p, 0, sizeof(*self_p));
+    if ((data == NULL) || (len == 0)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if (len > MSP_BODY_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    if ((rd_array(&rd, &m) != MEMSVC_OK) || (m < 5) ||
+        (rd_str(&rd, self_p->node, sizeof(self_p->node), true) != MEMSVC_OK) ||
+        (rd_str(&rd, self_p->cluster_hash, sizeof(self_p->cluster_hash), true) != MEMSVC_OK) ||
+        (rd_u64(&rd, &self_p->boot_id) != MEMSVC_OK) ||
+        (rd_u32(&rd, &self_p->num_peers) != MEMSVC_OK) || (rd_array(&rd, &n) != MEMSVC_OK)) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    if ((n > max) || (n > MSP_PEERS_MAX)) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    for (i = 0; i < n; i++) {
+        status = decode_peer(&rd, &peers[i]);
+        if (status != MEMSVC_OK) {
+            return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
+        }
+    }
+    for (i = 5; i < m; i++) {
+        if (rd_skip(&rd, MSP_DEPTH_MAX) != MEMSVC_OK) {
+            return MEMSVC_ERR_PROTOCOL;
         }
     }
     if (rd.p != rd.end) {

@@ -29,6 +29,7 @@
 #define MSP_NAME_MAX 63u           /* client name in HELLO */
 #define MSP_MSG_MAX 127u           /* error message text in a reply */
 #define MSP_LIST_MAX 128u          /* tensors per LIST reply */
+#define MSP_PEERS_MAX 64u          /* peers per PEERS reply */
 #define MSP_TRANSPORT_MAX 127u
 #define MSP_DEPTH_MAX 8 /* nesting accepted when skipping unknown values */
 
@@ -59,6 +60,7 @@ typedef enum msp_op {
     MSP_OP_LIST    = 11,
     MSP_OP_PING    = 12,
     MSP_OP_AUTH    = 13, /* version 3: the client's proof of the shared secret */
+    MSP_OP_PEERS   = 14, /* this daemon's cluster membership and peer table (paged) */
     MSP_OP_COUNT
 } msp_op_t;
 
@@ -109,6 +111,9 @@ typedef struct msp_req {
         struct {
             uint32_t job, start, max;
         } list;
+        struct {
+            uint32_t start; /* index of the first peer wanted */
+        } peers;
     } u;
 } msp_req_t;
 
@@ -152,7 +157,7 @@ typedef struct msp_rep {
         struct {
             uint32_t next; /* start of the next page; 0 when done */
             uint32_t count;
-        } list;
+        } list; /* LIST and PEERS */
     } u;
 } msp_rep_t;
 
@@ -169,7 +174,8 @@ const char *msp_op_name(uint32_t op);
 /* Does the op's request carry an AM payload (WRITE)? Such requests travel alone. */
 bool msp_op_has_payload(uint32_t op);
 
-/* Does the op's reply carry an AM payload (READ, STATS, LIST)? Such replies travel alone. */
+/* Does the op's reply carry an AM payload (READ, STATS, LIST, PEERS)? Such replies travel
+ * alone. */
 bool msp_reply_has_payload(uint32_t op);
 
 /* May the op travel one-way (MSP_OP_ONEWAY)? FREE, RELEASE and HINT. */
@@ -212,5 +218,10 @@ memsvc_status_t msp_decode_stats(const void *data, size_t len, memsvc_stats_t *s
 memsvc_status_t msp_encode_list(const msp_tensor_t *tensors, uint32_t n, msp_buf_t *buf);
 memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tensors, uint32_t max,
                                 uint32_t *n_p);
+/* Body of a PEERS reply: the daemon's own membership, then n (<= MSP_PEERS_MAX) peers. */
+memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc_peer_info_t *peers,
+                                 uint32_t n, msp_buf_t *buf);
+memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_info_t *self_p,
+                                 memsvc_peer_info_t *peers, uint32_t max, uint32_t *n_p);
 
 #endif /* MSP_PROTO_H */

@@ -38,6 +38,8 @@ typedef struct daemon_opts {
     unsigned     nparams;
     const char  *config;    /* the config file; NULL: the default one, if it exists */
     bool         no_config; /* --no-config */
+    bool         listen_set; /* --listen given (a cluster member listens on its line's address
+                                otherwise) */
     opt_str_t   *strings;   /* values copied from the config file */
 } daemon_opts_t;
 
@@ -66,6 +68,11 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"operator-group", required_argument, NULL, 'G'},
                                                {"require-secret", no_argument, NULL, 'R'},
                                                {"job-secrets", required_argument, NULL, 'J'},
+                                               {"cluster", required_argument, NULL, 'c'},
+                                               {"node-name", required_argument, NULL, 'a'},
+                                               {"cluster-secret", required_argument, NULL, 'Z'},
+                                               {"heartbeat-ms", required_argument, NULL, 'B'},
+                                               {"peer-timeout", required_argument, NULL, 't'},
                                                {"config", required_argument, NULL, 'C'},
                                                {"no-config", no_argument, NULL, 'X'},
                                                {"version", no_argument, NULL, 'V'},
@@ -82,6 +89,8 @@ static void usage(FILE *out)
             "               [--log-level LEVEL] [--log-target stderr|journal] [--metrics ADDR]\n"
             "               [--secret-file FILE] [--job-secrets DIR] [--require-secret]\n"
             "               [--operator-group GROUP]\n"
+            "               [--cluster FILE --node-name NAME --cluster-secret FILE\n"
+            "                [--heartbeat-ms MS] [--peer-timeout SECONDS]]\n"
             "\n"
             "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
             "                         if it exists): 'key = value' lines, a key per long option;\n"
@@ -98,7 +107,7 @@ static void usage(FILE *out)
             "  --keep-durable SECS    keep a dead client's durable tensors this long for\n"
             "                         re-attach by key (default 300; 0: free at once)\n"
             "  --allow-remote         permit a non-loopback listen or metrics address (needs\n"
-            "                         --secret-file or --job-secrets)\n"
+            "                         --secret-file, --job-secrets or --cluster-secret)\n"
             "  --secret-file FILE     cluster secret: tcp clients the kernel cannot name\n"
             "                         (other hosts) must prove it; mode 0600, owned by the\n"
             "                         daemon's user (docs/security.md)\n"
@@ -122,11 +131,22 @@ static void usage(FILE *out)
             "                         journal's stream) or journal (native journald fields)\n"
             "  --metrics ADDR         serve Prometheus metrics over http on [HOST:]PORT\n"
             "                         (default host 127.0.0.1; off unless given)\n"
+            "  --cluster FILE         the daemons of a cluster, one 'NAME HOST:PORT' a line, the\n"
+            "                         same file on every node (docs/cluster.md); this daemon\n"
+            "                         listens on its own line's address unless --listen says\n"
+            "  --node-name NAME       this daemon's line in the cluster file\n"
+            "  --cluster-secret FILE  shared secret that authenticates peers (mode 0600, owned\n"
+            "                         by the daemon's user; required with --cluster)\n"
+            "  --heartbeat-ms MS      heartbeat to each peer this often (default 500)\n"
+            "  --peer-timeout SECS    a peer silent this long is down (default 5)\n"
             "  --version              print the version and exit\n"
             "\n"
             "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
             "--spin-us; other changes need a restart. See docs/operations.md.\n");
 }
+
+/* The cluster, once its file is read (file scope: reachable until exit on every path). */
+static msd_peers_t *peers;
 
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
 static uint64_t machine_memory(void)
@@ -158,6 +178,8 @@ static void opts_init(daemon_opts_t *o)
     o->cfg.listen          = "127.0.0.1:13337";
     o->cfg.keep_durable_ns = 300000000000ull;
     o->cfg.spin_ns         = 50000;
+    o->cfg.heartbeat_ns    = 500000000ull;
+    o->cfg.peer_timeout_ns = 5000000000ull;
     o->cfg.log_level       = MSD_LOG_INFO;
     o->cfg.log_target      = MSD_LOG_TO_STDERR;
     o->preset              = "ascend-910b";
@@ -198,6 +220,7 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
     switch (c) {
     case 'l':
         o->cfg.listen = arg;
+        o->listen_set = true;
         break;
     case 'n':
         o->preset = arg;
@@ -280,6 +303,29 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
         break;
     case 'J':
         o->cfg.job_secrets = arg;
+        break;
+    case 'c':
+        o->cfg.cluster_file = arg;
+        break;
+    case 'a':
+        o->cfg.node_name = arg;
+        break;
+    case 'Z':
+        o->cfg.cluster_secret = arg;
+        break;
+    case 'B':
+        if (!opt_number(arg, 10, 60000, &v)) {
+            LOG_ERR("%s: '%s' is not a number of milliseconds in 10..60000", where, arg);
+            return false;
+        }
+        o->cfg.heartbeat_ns = (uint64_t)(v * 1e6);
+        break;
+    case 't':
+        if (!opt_number(arg, 0, 3600, &v) || !(v > 0)) {
+            LOG_ERR("%s: '%s' is not a number of seconds in (0, 3600]", where, arg);
+            return false;
+        }
+        o->cfg.peer_timeout_ns = (uint64_t)(v * 1e9);
         break;
     default: /* the command line only: config, no-config, version, help */
         break;
@@ -506,6 +552,7 @@ static bool daemon_reread(void *arg, msd_config_t *cfg)
     /* Only numbers and flags are taken from cfg (msd_reload); its strings are not kept. */
     cfg->listen = cfg->unix_path = cfg->metrics = NULL;
     cfg->secret_file = cfg->operator_group = cfg->job_secrets = NULL;
+    cfg->cluster_file = cfg->node_name = cfg->cluster_secret = NULL;
     opts_fini(&o);
     return true;
 }
@@ -586,13 +633,41 @@ int main(int argc, char **argv)
         o.cfg.local_loops = (o.cfg.local_loops > 8) ? 8 : o.cfg.local_loops;
     }
     rc = 2;
+    if ((o.cfg.node_name != NULL || o.cfg.cluster_secret != NULL) && (o.cfg.cluster_file == NULL)) {
+        LOG_ERR("--node-name and --cluster-secret need --cluster FILE");
+        goto out;
+    }
+    if (o.cfg.cluster_file != NULL) {
+        if (o.cfg.peer_timeout_ns < 3 * o.cfg.heartbeat_ns) {
+            LOG_ERR("--peer-timeout must be at least 3 heartbeats (%.3f s)",
+                    3 * (double)o.cfg.heartbeat_ns / 1e9);
+            goto out;
+        }
+        if (msd_peers_create(&o.cfg, &peers) != MEMSVC_OK) {
+            goto out; /* logged, naming the file and line */
+        }
+        /* A restarted node must listen on its address at once, whatever TIME_WAIT sockets
+         * its previous life left there (SO_REUSEADDR on UCX's listening socket). */
+        setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+        if (!o.listen_set) {
+            o.cfg.listen = msd_peers_self_addr(peers);
+        } else if (strcmp(o.cfg.listen, msd_peers_self_addr(peers)) != 0) {
+            LOG_WARN("listening on %s while the cluster file gives '%s' the address %s, where "
+                     "peers dial it",
+                     o.cfg.listen, o.cfg.node_name, msd_peers_self_addr(peers));
+        }
+    }
+    rc = 2;
     if (!o.cfg.allow_remote && !msd_auth_addr_loopback(o.cfg.listen, err, sizeof(err))) {
         LOG_ERR("refusing to listen on %s: %s (add --allow-remote)", o.cfg.listen, err);
         goto out;
     }
-    if (o.cfg.allow_remote && (o.cfg.secret_file == NULL) && (o.cfg.job_secrets == NULL)) {
-        LOG_ERR("--allow-remote without --secret-file (or --job-secrets): any host could use "
-                "any job; refusing to start (docs/security.md)");
+    if (o.cfg.allow_remote && (o.cfg.secret_file == NULL) && (o.cfg.job_secrets == NULL) &&
+        (o.cfg.cluster_secret == NULL)) {
+        /* With only a cluster secret, other hosts' clients are refused (they cannot prove a
+         * secret) and peer daemons prove theirs. */
+        LOG_ERR("--allow-remote without --secret-file, --job-secrets or --cluster-secret: any "
+                "host could use any job; refusing to start (docs/security.md)");
         goto out;
     }
     if (o.cfg.require_secret && (o.cfg.secret_file == NULL) && (o.cfg.job_secrets == NULL)) {
@@ -670,7 +745,8 @@ int main(int argc, char **argv)
         eng_destroy(eng);
         goto out;
     }
-    status = msd_server_init(srv, eng, &o.cfg);
+    srv->peers = peers;
+    status     = msd_server_init(srv, eng, &o.cfg);
     if (status != MEMSVC_OK) {
         free(srv);
         eng_destroy(eng);
@@ -682,6 +758,8 @@ int main(int argc, char **argv)
     free(srv);
     rc = (status == MEMSVC_OK) ? 0 : 1;
 out:
+    msd_peers_destroy(peers);
+    peers = NULL;
     opts_fini(&o);
     return rc;
 }

@@ -6,6 +6,7 @@
 #include "client/msp_proto.h"
 #include "memsvc/eng.h"
 #include "memsvc/msd_auth.h"
+#include "memsvc/msd_peer.h"
 
 #include <ucp/api/ucp.h>
 
@@ -47,6 +48,12 @@ typedef struct msd_config {
      * false (and logged) when it cannot. NULL: SIGHUP only says nothing can be reloaded. */
     bool (*reread)(void *arg, struct msd_config *cfg);
     void *reread_arg;
+    /* -- the cluster (msd_peer.c); all NULL/0 when the daemon stands alone -- */
+    const char *cluster_file;    /* --cluster: one "NAME HOST:PORT" a line, same on every node */
+    const char *node_name;       /* --node-name: this daemon's line of the cluster file */
+    const char *cluster_secret;  /* --cluster-secret: the file whose bytes authenticate peers */
+    uint64_t    heartbeat_ns;    /* --heartbeat-ms */
+    uint64_t    peer_timeout_ns; /* --peer-timeout: no heartbeat this long: the peer is down */
 } msd_config_t;
 
 struct msd_session;
@@ -83,6 +90,7 @@ typedef struct msd_session {
     bool                control; /* control session (memsvc-ctl) */
     bool                dead;    /* peer gone: cleanup done or pending */
     bool                cleaned; /* pins and tensors dealt with */
+    bool                peer;    /* carries a link from a peer daemon (msd_peer.c) */
     uint32_t            job, rank, device;
     unsigned            refs; /* pending callbacks holding this session */
     uint64_t            requests, errors;
@@ -211,6 +219,7 @@ typedef struct msd_server {
     uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
     msp_buf_t      body;
     msd_metrics_t  metrics;
+    struct msd_peers *peers; /* the cluster (msd_peer.c); NULL when standing alone */
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */
@@ -224,7 +233,8 @@ void       msd_map_del(msd_map_t *map, uint64_t handle, uint64_t sid);
 
 /* ---- msd_server.c ------------------------------------------------------------------------- */
 
-/* Set up UCX (context, worker, listener), the epoll set, timer and signal fds. */
+/* Set up UCX (context, worker, listener), the epoll set, timer and signal fds. srv is
+ * zeroed except srv->peers, which the caller sets (msd_peers_create) or leaves NULL. */
 memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_t *cfg);
 /* Serve until SIGTERM/SIGINT. */
 memsvc_status_t msd_server_run(msd_server_t *srv);

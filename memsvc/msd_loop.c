@@ -66,6 +66,11 @@ void msd_after_batch(msd_server_t *srv)
     if (srv->orphan_next < when) {
         when = srv->orphan_next;
     }
+    if (srv->peers != NULL) {
+        uint64_t peers_at = msd_peers_next(srv);
+
+        when = (peers_at < when) ? peers_at : when;
+    }
     atomic_store(&srv->timer_at, when);
     if ((when < atomic_load(&srv->timer_armed)) && (loop_current != &srv->loops[0]) &&
         (srv->loops != NULL)) {

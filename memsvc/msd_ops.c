@@ -958,6 +958,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             case MSP_OP_LIST:
                 status = op_list(srv, s, req, rep, &payload);
                 break;
+            case MSP_OP_PEERS:
+                status = msd_peers_op(srv, req, rep, &payload);
+                break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();
                 rep->u.ping.sessions = (uint32_t)srv->sessions_total;

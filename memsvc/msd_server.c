@@ -84,6 +84,7 @@ static void sessions_reap(msd_server_t *srv)
         if (!s->dead || s->cleaned || s->local) {
             continue; /* local sessions are ended by their loop (msd_local_session_end) */
         }
+        msd_peers_session_gone(srv, s);
         msd_ops_session_gone(srv, s);
         s->cleaned = true;
         session_close_ep(srv, s);
@@ -491,8 +492,10 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     memsvc_status_t         status;
     ucs_status_t            ustatus;
     sigset_t                mask;
+    msd_peers_t            *peers = srv->peers; /* the caller's (may be NULL): kept */
 
     memset(srv, 0, sizeof(*srv));
+    srv->peers       = peers;
     srv->cfg         = *cfg;
     srv->eng         = eng;
     srv->next_sid    = 1;
@@ -594,6 +597,10 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     ev.data.ptr = &ev_signal;
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &ev);
 
+    if (msd_peers_attach(srv) != MEMSVC_OK) {
+        status = MEMSVC_ERR_TRANSPORT;
+        goto err_fds;
+    }
     LOG("listening on %s%s; remote (tcp) sessions served by their own loop", cfg->listen,
         cfg->allow_remote ? " (remote clients allowed)" : " (loopback)");
     log_context_transports(srv);
@@ -666,6 +673,11 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
     if (msd_loops_start(srv) != MEMSVC_OK) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
+    if (srv->peers != NULL) {
+        msd_lock(srv);
+        msd_after_batch(srv); /* the first dial and heartbeat are due */
+        msd_unlock(srv);
+    }
     /* Listener, local socket and loops are up: systemd (Type=notify) may start clients. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s%s%s", srv->cfg.listen,
                srv->cfg.no_unix ? "" : " and ", srv->cfg.no_unix ? "" : srv->unix_path);
@@ -679,6 +691,9 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             msd_lock(srv);
             atomic_store(&srv->reap_tcp, false);
             eng_progress(srv->eng);
+            if (msd_peers_next(srv) <= now) {
+                msd_peers_tick(srv);
+            }
             sessions_reap(srv);
             if (srv->orphan_next <= msp_now_ns()) {
                 msd_ops_expire_orphans(srv, msp_now_ns());
@@ -757,6 +772,7 @@ void msd_server_fini(msd_server_t *srv)
     uint64_t       deadline;
 
     msd_metrics_stop(srv); /* its thread reads the server under the lock: first to go */
+    msd_peers_stop(srv);
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
         session_close_ep(srv, s);

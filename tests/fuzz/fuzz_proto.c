@@ -1,4 +1,5 @@
-/* fuzz_proto.c - libFuzzer target for the wire decoder (requests, replies, STATS/LIST bodies) */
+/* fuzz_proto.c - libFuzzer target for the wire decoder (requests, replies, STATS/LIST/PEERS
+ * bodies) */
 #include "client/msp_proto.h"
 
 #include <stdlib.h>
@@ -8,6 +9,8 @@ static msp_req_t      reqs[MSP_BATCH_MAX], again[MSP_BATCH_MAX];
 static msp_rep_t      reps[MSP_BATCH_MAX];
 static msp_tensor_t   tensors[MSP_LIST_MAX];
 static memsvc_stats_t stats;
+static memsvc_peer_info_t    peers[MSP_PEERS_MAX];
+static memsvc_cluster_info_t cluster;
 static uint8_t        wire[MSP_HEADER_MAX];
 
 /* A request that decoded must survive an encode/decode round trip unchanged. */
@@ -59,6 +62,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)msp_decode_stats(data, size, &stats);
     if ((msp_decode_list(data, size, tensors, MSP_LIST_MAX, &count) == MEMSVC_OK) &&
         (count > MSP_LIST_MAX)) {
+        abort();
+    }
+    if ((msp_decode_peers(data, size, &cluster, peers, MSP_PEERS_MAX, &count) == MEMSVC_OK) &&
+        (count > MSP_PEERS_MAX)) {
         abort();
     }
     return 0;

@@ -22,6 +22,17 @@ typedef struct integ_daemon {
  */
 bool integ_daemon_start(integ_daemon_t *d, const char *const *args);
 
+/*
+ * Start memsvcd with exactly these arguments (NULL-terminated; no --listen is added) and
+ * return at once: d->addr is set to addr (what the daemon listens on, for the helpers), its
+ * stderr goes to d->log. With netns, it runs in that network namespace ("ip netns exec").
+ */
+bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
+                        const char *const *args);
+
+/* A port free on the loopback address now. */
+int integ_free_port(void);
+
 /* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
 int integ_daemon_stop(integ_daemon_t *d);
 
@@ -93,6 +104,14 @@ void            integ_raw_close(integ_raw_t *raw);
 memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
                                size_t plen, memsvc_status_t *status_p, uint64_t *id_p, char *msg,
                                size_t msglen);
+
+/*
+ * Send one active message of id (header only) and wait (bounded) for it to go; then wait up to
+ * wait_ms for a message of the same id back: its header into reply (up to cap bytes),
+ * *rlen_p its length (0: nothing came).
+ */
+memsvc_status_t integ_raw_am(integ_raw_t *raw, unsigned id, const void *hdr, size_t hlen,
+                             unsigned wait_ms, void *reply, size_t cap, size_t *rlen_p);
 
 /* Build a HELLO header (version, job, rank) into buf; returns its length. */
 size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank);

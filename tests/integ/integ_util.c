@@ -182,6 +182,50 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
     return false;
 }
 
+bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
+                        const char *const *args)
+{
+    static unsigned seq;
+    const char     *argv[48];
+    char            path[512];
+    int             argc = 0, fd;
+
+    memset(d, 0, sizeof(*d));
+    integ_run_dir_setup();
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+    snprintf(d->log, sizeof(d->log), "/tmp/memsvcd-test-%d-s%u.log", (int)getpid(), seq++);
+    snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
+    if (netns != NULL) {
+        argv[argc++] = "ip";
+        argv[argc++] = "netns";
+        argv[argc++] = "exec";
+        argv[argc++] = netns;
+    }
+    argv[argc++] = path;
+    while ((args != NULL) && (*args != NULL) && (argc < 46)) {
+        argv[argc++] = *args++;
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    d->pid = fork();
+    if (d->pid < 0) {
+        return false;
+    }
+    if (d->pid == 0) {
+        fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execvp(argv[0], (char *const *)argv); /* "ip netns exec" execs memsvcd in place */
+        fprintf(stderr, "exec %s failed\n", argv[0]);
+        _exit(127);
+    }
+    integ_track(d->pid);
+    return true;
+}
+
 int integ_daemon_stop(integ_daemon_t *d)
 {
     uint64_t deadline;
@@ -368,6 +412,8 @@ struct integ_raw {
     bool          got, failed;
     msp_rep_t     rep;
     size_t        nrep;
+    uint8_t       am[1024]; /* integ_raw_am: the last message back */
+    size_t        am_len;
 };
 
 static ucs_status_t raw_reply_cb(void *arg, const void *header, size_t header_length, void *data,
@@ -449,6 +495,50 @@ void integ_raw_close(integ_raw_t *raw)
     ucp_worker_destroy(raw->worker);
     ucp_cleanup(raw->ctx);
     free(raw);
+}
+
+static ucs_status_t raw_am_cb(void *arg, const void *header, size_t header_length, void *data,
+                              size_t length, const ucp_am_recv_param_t *param)
+{
+    integ_raw_t *raw = arg;
+
+    raw->am_len = (header_length < sizeof(raw->am)) ? header_length : sizeof(raw->am);
+    memcpy(raw->am, header, raw->am_len);
+    return UCS_OK;
+}
+
+memsvc_status_t integ_raw_am(integ_raw_t *raw, unsigned id, const void *hdr, size_t hlen,
+                             unsigned wait_ms, void *reply, size_t cap, size_t *rlen_p)
+{
+    ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                 .flags        = UCP_AM_SEND_FLAG_REPLY};
+    uint64_t            deadline;
+    ucs_status_ptr_t    sp;
+
+    *rlen_p     = 0;
+    raw->am_len = 0;
+    if (msp_ucx_am_handler(raw->worker, id, raw_am_cb, raw) != UCS_OK) {
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    sp = ucp_am_send_nbx(raw->ep, id, hdr, hlen, NULL, 0, &param);
+    if (UCS_PTR_IS_ERR(sp)) {
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    deadline = msp_now_ns() + 10000000000ull;
+    if (UCS_PTR_IS_PTR(sp)) {
+        while ((ucp_request_check_status(sp) == UCS_INPROGRESS) && !raw->failed &&
+               (msp_now_ns() < deadline)) {
+            ucp_worker_progress(raw->worker);
+        }
+        ucp_request_free(sp);
+    }
+    deadline = msp_now_ns() + (uint64_t)wait_ms * 1000000ull;
+    while ((raw->am_len == 0) && !raw->failed && (msp_now_ns() < deadline)) {
+        ucp_worker_progress(raw->worker);
+    }
+    *rlen_p = (raw->am_len < cap) ? raw->am_len : cap;
+    memcpy(reply, raw->am, *rlen_p);
+    return raw->failed ? MEMSVC_ERR_TRANSPORT : MEMSVC_OK;
 }
 
 memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,

@@ -619,6 +619,66 @@ static void test_auth_fields(void)
     CU_ASSERT_STRING_EQUAL(rout[0].msg, "wrong secret");
 }
 
+/* PEERS: request, reply and body round-trip; the decoder refuses what is out of bounds. */
+static void test_peers_round_trip(void)
+{
+    static uint8_t        body[MSP_BODY_MAX];
+    static memsvc_peer_info_t in[MSP_PEERS_MAX], out[MSP_PEERS_MAX];
+    memsvc_cluster_info_t self = {.boot_id = 0xfeedull, .num_peers = MSP_PEERS_MAX + 5}, got;
+    msp_req_t             req = {.op = MSP_OP_PEERS, .id = 9, .u.peers.start = 64};
+    msp_rep_t             rep = {.op = MSP_OP_PEERS, .id = 9, .plen = 300}, rout;
+    msp_buf_t             bb  = {body, sizeof(body), 0, false};
+    msp_buf_t             buf = {wire, sizeof(wire), 0, false};
+    uint32_t              count, i;
+    size_t                n;
+
+    TEST_ASSERT_OK(msp_decode_requests(wire, encode_reqs(&req, 1), reqs, MSP_BATCH_MAX, &n));
+    CU_ASSERT_EQUAL(reqs[0].op, MSP_OP_PEERS);
+    CU_ASSERT_EQUAL(reqs[0].u.peers.start, 64);
+    rep.u.list.next  = 128;
+    rep.u.list.count = MSP_PEERS_MAX;
+    TEST_ASSERT_OK(msp_encode_replies(&rep, 1, &buf));
+    TEST_ASSERT_OK(msp_decode_replies(wire, buf.len, &rout, 1, &n));
+    CU_ASSERT_EQUAL(rout.plen, 300);
+    CU_ASSERT_EQUAL(rout.u.list.next, 128);
+    CU_ASSERT(msp_reply_has_payload(MSP_OP_PEERS));
+
+    strcpy(self.node, "node-7");
+    memset(self.cluster_hash, 'f', 64);
+    for (i = 0; i < MSP_PEERS_MAX; i++) {
+        snprintf(in[i].name, sizeof(in[i].name), "node-%026u", i);
+        snprintf(in[i].address, sizeof(in[i].address), "[fe80::1234:5678:9abc:def0]:%u", 60000 + i);
+        memset(in[i].reason, 'r', sizeof(in[i].reason) - 1);
+        in[i].state        = (memsvc_peer_state_t)(i % MEMSVC_PEER_STATE_COUNT);
+        in[i].heard_ago_ns = (i == 0) ? UINT64_MAX : i;
+        in[i].boot_id      = UINT64_MAX - i;
+        in[i].restarts     = i;
+        in[i].hbm_total    = 1ull << 40;
+        in[i].uptime_ns    = 5;
+    }
+    /* the largest page there can be (64 peers, every string full) fits a body */
+    TEST_ASSERT_OK(msp_encode_peers(&self, in, MSP_PEERS_MAX, &bb));
+    TEST_ASSERT_OK(msp_decode_peers(body, bb.len, &got, out, MSP_PEERS_MAX, &count));
+    CU_ASSERT_EQUAL(count, MSP_PEERS_MAX);
+    CU_ASSERT_STRING_EQUAL(got.node, "node-7");
+    CU_ASSERT_EQUAL(got.num_peers, MSP_PEERS_MAX + 5);
+    CU_ASSERT_EQUAL(got.boot_id, 0xfeedull);
+    CU_ASSERT_EQUAL(memcmp(in, out, sizeof(in)), 0);
+    CU_ASSERT_EQUAL(msp_decode_peers(body, bb.len, &got, out, 3, &count), MEMSVC_ERR_TOO_LARGE);
+    for (i = 0; i < 200; i++) {
+        CU_ASSERT_NOT_EQUAL(msp_decode_peers(body, i, &got, out, MSP_PEERS_MAX, &count),
+                            MEMSVC_OK);
+    }
+    /* a state out of range is a protocol error */
+    in[0].state = MEMSVC_PEER_STATE_COUNT;
+    TEST_ASSERT_OK(msp_encode_peers(&self, in, 1, &bb));
+    CU_ASSERT_EQUAL(msp_decode_peers(body, bb.len, &got, out, MSP_PEERS_MAX, &count),
+                    MEMSVC_ERR_PROTOCOL);
+    CU_ASSERT_EQUAL(msp_encode_peers(&self, in, MSP_PEERS_MAX + 1, &bb), MEMSVC_ERR_INVALID_PARAM);
+    CU_ASSERT_STRING_EQUAL(memsvc_peer_state_name(MEMSVC_PEER_REFUSED), "refused");
+    CU_ASSERT_STRING_EQUAL(memsvc_peer_state_name(MEMSVC_PEER_STATE_COUNT), "unknown");
+}
+
 static void test_encoder_limits(void)
 {
     msp_buf_t small = {wire, 8, 0, false};
@@ -648,6 +708,7 @@ static void add_suite(void)
     CU_add_test(s, "replies round-trip (stats, list, errors)", test_reply_round_trip);
     CU_add_test(s, "encoder limits", test_encoder_limits);
     CU_add_test(s, "version 3: nonce, challenge and proofs (AUTH)", test_auth_fields);
+    CU_add_test(s, "PEERS request, reply and body round-trip", test_peers_round_trip);
 }
 
 TEST_REGISTER(proto, add_suite)

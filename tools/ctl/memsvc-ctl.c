@@ -1,12 +1,14 @@
 /* memsvc-ctl.c - look at a running memsvcd: ping, stats, jobs, list, watch (text or --json), as
- * a control session */
+ * a control session; or at every daemon of a cluster file at once (--cluster) */
 #include "client/memsvc.h"
 #include "client/msp_ucx.h"
+#include "memsvc/msd_peer.h"
 #include "sim_npu/sim_desc.h"
 #include "tools/version.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 typedef struct ctl {
+    const char   *cluster; /* --cluster FILE */
     const char   *address;
     uint32_t      timeout_ms;
     bool          json;
@@ -27,6 +30,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: memsvc-ctl [--address HOST:PORT] [--timeout MS] [--json] COMMAND\n"
+            "       memsvc-ctl --cluster FILE [--timeout MS] [--json] stats|list|health\n"
             "\n"
             "  ping             round trip to the daemon\n"
             "  stats [--job N]  per device and pool: allocated, reserved, largest free block,\n"
@@ -38,11 +42,17 @@ static void usage(FILE *out)
             "                   stats every S seconds (default 2) with rates since the last\n"
             "                   refresh; redrawn on a terminal, a block per refresh otherwise;\n"
             "                   N refreshes (default: until interrupted)\n"
+            "  health           (--cluster) exit 0 when every node answers and sees every\n"
+            "                   peer up, else 1 and the problems\n"
             "\n"
             "  --address HOST:PORT  the daemon (default $MEMSVC_ADDR, else 127.0.0.1:13337)\n"
             "  --timeout MS     give up on an answer after MS milliseconds (default 5000)\n"
             "  --json           machine-readable output (ping, stats, jobs, list)\n"
             "  --version        print the version and exit\n"
+            "\n"
+            "--cluster FILE: every node of the cluster file (docs/cluster.md) as one table:\n"
+            "reachable, HBM and host use, and the state of each peer as each node sees it\n"
+            "(stats, list, health).\n"
             "\n"
             "Exit status: 0 done, 1 the daemon could not be reached or refused, 2 usage error.\n");
 }
@@ -566,9 +576,358 @@ static bool address_ok(const char *addr)
     return msp_parse_addr(addr, &ss, &len) == MEMSVC_OK;
 }
 
+/* ---- --cluster: every node of a cluster file ------------------------------------------------ */
+
+typedef struct cl_node {
+    const msd_cluster_node_t *node;
+    bool                      reachable;
+    char                      error[160];
+    memsvc_conn_h             conn;
+    memsvc_stats_t           *st;
+    memsvc_cluster_info_t     info;
+    memsvc_peer_info_t       *peers; /* npeers of them */
+    uint32_t                  npeers, cap;
+    uint64_t                  hbm_used, hbm_total;
+} cl_node_t;
+
+typedef struct cl {
+    ctl_t        *ctl;
+    msd_cluster_t file;
+    cl_node_t    *nodes;
+    char        **problems;
+    unsigned      nproblems;
+} cl_t;
+
+static void cl_problem(cl_t *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void cl_problem(cl_t *cl, const char *fmt, ...)
+{
+    char  **np = realloc(cl->problems, (cl->nproblems + 1) * sizeof(*np));
+    va_list ap;
+
+    if (np == NULL) {
+        return;
+    }
+    cl->problems = np;
+    va_start(ap, fmt);
+    if (vasprintf(&np[cl->nproblems], fmt, ap) >= 0) {
+        cl->nproblems++;
+    }
+    va_end(ap);
+}
+
+static bool cl_peer_cb(void *arg, const memsvc_peer_info_t *peer)
+{
+    cl_node_t *n = arg;
+
+    if (n->npeers == n->cap) {
+        uint32_t            cap = (n->cap == 0) ? 16 : 2 * n->cap;
+        memsvc_peer_info_t *np  = realloc(n->peers, cap * sizeof(*np));
+
+        if (np == NULL) {
+            return false;
+        }
+        n->peers = np;
+        n->cap   = cap;
+    }
+    n->peers[n->npeers++] = *peer;
+    return true;
+}
+
+/* Connect to one node and read its stats and peer table; what is wrong goes to problems. */
+static void cl_query(cl_t *cl, cl_node_t *n)
+{
+    memsvc_conn_params_t p = {0};
+    memsvc_status_t      status;
+    uint32_t             i, d;
+
+    p.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_FLAGS |
+                   MEMSVC_CONN_FIELD_TIMEOUT_MS | MEMSVC_CONN_FIELD_NAME;
+    p.address    = n->node->addr;
+    p.flags      = MEMSVC_CONN_CONTROL;
+    p.timeout_ms = cl->ctl->timeout_ms;
+    p.name       = "memsvc-ctl";
+    status       = memsvc_connect(&p, &n->conn);
+    if (status != MEMSVC_OK) {
+        snprintf(n->error, sizeof(n->error), "cannot connect: %s", memsvc_strerror(status));
+        cl_problem(cl, "%s (%s): unreachable: %s", n->node->name, n->node->addr,
+                   memsvc_strerror(status));
+        n->conn = NULL;
+        return;
+    }
+    n->st  = calloc(1, sizeof(*n->st));
+    status = (n->st == NULL) ? MEMSVC_ERR_NO_RESOURCE : memsvc_stats(n->conn, n->st);
+    if (status == MEMSVC_OK) {
+        status = memsvc_peers(n->conn, &n->info, cl_peer_cb, n);
+    }
+    if (status != MEMSVC_OK) {
+        snprintf(n->error, sizeof(n->error), "stats: %s", memsvc_strerror(status));
+        cl_problem(cl, "%s (%s): %s", n->node->name, n->node->addr, n->error);
+        return;
+    }
+    n->reachable = true;
+    for (d = 0; d < n->st->num_devices; d++) {
+        n->hbm_used += n->st->dev[d].allocated;
+        n->hbm_total += n->st->dev[d].capacity;
+    }
+    if (n->info.node[0] == '\0') {
+        cl_problem(cl, "%s (%s): runs without --cluster", n->node->name, n->node->addr);
+        return;
+    }
+    if (strcmp(n->info.node, n->node->name) != 0) {
+        cl_problem(cl, "%s (%s): the daemon there is node '%s'", n->node->name, n->node->addr,
+                   n->info.node);
+    }
+    if (strcmp(n->info.cluster_hash, cl->file.hash_hex) != 0) {
+        cl_problem(cl, "%s: its cluster file differs from %s", n->node->name, cl->ctl->cluster);
+    }
+    for (i = 0; i < n->npeers; i++) {
+        const memsvc_peer_info_t *pi = &n->peers[i];
+
+        if (pi->state != MEMSVC_PEER_UP) {
+            cl_problem(cl, "%s sees %s %s%s%s", n->node->name, pi->name,
+                       memsvc_peer_state_name(pi->state), (pi->reason[0] != '\0') ? ": " : "",
+                       pi->reason);
+        }
+    }
+}
+
+/* Node a's view of node b ("-" for itself, "?" when a was not reached or does not list b). */
+static const char *cl_view(const cl_node_t *a, const char *b)
+{
+    uint32_t i;
+
+    if (strcmp(a->node->name, b) == 0) {
+        return "-";
+    }
+    for (i = 0; a->reachable && (i < a->npeers); i++) {
+        if (strcmp(a->peers[i].name, b) == 0) {
+            return memsvc_peer_state_name(a->peers[i].state);
+        }
+    }
+    return "?";
+}
+
+static void cl_text(cl_t *cl)
+{
+    char     a[32], b[32], c[32], e[32], f[32];
+    unsigned i, j, up, w = 4;
+
+    printf("cluster %s: %u nodes, hash %.16s...\n", cl->ctl->cluster, cl->file.n,
+           cl->file.hash_hex);
+    for (i = 0; i < cl->file.n; i++) {
+        w = (strlen(cl->file.nodes[i].name) > w) ? (unsigned)strlen(cl->file.nodes[i].name) : w;
+    }
+    printf("%-*s  %-21s %-9s %-8s %-23s %-23s %-8s %s\n", (int)w, "NODE", "ADDRESS", "REACHABLE",
+           "PEERS UP", "HBM USED / TOTAL", "HOST USED / TOTAL", "SESSIONS", "UPTIME");
+    for (i = 0; i < cl->file.n; i++) {
+        const cl_node_t *n = &cl->nodes[i];
+        char             hbm[48], host[48], peers[16];
+
+        if (!n->reachable) {
+            printf("%-*s  %-21s %-9s %s\n", (int)w, n->node->name, n->node->addr, "no", n->error);
+            continue;
+        }
+        for (j = 0, up = 0; j < n->npeers; j++) {
+            up += (n->peers[j].state == MEMSVC_PEER_UP) ? 1 : 0;
+        }
+        snprintf(peers, sizeof(peers), "%u/%u", up, n->npeers);
+        snprintf(hbm, sizeof(hbm), "%s / %s", sim_format_size(n->hbm_used, a, sizeof(a)),
+                 sim_format_size(n->hbm_total, b, sizeof(b)));
+        snprintf(host, sizeof(host), "%s / %s", sim_format_size(n->st->host_used, c, sizeof(c)),
+                 sim_format_size(n->st->host_capacity, e, sizeof(e)));
+        printf("%-*s  %-21s %-9s %-8s %-23s %-23s %-8llu %s\n", (int)w, n->node->name,
+               n->node->addr, "yes", peers, hbm, host, (unsigned long long)n->st->sessions,
+               sim_format_time(n->st->uptime_ns, f, sizeof(f)));
+    }
+    printf("\npeer states, as the node of each row sees the node of each column:\n%-*s ", (int)w,
+           "");
+    for (j = 0; j < cl->file.n; j++) {
+        printf(" %-10s", cl->file.nodes[j].name);
+    }
+    printf("\n");
+    for (i = 0; i < cl->file.n; i++) {
+        printf("%-*s ", (int)w, cl->file.nodes[i].name);
+        for (j = 0; j < cl->file.n; j++) {
+            printf(" %-10s", cl_view(&cl->nodes[i], cl->file.nodes[j].name));
+        }
+        printf("\n");
+    }
+}
+
+static void cl_json(cl_t *cl)
+{
+    unsigned i, j;
+
+    printf("{\"cluster\": ");
+    memsvc_json_string(cl->ctl->cluster, stdout);
+    printf(", \"hash\": \"%s\", \"healthy\": %s,\n \"nodes\": [", cl->file.hash_hex,
+           (cl->nproblems == 0) ? "true" : "false");
+    for (i = 0; i < cl->file.n; i++) {
+        const cl_node_t *n = &cl->nodes[i];
+
+        printf("%s\n  {\"name\": ", (i > 0) ? "," : "");
+        memsvc_json_string(n->node->name, stdout);
+        printf(", \"address\": ");
+        memsvc_json_string(n->node->addr, stdout);
+        printf(", \"reachable\": %s", n->reachable ? "true" : "false");
+        if (!n->reachable) {
+            printf(", \"error\": ");
+            memsvc_json_string(n->error, stdout);
+            printf("}");
+            continue;
+        }
+        printf(", \"member\": ");
+        memsvc_json_string(n->info.node, stdout);
+        printf(", \"cluster_hash\": \"%s\", \"boot_id\": \"%016llx\", \"hbm_used\": %llu, "
+               "\"hbm_total\": %llu, \"host_used\": %llu, \"host_total\": %llu, "
+               "\"sessions\": %llu, \"uptime_ns\": %llu, \"live_tensors\": %llu,\n   \"peers\": [",
+               n->info.cluster_hash, (unsigned long long)n->info.boot_id,
+               (unsigned long long)n->hbm_used, (unsigned long long)n->hbm_total,
+               (unsigned long long)n->st->host_used, (unsigned long long)n->st->host_capacity,
+               (unsigned long long)n->st->sessions, (unsigned long long)n->st->uptime_ns,
+               (unsigned long long)n->st->live_tensors);
+        for (j = 0; j < n->npeers; j++) {
+            const memsvc_peer_info_t *p = &n->peers[j];
+
+            printf("%s\n    {\"name\": ", (j > 0) ? "," : "");
+            memsvc_json_string(p->name, stdout);
+            printf(", \"state\": \"%s\", \"reason\": ", memsvc_peer_state_name(p->state));
+            memsvc_json_string(p->reason, stdout);
+            if (p->heard_ago_ns == UINT64_MAX) {
+                printf(", \"heard_ago_ns\": null");
+            } else {
+                printf(", \"heard_ago_ns\": %llu", (unsigned long long)p->heard_ago_ns);
+            }
+            printf(", \"state_age_ns\": %llu, \"boot_id\": \"%016llx\", \"restarts\": %llu, "
+                   "\"hbm_used\": %llu, \"hbm_total\": %llu, \"host_used\": %llu, "
+                   "\"host_total\": %llu, \"sessions\": %llu, \"uptime_ns\": %llu}",
+                   (unsigned long long)p->state_age_ns, (unsigned long long)p->boot_id,
+                   (unsigned long long)p->restarts, (unsigned long long)p->hbm_used,
+                   (unsigned long long)p->hbm_total, (unsigned long long)p->host_used,
+                   (unsigned long long)p->host_total, (unsigned long long)p->sessions,
+                   (unsigned long long)p->uptime_ns);
+        }
+        printf("%s]}", (n->npeers > 0) ? "\n   " : "");
+    }
+    printf("\n ],\n \"problems\": [");
+    for (i = 0; i < cl->nproblems; i++) {
+        printf("%s", (i > 0) ? ", " : "");
+        memsvc_json_string(cl->problems[i], stdout);
+    }
+    printf("]}\n");
+}
+
+/* list --cluster: the tensors of every node that answers. */
+static int cl_list(cl_t *cl, uint32_t job)
+{
+    memsvc_status_t status;
+    unsigned        i;
+    int             rc = 0;
+
+    if (cl->ctl->json) {
+        printf("{\"cluster\": ");
+        memsvc_json_string(cl->ctl->cluster, stdout);
+        printf(", \"nodes\": [");
+    }
+    for (i = 0; i < cl->file.n; i++) {
+        const cl_node_t *n  = &cl->nodes[i];
+        list_state_t     ls = {cl->ctl, 0};
+
+        if (cl->ctl->json) {
+            printf("%s\n {\"name\": ", (i > 0) ? "," : "");
+            memsvc_json_string(n->node->name, stdout);
+            printf(", \"reachable\": %s", n->reachable ? "true" : "false");
+        } else {
+            printf("%s== %s (%s)%s\n", (i > 0) ? "\n" : "", n->node->name, n->node->addr,
+                   n->reachable ? "" : ": unreachable");
+        }
+        if (!n->reachable) {
+            printf("%s", cl->ctl->json ? "}" : "");
+            rc = 1;
+            continue;
+        }
+        printf("%s", cl->ctl->json ? ", \"tensors\": [" : "");
+        status = memsvc_list(n->conn, job, list_one, &ls);
+        if (cl->ctl->json) {
+            printf("%s]}", (ls.count > 0) ? "\n" : "");
+        } else if (ls.count == 0) {
+            printf("no tensors\n");
+        }
+        if (status != MEMSVC_OK) {
+            fprintf(stderr, "memsvc-ctl: list on %s: %s\n", n->node->name, memsvc_strerror(status));
+            rc = 1;
+        }
+    }
+    if (cl->ctl->json) {
+        printf("\n]}\n");
+    }
+    return rc;
+}
+
+static int cmd_cluster(ctl_t *ctl, const char *cmd, uint32_t job)
+{
+    cl_t            cl = {.ctl = ctl};
+    memsvc_status_t status;
+    char            err[512];
+    unsigned        i;
+    int             rc = 0;
+
+    status = msd_cluster_load(ctl->cluster, &cl.file, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: --cluster: %s\n", err);
+        return 2;
+    }
+    cl.nodes = calloc(cl.file.n, sizeof(*cl.nodes));
+    if (cl.nodes == NULL) {
+        fprintf(stderr, "memsvc-ctl: out of memory\n");
+        msd_cluster_free(&cl.file);
+        return 1;
+    }
+    for (i = 0; i < cl.file.n; i++) {
+        cl.nodes[i].node = &cl.file.nodes[i];
+        cl_query(&cl, &cl.nodes[i]);
+    }
+    if (strcmp(cmd, "list") == 0) {
+        rc = cl_list(&cl, job);
+    } else if (ctl->json) {
+        cl_json(&cl);
+    } else {
+        cl_text(&cl);
+        if (strcmp(cmd, "health") == 0) {
+            printf("\n%s\n", (cl.nproblems == 0) ? "healthy: every node answers and sees every "
+                                                   "peer up"
+                                                 : "NOT healthy:");
+        } else if (cl.nproblems > 0) {
+            printf("\nproblems:\n");
+        }
+        for (i = 0; i < cl.nproblems; i++) {
+            printf("  %s\n", cl.problems[i]);
+        }
+    }
+    if ((strcmp(cmd, "health") == 0) && (cl.nproblems > 0)) {
+        rc = 1;
+    }
+    for (i = 0; i < cl.file.n; i++) {
+        if (cl.nodes[i].conn != NULL) {
+            memsvc_close(cl.nodes[i].conn);
+        }
+        free(cl.nodes[i].st);
+        free(cl.nodes[i].peers);
+    }
+    for (i = 0; i < cl.nproblems; i++) {
+        free(cl.problems[i]);
+    }
+    free(cl.problems);
+    free(cl.nodes);
+    msd_cluster_free(&cl.file);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
+                                         {"cluster", required_argument, NULL, 'K'},
                                          {"timeout", required_argument, NULL, 't'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"job", required_argument, NULL, 'J'},
@@ -599,6 +958,9 @@ int main(int argc, char **argv)
         case 'a':
             ctl.address = optarg;
             addr_from   = "--address";
+            break;
+        case 'K':
+            ctl.cluster = optarg;
             break;
         case 't':
             if (!parse_uint(optarg, 1, 3600000, &v)) {
@@ -650,7 +1012,8 @@ int main(int argc, char **argv)
     cmd   = argv[optind];
     nargs = argc - optind - 1;
     if ((strcmp(cmd, "ping") != 0) && (strcmp(cmd, "stats") != 0) && (strcmp(cmd, "list") != 0) &&
-        (strcmp(cmd, "jobs") != 0) && (strcmp(cmd, "watch") != 0)) {
+        (strcmp(cmd, "jobs") != 0) && (strcmp(cmd, "watch") != 0) &&
+        (strcmp(cmd, "health") != 0)) {
         return usage_error("unknown command '%s'", cmd);
     }
     if (nargs > ((strcmp(cmd, "list") == 0) ? 1 : 0)) {
@@ -678,6 +1041,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "memsvc-ctl: %s: '%s' is not HOST:PORT (memsvc-ctl --help)\n", addr_from,
                 ctl.address);
         return 2;
+    }
+    if ((ctl.cluster == NULL) && (strcmp(cmd, "health") == 0)) {
+        fprintf(stderr, "memsvc-ctl: health needs --cluster FILE\n");
+        return 2;
+    }
+    if ((ctl.cluster != NULL) && (strcmp(cmd, "stats") != 0) && (strcmp(cmd, "list") != 0) &&
+        (strcmp(cmd, "health") != 0)) {
+        fprintf(stderr, "memsvc-ctl: with --cluster: stats, list or health\n");
+        return 2;
+    }
+    if (ctl.cluster != NULL) {
+        ctl.timeout_ms = (ctl.timeout_ms > 0) ? ctl.timeout_ms : 5000;
+        return cmd_cluster(&ctl, cmd, job);
     }
     p.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB | MEMSVC_CONN_FIELD_FLAGS |
                    MEMSVC_CONN_FIELD_TIMEOUT_MS | MEMSVC_CONN_FIELD_NAME;

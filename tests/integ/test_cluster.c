@@ -1,0 +1,872 @@
+/* test_cluster.c - memsvcd daemons as one cluster: membership, refusal, memsvc-ctl --cluster,
+ * partitions between network namespaces */
+#include "memsvc/msd_peer.h"
+#include "tests/integ/integ.h"
+#include "tests/test_util.h"
+
+#include <jansson.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HB_MS "100"
+#define TIMEOUT_S "1.5"
+#define WAIT_MS 15000 /* every wait is bounded by this (generous: a loaded 2-core machine) */
+#define NODES 3
+
+static const char *const names[NODES] = {"a", "b", "c"};
+
+typedef struct fixture {
+    char           dir[64];
+    char           file[96], file2[96], secret[96], secret2[96];
+    char           addr[NODES][64];
+    integ_daemon_t d[NODES];
+    unsigned       failures; /* CUnit's count at the start: logs are kept if it grew */
+} fixture_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool write_file(const char *path, const char *text, mode_t mode)
+{
+    int  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    bool ok;
+
+    if (fd < 0) {
+        return false;
+    }
+    ok = (write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    fchmod(fd, mode);
+    close(fd);
+    return ok;
+}
+
+/* A directory with a cluster file of NODES loopback nodes (file2: the same plus a line), and
+ * two different secrets. */
+static bool fixture_init(fixture_t *f, const char *host)
+{
+    char     text[512], extra[64];
+    size_t   n = 0;
+    unsigned i;
+
+    memset(f, 0, sizeof(*f));
+    f->failures = CU_get_number_of_failures();
+    snprintf(f->dir, sizeof(f->dir), "/tmp/memsvc-cluster-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        return false;
+    }
+    snprintf(f->file, sizeof(f->file), "%s/cluster", f->dir);
+    snprintf(f->file2, sizeof(f->file2), "%s/cluster2", f->dir);
+    snprintf(f->secret, sizeof(f->secret), "%s/secret", f->dir);
+    snprintf(f->secret2, sizeof(f->secret2), "%s/secret2", f->dir);
+    n += (size_t)snprintf(text + n, sizeof(text) - n, "# test cluster\n");
+    for (i = 0; i < NODES; i++) {
+        if (host == NULL) {
+            snprintf(f->addr[i], sizeof(f->addr[i]), "127.0.0.1:%d", integ_free_port());
+        } else {
+            snprintf(f->addr[i], sizeof(f->addr[i]), "%s.%u:%d", host, i + 1, 24000 + i);
+        }
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "%s   %s  # node %u\n", names[i],
+                              f->addr[i], i);
+    }
+    if (!write_file(f->file, text, 0644)) {
+        return false;
+    }
+    snprintf(extra, sizeof(extra), "d 127.0.0.1:%d\n", integ_free_port());
+    strncat(text, extra, sizeof(text) - strlen(text) - 1);
+    return write_file(f->file2, text, 0644) &&
+           write_file(f->secret, "a cluster secret of the test, 0600\n", 0600) &&
+           write_file(f->secret2, "another secret, not the cluster's\n", 0600);
+}
+
+/* A daemon's log: free of sanitizer reports; removed unless a test of this fixture failed. */
+static void log_done(fixture_t *f, integ_daemon_t *d)
+{
+    if (d->log[0] == '\0') {
+        return;
+    }
+    CU_ASSERT(!integ_log_contains(d, "Sanitizer") && !integ_log_contains(d, "runtime error:"));
+    if (CU_get_number_of_failures() == f->failures) {
+        unlink(d->log);
+    } else {
+        fprintf(stderr, "log kept: %s\n", d->log);
+    }
+    d->log[0] = '\0';
+}
+
+static void fixture_fini(fixture_t *f)
+{
+    char     cmd[128];
+    unsigned i;
+
+    for (i = 0; i < NODES; i++) {
+        if (f->d[i].pid > 0) {
+            CU_ASSERT_EQUAL(integ_daemon_stop(&f->d[i]), 0); /* SIGTERM: a clean exit */
+        }
+        log_done(f, &f->d[i]);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot remove %s\n", f->dir);
+    }
+}
+
+/* Start node i with a cluster file and secret (in a network namespace if netns). */
+static bool node_start(fixture_t *f, unsigned i, const char *file, const char *secret,
+                       const char *netns)
+{
+    const char *args[] = {"--node",
+                          "tiny",
+                          "--cluster",
+                          file,
+                          "--node-name",
+                          names[i],
+                          "--cluster-secret",
+                          secret,
+                          "--heartbeat-ms",
+                          HB_MS,
+                          "--peer-timeout",
+                          TIMEOUT_S,
+                          netns ? "--allow-remote" : NULL,
+                          "--no-unix",
+                          NULL};
+
+    log_done(f, &f->d[i]); /* of its previous life, if any */
+    return integ_daemon_spawn(&f->d[i], f->addr[i], netns, args);
+}
+
+typedef struct seen {
+    const char        *want;
+    memsvc_peer_info_t info;
+    bool               found;
+} seen_t;
+
+static bool seen_cb(void *arg, const memsvc_peer_info_t *p)
+{
+    seen_t *s = arg;
+
+    if (strcmp(p->name, s->want) == 0) {
+        s->info  = *p;
+        s->found = true;
+        return false;
+    }
+    return true;
+}
+
+/* How node `obs` sees peer `name` now (over a control connection); false if not answered. */
+static bool peer_view(const integ_daemon_t *obs, const char *name, memsvc_peer_info_t *info_p)
+{
+    memsvc_conn_params_t  p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                             MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                               .address    = obs->addr,
+                               .flags      = MEMSVC_CONN_CONTROL | MEMSVC_CONN_TCP,
+                               .timeout_ms = 2000};
+    memsvc_cluster_info_t ci;
+    memsvc_conn_h         conn;
+    seen_t                s = {.want = name};
+    memsvc_status_t       status;
+
+    if (memsvc_connect(&p, &conn) != MEMSVC_OK) {
+        return false;
+    }
+    status = memsvc_peers(conn, &ci, seen_cb, &s);
+    memsvc_close(conn);
+    if ((status == MEMSVC_OK) && s.found) {
+        *info_p = s.info;
+    }
+    return (status == MEMSVC_OK) && s.found;
+}
+
+/* Wait (bounded) until obs sees name in state; *saw_suspect_p (may be NULL) tells whether
+ * the suspect state was seen on the way. */
+static bool wait_state(const integ_daemon_t *obs, const char *name, memsvc_peer_state_t state,
+                       memsvc_peer_info_t *info_p, bool *saw_suspect_p)
+{
+    uint64_t           deadline = now_ms() + WAIT_MS;
+    memsvc_peer_info_t info;
+
+    while (now_ms() < deadline) {
+        if (peer_view(obs, name, &info)) {
+            if ((saw_suspect_p != NULL) && (info.state == MEMSVC_PEER_SUSPECT)) {
+                *saw_suspect_p = true;
+            }
+            if (info.state == state) {
+                if (info_p != NULL) {
+                    *info_p = info;
+                }
+                return true;
+            }
+        }
+        usleep(30000);
+    }
+    fprintf(stderr, "%s: %s never became %s (log %s)\n", obs->addr, name,
+            memsvc_peer_state_name(state), obs->log);
+    return false;
+}
+
+/* Watch two observers at once until both see name down; whether each saw it suspect first. */
+static bool wait_down_both(const integ_daemon_t *o1, const integ_daemon_t *o2, const char *name,
+                           bool *suspect1_p, bool *suspect2_p)
+{
+    uint64_t              deadline   = now_ms() + WAIT_MS;
+    const integ_daemon_t *obs[2]     = {o1, o2};
+    bool                 *suspect[2] = {suspect1_p, suspect2_p}, down[2] = {false, false};
+    memsvc_peer_info_t    info;
+    unsigned              k;
+
+    while (!(down[0] && down[1]) && (now_ms() < deadline)) {
+        for (k = 0; k < 2; k++) {
+            if (!down[k] && peer_view(obs[k], name, &info)) {
+                *suspect[k] |= (info.state == MEMSVC_PEER_SUSPECT);
+                down[k] = (info.state == MEMSVC_PEER_DOWN);
+            }
+        }
+        usleep(20000);
+    }
+    return down[0] && down[1];
+}
+
+static bool all_up(fixture_t *f)
+{
+    unsigned i, j;
+    bool     ok = true;
+
+    for (i = 0; i < NODES; i++) {
+        for (j = 0; j < NODES; j++) {
+            if ((i != j) && !wait_state(&f->d[i], names[j], MEMSVC_PEER_UP, NULL, NULL)) {
+                ok = false;
+            }
+        }
+    }
+    return ok;
+}
+
+/* ---- membership on loopback ------------------------------------------------------------------ */
+
+static void test_membership(void)
+{
+    memsvc_peer_info_t before, after, other;
+    fixture_t          f;
+    bool               suspect_a = false, suspect_c = false;
+    unsigned           i;
+    int                status;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(node_start(&f, i, f.file, f.secret, NULL));
+    }
+    CU_ASSERT(all_up(&f));
+    CU_ASSERT(peer_view(&f.d[0], "b", &before));
+    CU_ASSERT(before.boot_id != 0);
+    CU_ASSERT(before.hbm_total > 0); /* figures came with its heartbeats */
+    CU_ASSERT(before.host_total > 0);
+    CU_ASSERT(before.heard_ago_ns < 5000000000ull);
+
+    /* kill -9 b: a (which dials b) and c (which b dials) see it suspect, then down */
+    kill(f.d[1].pid, SIGKILL);
+    waitpid(f.d[1].pid, &status, 0);
+    f.d[1].pid = 0;
+    CU_ASSERT(wait_down_both(&f.d[0], &f.d[2], "b", &suspect_a, &suspect_c));
+    CU_ASSERT(suspect_a);
+    CU_ASSERT(suspect_c);
+    CU_ASSERT(peer_view(&f.d[0], "b", &other));
+    CU_ASSERT(strstr(other.reason, "no heartbeat") != NULL);
+    CU_ASSERT(integ_log_contains(&f.d[0], "peer b (") && integ_log_contains(&f.d[0], "-> down"));
+    /* the others still see each other up */
+    CU_ASSERT(peer_view(&f.d[0], "c", &other) && (other.state == MEMSVC_PEER_UP));
+
+    /* b again, on the same address: up on both, a new boot id, the restart logged */
+    CU_ASSERT(node_start(&f, 1, f.file, f.secret, NULL));
+    CU_ASSERT(wait_state(&f.d[0], "b", MEMSVC_PEER_UP, &after, NULL));
+    CU_ASSERT(wait_state(&f.d[2], "b", MEMSVC_PEER_UP, NULL, NULL));
+    CU_ASSERT(wait_state(&f.d[1], "a", MEMSVC_PEER_UP, NULL, NULL));
+    CU_ASSERT(wait_state(&f.d[1], "c", MEMSVC_PEER_UP, NULL, NULL));
+    CU_ASSERT(after.boot_id != before.boot_id);
+    CU_ASSERT(after.restarts == 1);
+    CU_ASSERT(integ_log_contains(&f.d[0], "peer b restarted: boot id"));
+    CU_ASSERT(integ_log_contains(&f.d[2], "peer b restarted: boot id"));
+    fixture_fini(&f);
+}
+
+/* ---- refusal: another cluster file, another secret --------------------------------------------
+ */
+
+static void test_refused(void)
+{
+    memsvc_peer_info_t info;
+    fixture_t          f;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    CU_ASSERT(node_start(&f, 0, f.file, f.secret, NULL));
+    CU_ASSERT(node_start(&f, 1, f.file, f.secret, NULL));
+    CU_ASSERT(node_start(&f, 2, f.file2, f.secret, NULL)); /* one line more */
+    CU_ASSERT(wait_state(&f.d[0], "b", MEMSVC_PEER_UP, NULL, NULL));
+    CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_REFUSED, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "cluster file differs") != NULL);
+    CU_ASSERT(wait_state(&f.d[1], "c", MEMSVC_PEER_REFUSED, NULL, NULL));
+    CU_ASSERT(wait_state(&f.d[2], "a", MEMSVC_PEER_REFUSED, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "cluster file differs") != NULL);
+    CU_ASSERT(integ_log_contains(&f.d[0], "peer c (") &&
+              integ_log_contains(&f.d[0], "-> refused: cluster file differs"));
+    CU_ASSERT(integ_log_contains(&f.d[2], "peer a (") &&
+              integ_log_contains(&f.d[2], "-> refused: cluster file differs"));
+    CU_ASSERT_EQUAL(integ_daemon_stop(&f.d[2]), 0);
+
+    /* the right file, the wrong secret: refused both ways, named */
+    CU_ASSERT(node_start(&f, 2, f.file, f.secret2, NULL));
+    CU_ASSERT(wait_state(&f.d[2], "a", MEMSVC_PEER_REFUSED, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "wrong cluster secret") != NULL);
+    CU_ASSERT(wait_state(&f.d[2], "b", MEMSVC_PEER_REFUSED, NULL, NULL));
+    CU_ASSERT(integ_log_contains(&f.d[2], "-> refused: wrong cluster secret"));
+    CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_REFUSED, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "wrong cluster secret") != NULL);
+    CU_ASSERT(integ_log_contains(&f.d[0], "refused: wrong cluster secret"));
+    /* and never up on the way */
+    CU_ASSERT(!integ_log_contains(&f.d[2], "-> up"));
+    fixture_fini(&f);
+}
+
+/* ---- memsvc-ctl --cluster -----------------------------------------------------------------------
+ */
+
+/* Run a command; its stdout into out (NUL-terminated); returns its exit status (-1: no exit). */
+static int run(const char *cmd, char *out, size_t len)
+{
+    FILE  *p = popen(cmd, "r");
+    size_t n = 0;
+    int    status;
+
+    if (p == NULL) {
+        return -1;
+    }
+    while ((n + 1 < len) && !feof(p) && !ferror(p)) {
+        n += fread(out + n, 1, len - n - 1, p);
+    }
+    out[n] = '\0';
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* `memsvc-ctl --cluster FILE --json stats` (in netns if set) parsed; NULL if not JSON. */
+static json_t *ctl_json(const char *netns, const char *file, int *rc_p)
+{
+    char         cmd[512], *out = malloc(1 << 16);
+    json_error_t jerr;
+    json_t      *j;
+
+    if (out == NULL) {
+        return NULL;
+    }
+    if (netns != NULL) {
+        snprintf(cmd, sizeof(cmd),
+                 "ip netns exec %s %s/memsvc-ctl --cluster %s --timeout 1000 "
+                 "--json stats",
+                 netns, test_bin_dir(), file);
+    } else {
+        snprintf(cmd, sizeof(cmd), "%s/memsvc-ctl --cluster %s --timeout 2000 --json stats",
+                 test_bin_dir(), file);
+    }
+    *rc_p = run(cmd, out, 1 << 16);
+    j     = json_loads(out, 0, &jerr);
+    if (j == NULL) {
+        fprintf(stderr, "not JSON (%s): %s\n", jerr.text, out);
+    }
+    free(out);
+    return j;
+}
+
+/* The state node `obs` reports for peer `name` in a --cluster --json document ("" if none). */
+static const char *json_view(json_t *j, const char *obs, const char *name)
+{
+    json_t *nodes = json_object_get(j, "nodes"), *n, *peers, *p;
+    size_t  i, k;
+
+    json_array_foreach(nodes, i, n)
+    {
+        if (strcmp(json_string_value(json_object_get(n, "name")), obs) != 0) {
+            continue;
+        }
+        peers = json_object_get(n, "peers");
+        json_array_foreach(peers, k, p)
+        {
+            if (strcmp(json_string_value(json_object_get(p, "name")), name) == 0) {
+                return json_string_value(json_object_get(p, "state"));
+            }
+        }
+    }
+    return "";
+}
+
+static void test_ctl_cluster(void)
+{
+    memsvc_peer_info_t info;
+    char               cmd[512], *out = malloc(1 << 16);
+    fixture_t          f;
+    json_t            *j, *n;
+    size_t             i;
+    int                rc;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(node_start(&f, (unsigned)i, f.file, f.secret, NULL));
+    }
+    CU_ASSERT(all_up(&f));
+    snprintf(cmd, sizeof(cmd), "%s/memsvc-ctl --cluster %s health", test_bin_dir(), f.file);
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 0);
+    CU_ASSERT(strstr(out, "healthy: every node answers") != NULL);
+    j = ctl_json(NULL, f.file, &rc);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT(json_is_true(json_object_get(j, "healthy")));
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "nodes")), NODES);
+    json_array_foreach(json_object_get(j, "nodes"), i, n)
+    {
+        CU_ASSERT(json_is_true(json_object_get(n, "reachable")));
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(n, "peers")), NODES - 1);
+        CU_ASSERT(json_integer_value(json_object_get(n, "hbm_total")) > 0);
+    }
+    CU_ASSERT_STRING_EQUAL(json_view(j, "a", "c"), "up");
+    CU_ASSERT_STRING_EQUAL(json_view(j, "c", "b"), "up");
+    json_decref(j);
+
+    /* list: every node's tensors under its name (one on b) */
+    {
+        memsvc_handle_t h;
+        memsvc_conn_h   conn;
+        json_error_t    jerr;
+        char            lcmd[512];
+
+        TEST_ASSERT_OK(integ_connect(&f.d[1], 5, 0, &conn));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "on.b", 4096, NULL, &h));
+        snprintf(lcmd, sizeof(lcmd), "%s/memsvc-ctl --cluster %s --json list", test_bin_dir(),
+                 f.file);
+        CU_ASSERT_EQUAL(run(lcmd, out, 1 << 16), 0);
+        j = json_loads(out, 0, &jerr);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "nodes")), NODES);
+        n = json_array_get(json_object_get(j, "nodes"), 1);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(n, "name")), "b");
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(n, "tensors")), 1);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(
+                                   json_array_get(json_object_get(n, "tensors"), 0), "key")),
+                               "on.b");
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(
+                            json_array_get(json_object_get(j, "nodes"), 0), "tensors")),
+                        0);
+        json_decref(j);
+        memsvc_close(conn);
+    }
+
+    /* one node gone: health fails and names it; the others report it down */
+    CU_ASSERT_EQUAL(integ_daemon_stop(&f.d[2]), 0);
+    CU_ASSERT(wait_state(&f.d[0], "c", MEMSVC_PEER_DOWN, &info, NULL));
+    CU_ASSERT(strstr(info.reason, "stopped") != NULL); /* it said goodbye: no timeout */
+    CU_ASSERT(wait_state(&f.d[1], "c", MEMSVC_PEER_DOWN, NULL, NULL));
+    CU_ASSERT_NOT_EQUAL(run(cmd, out, 1 << 16), 0);
+    CU_ASSERT(strstr(out, "NOT healthy") != NULL);
+    CU_ASSERT(strstr(out, "a sees c down") != NULL);
+    CU_ASSERT(strstr(out, "c (") != NULL && strstr(out, "unreachable") != NULL);
+    j = ctl_json(NULL, f.file, &rc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT(json_is_false(json_object_get(j, "healthy")));
+    CU_ASSERT(json_is_false(
+        json_object_get(json_array_get(json_object_get(j, "nodes"), 2), "reachable")));
+    CU_ASSERT_STRING_EQUAL(json_view(j, "b", "c"), "down");
+    CU_ASSERT(json_array_size(json_object_get(j, "problems")) >= 3);
+    json_decref(j);
+
+    /* health needs --cluster; a bad cluster file is a usage error */
+    snprintf(cmd, sizeof(cmd), "%s/memsvc-ctl health 2>/dev/null", test_bin_dir());
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 2);
+    snprintf(cmd, sizeof(cmd), "%s/memsvc-ctl --cluster %s/none stats 2>&1", test_bin_dir(), f.dir);
+    CU_ASSERT_EQUAL(run(cmd, out, 1 << 16), 2);
+    CU_ASSERT(strstr(out, "/none") != NULL);
+    fixture_fini(&f);
+    free(out);
+}
+
+/* ---- bad cluster files and secrets: named, exit 2 -----------------------------------------------
+ */
+
+/* memsvcd with these arguments must exit 2 (bounded) and log `want`. */
+static void expect_refusal(const char *const *args, const char *want)
+{
+    integ_daemon_t d;
+    uint64_t       deadline = now_ms() + WAIT_MS;
+    int            status   = -1;
+
+    CU_ASSERT_FATAL(integ_daemon_spawn(&d, "127.0.0.1:1", NULL, args));
+    while (now_ms() < deadline) {
+        if (waitpid(d.pid, &status, WNOHANG) == d.pid) {
+            break;
+        }
+        usleep(20000);
+    }
+    if (now_ms() >= deadline) {
+        integ_daemon_stop(&d);
+    }
+    CU_ASSERT(WIFEXITED(status) && (WEXITSTATUS(status) == 2));
+    if (!integ_log_contains(&d, want)) {
+        fprintf(stderr, "expected '%s' in %s\n", want, d.log);
+        CU_FAIL("the error is not named");
+    } else {
+        unlink(d.log);
+    }
+    d.pid = 0;
+}
+
+static void bad_file(fixture_t *f, const char *text, const char *want)
+{
+    char        path[128];
+    const char *args[] = {"--cluster",        path,      "--node-name", "a",
+                          "--cluster-secret", f->secret, NULL};
+
+    snprintf(path, sizeof(path), "%s/bad", f->dir);
+    CU_ASSERT_FATAL(write_file(path, text, 0644));
+    expect_refusal(args, want);
+}
+
+static void test_bad_files(void)
+{
+    fixture_t   f;
+    char        loose[128];
+    const char *no_secret[]   = {"--cluster", f.file, "--node-name", "a", NULL};
+    const char *not_in[]      = {"--cluster",        f.file,   "--node-name", "zz",
+                                 "--cluster-secret", f.secret, NULL};
+    const char *open_secret[] = {"--cluster",        f.file, "--node-name", "a",
+                                 "--cluster-secret", loose,  NULL};
+    const char *bad_timeout[] = {"--cluster",
+                                 f.file,
+                                 "--node-name",
+                                 "a",
+                                 "--cluster-secret",
+                                 f.secret,
+                                 "--heartbeat-ms",
+                                 "500",
+                                 "--peer-timeout",
+                                 "1",
+                                 NULL};
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    bad_file(&f, "a 127.0.0.1:4001\nb 127.0.0.1:4002\na 127.0.0.1:4003\n",
+             "bad:3: node name 'a' already on line 1");
+    bad_file(&f, "a 127.0.0.1:4001\n# b\nb localhost:4001\n",
+             "bad:3: address 'localhost:4001' of 'b' is that of 'a' (line 1)");
+    bad_file(&f, "a 127.0.0.1:4001\nb\n", "bad:2: want 'NAME HOST:PORT', got one field");
+    bad_file(&f, "a 127.0.0.1:4001 extra\n", "bad:1: want 'NAME HOST:PORT', got more than two");
+    bad_file(&f, "a 127.0.0.1\n", "bad:1: address '127.0.0.1' of 'a' is not HOST:PORT");
+    bad_file(&f, "a/x 127.0.0.1:4001\n", "bad:1: node name 'a/x' is not");
+    bad_file(&f, "# nothing\n\n", "no nodes");
+    expect_refusal(no_secret, "--cluster needs --cluster-secret FILE");
+    expect_refusal(not_in, "--node-name: 'zz' is not a node of");
+    snprintf(loose, sizeof(loose), "%s/loose", f.dir);
+    CU_ASSERT_FATAL(write_file(loose, "a secret anyone on the machine can read\n", 0644));
+    expect_refusal(open_secret, "mode 0644 lets others read it");
+    CU_ASSERT_FATAL(write_file(loose, "short\n", 0600));
+    expect_refusal(open_secret, "bytes; want 16 to 4096");
+    expect_refusal(bad_timeout, "--peer-timeout must be at least 3 heartbeats");
+    fixture_fini(&f);
+}
+
+/* ---- peer messages by hand: garbage and impostors
+ * ------------------------------------------------ */
+
+#define PEER_AM 19u
+#define PEER_LEN 332u
+
+/* A peer message (docs/protocol.md, "Peer messages"): type, names, hash; the rest zero. */
+static void peer_msg(uint8_t *b, unsigned type, const char *from, const char *to,
+                     const uint8_t *hash)
+{
+    static const uint8_t magic[4] = {0x4d, 0x53, 0x50, 0x52};
+
+    memset(b, 0, PEER_LEN);
+    memcpy(b, magic, 4);
+    b[4] = 1;
+    b[6] = (uint8_t)type;
+    memcpy(b + 8, from, strlen(from));
+    memcpy(b + 40, to, strlen(to));
+    if (hash != NULL) {
+        memcpy(b + 72, hash, MSD_CLUSTER_HASH_LEN);
+    }
+    b[104] = 7; /* boot id */
+}
+
+/* Send b (len bytes) to the daemon; the type of what came back (0: nothing), its text. */
+static unsigned raw_peer(integ_raw_t *raw, const uint8_t *b, size_t len, char *text)
+{
+    uint8_t rep[PEER_LEN];
+    size_t  n = 0;
+
+    CU_ASSERT_EQUAL(integ_raw_am(raw, PEER_AM, b, len, 500, rep, sizeof(rep), &n), MEMSVC_OK);
+    text[0] = '\0';
+    if (n != PEER_LEN) {
+        return 0;
+    }
+    memcpy(text, rep + 180, 96);
+    text[95] = '\0';
+    return rep[6] | ((unsigned)rep[176] << 8); /* type, and the reason of a REFUSE */
+}
+
+static void test_impostors(void)
+{
+    memsvc_peer_info_t info;
+    msd_cluster_t      c;
+    integ_raw_t       *raw;
+    fixture_t          f;
+    uint8_t            b[PEER_LEN], zero[MSD_CLUSTER_HASH_LEN] = {0};
+    char               err[256], text[96];
+    unsigned           i;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    TEST_ASSERT_OK(msd_cluster_load(f.file, &c, err, sizeof(err)));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(node_start(&f, i, f.file, f.secret, NULL));
+    }
+    CU_ASSERT(all_up(&f));
+    TEST_ASSERT_OK(integ_raw_connect(&f.d[2], &raw));
+
+    /* not peer messages: dropped without an answer */
+    memset(b, 0xa5, sizeof(b));
+    CU_ASSERT_EQUAL(raw_peer(raw, b, 10, text), 0);
+    memset(b, 0, sizeof(b));
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+    peer_msg(b, 1, "a", "c", c.hash);
+    b[4] = 9; /* version */
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+    peer_msg(b, 1, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN - 1, text), 0);
+    peer_msg(b, 1, "a\x01", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+
+    /* HELLOs that are refused, named */
+    peer_msg(b, 1, "zz", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (3 << 8));
+    CU_ASSERT(strstr(text, "'zz' is not in the cluster file of 'c'") != NULL);
+    peer_msg(b, 1, "a", "b", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (3 << 8));
+    CU_ASSERT(strstr(text, "this address is node 'c', not 'b'") != NULL);
+    peer_msg(b, 1, "a", "c", zero);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (1 << 8));
+    CU_ASSERT(strstr(text, "cluster file differs") != NULL);
+
+    /* posing as a with the right hash: challenged, then refused for its proof */
+    peer_msg(b, 1, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 2);
+    peer_msg(b, 3, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 6 | (2 << 8));
+    CU_ASSERT(strstr(text, "wrong cluster secret") != NULL);
+    /* and a heartbeat on its endpoint is not taken for a's */
+    peer_msg(b, 5, "a", "c", c.hash);
+    CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+
+    /* none of it touched the real link */
+    CU_ASSERT(peer_view(&f.d[2], "a", &info) && (info.state == MEMSVC_PEER_UP));
+    CU_ASSERT_EQUAL(info.restarts, 0);
+    CU_ASSERT(peer_view(&f.d[0], "c", &info) && (info.state == MEMSVC_PEER_UP));
+    CU_ASSERT(integ_log_contains(&f.d[2], "a link claiming to be peer a failed: wrong cluster "
+                                          "secret"));
+    CU_ASSERT(integ_log_contains(&f.d[2], "a link claiming to be peer a failed: cluster file"));
+    CU_ASSERT(!integ_log_contains(&f.d[2], "-> refused"));
+    integ_raw_close(raw);
+    msd_cluster_free(&c);
+    fixture_fini(&f);
+}
+
+/* ---- network namespaces: a partition heals
+ * ------------------------------------------------------- */
+
+static char ns_prefix[32];
+
+/* Run a shell command quietly; true when it succeeded. */
+static bool sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static bool sh(const char *fmt, ...)
+{
+    char    cmd[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    return system(cmd) == 0;
+}
+
+/* Remove the namespaces of this run (their veth ends go with them); also at exit. */
+static void ns_teardown(void)
+{
+    unsigned i;
+
+    if (ns_prefix[0] == '\0') {
+        return;
+    }
+    for (i = 0; i < NODES; i++) {
+        sh("ip netns del %s-%s", ns_prefix, names[i]);
+    }
+    sh("ip netns del %s-br", ns_prefix);
+}
+
+/* A bridge namespace and one namespace per node, each joined to the bridge by a veth pair
+ * with 10.77.0.(i+1)/24 on the node's end. */
+static bool ns_setup(void)
+{
+    static bool registered;
+    unsigned    i;
+    pid_t       pid = getpid();
+
+    snprintf(ns_prefix, sizeof(ns_prefix), "memsvc-t%d", (int)pid);
+    if (!registered) {
+        atexit(ns_teardown);
+        registered = true;
+    }
+    if (!sh("ip netns add %s-br", ns_prefix) ||
+        !sh("ip -n %s-br link add br0 type bridge", ns_prefix) ||
+        !sh("ip -n %s-br link set br0 up", ns_prefix)) {
+        return false;
+    }
+    for (i = 0; i < NODES; i++) {
+        /* veth names: at most 15 characters */
+        if (!sh("ip netns add %s-%s", ns_prefix, names[i]) ||
+            !sh("ip link add m%dn%s netns %s-%s type veth peer name m%db%s netns %s-br", (int)pid,
+                names[i], ns_prefix, names[i], (int)pid, names[i], ns_prefix) ||
+            !sh("ip -n %s-%s addr add 10.77.0.%u/24 dev m%dn%s", ns_prefix, names[i], i + 1,
+                (int)pid, names[i]) ||
+            !sh("ip -n %s-%s link set m%dn%s up", ns_prefix, names[i], (int)pid, names[i]) ||
+            !sh("ip -n %s-%s link set lo up", ns_prefix, names[i]) ||
+            !sh("ip -n %s-br link set m%db%s master br0", ns_prefix, (int)pid, names[i]) ||
+            !sh("ip -n %s-br link set m%db%s up", ns_prefix, (int)pid, names[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Wait (bounded) until, in the cluster view from namespace of node 0, obs sees name as state. */
+static bool ns_wait(fixture_t *f, const char *obs, const char *name, const char *state)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    char     ns[48];
+    json_t  *j;
+    int      rc;
+    bool     ok = false;
+
+    snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, obs);
+    while (!ok && (now_ms() < deadline)) {
+        j = ctl_json(ns, f->file, &rc);
+        if (j != NULL) {
+            ok = (strcmp(json_view(j, obs, name), state) == 0);
+            json_decref(j);
+        }
+        if (!ok) {
+            usleep(100000);
+        }
+    }
+    if (!ok) {
+        fprintf(stderr, "netns: %s never saw %s %s\n", obs, name, state);
+    }
+    return ok;
+}
+
+/* Wait (bounded) until a daemon's log holds text. */
+static bool log_wait(const integ_daemon_t *d, const char *text)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+
+    while (now_ms() < deadline) {
+        if (integ_log_contains(d, text)) {
+            return true;
+        }
+        usleep(50000);
+    }
+    fprintf(stderr, "'%s' never in %s\n", text, d->log);
+    return false;
+}
+
+static void test_netns_partition(void)
+{
+    fixture_t f;
+    char      ns[48];
+    unsigned  i, j;
+    int       rc;
+
+    if ((geteuid() != 0) || !sh("ip netns list")) {
+        fprintf(stderr, "\n  skipped: network namespaces need root and 'ip netns'\n");
+        CU_PASS("skipped: network namespaces need root and 'ip netns'");
+        return;
+    }
+    CU_ASSERT_FATAL(fixture_init(&f, "10.77.0"));
+    if (!ns_setup()) {
+        CU_FAIL("cannot create the namespaces and veth pairs");
+        goto out;
+    }
+    for (i = 0; i < NODES; i++) {
+        snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, names[i]);
+        CU_ASSERT(node_start(&f, i, f.file, f.secret, ns));
+    }
+    for (i = 0; i < NODES; i++) {
+        for (j = 0; j < NODES; j++) {
+            if (i != j) {
+                CU_ASSERT(ns_wait(&f, names[i], names[j], "up"));
+            }
+        }
+    }
+    /* c's link to the bridge down: c and the others see each other down */
+    CU_ASSERT(sh("ip -n %s-br link set m%dbc down", ns_prefix, (int)getpid()));
+    CU_ASSERT(ns_wait(&f, "a", "c", "down"));
+    CU_ASSERT(ns_wait(&f, "b", "c", "down"));
+    /* c's own view from its log: inside the cut-off namespace UCX puts even a connection to
+     * the local daemon on the dead veth, so memsvc-ctl there reaches no one */
+    CU_ASSERT(log_wait(&f.d[2], "peer a (10.77.0.1:24000): suspect -> down"));
+    CU_ASSERT(log_wait(&f.d[2], "peer b (10.77.0.2:24001): suspect -> down"));
+    CU_ASSERT(ns_wait(&f, "a", "b", "up")); /* the rest still sees itself whole */
+    snprintf(ns, sizeof(ns), "%s-a", ns_prefix);
+    {
+        json_t *jj = ctl_json(ns, f.file, &rc);
+
+        CU_ASSERT_PTR_NOT_NULL(jj);
+        if (jj != NULL) {
+            CU_ASSERT(json_is_false(json_object_get(jj, "healthy")));
+            json_decref(jj);
+        }
+    }
+    /* link up: healed without a restart */
+    CU_ASSERT(sh("ip -n %s-br link set m%dbc up", ns_prefix, (int)getpid()));
+    CU_ASSERT(ns_wait(&f, "a", "c", "up"));
+    CU_ASSERT(ns_wait(&f, "c", "a", "up"));
+    CU_ASSERT(ns_wait(&f, "c", "b", "up"));
+    CU_ASSERT(ns_wait(&f, "b", "c", "up"));
+out:
+    fixture_fini(&f);
+    ns_teardown();
+}
+
+static void add_suite(void)
+{
+    CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
+
+    CU_add_test(s, "three daemons up; kill -9: suspect, down; restart: up, new boot id",
+                test_membership);
+    CU_add_test(s, "another cluster file or secret is refused, named on both sides", test_refused);
+    CU_add_test(s, "memsvc-ctl --cluster: health exit codes, one JSON object", test_ctl_cluster);
+    CU_add_test(s, "bad cluster files and secrets: named, exit 2", test_bad_files);
+    CU_add_test(s, "garbage and impostors on the peer messages: dropped or refused, links kept",
+                test_impostors);
+    CU_add_test(s, "network namespaces: a partition is seen down and heals", test_netns_partition);
+}
+
+TEST_REGISTER(service_cluster, add_suite)
