@@ -15,12 +15,17 @@ static void gen_usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: memtrace gen --model NAME [key=value ...] [--layout "
-        "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
+        "usage: memtrace gen (--model NAME | --hf-config config.json | --megatron-args ARGS)\n"
+        "                    [key=value ...] [--layout tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
         "                    [--microbatches N] [--steps N] [--stage N|worst|all] [--rank R]\n"
         "                    [--skew X] [--seed N] [--node PRESET] [--node-set key=value ...]\n"
         "                    [--tp-extend-ep | --no-tp-extend-ep] [--overlap tp,ep|none]\n"
         "                    [--no-pipeline-waits] (-o OUT.trace | --describe)\n"
+        "  --model NAME   a built-in model (`memtrace models` lists them)\n"
+        "  --hf-config F  the model of a Hugging Face config.json (DeepSeek, Mixtral, Qwen-MoE,\n"
+        "                 Llama style; docs/generator.md lists the keys read)\n"
+        "  --megatron-args A  the model (and tp/pp/vpp/ep/cp) of Megatron-LM arguments:\n"
+        "                 \"--num-layers 61 --hidden-size 7168 ...\" or @FILE\n"
         "  key=value      model overrides (layers=, hidden=, heads=, experts=, top_k=, seq=,\n"
         "                 mbs=, ...; `memtrace models --keys` lists them)\n"
         "  --layout L     parallel layout; default: the one the preset is published as trained\n"
@@ -270,12 +275,57 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
     return rc;
 }
 
+/* The model of --model, --hf-config or --megatron-args (exactly one). Returns 0 or 2. */
+static int gen_model(int argc, char **argv, mt_model_t *model_p)
+{
+    const char     *name = NULL, *hf = NULL, *megatron = NULL;
+    memsvc_status_t status;
+    char            err[512];
+    int             i, given = 0;
+
+    for (i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--model")) {
+            name = argv[++i];
+            given++;
+        } else if (!strcmp(argv[i], "--hf-config")) {
+            hf = argv[++i];
+            given++;
+        } else if (!strcmp(argv[i], "--megatron-args")) {
+            megatron = argv[++i];
+            given++;
+        }
+    }
+    if (given != 1) {
+        fprintf(stderr, "memtrace gen: %s (memtrace gen --help for the options)\n",
+                given == 0 ? "a model is required: --model NAME (see `memtrace models`), "
+                             "--hf-config FILE or --megatron-args ARGS"
+                           : "give one of --model, --hf-config and --megatron-args, once");
+        return 2;
+    }
+    if (name != NULL) {
+        if (mt_model_preset(name, model_p) != MEMSVC_OK) {
+            fprintf(stderr, "memtrace gen: unknown model '%s' (see `memtrace models`)\n", name);
+            return 2;
+        }
+        return 0;
+    }
+    status = (hf != NULL) ? mt_model_from_hf(hf, model_p, err, sizeof(err))
+                          : mt_model_from_megatron(megatron, model_p, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s: %s\n", (hf != NULL) ? "--hf-config" : "--megatron-args",
+                err);
+        return 2;
+    }
+    return 0;
+}
+
 int mt_cmd_gen(int argc, char **argv)
 {
-    const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
+    const char     *node_name = "ascend-910b", *out = NULL;
     const char     *layout_s = NULL, *stage_s = NULL, *overlap_s = NULL;
     bool            no_waits      = false;
     bool            want_describe = false;
+    bool            have_microbatches = false;
     int             tp_extend_ep  = -1; /* -1: as the preset's layout */
     mt_model_t      model;
     sim_desc_t      node;
@@ -288,21 +338,14 @@ int mt_cmd_gen(int argc, char **argv)
 
     /* the model comes first: overrides apply to it */
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model_name = argv[++i];
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             gen_usage(stdout);
             return 0;
         }
     }
-    if (model_name == NULL) {
-        fprintf(stderr, "memtrace gen: --model is required (see `memtrace models`; memtrace gen "
-                        "--help for the options)\n");
-        return 2;
-    }
-    if (mt_model_preset(model_name, &model) != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: unknown model '%s' (see `memtrace models`)\n", model_name);
-        return 2;
+    rc = gen_model(argc, argv, &model);
+    if (rc != 0) {
+        return rc;
     }
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--node") && i + 1 < argc) {
@@ -319,7 +362,8 @@ int mt_cmd_gen(int argc, char **argv)
         const char *a    = argv[i];
         const char *next = (i + 1 < argc) ? argv[i + 1] : NULL;
 
-        if (!strcmp(a, "--model") || !strcmp(a, "--node")) {
+        if (!strcmp(a, "--model") || !strcmp(a, "--node") || !strcmp(a, "--hf-config") ||
+            !strcmp(a, "--megatron-args")) {
             i++;
         } else if (!strcmp(a, "--describe")) {
             want_describe = true;
@@ -344,6 +388,7 @@ int mt_cmd_gen(int argc, char **argv)
             if (parse_u32_arg(a, argv[++i], &microbatches) < 0) {
                 return 2;
             }
+            have_microbatches = true;
         } else if (!strcmp(a, "--steps")) {
             if (parse_u32_arg(a, argv[++i], &steps) < 0) {
                 return 2;
@@ -402,8 +447,8 @@ int mt_cmd_gen(int argc, char **argv)
         fprintf(stderr, "memtrace gen: --layout: %s\n", err);
         return 2;
     }
-    if (microbatches > 0) {
-        p.layout.microbatches = microbatches;
+    if (have_microbatches) {
+        p.layout.microbatches = microbatches; /* 0 is refused by mt_gen_validate, as steps 0 */
     }
     p.steps          = steps;
     p.rank           = rank;
