@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Declared in gen.h. Referenced from main.c only, so that test binaries, which link
  * libmemtrace.a without main.c, never pull in the trace writer through this file. */
@@ -193,7 +195,32 @@ static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p)
 typedef struct wait_count {
     gen_cmd_sink_t *inner;
     uint64_t        wait_ns, events;
+    /* progress line, on a terminal only */
+    bool            bar;
+    const char     *out;
+    uint32_t        steps, step; /* step: steps begun so far */
+    double          wall0, last; /* seconds */
 } wait_count_t;
+
+static double wall_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* "\r" progress: the step being generated, events so far, seconds; done clears the line. */
+static void gen_progress(wait_count_t *w, bool done)
+{
+    if (done) {
+        fprintf(stderr, "\r\033[K");
+        return;
+    }
+    w->last = wall_s();
+    fprintf(stderr, "\rmemtrace gen: %s: step %u/%u, %llu events, %.1f s\033[K", w->out, w->step,
+            w->steps, (unsigned long long)w->events, w->last - w->wall0);
+}
 
 static memsvc_status_t counting_sink(void *arg, const mt_event_t *ev)
 {
@@ -203,6 +230,14 @@ static memsvc_status_t counting_sink(void *arg, const mt_event_t *ev)
         w->wait_ns += ev->duration_ns;
     }
     w->events++;
+    if (w->bar) {
+        if (ev->type == MT_EV_HINT && ev->hint == MEMSVC_HINT_STEP_BEGIN) {
+            w->step++;
+            gen_progress(w, false);
+        } else if ((w->events & 16383) == 0 && wall_s() - w->last >= 0.2) {
+            gen_progress(w, false);
+        }
+    }
     return writer_sink(w->inner, ev);
 }
 
@@ -212,7 +247,7 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
     mt_header_t     hdr;
     mt_writer_t    *writer;
     gen_cmd_sink_t  sink;
-    wait_count_t    wc = {&sink, 0, 0};
+    wait_count_t    wc = {&sink, 0, 0, false, out, p->steps, 0, 0, 0};
     memsvc_status_t status;
     uint32_t        stage = mt_gen_stage_of_rank(&p->layout, p->rank);
     char            err[256];
@@ -255,7 +290,12 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
         return 1;
     }
     sink.writer = writer;
+    wc.bar      = isatty(STDERR_FILENO) && strcmp(out, "-") != 0;
+    wc.wall0    = wall_s();
     status      = mt_gen_run(p, counting_sink, &wc, err, sizeof(err));
+    if (wc.bar) {
+        gen_progress(&wc, true);
+    }
     if (status != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         rc = 1;
