@@ -17,7 +17,8 @@ static void mt_replay_usage(FILE *out)
         out,
         "usage: memtrace replay TRACE [--node PRESET] [key=value ...] [--memory phantom|backed]\n"
         "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
-        "                       [--alloc tlsf|bytes] [--thrash-limit N] [--no-baseline] [--quiet]\n"
+        "                       [--alloc tlsf|bytes] [--thrash-limit N] [--top N] [--no-baseline]\n"
+        "                       [--quiet]\n"
         "       memtrace replay --daemon HOST:PORT TRACE... [--time-scale X] [--job N] [--json]\n"
         "                       [--per-request | --prefetch N]\n"
         "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
@@ -36,9 +37,12 @@ static void mt_replay_usage(FILE *out)
     }
     fprintf(out, "  --json            print the report as JSON instead of text\n"
                  "  --json-out FILE   also write the JSON report to FILE\n"
-                 "  --plot FILE.svg   device memory over simulated time of the busiest NPU\n"
+                 "  --plot FILE.svg   device memory over simulated time, one panel per NPU\n"
+                 "  --top N           the N largest live tensors at each NPU's peak (default 10;\n"
+                 "                    0: none; the trace is read a second time)\n"
                  "  --no-baseline     skip the unconstrained replay (no overhead figure)\n"
                  "  --quiet           no progress bar\n"
+                 "  (the options above are for offline replays; those below for live ones)\n"
                  "  --daemon ADDR     live: replay through a running memsvcd, one trainer process\n"
                  "                    per rank of each TRACE (see docs/replay.md)\n"
                  "  --time-scale X    live: sleep X times each operator's duration (default 1)\n"
@@ -53,7 +57,7 @@ static void mt_replay_usage(FILE *out)
 static bool replay_takes_value(const char *a)
 {
     static const char *const opts[] = {"--node",     "--memory",    "--policy", "--alloc",
-                                       "--thrash-limit", "--json-out", "--plot", "--prefetch",
+                                       "--thrash-limit", "--json-out", "--plot", "--prefetch", "--top",
                                        "--daemon",   "--time-scale", "--job",    NULL};
     size_t i;
 
@@ -97,6 +101,7 @@ int mt_cmd_replay(int argc, char **argv)
 
     mt_replay_params_init(&params);
     params.progress = true;
+    params.top_n    = 10;
     overrides       = calloc((size_t)argc, sizeof(*overrides));
     paths           = calloc((size_t)argc, sizeof(*paths));
     offline_only    = calloc((size_t)argc, sizeof(*offline_only));
@@ -158,6 +163,18 @@ int mt_cmd_replay(int argc, char **argv)
             offline_only[n_offline++] = a;
             plot                      = argv[++i];
             params.timeline = true;
+        } else if (!strcmp(a, "--top") && i + 1 < argc) {
+            char         *end;
+            unsigned long k = strtoul(argv[++i], &end, 10);
+
+            offline_only[n_offline++] = a;
+            if (*end != '\0' || argv[i][0] < '0' || argv[i][0] > '9' || k > MT_REPLAY_TOP_MAX) {
+                fprintf(stderr, "memtrace replay: --top: '%s' is not a count 0..%d\n", argv[i],
+                        MT_REPLAY_TOP_MAX);
+                rc = 2;
+                goto out;
+            }
+            params.top_n = (uint32_t)k;
         } else if (!strcmp(a, "--no-baseline")) {
             offline_only[n_offline++] = a;
             params.baseline           = false;
