@@ -13,7 +13,7 @@
 
 /* The arguments of a DeepSeek-V3 run in Megatron-LM's names (its MLA and MoE options). */
 #define DSV3_MEGATRON                                                                              \
-    "--num-layers 61 --hidden-size 7168 --ffn-hidden-size 18432 --num-attention-heads 128 "       \
+    "--num-layers 61 --hidden-size 7168 --ffn-hidden-size 18432 --num-attention-heads 128 "        \
     "--kv-channels 128 --multi-latent-attention --q-lora-rank 1536 --kv-lora-rank 512 "            \
     "--qk-head-dim 128 --qk-pos-emb-head-dim 64 --v-head-dim 128 --num-experts 256 "               \
     "--moe-router-topk 8 --moe-ffn-hidden-size 2048 --moe-shared-expert-intermediate-size 2048 "   \
@@ -98,13 +98,14 @@ static void test_hf_other_families(void)
     CU_ASSERT_EQUAL(got.head_dim, 128);
 
     /* Qwen/Qwen1.5-MoE-A2.7B: num_experts, one shared expert of its own width */
-    write_text(path, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 2048, \"intermediate_size\": "
-                     "5632, \"moe_intermediate_size\": 1408, \"shared_expert_intermediate_size\": "
-                     "5632, \"num_experts\": 60, \"num_experts_per_tok\": 4, "
-                     "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], "
-                     "\"num_attention_heads\": 16, \"num_key_value_heads\": 16, "
-                     "\"num_hidden_layers\": 24, \"max_position_embeddings\": 8192, "
-                     "\"vocab_size\": 151936, \"tie_word_embeddings\": false}");
+    write_text(path,
+               "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 2048, \"intermediate_size\": "
+               "5632, \"moe_intermediate_size\": 1408, \"shared_expert_intermediate_size\": "
+               "5632, \"num_experts\": 60, \"num_experts_per_tok\": 4, "
+               "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], "
+               "\"num_attention_heads\": 16, \"num_key_value_heads\": 16, "
+               "\"num_hidden_layers\": 24, \"max_position_embeddings\": 8192, "
+               "\"vocab_size\": 151936, \"tie_word_embeddings\": false}");
     TEST_ASSERT_OK(mt_model_from_hf(path, &got, err, sizeof(err)));
     CU_ASSERT_EQUAL(got.experts, 60);
     CU_ASSERT_EQUAL(got.expert_ffn, 1408);
@@ -166,8 +167,7 @@ static void test_hf_errors(void)
                   "tie_word_embeddings: not a boolean", NULL);
     expect_hf_bad("{\"hidden_size\": 1024, \"num_hidden_layers\": 4, \"num_attention_heads\": 7, "
                   "\"intermediate_size\": 4096, \"vocab_size\": 32000}",
-                  MEMSVC_ERR_INVALID_PARAM,
-                  "(7) does not divide hidden_size (1024)", "head_dim");
+                  MEMSVC_ERR_INVALID_PARAM, "(7) does not divide hidden_size (1024)", "head_dim");
     expect_hf_bad("{" HF_BASE ", \"kv_lora_rank\": 512}", MEMSVC_ERR_PARSE,
                   "qk_nope_head_dim: missing", NULL);
 }
@@ -190,18 +190,19 @@ static void test_megatron(void)
     CU_ASSERT_STRING_EQUAL(got.layout, "tp=1,pp=16,vpp=1,ep=64,cp=1");
 
     /* a file of them, as a launch script writes them */
-    write_text(path, "# DeepSeek-V3\nGPT_ARGS=\n"
-                     "  --num-layers 61 \\\n  --hidden-size 7168 --num-attention-heads 128 \\\n"
-                     "  --ffn-hidden-size 18432 --multi-latent-attention --q-lora-rank 1536 \\\n"
-                     "  --kv-lora-rank 512 --qk-head-dim 128 --qk-pos-emb-head-dim 64 \\\n"
-                     "  --v-head-dim 128 --num-experts 256 --moe-router-topk 8 \\\n"
-                     "  --moe-ffn-hidden-size 2048 --moe-shared-expert-intermediate-size 2048 \\\n"
-                     "  --moe-layer-freq '[0,0,0" /* then 58 ones */
-                     ",1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
-                     ",1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]' \\\n"
-                     "  --padded-vocab-size 129280 --swiglu --untie-embeddings-and-output-weights\\\n"
-                     "  --disable-bias-linear --mtp-num-layers 1 --tensor-model-parallel-size 2 \\\n"
-                     "  --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1\n");
+    write_text(path,
+               "# DeepSeek-V3\nGPT_ARGS=\n"
+               "  --num-layers 61 \\\n  --hidden-size 7168 --num-attention-heads 128 \\\n"
+               "  --ffn-hidden-size 18432 --multi-latent-attention --q-lora-rank 1536 \\\n"
+               "  --kv-lora-rank 512 --qk-head-dim 128 --qk-pos-emb-head-dim 64 \\\n"
+               "  --v-head-dim 128 --num-experts 256 --moe-router-topk 8 \\\n"
+               "  --moe-ffn-hidden-size 2048 --moe-shared-expert-intermediate-size 2048 \\\n"
+               "  --moe-layer-freq '[0,0,0" /* then 58 ones */
+               ",1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
+               ",1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]' \\\n"
+               "  --padded-vocab-size 129280 --swiglu --untie-embeddings-and-output-weights\\\n"
+               "  --disable-bias-linear --mtp-num-layers 1 --tensor-model-parallel-size 2 \\\n"
+               "  --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1\n");
     /* 61 layers over pp 4 x 1 per virtual stage does not divide: named */
     snprintf(at, sizeof(at), "@%s", path);
     CU_ASSERT_EQUAL(mt_model_from_megatron(at, &got, err, sizeof(err)), MEMSVC_ERR_INVALID_PARAM);
@@ -312,8 +313,8 @@ static void test_gen_cli(void)
              test_bin_dir());
     CU_ASSERT_EQUAL(run_sh(cmd, line, sizeof(line)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(line, " events, 1 step(s)"));
-    snprintf(cmd, sizeof(cmd), "%s/memtrace gen --model tiny-moe --microbatches 0 -o /dev/null 2>&1",
-             test_bin_dir());
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace gen --model tiny-moe --microbatches 0 -o /dev/null 2>&1", test_bin_dir());
     CU_ASSERT_EQUAL(run_sh(cmd, line, sizeof(line)), 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(line, "microbatches"));
 }

@@ -68,8 +68,8 @@ static memsvc_status_t hf_u32(hf_t *h, const char *key, uint32_t min, uint32_t *
     }
     i = json_is_integer(v) ? json_integer_value(v) : -1;
     if (i < (json_int_t)min || i > (json_int_t)UINT32_MAX) {
-        return cfg_fail(h->err, h->errlen, MEMSVC_ERR_PARSE,
-                        "%s: %s: not an integer in %u..%u", h->path, key, min, UINT32_MAX);
+        return cfg_fail(h->err, h->errlen, MEMSVC_ERR_PARSE, "%s: %s: not an integer in %u..%u",
+                        h->path, key, min, UINT32_MAX);
     }
     *v_p = (uint32_t)i;
     if (have_p != NULL) {
@@ -225,8 +225,8 @@ static memsvc_status_t hf_build(hf_t *h, mt_model_t *m)
     }
     tied = json_object_get(h->root, "tie_word_embeddings");
     if (tied != NULL && !json_is_boolean(tied)) {
-        return cfg_fail(h->err, h->errlen, MEMSVC_ERR_PARSE, "%s: tie_word_embeddings: not a boolean",
-                        h->path);
+        return cfg_fail(h->err, h->errlen, MEMSVC_ERR_PARSE,
+                        "%s: tie_word_embeddings: not a boolean", h->path);
     }
     m->tied_embeddings = json_is_true(tied);
     return MEMSVC_OK;
@@ -310,8 +310,8 @@ static memsvc_status_t meg_split(meg_t *g, char *text)
             start++;
         }
         if (g->n == MEG_TOKENS_MAX) {
-            return cfg_fail(g->err, g->errlen, MEMSVC_ERR_TOO_LARGE,
-                            "%s: more than %d arguments", g->src, MEG_TOKENS_MAX);
+            return cfg_fail(g->err, g->errlen, MEMSVC_ERR_TOO_LARGE, "%s: more than %d arguments",
+                            g->src, MEG_TOKENS_MAX);
         }
         g->tok[g->n++] = start;
     }
@@ -507,8 +507,7 @@ static memsvc_status_t meg_build(meg_t *g, mt_model_t *m)
         if ((s = meg_u32(g, "--q-lora-rank", 1, &m->q_lora_rank, &have)) != MEMSVC_OK ||
             (s = meg_u32(g, "--kv-lora-rank", 1, &m->kv_lora_rank, NULL)) != MEMSVC_OK ||
             (s = meg_u32(g, "--qk-head-dim", 1, &m->qk_nope_head_dim, NULL)) != MEMSVC_OK ||
-            (s = meg_u32(g, "--qk-pos-emb-head-dim", 0, &m->qk_rope_head_dim, NULL)) !=
-                MEMSVC_OK ||
+            (s = meg_u32(g, "--qk-pos-emb-head-dim", 0, &m->qk_rope_head_dim, NULL)) != MEMSVC_OK ||
             (s = meg_u32(g, "--v-head-dim", 1, &m->v_head_dim, NULL)) != MEMSVC_OK) {
             return s;
         }
@@ -531,8 +530,7 @@ static memsvc_status_t meg_build(meg_t *g, mt_model_t *m)
             m->shared_expert_ffn = shared;
         }
         if ((s = meg_layer_freq(g, m->layers, &m->dense_layers)) != MEMSVC_OK ||
-            (s = meg_u32(g, "--first-k-dense-replace", 0, &m->dense_layers, &have)) !=
-                MEMSVC_OK) {
+            (s = meg_u32(g, "--first-k-dense-replace", 0, &m->dense_layers, &have)) != MEMSVC_OK) {
             return s;
         }
     }
