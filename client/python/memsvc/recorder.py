@@ -248,7 +248,7 @@ class Recorder(TorchDispatchMode):
             for ent in dead:
                 self._free(ent, when)
 
-    def _existing(self, t, default_key, kind=KIND_ACTIVATION):
+    def _existing(self, t):
         """The entry of a storage seen as an operator's input: one that existed before the
         recording (or came from outside any operator) joins the prologue."""
         st = _storage_of(t)
@@ -256,7 +256,8 @@ class Recorder(TorchDispatchMode):
             return None
         ent = self._lookup(st)
         if ent is None:
-            key, kind = self.names.get(st._cdata, (default_key, kind))
+            named = self.names.get(st._cdata)
+            key, kind = named if named else (self._key("input"), KIND_ACTIVATION)
             ent = self._new(st, t, key, kind, 0, pre=True)
         return ent
 
@@ -348,7 +349,7 @@ class Recorder(TorchDispatchMode):
         reads = []
         for t in flat_in:
             if isinstance(t, torch.Tensor):
-                ent = self._existing(t, self._key("input"))
+                ent = self._existing(t)
                 if ent is not None and ent.id not in reads:
                     reads.append(ent.id)
         writes = self._mutated(func, args, kwargs)
@@ -405,7 +406,7 @@ class Recorder(TorchDispatchMode):
             flat, _ = tree_flatten(val)
             for t in flat:
                 if isinstance(t, torch.Tensor):
-                    ent = self._existing(t, self._key("input"))
+                    ent = self._existing(t)
                     if ent is not None and ent.id not in writes:
                         writes.append(ent.id)
         return writes
@@ -453,7 +454,7 @@ class Recorder(TorchDispatchMode):
                     objs += [v for v in self.optimizer.state.get(p, {}).values()
                              if isinstance(v, torch.Tensor)]
         for t in objs:
-            self._existing(t, "state")
+            self._existing(t)
 
     def stop(self):
         self.__exit__(None, None, None)
@@ -543,7 +544,7 @@ def record(path, model=None, optimizer=None, model_name="", hbm_bytes=0):
     peak of live storage bytes, .op_ns the operators' time, .wall_ns the block's,
     .overhead_ns the recorder's own share of it (measured) and .dispatch_ns the dispatch
     round trips it caused (estimated), so that the run without the recorder would have taken
-    about wall_ns - overhead_ns - dispatch_ns."""
+    about wall_ns - overhead_ns - dispatch_ns. If the block raises, nothing is written."""
     rec = Recorder(path, model=model, optimizer=optimizer, model_name=model_name,
                    hbm_bytes=hbm_bytes)
     rec.start()
