@@ -155,9 +155,11 @@ static void test_live_replay_daemon_dies(void)
     FILE          *p;
     size_t         n = 0;
     uint64_t       t0;
+    memsvc_stats_t stats;
     int            fd, st;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    memset(&stats, 0, sizeof(stats));
     CU_ASSERT_FATAL((fd = mkstemp(trace)) >= 0);
     close(fd);
     snprintf(cmd, sizeof(cmd),
@@ -172,7 +174,14 @@ static void test_live_replay_daemon_dies(void)
              test_bin_dir(), d.addr, trace);
     p = popen(cmd, "r");
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    usleep(1500 * 1000);
+    /* kill it once the trainer is under way: its tensors are in the daemon (bounded wait) */
+    t0 = msp_now_ns();
+    while (msp_now_ns() - t0 < 60000000000ull &&
+           !(integ_stats(&d, &stats) == MEMSVC_OK && stats.live_tensors > 0)) {
+        usleep(50 * 1000);
+    }
+    CU_ASSERT(stats.live_tensors > 0);
+    usleep(200 * 1000);
     kill(d.pid, SIGKILL);
     waitpid(d.pid, &st, 0);
     d.pid = 0;
