@@ -197,3 +197,35 @@ def test_views_free_with_their_storage(tmp_path):
     assert rec.peak == 11960 and header["recorded_peak"] == 11960
     assert s.item() == 3 * 990
     assert replay_json(path)["peak_allocated"] == 11960
+
+
+def test_steps_have_the_same_keys(tmp_path):
+    """Two steps recorded with next_step(): the second step's activations and gradients have
+    the first's keys and kinds (what a policy learning from the previous step matches on), and
+    the peak replays."""
+    torch.manual_seed(1)
+    net = Net(d=64, heads=2, experts=2, k=2, layers=2)  # every expert used: the same ops
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    ids = torch.randint(0, VOCAB, (2, 16))
+    target = torch.randint(0, VOCAB, (2, 16))
+    path = str(tmp_path / "steps.trace")
+    with recorder.record(path, model=net, optimizer=opt) as rec:
+        train_step(net, opt, ids, target)
+        rec.next_step()
+        train_step(net, opt, ids, target)
+    header, events = read_trace(path)
+    assert header["steps"] == 2
+    keys = {0: [], 1: []}
+    for e in events:
+        if e[0] == recorder.EV_ALLOC and e[1] > 0:  # made in a step, not before
+            keys[e[8][4]].append((e[5], e[7]))
+    assert sorted(keys[0]) == sorted(keys[1])
+    kinds = {k for _, k in keys[0]}
+    assert kinds == {recorder.KIND_ACTIVATION, recorder.KIND_GRAD}  # SGD: no state
+    assert ("layers.1.moe.experts.1.0.weight.grad", recorder.KIND_GRAD) in keys[0]
+    hints = [(e[4], e[5]) for e in events if e[0] == recorder.EV_HINT and e[4] in
+             (recorder.HINT_STEP_BEGIN, recorder.HINT_STEP_END)]
+    assert hints == [(recorder.HINT_STEP_BEGIN, 0), (recorder.HINT_STEP_END, 0),
+                     (recorder.HINT_STEP_BEGIN, 1), (recorder.HINT_STEP_END, 1)]
+    rep = replay_json(path)
+    assert rep["peak_allocated"] == rec.peak and len(rep["steps"]) == 2

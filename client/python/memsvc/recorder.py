@@ -432,6 +432,7 @@ class Recorder(TorchDispatchMode):
         """Marks the end of a training step and the start of the next (keys restart)."""
         t = _now()
         self._poll_frees()
+        self._relabel()  # this step's gradients and optimizer state, before a zero_grad frees them
         self._hint(HINT_STEP_END)
         self.step += 1
         self.counters.clear()
