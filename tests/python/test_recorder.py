@@ -229,3 +229,35 @@ def test_steps_have_the_same_keys(tmp_path):
                      (recorder.HINT_STEP_BEGIN, 1), (recorder.HINT_STEP_END, 1)]
     rep = replay_json(path)
     assert rep["peak_allocated"] == rec.peak and len(rep["steps"]) == 2
+
+
+def test_command_line_records_a_script(tmp_path):
+    """python3 -m memsvc.recorder -o OUT SCRIPT ARGS: the script runs with its arguments, the
+    summary names the peak, and the trace replays to it."""
+    import re
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text("import sys, torch\n"
+                      "lin = torch.nn.Linear(64, 32)\n"
+                      "opt = torch.optim.SGD(lin.parameters(), lr=0.1)\n"
+                      "for _ in range(int(sys.argv[1])):\n"
+                      "    opt.zero_grad()\n"
+                      "    lin(torch.randn(16, 64)).square().mean().backward()\n"
+                      "    opt.step()\n")
+    path = str(tmp_path / "script.trace")
+    res = subprocess.run([sys.executable, "-m", "memsvc.recorder", "-o", path, str(script), "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"(\d+) operators, \d+ frees, peak (\d+) bytes", res.stderr)
+    assert m, res.stderr
+    header, events = read_trace(path)
+    assert header["recorded_peak"] == int(m.group(2)) > 0
+    assert sum(1 for e in events if e[0] == recorder.EV_COMPUTE) == int(m.group(1))
+    # one backward matrix product per step (the weight's; the input needs no gradient): the
+    # script's loop ran its 3 times
+    assert sum(1 for e in events if e[0] == recorder.EV_COMPUTE and e[5] == "backward.mm") == 3
+    assert replay_json(path)["peak_allocated"] == int(m.group(2))
+    bad = subprocess.run([sys.executable, "-m", "memsvc.recorder", str(script)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "-o/--output" in bad.stderr

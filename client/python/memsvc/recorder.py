@@ -555,3 +555,37 @@ def record(path, model=None, optimizer=None, model_name="", hbm_bytes=0):
         rec.stop()
         rec.close()
     rec.write()
+
+
+def main(argv=None):
+    """python3 -m memsvc.recorder -o OUT.trace SCRIPT.py [ARGS...]: record a whole script."""
+    import argparse
+    import runpy
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python3 -m memsvc.recorder",
+        description="Run a PyTorch script with every operator recorded, and write the memtrace "
+                    "trace (docs/recording.md). The script runs as __main__ with its own "
+                    "arguments. Without a model to name them, parameters are keyed input#N and "
+                    "operators by their names only: for named keys, kinds and layers, use "
+                    "memsvc.recorder.record(path, model=..., optimizer=...) in the script.")
+    ap.add_argument("-o", "--output", required=True, metavar="OUT.trace")
+    ap.add_argument("--model-name", default="", help="model name for the trace header")
+    ap.add_argument("--hbm-bytes", type=int, default=0,
+                    help="the header node's HBM (default: 4 x the peak, at least 64 MiB)")
+    ap.add_argument("script", metavar="SCRIPT.py")
+    ap.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    opts = ap.parse_args(argv)
+    sys.argv = [opts.script] + opts.args
+    with record(opts.output, model_name=opts.model_name, hbm_bytes=opts.hbm_bytes) as rec:
+        runpy.run_path(opts.script, run_name="__main__")
+    print("memsvc.recorder: %s: %d operators, %d frees, peak %d bytes of live tensors; "
+          "operators %.3f s of %.3f s (recorder %.3f s, dispatch %.3f s)"
+          % (opts.output, rec.ops, rec.frees, rec.peak, rec.op_ns / 1e9, rec.wall_ns / 1e9,
+             rec.overhead_ns / 1e9, rec.dispatch_ns / 1e9), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
