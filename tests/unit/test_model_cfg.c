@@ -313,6 +313,9 @@ static void test_gen_cli(void)
              test_bin_dir());
     CU_ASSERT_EQUAL(run_sh(cmd, line, sizeof(line)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(line, " events, 1 step(s)"));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace gen -o /dev/null --hf-config 2>&1", test_bin_dir());
+    CU_ASSERT_EQUAL(run_sh(cmd, line, sizeof(line)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "--hf-config needs a value"));
     snprintf(cmd, sizeof(cmd),
              "%s/memtrace gen --model tiny-moe --microbatches 0 -o /dev/null 2>&1", test_bin_dir());
     CU_ASSERT_EQUAL(run_sh(cmd, line, sizeof(line)), 2);

@@ -335,6 +335,12 @@ static int gen_model(int argc, char **argv, mt_model_t *model_p)
             given++;
         }
     }
+    if (argc > 1 && (!strcmp(argv[argc - 1], "--model") || !strcmp(argv[argc - 1], "--hf-config") ||
+                     !strcmp(argv[argc - 1], "--megatron-args"))) {
+        fprintf(stderr, "memtrace gen: %s needs a value (memtrace gen --help for the options)\n",
+                argv[argc - 1]);
+        return 2;
+    }
     if (given != 1) {
         fprintf(stderr, "memtrace gen: %s (memtrace gen --help for the options)\n",
                 given == 0 ? "a model is required: --model NAME (see `memtrace models`), "
