@@ -5,9 +5,9 @@
 
 #include <jansson.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -149,14 +149,14 @@ static void test_live_replay_two_trainers(void)
 static void test_live_replay_daemon_dies(void)
 {
     static const char *const args[] = {"--node", "tiny", NULL};
-    integ_daemon_t d;
-    char           cmd[1024], *out = malloc(1 << 16);
-    char           trace[] = "/tmp/memsvc-live-dies-XXXXXX";
-    FILE          *p;
-    size_t         n = 0;
-    uint64_t       t0;
-    memsvc_stats_t stats;
-    int            fd, st;
+    integ_daemon_t           d;
+    char                     cmd[1024], *out = malloc(1 << 16);
+    char                     trace[] = "/tmp/memsvc-live-dies-XXXXXX";
+    FILE                    *p;
+    size_t                   n = 0;
+    uint64_t                 t0;
+    memsvc_stats_t           stats;
+    int                      fd, st;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     memset(&stats, 0, sizeof(stats));
@@ -170,8 +170,8 @@ static void test_live_replay_daemon_dies(void)
     CU_ASSERT_FATAL(integ_daemon_start(&d, args));
     /* operators slept 2000 x longer: the replay would take minutes */
     snprintf(cmd, sizeof(cmd),
-             "timeout 120 %s/memtrace replay --daemon %s --time-scale 2000 %s 2>&1",
-             test_bin_dir(), d.addr, trace);
+             "timeout 120 %s/memtrace replay --daemon %s --time-scale 2000 %s 2>&1", test_bin_dir(),
+             d.addr, trace);
     p = popen(cmd, "r");
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     /* kill it once the trainer is under way: its tensors are in the daemon (bounded wait) */

@@ -161,7 +161,7 @@ static int count_lines(const char *cmd, const char *want, int *st_p)
 static void test_gen_progress(void)
 {
     char path[] = "/tmp/memsvc-gen-XXXXXX", cmd[1024];
-    int  fd = mkstemp(path), st;
+    int  fd     = mkstemp(path), st;
 
     CU_ASSERT_FATAL(fd >= 0);
     close(fd);

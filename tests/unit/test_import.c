@@ -490,7 +490,7 @@ static void test_chrome_capacity(void)
     FILE             *f;
 
 #define ONE_MEM                                                                                    \
-    "\"traceEvents\": [{\"name\":\"[memory]\",\"ts\":1,\"args\":{\"Bytes\":8,\"Addr\":16,"               \
+    "\"traceEvents\": [{\"name\":\"[memory]\",\"ts\":1,\"args\":{\"Bytes\":8,\"Addr\":16,"         \
     "\"Total Allocated\":8,\"Device Type\":1,\"Device Id\":1}}]"
     CU_ASSERT_FATAL(g != NULL);
     tmp_path(in, sizeof(in));

@@ -324,8 +324,8 @@ static void test_tune_unwritable_out(void)
         CU_ASSERT_FATAL(p != NULL);
         while (fgets(line, sizeof(line), p) != NULL) {
             lines++;
-            named += (strstr(line, "memtrace tune: --out ") != NULL) &&
-                     (strstr(line, bad[i]) != NULL);
+            named +=
+                (strstr(line, "memtrace tune: --out ") != NULL) && (strstr(line, bad[i]) != NULL);
         }
         st = pclose(p);
         CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);

@@ -452,7 +452,7 @@ static memsvc_status_t mt_chrome_apply(mt_pt_t *pt, const json_t *ev, size_t i, 
 static memsvc_status_t mt_chrome_capacity(mt_imp_t *imp, const json_t *root)
 {
     const json_t *props = json_is_object(root) ? json_object_get(root, "deviceProperties") : NULL;
-    uint64_t      cap = 0, mem;
+    uint64_t      cap   = 0, mem;
     size_t        i;
 
     if (props == NULL) {

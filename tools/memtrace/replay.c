@@ -433,8 +433,8 @@ static void rp_record_oom(rp_t *rp, const char *key, uint32_t rank, unsigned dev
 /* The trace's live bytes on a device (what the program holds there): their peak, and the
  * event after which it was reached, for mt_replay_top. Called before report->events counts
  * the event. */
-static void rp_live_account(mt_replay_report_t *rep, uint64_t *live, uint64_t *count,
-                            unsigned dev, uint64_t bytes, bool alloc)
+static void rp_live_account(mt_replay_report_t *rep, uint64_t *live, uint64_t *count, unsigned dev,
+                            uint64_t bytes, bool alloc)
 {
     mt_replay_dev_t *rd = &rep->devs[dev];
 

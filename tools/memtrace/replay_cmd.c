@@ -57,9 +57,10 @@ static void mt_replay_usage(FILE *out)
 /* Options that take a value (given last, without one, they are a usage error). */
 static bool replay_takes_value(const char *a)
 {
-    static const char *const opts[] = {"--node",     "--memory",    "--policy", "--alloc",
-                                       "--thrash-limit", "--json-out", "--plot", "--prefetch", "--top",
-                                       "--daemon",   "--time-scale", "--job",    NULL};
+    static const char *const opts[] = {
+        "--node",       "--memory", "--policy",   "--alloc", "--thrash-limit",
+        "--json-out",   "--plot",   "--prefetch", "--top",   "--daemon",
+        "--time-scale", "--job",    NULL};
     size_t i;
 
     for (i = 0; opts[i] != NULL; i++) {

@@ -971,10 +971,8 @@ static void live_group_run(live_trainer_t *tr, live_group_t *g)
 static void live_drain_errors(live_trainer_t *tr, bool flush)
 {
     memsvc_deferred_error_t e[16];
-    size_t                  n;
-
+    size_t                  n, i;
     memsvc_status_t         s = MEMSVC_OK;
-    size_t                  i;
 
     if (flush && ((s = memsvc_flush(tr->conn)) == MEMSVC_OK)) {
         return;

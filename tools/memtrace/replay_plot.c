@@ -241,8 +241,7 @@ static void mt_plot_panel(const mt_replay_report_t *r, unsigned dev, const mt_se
     ys = (H - MT - MB) / (double)ymax;
 
     fprintf(out, "<g transform=\"translate(0 %.0f)\">\n", y0);
-    fprintf(out, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Device memory of npu%u: ", ML,
-            dev);
+    fprintf(out, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Device memory of npu%u: ", ML, dev);
     fprintf(out, "policy ");
     mt_xml_string(r->policy, out);
     fprintf(out, ", node ");
