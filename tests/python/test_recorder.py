@@ -261,3 +261,16 @@ def test_command_line_records_a_script(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "memsvc.recorder", str(script)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "-o/--output" in bad.stderr
+
+
+def test_inference_under_no_grad_is_forward(tmp_path):
+    """Under no_grad() nothing is backward: the phase probe is made with grad enabled."""
+    path = str(tmp_path / "infer.trace")
+    lin = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        with recorder.record(path, model=lin):
+            lin(torch.randn(4, 8)).relu()
+    _, events = read_trace(path)
+    phases = [e[8] for e in events if e[0] == recorder.EV_HINT and e[4] == recorder.HINT_PHASE]
+    assert phases == [recorder.PHASE_FORWARD]
+    assert [e[5] for e in events if e[0] == recorder.EV_COMPUTE] == ["randn", "t", "addmm", "relu"]

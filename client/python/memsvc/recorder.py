@@ -73,8 +73,11 @@ class _Probe:
 
     def __init__(self):
         self._fn = getattr(torch._C, "_will_engine_execute_node", None)
-        leaf = torch.zeros(1, requires_grad=True)
-        self._node = leaf.clone().grad_fn if self._fn is not None else None
+        with torch.enable_grad():  # a graph node even when recording under no_grad()
+            leaf = torch.zeros(1, requires_grad=True)
+            self._node = leaf.clone().grad_fn if self._fn is not None else None
+        if self._node is None:
+            self._fn = None
 
     def in_backward(self):
         if self._fn is None:
