@@ -1,12 +1,15 @@
 /* test_live_replay.c - `memtrace replay --daemon`: trainer processes against a real memsvcd */
+#include "client/msp_ucx.h"
 #include "tests/integ/integ.h"
 #include "tests/test_util.h"
 
 #include <jansson.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Run a shell command, collect its stdout; returns its exit status. */
@@ -142,11 +145,99 @@ static void test_live_replay_two_trainers(void)
     free(out);
 }
 
+/* The daemon dies under a live replay: the trainers stop, the replay exits 1 and says why. */
+static void test_live_replay_daemon_dies(void)
+{
+    static const char *const args[] = {"--node", "tiny", NULL};
+    integ_daemon_t           d;
+    char                     cmd[1024], *out = malloc(1 << 16);
+    char                     trace[] = "/tmp/memsvc-live-dies-XXXXXX";
+    FILE                    *p;
+    size_t                   n = 0;
+    uint64_t                 t0;
+    memsvc_stats_t           stats;
+    int                      fd, st;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    memset(&stats, 0, sizeof(stats));
+    CU_ASSERT_FATAL((fd = mkstemp(trace)) >= 0);
+    close(fd);
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace gen --model tiny-moe --microbatches 4 --steps 4 --node tiny -o %s "
+             "2>/dev/null",
+             test_bin_dir(), trace);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    CU_ASSERT_FATAL(integ_daemon_start(&d, args));
+    /* operators slept 2000 x longer: the replay would take minutes */
+    snprintf(cmd, sizeof(cmd),
+             "timeout 120 %s/memtrace replay --daemon %s --time-scale 2000 %s 2>&1", test_bin_dir(),
+             d.addr, trace);
+    p = popen(cmd, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    /* kill it once the trainer is under way: its tensors are in the daemon (bounded wait) */
+    t0 = msp_now_ns();
+    while (msp_now_ns() - t0 < 60000000000ull &&
+           !(integ_stats(&d, &stats) == MEMSVC_OK && stats.live_tensors > 0)) {
+        usleep(50 * 1000);
+    }
+    CU_ASSERT(stats.live_tensors > 0);
+    usleep(200 * 1000);
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, &st, 0);
+    d.pid = 0;
+    t0    = msp_now_ns();
+    while (n + 1 < (1 << 16) && !feof(p)) {
+        n += fread(out + n, 1, (1 << 16) - n - 1, p);
+    }
+    out[n] = '\0';
+    st     = pclose(p);
+    CU_ASSERT(msp_now_ns() - t0 < 60000000000ull); /* stopped, not replayed to the end */
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "the daemon went away"));
+    if (strstr(out, "the daemon went away") == NULL) {
+        fprintf(stderr, "%s\n", out);
+    }
+    unlink(trace);
+    free(out);
+}
+
+/* Options of the offline replay given to a live one (and the other way) are named errors. */
+static void test_live_replay_options(void)
+{
+    char cmd[1024], out[4096];
+
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace replay --daemon 127.0.0.1:1 x.trace --policy dtr hbm=1GiB --plot x.svg "
+             "--memory backed 2>&1",
+             test_bin_dir());
+    CU_ASSERT_EQUAL(WEXITSTATUS(run(cmd, out, sizeof(out))), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--policy, hbm=1GiB, --plot, --memory"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "do not apply to a live replay"));
+    CU_ASSERT_PTR_NULL(strchr(out, '\n') == NULL ? NULL : strchr(strchr(out, '\n') + 1, '\n'));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay x.trace --time-scale 2 --job 5 2>&1",
+             test_bin_dir());
+    CU_ASSERT_EQUAL(WEXITSTATUS(run(cmd, out, sizeof(out))), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--time-scale, --job apply to a live replay only"));
+    /* an unknown option: one line that names it and where --help is */
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay x.trace --bogus 2>&1", test_bin_dir());
+    CU_ASSERT_EQUAL(WEXITSTATUS(run(cmd, out, sizeof(out))), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "unknown option '--bogus' (memtrace replay --help"));
+    CU_ASSERT_PTR_NOT_NULL(strchr(out, '\n'));
+    CU_ASSERT_PTR_NULL(strchr(strchr(out, '\n') + 1, '\n'));
+    snprintf(cmd, sizeof(cmd), "%s/memtrace replay x.trace --policy 2>&1", test_bin_dir());
+    CU_ASSERT_EQUAL(WEXITSTATUS(run(cmd, out, sizeof(out))), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "'--policy' needs a value"));
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("live_replay", NULL, NULL);
 
     CU_add_test(s, "two trainer processes replay through memsvcd", test_live_replay_two_trainers);
+    CU_add_test(s, "the daemon dies under a live replay: it stops, exit 1",
+                test_live_replay_daemon_dies);
+    CU_add_test(s, "options that do not apply, unknown options: named, one line",
+                test_live_replay_options);
 }
 
 TEST_REGISTER(live_replay, add_suite)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void test_gen_writes_a_readable_trace(void)
@@ -140,12 +141,52 @@ static void test_gen_stages(void)
     rmdir(dir);
 }
 
+/* Count the lines of a shell command's output holding want; its exit status in *st_p. */
+static int count_lines(const char *cmd, const char *want, int *st_p)
+{
+    FILE *p = popen(cmd, "r");
+    char  line[4096];
+    int   n = 0, st;
+
+    CU_ASSERT_FATAL(p != NULL);
+    while (fgets(line, sizeof(line), p) != NULL) {
+        n += (strstr(line, want) != NULL);
+    }
+    st    = pclose(p);
+    *st_p = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return n;
+}
+
+/* On a terminal, gen shows the step it is at; in a pipe it writes only its summary. */
+static void test_gen_progress(void)
+{
+    char path[] = "/tmp/memsvc-gen-XXXXXX", cmd[1024];
+    int  fd     = mkstemp(path), st;
+
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    /* script(1) gives the command a terminal; its output is the terminal's */
+    snprintf(cmd, sizeof(cmd),
+             "script -qec '%s/memtrace gen --model tiny-moe --node tiny --steps 3 -o %s' "
+             "/dev/null | tr '\\r' '\\n'",
+             test_bin_dir(), path);
+    CU_ASSERT_EQUAL(count_lines(cmd, "step 3/3, ", &st), 1);
+    CU_ASSERT_EQUAL(st, 0);
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace gen --model tiny-moe --node tiny --steps 3 -o %s 2>&1 | tr '\\r' '\\n'",
+             test_bin_dir(), path);
+    CU_ASSERT_EQUAL(count_lines(cmd, "step 3/3, ", &st), 0);
+    CU_ASSERT_EQUAL(count_lines(cmd, "3 step(s)", &st), 1);
+    unlink(path);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("gen_cmd", NULL, NULL);
 
     CU_add_test(s, "gen writes a trace the reader accepts", test_gen_writes_a_readable_trace);
     CU_add_test(s, "gen --stage N, worst, all; model FLOPs", test_gen_stages);
+    CU_add_test(s, "gen shows its progress on a terminal only", test_gen_progress);
 }
 
 TEST_REGISTER(gen_cmd, add_suite)

@@ -76,6 +76,8 @@ static void import_and_read(mt_import_format_t format, uint64_t unit_ns, const c
     unlink(out);
 }
 
+static int run_sh(const char *cmd, int *lines_p);
+
 static const char *meta(const mt_header_t *h, const char *key)
 {
     uint32_t i;
@@ -151,6 +153,9 @@ static void test_chrome_sample(void)
     CU_ASSERT_STRING_EQUAL(meta(&g->header, "cpu_events"), "1");
     CU_ASSERT_STRING_EQUAL(meta(&g->header, "unmatched_frees"), "0");
     CU_ASSERT_STRING_EQUAL(meta(&g->header, "frees_before_recording"), "1");
+    /* the node's HBM is the device's, from deviceProperties[0].totalGlobalMem */
+    CU_ASSERT_EQUAL(g->header.node.hbm_bytes, 85197848576ull);
+    CU_ASSERT_STRING_EQUAL(meta(&g->header, "device_total_mem"), "85197848576");
     CU_ASSERT_EQUAL(g->ev[0].time_ns, 100500); /* ts 100.5 us */
     CU_ASSERT_EQUAL(g->ev[0].size, 8192);      /* before the recording */
     CU_ASSERT_EQUAL(g->ev[1].size, 2048);
@@ -476,6 +481,85 @@ static void test_chrome_malformed(void)
 #undef OK_ARGS
 }
 
+/* A Chrome trace's device capacity: the smallest listed; the default node's without one. */
+static void test_chrome_capacity(void)
+{
+    mt_import_stats_t st;
+    got_t            *g = malloc(sizeof(*g));
+    char              in[64];
+    FILE             *f;
+
+#define ONE_MEM                                                                                    \
+    "\"traceEvents\": [{\"name\":\"[memory]\",\"ts\":1,\"args\":{\"Bytes\":8,\"Addr\":16,"         \
+    "\"Total Allocated\":8,\"Device Type\":1,\"Device Id\":1}}]"
+    CU_ASSERT_FATAL(g != NULL);
+    tmp_path(in, sizeof(in));
+    f = fopen(in, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("{\"deviceProperties\": [{\"id\": 0, \"totalGlobalMem\": 34359738368}, {\"id\": 1, "
+          "\"totalGlobalMem\": 17179869184}, {\"id\": 2}], " ONE_MEM "}",
+          f);
+    fclose(f);
+    import_and_read(MT_IMPORT_CHROME, 1000, in, &st, g);
+    CU_ASSERT_EQUAL(g->header.node.hbm_bytes, 17179869184ull);
+    CU_ASSERT_EQUAL(g->header.node.num_npus >= 2, true);
+    f = fopen(in, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("{" ONE_MEM "}", f);
+    fclose(f);
+    import_and_read(MT_IMPORT_CHROME, 1000, in, &st, g);
+    CU_ASSERT_EQUAL(g->header.node.hbm_bytes, 64ull << 20); /* tiny's */
+    CU_ASSERT_STRING_EQUAL(meta(&g->header, "device_total_mem"), "(absent)");
+    unlink(in);
+    free(g);
+
+    expect_bad(MT_IMPORT_CHROME, "{\"deviceProperties\": 3, " ONE_MEM "}",
+               "deviceProperties: not an array", NULL);
+    expect_bad(MT_IMPORT_CHROME, "{\"deviceProperties\": [{\"totalGlobalMem\": -1}], " ONE_MEM "}",
+               "deviceProperties[0].totalGlobalMem: not a positive integer", NULL);
+    expect_bad(MT_IMPORT_CHROME, "{\"deviceProperties\": [7], " ONE_MEM "}",
+               "deviceProperties[0]: expected an object", NULL);
+#undef ONE_MEM
+}
+
+/* An input that yields no events is an error that says why, not an empty trace. */
+static void test_no_events(void)
+{
+    const char *cpu_only = "{\"traceEvents\": [{\"name\":\"[memory]\",\"ts\":1,\"args\":{"
+                           "\"Bytes\":8,\"Addr\":16,\"Total Allocated\":8,\"Device Type\":0}}]}";
+    char        cmd[512], in[64];
+    FILE       *f;
+    int         lines;
+
+    expect_bad(MT_IMPORT_CHROME, "{\"traceEvents\": []}", "no events: no device memory events",
+               "profile_memory=True");
+    expect_bad(MT_IMPORT_CHROME, "[{\"name\": \"aten::mm\", \"ph\": \"X\", \"ts\": 1}]",
+               "no device memory events", "(0 input records skipped)");
+    expect_bad(MT_IMPORT_CHROME, cpu_only, "no device memory events", "(1 input records skipped)");
+    expect_bad(MT_IMPORT_SNAPSHOT, "{\"device_traces\": []}", "no events",
+               "_record_memory_history");
+    expect_bad(MT_IMPORT_SNAPSHOT,
+               "{\"device_traces\": [[{\"action\":\"segment_alloc\",\"addr\":0,\"size\":8}]]}",
+               "no events: device_traces has no alloc", NULL);
+    expect_bad(MT_IMPORT_DTR, "\n\n", "no events", NULL);
+
+    /* the command line exits 1 with the reason, not "0 events" and 0 */
+    tmp_path(in, sizeof(in));
+    f = fopen(in, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("{\"traceEvents\": []}", f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "%s/memtrace import --from chrome %s %s.trace 2>&1 | grep -q 'no events: no device "
+             "memory events' && test ! -e %s.trace",
+             test_bin_dir(), in, in, in);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 0);
+    snprintf(cmd, sizeof(cmd), "%s/memtrace import --from chrome %s %s.trace 2>/dev/null",
+             test_bin_dir(), in, in);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 1);
+    unlink(in);
+}
+
 /* Every prefix of every sample imports cleanly or fails with FORMAT: never crashes. */
 static void test_truncated_samples(void)
 {
@@ -539,7 +623,7 @@ static void test_parsers(void)
 }
 
 /* Run a shell command; return its exit status and the number of lines on its stdout. */
-static int run(const char *cmd, int *lines_p)
+static int run_sh(const char *cmd, int *lines_p)
 {
     char  line[8192];
     FILE *p = popen(cmd, "r");
@@ -563,25 +647,25 @@ static void test_cli(void)
     snprintf(cmd, sizeof(cmd),
              "%s/memtrace import --from dtr " DATA "dtr_small.jsonl %s 2>/dev/null", test_bin_dir(),
              out);
-    CU_ASSERT_EQUAL(run(cmd, &lines), 0);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 0);
     snprintf(cmd, sizeof(cmd), "%s/memtrace dump %s", test_bin_dir(), out);
-    CU_ASSERT_EQUAL(run(cmd, &lines), 0);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 0);
     CU_ASSERT_EQUAL(lines, 1 + 15);
     snprintf(cmd, sizeof(cmd), "%s/memtrace dump --limit 3 %s", test_bin_dir(), out);
-    CU_ASSERT_EQUAL(run(cmd, &lines), 0);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 0);
     CU_ASSERT_EQUAL(lines, 1 + 3);
     snprintf(cmd, sizeof(cmd), "%s/memtrace dump --header - < %s", test_bin_dir(), out);
-    CU_ASSERT_EQUAL(run(cmd, &lines), 0);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 0);
     CU_ASSERT_EQUAL(lines, 1);
     snprintf(cmd, sizeof(cmd), "%s/memtrace dump " DATA "dtr_small.jsonl 2>/dev/null",
              test_bin_dir());
-    CU_ASSERT_EQUAL(run(cmd, &lines), 1);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 1);
     snprintf(cmd, sizeof(cmd), "%s/memtrace import --from xyz a b 2>/dev/null", test_bin_dir());
-    CU_ASSERT_EQUAL(run(cmd, &lines), 2);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 2);
     snprintf(cmd, sizeof(cmd), "%s/memtrace frobnicate 2>/dev/null", test_bin_dir());
-    CU_ASSERT_EQUAL(run(cmd, &lines), 2);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 2);
     snprintf(cmd, sizeof(cmd), "%s/memtrace replay x 2>/dev/null", test_bin_dir());
-    CU_ASSERT_EQUAL(run(cmd, &lines), 1);
+    CU_ASSERT_EQUAL(run_sh(cmd, &lines), 1);
     unlink(out);
 }
 
@@ -598,6 +682,9 @@ static void add_suite(void)
     CU_add_test(s, "malformed snapshots name path and problem", test_snapshot_malformed);
     CU_add_test(s, "malformed Chrome traces name path and problem", test_chrome_malformed);
     CU_add_test(s, "truncated samples never crash", test_truncated_samples);
+    CU_add_test(s, "Chrome traces: the device's capacity from deviceProperties",
+                test_chrome_capacity);
+    CU_add_test(s, "inputs that yield no events are errors that say why", test_no_events);
     CU_add_test(s, "format and unit names", test_parsers);
     CU_add_test(s, "memtrace import and dump from the command line", test_cli);
 }

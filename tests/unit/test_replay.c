@@ -535,6 +535,118 @@ static void test_deterministic(void)
     unlink(tb.path);
 }
 
+static void tb_alloc_on(tb_t *tb, unsigned device, uint64_t id, const char *key, uint64_t size,
+                        int32_t layer)
+{
+    mt_event_t e;
+
+    memset(&e, 0, sizeof(e));
+    e.type       = MT_EV_ALLOC;
+    e.device     = device;
+    e.tensor     = id;
+    e.key        = key;
+    e.size       = size;
+    e.kind       = MEMSVC_KIND_ACTIVATION;
+    e.tags       = MEMSVC_TAGS_NONE;
+    e.tags.layer = layer;
+    TEST_ASSERT_OK(mt_writer_put(tb->w, &e));
+}
+
+static void tb_free_on(tb_t *tb, unsigned device, uint64_t id)
+{
+    mt_event_t e;
+
+    memset(&e, 0, sizeof(e));
+    e.type   = MT_EV_FREE;
+    e.device = device;
+    e.tensor = id;
+    TEST_ASSERT_OK(mt_writer_put(tb->w, &e));
+}
+
+/* Each device's peak: its largest live tensors then (not the freed ones); a panel per device. */
+static void test_top_and_every_device(void)
+{
+    mt_replay_params_t p;
+    mt_replay_report_t r;
+    tb_t               tb;
+    char               err[256], *buf = NULL;
+    size_t             len = 0;
+    FILE              *f;
+
+    tb_open(&tb);
+    tb_alloc_on(&tb, 0, 1, "a", 1 * MiB, 0);  /* npu0: 1 */
+    tb_alloc_on(&tb, 1, 2, "x", 8 * MiB, -1); /* npu1: 8, its peak */
+    tb_alloc_on(&tb, 0, 3, "b", 3 * MiB, 1);  /* npu0: 4 */
+    tb_free_on(&tb, 0, 1);                    /* npu0: 3 */
+    tb_free_on(&tb, 1, 2);                    /* npu1: 0 */
+    tb_alloc_on(&tb, 0, 4, "c", 2 * MiB, 2);  /* npu0: 5, its peak (event 5) */
+    tb_alloc_on(&tb, 1, 5, "y", 1 * MiB, -1); /* npu1: 1 */
+    tb_free_on(&tb, 0, 3);
+    tb_close(&tb);
+
+    mt_replay_params_init(&p);
+    p.policy   = "none";
+    p.baseline = false;
+    p.timeline = true;
+    p.top_n    = 10;
+    TEST_ASSERT_OK(mt_replay_file(&p, tb.path, &r, err, sizeof(err)));
+    CU_ASSERT_EQUAL(r.devs[0].live_peak, 5 * MiB);
+    CU_ASSERT_EQUAL(r.devs[0].live_peak_event, 5);
+    CU_ASSERT_EQUAL(r.devs[0].live_peak_tensors, 2);
+    CU_ASSERT_EQUAL_FATAL(r.devs[0].num_top, 2);
+    CU_ASSERT_STRING_EQUAL(r.devs[0].top[0].key, "b");
+    CU_ASSERT_EQUAL(r.devs[0].top[0].size, 3 * MiB);
+    CU_ASSERT_EQUAL(r.devs[0].top[0].layer, 1);
+    CU_ASSERT_EQUAL(r.devs[0].top[0].kind, MEMSVC_KIND_ACTIVATION);
+    CU_ASSERT_STRING_EQUAL(r.devs[0].top[1].key, "c");
+    CU_ASSERT_EQUAL(r.devs[1].live_peak, 8 * MiB);
+    CU_ASSERT_EQUAL_FATAL(r.devs[1].num_top, 1);
+    CU_ASSERT_STRING_EQUAL(r.devs[1].top[0].key, "x");
+    CU_ASSERT_EQUAL(r.busiest, 1);
+
+    f = open_memstream(&buf, &len);
+    mt_replay_print_json(&r, f);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"live_peak\": 5242880, \"live_peak_tensors\": 2, "
+                                       "\"live_peak_event\": 5, \"top\": [{\"key\": \"b\", "
+                                       "\"rank\": 0, \"kind\": \"activation\", \"layer\": 1, "
+                                       "\"size\": 3145728}, {\"key\": \"c\""));
+    free(buf);
+    buf = NULL;
+    f   = open_memstream(&buf, &len);
+    mt_replay_print_text(&r, f);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "5.0 MiB live in 2 tensors at event 5; the largest 2:"));
+    free(buf);
+
+    /* the plot: both devices, the busiest marked */
+    buf = NULL;
+    f   = open_memstream(&buf, &len);
+    TEST_ASSERT_OK(mt_replay_plot_svg(&r, f));
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "Device memory of npu0"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "Device memory of npu1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "height=\"1040\"")); /* two panels of 520 */
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "(the busiest)"));
+    CU_ASSERT_PTR_NULL(strstr(strstr(buf, "(the busiest)") + 1, "(the busiest)")); /* once */
+    CU_ASSERT_PTR_NOT_NULL(strstr(strstr(buf, "Device memory of npu1"), "(the busiest)"));
+    free(buf);
+    mt_replay_report_free(&r);
+
+    /* --top 1, and 0: none */
+    p.top_n = 1;
+    TEST_ASSERT_OK(mt_replay_file(&p, tb.path, &r, err, sizeof(err)));
+    CU_ASSERT_EQUAL(r.devs[0].num_top, 1);
+    CU_ASSERT_STRING_EQUAL(r.devs[0].top[0].key, "b");
+    mt_replay_report_free(&r);
+    p.top_n = 0;
+    TEST_ASSERT_OK(mt_replay_file(&p, tb.path, &r, err, sizeof(err)));
+    CU_ASSERT_EQUAL(r.devs[0].num_top, 0);
+    CU_ASSERT_EQUAL(r.devs[0].live_peak, 5 * MiB); /* still known */
+    mt_replay_report_free(&r);
+    unlink(tb.path);
+}
+
 /* The plot keeps a bounded number of samples whatever the trace length. */
 static void test_plot_bounded(void)
 {
@@ -766,6 +878,8 @@ static void add_suite(void)
     CU_add_test(s, "missing, foreign and malformed inputs; bad options", test_errors);
     CU_add_test(s, "same trace twice: same JSON; the plot", test_deterministic);
     CU_add_test(s, "plot samples bounded", test_plot_bounded);
+    CU_add_test(s, "top live tensors at each device's peak; a plot panel per device",
+                test_top_and_every_device);
     CU_add_test(s, "imported samples: recorded peak reproduced", test_recorded_peak);
     CU_add_test(s, "command line: exit codes, JSON, plot, backed memory", test_cli);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MiB (1ull << 20)
@@ -305,6 +306,34 @@ static void test_tune_bad_arguments(void)
     CU_ASSERT_NOT_EQUAL(access(out, F_OK), 0); /* nothing written on a usage error */
 }
 
+/* An --out that cannot take the results fails before the sweep: no table, exit 1. */
+static void test_tune_unwritable_out(void)
+{
+    const char *bad[] = {"/dev/null", "/dev/null/sub", "/nonexistent/dir/out", NULL};
+    char        cmd[1024], line[512];
+    size_t      i;
+
+    for (i = 0; bad[i] != NULL; i++) {
+        FILE *p;
+        int   st, lines = 0, named = 0;
+
+        snprintf(cmd, sizeof(cmd),
+                 "%s/memtrace tune %s --policies none,lru --budgets 64MiB,32MiB --out %s 2>&1",
+                 test_bin_dir(), tune_trace, bad[i]);
+        p = popen(cmd, "r");
+        CU_ASSERT_FATAL(p != NULL);
+        while (fgets(line, sizeof(line), p) != NULL) {
+            lines++;
+            named +=
+                (strstr(line, "memtrace tune: --out ") != NULL) && (strstr(line, bad[i]) != NULL);
+        }
+        st = pclose(p);
+        CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+        CU_ASSERT_EQUAL(named, 1);
+        CU_ASSERT_EQUAL(lines, 1); /* the error only: no progress, no table */
+    }
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("tune", tune_setup, tune_cleanup);
@@ -316,6 +345,8 @@ static void add_suite(void)
     CU_add_test(s, "--budget-auto stops where every policy fails",
                 test_tune_auto_stops_where_all_oom);
     CU_add_test(s, "bad arguments exit 2 with a message", test_tune_bad_arguments);
+    CU_add_test(s, "an --out that cannot be written fails before the sweep",
+                test_tune_unwritable_out);
 }
 
 TEST_REGISTER(tune, add_suite)

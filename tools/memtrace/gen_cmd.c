@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Declared in gen.h. Referenced from main.c only, so that test binaries, which link
  * libmemtrace.a without main.c, never pull in the trace writer through this file. */
@@ -15,12 +17,17 @@ static void gen_usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: memtrace gen --model NAME [key=value ...] [--layout "
-        "tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
+        "usage: memtrace gen (--model NAME | --hf-config config.json | --megatron-args ARGS)\n"
+        "                    [key=value ...] [--layout tp=8,pp=16,vpp=2,ep=4,dp=48,cp=1]\n"
         "                    [--microbatches N] [--steps N] [--stage N|worst|all] [--rank R]\n"
         "                    [--skew X] [--seed N] [--node PRESET] [--node-set key=value ...]\n"
         "                    [--tp-extend-ep | --no-tp-extend-ep] [--overlap tp,ep|none]\n"
         "                    [--no-pipeline-waits] (-o OUT.trace | --describe)\n"
+        "  --model NAME   a built-in model (`memtrace models` lists them)\n"
+        "  --hf-config F  the model of a Hugging Face config.json (DeepSeek, Mixtral, Qwen-MoE,\n"
+        "                 Llama style; docs/generator.md lists the keys read)\n"
+        "  --megatron-args A  the model (and tp/pp/vpp/ep/cp) of Megatron-LM arguments:\n"
+        "                 \"--num-layers 61 --hidden-size 7168 ...\" or @FILE\n"
         "  key=value      model overrides (layers=, hidden=, heads=, experts=, top_k=, seq=,\n"
         "                 mbs=, ...; `memtrace models --keys` lists them)\n"
         "  --layout L     parallel layout; default: the one the preset is published as trained\n"
@@ -188,7 +195,32 @@ static int print_stage_peaks(const mt_gen_params_t *p, uint32_t *worst_p)
 typedef struct wait_count {
     gen_cmd_sink_t *inner;
     uint64_t        wait_ns, events;
+    /* progress line, on a terminal only */
+    bool            bar;
+    const char     *out;
+    uint32_t        steps, step; /* step: steps begun so far */
+    double          wall0, last; /* seconds */
 } wait_count_t;
+
+static double wall_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* "\r" progress: the step being generated, events so far, seconds; done clears the line. */
+static void gen_progress(wait_count_t *w, bool done)
+{
+    if (done) {
+        fprintf(stderr, "\r\033[K");
+        return;
+    }
+    w->last = wall_s();
+    fprintf(stderr, "\rmemtrace gen: %s: step %u/%u, %llu events, %.1f s\033[K", w->out, w->step,
+            w->steps, (unsigned long long)w->events, w->last - w->wall0);
+}
 
 static memsvc_status_t counting_sink(void *arg, const mt_event_t *ev)
 {
@@ -198,6 +230,14 @@ static memsvc_status_t counting_sink(void *arg, const mt_event_t *ev)
         w->wait_ns += ev->duration_ns;
     }
     w->events++;
+    if (w->bar) {
+        if (ev->type == MT_EV_HINT && ev->hint == MEMSVC_HINT_STEP_BEGIN) {
+            w->step++;
+            gen_progress(w, false);
+        } else if ((w->events & 16383) == 0 && wall_s() - w->last >= 0.2) {
+            gen_progress(w, false);
+        }
+    }
     return writer_sink(w->inner, ev);
 }
 
@@ -207,7 +247,7 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
     mt_header_t     hdr;
     mt_writer_t    *writer;
     gen_cmd_sink_t  sink;
-    wait_count_t    wc = {&sink, 0, 0};
+    wait_count_t    wc = {&sink, 0, 0, false, out, p->steps, 0, 0, 0};
     memsvc_status_t status;
     uint32_t        stage = mt_gen_stage_of_rank(&p->layout, p->rank);
     char            err[256];
@@ -250,7 +290,12 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
         return 1;
     }
     sink.writer = writer;
+    wc.bar      = isatty(STDERR_FILENO) && strcmp(out, "-") != 0;
+    wc.wall0    = wall_s();
     status      = mt_gen_run(p, counting_sink, &wc, err, sizeof(err));
+    if (wc.bar) {
+        gen_progress(&wc, true);
+    }
     if (status != MEMSVC_OK) {
         fprintf(stderr, "memtrace gen: %s\n", err);
         rc = 1;
@@ -270,12 +315,63 @@ static int write_trace(const mt_gen_params_t *p, const mt_model_t *model, const 
     return rc;
 }
 
+/* The model of --model, --hf-config or --megatron-args (exactly one). Returns 0 or 2. */
+static int gen_model(int argc, char **argv, mt_model_t *model_p)
+{
+    const char     *name = NULL, *hf = NULL, *megatron = NULL;
+    memsvc_status_t status;
+    char            err[512];
+    int             i, given = 0;
+
+    for (i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--model")) {
+            name = argv[++i];
+            given++;
+        } else if (!strcmp(argv[i], "--hf-config")) {
+            hf = argv[++i];
+            given++;
+        } else if (!strcmp(argv[i], "--megatron-args")) {
+            megatron = argv[++i];
+            given++;
+        }
+    }
+    if (argc > 1 && (!strcmp(argv[argc - 1], "--model") || !strcmp(argv[argc - 1], "--hf-config") ||
+                     !strcmp(argv[argc - 1], "--megatron-args"))) {
+        fprintf(stderr, "memtrace gen: %s needs a value (memtrace gen --help for the options)\n",
+                argv[argc - 1]);
+        return 2;
+    }
+    if (given != 1) {
+        fprintf(stderr, "memtrace gen: %s (memtrace gen --help for the options)\n",
+                given == 0 ? "a model is required: --model NAME (see `memtrace models`), "
+                             "--hf-config FILE or --megatron-args ARGS"
+                           : "give one of --model, --hf-config and --megatron-args, once");
+        return 2;
+    }
+    if (name != NULL) {
+        if (mt_model_preset(name, model_p) != MEMSVC_OK) {
+            fprintf(stderr, "memtrace gen: unknown model '%s' (see `memtrace models`)\n", name);
+            return 2;
+        }
+        return 0;
+    }
+    status = (hf != NULL) ? mt_model_from_hf(hf, model_p, err, sizeof(err))
+                          : mt_model_from_megatron(megatron, model_p, err, sizeof(err));
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memtrace gen: %s: %s\n", (hf != NULL) ? "--hf-config" : "--megatron-args",
+                err);
+        return 2;
+    }
+    return 0;
+}
+
 int mt_cmd_gen(int argc, char **argv)
 {
-    const char     *model_name = NULL, *node_name = "ascend-910b", *out = NULL;
+    const char     *node_name = "ascend-910b", *out = NULL;
     const char     *layout_s = NULL, *stage_s = NULL, *overlap_s = NULL;
     bool            no_waits      = false;
     bool            want_describe = false;
+    bool            have_microbatches = false;
     int             tp_extend_ep  = -1; /* -1: as the preset's layout */
     mt_model_t      model;
     sim_desc_t      node;
@@ -288,21 +384,14 @@ int mt_cmd_gen(int argc, char **argv)
 
     /* the model comes first: overrides apply to it */
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model_name = argv[++i];
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             gen_usage(stdout);
             return 0;
         }
     }
-    if (model_name == NULL) {
-        fprintf(stderr, "memtrace gen: --model is required (see `memtrace models`; memtrace gen "
-                        "--help for the options)\n");
-        return 2;
-    }
-    if (mt_model_preset(model_name, &model) != MEMSVC_OK) {
-        fprintf(stderr, "memtrace gen: unknown model '%s' (see `memtrace models`)\n", model_name);
-        return 2;
+    rc = gen_model(argc, argv, &model);
+    if (rc != 0) {
+        return rc;
     }
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--node") && i + 1 < argc) {
@@ -319,7 +408,8 @@ int mt_cmd_gen(int argc, char **argv)
         const char *a    = argv[i];
         const char *next = (i + 1 < argc) ? argv[i + 1] : NULL;
 
-        if (!strcmp(a, "--model") || !strcmp(a, "--node")) {
+        if (!strcmp(a, "--model") || !strcmp(a, "--node") || !strcmp(a, "--hf-config") ||
+            !strcmp(a, "--megatron-args")) {
             i++;
         } else if (!strcmp(a, "--describe")) {
             want_describe = true;
@@ -344,6 +434,7 @@ int mt_cmd_gen(int argc, char **argv)
             if (parse_u32_arg(a, argv[++i], &microbatches) < 0) {
                 return 2;
             }
+            have_microbatches = true;
         } else if (!strcmp(a, "--steps")) {
             if (parse_u32_arg(a, argv[++i], &steps) < 0) {
                 return 2;
@@ -402,8 +493,8 @@ int mt_cmd_gen(int argc, char **argv)
         fprintf(stderr, "memtrace gen: --layout: %s\n", err);
         return 2;
     }
-    if (microbatches > 0) {
-        p.layout.microbatches = microbatches;
+    if (have_microbatches) {
+        p.layout.microbatches = microbatches; /* 0 is refused by mt_gen_validate, as steps 0 */
     }
     p.steps          = steps;
     p.rank           = rank;

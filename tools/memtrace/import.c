@@ -315,6 +315,22 @@ void *mt_map_del(mt_map_t *map, const char *key)
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
+/* Why an input of this format can hold no events: what the user should record instead. */
+static const char *mt_import_empty_why(mt_import_format_t format)
+{
+    switch (format) {
+    case MT_IMPORT_SNAPSHOT:
+        return "device_traces has no alloc or free_completed entry (record the allocator's "
+               "history with torch.cuda.memory._record_memory_history() before the snapshot)";
+    case MT_IMPORT_CHROME:
+        return "no device memory events: traceEvents has no \"[memory]\" event of a device "
+               "(Device Type above 0); record with torch.profiler.profile(profile_memory=True) "
+               "on a run that uses the device";
+    default:
+        return "the log has no instruction that makes an event";
+    }
+}
+
 memsvc_status_t mt_import(const mt_import_opts_t *opts, const char *in_path, const char *out_path,
                           mt_import_stats_t *stats_p, char *err, size_t errlen)
 {
@@ -346,6 +362,12 @@ memsvc_status_t mt_import(const mt_import_opts_t *opts, const char *in_path, con
     imp.errlen = errlen;
     status     = ops->run(&imp, opts, input);
     if (status != MEMSVC_OK) {
+        goto out_unload;
+    }
+    if (imp.stats.events == 0) {
+        /* an empty trace replays to nothing and reports success: say why there is nothing */
+        status = mt_imp_fail(&imp, "no events: %s (%" PRIu64 " input records skipped)",
+                             mt_import_empty_why(opts->format), imp.stats.skipped);
         goto out_unload;
     }
     header.recorded_peak = imp.stats.recorded_peak;

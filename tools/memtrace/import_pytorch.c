@@ -444,6 +444,48 @@ static memsvc_status_t mt_chrome_apply(mt_pt_t *pt, const json_t *ev, size_t i, 
     return MEMSVC_OK;
 }
 
+/*
+ * The devices' capacity from a Kineto trace's deviceProperties[].totalGlobalMem: the node's HBM
+ * becomes the smallest listed (one size for all NPUs), so that a replay has the recorded
+ * device's room rather than the default node's. Absent: the header keeps its node.
+ */
+static memsvc_status_t mt_chrome_capacity(mt_imp_t *imp, const json_t *root)
+{
+    const json_t *props = json_is_object(root) ? json_object_get(root, "deviceProperties") : NULL;
+    uint64_t      cap   = 0, mem;
+    size_t        i;
+
+    if (props == NULL) {
+        return MEMSVC_OK;
+    }
+    if (!json_is_array(props)) {
+        return mt_imp_fail(imp, "deviceProperties: not an array");
+    }
+    for (i = 0; i < json_array_size(props); i++) {
+        const json_t *dev = json_array_get(props, i), *v;
+
+        if (!json_is_object(dev)) {
+            return mt_imp_fail(imp, "deviceProperties[%zu]: expected an object", i);
+        }
+        v = json_object_get(dev, "totalGlobalMem");
+        if (v == NULL) {
+            continue;
+        }
+        if (!mt_json_get_u64(v, false, MT_IMPORT_SIZE_MAX, &mem) || (mem == 0)) {
+            return mt_imp_fail(imp,
+                               "deviceProperties[%zu].totalGlobalMem: not a positive integer "
+                               "up to 2^48",
+                               i);
+        }
+        cap = (cap == 0 || mem < cap) ? mem : cap;
+    }
+    if (cap > 0) {
+        imp->header->node.hbm_bytes = cap;
+        mt_imp_meta_u64(imp, "device_total_mem", cap);
+    }
+    return MEMSVC_OK;
+}
+
 static memsvc_status_t mt_chrome_run(mt_imp_t *imp, const mt_import_opts_t *opts, void *input)
 {
     const json_t   *root   = input, *events;
@@ -455,6 +497,10 @@ static memsvc_status_t mt_chrome_run(mt_imp_t *imp, const mt_import_opts_t *opts
     events = json_is_array(root) ? root : json_object_get(root, "traceEvents");
     if (!json_is_array(events)) {
         return mt_imp_fail(imp, "traceEvents: missing or not an array");
+    }
+    status = mt_chrome_capacity(imp, root);
+    if (status != MEMSVC_OK) {
+        return status;
     }
     n  = json_array_size(events);
     pt = malloc(sizeof(*pt));

@@ -74,6 +74,24 @@ memsvc_status_t mt_model_preset(const char *name, mt_model_t *model_p);
  */
 memsvc_status_t mt_model_set(mt_model_t *model, const char *assignment, char *err, size_t errlen);
 
+/*
+ * A model from a Hugging Face config.json (DeepSeek-V2/V3, Mixtral, Qwen-MoE, Llama style; the
+ * keys read and the defaults are in docs/generator.md). Errors: MEMSVC_ERR_IO (unreadable),
+ * MEMSVC_ERR_PARSE (invalid JSON, a required key missing, a value of the wrong type or range:
+ * err names the file and the key), MEMSVC_ERR_INVALID_PARAM (a layer structure the model cannot
+ * express, or an inconsistent model). *model_p is written only on success.
+ */
+memsvc_status_t mt_model_from_hf(const char *path, mt_model_t *model_p, char *err, size_t errlen);
+
+/*
+ * A model (and, from the parallel sizes, its layout string) from Megatron-LM arguments: a string
+ * "--num-layers 61 --hidden-size 7168 ...", or "@FILE" for a file of them (whitespace, '\'
+ * continuations and # comments allowed). Arguments it does not map are ignored. Errors as
+ * mt_model_from_hf(); err names the argument.
+ */
+memsvc_status_t mt_model_from_megatron(const char *args, mt_model_t *model_p, char *err,
+                                       size_t errlen);
+
 /* Override keys, NULL-terminated. */
 const char *const *mt_model_keys(void);
 

@@ -430,6 +430,28 @@ static void rp_record_oom(rp_t *rp, const char *key, uint32_t rank, unsigned dev
     rep->devs[dev].ooms++;
 }
 
+/* The trace's live bytes on a device (what the program holds there): their peak, and the
+ * event after which it was reached, for mt_replay_top. Called before report->events counts
+ * the event. */
+static void rp_live_account(mt_replay_report_t *rep, uint64_t *live, uint64_t *count, unsigned dev,
+                            uint64_t bytes, bool alloc)
+{
+    mt_replay_dev_t *rd = &rep->devs[dev];
+
+    if (!alloc) {
+        live[dev] -= (bytes <= live[dev]) ? bytes : live[dev];
+        count[dev] -= (count[dev] > 0);
+        return;
+    }
+    live[dev] += bytes;
+    count[dev]++;
+    if (live[dev] > rd->live_peak) {
+        rd->live_peak         = live[dev];
+        rd->live_peak_event   = rep->events;
+        rd->live_peak_tensors = count[dev];
+    }
+}
+
 static void rp_sample(rp_t *rp, unsigned dev)
 {
     eng_dev_stats_t st;
@@ -1622,6 +1644,9 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
     memsvc_status_t    status;
     bool               end = false, bar;
     double             wall0, last_bar;
+    uint64_t           live_now[SIM_MAX_NPUS] = {0}, live_count[SIM_MAX_NPUS] = {0};
+    uint64_t           live_bytes;
+    unsigned           live_dev;
     uint32_t           i;
     char               dummy[1];
 
@@ -1720,6 +1745,18 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
                 rp_run_until(&rp, ev.time_ns - rp.t0);
             }
         }
+        live_bytes = 0;
+        live_dev   = ev.device;
+        if (ev.type == MT_EV_ALLOC) {
+            live_bytes = ev.size;
+        } else if (ev.type == MT_EV_FREE) {
+            rp_tensor_t *ft = rp_map_get(&rp.map, ev.rank, ev.tensor);
+
+            if (ft != NULL) {
+                live_bytes = ft->size;
+                live_dev   = ft->device;
+            }
+        }
         switch (ev.type) {
         case MT_EV_ALLOC:
             status = rp_ev_alloc(&rp, &ev);
@@ -1741,6 +1778,10 @@ memsvc_status_t mt_replay(const mt_replay_params_t *params, mt_reader_t *reader,
         }
         if (status != MEMSVC_OK) {
             break;
+        }
+        if (live_bytes > 0) {
+            rp_live_account(report_p, live_now, live_count, live_dev, live_bytes,
+                            ev.type == MT_EV_ALLOC);
         }
         report_p->events++;
         if (report_p->thrashed) {
@@ -1901,6 +1942,12 @@ memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *pat
         p.thrash_base_ns = base.compute_ns;
     }
     status = rp_open_and_run(&p, path, report_p, err, errlen);
+    if (status == MEMSVC_OK && params->top_n > 0 && strcmp(path, "-") != 0) {
+        status = mt_replay_top(path, params->top_n, report_p, err, errlen);
+        if (status != MEMSVC_OK) {
+            mt_replay_report_free(report_p);
+        }
+    }
     if (status != MEMSVC_OK || (!params->baseline && !have_base)) {
         if (status == MEMSVC_OK && report_p->unconstrained_peak == 0 && report_p->fits &&
             report_p->policy[0] != '\0' && strncmp(report_p->policy, "none", 4) == 0) {
@@ -1942,6 +1989,13 @@ memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *pat
 
 void mt_replay_report_free(mt_replay_report_t *report)
 {
+    unsigned d;
+
+    for (d = 0; d < SIM_MAX_NPUS; d++) {
+        free(report->devs[d].top);
+        report->devs[d].top     = NULL;
+        report->devs[d].num_top = 0;
+    }
     free(report->steps);
     report->steps     = NULL;
     report->num_steps = 0;

@@ -35,7 +35,20 @@ typedef struct mt_replay_params {
                                         compute (0: never; for comparisons only) */
     uint64_t           thrash_base_ns; /* that compute (mt_replay_file sets it from the
                                           unconstrained replay; 0: the compute so far) */
+    uint32_t           top_n; /* mt_replay_file: the largest live tensors at each device's
+                                 peak of live bytes, at most this many (0: none) */
 } mt_replay_params_t;
+
+#define MT_REPLAY_TOP_MAX 1000 /* largest top_n */
+
+/* A live tensor at a device's peak (mt_replay_params_t.top_n). */
+typedef struct mt_replay_top {
+    char          key[MEMSVC_KEY_MAX + 1];
+    uint32_t      rank;
+    memsvc_kind_t kind;
+    int32_t       layer; /* -1: none */
+    uint64_t      size;
+} mt_replay_top_t;
 
 /* Figures of one device. */
 typedef struct mt_replay_dev {
@@ -52,6 +65,12 @@ typedef struct mt_replay_dev {
     uint64_t   spill_bytes, spills;       /* to disk */
     uint64_t   drops, prefetches;         /* policy decisions (swaps: swap_outs) */
     uint64_t   ooms;                      /* requests that failed for lack of memory */
+    uint64_t   live_peak;       /* peak of the bytes of the live tensors the trace put on it
+                                   (allocated and not yet freed, wherever the policy keeps them) */
+    uint64_t   live_peak_event; /* index of the event (from 0) after which it was reached */
+    uint64_t   live_peak_tensors; /* live tensors then */
+    mt_replay_top_t *top;       /* the largest of them, by size (top_n; NULL: none) */
+    uint32_t   num_top;
 } mt_replay_dev_t;
 
 /* One training step, delimited by STEP_BEGIN / STEP_END hints. */
@@ -176,14 +195,23 @@ memsvc_status_t mt_replay_file(const mt_replay_params_t *params, const char *pat
 
 void mt_replay_report_free(mt_replay_report_t *report);
 
+/*
+ * Read path again up to the last device's peak of live bytes (report->devs[].live_peak_event,
+ * from the replay) and fill each used device's top: its top_n largest live tensors at that
+ * moment (ties by key). Errors: those of the reader, MEMSVC_ERR_NO_RESOURCE; message in err.
+ */
+memsvc_status_t mt_replay_top(const char *path, uint32_t top_n, mt_replay_report_t *report,
+                              char *err, size_t errlen);
+
 /* Human-readable, aligned report. */
 void mt_replay_print_text(const mt_replay_report_t *report, FILE *out);
 /* The same as one JSON object (host-dependent fields are the ones named wall_*, events_per_s). */
 void mt_replay_print_json(const mt_replay_report_t *report, FILE *out);
 
 /*
- * SVG of the busiest device's memory over simulated time, stacked by kind, with stalls and the
- * HBM capacity. MEMSVC_ERR_INVALID_PARAM if the report has no timeline; MEMSVC_ERR_IO.
+ * SVG of each device's memory over simulated time (one panel per device that held memory,
+ * the busiest marked), stacked by kind, with stalls and the HBM capacity.
+ * MEMSVC_ERR_INVALID_PARAM if the report has no timeline; MEMSVC_ERR_IO.
  */
 memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *report, FILE *out);
 

@@ -17,7 +17,8 @@ static void mt_replay_usage(FILE *out)
         out,
         "usage: memtrace replay TRACE [--node PRESET] [key=value ...] [--memory phantom|backed]\n"
         "                       [--policy SPEC] [--json] [--json-out FILE] [--plot FILE.svg]\n"
-        "                       [--alloc tlsf|bytes] [--thrash-limit N] [--no-baseline] [--quiet]\n"
+        "                       [--alloc tlsf|bytes] [--thrash-limit N] [--top N] [--no-baseline]\n"
+        "                       [--quiet]\n"
         "       memtrace replay --daemon HOST:PORT TRACE... [--time-scale X] [--job N] [--json]\n"
         "                       [--per-request | --prefetch N]\n"
         "  Play TRACE on a simulated node under a policy, in simulated time, and report step\n"
@@ -36,9 +37,13 @@ static void mt_replay_usage(FILE *out)
     }
     fprintf(out, "  --json            print the report as JSON instead of text\n"
                  "  --json-out FILE   also write the JSON report to FILE\n"
-                 "  --plot FILE.svg   device memory over simulated time of the busiest NPU\n"
+                 "  --plot FILE.svg   device memory over simulated time, one panel per NPU\n"
+                 "  --top N           the N largest live tensors at each NPU's peak (default 10;\n"
+                 "                    0: none; the trace is read a second time)\n"
                  "  --no-baseline     skip the unconstrained replay (no overhead figure)\n"
                  "  --quiet           no progress bar\n"
+                 "  (--json, --json-out and --quiet apply to both; the other options above to\n"
+                 "  offline replays, those below to live ones)\n"
                  "  --daemon ADDR     live: replay through a running memsvcd, one trainer process\n"
                  "                    per rank of each TRACE (see docs/replay.md)\n"
                  "  --time-scale X    live: sleep X times each operator's duration (default 1)\n"
@@ -47,6 +52,35 @@ static void mt_replay_usage(FILE *out)
                  "                    prefetched batch per operator (for comparison)\n"
                  "  --prefetch N      live: operators whose batches are in flight ahead of the\n"
                  "                    one running (1..16, default 8)\n");
+}
+
+/* Options that take a value (given last, without one, they are a usage error). */
+static bool replay_takes_value(const char *a)
+{
+    static const char *const opts[] = {
+        "--node",       "--memory", "--policy",   "--alloc", "--thrash-limit",
+        "--json-out",   "--plot",   "--prefetch", "--top",   "--daemon",
+        "--time-scale", "--job",    NULL};
+    size_t i;
+
+    for (i = 0; opts[i] != NULL; i++) {
+        if (!strcmp(a, opts[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "memtrace replay: --a, --b <why> (...)", on one line. */
+static void replay_refuse(const char *const *names, int n, const char *why)
+{
+    int i;
+
+    fprintf(stderr, "memtrace replay: ");
+    for (i = 0; i < n; i++) {
+        fprintf(stderr, "%s%s", i ? ", " : "", names[i]);
+    }
+    fprintf(stderr, " %s (memtrace replay --help for the options)\n", why);
 }
 
 int mt_cmd_replay(int argc, char **argv)
@@ -63,26 +97,34 @@ int mt_cmd_replay(int argc, char **argv)
     size_t             n = 0;
     int                i, rc = 0;
     char               err[1024];
+    /* options of one kind of replay given to the other: refused, each named */
+    const char       **offline_only, **live_only;
+    int                n_offline = 0, n_live = 0;
 
     mt_replay_params_init(&params);
     params.progress = true;
+    params.top_n    = 10;
     overrides       = calloc((size_t)argc, sizeof(*overrides));
     paths           = calloc((size_t)argc, sizeof(*paths));
+    offline_only    = calloc((size_t)argc, sizeof(*offline_only));
+    live_only       = calloc((size_t)argc, sizeof(*live_only));
     live.job        = 1000 + (uint32_t)getpid() % 1000;
-    if (overrides == NULL || paths == NULL) {
+    if (overrides == NULL || paths == NULL || offline_only == NULL || live_only == NULL) {
         fprintf(stderr, "memtrace replay: out of memory\n");
-        return 1;
+        rc = 1;
+        goto out;
     }
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
 
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             mt_replay_usage(stdout);
-            free(overrides);
-            return 0;
+            goto out;
         } else if (!strcmp(a, "--node") && i + 1 < argc) {
-            params.node = argv[++i];
+            offline_only[n_offline++] = a;
+            params.node               = argv[++i];
         } else if (!strcmp(a, "--memory") && i + 1 < argc) {
+            offline_only[n_offline++] = a;
             if (sim_mem_mode_parse(argv[++i], &params.mode) != MEMSVC_OK) {
                 fprintf(stderr, "memtrace replay: --memory: '%s' is not phantom or backed\n",
                         argv[i]);
@@ -90,8 +132,10 @@ int mt_cmd_replay(int argc, char **argv)
                 goto out;
             }
         } else if (!strcmp(a, "--policy") && i + 1 < argc) {
-            params.policy = argv[++i];
+            offline_only[n_offline++] = a;
+            params.policy             = argv[++i];
         } else if (!strcmp(a, "--alloc") && i + 1 < argc) {
+            offline_only[n_offline++] = a;
             i++;
             if (!strcmp(argv[i], "bytes")) {
                 overrides[n++] = "alloc=bytes";
@@ -105,6 +149,7 @@ int mt_cmd_replay(int argc, char **argv)
         } else if (!strcmp(a, "--thrash-limit") && i + 1 < argc) {
             char *end;
 
+            offline_only[n_offline++] = a;
             params.thrash_limit = strtod(argv[++i], &end);
             if (*end != '\0' || !(params.thrash_limit > 0.0) || params.thrash_limit > 1e9) {
                 fprintf(stderr, "memtrace replay: --thrash-limit: '%s' is not a number > 0\n",
@@ -117,22 +162,39 @@ int mt_cmd_replay(int argc, char **argv)
         } else if (!strcmp(a, "--json-out") && i + 1 < argc) {
             json_out = argv[++i];
         } else if (!strcmp(a, "--plot") && i + 1 < argc) {
-            plot            = argv[++i];
+            offline_only[n_offline++] = a;
+            plot                      = argv[++i];
             params.timeline = true;
+        } else if (!strcmp(a, "--top") && i + 1 < argc) {
+            char         *end;
+            unsigned long k = strtoul(argv[++i], &end, 10);
+
+            offline_only[n_offline++] = a;
+            if (*end != '\0' || argv[i][0] < '0' || argv[i][0] > '9' || k > MT_REPLAY_TOP_MAX) {
+                fprintf(stderr, "memtrace replay: --top: '%s' is not a count 0..%d\n", argv[i],
+                        MT_REPLAY_TOP_MAX);
+                rc = 2;
+                goto out;
+            }
+            params.top_n = (uint32_t)k;
         } else if (!strcmp(a, "--no-baseline")) {
-            params.baseline = false;
+            offline_only[n_offline++] = a;
+            params.baseline           = false;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             params.progress = false;
         } else if (!strcmp(a, "--per-request")) {
-            live.per_request = true;
+            live_only[n_live++] = a;
+            live.per_request    = true;
         } else if (!strcmp(a, "--prefetch") && i + 1 < argc) {
             char *end;
             long  k = strtol(argv[++i], &end, 10);
 
+            live_only[n_live++] = a;
             if (*end != '\0' || k < 1 || k > LIVE_PREFETCH_MAX) {
                 fprintf(stderr, "memtrace replay: --prefetch: '%s' is not a count 1..%d\n", argv[i],
                         LIVE_PREFETCH_MAX);
-                return 2;
+                rc = 2;
+                goto out;
             }
             live.prefetch = (unsigned)k;
         } else if (!strcmp(a, "--daemon") && i + 1 < argc) {
@@ -140,6 +202,7 @@ int mt_cmd_replay(int argc, char **argv)
         } else if (!strcmp(a, "--time-scale") && i + 1 < argc) {
             char *end;
 
+            live_only[n_live++] = a;
             live.time_scale = strtod(argv[++i], &end);
             if (*end != '\0' || !(live.time_scale >= 0.0) || live.time_scale > 1e6) {
                 fprintf(stderr, "memtrace replay: --time-scale: '%s' is not a number >= 0\n",
@@ -151,6 +214,7 @@ int mt_cmd_replay(int argc, char **argv)
             char         *end;
             unsigned long j = strtoul(argv[++i], &end, 10);
 
+            live_only[n_live++] = a;
             if (*end != '\0' || j == 0 || j > UINT32_MAX) {
                 fprintf(stderr, "memtrace replay: --job: '%s' is not a job id >= 1\n", argv[i]);
                 rc = 2;
@@ -158,16 +222,34 @@ int mt_cmd_replay(int argc, char **argv)
             }
             live.job = (uint32_t)j;
         } else if (a[0] != '-' && strchr(a, '=') != NULL) {
-            overrides[n++] = a;
+            offline_only[n_offline++] = a;
+            overrides[n++]            = a;
         } else if (a[0] != '-' || !strcmp(a, "-")) {
             paths[num_paths++] = a;
             path               = paths[0];
         } else {
-            fprintf(stderr, "memtrace replay: unexpected argument '%s'\n", a);
-            fprintf(stderr, "(memtrace replay --help for the options)\n");
+            fprintf(stderr, "memtrace replay: %s '%s'%s (memtrace replay --help for the options)\n",
+                    replay_takes_value(a) ? "option" : "unknown option", a,
+                    replay_takes_value(a) ? " needs a value" : "");
             rc = 2;
             goto out;
         }
+    }
+    if (daemon != NULL && n_offline > 0) {
+        replay_refuse(offline_only, n_offline,
+                      n_offline == 1 ? "does not apply to a live replay (--daemon): the daemon's "
+                                       "own options set its node, memory and policy"
+                                     : "do not apply to a live replay (--daemon): the daemon's "
+                                       "own options set its node, memory and policy");
+        rc = 2;
+        goto out;
+    }
+    if (daemon == NULL && n_live > 0) {
+        replay_refuse(live_only, n_live,
+                      n_live == 1 ? "applies to a live replay only (--daemon ADDR)"
+                                  : "apply to a live replay only (--daemon ADDR)");
+        rc = 2;
+        goto out;
     }
     if (path == NULL) {
         fprintf(stderr, "memtrace replay: a TRACE is needed (memtrace replay --help for the "
@@ -195,6 +277,17 @@ int mt_cmd_replay(int argc, char **argv)
                 mt_live_report_json(lrep, &live, stdout);
             } else {
                 mt_live_report_print(lrep, &live, stdout);
+            }
+            if (json_out != NULL) {
+                FILE *f = fopen(json_out, "w");
+
+                if (f != NULL) {
+                    mt_live_report_json(lrep, &live, f);
+                }
+                if (f == NULL || fclose(f) != 0) {
+                    fprintf(stderr, "memtrace replay: cannot write %s\n", json_out);
+                    rc = 1;
+                }
             }
             for (k = 0; k < lrep->num_procs; k++) {
                 rc = (lrep->procs[k].status < 0) ? 1 : rc;
@@ -259,5 +352,7 @@ int mt_cmd_replay(int argc, char **argv)
 out:
     free(overrides);
     free(paths);
+    free(offline_only);
+    free(live_only);
     return rc;
 }

@@ -140,6 +140,7 @@ typedef struct live_trainer {
     const mt_live_params_t *p;
     mt_live_rank_t     *r;
     uint64_t            sched_ns; /* where the compute schedule stands (monotonic) */
+    bool                lost;     /* the daemon went away: the trainer stops */
 } live_trainer_t;
 
 static uint64_t live_now(void)
@@ -191,12 +192,33 @@ static uint64_t live_idle_since(const live_trainer_t *tr, uint64_t t0)
     return (now > from) ? now - from : 0;
 }
 
+/*
+ * A transport error, or a timeout after which the daemon does not answer a ping, means the
+ * daemon is gone: every later request would fail the same way (after its timeout), so the
+ * trainer stops with that status instead of replaying the rest into errors.
+ */
+static void live_check_lost(live_trainer_t *tr, memsvc_status_t s)
+{
+    if (tr->lost || (s != MEMSVC_ERR_TRANSPORT && s != MEMSVC_ERR_TIMEOUT)) {
+        return;
+    }
+    if (s == MEMSVC_ERR_TIMEOUT && memsvc_ping(tr->conn, NULL) == MEMSVC_OK) {
+        return; /* slow, not gone */
+    }
+    tr->lost      = true;
+    tr->r->status = MEMSVC_ERR_TRANSPORT;
+    snprintf(tr->r->message, sizeof(tr->r->message),
+             "the daemon went away (%s after %" PRIu64 " events): replay stopped",
+             memsvc_status_name(s), tr->r->events);
+}
+
 static void live_refused(live_trainer_t *tr, memsvc_status_t s)
 {
     if (s == MEMSVC_ERR_NO_MEMORY || s == MEMSVC_ERR_FRAGMENTED) {
         tr->r->ooms++;
     } else {
         tr->r->errors++;
+        live_check_lost(tr, s);
     }
 }
 
@@ -619,6 +641,7 @@ static void live_group_collect(live_trainer_t *tr, live_cost_t *cost, live_group
         default:
             if (s < 0) {
                 tr->r->errors++;
+                live_check_lost(tr, s);
             }
             break;
         }
@@ -948,13 +971,18 @@ static void live_group_run(live_trainer_t *tr, live_group_t *g)
 static void live_drain_errors(live_trainer_t *tr, bool flush)
 {
     memsvc_deferred_error_t e[16];
-    size_t                  n;
+    size_t                  n, i;
+    memsvc_status_t         s = MEMSVC_OK;
 
-    if (flush && (memsvc_flush(tr->conn) == MEMSVC_OK)) {
+    if (flush && ((s = memsvc_flush(tr->conn)) == MEMSVC_OK)) {
         return;
     }
+    live_check_lost(tr, s);
     while ((n = memsvc_errors(tr->conn, e, 16)) > 0) {
         tr->r->errors += n;
+        for (i = 0; i < n; i++) {
+            live_check_lost(tr, e[i].status);
+        }
     }
 }
 
@@ -1006,6 +1034,9 @@ static void live_trainer_batched(live_trainer_t *tr, live_cost_t *cost, mt_reade
         live_group_run(tr, cur);
         if ((++ops % 4096) == 0) {
             live_drain_errors(tr, false);
+        }
+        if (tr->lost) {
+            goto out; /* what is in flight fails too: nothing more to learn */
         }
         if (ahead == 0) {
             break;
@@ -1091,6 +1122,9 @@ static void live_trainer(const char *path, uint32_t rank, const mt_live_params_t
         }
         if (ev.rank == rank) {
             live_event(&tr, &cost, &ev, key, sizeof(key));
+        }
+        if (tr.lost) {
+            break;
         }
     }
     live_compute(&tr, 0);

@@ -209,9 +209,10 @@ void mt_xml_string(const char *s, FILE *out)
     }
 }
 
-memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
+/* One device's panel, H high, its top at y0: stacked kinds, axes, capacity, stalls, legend. */
+static void mt_plot_panel(const mt_replay_report_t *r, unsigned dev, const mt_series_t *s,
+                          double y0, FILE *out)
 {
-    const mt_series_t *s;
     const char        *tu, *su;
     double             tdiv, sdiv, xs, ys, step, v;
     sim_time_t         tmax;
@@ -221,14 +222,7 @@ memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
     int                k;
     char               b1[32];
 
-    if (r->timeline == NULL) {
-        return MEMSVC_ERR_INVALID_PARAM;
-    }
-    s = r->timeline->dev[r->busiest];
-    if (s == NULL || s->n == 0) {
-        return MEMSVC_ERR_INVALID_PARAM;
-    }
-    cap  = r->devs[r->busiest].capacity;
+    cap  = r->devs[dev].capacity;
     tmax = (r->total_ns > s->s[s->n - 1].t) ? r->total_ns : s->s[s->n - 1].t;
     if (tmax == 0) {
         tmax = 1;
@@ -246,18 +240,14 @@ memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
     xs = (W - ML - MR) / (double)tmax;
     ys = (H - MT - MB) / (double)ymax;
 
-    fprintf(out,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
-            W, H, W, H);
-    fprintf(out, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(out, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Device memory of npu%u: ", ML,
-            r->busiest);
+    fprintf(out, "<g transform=\"translate(0 %.0f)\">\n", y0);
+    fprintf(out, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Device memory of npu%u: ", ML, dev);
     fprintf(out, "policy ");
     mt_xml_string(r->policy, out);
     fprintf(out, ", node ");
     mt_xml_string(r->node, out); /* from the trace header: escaped like everything else */
-    fprintf(out, ", HBM %s</text>\n", sim_format_size(cap, b1, sizeof(b1)));
+    fprintf(out, ", HBM %s%s</text>\n", sim_format_size(cap, b1, sizeof(b1)),
+            dev == r->busiest ? " (the busiest)" : "");
 
     /* stacked areas, bottom (param) to top (workspace), as step functions */
     for (k = 0; k < MEMSVC_KIND_COUNT; k++) {
@@ -369,6 +359,36 @@ memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
                 ML + 34 + 115.0 * (MEMSVC_KIND_COUNT + 1), H - 16,
                 ML + 40 + 115.0 * (MEMSVC_KIND_COUNT + 1), H - 12);
     }
-    fprintf(out, "</g>\n</svg>\n");
+    fprintf(out, "</g>\n</g>\n");
+}
+
+/*
+ * Every device that held memory, one panel each in device order (the busiest is marked in its
+ * title), so that an imbalance between devices shows.
+ */
+memsvc_status_t mt_replay_plot_svg(const mt_replay_report_t *r, FILE *out)
+{
+    unsigned d, n = 0, i = 0;
+
+    if (r->timeline == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    for (d = 0; d < SIM_MAX_NPUS; d++) {
+        n += (r->timeline->dev[d] != NULL && r->timeline->dev[d]->n > 0);
+    }
+    if (n == 0) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
+            W, H * n, W, H * n);
+    fprintf(out, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    for (d = 0; d < SIM_MAX_NPUS; d++) {
+        if (r->timeline->dev[d] != NULL && r->timeline->dev[d]->n > 0) {
+            mt_plot_panel(r, d, r->timeline->dev[d], H * i++, out);
+        }
+    }
+    fprintf(out, "</svg>\n");
     return ferror(out) ? MEMSVC_ERR_IO : MEMSVC_OK;
 }

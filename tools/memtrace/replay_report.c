@@ -21,6 +21,33 @@ static double rp_pct(sim_time_t part, sim_time_t whole)
     return (whole > 0) ? 100.0 * (double)part / (double)whole : 0.0;
 }
 
+/* The largest live tensors at the device's peak of live bytes, as memory_viz lists them. */
+static void rp_print_top(const mt_replay_dev_t *rd, FILE *out)
+{
+    char     b1[32], b2[32], layer[16];
+    uint32_t t;
+
+    if (rd->num_top == 0) {
+        return;
+    }
+    fprintf(out, RP_LABEL "%s live in %" PRIu64 " tensors at event %" PRIu64 "; the largest %u:\n",
+            "    at its peak", rp_size(rd->live_peak, b1, sizeof(b1)), rd->live_peak_tensors,
+            rd->live_peak_event, rd->num_top);
+    for (t = 0; t < rd->num_top; t++) {
+        const mt_replay_top_t *tp = &rd->top[t];
+
+        if (tp->layer >= 0) {
+            snprintf(layer, sizeof(layer), "L%" PRId32, tp->layer);
+        } else {
+            snprintf(layer, sizeof(layer), "-");
+        }
+        fprintf(out, RP_LABEL "%10s %5.1f%%  %-10s %-5s r%" PRIu32 " %s\n", "",
+                rp_size(tp->size, b2, sizeof(b2)),
+                rd->live_peak ? 100.0 * (double)tp->size / (double)rd->live_peak : 0.0,
+                memsvc_kind_name(tp->kind), layer, tp->rank, tp->key);
+    }
+}
+
 void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
 {
     char     b1[32], b2[32], b3[32], b4[32];
@@ -98,6 +125,7 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
                     rp_size(rd->peak_by_kind[k], b1, sizeof(b1)));
         }
         fprintf(out, "\n");
+        rp_print_top(rd, out);
     }
     fprintf(out, RP_LABEL "peak %s (disk %s)\n", "host memory",
             rp_size(r->host_peak, b1, sizeof(b1)), rp_size(r->disk_peak, b2, sizeof(b2)));
@@ -175,6 +203,7 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
 {
     unsigned d;
     size_t   i;
+    uint32_t t;
     int      k;
 
     fprintf(out, "{\n  \"model\": ");
@@ -256,10 +285,24 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
                 ", \"swap_out_bytes\": %" PRIu64 ", \"swap_outs\": %" PRIu64
                 ", \"swap_in_bytes\": %" PRIu64 ", \"swap_ins\": %" PRIu64
                 ", \"spill_bytes\": %" PRIu64 ", \"drops\": %" PRIu64 ", \"prefetches\": %" PRIu64
-                ", \"ooms\": %" PRIu64 "}",
+                ", \"ooms\": %" PRIu64 ", \"live_peak\": %" PRIu64
+                ", \"live_peak_tensors\": %" PRIu64 ", \"live_peak_event\": %" PRIu64
+                ", \"top\": [",
                 rd->compute_ns, rd->stall_ns, rd->recompute_ns, rd->recomputes, rd->swap_out_bytes,
                 rd->swap_outs, rd->swap_in_bytes, rd->swap_ins, rd->spill_bytes, rd->drops,
-                rd->prefetches, rd->ooms);
+                rd->prefetches, rd->ooms, rd->live_peak, rd->live_peak_tensors,
+                rd->live_peak_event);
+        for (t = 0; t < rd->num_top; t++) {
+            const mt_replay_top_t *tp = &rd->top[t];
+
+            fprintf(out, "%s{\"key\": ", t ? ", " : "");
+            memsvc_json_string(tp->key, out);
+            fprintf(out,
+                    ", \"rank\": %" PRIu32 ", \"kind\": \"%s\", \"layer\": %" PRId32
+                    ", \"size\": %" PRIu64 "}",
+                    tp->rank, memsvc_kind_name(tp->kind), tp->layer, tp->size);
+        }
+        fprintf(out, "]}");
     }
     fprintf(out, "%s],\n", i ? "\n  " : "");
     fprintf(out, "  \"host_peak\": %" PRIu64 ",\n  \"disk_peak\": %" PRIu64 ",\n", r->host_peak,

@@ -358,6 +358,53 @@ static bool mt_tune_write(const char *dir, const char *name, const mt_tune_t *t,
     return true;
 }
 
+/*
+ * Whether --out DIR can take the results, checked before the sweep rather than after it: an
+ * existing writable directory, or a name that can be made in a writable directory (it is made
+ * after the sweep, so that a usage error found by the sweep leaves nothing behind). false,
+ * said on stderr, otherwise.
+ */
+static bool mt_tune_check_out(const char *dir)
+{
+    char        parent[4096], *slash;
+    struct stat st;
+
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "memtrace tune: --out %s: not a directory\n", dir);
+            return false;
+        }
+        if (access(dir, W_OK | X_OK) != 0) {
+            fprintf(stderr, "memtrace tune: --out %s: cannot write there: %s\n", dir,
+                    strerror(errno));
+            return false;
+        }
+        return true;
+    }
+    if (errno != ENOENT) {
+        fprintf(stderr, "memtrace tune: --out %s: %s\n", dir, strerror(errno));
+        return false;
+    }
+    snprintf(parent, sizeof(parent), "%s", dir);
+    while ((slash = strrchr(parent, '/')) != NULL && slash[1] == '\0' && slash != parent) {
+        *slash = '\0'; /* trailing slashes */
+    }
+    slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        snprintf(parent, sizeof(parent), ".");
+    } else {
+        slash[slash == parent ? 1 : 0] = '\0';
+    }
+    if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || access(parent, W_OK | X_OK) != 0) {
+        fprintf(stderr, "memtrace tune: --out %s: cannot create it in %s: %s\n", dir, parent,
+                stat(parent, &st) != 0 ? strerror(errno)
+                : !S_ISDIR(st.st_mode) ? "not a directory"
+                                       : strerror(EACCES));
+        return false;
+    }
+    return true;
+}
+
 /* Plot file names: the trace's base name without extension, .svg; repeated names get -N. */
 static void mt_tune_plot_names(mt_tune_t *t)
 {
@@ -494,6 +541,10 @@ int mt_cmd_tune(int argc, char **argv)
         goto out_base;
     }
 
+    if (!mt_tune_check_out(out_dir)) {
+        rc = 1;
+        goto out_base;
+    }
     memset(&tp, 0, sizeof(tp));
     tp.node          = node;
     tp.traces        = traces;
