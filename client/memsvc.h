@@ -444,6 +444,10 @@ typedef struct memsvc_stats {
     uint64_t           requests, errors;
     uint32_t           num_devices;
     memsvc_dev_stats_t dev[MEMSVC_MAX_DEVICES];
+    /* Durable state (docs/daemon.md, "Durable state and restart"): durable tensors whose
+     * bytes are in the durable arena now, and their bytes; tensors recovered at the daemon's
+     * start; journal records or tensor bytes found corrupt then (never served). */
+    uint64_t           durable_tensors, durable_bytes, durable_recovered, durable_corrupt;
 } memsvc_stats_t;
 
 /* Figures of the whole daemon (any session may ask). */

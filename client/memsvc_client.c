@@ -114,7 +114,10 @@ static void conn_fail(memsvc_conn_h conn, memsvc_status_t status)
         conn->broken_status = status;
     }
     for (req = conn->reqs.next; req != &conn->reqs; req = next) {
-        next              = req->next;
+        next = req->next;
+        if (req->recv_pending && (req->status >= 0)) {
+            req->status = status; /* answered, but its payload never arrived whole */
+        }
         req->recv_pending = false;
         req->send_pending = 0;
         req_complete(req, status);
@@ -208,6 +211,10 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
         msp_rep_t   *rep = &conn->reps[i];
         memsvc_req_h req;
 
+        if ((rep->id == MSP_ID_NOTICE) && (rep->status == MEMSVC_ERR_SHUTDOWN)) {
+            conn_fail(conn, MEMSVC_ERR_SHUTDOWN); /* every call from now on says so */
+            continue;
+        }
         if (mcl_oneway_on_reply(conn, rep)) {
             continue; /* a one-way request's error: queued for memsvc_errors */
         }
@@ -531,27 +538,34 @@ err_cleanup_ctx:
     return status;
 }
 
-/* Try the daemon's Unix socket; false (with the reason in why) when tcp must serve. */
-static bool conn_try_local(memsvc_conn_h conn, const char *path, char *why, size_t whylen)
+/* Try the daemon's Unix socket. MEMSVC_OK: connected there. MEMSVC_ERR_TIMEOUT: a daemon
+ * accepted on it but did not answer in time (stopped or hung: tcp would not fare better).
+ * Another error: tcp must serve (the reason is in why). */
+static memsvc_status_t conn_try_local(memsvc_conn_h conn, const char *path, char *why,
+                                      size_t whylen)
 {
-    if (mcl_local_open(&conn->local, path, why, whylen) != MEMSVC_OK) {
-        return false;
+    memsvc_status_t status;
+
+    status = mcl_local_open(&conn->local, path, why, whylen);
+    if (status != MEMSVC_OK) {
+        return status;
     }
     if (conn_ucx_setup(conn, true) != MEMSVC_OK) {
         snprintf(why, whylen, "no shared-memory UCX transport (%s)", MSL_UCX_TLS);
         mcl_local_close(&conn->local);
-        return false;
+        return MEMSVC_ERR_TRANSPORT;
     }
-    if (mcl_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep, why,
-                            whylen) != MEMSVC_OK) {
+    status = mcl_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep,
+                                 why, whylen);
+    if (status != MEMSVC_OK) {
         ucp_worker_destroy(conn->worker);
         ucp_cleanup(conn->ctx);
         conn->worker = NULL;
         conn->ctx    = NULL;
         mcl_local_close(&conn->local);
-        return false;
+        return status;
     }
-    return true;
+    return MEMSVC_OK;
 }
 
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p)
@@ -618,7 +632,11 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
             upath = path;
         }
         if (upath != NULL) {
-            local = conn_try_local(conn, upath, why, sizeof(why));
+            status = conn_try_local(conn, upath, why, sizeof(why));
+            if (status == MEMSVC_ERR_TIMEOUT) {
+                goto err_free_conn; /* the daemon is there but does not answer */
+            }
+            local = (status == MEMSVC_OK);
         }
         if (!local && !(conn->flags & MEMSVC_CONN_CONTROL)) {
             fprintf(stderr, "libmemsvc: %s: connecting over tcp\n", why);
@@ -657,6 +675,10 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
     }
     status = mcl_call(conn, &hello, NULL, 0, &rep);
     if (status != MEMSVC_OK) {
+        /* The endpoint may still be wiring up, its HELLO pending (a daemon that accepted
+         * but never answered): only a forced close purges that; a destroyed worker with a
+         * request pending aborts the process inside UCX. */
+        conn_fail(conn, status);
         goto err_close_ep;
     }
     conn->session     = rep.u.hello.session;

@@ -44,6 +44,8 @@ static const struct status_entry status_table[] = {
     {MEMSVC_ERR_FORMAT, "MEMSVC_ERR_FORMAT", "malformed input file"},
     {MEMSVC_ERR_DEFERRED, "MEMSVC_ERR_DEFERRED",
      "one-way operations failed (memsvc_errors tells which)"},
+    {MEMSVC_ERR_SHUTDOWN, "MEMSVC_ERR_SHUTDOWN",
+     "the daemon is shutting down (reconnect once it is back)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

@@ -20,6 +20,7 @@ static void usage(FILE *out)
             "               [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
             "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
+            "               [--state-dir DIR|none] [--durable-bytes SIZE]\n"
             "\n"
             "  --listen HOST:PORT     address to serve on (default 127.0.0.1:13337; a\n"
             "                         non-loopback address needs --allow-remote)\n"
@@ -38,7 +39,12 @@ static void usage(FILE *out)
             "  --no-map               do not map HBM into local clients (isolation between\n"
             "                         jobs sharing a device; bytes are copied instead)\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
-            "  --poll                 loops never sleep: lowest latency, a core per loop\n");
+            "  --poll                 loops never sleep: lowest latency, a core per loop\n"
+            "  --state-dir DIR        where durable tensors outlive the daemon (backed memory):\n"
+            "                         DIR/memsvc-PORT.durable (their bytes) and .journal\n"
+            "                         (default /dev/shm: survives a crash or an upgrade, not a\n"
+            "                         reboot; a disk directory survives both; 'none': off)\n"
+            "  --durable-bytes SIZE   capacity of the durable arena (default 1GiB, sparse)\n");
 }
 
 /* Is the host part of HOST:PORT a loopback address? */
@@ -85,10 +91,13 @@ int main(int argc, char **argv)
                                          {"no-map", no_argument, NULL, 'M'},
                                          {"loops", required_argument, NULL, 'L'},
                                          {"poll", no_argument, NULL, 'P'},
+                                         {"state-dir", required_argument, NULL, 'S'},
+                                         {"durable-bytes", required_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     msd_config_t               cfg    = {
-                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000};
+                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000,
+                         .durable_bytes = MSD_DURABLE_BYTES};
     const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
@@ -137,6 +146,20 @@ int main(int argc, char **argv)
             break;
         case 'P':
             cfg.poll = true;
+            break;
+        case 'S':
+            if (optarg[0] == '\0') {
+                LOG("--state-dir: empty path (a directory, or 'none')");
+                return 2;
+            }
+            cfg.state_dir = optarg;
+            break;
+        case 'D':
+            if ((sim_parse_size(optarg, &cfg.durable_bytes) != MEMSVC_OK) ||
+                (cfg.durable_bytes < (1u << 20))) {
+                LOG("--durable-bytes: '%s' is not a size of at least 1MiB (e.g. 4GiB)", optarg);
+                return 2;
+            }
             break;
         case 'L':
             secs = strtod(optarg, &end);
@@ -249,9 +272,15 @@ int main(int argc, char **argv)
         eng_destroy(eng);
         return 1;
     }
-    status = msd_server_run(srv);
-    eng_destroy(eng);
+    /* Durable tensors of an earlier run come back before any request is served. */
+    status = msd_durable_open(srv);
+    if (status == MEMSVC_OK) {
+        status = msd_server_run(srv);
+    }
+    /* The engine goes last: until the server is torn down, callbacks may still reach it. */
     msd_server_fini(srv);
+    msd_durable_close(srv);
     free(srv);
+    eng_destroy(eng);
     return (status == MEMSVC_OK) ? 0 : 1;
 }

@@ -22,6 +22,13 @@ typedef struct integ_daemon {
  */
 bool integ_daemon_start(integ_daemon_t *d, const char *const *args);
 
+/* The same on a given address (a restart on the port of a daemon that stopped). */
+bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *const *args);
+
+/* Send sig and wait (up to 30 s) for the daemon to end: its wait status, or -1 if it did not
+ * end (it is then killed when the test binary exits). */
+int integ_daemon_signal(integ_daemon_t *d, int sig);
+
 /* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
 int integ_daemon_stop(integ_daemon_t *d);
 
@@ -55,6 +62,11 @@ pid_t integ_spawn(const integ_daemon_t *d, const char *role);
 
 /* Roles "local-*" of integ_spawn, acted by tests/integ/test_local.c (never returns). */
 void integ_local_child(integ_daemon_t *d, const char *role, int ready_fd);
+/* Roles "restart-*", acted by tests/integ/test_restart.c (never returns). */
+void integ_restart_child(integ_daemon_t *d, const char *role, int ready_fd);
+
+/* Say "ready" on a role's pipe (exits if the test runner is gone). */
+void integ_child_ready(int fd);
 
 /* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
 
