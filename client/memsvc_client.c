@@ -1022,6 +1022,12 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     memset(&msg, 0, sizeof(msg));
     msg.op         = MSP_OP_RELEASE;
     msg.u.h.handle = handle;
+    if (op == MSP_OP_WRITE) {
+        /* The release commits the write (a durable tensor's bytes are journaled then): the
+         * write is done when the daemon says so, as on the copying path. */
+        rstatus = mcl_call(conn, &msg, NULL, 0, NULL);
+        return (status != MEMSVC_OK) ? status : rstatus;
+    }
     /* One-way (deferred errors, as memsvc_release), sent at once: no second round trip, and
      * the pin does not wait in the queue for the trainer's next call. */
     rstatus = mcl_oneway_call(conn, &msg, handle);

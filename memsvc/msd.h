@@ -290,8 +290,10 @@ uint32_t msd_local_locate(msd_server_t *srv, msd_session_t *s, const eng_tensor_
  */
 memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t flags,
                              memsvc_status_t status, msp_rep_t *rep);
-/* A release by s of h: commit an in-place write when its last write pin goes. */
-void msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin);
+/* A release by s of h: commit an in-place write when its last write pin goes (a durable
+ * tensor's bytes are journaled then: msd_durable_commit's status and msg). */
+memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin,
+                             char *msg, size_t msglen);
 
 /* ---- msd_ops.c ---------------------------------------------------------------------------- */
 

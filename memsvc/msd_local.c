@@ -490,19 +490,16 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
     return status;
 }
 
-void msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin)
+memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin,
+                             char *msg, size_t msglen)
 {
     if (pin->wpins == 0) {
-        return;
+        return MEMSVC_OK;
     }
     pin->wpins--;
-    if (pin->wpins == 0) {
-        char msg[MSP_MSG_MAX + 1];
-
-        eng_set_valid(srv->eng, h, true); /* written in place: committed */
-        if (msd_durable_commit(srv, h, msg, sizeof(msg)) != MEMSVC_OK) {
-            LOG_WARN("session %llu: tensor 0x%llx: %s", (unsigned long long)s->id,
-                     (unsigned long long)h, msg);
-        }
+    if (pin->wpins > 0) {
+        return MEMSVC_OK;
     }
+    eng_set_valid(srv->eng, h, true); /* written in place: committed */
+    return msd_durable_commit(srv, h, msg, msglen);
 }

@@ -400,11 +400,11 @@ static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp
         return status;
     }
     pin->pins--;
-    msd_released(srv, s, req->u.h.handle, pin);
+    status = msd_released(srv, s, req->u.h.handle, pin, rep->msg, sizeof(rep->msg));
     if (pin->pins == 0) {
         msd_map_del(&srv->own, req->u.h.handle, s->id);
     }
-    return MEMSVC_OK;
+    return status;
 }
 
 static memsvc_status_t op_io_check(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
