@@ -395,6 +395,17 @@ static void test_durable_survive_kill9(void)
     load = integ_spawn(&d, "restart-hammer-local");
     CU_ASSERT_TRUE(load > 0);
     usleep(100000);
+    {
+        /* d4 is 64 KiB and more: written through the mapping (local, backed); the daemon is
+         * killed the moment memsvc_write returns, which it does only once the write is kept */
+        uint8_t *v = malloc(dur_size(4));
+
+        CU_ASSERT_TRUE(dur_size(4) >= (64u << 10));
+        test_fill(v, dur_size(4), 204);
+        TEST_ASSERT_OK(memsvc_lookup(conn, "d4", &info));
+        TEST_ASSERT_OK(memsvc_write(conn, info.handle, 0, v, dur_size(4)));
+        free(v);
+    }
     status = integ_daemon_signal(&d, SIGKILL);
     CU_ASSERT_TRUE(WIFSIGNALED(status));
     CU_ASSERT_TRUE(WIFEXITED(child_wait(load, 20000000000ull)));
@@ -403,7 +414,8 @@ static void test_durable_survive_kill9(void)
     CU_ASSERT_TRUE_FATAL(integ_daemon_start_at(&d2, addr, args));
     TEST_ASSERT_OK(integ_connect(&d2, 5, 0, &conn));
     for (i = 0; i < DUR_N; i++) {
-        CU_ASSERT_EQUAL(dur_check(conn, i, (i % 3 == 0) ? 100 + i : 10 + i), MEMSVC_OK);
+        CU_ASSERT_EQUAL(dur_check(conn, i, (i == 4) ? 204 : (i % 3 == 0) ? 100 + i : 10 + i),
+                        MEMSVC_OK);
     }
     CU_ASSERT_EQUAL(memsvc_lookup(conn, "scratch", &info), MEMSVC_ERR_NOT_FOUND);
     TEST_ASSERT_OK(integ_stats(&d2, &st));
