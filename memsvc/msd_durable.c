@@ -636,7 +636,12 @@ memsvc_status_t msd_durable_open(msd_server_t *srv)
         LOG_WARN("io_uring unavailable (%s): the journal uses pwrite and fdatasync",
                  strerror(-rc));
     }
+    msd_lock(srv); /* the acceptor's threads may already add sessions */
     status = dur_recover(srv);
+    if (status == MEMSVC_OK) {
+        msd_after_batch(srv); /* restores that wait for room: loop 0 wakes for them */
+    }
+    msd_unlock(srv);
     if (status != MEMSVC_OK) {
         goto err;
     }

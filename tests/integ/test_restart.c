@@ -521,38 +521,52 @@ static void test_durable_corruption_detected(void)
 
 /* ---- spilled tensors ---------------------------------------------------------------------------- */
 
-/* A node so small that tensors go to disk: their reads and writes are served from there. */
+/* Tensor s<i> of the spill test: fill(40 + i), then [1000, 6000) rewritten with fill(90 + i). */
+static void spill_expect(uint8_t *buf, size_t size, unsigned i, bool rewritten)
+{
+    test_fill(buf, size, 40 + i);
+    if (rewritten) {
+        test_fill(buf + 1000, 5000, 90 + i);
+    }
+}
+
+/* A node so small that tensors go to disk: their reads and writes are served from there. The
+ * even ones are durable: after a kill -9 they come back (waiting for room on the device, then
+ * moved out again) with the bytes written last, the odd ones are gone. */
 static void test_spilled_served(void)
 {
     static const char *const args[] = {"--node", "tiny", "--memory", "backed", "hbm=2MiB",
                                        "host=2MiB", "disk=64MiB", NULL};
     enum { N = 12, SZ = 512 << 10 };
-    integ_daemon_t  d;
-    memsvc_conn_h   conn;
-    memsvc_handle_t h[N];
-    memsvc_stats_t  st;
-    uint8_t        *want = malloc(SZ), *got = malloc(SZ);
-    unsigned        i, spilled = 0;
+    memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS,
+                                .flags      = MEMSVC_ALLOC_DURABLE};
+    integ_daemon_t        d;
+    memsvc_conn_h         conn;
+    memsvc_handle_t       h[N];
+    memsvc_tensor_info_t  info;
+    memsvc_stats_t        st;
+    uint8_t              *want = malloc(SZ), *got = malloc(SZ);
+    unsigned              i, spilled = 0;
+    char                  addr[64], key[16];
 
     CU_ASSERT_TRUE_FATAL(integ_daemon_start(&d, args));
+    snprintf(addr, sizeof(addr), "%s", d.addr);
     TEST_ASSERT_OK(integ_connect(&d, 2, 0, &conn));
     for (i = 0; i < N; i++) {
-        char key[16];
-
         snprintf(key, sizeof(key), "s%u", i);
-        test_fill(want, SZ, 40 + i);
-        TEST_ASSERT_OK(memsvc_alloc(conn, key, SZ, NULL, &h[i]));
+        spill_expect(want, SZ, i, false);
+        TEST_ASSERT_OK(memsvc_alloc(conn, key, SZ, (i % 2 == 0) ? &ap : NULL, &h[i]));
         TEST_ASSERT_OK(memsvc_write(conn, h[i], 0, want, SZ));
     }
     TEST_ASSERT_OK(integ_stats(&d, &st));
     spilled = (unsigned)st.dev[0].tensors_by_state[MEMSVC_STATE_ON_DISK];
     CU_ASSERT_TRUE(spilled > 0);
     for (i = 0; i < N; i++) {
-        test_fill(want, SZ, 40 + i);
+        spill_expect(want, SZ, i, false);
         CU_ASSERT_EQUAL(memsvc_read(conn, h[i], 0, got, SZ), MEMSVC_OK);
         CU_ASSERT_EQUAL(memcmp(want, got, SZ), 0);
         /* a part of it rewritten where it is, then read back */
-        test_fill(want + 1000, 5000, 90 + i);
+        spill_expect(want, SZ, i, true);
         CU_ASSERT_EQUAL(memsvc_write(conn, h[i], 1000, want + 1000, 5000), MEMSVC_OK);
         CU_ASSERT_EQUAL(memsvc_read(conn, h[i], 0, got, SZ), MEMSVC_OK);
         CU_ASSERT_EQUAL(memcmp(want, got, SZ), 0);
@@ -560,6 +574,24 @@ static void test_spilled_served(void)
     TEST_ASSERT_OK(integ_stats(&d, &st));
     CU_ASSERT_TRUE(st.dev[0].tensors_by_state[MEMSVC_STATE_ON_DISK] > 0); /* served in place */
     fprintf(stderr, "\n  %u of %u tensors were on disk; all read and written there\n", spilled, N);
+    memsvc_close(conn);
+    CU_ASSERT_TRUE(WIFSIGNALED(integ_daemon_signal(&d, SIGKILL)));
+
+    CU_ASSERT_TRUE_FATAL(integ_daemon_start_at(&d, addr, args));
+    TEST_ASSERT_OK(integ_connect(&d, 2, 0, &conn));
+    for (i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "s%u", i);
+        if (i % 2 != 0) {
+            CU_ASSERT_EQUAL(memsvc_lookup(conn, key, &info), MEMSVC_ERR_NOT_FOUND);
+            continue;
+        }
+        CU_ASSERT_EQUAL_FATAL(memsvc_lookup(conn, key, &info), MEMSVC_OK);
+        spill_expect(want, SZ, i, true);
+        CU_ASSERT_EQUAL(memsvc_read(conn, info.handle, 0, got, SZ), MEMSVC_OK);
+        CU_ASSERT_EQUAL(memcmp(want, got, SZ), 0);
+    }
+    TEST_ASSERT_OK(integ_stats(&d, &st));
+    CU_ASSERT_EQUAL(st.durable_recovered, N / 2);
     memsvc_close(conn);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(want);
@@ -573,7 +605,8 @@ static void add_suite(void)
     CU_add_test(s, "durable tensors survive kill -9 of the daemon", test_durable_survive_kill9);
     CU_add_test(s, "corrupt journal records and bytes are detected",
                 test_durable_corruption_detected);
-    CU_add_test(s, "reads and writes of spilled tensors are served", test_spilled_served);
+    CU_add_test(s, "spilled tensors served; durable ones restored into a full node",
+                test_spilled_served);
 
     CU_add_test(s, "clients are told of a shutdown", test_clients_told_of_shutdown);
     CU_add_test(s, "restart on the same port at once", test_restart_same_port);
