@@ -173,6 +173,14 @@ static bool ext_reserve(msd_durable_t *d, uint64_t off, uint64_t len)
     return false;
 }
 
+/* A version no record names any more: its blocks go back to the filesystem (on /dev/shm, to
+ * memory), its range to the free ranges. */
+static void ext_release(msd_durable_t *d, uint64_t off, uint64_t len)
+{
+    (void)fallocate(d->afd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    ext_free(d, off, len);
+}
+
 /* ---- entries -------------------------------------------------------------------------------- */
 
 static dur_ent_t **ent_slot(msd_durable_t *d, eng_handle_t h)
@@ -719,6 +727,18 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
         }
         return MEMSVC_ERR_HOST_MEMORY;
     }
+    /* Blocks first: a sparse file on a full tmpfs (a container's small /dev/shm) would
+     * answer the copy below with SIGBUS; fallocate answers ENOSPC. */
+    if (fallocate(d->afd, 0, (off_t)off, (off_t)len) != 0) {
+        ext_free(d, off, len);
+        snprintf(msg, msglen, "written, but %s has no room for its %llu bytes (%s): it would "
+                 "not survive a restart", d->arena_path, (unsigned long long)info.size,
+                 strerror(errno));
+        if ((d->full_logged++ % 1000) == 0) {
+            LOG_WARN("durable tensor '%s' (job %u): %s", info.key, info.job, msg);
+        }
+        return MEMSVC_ERR_HOST_MEMORY;
+    }
     status = eng_read(srv->eng, h, 0, d->arena + off, info.size);
     if (status != MEMSVC_OK) {
         ext_free(d, off, len);
@@ -750,7 +770,7 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
     pp = ent_slot(d, h);
     e  = *pp;
     if (e != NULL) {
-        ext_free(d, e->off, e->len); /* the previous version */
+        ext_release(d, e->off, e->len); /* the previous version */
         d->bytes -= e->size;
     } else {
         e = ent_add(d, h, info.key);
@@ -801,7 +821,7 @@ void msd_durable_forget(msd_server_t *srv, eng_handle_t h)
     memcpy(r.key, e->key, r.key_len);
     rec_seal(&r);
     if (journal_append(d, &r) == MEMSVC_OK) {
-        ext_free(d, e->off, e->len);
+        ext_release(d, e->off, e->len);
     } else {
         /* Its PUT still stands: it would come back at the next start; the extent stays. */
         LOG_ERR("durable tensor '%s' (job %u) freed, but the journal could not record it",
