@@ -434,7 +434,9 @@ static void dur_placed_cb(void *arg, eng_handle_t h, memsvc_status_t status)
             msd_map_del(&srv->own, h, 0);
             srv->orphans--;
         }
-        eng_free(srv->eng, h);
+        if (status != MEMSVC_ERR_CANCELED) {
+            eng_free(srv->eng, h); /* (CANCELED: it is being freed, this runs inside) */
+        }
     }
     free(rs);
 }
