@@ -201,7 +201,8 @@ uninstall:
 # PyTorch they need; the sanitizer build's library cannot be loaded into an unsanitized python.
 PYTHON ?= /usr/bin/python3
 test: all
-	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) $(BIN_TESTS)
+	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) \
+	    $(if $(filter 1,$(SAN)),LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)
 	$(Q)if ls tests/python/test_*.py >/dev/null 2>&1; then \

@@ -26,13 +26,76 @@
 #define CONN_LOCAL_CHECK_NS 1000000ull /* while spinning, look at the socket this often */
 #define CONN_SPIN_CLOCK_TURNS 8u        /* while spinning, read the clock every this many turns */
 
-/* A send in flight: owns the encoded header. */
-typedef struct conn_send {
-    memsvc_req_h reqs[MSP_BATCH_MAX];
-    size_t       nreqs;
-    size_t       hlen;
-    uint8_t      hdr[];
-} conn_send_t;
+/*
+ * A UCX operation in flight whose callback names requests: a send (it owns the encoded header)
+ * or a rendezvous receive (one request). Kept on the connection's list, so that a request
+ * freed before the callback runs (the connection failed, the caller gave up, the worker is
+ * being destroyed and purges its operations) is unnamed from it: the callback then skips it.
+ */
+typedef struct conn_op {
+    struct conn_op *next, *prev;
+    memsvc_conn_h   conn;
+    memsvc_req_h    reqs[MSP_BATCH_MAX];
+    size_t          nreqs;
+    size_t          hlen;
+    uint8_t         hdr[];
+} conn_op_t;
+
+typedef conn_op_t conn_send_t;
+
+static void op_track(memsvc_conn_h conn, conn_op_t *op)
+{
+    size_t i;
+
+    op->conn = conn;
+    op->prev = NULL;
+    op->next = conn->ops;
+    if (conn->ops != NULL) {
+        conn->ops->prev = op;
+    }
+    conn->ops = op;
+    for (i = 0; i < op->nreqs; i++) {
+        if (op->reqs[i] != NULL) {
+            op->reqs[i]->ucx_refs++;
+        }
+    }
+}
+
+/* Its callback ran: off the list; the requests it named are no longer named by it. */
+static void op_untrack(conn_op_t *op)
+{
+    size_t i;
+
+    if (op->prev != NULL) {
+        op->prev->next = op->next;
+    } else {
+        op->conn->ops = op->next;
+    }
+    if (op->next != NULL) {
+        op->next->prev = op->prev;
+    }
+    for (i = 0; i < op->nreqs; i++) {
+        if (op->reqs[i] != NULL) {
+            op->reqs[i]->ucx_refs--;
+        }
+    }
+}
+
+/* A request is freed: the operations still in flight forget it. */
+static void op_unname(memsvc_req_h req)
+{
+    conn_op_t *op;
+    size_t     i;
+
+    for (op = req->conn->ops; (op != NULL) && (req->ucx_refs > 0); op = op->next) {
+        for (i = 0; i < op->nreqs; i++) {
+            if (op->reqs[i] == req) {
+                op->reqs[i] = NULL;
+                req->ucx_refs--;
+            }
+        }
+    }
+}
 
 /* ---- request list -------------------------------------------------------------------------- */
 
@@ -61,6 +124,9 @@ void mcl_req_unlink_free(memsvc_req_h req)
     }
     req->prev->next = req->next;
     req->next->prev = req->prev;
+    if (req->ucx_refs > 0) {
+        op_unname(req);
+    }
     if (req->own_rbuf) {
         free(req->rbuf);
     }
@@ -136,6 +202,7 @@ static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
     conn_send_t *send = user_data;
     size_t       i;
 
+    op_untrack(send);
     for (i = 0; i < send->nreqs; i++) {
         memsvc_req_h req = send->reqs[i];
 
@@ -153,14 +220,20 @@ static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
 
 static void conn_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
 {
-    memsvc_req_h req = user_data;
+    conn_op_t   *op  = user_data;
+    memsvc_req_h req = op->reqs[0];
 
+    op_untrack(op);
+    free(op);
+    ucp_request_free(request);
+    if (req == NULL) {
+        return; /* freed meanwhile */
+    }
     req->recv_pending = false;
     if ((status != UCS_OK) && (req->status >= 0)) {
         req->status = msp_from_ucs(status);
     }
     req_maybe_reap(req);
-    ucp_request_free(request);
 }
 
 /* A READ reply's payload: copy it (eager) or start the rendezvous receive into the buffer. */
@@ -169,6 +242,7 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
 {
     ucp_request_param_t rp = {0};
     ucs_status_ptr_t    sp;
+    conn_op_t          *op;
 
     if ((req->rep.plen != length) || (length > req->rlen) || req->abandoned) {
         if (!req->abandoned) {
@@ -182,14 +256,25 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
         }
         return;
     }
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        req->status = MEMSVC_ERR_NO_RESOURCE; /* the payload is dropped */
+        return;
+    }
+    op->reqs[0]     = req;
+    op->nreqs       = 1;
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = conn_recv_cb;
-    rp.user_data    = req;
+    rp.user_data    = op;
     sp              = ucp_am_recv_data_nbx(conn->worker, data, req->rbuf, length, &rp);
     if (UCS_PTR_IS_ERR(sp)) {
         req->status = msp_from_ucs(UCS_PTR_STATUS(sp));
+        free(op);
     } else if (sp != NULL) {
         req->recv_pending = true;
+        op_track(conn, op);
+    } else {
+        free(op);
     }
 }
 
@@ -292,6 +377,9 @@ memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_r
     param.cb.send   = conn_send_cb;
     param.user_data = send;
     sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, send->hdr, send->hlen, payload, plen, &param);
+    if (UCS_PTR_IS_PTR(sp)) {
+        op_track(conn, send); /* before any progress can run its callback */
+    }
     if (sp == NULL) {
         for (i = 0; i < n; i++) {
             if (reqs[i] != NULL) {
@@ -717,6 +805,7 @@ err_free_conn:
 void memsvc_close(memsvc_conn_h conn)
 {
     memsvc_req_h req, next;
+    conn_op_t   *op;
 
     if (conn == NULL) {
         return;
@@ -761,6 +850,10 @@ void memsvc_close(memsvc_conn_h conn)
     }
     if (conn->worker != NULL) {
         ucp_worker_destroy(conn->worker);
+    }
+    while ((op = conn->ops) != NULL) { /* operations whose callbacks went with the worker */
+        conn->ops = op->next;
+        free(op);
     }
     ucp_cleanup(conn->ctx);
     mcl_oneway_fini(conn);

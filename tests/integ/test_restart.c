@@ -294,7 +294,11 @@ static void test_connect_unresponsive(void)
         }
     }
     kill(d.pid, SIGCONT);
-    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    i = (unsigned)integ_daemon_stop(&d);
+    CU_ASSERT_EQUAL(i, 0);
+    if (i != 0) {
+        fprintf(stderr, "\n  the daemon did not stop cleanly after SIGCONT; see %s\n", d.log);
+    }
 }
 
 /* ---- durable tensors across restarts -------------------------------------------------------- */
