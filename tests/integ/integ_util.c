@@ -125,7 +125,18 @@ static bool integ_args_have(const char *const *args, const char *opt)
 
 bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 {
-    return integ_daemon_start_at(d, NULL, args);
+    unsigned attempt;
+
+    for (attempt = 0; attempt < 3; attempt++) {
+        if (integ_daemon_start_at(d, NULL, args)) {
+            return true;
+        }
+        if (!integ_log_contains(d, "cannot listen")) {
+            return false;
+        }
+        /* another process took the free port before the daemon bound it: another port */
+    }
+    return false;
 }
 
 bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *const *args)
