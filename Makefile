@@ -6,6 +6,7 @@
 #   make test-san  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make run       the main job
 #   make bench     benchmarks, each next to a reference measured in the same run
+#   make soak      SOAK_SECS (120) of clients and the daemon killed at random: bytes checked
 #   make install   memsvcd, memsvc-ctl, memtrace, libmemsvc (shared and static), its headers,
 #                  memsvc.pc and the Python package memsvc into $(DESTDIR)$(PREFIX)
 #                  (PREFIX=/usr/local); make uninstall
@@ -25,10 +26,10 @@ OPT     ?= -O2
 endif
 
 CC      ?= cc
-PKGS    := ucx msgpack jemalloc liburing cunit jansson libsystemd libmicrohttpd libsodium
+PKGS    := ucx msgpack jemalloc liburing cunit jansson libsystemd libmicrohttpd libsodium zlib
 # Expanded once, on first use: after `deps` has installed what pkg-config reads.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsystemd libmicrohttpd libsodium))$(PKG_LIBS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs ucx msgpack jemalloc liburing jansson libsystemd libmicrohttpd libsodium zlib))$(PKG_LIBS)
 CUNIT_LIBS = $(eval CUNIT_LIBS := $(shell pkg-config --libs cunit))$(CUNIT_LIBS)
 
 CFLAGS  ?= $(OPT) -g
@@ -54,6 +55,7 @@ TRACE_SRCS   := $(filter-out tools/memtrace/main.c,$(wildcard tools/memtrace/*.c
 TEST_SRCS    := $(wildcard tests/*.c) $(wildcard tests/unit/*.c) $(wildcard tests/integ/*.c)
 BENCH_SRCS   := $(wildcard tools/bench/*.c)
 EXAMPLE_SRCS := $(wildcard tools/examples/*.c)
+SOAK_SRCS    := $(wildcard tools/soak/*.c)
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
@@ -71,8 +73,9 @@ BIN_CTL     := $(B)/bin/memsvc-ctl
 BIN_TESTS   := $(B)/bin/memsvc_tests
 BIN_BENCH   := $(patsubst tools/bench/%.c,$(B)/bin/%,$(BENCH_SRCS))
 BIN_EXAMPLES := $(patsubst tools/examples/%.c,$(B)/bin/%,$(EXAMPLE_SRCS))
+BIN_SOAK    := $(patsubst tools/soak/%.c,$(B)/bin/%,$(SOAK_SRCS))
 
-BINS := $(BIN_TESTS) $(BIN_BENCH) $(BIN_EXAMPLES)
+BINS := $(BIN_TESTS) $(BIN_BENCH) $(BIN_EXAMPLES) $(BIN_SOAK)
 ifneq ($(wildcard memsvc/memsvcd.c),)
 BINS += $(BIN_MEMSVCD)
 endif
@@ -84,10 +87,10 @@ BINS += $(BIN_CTL)
 endif
 
 ALL_SRCS := $(CLIENT_SRCS) $(SIM_SRCS) $(ENGINE_SRCS) $(DAEMON_SRCS) $(POLICY_SRCS) \
-            $(TRACE_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(EXAMPLE_SRCS) \
+            $(TRACE_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(EXAMPLE_SRCS) $(SOAK_SRCS) \
             $(wildcard memsvc/memsvcd.c tools/memtrace/main.c tools/ctl/memsvc-ctl.c)
 
-.PHONY: all deps test test-san run bench clean fuzz install uninstall man
+.PHONY: all deps test test-san run bench clean fuzz install uninstall man soak
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -168,6 +171,8 @@ $(B)/bin/%: $(B)/obj/tools/bench/%.o $(LIBS_ALL)
 	$(call link,)
 $(B)/bin/%: $(B)/obj/tools/examples/%.o $(LIBS_ALL)
 	$(call link,)
+$(B)/bin/%: $(B)/obj/tools/soak/%.o $(LIBS_ALL)
+	$(call link,)
 
 # ---- installing ---------------------------------------------------------------------------
 # Headers go to $(INCDIR)/memsvc/ side by side (their "client/" include prefix is dropped):
@@ -247,6 +252,7 @@ test: all
 	$(Q)rm -rf $(B)/test-logs && mkdir -p $(B)/test-logs
 	$(Q)MEMSVC_BIN=$(abspath $(B)/bin) $(if $(KILLS),MEMSVC_TEST_KILLS=$(KILLS)) \
 	    MEMSVC_TEST_LOG_DIR=$(abspath $(B)/test-logs) UCX_LOG_FILE=stderr \
+	    $(if $(filter 1,$(SAN)),LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)) \
 	    MEMSVC_TEST_LOG=$(abspath $(B)/test-logs/memsvc_tests.stderr) $(BIN_TESTS)
 ifneq ($(SAN),1)
 	$(Q)sh tests/install/install_test.sh $(B)
@@ -263,6 +269,12 @@ run: all
 
 bench: all
 	$(Q)sh tools/bench/run.sh $(abspath $(B)/bin)
+
+# Soak (not part of `make test`): mixed clients, random kill -9 of clients and of the daemon,
+# every byte checked, durable tensors across restarts; SOAK_SECS long (tools/soak/).
+SOAK_SECS ?= 120
+soak: all
+	$(Q)$(B)/bin/memsvc_soak --bin $(abspath $(B)/bin) --secs $(SOAK_SECS)
 
 # ---- fuzzing: the wire decoder, the trace reader and the importers under libFuzzer (clang).
 # `make fuzz` runs every target for FUZZ_TIME/3 seconds; corpora are kept in $(B)/fuzz-corpus/,

@@ -31,6 +31,8 @@ struct memsvc_req {
     uint64_t             rlen;
     bool                 own_rbuf; /* rbuf is ours (a body buffer): freed with the request */
     struct memsvc_batch *batch;    /* a submitted batch: done when all its entries are */
+    unsigned             ucx_refs; /* UCX operations (sends, a receive) whose callbacks name it:
+                                      a freed request is unnamed from them first */
 };
 
 /* A one-way request sent (or queued) and not yet known to be complete. */
@@ -50,6 +52,7 @@ struct memsvc_conn {
     memsvc_status_t   broken_status;
     uint64_t          next_id;
     struct memsvc_req reqs; /* list head of outstanding requests */
+    struct conn_op   *ops;  /* UCX sends and receives in flight that name requests */
     uint32_t          timeout_ms, job, rank, device, flags;
     uint64_t          spin_ns; /* busy-poll this long before sleeping */
     uint64_t          session;

@@ -96,11 +96,18 @@ typedef struct memsvc_conn_params {
  * a socket there (or with MEMSVC_CONN_TCP) it connects over tcp, and says so on stderr and in
  * memsvc_conn_transport. Errors:
  * MEMSVC_ERR_VERSION (the daemon speaks another protocol version), MEMSVC_ERR_TRANSPORT (no
- * daemon there), MEMSVC_ERR_TIMEOUT, MEMSVC_ERR_INVALID_PARAM (device out of range, job 0
- * without MEMSVC_CONN_CONTROL, malformed address), MEMSVC_ERR_PERMISSION (the job belongs to
- * another user), MEMSVC_ERR_AUTH (a tcp connection the daemon cannot identify and no secret,
- * a wrong secret, an unsafe secret file, or a daemon that did not prove the secret; the reason
- * is printed on stderr). *conn_p is set only on success.
+ * daemon there), MEMSVC_ERR_TIMEOUT (a daemon accepted but did not answer within the
+ * timeout, e.g. a stopped or hung one: the local socket's silence is not followed by a try
+ * over tcp), MEMSVC_ERR_SHUTDOWN (it is stopping), MEMSVC_ERR_INVALID_PARAM (device out of
+ * range, job 0 without MEMSVC_CONN_CONTROL, malformed address), MEMSVC_ERR_PERMISSION (the job
+ * belongs to another user), MEMSVC_ERR_AUTH (a tcp connection the daemon cannot identify and
+ * no secret, a wrong secret, an unsafe secret file, or a daemon that did not prove the secret;
+ * the reason is printed on stderr). *conn_p is set only on success; the library never aborts
+ * the process, whatever the daemon does.
+ *
+ * When the daemon stops (SIGTERM) it tells its clients: the connection's calls in flight and
+ * every later call answer MEMSVC_ERR_SHUTDOWN (MEMSVC_ERR_TRANSPORT if the notice was missed);
+ * close it and connect again once the daemon is back.
  */
 memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h *conn_p);
 
@@ -160,15 +167,18 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
 
 /*
  * Copy len bytes from buf into the tensor at offset (write) or from the tensor into buf
- * (read). Legal whether the tensor is on its device or swapped out to host; while it is
- * being moved the call waits (up to the timeout). On a local connection with mapped memory,
+ * (read). Legal whether the tensor is on its device, swapped out to host or spilled to disk
+ * (read and written there, where it stays); while it is being moved the call waits (up to
+ * the timeout). A write of a durable tensor returns once its bytes are kept for a restart of
+ * the daemon (MEMSVC_ERR_HOST_MEMORY if the daemon's durable arena is full: written, but not
+ * kept). On a local connection with mapped memory,
  * transfers of 64 KiB and more to a tensor on its device are one memcpy through the mapping,
  * with the tensor pinned around it (a write left unfinished by this process's death leaves
  * the tensor uncommitted). Otherwise transfers are split into 4 MiB messages; bytes go as UCX
  * active-message payloads (rendezvous when large). Errors:
  * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND (also another job's),
- * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped:
- * acquire it first).
+ * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped,
+ * or uncommitted for a read: acquire it first).
  */
 memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,
                              const void *buf, uint64_t len);
@@ -453,6 +463,10 @@ typedef struct memsvc_stats {
     uint64_t           requests, errors;
     uint32_t           num_devices;
     memsvc_dev_stats_t dev[MEMSVC_MAX_DEVICES];
+    /* Durable state (docs/daemon.md, "Durable state and restart"): durable tensors whose
+     * bytes are in the durable arena now, and their bytes; tensors recovered at the daemon's
+     * start; journal records or tensor bytes found corrupt then (never served). */
+    uint64_t           durable_tensors, durable_bytes, durable_recovered, durable_corrupt;
 } memsvc_stats_t;
 
 /* Figures of the daemon (any session may ask). A session of a user who does not administer the

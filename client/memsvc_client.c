@@ -26,13 +26,76 @@
 #define CONN_LOCAL_CHECK_NS 1000000ull /* while spinning, look at the socket this often */
 #define CONN_SPIN_CLOCK_TURNS 8u        /* while spinning, read the clock every this many turns */
 
-/* A send in flight: owns the encoded header. */
-typedef struct conn_send {
-    memsvc_req_h reqs[MSP_BATCH_MAX];
-    size_t       nreqs;
-    size_t       hlen;
-    uint8_t      hdr[];
-} conn_send_t;
+/*
+ * A UCX operation in flight whose callback names requests: a send (it owns the encoded header)
+ * or a rendezvous receive (one request). Kept on the connection's list, so that a request
+ * freed before the callback runs (the connection failed, the caller gave up, the worker is
+ * being destroyed and purges its operations) is unnamed from it: the callback then skips it.
+ */
+typedef struct conn_op {
+    struct conn_op *next, *prev;
+    memsvc_conn_h   conn;
+    memsvc_req_h    reqs[MSP_BATCH_MAX];
+    size_t          nreqs;
+    size_t          hlen;
+    uint8_t         hdr[];
+} conn_op_t;
+
+typedef conn_op_t conn_send_t;
+
+static void op_track(memsvc_conn_h conn, conn_op_t *op)
+{
+    size_t i;
+
+    op->conn = conn;
+    op->prev = NULL;
+    op->next = conn->ops;
+    if (conn->ops != NULL) {
+        conn->ops->prev = op;
+    }
+    conn->ops = op;
+    for (i = 0; i < op->nreqs; i++) {
+        if (op->reqs[i] != NULL) {
+            op->reqs[i]->ucx_refs++;
+        }
+    }
+}
+
+/* Its callback ran: off the list; the requests it named are no longer named by it. */
+static void op_untrack(conn_op_t *op)
+{
+    size_t i;
+
+    if (op->prev != NULL) {
+        op->prev->next = op->next;
+    } else {
+        op->conn->ops = op->next;
+    }
+    if (op->next != NULL) {
+        op->next->prev = op->prev;
+    }
+    for (i = 0; i < op->nreqs; i++) {
+        if (op->reqs[i] != NULL) {
+            op->reqs[i]->ucx_refs--;
+        }
+    }
+}
+
+/* A request is freed: the operations still in flight forget it. */
+static void op_unname(memsvc_req_h req)
+{
+    conn_op_t *op;
+    size_t     i;
+
+    for (op = req->conn->ops; (op != NULL) && (req->ucx_refs > 0); op = op->next) {
+        for (i = 0; i < op->nreqs; i++) {
+            if (op->reqs[i] == req) {
+                op->reqs[i] = NULL;
+                req->ucx_refs--;
+            }
+        }
+    }
+}
 
 /* ---- request list -------------------------------------------------------------------------- */
 
@@ -61,6 +124,9 @@ void mcl_req_unlink_free(memsvc_req_h req)
     }
     req->prev->next = req->next;
     req->next->prev = req->prev;
+    if (req->ucx_refs > 0) {
+        op_unname(req);
+    }
     if (req->own_rbuf) {
         free(req->rbuf);
     }
@@ -114,7 +180,10 @@ static void conn_fail(memsvc_conn_h conn, memsvc_status_t status)
         conn->broken_status = status;
     }
     for (req = conn->reqs.next; req != &conn->reqs; req = next) {
-        next              = req->next;
+        next = req->next;
+        if (req->recv_pending && (req->status >= 0)) {
+            req->status = status; /* answered, but its payload never arrived whole */
+        }
         req->recv_pending = false;
         req->send_pending = 0;
         req_complete(req, status);
@@ -133,6 +202,7 @@ static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
     conn_send_t *send = user_data;
     size_t       i;
 
+    op_untrack(send);
     for (i = 0; i < send->nreqs; i++) {
         memsvc_req_h req = send->reqs[i];
 
@@ -150,14 +220,20 @@ static void conn_send_cb(void *request, ucs_status_t status, void *user_data)
 
 static void conn_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
 {
-    memsvc_req_h req = user_data;
+    conn_op_t   *op  = user_data;
+    memsvc_req_h req = op->reqs[0];
 
+    op_untrack(op);
+    free(op);
+    ucp_request_free(request);
+    if (req == NULL) {
+        return; /* freed meanwhile */
+    }
     req->recv_pending = false;
     if ((status != UCS_OK) && (req->status >= 0)) {
         req->status = msp_from_ucs(status);
     }
     req_maybe_reap(req);
-    ucp_request_free(request);
 }
 
 /* A READ reply's payload: copy it (eager) or start the rendezvous receive into the buffer. */
@@ -166,6 +242,7 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
 {
     ucp_request_param_t rp = {0};
     ucs_status_ptr_t    sp;
+    conn_op_t          *op;
 
     if ((req->rep.plen != length) || (length > req->rlen) || req->abandoned) {
         if (!req->abandoned) {
@@ -179,14 +256,25 @@ static void conn_take_payload(memsvc_conn_h conn, memsvc_req_h req, void *data, 
         }
         return;
     }
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        req->status = MEMSVC_ERR_NO_RESOURCE; /* the payload is dropped */
+        return;
+    }
+    op->reqs[0]     = req;
+    op->nreqs       = 1;
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = conn_recv_cb;
-    rp.user_data    = req;
+    rp.user_data    = op;
     sp              = ucp_am_recv_data_nbx(conn->worker, data, req->rbuf, length, &rp);
     if (UCS_PTR_IS_ERR(sp)) {
         req->status = msp_from_ucs(UCS_PTR_STATUS(sp));
+        free(op);
     } else if (sp != NULL) {
         req->recv_pending = true;
+        op_track(conn, op);
+    } else {
+        free(op);
     }
 }
 
@@ -208,6 +296,10 @@ static ucs_status_t conn_am_reply_cb(void *arg, const void *header, size_t heade
         msp_rep_t   *rep = &conn->reps[i];
         memsvc_req_h req;
 
+        if ((rep->id == MSP_ID_NOTICE) && (rep->status == MEMSVC_ERR_SHUTDOWN)) {
+            conn_fail(conn, MEMSVC_ERR_SHUTDOWN); /* every call from now on says so */
+            continue;
+        }
         if (mcl_oneway_on_reply(conn, rep)) {
             continue; /* a one-way request's error: queued for memsvc_errors */
         }
@@ -285,6 +377,9 @@ memsvc_status_t mcl_send_raw(memsvc_conn_h conn, memsvc_req_h *reqs, const msp_r
     param.cb.send   = conn_send_cb;
     param.user_data = send;
     sp = ucp_am_send_nbx(conn->ep, MSP_AM_REQUEST, send->hdr, send->hlen, payload, plen, &param);
+    if (UCS_PTR_IS_PTR(sp)) {
+        op_track(conn, send); /* before any progress can run its callback */
+    }
     if (sp == NULL) {
         for (i = 0; i < n; i++) {
             if (reqs[i] != NULL) {
@@ -531,27 +626,34 @@ err_cleanup_ctx:
     return status;
 }
 
-/* Try the daemon's Unix socket; false (with the reason in why) when tcp must serve. */
-static bool conn_try_local(memsvc_conn_h conn, const char *path, char *why, size_t whylen)
+/* Try the daemon's Unix socket. MEMSVC_OK: connected there. MEMSVC_ERR_TIMEOUT: a daemon
+ * accepted on it but did not answer in time (stopped or hung: tcp would not fare better).
+ * Another error: tcp must serve (the reason is in why). */
+static memsvc_status_t conn_try_local(memsvc_conn_h conn, const char *path, char *why,
+                                      size_t whylen)
 {
-    if (mcl_local_open(&conn->local, path, why, whylen) != MEMSVC_OK) {
-        return false;
+    memsvc_status_t status;
+
+    status = mcl_local_open(&conn->local, path, why, whylen);
+    if (status != MEMSVC_OK) {
+        return status;
     }
     if (conn_ucx_setup(conn, true) != MEMSVC_OK) {
         snprintf(why, whylen, "no shared-memory UCX transport (%s)", MSL_UCX_TLS);
         mcl_local_close(&conn->local);
-        return false;
+        return MEMSVC_ERR_TRANSPORT;
     }
-    if (mcl_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep, why,
-                            whylen) != MEMSVC_OK) {
+    status = mcl_local_handshake(&conn->local, conn->worker, (int)conn->timeout_ms, &conn->ep,
+                                 why, whylen);
+    if (status != MEMSVC_OK) {
         ucp_worker_destroy(conn->worker);
         ucp_cleanup(conn->ctx);
         conn->worker = NULL;
         conn->ctx    = NULL;
         mcl_local_close(&conn->local);
-        return false;
+        return status;
     }
-    return true;
+    return MEMSVC_OK;
 }
 
 /* The secret a tcp connection proves: the parameter, else $MEMSVC_SECRET_FILE; NULL: none. */
@@ -675,7 +777,11 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
             upath = path;
         }
         if (upath != NULL) {
-            local = conn_try_local(conn, upath, why, sizeof(why));
+            status = conn_try_local(conn, upath, why, sizeof(why));
+            if (status == MEMSVC_ERR_TIMEOUT) {
+                goto err_free_conn; /* the daemon is there but does not answer */
+            }
+            local = (status == MEMSVC_OK);
         }
         if (!local && !(conn->flags & MEMSVC_CONN_CONTROL)) {
             fprintf(stderr, "libmemsvc: %s: connecting over tcp\n", why);
@@ -736,6 +842,10 @@ memsvc_status_t memsvc_connect(const memsvc_conn_params_t *params, memsvc_conn_h
         msp_auth_wipe(key, sizeof(key));
     }
     if (status != MEMSVC_OK) {
+        /* The endpoint may still be wiring up, its HELLO pending (a daemon that accepted
+         * but never answered): only a forced close purges that; a destroyed worker with a
+         * request pending aborts the process inside UCX. */
+        conn_fail(conn, status);
         goto err_close_ep;
     }
     conn->session     = rep.u.hello.session;
@@ -779,6 +889,7 @@ err_free_conn:
 void memsvc_close(memsvc_conn_h conn)
 {
     memsvc_req_h req, next;
+    conn_op_t   *op;
 
     if (conn == NULL) {
         return;
@@ -823,6 +934,10 @@ void memsvc_close(memsvc_conn_h conn)
     }
     if (conn->worker != NULL) {
         ucp_worker_destroy(conn->worker);
+    }
+    while ((op = conn->ops) != NULL) { /* operations whose callbacks went with the worker */
+        conn->ops = op->next;
+        free(op);
     }
     ucp_cleanup(conn->ctx);
     mcl_oneway_fini(conn);
@@ -1084,6 +1199,12 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     memset(&msg, 0, sizeof(msg));
     msg.op         = MSP_OP_RELEASE;
     msg.u.h.handle = handle;
+    if (op == MSP_OP_WRITE) {
+        /* The release commits the write (a durable tensor's bytes are journaled then): the
+         * write is done when the daemon says so, as on the copying path. */
+        rstatus = mcl_call(conn, &msg, NULL, 0, NULL);
+        return (status != MEMSVC_OK) ? status : rstatus;
+    }
     /* One-way (deferred errors, as memsvc_release), sent at once: no second round trip, and
      * the pin does not wait in the queue for the trainer's next call. */
     rstatus = mcl_oneway_call(conn, &msg, handle);

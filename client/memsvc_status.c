@@ -47,6 +47,8 @@ static const struct status_entry status_table[] = {
     {MEMSVC_ERR_PERMISSION, "MEMSVC_ERR_PERMISSION", "not permitted: the job belongs to another user"},
     {MEMSVC_ERR_AUTH, "MEMSVC_ERR_AUTH",
      "authentication failed (secret missing, wrong, unsafe, or not proven by the daemon)"},
+    {MEMSVC_ERR_SHUTDOWN, "MEMSVC_ERR_SHUTDOWN",
+     "the daemon is shutting down (reconnect once it is back)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

@@ -49,8 +49,9 @@ typedef enum memsvc_status {
     MEMSVC_ERR_PERMISSION     = -26, /* the job belongs to another user (docs/security.md) */
     MEMSVC_ERR_AUTH           = -27, /* authentication failed: no secret, a wrong one, an
                                       * unsafe secret file, or a daemon that did not prove it */
+    MEMSVC_ERR_SHUTDOWN       = -28, /* the daemon is shutting down: reconnect after its restart */
 
-    MEMSVC_ERR_LAST           = -28
+    MEMSVC_ERR_LAST           = -29
 } memsvc_status_t;
 
 /* Message for a status; never NULL (unknown values give "unknown status"). */

@@ -1040,7 +1040,16 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
             RD(rd_skip(rd, MSP_DEPTH_MAX));
         }
     }
-    for (i = 6; i < n; i++) {
+    if (n > 6) { /* durable state (daemons since durable state; absent: zeros) */
+        uint64_t dur[4];
+
+        RD(decode_u64_array(rd, dur, 4));
+        s->durable_tensors   = dur[0];
+        s->durable_bytes     = dur[1];
+        s->durable_recovered = dur[2];
+        s->durable_corrupt   = dur[3];
+    }
+    for (i = 7; i < n; i++) {
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
@@ -1290,7 +1299,7 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
 
 #define PK_U64(f) msgpack_pack_uint64(pk, s->f);
 #define PK_DEV_U64(f) msgpack_pack_uint64(pk, ds->f);
-    msgpack_pack_array(pk, 6);
+    msgpack_pack_array(pk, 7);
     pk_str(pk, s->node);
     pk_str(pk, s->mode);
     pk_str(pk, s->policy);
@@ -1310,6 +1319,11 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
         encode_u64_array(pk, ds->tensors_by_kind, MEMSVC_KIND_COUNT);
         encode_u64_array(pk, ds->resident_by_kind, MEMSVC_KIND_COUNT);
     }
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint64(pk, s->durable_tensors);
+    msgpack_pack_uint64(pk, s->durable_bytes);
+    msgpack_pack_uint64(pk, s->durable_recovered);
+    msgpack_pack_uint64(pk, s->durable_corrupt);
 #undef PK_U64
 #undef PK_DEV_U64
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;

@@ -21,6 +21,9 @@
 #define MSP_VERSION_MIN 1u         /* the oldest version the daemon still accepts */
 #define MSP_AM_REQUEST 17u         /* AM id: client to server */
 #define MSP_AM_REPLY 18u           /* AM id: server to client */
+/* A reply with this id and status MEMSVC_ERR_SHUTDOWN is the daemon's notice that it is
+ * stopping: the connection is over (clients that do not know it ignore an unknown id). */
+#define MSP_ID_NOTICE 0u
 #define MSP_HEADER_MAX 4096u       /* largest AM header, bytes (UCX allows ~8 KiB over tcp) */
 #define MSP_BODY_MAX 65536u        /* largest msgpack body of a STATS or LIST reply */
 #define MSP_BATCH_MAX 64u          /* requests (or replies) per message */

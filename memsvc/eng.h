@@ -156,7 +156,8 @@ memsvc_status_t eng_spill(eng_t *eng, eng_handle_t handle);
 
 /*
  * Tensor bytes (backed mode; MEMSVC_ERR_UNSUPPORTED in phantom mode). Legal on a tensor that
- * is on device or on host; MEMSVC_ERR_BUSY while moving; MEMSVC_ERR_OUT_OF_RANGE past its end.
+ * is on device, on host or on disk (read and written in the disk tier, where it stays);
+ * MEMSVC_ERR_ILLEGAL_STATE when dropped; MEMSVC_ERR_BUSY while moving; MEMSVC_ERR_OUT_OF_RANGE past its end.
  * A write over a recomputed tensor marks it valid.
  */
 memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, const void *src,

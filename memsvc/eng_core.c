@@ -1243,6 +1243,23 @@ static memsvc_status_t eng_bytes_at(eng_t *eng, eng_tensor_t *t, uint64_t offset
     }
 }
 
+/* A spilled tensor is read and written where it is, in the disk tier (synchronously: what a
+ * read of it costs is the disk's; it stays spilled). */
+static memsvc_status_t eng_disk_bytes(eng_t *eng, eng_tensor_t *t, uint64_t offset, void *p,
+                                      uint64_t len, bool write)
+{
+    sim_disk_buf_t db = eng_disk_buf(t);
+
+    if (sim_node_mode(eng->node) != SIM_MEM_BACKED) {
+        return MEMSVC_ERR_UNSUPPORTED;
+    }
+    if ((offset > t->pub.size) || (len > t->pub.size - offset)) {
+        return MEMSVC_ERR_OUT_OF_RANGE;
+    }
+    return write ? sim_disk_write_at(eng->node, &db, offset, p, len)
+                 : sim_disk_read_at(eng->node, &db, offset, p, len);
+}
+
 memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, const void *src,
                           uint64_t len)
 {
@@ -1252,6 +1269,13 @@ memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, cons
 
     if (t == NULL) {
         return MEMSVC_ERR_NOT_FOUND;
+    }
+    if ((t->pub.state == MEMSVC_STATE_ON_DISK) && (t->disk_block != NULL)) {
+        status = eng_disk_bytes(eng, t, offset, (void *)(uintptr_t)src, len, true);
+        if (status == MEMSVC_OK) {
+            t->flags |= ENG_TF_VALID;
+        }
+        return status;
     }
     status = eng_bytes_at(eng, t, offset, len, true, &p);
     if (status != MEMSVC_OK) {
@@ -1270,6 +1294,9 @@ memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void 
 
     if (t == NULL) {
         return MEMSVC_ERR_NOT_FOUND;
+    }
+    if ((t->pub.state == MEMSVC_STATE_ON_DISK) && (t->disk_block != NULL)) {
+        return eng_disk_bytes(eng, t, offset, dst, len, false);
     }
     status = eng_bytes_at(eng, t, offset, len, false, &p);
     if (status != MEMSVC_OK) {

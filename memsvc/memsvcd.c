@@ -73,6 +73,8 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"cluster-secret", required_argument, NULL, 'Z'},
                                                {"heartbeat-ms", required_argument, NULL, 'B'},
                                                {"peer-timeout", required_argument, NULL, 't'},
+                                               {"state-dir", required_argument, NULL, 'd'},
+                                               {"durable-bytes", required_argument, NULL, 'D'},
                                                {"config", required_argument, NULL, 'C'},
                                                {"no-config", no_argument, NULL, 'X'},
                                                {"version", no_argument, NULL, 'V'},
@@ -91,6 +93,7 @@ static void usage(FILE *out)
             "               [--operator-group GROUP]\n"
             "               [--cluster FILE --node-name NAME --cluster-secret FILE\n"
             "                [--heartbeat-ms MS] [--peer-timeout SECONDS]]\n"
+            "               [--state-dir DIR|none] [--durable-bytes SIZE]\n"
             "\n"
             "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
             "                         if it exists): 'key = value' lines, a key per long option;\n"
@@ -139,6 +142,11 @@ static void usage(FILE *out)
             "                         by the daemon's user; required with --cluster)\n"
             "  --heartbeat-ms MS      heartbeat to each peer this often (default 500)\n"
             "  --peer-timeout SECS    a peer silent this long is down (default 5)\n"
+            "  --state-dir DIR        where durable tensors outlive the daemon (backed memory):\n"
+            "                         DIR/memsvc-PORT.durable (their bytes) and .journal\n"
+            "                         (default /dev/shm: survives a crash or an upgrade, not a\n"
+            "                         reboot; a disk directory survives both; 'none': off)\n"
+            "  --durable-bytes SIZE   capacity of the durable arena (default 1GiB, sparse)\n"
             "  --version              print the version and exit\n"
             "\n"
             "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
@@ -180,6 +188,7 @@ static void opts_init(daemon_opts_t *o)
     o->cfg.spin_ns         = 50000;
     o->cfg.heartbeat_ns    = 500000000ull;
     o->cfg.peer_timeout_ns = 5000000000ull;
+    o->cfg.durable_bytes   = MSD_DURABLE_BYTES;
     o->cfg.log_level       = MSD_LOG_INFO;
     o->cfg.log_target      = MSD_LOG_TO_STDERR;
     o->preset              = "ascend-910b";
@@ -326,6 +335,20 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
             return false;
         }
         o->cfg.peer_timeout_ns = (uint64_t)(v * 1e9);
+        break;
+    case 'd':
+        if (arg[0] == '\0') {
+            LOG_ERR("%s: empty path (a directory, or 'none')", where);
+            return false;
+        }
+        o->cfg.state_dir = arg;
+        break;
+    case 'D':
+        if ((sim_parse_size(arg, &o->cfg.durable_bytes) != MEMSVC_OK) ||
+            (o->cfg.durable_bytes < (1u << 20))) {
+            LOG_ERR("%s: '%s' is not a size of at least 1MiB (e.g. 4GiB)", where, arg);
+            return false;
+        }
         break;
     default: /* the command line only: config, no-config, version, help */
         break;
@@ -552,7 +575,7 @@ static bool daemon_reread(void *arg, msd_config_t *cfg)
     /* Only numbers and flags are taken from cfg (msd_reload); its strings are not kept. */
     cfg->listen = cfg->unix_path = cfg->metrics = NULL;
     cfg->secret_file = cfg->operator_group = cfg->job_secrets = NULL;
-    cfg->cluster_file = cfg->node_name = cfg->cluster_secret = NULL;
+    cfg->cluster_file = cfg->node_name = cfg->cluster_secret = cfg->state_dir = NULL;
     opts_fini(&o);
     return true;
 }
@@ -752,10 +775,16 @@ int main(int argc, char **argv)
         eng_destroy(eng);
         goto out;
     }
-    status = msd_server_run(srv);
-    eng_destroy(eng);
+    /* Durable tensors of an earlier run come back before any request is served. */
+    status = msd_durable_open(srv);
+    if (status == MEMSVC_OK) {
+        status = msd_server_run(srv);
+    }
+    /* The engine goes last: until the server is torn down, callbacks may still reach it. */
     msd_server_fini(srv);
+    msd_durable_close(srv);
     free(srv);
+    eng_destroy(eng);
     rc = (status == MEMSVC_OK) ? 0 : 1;
 out:
     msd_peers_destroy(peers);

@@ -26,6 +26,15 @@
  * turns: a clock read costs about as much as a turn's UCX progress on these VMs. */
 #define MSD_SPIN_CLOCK_TURNS 16u
 
+/* On SIGTERM/SIGINT the daemon drains: it tells its clients at once, then waits for the moves
+ * in flight to end, at least MSD_NOTICE_NS (the notices leave) and at most MSD_DRAIN_NS. */
+#define MSD_NOTICE_NS 20000000ull
+#define MSD_DRAIN_NS 2000000000ull
+
+/* Where durable state lives by default (docs/daemon.md, "Durable state and restart"). */
+#define MSD_STATE_DIR "/dev/shm"
+#define MSD_DURABLE_BYTES (1ull << 30)
+
 /* Daemon configuration (from the command line). */
 typedef struct msd_config {
     const char *listen;          /* "HOST:PORT" */
@@ -54,7 +63,11 @@ typedef struct msd_config {
     const char *cluster_secret;  /* --cluster-secret: the file whose bytes authenticate peers */
     uint64_t    heartbeat_ns;    /* --heartbeat-ms */
     uint64_t    peer_timeout_ns; /* --peer-timeout: no heartbeat this long: the peer is down */
+    const char *state_dir;       /* durable state; NULL: MSD_STATE_DIR; "none": off */
+    uint64_t    durable_bytes;   /* durable arena capacity */
 } msd_config_t;
+
+typedef struct msd_durable msd_durable_t; /* durable state (msd_durable.c) */
 
 struct msd_session;
 struct msd_loop;
@@ -202,7 +215,11 @@ typedef struct msd_server {
     _Atomic uint64_t timer_at;    /* when the engine or an orphan next needs loop 0 (ns) */
     _Atomic uint64_t timer_armed; /* what loop 0 armed its timerfd for */
     _Atomic bool     reap_tcp;    /* a tcp session died: loop 0 reaps it */
-    _Atomic bool     stopping;
+    _Atomic bool     draining; /* shutting down: no new clients, requests refused, moves end */
+    _Atomic bool     stopping; /* the loops end their sessions and return */
+    uint64_t         drain_from, drain_until; /* ns: when the notices went, the latest end */
+    struct srv_send *tcp_sends; /* replies in flight on the tcp worker (loop 0 only) */
+    msd_durable_t   *dur;       /* durable state; NULL: off */
     ucp_context_h    lctx;     /* shared-memory-only context of local workers */
     int              usock;    /* the Unix socket, -1 if none */
     pthread_t        acceptor; /* accepts local clients; a thread each builds their workers */
@@ -285,8 +302,8 @@ void msd_after_batch(msd_server_t *srv);
 
 /* An encoded reply in flight: owns its header and payload. */
 typedef struct srv_send {
-    struct srv_send    *next, *prev; /* local sessions: the session's list of sends in flight */
-    msd_session_t      *s;           /* tracked on s->sends (local sessions), else NULL */
+    struct srv_send    *next, *prev; /* on the list of sends in flight of its worker */
+    struct srv_send   **head;        /* that list (s->sends, srv->tcp_sends); NULL: none */
     void               *payload;
     size_t              plen;
     size_t              hlen;
@@ -295,8 +312,8 @@ typedef struct srv_send {
 
 /* Start the send on s->ep (the caller is s's loop thread). Frees send when done or failed. */
 void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send);
-/* Free sends still tracked on a local session whose worker was destroyed. */
-void msd_send_forget_all(msd_session_t *s);
+/* Free the sends still on a list whose worker was destroyed (s->sends, srv->tcp_sends). */
+void msd_send_forget_all(struct srv_send **head);
 /* Track an operation in flight on s's worker / forget it (its callback ran) / drop all those
  * left when the worker was destroyed. Engine lock held. */
 void msd_inflight_add(msd_session_t *s, msd_inflight_t *in);
@@ -325,8 +342,10 @@ uint32_t msd_local_locate(msd_server_t *srv, msd_session_t *s, const eng_tensor_
  */
 memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t flags,
                              memsvc_status_t status, msp_rep_t *rep);
-/* A release by s of h: commit an in-place write when its last write pin goes. */
-void msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin);
+/* A release by s of h: commit an in-place write when its last write pin goes (a durable
+ * tensor's bytes are journaled then: msd_durable_commit's status and msg). */
+memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin,
+                             char *msg, size_t msglen);
 
 /* ---- msd_ops.c ---------------------------------------------------------------------------- */
 
@@ -338,6 +357,10 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
  * durable ones for cfg.keep_durable_ns (or hand them to a live session of the same job and
  * rank: the process that replaced it, connected before the old one was declared dead). */
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s);
+
+/* Shutdown, sessions all dead: free every tensor, so that operations waiting in the engine
+ * complete (CANCELED) and free what they hold. Durable state (msd_durable) is not touched. */
+void msd_ops_cancel_all(msd_server_t *srv);
 
 /* Free orphans whose deadline passed; recompute srv->orphan_next. */
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now);
@@ -367,5 +390,26 @@ void msd_metrics_error(msd_server_t *srv, memsvc_status_t status);
 void msd_reload(msd_server_t *srv, const msd_config_t *cfg);
 /* SIGHUP: cfg.reread, then msd_reload; a configuration that cannot be read changes nothing. */
 void msd_reload_signal(msd_server_t *srv);
+/* ---- msd_durable.c ------------------------------------------------------------------------ */
+
+/*
+ * Open the durable state of this daemon (arena and journal in cfg.state_dir, named by the
+ * port), replay the journal, verify every record and every tensor's bytes, and bring the live
+ * durable tensors back as orphans of their job and rank (re-attach by key). Corrupt records
+ * and bytes are logged and counted, never served. Off (MEMSVC_OK, nothing kept) in phantom
+ * mode or with --state-dir none. Call before serving. Errors: MEMSVC_ERR_IO,
+ * MEMSVC_ERR_EXISTS (another daemon holds the files), MEMSVC_ERR_NO_RESOURCE.
+ */
+memsvc_status_t msd_durable_open(msd_server_t *srv);
+void            msd_durable_close(msd_server_t *srv);
+/*
+ * A write of tensor h was committed: if it is durable, copy its bytes into the arena and
+ * journal them (synced) before the write is answered. On failure the write stands but would
+ * not survive a restart: the status (HOST_MEMORY: arena full; IO) and msg say so. Engine lock.
+ */
+memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg, size_t msglen);
+/* Tensor h was freed: journal its deletion (not while the daemon is stopping). Engine lock. */
+void msd_durable_forget(msd_server_t *srv, eng_handle_t h);
+void msd_durable_stats(msd_server_t *srv, memsvc_stats_t *st);
 
 #endif /* MSD_H */

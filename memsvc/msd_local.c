@@ -142,7 +142,8 @@ static void local_accept_one(msd_server_t *srv, int fd)
         return;
     }
     msp_ep_transport(s->ep, s->transport, sizeof(s->transport));
-    if (atomic_load(&srv->stopping)) { /* too late: the loops are going */
+    if (atomic_load(&srv->draining) || atomic_load(&srv->stopping)) {
+        /* too late: the daemon is shutting down (its EOF tells the client) */
         ucp_worker_destroy(s->worker);
         close(fd);
         free(s);
@@ -404,7 +405,7 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
     /* Outside the lock (it takes milliseconds). Endpoints are not closed and requests in
      * flight are not touched: the peer may have died holding a slot of a shared queue. */
     ucp_worker_destroy(s->worker);
-    msd_send_forget_all(s);
+    msd_send_forget_all(&s->sends);
     close(s->sock);
     s->sock = -1;
 
@@ -492,13 +493,16 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
     return status;
 }
 
-void msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin)
+memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin,
+                             char *msg, size_t msglen)
 {
     if (pin->wpins == 0) {
-        return;
+        return MEMSVC_OK;
     }
     pin->wpins--;
-    if (pin->wpins == 0) {
-        eng_set_valid(srv->eng, h, true); /* written in place: committed */
+    if (pin->wpins > 0) {
+        return MEMSVC_OK;
     }
+    eng_set_valid(srv->eng, h, true); /* written in place: committed */
+    return msd_durable_commit(srv, h, msg, msglen);
 }

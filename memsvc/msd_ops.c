@@ -86,6 +86,7 @@ static void own_forget(msd_server_t *srv, eng_handle_t h)
     if (own != NULL) {
         msd_auth_tensor_del(srv, own->job); /* the job may lose its owner */
     }
+    msd_durable_forget(srv, h);
     msd_map_del(&srv->own, h, 0);
     for (s = srv->sessions; s != NULL; s = s->next) {
         msd_map_del(&srv->own, h, s->id);
@@ -146,6 +147,7 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     ops_pending_t  *p = user_data;
     msd_server_t   *srv = p->srv;
     memsvc_status_t status;
+    char            msg[MSP_MSG_MAX + 1] = "";
 
     msd_lock(srv);
     msd_inflight_del(p->s, &p->inflight);
@@ -156,7 +158,10 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     } else {
         status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
     }
-    pending_reply(p, status, NULL);
+    if (status == MEMSVC_OK) {
+        status = msd_durable_commit(srv, p->handle, msg, sizeof(msg));
+    }
+    pending_reply(p, status, (status < 0) ? msg : NULL);
     pending_done(p);
     ucp_request_free(request);
     msd_unlock(srv);
@@ -478,11 +483,11 @@ static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp
         return status;
     }
     pin->pins--;
-    msd_released(srv, s, req->u.h.handle, pin);
+    status = msd_released(srv, s, req->u.h.handle, pin, rep->msg, sizeof(rep->msg));
     if (pin->pins == 0) {
         msd_map_del(&srv->own, req->u.h.handle, s->id);
     }
-    return MEMSVC_OK;
+    return status;
 }
 
 static memsvc_status_t op_io_check(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
@@ -525,8 +530,12 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     }
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
         /* (an empty write has no payload pointer: give the engine a valid one) */
-        return eng_write(srv->eng, req->u.io.handle, req->u.io.offset,
-                         (data != NULL) ? data : (void *)"", length);
+        status = eng_write(srv->eng, req->u.io.handle, req->u.io.offset,
+                           (data != NULL) ? data : (void *)"", length);
+        if (status == MEMSVC_OK) {
+            status = msd_durable_commit(srv, req->u.io.handle, rep->msg, sizeof(rep->msg));
+        }
+        return status;
     }
     p = pending_new(srv, s, req, req->u.io.handle);
     if (p == NULL) {
@@ -553,6 +562,9 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
         status = msp_from_ucs(UCS_PTR_STATUS(sp));
     } else {
         status = eng_write(srv->eng, p->handle, p->offset, p->buf, p->len);
+        if (status == MEMSVC_OK) {
+            status = msd_durable_commit(srv, p->handle, rep->msg, sizeof(rep->msg));
+        }
     }
     pending_done(p);
     return status;
@@ -832,6 +844,7 @@ static memsvc_status_t op_stats(msd_server_t *srv, msd_session_t *s, msp_rep_t *
     } else {
         stats_restrict(srv, s, st);
     }
+    msd_durable_stats(srv, st);
     return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
 }
 
@@ -911,6 +924,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             LOG_WARN("session %llu (job %u rank %u): request id %llu refused: %s",
                      (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
                      rep->msg);
+        } else if (atomic_load(&srv->draining)) {
+            status = MEMSVC_ERR_SHUTDOWN;
+            snprintf(rep->msg, sizeof(rep->msg), "the daemon is shutting down");
         } else if (s->auth_failed) {
             status = MEMSVC_ERR_AUTH;
             snprintf(rep->msg, sizeof(rep->msg), "authentication failed on this connection");
@@ -1096,6 +1112,33 @@ out:
     free(pins);
     free(counts);
     free(owned);
+}
+
+void msd_ops_cancel_all(msd_server_t *srv)
+{
+    eng_handle_t *all;
+    size_t        n = 0, i;
+
+    all = calloc(srv->own.count + 1, sizeof(*all));
+    if (all == NULL) {
+        LOG("shutdown: out of memory listing the tensors to cancel");
+        return;
+    }
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        if (slot->used && (slot->sid == 0)) {
+            all[n++] = slot->handle;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        eng_free(srv->eng, all[i]); /* waiters get CANCELED; their callbacks free them */
+        own_forget(srv, all[i]);
+    }
+    if (n > 0) {
+        LOG("shutdown: %zu tensors released from the engine", n);
+    }
+    free(all);
 }
 
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now)

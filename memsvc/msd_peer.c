@@ -109,6 +109,7 @@ struct msd_peers {
     uint64_t      start_ns, next_hb, seq;
     bool          wake;     /* a link failed: tick at once */
     unsigned      inflight; /* sends not yet completed (loop 0 only) */
+    bool          stopped;  /* msd_peers_stop ran (at the start of a shutdown, again at fini) */
     peer_t       *peers;    /* cluster.n of them; [self] unused */
 };
 
@@ -787,8 +788,8 @@ void msd_peers_tick(msd_server_t *srv)
     uint64_t     now;
     unsigned     i;
 
-    if (ps == NULL) {
-        return;
+    if ((ps == NULL) || ps->stopped) {
+        return; /* shutting down: no more dials or heartbeats */
     }
     now      = msp_now_ns();
     ps->wake = false;
@@ -985,9 +986,10 @@ void msd_peers_stop(msd_server_t *srv)
     uint64_t     deadline;
     unsigned     i;
 
-    if (ps == NULL) {
+    if ((ps == NULL) || ps->stopped) {
         return;
     }
+    ps->stopped = true;
     /* Goodbye to every peer up, so that they see this node down now rather than suspect
      * for the peer timeout; bounded wait for the sends. */
     msd_lock(srv);

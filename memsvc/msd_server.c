@@ -167,18 +167,18 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
 
 static void send_untrack(srv_send_t *send)
 {
-    if (send->s == NULL) {
+    if (send->head == NULL) {
         return;
     }
     if (send->prev != NULL) {
         send->prev->next = send->next;
     } else {
-        send->s->sends = send->next;
+        *send->head = send->next;
     }
     if (send->next != NULL) {
         send->next->prev = send->prev;
     }
-    send->s = NULL;
+    send->head = NULL;
 }
 
 static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
@@ -191,11 +191,11 @@ static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
     ucp_request_free(request);
 }
 
-void msd_send_forget_all(msd_session_t *s)
+void msd_send_forget_all(srv_send_t **head)
 {
     srv_send_t *send;
 
-    while ((send = s->sends) != NULL) {
+    while ((send = *head) != NULL) {
         send_untrack(send);
         free(send->payload);
         free(send);
@@ -251,16 +251,15 @@ void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
     sp = ucp_am_send_nbx(s->ep, MSP_AM_REPLY, send->hdr, send->hlen, send->payload, send->plen,
                          &param);
     if (UCS_PTR_IS_PTR(sp)) {
-        if (s->local) {
-            /* Its worker may be destroyed before this completes: keep track. */
-            send->s    = s;
-            send->prev = NULL;
-            send->next = s->sends;
-            if (s->sends != NULL) {
-                s->sends->prev = send;
-            }
-            s->sends = send;
+        /* Its worker may be destroyed before this completes (a local client's death, the
+         * shutdown): keep track, so that it is freed then. */
+        send->head = s->local ? &s->sends : &srv->tcp_sends;
+        send->prev = NULL;
+        send->next = *send->head;
+        if (*send->head != NULL) {
+            (*send->head)->prev = send;
         }
+        *send->head = send;
         return;
     }
     if (UCS_PTR_IS_ERR(sp)) {
@@ -523,6 +522,13 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
         LOG("out of memory");
         goto err_auth;
     }
+    /* A restart binds the port at once, even while connections of the previous process are
+     * in TIME_WAIT (about 60 s after a shutdown with clients): SO_REUSEADDR on the listening
+     * socket, UCX's own setting for its tcp connection manager, TCP_CM_REUSEADDR (default n;
+     * `ucx_info -c`). UCX 1.13 reads the connection manager's settings from the environment
+     * only (given to ucp_config_modify, the worker warns "invalid configuration"), so it is
+     * set there, before UCX reads it; a value the user set wins. */
+    setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     ctx_params.name       = "memsvcd";
@@ -661,11 +667,91 @@ static void srv_arm_timer(msd_server_t *srv)
     timerfd_settime(srv->timerfd, 0, &its, NULL);
 }
 
+/* Begin an ordered shutdown: stop accepting (tcp listener, Unix socket), tell every client
+ * (a notice reply, MEMSVC_ERR_SHUTDOWN), refuse new requests, and let the moves in flight end
+ * (msd_server_run waits for them, bounded by MSD_DRAIN_NS). */
+static void srv_begin_shutdown(msd_server_t *srv, unsigned signo)
+{
+    msp_rep_t      notice = {.id = MSP_ID_NOTICE, .status = MEMSVC_ERR_SHUTDOWN};
+    msd_session_t *s;
+    unsigned       told = 0;
+
+    if (atomic_exchange(&srv->draining, true)) {
+        return; /* a second signal: already on the way */
+    }
+    LOG("signal %u: shutting down: no new clients; telling those connected; ending moves in "
+        "flight",
+        signo);
+    /* Goodbye to the peer daemons while their links still stand: they see this node down at
+     * once instead of after their peer timeout. */
+    msd_peers_stop(srv);
+    if (srv->listener != NULL) {
+        ucp_listener_destroy(srv->listener);
+        srv->listener = NULL;
+    }
+    if (!srv->cfg.no_unix) {
+        msd_local_stop(srv); /* the acceptor is joined, handshakes done */
+    }
+    snprintf(notice.msg, sizeof(notice.msg), "the daemon is shutting down");
+    msd_lock(srv);
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (!s->dead && (s->ep != NULL) && s->bound) {
+            msd_send_replies(srv, s, &notice, 1, NULL, 0);
+            told++;
+        }
+    }
+    srv->drain_from  = msp_now_ns();
+    srv->drain_until = srv->drain_from + MSD_DRAIN_NS;
+    msd_unlock(srv);
+    LOG("shutdown: %u sessions told", told);
+}
+
+/* Draining is over: the notices had time to leave and no move is in flight (or time is up). */
+static bool srv_drained(msd_server_t *srv, uint64_t now)
+{
+    eng_stats_t es;
+
+    if (now < srv->drain_from + MSD_NOTICE_NS) {
+        return false;
+    }
+    msd_lock(srv);
+    eng_progress(srv->eng);
+    eng_stats(srv->eng, &es);
+    msd_unlock(srv);
+    if (es.moves_in_flight == 0) {
+        return true;
+    }
+    if (now >= srv->drain_until) {
+        LOG("shutdown: %llu moves still in flight after %.1f s: canceled",
+            (unsigned long long)es.moves_in_flight, (double)MSD_DRAIN_NS / 1e9);
+        return true;
+    }
+    return false;
+}
+
+/* After the loops: every session dead and cleaned (pins released, tensors freed or orphaned),
+ * tcp endpoints closed, operations waiting in the engine canceled. Loop 0's thread. */
+static void srv_end_sessions(msd_server_t *srv)
+{
+    msd_session_t *s;
+
+    msd_lock(srv);
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (!s->dead) {
+            LOG("session %llu (job %u rank %u '%s'): closed: the daemon is stopping",
+                (unsigned long long)s->id, s->job, s->rank, s->name);
+            s->dead = true;
+        }
+    }
+    sessions_reap(srv);
+    msd_ops_cancel_all(srv);
+    msd_unlock(srv);
+}
+
 memsvc_status_t msd_server_run(msd_server_t *srv)
 {
     struct epoll_event evs[8];
     msd_loop_t        *loop = &srv->loops[0];
-    msd_session_t     *s;
     uint64_t           ticks, now, fds_at = 0;
     bool               busy;
     int                n, i;
@@ -702,10 +788,17 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             msd_after_batch(srv);
             msd_unlock(srv);
         }
+        if (atomic_load(&srv->draining)) {
+            if (srv_drained(srv, now)) {
+                break;
+            }
+        }
         /* Busy-poll briefly after activity (a reply is often followed by the next request),
-         * then sleep until UCX, the timer, another loop or a signal has something. */
+         * then sleep until UCX, the timer, another loop or a signal has something. Draining
+         * spins: it is short. */
         now = msp_now_ns();
-        if (srv->cfg.poll || (now - loop->last_active < srv->spin_ns)) {
+        if (srv->cfg.poll || atomic_load(&srv->draining) ||
+            (now - loop->last_active < srv->spin_ns)) {
             busy = true;
             if (now - fds_at < MSD_BUSY_FDS_NS) {
                 continue; /* spinning: the fds can wait (see MSD_BUSY_FDS_NS) */
@@ -735,9 +828,8 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
                 if (si.ssi_signo == SIGHUP) {
                     msd_reload_signal(srv);
                 } else {
-                    LOG("signal %u: shutting down", si.ssi_signo);
                     sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
-                    atomic_store(&srv->stopping, true);
+                    srv_begin_shutdown(srv, si.ssi_signo);
                 }
             } else if (ev->kind == MSD_EV_TIMER) {
                 if (read(srv->timerfd, &ticks, sizeof(ticks)) < 0) {
@@ -750,46 +842,60 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             }
         }
     }
+    atomic_store(&srv->draining, true);
     srv->stop = true;
     msd_metrics_stop(srv); /* before the caller destroys the engine it reads */
     if (!srv->cfg.no_unix) {
         msd_local_stop(srv);
     }
     msd_loops_stop(srv); /* local sessions ended, their workers destroyed */
-    /* From here on nothing is sent: callbacks the engine runs while it is destroyed see dead
-     * sessions. */
-    msd_lock(srv);
-    for (s = srv->sessions; s != NULL; s = s->next) {
-        s->dead = true;
-    }
-    msd_unlock(srv);
+    srv_end_sessions(srv);
     return MEMSVC_OK;
 }
 
 void msd_server_fini(msd_server_t *srv)
 {
-    msd_session_t *s, *next;
+    msd_session_t *s;
     uint64_t       deadline;
+    bool           again;
 
     msd_metrics_stop(srv); /* its thread reads the server under the lock: first to go */
     msd_peers_stop(srv);
+    if (srv->listener != NULL) {
+        ucp_listener_destroy(srv->listener);
+        srv->listener = NULL;
+    }
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
         session_close_ep(srv, s);
     }
+    /* Let the closes and what completes with them (sends, receives: their callbacks see dead
+     * sessions) run, bounded. */
     deadline = msp_now_ns() + 500000000ull;
     while (msp_now_ns() < deadline) {
         if (ucp_worker_progress(srv->worker) == 0) {
             break;
         }
     }
-    for (s = srv->sessions; s != NULL; s = next) {
-        next = s->next;
+    ucp_worker_destroy(srv->worker);
+    /* The worker is gone: the callbacks of what was still in flight on it never run. */
+    msd_lock(srv);
+    msd_send_forget_all(&srv->tcp_sends);
+    do {
+        again = false;
+        for (s = srv->sessions; s != NULL; s = s->next) {
+            if (s->inflight != NULL) {
+                msd_inflight_drop_all(s); /* may free s (its last reference) */
+                again = true;
+                break;
+            }
+        }
+    } while (again);
+    while ((s = srv->sessions) != NULL) {
+        srv->sessions = s->next;
         free(s);
     }
-    srv->sessions = NULL;
-    ucp_listener_destroy(srv->listener);
-    ucp_worker_destroy(srv->worker);
+    msd_unlock(srv);
     ucp_cleanup(srv->ctx);
     if (!srv->cfg.no_unix) {
         msd_local_fini(srv);

@@ -594,6 +594,34 @@ memsvc_status_t sim_disk_read(sim_node_t *node, const sim_disk_buf_t *buf, void 
     return sim_disk_rw(node, false, buf->offset, dst, len);
 }
 
+memsvc_status_t sim_disk_write_at(sim_node_t *node, const sim_disk_buf_t *buf, uint64_t offset,
+                                  const void *src, uint64_t len)
+{
+    memsvc_status_t status = sim_disk_check(node, buf, src, len);
+
+    if ((status == MEMSVC_OK) && (offset > buf->size - len)) {
+        status = MEMSVC_ERR_OUT_OF_RANGE;
+    }
+    if ((status != MEMSVC_OK) || (node->mode != SIM_MEM_BACKED) || (len == 0)) {
+        return status;
+    }
+    return sim_disk_rw(node, true, buf->offset + offset, (uint8_t *)(uintptr_t)src, len);
+}
+
+memsvc_status_t sim_disk_read_at(sim_node_t *node, const sim_disk_buf_t *buf, uint64_t offset,
+                                 void *dst, uint64_t len)
+{
+    memsvc_status_t status = sim_disk_check(node, buf, dst, len);
+
+    if ((status == MEMSVC_OK) && (offset > buf->size - len)) {
+        status = MEMSVC_ERR_OUT_OF_RANGE;
+    }
+    if ((status != MEMSVC_OK) || (node->mode != SIM_MEM_BACKED) || (len == 0)) {
+        return status;
+    }
+    return sim_disk_rw(node, false, buf->offset + offset, dst, len);
+}
+
 const char *sim_node_disk_io_name(const sim_node_t *node)
 {
     if (node->disk_fd < 0) {

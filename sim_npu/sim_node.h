@@ -104,6 +104,11 @@ void            sim_disk_free(sim_node_t *node, sim_disk_buf_t *buf);
 /* Backed mode: synchronous write/read of the spill file (no-ops in phantom mode). */
 memsvc_status_t sim_disk_write(sim_node_t *node, const sim_disk_buf_t *buf, const void *src, uint64_t len);
 memsvc_status_t sim_disk_read(sim_node_t *node, const sim_disk_buf_t *buf, void *dst, uint64_t len);
+/* The same for [offset, offset + len) of the buffer (a part of a spilled tensor). */
+memsvc_status_t sim_disk_write_at(sim_node_t *node, const sim_disk_buf_t *buf, uint64_t offset,
+                                  const void *src, uint64_t len);
+memsvc_status_t sim_disk_read_at(sim_node_t *node, const sim_disk_buf_t *buf, uint64_t offset,
+                                 void *dst, uint64_t len);
 
 /*
  * How the spill file is read and written: "io_uring", "pread" (io_uring refused by the

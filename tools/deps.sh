@@ -2,7 +2,7 @@
 # deps.sh - install the Debian 12 packages memsvc needs, only those that are missing
 set -e
 PKGS="build-essential pkg-config libucx-dev ucx-utils libjemalloc-dev liburing-dev libmsgpack-dev \
-libcunit1-dev clang libclang-rt-14-dev libjansson-dev libsodium-dev libmicrohttpd-dev libsystemd-dev \
+libcunit1-dev zlib1g-dev clang libclang-rt-14-dev libjansson-dev libsodium-dev libmicrohttpd-dev libsystemd-dev \
 python3 python3-torch python3-numpy python3-msgpack python3-pytest"
 missing=""
 for p in $PKGS; do

@@ -32,6 +32,12 @@ bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
 
 /* A port free on the loopback address now. */
 int integ_free_port(void);
+/* The same on a given address (a restart on the port of a daemon that stopped). */
+bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *const *args);
+
+/* Send sig and wait (up to 30 s) for the daemon to end: its wait status, or -1 if it did not
+ * end (it is then killed when the test binary exits). */
+int integ_daemon_signal(integ_daemon_t *d, int sig);
 
 /* SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status (or -1 if it was killed). */
 int integ_daemon_stop(integ_daemon_t *d);
@@ -82,6 +88,11 @@ pid_t integ_spawn(const integ_daemon_t *d, const char *role);
 
 /* Roles "local-*" of integ_spawn, acted by tests/integ/test_local.c (never returns). */
 void integ_local_child(integ_daemon_t *d, const char *role, int ready_fd);
+/* Roles "restart-*", acted by tests/integ/test_restart.c (never returns). */
+void integ_restart_child(integ_daemon_t *d, const char *role, int ready_fd);
+
+/* Say "ready" on a role's pipe (exits if the test runner is gone). */
+void integ_child_ready(int fd);
 
 /* Roles "auth-*", acted by tests/integ/test_auth.c under another uid (never returns). */
 void integ_auth_child(integ_daemon_t *d, const char *role, int fd);

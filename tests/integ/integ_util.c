@@ -113,7 +113,33 @@ int integ_free_port(void)
     return port;
 }
 
+static bool integ_args_have(const char *const *args, const char *opt)
+{
+    while ((args != NULL) && (*args != NULL)) {
+        if (strcmp(*args++, opt) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
+{
+    unsigned attempt;
+
+    for (attempt = 0; attempt < 3; attempt++) {
+        if (integ_daemon_start_at(d, NULL, args)) {
+            return true;
+        }
+        if (!integ_log_contains(d, "cannot listen")) {
+            return false;
+        }
+        /* another process took the free port before the daemon bound it: another port */
+    }
+    return false;
+}
+
+bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *const *args)
 {
     static unsigned seq;
     const char     *argv[48];
@@ -124,17 +150,26 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 
     memset(d, 0, sizeof(*d));
     integ_run_dir_setup();
-    port = integ_free_port();
-    if (port < 0) {
-        return false;
+    if (addr != NULL) {
+        snprintf(d->addr, sizeof(d->addr), "%s", addr);
+    } else {
+        port = integ_free_port();
+        if (port < 0) {
+            return false;
+        }
+        snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
     }
-    snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
     snprintf(d->log, sizeof(d->log), "%s/memsvcd-test-%d-%u.log", integ_log_dir(), (int)getpid(),
              seq++);
     snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
     argv[argc++] = path;
     argv[argc++] = "--listen";
     argv[argc++] = d->addr;
+    if ((getenv("MEMSVC_RUN_DIR") != NULL) && !integ_args_have(args, "--state-dir")) {
+        /* Durable state of test daemons goes with the run's directory, not to /dev/shm. */
+        argv[argc++] = "--state-dir";
+        argv[argc++] = getenv("MEMSVC_RUN_DIR");
+    }
     while ((args != NULL) && (*args != NULL) && (argc < 46)) {
         argv[argc++] = *args++;
     }
@@ -174,7 +209,10 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
         }
         if (memsvc_connect(&p, &conn) == MEMSVC_OK) {
             memsvc_close(conn);
-            return true;
+            /* Ours, not another process that holds the port (free_port races): it bound. */
+            if (integ_log_contains(d, "listening on")) {
+                return true;
+            }
         }
         usleep(50000);
     }
@@ -193,7 +231,8 @@ bool integ_daemon_spawn(integ_daemon_t *d, const char *addr, const char *netns,
     memset(d, 0, sizeof(*d));
     integ_run_dir_setup();
     snprintf(d->addr, sizeof(d->addr), "%s", addr);
-    snprintf(d->log, sizeof(d->log), "/tmp/memsvcd-test-%d-s%u.log", (int)getpid(), seq++);
+    snprintf(d->log, sizeof(d->log), "%s/memsvcd-test-%d-s%u.log", integ_log_dir(), (int)getpid(),
+             seq++);
     snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
     if (netns != NULL) {
         argv[argc++] = "ip";
@@ -332,6 +371,26 @@ int integ_run(const char *const *argv, const char *const *env, char *out, size_t
     unlink(opath);
     unlink(epath);
     return rc;
+}
+
+int integ_daemon_signal(integ_daemon_t *d, int sig)
+{
+    uint64_t deadline = msp_now_ns() + 30000000000ull;
+    int      status;
+
+    if (d->pid <= 0) {
+        return -1;
+    }
+    kill(d->pid, sig);
+    while (msp_now_ns() < deadline) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            integ_untrack(d->pid);
+            d->pid = 0;
+            return status;
+        }
+        usleep(5000);
+    }
+    return -1; /* still running: stays tracked (killed at exit) */
 }
 
 bool integ_log_contains(const integ_daemon_t *d, const char *text)
@@ -593,7 +652,7 @@ size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32
 /* ---- child processes --------------------------------------------------------------------------
  */
 
-static void child_ready(int fd)
+void integ_child_ready(int fd)
 {
     char c = 'y';
 
@@ -619,7 +678,7 @@ static void child_hold(integ_daemon_t *d, int fd)
         (memsvc_acquire(conn, hp) != MEMSVC_OK) || (memsvc_acquire(conn, ha) != MEMSVC_OK)) {
         _exit(1);
     }
-    child_ready(fd);
+    integ_child_ready(fd);
     for (;;) {
         pause();
     }
@@ -636,7 +695,7 @@ static void child_bigwrite(integ_daemon_t *d, int fd)
         (memsvc_alloc(conn, "big", size, NULL, &h) != MEMSVC_OK)) {
         _exit(1);
     }
-    child_ready(fd);
+    integ_child_ready(fd);
     for (;;) {
         memsvc_write(conn, h, 0, big, size);
     }
@@ -662,6 +721,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         integ_local_child(&d, role, atoi(fds));
     } else if (strncmp(role, "auth-", 5) == 0) {
         integ_auth_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "restart-", 8) == 0) {
+        integ_restart_child(&d, role, atoi(fds));
     }
     _exit(2);
 }

@@ -158,10 +158,32 @@ static void test_config_and_reload(void)
 
 static void test_log_level(void)
 {
-    const char    *args[] = {"--node", "tiny", "--no-config", "--log-level", "warn", NULL};
-    integ_daemon_t d;
+    char                 addr[64];
+    const char          *args[] = {"--listen",    addr,   "--node", "tiny", "--no-config",
+                                   "--log-level", "warn", NULL};
+    integ_daemon_t       d;
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = addr,
+                              .flags      = MEMSVC_CONN_CONTROL,
+                              .timeout_ms = 1000};
+    memsvc_conn_h        conn;
+    bool                 up = false;
+    int                  i;
 
-    CU_ASSERT_FATAL(integ_daemon_start(&d, args));
+    /* integ_daemon_start waits for "listening on", which this level leaves out: start it
+     * directly and wait until it answers. */
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", integ_free_port());
+    CU_ASSERT_FATAL(integ_daemon_spawn(&d, addr, NULL, args));
+    for (i = 0; (i < 200) && !up; i++) {
+        up = (memsvc_connect(&p, &conn) == MEMSVC_OK);
+        if (up) {
+            memsvc_close(conn);
+        } else {
+            usleep(50000);
+        }
+    }
+    CU_ASSERT(up);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     CU_ASSERT(!integ_log_contains(&d, " info "));
     CU_ASSERT(!integ_log_contains(&d, "listening on"));

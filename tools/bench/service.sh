@@ -66,7 +66,7 @@ start_daemon() {
     shift
     ADDR=127.0.0.1:$(free_port)
     "$BIN/memsvcd" --listen "$ADDR" --node tiny npus=1 hbm=256MiB host=512MiB --memory backed \
-        "$@" 2>"$RUN/memsvcd-$name.log" &
+        --state-dir "$RUN" "$@" 2>"$RUN/memsvcd-$name.log" &
     DPID=$!
     i=0
     until "$BIN/memsvc-ctl" --address "$ADDR" --timeout 1000 ping >/dev/null 2>&1; do

@@ -98,6 +98,10 @@ static void stats_json(const memsvc_stats_t *st)
            (unsigned long long)st->errors);
     printf("  \"live_tensors\": %llu, \"moves_in_flight\": %llu,\n",
            (unsigned long long)st->live_tensors, (unsigned long long)st->moves_in_flight);
+    printf("  \"durable_tensors\": %llu, \"durable_bytes\": %llu, \"durable_recovered\": %llu, "
+           "\"durable_corrupt\": %llu,\n",
+           (unsigned long long)st->durable_tensors, (unsigned long long)st->durable_bytes,
+           (unsigned long long)st->durable_recovered, (unsigned long long)st->durable_corrupt);
     printf("  \"host\": {\"capacity\": %llu, \"used\": %llu, \"peak\": %llu, "
            "\"disk_capacity\": %llu, \"disk_used\": %llu},\n",
            (unsigned long long)st->host_capacity, (unsigned long long)st->host_used,
@@ -164,6 +168,10 @@ static void stats_text(const memsvc_stats_t *st)
            (unsigned long long)st->requests, (unsigned long long)st->errors,
            (unsigned long long)st->live_tensors, (unsigned long long)st->moves_in_flight,
            (unsigned long long)st->orphans);
+    printf("durable state: %llu tensors (%s) kept across restarts; at start %llu recovered, "
+           "%llu corrupt (not served)\n",
+           (unsigned long long)st->durable_tensors, sim_format_size(st->durable_bytes, a, sizeof(a)),
+           (unsigned long long)st->durable_recovered, (unsigned long long)st->durable_corrupt);
     printf("host pool: %s used of %s (peak %s); disk: %s used of %s\n",
            sim_format_size(st->host_used, a, sizeof(a)),
            sim_format_size(st->host_capacity, b, sizeof(b)),

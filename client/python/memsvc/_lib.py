@@ -125,7 +125,9 @@ class Stats(ctypes.Structure):
                                      "disk_capacity", "disk_used", "live_tensors",
                                      "moves_in_flight", "sessions", "sessions_total", "orphans",
                                      "requests", "errors")] +
-                [("num_devices", ctypes.c_uint32), ("dev", DevStats * MAX_DEVICES)])
+                [("num_devices", ctypes.c_uint32), ("dev", DevStats * MAX_DEVICES)] +
+                [(n, _U64) for n in ("durable_tensors", "durable_bytes", "durable_recovered",
+                                     "durable_corrupt")])
 
 
 _P = ctypes.POINTER
