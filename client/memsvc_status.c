@@ -44,6 +44,9 @@ static const struct status_entry status_table[] = {
     {MEMSVC_ERR_FORMAT, "MEMSVC_ERR_FORMAT", "malformed input file"},
     {MEMSVC_ERR_DEFERRED, "MEMSVC_ERR_DEFERRED",
      "one-way operations failed (memsvc_errors tells which)"},
+    {MEMSVC_ERR_QUOTA, "MEMSVC_ERR_QUOTA", "the job's quota is used up"},
+    {MEMSVC_ERR_OVERLOAD, "MEMSVC_ERR_OVERLOAD",
+     "too many requests queued: the daemon sheds load (retry later)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

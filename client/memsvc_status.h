@@ -46,8 +46,10 @@ typedef enum memsvc_status {
     MEMSVC_ERR_CANCELED       = -23, /* the operation was canceled (tensor freed, shutdown) */
     MEMSVC_ERR_FORMAT         = -24, /* malformed trace or input file */
     MEMSVC_ERR_DEFERRED       = -25, /* one-way operations failed: read them with memsvc_errors */
+    MEMSVC_ERR_QUOTA          = -26, /* the job's quota (the message names which) is used up */
+    MEMSVC_ERR_OVERLOAD       = -27, /* the session's (or daemon's) request queue is full */
 
-    MEMSVC_ERR_LAST           = -26
+    MEMSVC_ERR_LAST           = -28
 } memsvc_status_t;
 
 /* Message for a status; never NULL (unknown values give "unknown status"). */

@@ -57,6 +57,7 @@ typedef enum msp_op {
     MSP_OP_STATS   = 10,
     MSP_OP_LIST    = 11,
     MSP_OP_PING    = 12,
+    MSP_OP_EVICT   = 13, /* control sessions: close a session, release its pins (u.h.handle: id) */
     MSP_OP_COUNT
 } msp_op_t;
 
@@ -85,7 +86,7 @@ typedef struct msp_req {
         struct {
             uint64_t handle;
             uint32_t flags; /* ACQUIRE: MSP_ACQ_* (0 when absent) */
-        } h;                /* FREE, ACQUIRE, RELEASE */
+        } h;                /* FREE, ACQUIRE, RELEASE; EVICT: handle is the session id */
         struct {
             uint64_t handle, offset, len;
         } io; /* WRITE, READ */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define MSD_LOG_COMP "memsvcd"
@@ -38,7 +39,21 @@ static void usage(FILE *out)
             "  --no-map               do not map HBM into local clients (isolation between\n"
             "                         jobs sharing a device; bytes are copied instead)\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
-            "  --poll                 loops never sleep: lowest latency, a core per loop\n");
+            "  --poll                 loops never sleep: lowest latency, a core per loop\n"
+            "\n"
+            "limits (docs/daemon.md, \"Limits\"):\n"
+            "  --job-quota SPEC       every job's quota, any of hbm=SIZE,host=SIZE,disk=SIZE,\n"
+            "                         tensors=N,inflight=SIZE (0 or none: unlimited; default\n"
+            "                         none); past one a request answers MEMSVC_ERR_QUOTA\n"
+            "  --session-inflight SIZE  bulk bytes in flight per session (READ replies not\n"
+            "                         taken yet, WRITEs being received); more wait (default\n"
+            "                         256MiB; 0: unbounded)\n"
+            "  --session-queue N      messages a session may have waiting; more are answered\n"
+            "                         MEMSVC_ERR_OVERLOAD (default 256)\n"
+            "  --max-sessions N       live sessions, with or without HELLO; more are refused\n"
+            "                         (default 1024)\n"
+            "  --handshake-timeout SECS  close a session that sent no HELLO this long\n"
+            "                         (default 5)\n");
 }
 
 /* Is the host part of HOST:PORT a loopback address? */
@@ -46,6 +61,30 @@ static bool addr_is_loopback(const char *addr)
 {
     return (strncmp(addr, "127.", 4) == 0) || (strncmp(addr, "localhost:", 10) == 0) ||
            (strncmp(addr, "[::1]:", 6) == 0);
+}
+
+/* Raise the soft limit of open files to the hard one: sessions cost descriptors (a tcp
+ * connection one or two, a local one its socket, worker event fd and shared-memory segments),
+ * and UCX logs every failed accept() once they run out. Warn when --max-sessions is likely to
+ * need more than that. */
+static void raise_nofile(unsigned max_sessions)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    if ((rl.rlim_cur != RLIM_INFINITY) && ((uint64_t)max_sessions * 4 + 64 > rl.rlim_cur)) {
+        LOG_WARN("--max-sessions %u may need about %u file descriptors; the limit is %llu: "
+                 "lower --max-sessions or raise the limit (LimitNOFILE=, ulimit -n)",
+                 max_sessions, max_sessions * 4 + 64, (unsigned long long)rl.rlim_cur);
+    }
 }
 
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
@@ -85,10 +124,21 @@ int main(int argc, char **argv)
                                          {"no-map", no_argument, NULL, 'M'},
                                          {"loops", required_argument, NULL, 'L'},
                                          {"poll", no_argument, NULL, 'P'},
+                                         {"job-quota", required_argument, NULL, 'Q'},
+                                         {"session-inflight", required_argument, NULL, 'I'},
+                                         {"session-queue", required_argument, NULL, 'q'},
+                                         {"max-sessions", required_argument, NULL, 'S'},
+                                         {"handshake-timeout", required_argument, NULL, 'H'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    msd_config_t               cfg    = {
-                         .listen = "127.0.0.1:13337", .keep_durable_ns = 300000000000ull, .spin_ns = 50000};
+    msd_config_t               cfg    = {.listen               = "127.0.0.1:13337",
+                                             .keep_durable_ns      = 300000000000ull,
+                                             .spin_ns              = 50000,
+                                             .session_inflight     = 256ull << 20,
+                                             .session_queue        = 256,
+                                             .max_sessions         = 1024,
+                                             .handshake_timeout_ns = 5000000000ull};
+    uint64_t                   size;
     const char     *preset = "ascend-910b", *policy = "lru", *memory = "phantom";
     eng_params_t    params = {0};
     sim_mem_mode_t  mode;
@@ -161,6 +211,38 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.keep_durable_ns = (uint64_t)(secs * 1e9);
+            break;
+        case 'Q':
+            err[0] = '\0';
+            if (msd_jobs_parse_quota(optarg, &cfg.quota, err, sizeof(err)) != MEMSVC_OK) {
+                LOG("--job-quota: %s", err);
+                return 2;
+            }
+            break;
+        case 'I':
+            if (sim_parse_size(optarg, &size) != MEMSVC_OK) {
+                LOG("--session-inflight: '%s' is not a size (e.g. 256MiB)", optarg);
+                return 2;
+            }
+            cfg.session_inflight = size;
+            break;
+        case 'q':
+        case 'S':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || (secs < 1) || (secs > 1e6) || (secs != (double)(unsigned)secs)) {
+                LOG("--%s: '%s' is not a count of 1..1000000",
+                    (c == 'q') ? "session-queue" : "max-sessions", optarg);
+                return 2;
+            }
+            *((c == 'q') ? &cfg.session_queue : &cfg.max_sessions) = (unsigned)secs;
+            break;
+        case 'H':
+            secs = strtod(optarg, &end);
+            if ((*end != '\0') || !(secs > 0) || (secs > 1e6)) {
+                LOG("--handshake-timeout: '%s' is not a positive number of seconds", optarg);
+                return 2;
+            }
+            cfg.handshake_timeout_ns = (uint64_t)(secs * 1e9);
             break;
         case 'h':
             usage(stdout);
@@ -237,6 +319,7 @@ int main(int argc, char **argv)
     LOG("durable tensors of a dead client are kept %.0f s for re-attach",
         (double)cfg.keep_durable_ns / 1e9);
 
+    raise_nofile(cfg.max_sessions);
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         LOG("out of memory");

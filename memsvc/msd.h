@@ -5,6 +5,7 @@
 #include "client/memsvc.h"
 #include "client/msp_proto.h"
 #include "memsvc/eng.h"
+#include "memsvc/msd_jobs.h"
 
 #include <ucp/api/ucp.h>
 
@@ -23,6 +24,16 @@
 /* An idle spinning loop reads the clock (to know when to stop spinning) every this many
  * turns: a clock read costs about as much as a turn's UCX progress on these VMs. */
 #define MSD_SPIN_CLOCK_TURNS 16u
+/* UCX progress calls per worker per loop turn: a worker that always has something (a client
+ * flooding requests) yields to the others' workers, the inbox and the timers in between. */
+#define MSD_PROGRESS_PER_TURN 8u
+/* A deferred message keeps a copy of an eager payload up to this size; past it (eager payloads
+ * are small: UCX sends large ones by rendezvous, which are left with the sender) the message is
+ * refused as an overload. */
+#define MSD_DEFER_EAGER_MAX (1ull << 20)
+/* Registry positions one LIST request walks at most (a page may come back short, even empty,
+ * with a cursor to go on from: bounded work per request whatever the job's share). */
+#define MSD_LIST_VISIT 65536u
 
 /* Daemon configuration (from the command line). */
 typedef struct msd_config {
@@ -35,6 +46,12 @@ typedef struct msd_config {
     bool        no_map;          /* never hand memory regions to local clients */
     bool        poll;            /* loops never sleep (a core each, lowest latency) */
     unsigned    local_loops;     /* threads serving local sessions (>= 1) */
+    /* -- limits (docs/daemon.md, "Limits") -- */
+    msd_quota_t quota;              /* every job's quota (--job-quota) */
+    uint64_t    session_inflight;   /* bulk bytes in flight per session; 0: unbounded */
+    unsigned    session_queue;      /* messages a session may have waiting for that budget */
+    unsigned    max_sessions;       /* live sessions (bound or not); more are refused */
+    uint64_t    handshake_timeout_ns; /* a session without HELLO this long is closed */
 } msd_config_t;
 
 struct msd_session;
@@ -90,6 +107,14 @@ typedef struct msd_session {
     struct msd_session *loop_next; /* the loop's own list */
     struct srv_send    *sends;     /* local: replies in flight on its worker */
     msd_inflight_t     *inflight;  /* receives in flight on its worker */
+    /* -- limits (msd_server.c "back-pressure", engine lock) -- */
+    uint64_t            created_ns, last_ns; /* connected; last request */
+    uint64_t            out_bytes;           /* bulk bytes in flight: READ replies, WRITE receives */
+    struct msd_defer   *dq_head, *dq_tail;   /* messages waiting for out_bytes to drop */
+    unsigned            ndefer;
+    bool                serving;             /* msd_defer_serve runs (no re-entry) */
+    bool                kick;                /* out_bytes dropped while serving was unsafe */
+    bool                evicted;             /* closed by an operator (EVICT) */
 } msd_session_t;
 
 /* Value of the ownership table. Key (handle, 0): the tensor's owner; (handle, sid): pins. */
@@ -99,6 +124,7 @@ typedef struct msd_own {
     uint32_t pins;     /* pin entries: acquires by that session not yet released */
     uint32_t rank;     /* owner entries: rank that allocated it */
     uint32_t wpins;    /* pin entries: of those, pins that may write in place (MSP_ACQ_WRITE) */
+    uint64_t since;    /* pin entries: msp_now_ns() of the oldest pin still held (about) */
 } msd_own_t;
 
 typedef struct msd_map_slot {
@@ -145,6 +171,7 @@ typedef struct msd_server {
     uint64_t       start_ns;
     uint64_t       spin_ns;
     uint64_t       orphans, orphan_next; /* count, earliest deadline */
+    uint64_t       hs_next; /* earliest handshake deadline of a tcp session without HELLO */
     msd_map_t      own;
     /* -- loops, the engine lock, the local path -- */
     pthread_mutex_t  lock; /* the engine lock: engine, sessions list, ownership table, counters */
@@ -166,6 +193,12 @@ typedef struct msd_server {
     msp_req_t      reqs[MSP_BATCH_MAX];              /* decode scratch */
     msp_rep_t      reps[MSP_BATCH_MAX];
     msp_tensor_t   list[MSP_LIST_MAX];
+    msd_jobs_t     jobs; /* per-job usage and quotas */
+    uint64_t       refused, hs_timeouts, overloads, deferred, evictions; /* limits counters */
+    unsigned       in_handle; /* msd_ops_handle runs (engine lock): srv->reqs/reps are in use */
+    unsigned       kicks;     /* sessions with kick set */
+    bool           kicking;
+    bool           rndv_taken; /* op_write handed the message's descriptor to UCX */
     memsvc_stats_t stats;
     uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
     msp_buf_t      body;
@@ -195,9 +228,24 @@ void            msd_server_fini(msd_server_t *srv);
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen);
 
-/* Decode and serve one request message of session s (the caller holds the engine lock). */
-void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header, size_t header_length,
-                        void *data, size_t length, const ucp_am_recv_param_t *param);
+/*
+ * Decode and serve one request message of session s (the caller holds the engine lock), or keep
+ * it for later when its bulk bytes do not fit the session's budget (back-pressure). Returns what
+ * the AM callback returns: UCS_INPROGRESS when a rendezvous descriptor was kept.
+ */
+ucs_status_t msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                size_t header_length, void *data, size_t length,
+                                const ucp_am_recv_param_t *param);
+/* Bulk bytes of s in flight changed by delta (a send or receive started: > 0; ended: < 0);
+ * when they drop, serve what waits (the caller is s's loop thread, engine lock held). */
+void msd_out_bytes(msd_server_t *srv, msd_session_t *s, int64_t delta, bool serve);
+/* Drop the messages s kept (its end); release=true gives rendezvous descriptors back to UCX
+ * (s's worker still exists). */
+void msd_defer_drop(msd_server_t *srv, msd_session_t *s, bool release);
+/* Close session s by an operator's order (EVICT): its loop ends it as if it had died. */
+void msd_session_evict(msd_server_t *srv, msd_session_t *s);
+/* Live sessions (engine lock). */
+unsigned msd_sessions_live(msd_server_t *srv);
 
 /* ---- msd_loop.c --------------------------------------------------------------------------- */
 
@@ -235,6 +283,7 @@ void msd_after_batch(msd_server_t *srv);
 typedef struct srv_send {
     struct srv_send    *next, *prev; /* local sessions: the session's list of sends in flight */
     msd_session_t      *s;           /* tracked on s->sends (local sessions), else NULL */
+    msd_session_t      *acct;        /* payload counted in acct->out_bytes (holds a ref) */
     void               *payload;
     size_t              plen;
     size_t              hlen;

@@ -18,6 +18,7 @@
 #include "memsvc/msd_log.h"
 
 #define LOCAL_HANDSHAKE_MS 5000 /* a client that connects and says nothing is dropped */
+#define LOCAL_HANDSHAKES_MAX 64 /* socket handshakes (a thread each) at once; more are refused */
 
 /* ---- requests on a local worker ------------------------------------------------------------ */
 
@@ -26,13 +27,14 @@ static ucs_status_t local_am_cb(void *arg, const void *header, size_t header_len
 {
     msd_session_t *s   = arg;
     msd_server_t  *srv = s->loop->srv;
+    ucs_status_t   ret = UCS_OK;
 
     msd_lock(srv);
     if (!s->dead) {
-        msd_handle_message(srv, s, header, header_length, data, length, param);
+        ret = msd_handle_message(srv, s, header, header_length, data, length, param);
     }
     msd_unlock(srv);
-    return UCS_OK;
+    return ret;
 }
 
 /* ---- accepting ------------------------------------------------------------------------------- */
@@ -68,16 +70,30 @@ static void local_accept_one(msd_server_t *srv, int fd)
     }
     if ((msl_recv(fd, in, sizeof(in), &len, NULL, NULL, LOCAL_HANDSHAKE_MS) != MEMSVC_OK) ||
         (len < sizeof(hello))) {
-        LOG("local client pid %d: no handshake within %d ms: dropped", (int)cred.pid,
-            LOCAL_HANDSHAKE_MS);
+        LOG_RL(1000, "local client pid %d: no handshake within %d ms: dropped", (int)cred.pid,
+               LOCAL_HANDSHAKE_MS);
+        msd_lock(srv);
+        srv->hs_timeouts++;
+        msd_unlock(srv);
         close(fd);
         return;
     }
+    msd_lock(srv);
+    if (msd_sessions_live(srv) >= srv->cfg.max_sessions) {
+        srv->refused++;
+        msd_unlock(srv);
+        LOG_RL(1000, "local client pid %d refused: %u sessions live (--max-sessions)",
+               (int)cred.pid, srv->cfg.max_sessions);
+        local_refuse(fd, MEMSVC_ERR_OVERLOAD, "too many sessions (--max-sessions): retry later");
+        close(fd);
+        return;
+    }
+    msd_unlock(srv);
     memcpy(&hello, in, sizeof(hello));
     if ((hello.magic != MSL_MAGIC_HELLO) || (hello.version != MSL_VERSION) ||
         (hello.addr_len == 0) || (hello.addr_len > len - sizeof(hello))) {
-        LOG("local client pid %d: bad handshake (magic 0x%x version %u): refused", (int)cred.pid,
-            hello.magic, hello.version);
+        LOG_RL(1000, "local client pid %d: bad handshake (magic 0x%x version %u): refused",
+               (int)cred.pid, hello.magic, hello.version);
         local_refuse(fd, MEMSVC_ERR_VERSION, "unknown local handshake version");
         close(fd);
         return;
@@ -149,6 +165,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     }
     msd_lock(srv);
     s->id         = srv->next_sid++;
+    s->created_ns = s->last_ns = msp_now_ns();
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
@@ -221,9 +238,19 @@ static void *local_acceptor(void *arg)
                 break;
             }
             if ((errno != EINTR) && (errno != ECONNABORTED)) {
-                LOG("accept on %s: %s", srv->unix_path, strerror(errno));
+                LOG_RL(1000, "accept on %s: %s", srv->unix_path, strerror(errno));
                 usleep(10000); /* e.g. out of fds: do not spin */
             }
+            continue;
+        }
+        if (atomic_load(&srv->handshakes) >= LOCAL_HANDSHAKES_MAX) {
+            /* Silent connections each hold a thread for LOCAL_HANDSHAKE_MS: cap them. */
+            msd_lock(srv);
+            srv->refused++;
+            msd_unlock(srv);
+            LOG_RL(1000, "local client refused: %d handshakes in progress", LOCAL_HANDSHAKES_MAX);
+            local_refuse(fd, MEMSVC_ERR_OVERLOAD, "too many handshakes in progress: retry later");
+            close(fd);
             continue;
         }
         local_handshake_start(srv, fd);
@@ -394,6 +421,7 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
             (unsigned long long)s->id, s->job, s->rank, s->name, (int)s->pid, why);
         s->dead = true;
     }
+    msd_defer_drop(srv, s, true); /* its worker still exists: descriptors go back to it */
     msd_ops_session_gone(srv, s);
     s->cleaned = true;
     msd_transport_summary(srv);
@@ -471,7 +499,9 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
         eng_release(srv->eng, h);
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    pin->pins++;
+    if (pin->pins++ == 0) {
+        pin->since = msp_now_ns();
+    }
     if (eng_info(srv->eng, h, &info) == MEMSVC_OK) {
         if ((status == MEMSVC_OK) && !info.valid) {
             status = MEMSVC_RECOMPUTE; /* uncommitted bytes: the owner writes them again */

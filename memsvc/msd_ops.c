@@ -147,13 +147,14 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     msd_lock(srv);
     msd_inflight_del(p->s, &p->inflight);
     if (ustatus != UCS_OK) {
-        LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
-            ucs_status_string(ustatus));
+        LOG_RL(1000, "session %llu: write payload lost: %s", (unsigned long long)p->s->id,
+               ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
     } else {
         status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
     }
     pending_reply(p, status, NULL);
+    msd_out_bytes(srv, p->s, -(int64_t)p->len, true);
     pending_done(p);
     ucp_request_free(request);
     msd_unlock(srv);
@@ -162,7 +163,10 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
 /* The session's worker was destroyed with this receive in flight: its callback never runs. */
 static void ops_write_recv_drop(msd_inflight_t *in)
 {
-    pending_done((ops_pending_t *)in); /* inflight is the first member */
+    ops_pending_t *p = (ops_pending_t *)in; /* inflight is the first member */
+
+    msd_out_bytes(p->srv, p->s, -(int64_t)p->len, false);
+    pending_done(p);
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -264,6 +268,11 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg), "a control session cannot allocate");
         return MEMSVC_ERR_ACCESS;
     }
+    status = msd_jobs_check_alloc(&srv->jobs, s->job, req->u.alloc.size, rep->msg,
+                                  sizeof(rep->msg));
+    if (status != MEMSVC_OK) {
+        return status;
+    }
     p = pending_new(srv, s, req, ENG_HANDLE_NULL);
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
@@ -349,6 +358,14 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
         if ((msd_local_locate(srv, s, &info, &offset) == MSP_REGION_NONE) ||
             (!info.valid && !(req->u.h.flags & MSP_ACQ_WRITE))) {
             return MEMSVC_OK; /* not pinned, region NONE: the client sends READ/WRITE */
+        }
+    }
+    if ((info.state == MEMSVC_STATE_ON_HOST) || (info.state == MEMSVC_STATE_ON_DISK) ||
+        (info.state == MEMSVC_STATE_DROPPED)) {
+        status = msd_jobs_check_resident(&srv->jobs, s->job, info.size, rep->msg,
+                                         sizeof(rep->msg));
+        if (status != MEMSVC_OK) {
+            return status;
         }
     }
     if (info.state == MEMSVC_STATE_ON_DEVICE) {
@@ -461,9 +478,11 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
     sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
+    srv->rndv_taken = true; /* UCX owns the descriptor now, whatever came of it */
     if (UCS_PTR_IS_PTR(sp)) {
         p->inflight.drop = ops_write_recv_drop;
         msd_inflight_add(s, &p->inflight);
+        msd_out_bytes(srv, s, (int64_t)length, false); /* until received */
         return MEMSVC_INPROGRESS;
     }
     if (UCS_PTR_IS_ERR(sp)) {
@@ -599,6 +618,86 @@ static bool stats_count_kind(void *arg, const eng_tensor_info_t *info)
     return true;
 }
 
+/* The limits part of STATS: counters, jobs holding anything, live sessions with their pins. */
+static void stats_limits(msd_server_t *srv, memsvc_stats_t *st)
+{
+    msd_session_t *s, *listed[MEMSVC_STATS_SESSIONS_MAX];
+    uint64_t       now = msp_now_ns();
+    size_t         i;
+    unsigned       k;
+
+    st->sessions_refused   = srv->refused;
+    st->handshake_timeouts = srv->hs_timeouts;
+    st->overloads          = srv->overloads;
+    st->deferred           = srv->deferred;
+    st->evictions          = srv->evictions;
+    for (i = 0; (i < srv->jobs.cap) && (st->num_jobs < MEMSVC_STATS_JOBS_MAX); i++) {
+        const msd_job_t    *j = &srv->jobs.slots[i];
+        memsvc_job_stats_t *o;
+
+        if (!j->used || ((msd_job_tensors(j) == 0) && (j->inflight == 0) && (j->refused == 0))) {
+            continue;
+        }
+        o                 = &st->job[st->num_jobs++];
+        o->job            = j->job;
+        o->tensors        = msd_job_tensors(j);
+        o->hbm_bytes      = msd_job_hbm(j);
+        o->host_bytes     = msd_job_host(j);
+        o->disk_bytes     = msd_job_disk(j);
+        o->inflight_bytes = j->inflight;
+        o->quota_refused  = j->refused;
+    }
+    /* The list is newest first: take the oldest (those most likely stuck). */
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->dead) {
+            continue;
+        }
+        if (st->num_sessions < MEMSVC_STATS_SESSIONS_MAX) {
+            st->num_sessions++;
+        }
+        memmove(&listed[1], &listed[0], (st->num_sessions - 1) * sizeof(listed[0]));
+        listed[0] = s;
+    }
+    for (k = 0; k < st->num_sessions; k++) {
+        memsvc_session_stats_t *o = &st->session[k];
+
+        s                 = listed[k];
+        o->id             = s->id;
+        o->job            = s->job;
+        o->rank           = s->rank;
+        o->device         = s->device;
+        o->pid            = (uint32_t)s->pid;
+        o->flags          = (s->bound ? MEMSVC_SESSION_BOUND : 0) |
+                            (s->control ? MEMSVC_SESSION_CONTROL : 0) |
+                            (s->local ? MEMSVC_SESSION_LOCAL : 0);
+        o->idle_ns        = now - s->last_ns;
+        o->inflight_bytes = s->out_bytes;
+        o->queued         = s->ndefer;
+        o->requests       = s->requests;
+        o->errors         = s->errors;
+    }
+    if (st->num_sessions == 0) {
+        return;
+    }
+    /* Pin entries (sid != 0) are few next to owner entries; one pass over the table. */
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        if (!slot->used || (slot->sid == 0) || (slot->v.pins == 0)) {
+            continue;
+        }
+        for (k = 0; (k < st->num_sessions) && (st->session[k].id != slot->sid); k++) {
+        }
+        if (k == st->num_sessions) {
+            continue;
+        }
+        st->session[k].pins += slot->v.pins;
+        if ((slot->v.since > 0) && (now - slot->v.since > st->session[k].oldest_pin_ns)) {
+            st->session[k].oldest_pin_ns = now - slot->v.since;
+        }
+    }
+}
+
 static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payload_p)
 {
     memsvc_stats_t *st   = &srv->stats;
@@ -665,25 +764,21 @@ static memsvc_status_t op_stats(msd_server_t *srv, msp_rep_t *rep, void **payloa
         o->fragmented_events = ds.fragmented_events;
     }
     eng_foreach(srv->eng, UINT32_MAX, stats_count_kind, st);
+    stats_limits(srv, st);
     return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
 }
 
 typedef struct list_ctx {
     msd_server_t *srv;
-    uint32_t      start, max, seen, count;
-    bool          more;
+    uint32_t      max, count;
 } list_ctx_t;
 
 static bool list_visit(void *arg, const eng_tensor_info_t *info)
 {
     list_ctx_t *lc = arg;
 
-    if (lc->seen++ < lc->start) {
-        return true;
-    }
     if (lc->count == lc->max) {
-        lc->more = true;
-        return false;
+        return false; /* the cursor stops on it: the next page starts with it */
     }
     info_to_wire(info, &lc->srv->list[lc->count++]);
     return true;
@@ -692,16 +787,53 @@ static bool list_visit(void *arg, const eng_tensor_info_t *info)
 static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                msp_rep_t *rep, void **payload_p)
 {
-    list_ctx_t lc = {.srv = srv, .start = req->u.list.start, .max = req->u.list.max};
+    list_ctx_t lc     = {.srv = srv, .max = req->u.list.max};
+    uint64_t   cursor = req->u.list.start;
 
     if (!s->control && (req->u.list.job != s->job)) {
         snprintf(rep->msg, sizeof(rep->msg), "a session may list only its own job (%u)", s->job);
         return MEMSVC_ERR_ACCESS;
     }
-    eng_foreach(srv->eng, req->u.list.job, list_visit, &lc);
+    if (lc.max > MSP_LIST_MAX) {
+        lc.max = MSP_LIST_MAX;
+    }
+    /* `start` is a cursor into the registry (0: from the beginning), not an ordinal: each page
+     * costs a bounded walk (MSD_LIST_VISIT positions at most), never a walk from the start. */
+    eng_foreach_from(srv->eng, req->u.list.job, &cursor, MSD_LIST_VISIT, list_visit, &lc);
     rep->u.list.count = lc.count;
-    rep->u.list.next  = lc.more ? lc.start + lc.count : 0;
+    rep->u.list.next  = (uint32_t)cursor;
     return body_payload(rep, payload_p, msp_encode_list(srv->list, lc.count, &srv->body), srv);
+}
+
+static memsvc_status_t op_evict(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                msp_rep_t *rep)
+{
+    msd_session_t *victim;
+
+    if (!s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "only a control session may evict sessions");
+        return MEMSVC_ERR_ACCESS;
+    }
+    for (victim = srv->sessions; victim != NULL; victim = victim->next) {
+        if ((victim->id == req->u.h.handle) && !victim->dead && !victim->evicted) {
+            break;
+        }
+    }
+    if (victim == NULL) {
+        snprintf(rep->msg, sizeof(rep->msg), "no live session %llu",
+                 (unsigned long long)req->u.h.handle);
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if (victim == s) {
+        snprintf(rep->msg, sizeof(rep->msg), "a session cannot evict itself");
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    LOG("session %llu (job %u rank %u '%s', pid %d) evicted by control session %llu",
+        (unsigned long long)victim->id, victim->job, victim->rank, victim->name,
+        (int)victim->pid, (unsigned long long)s->id);
+    srv->evictions++;
+    msd_session_evict(srv, victim);
+    return MEMSVC_OK;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -772,6 +904,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                 break;
             case MSP_OP_LIST:
                 status = op_list(srv, s, req, rep, &payload);
+                break;
+            case MSP_OP_EVICT:
+                status = op_evict(srv, s, req, rep);
                 break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();
