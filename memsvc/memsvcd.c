@@ -320,6 +320,12 @@ int main(int argc, char **argv)
         (double)cfg.keep_durable_ns / 1e9);
 
     raise_nofile(cfg.max_sessions);
+    if (getenv("UCX_LISTENER_BACKLOG") == NULL) {
+        /* Connections the kernel queues for the listener: past --max-sessions they would be
+         * refused anyway; a burst then costs no more than this many descriptors at once. */
+        snprintf(sz1, sizeof(sz1), "%u", (cfg.max_sessions < 4096) ? cfg.max_sessions : 4096);
+        setenv("UCX_LISTENER_BACKLOG", sz1, 1);
+    }
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         LOG("out of memory");

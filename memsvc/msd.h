@@ -31,6 +31,10 @@
  * are small: UCX sends large ones by rendezvous, which are left with the sender) the message is
  * refused as an overload. */
 #define MSD_DEFER_EAGER_MAX (1ull << 20)
+/* At --max-sessions, a new connection closes the oldest session without HELLO if that one is
+ * at least this old (a client says HELLO within milliseconds of connecting), else it is
+ * refused. */
+#define MSD_SHED_AGE_NS 20000000ull
 /* Registry positions one LIST request walks at most (a page may come back short, even empty,
  * with a cursor to go on from: bounded work per request whatever the job's share). */
 #define MSD_LIST_VISIT 65536u
@@ -244,8 +248,14 @@ void msd_out_bytes(msd_server_t *srv, msd_session_t *s, int64_t delta, bool serv
 void msd_defer_drop(msd_server_t *srv, msd_session_t *s, bool release);
 /* Close session s by an operator's order (EVICT): its loop ends it as if it had died. */
 void msd_session_evict(msd_server_t *srv, msd_session_t *s);
-/* Live sessions (engine lock). */
+/* Live sessions, not counting those being closed (engine lock). */
 unsigned msd_sessions_live(msd_server_t *srv);
+/* A new connection (local: through the Unix socket, else tcp) when that door already admits
+ * cfg.max_sessions: close the oldest of its sessions that has not said HELLO (if old enough,
+ * MSD_SHED_AGE_NS) and return true, or return false (refuse it). Each door has its own count,
+ * so that a flood through one does not lock clients out of the other. Counts srv->refused.
+ * Engine lock. */
+bool msd_sessions_make_room(msd_server_t *srv, bool local);
 
 /* ---- msd_loop.c --------------------------------------------------------------------------- */
 

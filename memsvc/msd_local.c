@@ -79,11 +79,8 @@ static void local_accept_one(msd_server_t *srv, int fd)
         return;
     }
     msd_lock(srv);
-    if (msd_sessions_live(srv) >= srv->cfg.max_sessions) {
-        srv->refused++;
+    if (!msd_sessions_make_room(srv, true)) {
         msd_unlock(srv);
-        LOG_RL(1000, "local client pid %d refused: %u sessions live (--max-sessions)",
-               (int)cred.pid, srv->cfg.max_sessions);
         local_refuse(fd, MEMSVC_ERR_OVERLOAD, "too many sessions (--max-sessions): retry later");
         close(fd);
         return;
@@ -416,11 +413,18 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
     atomic_fetch_sub(&loop->nsessions, 1);
 
     msd_lock(srv);
-    if (!s->dead) {
+    if (s->evicted) {
+        why = s->bound ? "evicted by an operator" : "closed to make room (no HELLO yet)";
+    }
+    if (!s->dead && !s->bound) {
+        /* what a flood of silent connections causes: rate-limited */
+        LOG_RL(1000, "session %llu (pid %d, no HELLO): disconnected: %s",
+               (unsigned long long)s->id, (int)s->pid, why);
+    } else if (!s->dead) {
         LOG("session %llu (job %u rank %u '%s', pid %d): disconnected: %s",
             (unsigned long long)s->id, s->job, s->rank, s->name, (int)s->pid, why);
-        s->dead = true;
     }
+    s->dead = true;
     msd_defer_drop(srv, s, true); /* its worker still exists: descriptors go back to it */
     msd_ops_session_gone(srv, s);
     s->cleaned = true;

@@ -111,15 +111,10 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     ucp_ep_params_t ep  = {0};
     msd_session_t  *s;
     ucs_status_t    status;
-    unsigned        live;
 
     msd_lock(srv);
-    live = msd_sessions_live(srv);
-    if (live >= srv->cfg.max_sessions) {
-        srv->refused++;
+    if (!msd_sessions_make_room(srv, false)) {
         msd_unlock(srv);
-        LOG_RL(1000, "connection refused: %u sessions live (--max-sessions %u)", live,
-               srv->cfg.max_sessions);
         ucp_listener_reject(srv->listener, conn_request);
         return;
     }
@@ -448,9 +443,43 @@ unsigned msd_sessions_live(msd_server_t *srv)
     unsigned       n = 0;
 
     for (s = srv->sessions; s != NULL; s = s->next) {
-        n += s->dead ? 0 : 1;
+        n += (s->dead || s->evicted) ? 0 : 1;
     }
     return n;
+}
+
+bool msd_sessions_make_room(msd_server_t *srv, bool local)
+{
+    msd_session_t *s, *oldest = NULL;
+    unsigned       live = 0;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->dead || s->evicted || (s->local != local)) {
+            continue;
+        }
+        live++;
+        if (!s->bound && ((oldest == NULL) || (s->created_ns < oldest->created_ns))) {
+            oldest = s;
+        }
+    }
+    if (live < srv->cfg.max_sessions) {
+        return true;
+    }
+    srv->refused++;
+    if ((oldest == NULL) || (msp_now_ns() - oldest->created_ns < MSD_SHED_AGE_NS)) {
+        /* A burst: refusing costs nothing, while accepting would open the new connection's
+         * sockets before the old one's are closed. */
+        LOG_RL(1000, "%s connection refused: %u sessions live (--max-sessions %u)%s",
+               local ? "local" : "tcp", live, srv->cfg.max_sessions,
+               (oldest == NULL) ? ", every one past its HELLO" : ", the silent ones young");
+        return false;
+    }
+    /* Silent connections make way for new ones: a flood of them cannot lock clients out. */
+    LOG_RL(1000, "%u %s sessions live (--max-sessions %u): the oldest without HELLO (session "
+                 "%llu) closed to make room",
+           live, local ? "local" : "tcp", srv->cfg.max_sessions, (unsigned long long)oldest->id);
+    msd_session_evict(srv, oldest);
+    return true;
 }
 
 /* Answer every request of the decoded message in srv->reqs with status. */
