@@ -35,6 +35,9 @@
  * at least this old (a client says HELLO within milliseconds of connecting), else it is
  * refused. */
 #define MSD_SHED_AGE_NS 20000000ull
+/* Tensors of an ended session freed per slice (msd_ops_reclaim); the engine lock is let go
+ * between slices, so other sessions are served while a big session is torn down. */
+#define MSD_RECLAIM_SLICE 4096u
 /* Registry positions one LIST request walks at most (a page may come back short, even empty,
  * with a cursor to go on from: bounded work per request whatever the job's share). */
 #define MSD_LIST_VISIT 65536u
@@ -131,6 +134,12 @@ typedef struct msd_own {
     uint64_t since;    /* pin entries: msp_now_ns() of the oldest pin still held (about) */
 } msd_own_t;
 
+/* A tensor of an ended session, queued for msd_ops_reclaim (its owner entry keeps sid). */
+typedef struct msd_reclaim {
+    uint64_t handle, sid;
+    uint32_t job, rank;
+} msd_reclaim_t;
+
 typedef struct msd_map_slot {
     uint64_t  handle, sid;
     msd_own_t v;
@@ -198,6 +207,9 @@ typedef struct msd_server {
     msp_rep_t      reps[MSP_BATCH_MAX];
     msp_tensor_t   list[MSP_LIST_MAX];
     msd_jobs_t     jobs; /* per-job usage and quotas */
+    struct msd_reclaim *reclaim; /* tensors of ended sessions to deal with (msd_ops_reclaim) */
+    size_t         reclaim_head, reclaim_n, reclaim_cap;
+    uint64_t       reclaim_freed, reclaim_kept;
     uint64_t       refused, hs_timeouts, overloads, deferred, evictions; /* limits counters */
     unsigned       in_handle; /* msd_ops_handle runs (engine lock): srv->reqs/reps are in use */
     unsigned       kicks;     /* sessions with kick set */
@@ -345,6 +357,10 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
  * durable ones for cfg.keep_durable_ns (or hand them to a live session of the same job and
  * rank: the process that replaced it, connected before the old one was declared dead). */
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s);
+
+/* Deal with up to max tensors of ended sessions (free, keep for re-attach, hand to the rank's
+ * new session); returns how many were taken off the queue. Engine lock held. */
+size_t msd_ops_reclaim(msd_server_t *srv, size_t max);
 
 /* Free orphans whose deadline passed; recompute srv->orphan_next. */
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now);

@@ -69,6 +69,9 @@ void msd_after_batch(msd_server_t *srv)
     if (srv->hs_next < when) {
         when = srv->hs_next;
     }
+    if (srv->reclaim_head < srv->reclaim_n) {
+        when = now; /* loop 0 frees the next slice at once */
+    }
     atomic_store(&srv->timer_at, when);
     if ((when < atomic_load(&srv->timer_armed)) && (loop_current != &srv->loops[0]) &&
         (srv->loops != NULL)) {

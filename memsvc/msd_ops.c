@@ -954,15 +954,108 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
     eng_policy_defer(srv->eng, false); /* now the policy hears of them */
 }
 
+/* One tensor owned by session sid (job, rank) that ended: handed to a live session of the same
+ * job and rank (the process that replaced it) if durable, else kept for re-attach if durable,
+ * else freed. Nothing if it changed hands (freed, re-attached) since. */
+static void reclaim_one(msd_server_t *srv, eng_handle_t h, uint64_t sid, uint32_t job,
+                        uint32_t rank)
+{
+    msd_own_t        *own = msd_map_get(&srv->own, h, 0);
+    eng_tensor_info_t info;
+    msd_session_t    *heir;
+
+    if ((own == NULL) || (own->sid != sid)) {
+        return;
+    }
+    if (eng_info(srv->eng, h, &info) != MEMSVC_OK) {
+        own_forget(srv, h);
+        return;
+    }
+    if (info.durable) {
+        for (heir = srv->sessions; heir != NULL; heir = heir->next) {
+            if ((heir->id != sid) && !heir->dead && heir->bound && !heir->control &&
+                (heir->job == job) && (heir->rank == rank)) {
+                own->sid = heir->id; /* the rank came back before its old session ended */
+                srv->reclaim_kept++;
+                return;
+            }
+        }
+        if (srv->cfg.keep_durable_ns > 0) {
+            own->sid      = 0;
+            own->deadline = msp_now_ns() + srv->cfg.keep_durable_ns;
+            srv->orphans++;
+            if (own->deadline < srv->orphan_next) {
+                srv->orphan_next = own->deadline;
+            }
+            srv->reclaim_kept++;
+            return;
+        }
+    }
+    eng_free(srv->eng, h);
+    own_forget(srv, h);
+    srv->reclaim_freed++;
+}
+
+/* Queue the tensors an ended session s owned for msd_ops_reclaim. */
+static memsvc_status_t reclaim_add(msd_server_t *srv, const msd_session_t *s,
+                                   const eng_handle_t *h, size_t n)
+{
+    size_t           left = srv->reclaim_n - srv->reclaim_head, i;
+    msd_reclaim_t   *q;
+
+    if (srv->reclaim_head > 0) { /* compact what is left to the front */
+        memmove(srv->reclaim, srv->reclaim + srv->reclaim_head, left * sizeof(*q));
+        srv->reclaim_head = 0;
+        srv->reclaim_n    = left;
+    }
+    if (left + n > srv->reclaim_cap) {
+        q = realloc(srv->reclaim, (left + n) * sizeof(*q));
+        if (q == NULL) {
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+        srv->reclaim     = q;
+        srv->reclaim_cap = left + n;
+    }
+    for (i = 0; i < n; i++) {
+        srv->reclaim[left + i] =
+            (msd_reclaim_t){.handle = h[i], .sid = s->id, .job = s->job, .rank = s->rank};
+    }
+    srv->reclaim_n = left + n;
+    return MEMSVC_OK;
+}
+
+size_t msd_ops_reclaim(msd_server_t *srv, size_t max)
+{
+    size_t done = 0;
+
+    while ((done < max) && (srv->reclaim_head < srv->reclaim_n)) {
+        const msd_reclaim_t *r = &srv->reclaim[srv->reclaim_head++];
+
+        reclaim_one(srv, r->handle, r->sid, r->job, r->rank);
+        done++;
+    }
+    if ((done > 0) && (srv->reclaim_head == srv->reclaim_n)) {
+        LOG("ended sessions' tensors dealt with: %llu freed, %llu durable kept or handed over",
+            (unsigned long long)srv->reclaim_freed, (unsigned long long)srv->reclaim_kept);
+        srv->reclaim_head = srv->reclaim_n = 0;
+        srv->reclaim_freed = srv->reclaim_kept = 0;
+        if (srv->reclaim_cap > 65536) { /* a big teardown's queue is not kept */
+            free(srv->reclaim);
+            srv->reclaim     = NULL;
+            srv->reclaim_cap = 0;
+        }
+    }
+    return done;
+}
+
 /* ---- session end, orphans ------------------------------------------------------------------- */
 
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
 {
-    eng_handle_t  *pins = NULL, *owned = NULL;
-    msd_session_t *heir;
-    uint32_t      *counts = NULL;
-    size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0, uncommitted = 0;
+    eng_handle_t *pins = NULL, *owned = NULL;
+    uint32_t     *counts = NULL;
+    size_t        npins = 0, nowned = 0, i, cap = srv->own.count;
+    uint64_t      released = 0, uncommitted = 0;
 
     if (!s->bound || s->control || (cap == 0)) {
         return;
@@ -992,12 +1085,6 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             owned[nowned++] = slot->handle;
         }
     }
-    for (heir = srv->sessions; heir != NULL; heir = heir->next) {
-        if ((heir != s) && !heir->dead && heir->bound && !heir->control && (heir->job == s->job) &&
-            (heir->rank == s->rank)) {
-            break;
-        }
-    }
     for (i = 0; i < npins; i++) {
         while (counts[i]-- > 0) {
             if (eng_release(srv->eng, pins[i]) == MEMSVC_OK) {
@@ -1006,37 +1093,19 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
         msd_map_del(&srv->own, pins[i], s->id);
     }
-    for (i = 0; i < nowned; i++) {
-        eng_tensor_info_t info;
-        msd_own_t        *own;
-
-        if (eng_info(srv->eng, owned[i], &info) != MEMSVC_OK) {
-            own_forget(srv, owned[i]);
-            continue;
-        }
-        if (info.durable && (heir != NULL)) {
-            /* The rank already came back (before its old connection was declared dead). */
-            msd_map_get(&srv->own, owned[i], 0)->sid = heir->id;
-            kept++;
-        } else if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
-            own           = msd_map_get(&srv->own, owned[i], 0);
-            own->sid      = 0;
-            own->deadline = now + srv->cfg.keep_durable_ns;
-            srv->orphans++;
-            if (own->deadline < srv->orphan_next) {
-                srv->orphan_next = own->deadline;
-            }
-            kept++;
-        } else {
-            eng_free(srv->eng, owned[i]);
-            own_forget(srv, owned[i]);
-            freed++;
+    /* What it owned is freed, kept or handed over in slices by loop 0 (msd_ops_reclaim): a
+     * session that owned a million tensors must not stop the daemon while they go. */
+    if ((nowned > 0) && (reclaim_add(srv, s, owned, nowned) != MEMSVC_OK)) {
+        LOG("session %llu: out of memory queueing %zu tensors: dealt with at once",
+            (unsigned long long)s->id, nowned);
+        for (i = 0; i < nowned; i++) {
+            reclaim_one(srv, owned[i], s->id, s->job, s->rank);
         }
     }
-    LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
-        "%llu durable kept for re-attach, %llu left uncommitted (pinned for writing)",
-        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
-        (unsigned long long)freed, (unsigned long long)kept, (unsigned long long)uncommitted);
+    LOG("session %llu (job %u rank %u) ended: %llu pins released, %zu owned tensors to free or "
+        "keep, %llu left uncommitted (pinned for writing)",
+        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released, nowned,
+        (unsigned long long)uncommitted);
 out:
     free(pins);
     free(counts);

@@ -986,6 +986,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             if (srv->orphan_next <= msp_now_ns()) {
                 msd_ops_expire_orphans(srv, msp_now_ns());
             }
+            msd_ops_reclaim(srv, MSD_RECLAIM_SLICE); /* one slice per turn */
             msd_transport_summary(srv);
             msd_after_batch(srv);
             msd_unlock(srv);
@@ -1079,6 +1080,7 @@ void msd_server_fini(msd_server_t *srv)
     msd_loops_fini(srv); /* closes loop 0's epoll (srv->epfd) */
     msd_map_fini(&srv->own);
     msd_jobs_fini(&srv->jobs);
+    free(srv->reclaim); /* the engine, destroyed, took their tensors */
     pthread_mutex_destroy(&srv->lock);
     LOG("stopped: %llu sessions served, %llu requests, %llu errors",
         (unsigned long long)srv->sessions_total, (unsigned long long)srv->requests,
