@@ -50,8 +50,9 @@ static void usage(FILE *out)
             "                         256MiB; 0: unbounded)\n"
             "  --session-queue N      messages a session may have waiting; more are answered\n"
             "                         MEMSVC_ERR_OVERLOAD (default 256)\n"
-            "  --max-sessions N       live sessions, with or without HELLO; more are refused\n"
-            "                         (default 1024)\n"
+            "  --max-sessions N       live sessions per door (tcp, unix socket), with or\n"
+            "                         without HELLO; past it a new connection closes the\n"
+            "                         oldest one without HELLO, or is refused (default 1024)\n"
             "  --handshake-timeout SECS  close a session that sent no HELLO this long\n"
             "                         (default 5)\n");
 }

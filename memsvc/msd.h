@@ -37,7 +37,7 @@
 #define MSD_SHED_AGE_NS 20000000ull
 /* Tensors of an ended session freed per slice (msd_ops_reclaim); the engine lock is let go
  * between slices, so other sessions are served while a big session is torn down. */
-#define MSD_RECLAIM_SLICE 4096u
+#define MSD_RECLAIM_SLICE 1024u
 /* Registry positions one LIST request walks at most (a page may come back short, even empty,
  * with a cursor to go on from: bounded work per request whatever the job's share). */
 #define MSD_LIST_VISIT 65536u

@@ -64,7 +64,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     uint64_t               t0 = msp_now_ns();
 
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
-        LOG("local client: SO_PEERCRED: %s: refused", strerror(errno));
+        LOG_RL(1000, "local client: SO_PEERCRED: %s: refused", strerror(errno));
         close(fd);
         return;
     }
@@ -114,7 +114,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     wp.thread_mode = UCS_THREAD_MODE_SINGLE;
     us             = ucp_worker_create(srv->lctx, &wp, &s->worker);
     if (us != UCS_OK) {
-        LOG("local client pid %d: ucp_worker_create: %s: refused", (int)cred.pid,
+        LOG_RL(1000, "local client pid %d: ucp_worker_create: %s: refused", (int)cred.pid,
             ucs_status_string(us));
         goto err_refuse;
     }
@@ -130,7 +130,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     ep.address        = (const ucp_address_t *)(in + sizeof(hello));
     us                = ucp_ep_create(s->worker, &ep, &s->ep);
     if (us != UCS_OK) {
-        LOG("local client pid %d: cannot reach its worker: %s: refused", (int)cred.pid,
+        LOG_RL(1000, "local client pid %d: cannot reach its worker: %s: refused", (int)cred.pid,
             ucs_status_string(us));
         goto err_worker;
     }
@@ -147,7 +147,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     memcpy(out + sizeof(w), addr, alen);
     ucp_worker_release_address(s->worker, addr);
     if (msl_send(fd, out, sizeof(w) + alen, NULL, 0) != MEMSVC_OK) {
-        LOG("local client pid %d: gone during the handshake", (int)cred.pid);
+        LOG_RL(1000, "local client pid %d: gone during the handshake", (int)cred.pid);
         ucp_worker_destroy(s->worker);
         close(fd);
         free(s);

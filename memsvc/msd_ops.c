@@ -224,7 +224,7 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg),
                  "client speaks protocol version %u; this daemon speaks versions %u to %u",
                  req->u.hello.version, MSP_VERSION_MIN, MSP_VERSION);
-        LOG("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
+        LOG_RL(1000, "session %llu refused: %s", (unsigned long long)s->id, rep->msg);
         return MEMSVC_ERR_VERSION;
     }
     if (control != (req->u.hello.job == MSP_JOB_CONTROL)) {
@@ -865,7 +865,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
                      memsvc_strerror(status));
-            LOG("session %llu (job %u rank %u): request id %llu refused: %s",
+            LOG_RL(1000, "session %llu (job %u rank %u): request id %llu refused: %s",
                 (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id, rep->msg);
         } else if (!s->bound && (req->op != MSP_OP_HELLO)) {
             status = MEMSVC_ERR_PROTOCOL;

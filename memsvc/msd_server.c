@@ -1,6 +1,7 @@
 /* msd_server.c - memsvcd's tcp loop (listener, worker, timerfd, signalfd), sessions, replies */
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
+#include "sim_npu/sim_desc.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -96,9 +97,14 @@ static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     msd_server_t  *srv = s->loop->srv;
 
     msd_lock(srv);
-    if (!s->dead) {
+    if (!s->dead && !s->bound) { /* what a flood of silent connections causes */
+        LOG_RL(1000, "session %llu (no HELLO): disconnected (%s)", (unsigned long long)s->id,
+               ucs_status_string(status));
+    } else if (!s->dead) {
         LOG("session %llu (job %u rank %u '%s'): disconnected (%s)", (unsigned long long)s->id,
             s->job, s->rank, s->name, ucs_status_string(status));
+    }
+    if (!s->dead) {
         s->dead = true;
         atomic_store(&srv->reap_tcp, true);
     }
@@ -137,7 +143,7 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     ep.err_handler.arg = s;
     status             = ucp_ep_create(srv->worker, &ep, &s->ep);
     if (status != UCS_OK) {
-        LOG("cannot accept a connection: %s", ucs_status_string(status));
+        LOG_RL(1000, "cannot accept a connection: %s", ucs_status_string(status));
         free(s);
         return;
     }
@@ -797,6 +803,24 @@ static void log_context_transports(msd_server_t *srv)
     }
 }
 
+static void log_limits(msd_server_t *srv)
+{
+    const msd_config_t *c = &srv->cfg;
+    const msd_quota_t  *q = &c->quota;
+    char                a[32], b[32], d[32], e[32];
+
+    LOG("limits: %u sessions per door (tcp, unix socket), HELLO within %.1f s, %s in flight per "
+        "session (then up to %u messages wait)",
+        c->max_sessions, (double)c->handshake_timeout_ns / 1e9,
+        (c->session_inflight > 0) ? sim_format_size(c->session_inflight, a, sizeof(a))
+                                  : "unbounded",
+        c->session_queue);
+    LOG("job quota: hbm %s, host %s, disk %s, tensors %llu, in flight %s (0: unlimited)",
+        sim_format_size(q->hbm, a, sizeof(a)), sim_format_size(q->host, b, sizeof(b)),
+        sim_format_size(q->disk, d, sizeof(d)), (unsigned long long)q->tensors,
+        sim_format_size(q->inflight, e, sizeof(e)));
+}
+
 memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_t *cfg)
 {
     ucp_params_t            ctx_params = {0};
@@ -910,6 +934,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     LOG("listening on %s%s; remote (tcp) sessions served by their own loop", cfg->listen,
         cfg->allow_remote ? " (remote clients allowed)" : " (loopback)");
     log_context_transports(srv);
+    log_limits(srv);
     if (!cfg->no_unix) {
         status = msd_local_init(srv);
         if (status != MEMSVC_OK) {
