@@ -290,6 +290,7 @@ struct integ_raw {
     bool          got_wanted;
     msp_rep_t     wanted;
     void         *posted[RAW_POSTED_MAX]; /* integ_raw_post requests not freed yet */
+    void         *posted_hdr[RAW_POSTED_MAX]; /* their headers */
     unsigned      nposted;
 };
 
@@ -371,16 +372,27 @@ memsvc_status_t integ_raw_post(integ_raw_t *raw, const void *hdr, size_t hlen, c
     ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                  .flags        = UCP_AM_SEND_FLAG_REPLY};
     ucs_status_ptr_t    sp;
+    void               *copy;
 
     if (raw->nposted == RAW_POSTED_MAX) {
         return MEMSVC_ERR_TOO_LARGE;
     }
-    sp = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, hdr, hlen, payload, plen, &param);
+    /* UCX reads the header until the send completes (1.13 has no flag to copy it) */
+    copy = malloc(hlen);
+    if (copy == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memcpy(copy, hdr, hlen);
+    sp = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, copy, hlen, payload, plen, &param);
     if (UCS_PTR_IS_ERR(sp)) {
+        free(copy);
         return MEMSVC_ERR_TRANSPORT;
     }
     if (UCS_PTR_IS_PTR(sp)) {
-        raw->posted[raw->nposted++] = sp;
+        raw->posted_hdr[raw->nposted] = copy;
+        raw->posted[raw->nposted++]   = sp;
+    } else {
+        free(copy);
     }
     return MEMSVC_OK;
 }
@@ -443,6 +455,9 @@ void integ_raw_close(integ_raw_t *raw)
         ucp_request_free(raw->posted[i]);
     }
     ucp_worker_destroy(raw->worker);
+    for (i = 0; i < raw->nposted; i++) {
+        free(raw->posted_hdr[i]); /* nothing reads them once the worker is gone */
+    }
     ucp_cleanup(raw->ctx);
     free(raw);
 }
