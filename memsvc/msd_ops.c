@@ -68,7 +68,7 @@ static void pending_reply(ops_pending_t *p, memsvc_status_t status, const char *
 static void pending_done(ops_pending_t *p)
 {
     msd_session_put(p->srv, p->s);
-    free(p->buf);
+    msd_buf_put(p->srv, p->buf, p->len);
     free(p);
 }
 
@@ -466,7 +466,7 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    p->buf    = malloc((length > 0) ? length : 1);
+    p->buf    = msd_buf_get(srv, length);
     p->offset = req->u.io.offset;
     p->len    = length;
     if (p->buf == NULL) {
@@ -511,7 +511,7 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
                  (unsigned long long)req->u.io.handle);
         return MEMSVC_ERR_ILLEGAL_STATE;
     }
-    buf = malloc((req->u.io.len > 0) ? req->u.io.len : 1);
+    buf = msd_buf_get(srv, req->u.io.len);
     if (buf == NULL) {
         snprintf(rep->msg, sizeof(rep->msg), "no memory to send %llu bytes",
                  (unsigned long long)req->u.io.len);
@@ -519,7 +519,7 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
     }
     status = eng_read(srv->eng, req->u.io.handle, req->u.io.offset, buf, req->u.io.len);
     if (status != MEMSVC_OK) {
-        free(buf);
+        msd_buf_put(srv, buf, req->u.io.len);
         return status;
     }
     rep->plen  = req->u.io.len;

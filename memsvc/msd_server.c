@@ -218,6 +218,60 @@ static void send_untrack(srv_send_t *send)
     send->s = NULL;
 }
 
+void *msd_buf_get(msd_server_t *srv, size_t len)
+{
+    unsigned i, best = MSD_POOL_SLOTS;
+    void    *p;
+
+    if (len >= MSD_POOL_MIN) {
+        for (i = 0; i < MSD_POOL_SLOTS; i++) {
+            if ((srv->pool[i].p != NULL) && (srv->pool[i].cap >= len) &&
+                (srv->pool[i].cap / 2 <= len) &&
+                ((best == MSD_POOL_SLOTS) || (srv->pool[i].cap < srv->pool[best].cap))) {
+                best = i;
+            }
+        }
+        if (best < MSD_POOL_SLOTS) {
+            p                   = srv->pool[best].p;
+            srv->pool_bytes    -= srv->pool[best].cap;
+            srv->pool[best].p   = NULL;
+            srv->pool[best].cap = 0;
+            return p;
+        }
+    }
+    return malloc((len > 0) ? len : 1);
+}
+
+void msd_buf_put(msd_server_t *srv, void *buf, size_t len)
+{
+    unsigned i;
+
+    if ((buf == NULL) || (len < MSD_POOL_MIN) || (srv->pool_bytes + len > MSD_POOL_BYTES)) {
+        free(buf);
+        return;
+    }
+    for (i = 0; i < MSD_POOL_SLOTS; i++) {
+        if (srv->pool[i].p == NULL) {
+            srv->pool[i].p   = buf;
+            srv->pool[i].cap = len;
+            srv->pool_bytes += len;
+            return;
+        }
+    }
+    free(buf);
+}
+
+void msd_buf_fini(msd_server_t *srv)
+{
+    unsigned i;
+
+    for (i = 0; i < MSD_POOL_SLOTS; i++) {
+        free(srv->pool[i].p);
+        srv->pool[i].p = NULL;
+    }
+    srv->pool_bytes = 0;
+}
+
 /* A send is over (done, failed or abandoned with its worker): its payload no longer counts
  * against its session's budget; serve = the session's loop thread may serve what waits. */
 static void send_free(srv_send_t *send, bool serve)
@@ -229,6 +283,8 @@ static void send_free(srv_send_t *send, bool serve)
         msd_server_t *srv = s->loop->srv;
 
         msd_lock(srv);
+        msd_buf_put(srv, send->payload, send->plen); /* kept for the next READ */
+        send->payload = NULL;
         msd_out_bytes(srv, s, -(int64_t)send->plen, serve);
         msd_session_put(srv, s);
         msd_unlock(srv);
@@ -1106,6 +1162,7 @@ void msd_server_fini(msd_server_t *srv)
     msd_map_fini(&srv->own);
     msd_jobs_fini(&srv->jobs);
     free(srv->reclaim); /* the engine, destroyed, took their tensors */
+    msd_buf_fini(srv);
     pthread_mutex_destroy(&srv->lock);
     LOG("stopped: %llu sessions served, %llu requests, %llu errors",
         (unsigned long long)srv->sessions_total, (unsigned long long)srv->requests,
