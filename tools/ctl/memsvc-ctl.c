@@ -244,7 +244,8 @@ static int cmd_evict(ctl_t *ctl, uint64_t session)
 
     if (status != MEMSVC_OK) {
         fprintf(stderr, "memsvc-ctl: evict %llu: %s\n", (unsigned long long)session,
-                memsvc_strerror(status));
+                (status == MEMSVC_ERR_NOT_FOUND) ? "no such live session (memsvc-ctl stats)"
+                                                 : memsvc_strerror(status));
         return 1;
     }
     if (ctl->json) {
