@@ -7,7 +7,7 @@
 # --max-sessions 64, --handshake-timeout 1) on a free loopback port. The victim, bench_flood
 # victim (job 2 on device 1, a local client), acquires and releases a resident tensor for SECS:
 # first with nobody else (the reference, same run), then while one client of job 1 on device 0
-# floods with each of:
+# floods, started half a second into the victim's window, with each of:
 #   reads   48 READs of 32 MiB posted on a raw UCX (tcp) endpoint that never takes them
 #   writes  WRITEs of 8 MiB streamed over a raw UCX (tcp) endpoint, up to 64 in flight
 #   conns   300 UCX connections that never say HELLO, closed and opened again every second
@@ -78,11 +78,13 @@ printf '  %-8s %12.1f %12.1f %12.1f %10d %9s  %-7s %12.0f %12s\n' none "$(get id
     "$(echo "$(get idle rss_max_kb)" | awk '{print $1 / 1024}')" ""
 for mode in reads writes conns; do
     base=$(rss)
-    "$BIN/bench_flood" "$ADDR" "$mode" $((SECS + 2)) 2>"$RUN/flood-$mode.err" &
+    # the victim first, so that its window holds the flood's start (the first replies' copies)
+    victim "$mode" &
+    VPID=$!
+    sleep 0.5
+    "$BIN/bench_flood" "$ADDR" "$mode" "$SECS" 2>"$RUN/flood-$mode.err" &
     FPID=$!
-    sleep 1
-    kill -0 "$FPID" 2>/dev/null || { cat "$RUN/flood-$mode.err" >&2; die "the $mode flood ended early"; }
-    victim "$mode"
+    wait "$VPID" || die "the victim failed in the $mode flood"
     wait "$FPID" || { cat "$RUN/flood-$mode.err" >&2; die "the $mode flood failed"; }
     FPID=""
     kill -0 "$DPID" 2>/dev/null || { cat "$RUN/memsvcd.log" >&2; die "memsvcd died in the $mode flood"; }
