@@ -117,13 +117,10 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     ucp_ep_params_t ep  = {0};
     msd_session_t  *s;
     ucs_status_t    status;
+    bool            admit;
 
     msd_lock(srv);
-    if (!msd_sessions_make_room(srv, false)) {
-        msd_unlock(srv);
-        ucp_listener_reject(srv->listener, conn_request);
-        return;
-    }
+    admit = msd_sessions_make_room(srv, false);
     msd_unlock(srv);
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -154,7 +151,13 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
-    if (s->created_ns + srv->cfg.handshake_timeout_ns < srv->hs_next) {
+    if (!admit) {
+        /* Refused: accepted and closed at once (loop 0 reaps it), rather than
+         * ucp_listener_reject, after which UCX 1.13's tcp_sockcm aborted the daemon once
+         * in a flood (an assertion in uct_tcp_sockcm_ep_progress_send). */
+        s->dead = true;
+        atomic_store(&srv->reap_tcp, true);
+    } else if (s->created_ns + srv->cfg.handshake_timeout_ns < srv->hs_next) {
         srv->hs_next = s->created_ns + srv->cfg.handshake_timeout_ns;
         msd_after_batch(srv); /* loop 0's timer covers the deadline */
     }
