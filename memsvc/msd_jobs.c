@@ -102,7 +102,8 @@ static uint64_t pos(int64_t v)
 
 uint64_t msd_job_hbm(const msd_job_t *j)
 {
-    return pos(j->bytes_by_state[MEMSVC_STATE_ON_DEVICE] + j->bytes_by_state[MEMSVC_STATE_MOVING_IN] +
+    return pos(j->bytes_by_state[MEMSVC_STATE_ON_DEVICE] +
+               j->bytes_by_state[MEMSVC_STATE_MOVING_IN] +
                j->bytes_by_state[MEMSVC_STATE_MOVING_OUT]);
 }
 
@@ -196,8 +197,7 @@ bool msd_jobs_inflight_fits(msd_jobs_t *jobs, uint32_t job, uint64_t need)
     return (j == NULL) || (j->inflight == 0) || !over(j->inflight, need, jobs->quota.inflight);
 }
 
-memsvc_status_t msd_jobs_parse_quota(const char *spec, msd_quota_t *quota, char *err,
-                                     size_t errlen)
+memsvc_status_t msd_jobs_parse_quota(const char *spec, msd_quota_t *quota, char *err, size_t errlen)
 {
     static const struct {
         const char *name;

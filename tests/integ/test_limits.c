@@ -9,8 +9,8 @@
 #define MSD_LOG_COMP "test"
 #include "memsvc/msd_log.h"
 
-#include <fcntl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,8 @@
         }                                                                                          \
     } while (0)
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
 
 static long proc_rss_kb(pid_t pid)
 {
@@ -148,7 +149,7 @@ static void log_other(int i)
 static void test_log_rate_limited(void)
 {
     char  path[] = "/tmp/memsvc-logrl-XXXXXX";
-    int   fd     = mkstemp(path), saved = dup(2), i;
+    int   fd = mkstemp(path), saved = dup(2), i;
     char  line[512];
     bool  summary = false;
     FILE *f;
@@ -180,24 +181,25 @@ static void test_log_rate_limited(void)
     unlink(path);
 }
 
-/* ---- quotas ----------------------------------------------------------------------------------- */
+/* ---- quotas -----------------------------------------------------------------------------------
+ */
 
 static void test_quota_named_others_unaffected(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed", "--job-quota",
-                                       "tensors=3,hbm=8MiB", NULL};
-    memsvc_stats_t          *st     = calloc(1, sizeof(*st));
+    static const char *const args[] = {
+        "--node", "tiny", "--memory", "backed", "--job-quota", "tensors=3,hbm=8MiB", NULL};
+    memsvc_stats_t           *st = calloc(1, sizeof(*st));
     const memsvc_job_stats_t *js;
-    memsvc_handle_t          h[4], o[3];
-    memsvc_conn_h            a, b;
-    integ_daemon_t           d;
-    integ_raw_t             *raw;
-    memsvc_status_t          status;
-    msp_req_t                req = {.op = MSP_OP_ALLOC, .id = 7};
-    uint8_t                  hdr[512];
-    char                     msg[MSP_MSG_MAX + 1] = "";
-    size_t                   len;
-    unsigned                 i;
+    memsvc_handle_t           h[4], o[3];
+    memsvc_conn_h             a, b;
+    integ_daemon_t            d;
+    integ_raw_t              *raw;
+    memsvc_status_t           status;
+    msp_req_t                 req = {.op = MSP_OP_ALLOC, .id = 7};
+    uint8_t                   hdr[512];
+    char                      msg[MSP_MSG_MAX + 1] = "";
+    size_t                    len;
+    unsigned                  i;
 
     CU_ASSERT_FATAL(st != NULL);
     START(&d, args);
@@ -266,22 +268,24 @@ static void test_quota_named_others_unaffected(void)
 
 static void test_flood_rss_bounded_other_served(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed", "hbm=128MiB",
-                                       "--session-inflight", "32MiB", "--session-queue", "64",
-                                       NULL};
-    memsvc_stats_t                *st = calloc(1, sizeof(*st));
-    const memsvc_session_stats_t  *ss;
-    integ_daemon_t                 d;
-    integ_raw_t                   *reader, *writer;
-    memsvc_conn_h                  owner, other;
-    memsvc_handle_t                big, mine;
-    memsvc_status_t                status;
-    msp_req_t                      req = {0};
-    uint8_t                        hdr[512], *bytes = malloc(32 * MIB), want[65536], got[65536];
-    size_t                         len;
-    long                           rss0, rss, rss_max = 0, limit_kb;
-    uint64_t                       t0, worst = 0, deadline;
-    unsigned                       i, ops = 0;
+    static const char *const      args[] = {"--node",     "tiny",
+                                            "--memory",   "backed",
+                                            "hbm=128MiB", "--session-inflight",
+                                            "32MiB",      "--session-queue",
+                                            "64",         NULL};
+    memsvc_stats_t               *st     = calloc(1, sizeof(*st));
+    const memsvc_session_stats_t *ss;
+    integ_daemon_t                d;
+    integ_raw_t                  *reader, *writer;
+    memsvc_conn_h                 owner, other;
+    memsvc_handle_t               big, mine;
+    memsvc_status_t               status;
+    msp_req_t                     req = {0};
+    uint8_t                       hdr[512], *bytes = malloc(32 * MIB), want[65536], got[65536];
+    size_t                        len;
+    long                          rss0, rss, rss_max = 0, limit_kb;
+    uint64_t                      t0, worst = 0, deadline;
+    unsigned                      i, ops    = 0;
 
     CU_ASSERT_FATAL((st != NULL) && (bytes != NULL));
     START(&d, args);
@@ -295,7 +299,7 @@ static void test_flood_rss_bounded_other_served(void)
     test_fill(want, sizeof(want), 6);
     TEST_ASSERT_OK(memsvc_write(other, mine, 0, want, sizeof(want)));
 
-    rss0     = proc_rss_kb(d.pid);
+    rss0 = proc_rss_kb(d.pid);
     /* the reader's and the writer's budgets, the daemon's pool of kept buffers (64 MiB,
      * MSD_POOL_BYTES) and slack for UCX's own buffers */
     limit_kb = rss0 + (long)((2 * 32 + 64) * MIB / 1024) + 96 * 1024;
@@ -307,7 +311,7 @@ static void test_flood_rss_bounded_other_served(void)
     TEST_ASSERT_OK(integ_raw_call(reader, hdr, len, NULL, 0, &status, NULL, NULL, 0));
     TEST_ASSERT_OK(status);
     for (i = 0; i < 48; i++) {
-        req = (msp_req_t){.op = MSP_OP_READ, .id = 100 + i};
+        req             = (msp_req_t){.op = MSP_OP_READ, .id = 100 + i};
         req.u.io.handle = big;
         req.u.io.len    = 32 * MIB;
         len             = encode_one(&req, hdr, sizeof(hdr));
@@ -319,7 +323,7 @@ static void test_flood_rss_bounded_other_served(void)
     TEST_ASSERT_OK(integ_raw_call(writer, hdr, len, NULL, 0, &status, NULL, NULL, 0));
     TEST_ASSERT_OK(status);
     for (i = 0; i < 48; i++) {
-        req = (msp_req_t){.op = MSP_OP_WRITE, .id = 200 + i};
+        req             = (msp_req_t){.op = MSP_OP_WRITE, .id = 200 + i};
         req.u.io.handle = big;
         req.u.io.offset = 8 * MIB * (i % 4);
         req.u.io.len    = 8 * MIB;
@@ -341,7 +345,7 @@ static void test_flood_rss_bounded_other_served(void)
         }
         CU_ASSERT_EQUAL(status, MEMSVC_OK);
         ops++;
-        rss = proc_rss_kb(d.pid);
+        rss     = proc_rss_kb(d.pid);
         rss_max = (rss > rss_max) ? rss : rss_max;
     }
     memset(got, 0, sizeof(got));
@@ -351,7 +355,8 @@ static void test_flood_rss_bounded_other_served(void)
     CU_ASSERT(worst < OP_TIMEOUT_NS);
     CU_ASSERT(rss_max <= limit_kb);
     if ((rss_max > limit_kb) || (worst >= OP_TIMEOUT_NS)) {
-        fprintf(stderr, "memsvcd RSS %ld kB, bound %ld kB (start %ld kB); slowest acquire %.1f ms\n",
+        fprintf(stderr,
+                "memsvcd RSS %ld kB, bound %ld kB (start %ld kB); slowest acquire %.1f ms\n",
                 rss_max, limit_kb, rss0, (double)worst / 1e6);
     }
     /* the flood really arrived and waits: the reader's reads are queued, not dropped */
@@ -382,9 +387,9 @@ static void test_flood_rss_bounded_other_served(void)
 /* A session past --session-queue waiting messages is answered OVERLOAD, by name. */
 static void test_overload_named(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed", "--no-unix",
-                                       "--session-inflight", "1MiB", "--session-queue", "4",
-                                       NULL};
+    static const char *const args[] = {
+        "--node",          "tiny", "--memory", "backed", "--no-unix", "--session-inflight", "1MiB",
+        "--session-queue", "4",    NULL};
     memsvc_stats_t *st = calloc(1, sizeof(*st));
     integ_daemon_t  d;
     integ_raw_t    *raw;
@@ -427,7 +432,8 @@ static void test_overload_named(void)
     free(st);
 }
 
-/* ---- connection flood --------------------------------------------------------------------------- */
+/* ---- connection flood ---------------------------------------------------------------------------
+ */
 
 static void err_cb_ignore(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
@@ -438,27 +444,26 @@ static void err_cb_ignore(void *arg, ucp_ep_h ep, ucs_status_t status)
 
 static void test_connection_flood(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--max-sessions", "16",
-                                       "--handshake-timeout", "1", NULL};
+    static const char *const args[] = {
+        "--node", "tiny", "--max-sessions", "16", "--handshake-timeout", "1", NULL};
     enum { NFLOOD = 200 };
-    ucp_params_t             cp = {.field_mask = UCP_PARAM_FIELD_FEATURES,
-                                   .features   = UCP_FEATURE_AM};
-    ucp_worker_params_t      wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-                                   .thread_mode = UCS_THREAD_MODE_SINGLE};
-    memsvc_stats_t          *st = calloc(1, sizeof(*st));
-    ucp_ep_h                 eps[NFLOOD];
-    struct sockaddr_storage  ss;
-    socklen_t                sslen;
-    struct rlimit            rl;
-    ucp_context_h            ctx;
-    ucp_worker_h             worker;
-    integ_daemon_t           d;
-    memsvc_conn_h            conn;
-    memsvc_handle_t          h;
-    integ_raw_t             *silent;
-    unsigned                 i, n = 0;
-    int                      fds0, fds, fds_max = 0;
-    uint64_t                 rtt;
+    ucp_params_t        cp = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
+    ucp_worker_params_t wp = {.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+    memsvc_stats_t     *st = calloc(1, sizeof(*st));
+    ucp_ep_h            eps[NFLOOD];
+    struct sockaddr_storage ss;
+    socklen_t               sslen;
+    struct rlimit           rl;
+    ucp_context_h           ctx;
+    ucp_worker_h            worker;
+    integ_daemon_t          d;
+    memsvc_conn_h           conn;
+    memsvc_handle_t         h;
+    integ_raw_t            *silent;
+    unsigned                i, n = 0;
+    int                     fds0, fds, fds_max = 0;
+    uint64_t                rtt;
 
     CU_ASSERT_FATAL(st != NULL);
     if ((getrlimit(RLIMIT_NOFILE, &rl) == 0) && (rl.rlim_cur < rl.rlim_max)) {
@@ -474,8 +479,7 @@ static void test_connection_flood(void)
     integ_raw_close(silent);
     fds0 = proc_fds(d.pid);
     CU_ASSERT_FATAL(fds0 > 0);
-    TEST_ASSERT_OK(msp_parse_addr(d.addr, &ss, &sslen) == MEMSVC_OK ? MEMSVC_OK
-                                                                     : MEMSVC_ERR_PARSE);
+    TEST_ASSERT_OK(msp_parse_addr(d.addr, &ss, &sslen) == MEMSVC_OK ? MEMSVC_OK : MEMSVC_ERR_PARSE);
     CU_ASSERT_FATAL(ucp_init(&cp, NULL, &ctx) == UCS_OK);
     CU_ASSERT_FATAL(ucp_worker_create(ctx, &wp, &worker) == UCS_OK);
     for (i = 0; i < NFLOOD; i++) {
@@ -548,7 +552,8 @@ static void test_connection_flood(void)
     free(st);
 }
 
-/* ---- a stopped client holding pins --------------------------------------------------------------- */
+/* ---- a stopped client holding pins
+ * --------------------------------------------------------------- */
 
 /* Child "limits-pin": job 7 on device 0 holds a 48 MiB tensor pinned; stops itself; when
  * continued, tries to release it and exits 10 + -status (a named error expected). */
@@ -672,8 +677,8 @@ static void test_big_teardown_sliced(void)
 
 static void test_stopped_client_evicted(void)
 {
-    static const char *const args[] = {"--node", "tiny", "--memory", "backed", NULL};
-    memsvc_stats_t               *st = calloc(1, sizeof(*st));
+    static const char *const      args[] = {"--node", "tiny", "--memory", "backed", NULL};
+    memsvc_stats_t               *st     = calloc(1, sizeof(*st));
     const memsvc_session_stats_t *ss;
     integ_daemon_t                d;
     memsvc_conn_h                 other, ctl;
@@ -736,11 +741,12 @@ static void test_stopped_client_evicted(void)
     free(st);
 }
 
-/* ---- paged listing ---------------------------------------------------------------------------- */
+/* ---- paged listing ----------------------------------------------------------------------------
+ */
 
 typedef struct seen {
-    uint8_t  *count; /* per key index */
-    unsigned  n, total, foreign;
+    uint8_t *count; /* per key index */
+    unsigned n, total, foreign;
 } seen_t;
 
 static bool seen_one(void *arg, const memsvc_tensor_info_t *t)
@@ -761,8 +767,8 @@ static void test_list_paged_exactly_once(void)
 {
     static const char *const args[] = {"--node", "tiny", NULL};
     enum { N = 3000 };
-    memsvc_handle_t *h     = calloc(N, sizeof(*h));
-    seen_t           sn    = {.count = calloc(N, 1), .n = N};
+    memsvc_handle_t *h  = calloc(N, sizeof(*h));
+    seen_t           sn = {.count = calloc(N, 1), .n = N};
     integ_daemon_t   d;
     memsvc_conn_h    conn, other, ctl;
     memsvc_handle_t  x;
@@ -837,8 +843,7 @@ static void add_suite(void)
     CU_add_test(s, "flood of reads and writes: RSS bounded, others served",
                 test_flood_rss_bounded_other_served);
     CU_add_test(s, "past --session-queue: OVERLOAD by name", test_overload_named);
-    CU_add_test(s, "connection flood: fds and log bounded, clients get in",
-                test_connection_flood);
+    CU_add_test(s, "connection flood: fds and log bounded, clients get in", test_connection_flood);
     CU_add_test(s, "stopped client: pins in stats, evict frees the device",
                 test_stopped_client_evicted);
     CU_add_test(s, "a 200k-tensor session torn down in slices, pings go on",

@@ -39,10 +39,10 @@ static memsvc_conn_h connect_job(uint32_t job, uint32_t device)
 {
     memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
                                             MEMSVC_CONN_FIELD_DEVICE | MEMSVC_CONN_FIELD_NAME,
-                              .address    = addr,
-                              .job        = job,
-                              .device     = device,
-                              .name       = "bench_flood"};
+                              .address = addr,
+                              .job     = job,
+                              .device  = device,
+                              .name    = "bench_flood"};
     memsvc_status_t      status;
     memsvc_conn_h        conn;
 
@@ -85,7 +85,7 @@ static void victim(double secs, int pid)
     memsvc_conn_h   conn = connect_job(2, 1);
     memsvc_handle_t h;
     size_t          cap = 1u << 20, n = 0;
-    uint64_t       *t   = calloc(cap, sizeof(*t)), t0, end;
+    uint64_t       *t = calloc(cap, sizeof(*t)), t0, end;
     long            rss, rss_max = rss_kb(pid);
     memsvc_status_t status;
 
@@ -121,7 +121,8 @@ static void victim(double secs, int pid)
     free(t);
 }
 
-/* ---- a raw UCX peer --------------------------------------------------------------------------- */
+/* ---- a raw UCX peer ---------------------------------------------------------------------------
+ */
 
 typedef struct raw {
     ucp_context_h ctx;
@@ -186,8 +187,8 @@ static void *raw_post(raw_t *raw, const msp_req_t *req, const void *payload, siz
 {
     ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                  .flags        = UCP_AM_SEND_FLAG_REPLY};
-    uint8_t            *hdr = malloc(512); /* read by UCX until the send completes: leaked */
-    msp_buf_t           b   = {hdr, 512, 0, false};
+    uint8_t            *hdr   = malloc(512); /* read by UCX until the send completes: leaked */
+    msp_buf_t           b     = {hdr, 512, 0, false};
     ucs_status_ptr_t    sp;
 
     if ((hdr == NULL) || (msp_encode_requests(req, 1, &b) != MEMSVC_OK)) {
