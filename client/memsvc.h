@@ -435,11 +435,11 @@ typedef struct memsvc_dev_stats {
 #define MEMSVC_STATS_JOBS_MAX 32
 typedef struct memsvc_job_stats {
     uint32_t job;
-    uint64_t tensors;                 /* live tensors */
-    uint64_t hbm_bytes;               /* on device, moving in or out */
-    uint64_t host_bytes, disk_bytes;  /* in the host pool; spilled to disk */
-    uint64_t inflight_bytes;          /* bulk bytes in flight for its sessions */
-    uint64_t quota_refused;           /* requests refused by its quota (MEMSVC_ERR_QUOTA) */
+    uint64_t tensors;                /* live tensors */
+    uint64_t hbm_bytes;              /* on device, moving in or out */
+    uint64_t host_bytes, disk_bytes; /* in the host pool; spilled to disk */
+    uint64_t inflight_bytes;         /* bulk bytes in flight for its sessions */
+    uint64_t quota_refused;          /* requests refused by its quota (MEMSVC_ERR_QUOTA) */
 } memsvc_job_stats_t;
 
 /* One live session (STATS lists the first MEMSVC_STATS_SESSIONS_MAX, oldest first). */
