@@ -450,6 +450,35 @@ typedef struct memsvc_dev_stats {
     uint64_t stall_ns, stalls, oom_events, fragmented_events;
 } memsvc_dev_stats_t;
 
+/* What one job holds (STATS lists the first MEMSVC_STATS_JOBS_MAX jobs holding anything). */
+#define MEMSVC_STATS_JOBS_MAX 32
+typedef struct memsvc_job_stats {
+    uint32_t job;
+    uint64_t tensors;                /* live tensors */
+    uint64_t hbm_bytes;              /* on device, moving in or out */
+    uint64_t host_bytes, disk_bytes; /* in the host pool; spilled to disk */
+    uint64_t inflight_bytes;         /* bulk bytes in flight for its sessions */
+    uint64_t quota_refused;          /* requests refused by its quota (MEMSVC_ERR_QUOTA) */
+} memsvc_job_stats_t;
+
+/* One live session (STATS lists the first MEMSVC_STATS_SESSIONS_MAX, oldest first). */
+#define MEMSVC_STATS_SESSIONS_MAX 64
+#define MEMSVC_SESSION_BOUND 0x1u   /* said HELLO */
+#define MEMSVC_SESSION_CONTROL 0x2u /* a control session */
+#define MEMSVC_SESSION_LOCAL 0x4u   /* came through the local (Unix) socket */
+typedef struct memsvc_session_stats {
+    uint64_t id;             /* what memsvc_evict takes */
+    uint32_t job, rank, device;
+    uint32_t pid;            /* local sessions: the client's pid (0: unknown) */
+    uint32_t flags;          /* MEMSVC_SESSION_* */
+    uint64_t pins;           /* pins held (acquires not released) */
+    uint64_t oldest_pin_ns;  /* age of its oldest pin (0: none) */
+    uint64_t idle_ns;        /* since its last request */
+    uint64_t inflight_bytes; /* bulk bytes in flight (back-pressure budget in use) */
+    uint64_t queued;         /* messages waiting for that budget */
+    uint64_t requests, errors;
+} memsvc_session_stats_t;
+
 typedef struct memsvc_stats {
     char               node[32]; /* preset name */
     char               mode[16]; /* "backed" or "phantom" */
@@ -467,6 +496,15 @@ typedef struct memsvc_stats {
      * bytes are in the durable arena now, and their bytes; tensors recovered at the daemon's
      * start; journal records or tensor bytes found corrupt then (never served). */
     uint64_t           durable_tensors, durable_bytes, durable_recovered, durable_corrupt;
+    /* limits (docs/daemon.md, "Limits") */
+    uint64_t sessions_refused;   /* connections refused: --max-sessions, handshakes at once */
+    uint64_t handshake_timeouts; /* sessions closed for want of a HELLO in time */
+    uint64_t overloads;          /* messages answered MEMSVC_ERR_OVERLOAD */
+    uint64_t deferred;           /* messages that waited for a session's bytes in flight */
+    uint64_t evictions;          /* sessions closed by memsvc_evict */
+    uint32_t num_jobs, num_sessions;
+    memsvc_job_stats_t     job[MEMSVC_STATS_JOBS_MAX];
+    memsvc_session_stats_t session[MEMSVC_STATS_SESSIONS_MAX];
 } memsvc_stats_t;
 
 /* Figures of the daemon (any session may ask). A session of a user who does not administer the
@@ -519,6 +557,15 @@ typedef bool (*memsvc_peer_cb_t)(void *arg, const memsvc_peer_info_t *peer);
  */
 memsvc_status_t memsvc_peers(memsvc_conn_h conn, memsvc_cluster_info_t *info_p, memsvc_peer_cb_t cb,
                              void *arg);
+
+/*
+ * Close session `session` (an id from memsvc_stats) as if its process had died: its pins are
+ * released, its non-durable tensors freed, its durable ones kept for re-attach
+ * (--keep-durable). For a client that stopped (SIGSTOP, a debugger) or hangs holding pins.
+ * Control sessions only (else MEMSVC_ERR_ACCESS); MEMSVC_ERR_NOT_FOUND if no such live session.
+ * The evicted client's next call fails (MEMSVC_ERR_TRANSPORT: the connection is gone).
+ */
+memsvc_status_t memsvc_evict(memsvc_conn_h conn, uint64_t session);
 
 /* Called once per tensor; return false to stop. */
 typedef bool (*memsvc_list_cb_t)(void *arg, const memsvc_tensor_info_t *info);

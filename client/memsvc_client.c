@@ -1537,6 +1537,18 @@ memsvc_status_t memsvc_stats(memsvc_conn_h conn, memsvc_stats_t *stats_p)
     return status;
 }
 
+memsvc_status_t memsvc_evict(memsvc_conn_h conn, uint64_t session)
+{
+    msp_req_t msg = {.op = MSP_OP_EVICT};
+    msp_rep_t rep;
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    msg.u.h.handle = session;
+    return mcl_call(conn, &msg, NULL, 0, &rep);
+}
+
 memsvc_status_t memsvc_list(memsvc_conn_h conn, uint32_t job, memsvc_list_cb_t cb, void *arg)
 {
     memsvc_status_t status = MEMSVC_OK;

@@ -49,6 +49,9 @@ static const struct status_entry status_table[] = {
      "authentication failed (secret missing, wrong, unsafe, or not proven by the daemon)"},
     {MEMSVC_ERR_SHUTDOWN, "MEMSVC_ERR_SHUTDOWN",
      "the daemon is shutting down (reconnect once it is back)"},
+    {MEMSVC_ERR_QUOTA, "MEMSVC_ERR_QUOTA", "the job's quota is used up"},
+    {MEMSVC_ERR_OVERLOAD, "MEMSVC_ERR_OVERLOAD",
+     "too many requests queued: the daemon sheds load (retry later)"},
 };
 
 static const struct status_entry *status_find(memsvc_status_t status)

@@ -50,8 +50,10 @@ typedef enum memsvc_status {
     MEMSVC_ERR_AUTH           = -27, /* authentication failed: no secret, a wrong one, an
                                       * unsafe secret file, or a daemon that did not prove it */
     MEMSVC_ERR_SHUTDOWN       = -28, /* the daemon is shutting down: reconnect after its restart */
+    MEMSVC_ERR_QUOTA          = -29, /* the job's quota (the message names which) is used up */
+    MEMSVC_ERR_OVERLOAD       = -30, /* the session's (or daemon's) request queue is full */
 
-    MEMSVC_ERR_LAST           = -29
+    MEMSVC_ERR_LAST           = -31
 } memsvc_status_t;
 
 /* Message for a status; never NULL (unknown values give "unknown status"). */

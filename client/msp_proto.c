@@ -23,6 +23,7 @@ static const char *const op_names[MSP_OP_COUNT] = {
     [MSP_OP_STATS] = "stats",     [MSP_OP_LIST] = "list",       [MSP_OP_PING] = "ping",
     [MSP_OP_AUTH] = "auth",
     [MSP_OP_PEERS] = "peers",
+    [MSP_OP_EVICT] = "evict",
 };
 
 const char *msp_op_name(uint32_t op)
@@ -62,6 +63,7 @@ size_t msp_request_bound(const msp_req_t *r)
         return n + 5 + strlen(r->u.alloc.key) + 9 + 5 + 5 * 5 + 1 + 9 + 1 + 5;
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
+    case MSP_OP_EVICT:
         return n + 9;
     case MSP_OP_ACQUIRE:
         return n + 9 + 5; /* handle, flags (version 2) */
@@ -506,6 +508,7 @@ static const uint8_t req_nfields[MSP_OP_COUNT] = {
     [MSP_OP_HINT] = 6,    [MSP_OP_STATS] = 0,  [MSP_OP_LIST] = 3, [MSP_OP_PING] = 0,
     [MSP_OP_AUTH] = 1,
     [MSP_OP_PEERS] = 1,
+    [MSP_OP_EVICT] = 1,
 };
 
 /* Optional fields a request carries after the required ones. */
@@ -564,6 +567,7 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
         break;
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
+    case MSP_OP_EVICT:
         msgpack_pack_uint64(pk, r->u.h.handle);
         break;
     case MSP_OP_ACQUIRE:
@@ -706,6 +710,7 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         break;
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
+    case MSP_OP_EVICT:
         RD(rd_u64(rd, &r->u.h.handle));
         break;
     case MSP_OP_ACQUIRE:
@@ -952,6 +957,19 @@ static memsvc_status_t decode_tensor(msp_rd_t *rd, msp_tensor_t *t)
     X(host_capacity) X(host_used) X(host_peak) X(disk_capacity) X(disk_used) X(live_tensors)       \
         X(moves_in_flight) X(sessions) X(sessions_total) X(orphans) X(requests) X(errors)
 
+/* Elements 7-9 of a STATS body: limits counters, jobs, sessions (docs/protocol.md). */
+#define LIMITS_U64_FIELDS(X)                                                                       \
+    X(sessions_refused) X(handshake_timeouts) X(overloads) X(deferred) X(evictions)
+#define JOB_U64_FIELDS(X)                                                                          \
+    X(job) X(tensors) X(hbm_bytes) X(host_bytes) X(disk_bytes) X(inflight_bytes) X(quota_refused)
+#define SESSION_U64_FIELDS(X)                                                                      \
+    X(id) X(job) X(rank) X(device) X(pid) X(flags) X(pins) X(oldest_pin_ns) X(idle_ns)             \
+        X(inflight_bytes) X(queued) X(requests) X(errors)
+#define COUNT1(f) +1
+#define LIMITS_N (0 LIMITS_U64_FIELDS(COUNT1))
+#define JOB_N (0 JOB_U64_FIELDS(COUNT1))
+#define SESSION_N (0 SESSION_U64_FIELDS(COUNT1))
+
 static void encode_u64_array(msgpack_packer *pk, const uint64_t *v, unsigned n)
 {
     unsigned i;
@@ -982,6 +1000,56 @@ static memsvc_status_t decode_u64_array(msp_rd_t *rd, uint64_t *v, unsigned want
         }
     }
     return MEMSVC_OK;
+}
+
+static memsvc_status_t decode_stats_limits(msp_rd_t *rd, memsvc_stats_t *s)
+{
+    memsvc_status_t status;
+    uint64_t        v[SESSION_N];
+    uint32_t        n, i, k;
+
+#define RDL(call)                                                                                  \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
+    } while (0)
+#define GET(f) x->f = v[k++];
+    RDL(decode_u64_array(rd, v, LIMITS_N));
+    k = 0;
+    {
+        memsvc_stats_t *x = s;
+
+        LIMITS_U64_FIELDS(GET)
+    }
+    RDL(rd_array(rd, &n));
+    if (n > MEMSVC_STATS_JOBS_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    s->num_jobs = n;
+    for (i = 0; i < n; i++) {
+        memsvc_job_stats_t *x = &s->job[i];
+
+        RDL(decode_u64_array(rd, v, JOB_N));
+        k = 0;
+        JOB_U64_FIELDS(GET)
+    }
+    RDL(rd_array(rd, &n));
+    if (n > MEMSVC_STATS_SESSIONS_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    s->num_sessions = n;
+    for (i = 0; i < n; i++) {
+        memsvc_session_stats_t *x = &s->session[i];
+
+        RDL(decode_u64_array(rd, v, SESSION_N));
+        k = 0;
+        SESSION_U64_FIELDS(GET)
+    }
+    return MEMSVC_OK;
+#undef GET
+#undef RDL
 }
 
 static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
@@ -1049,7 +1117,10 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
         s->durable_recovered = dur[2];
         s->durable_corrupt   = dur[3];
     }
-    for (i = 7; i < n; i++) {
+    if (n >= 10) {
+        RD(decode_stats_limits(rd, s));
+    }
+    for (i = (n >= 10) ? 10 : ((n > 6) ? 7 : 6); i < n; i++) {
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
@@ -1284,13 +1355,46 @@ memsvc_status_t msp_decode_replies(const void *data, size_t len, msp_rep_t *reps
 
 /* ---- reply bodies ---------------------------------------------------------------------------- */
 
+static void encode_stats_limits(msgpack_packer *pk, const memsvc_stats_t *s)
+{
+    uint64_t v[SESSION_N];
+    unsigned i, k;
+
+#define PUT(f) v[k++] = (uint64_t)x->f;
+    {
+        const memsvc_stats_t *x = s;
+
+        k = 0;
+        LIMITS_U64_FIELDS(PUT)
+        encode_u64_array(pk, v, LIMITS_N);
+    }
+    msgpack_pack_array(pk, s->num_jobs);
+    for (i = 0; i < s->num_jobs; i++) {
+        const memsvc_job_stats_t *x = &s->job[i];
+
+        k = 0;
+        JOB_U64_FIELDS(PUT)
+        encode_u64_array(pk, v, JOB_N);
+    }
+    msgpack_pack_array(pk, s->num_sessions);
+    for (i = 0; i < s->num_sessions; i++) {
+        const memsvc_session_stats_t *x = &s->session[i];
+
+        k = 0;
+        SESSION_U64_FIELDS(PUT)
+        encode_u64_array(pk, v, SESSION_N);
+    }
+#undef PUT
+}
+
 memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
 {
     msgpack_packer  pk_;
     msgpack_packer *pk = &pk_;
     unsigned        d;
 
-    if (s->num_devices > MEMSVC_MAX_DEVICES) {
+    if ((s->num_devices > MEMSVC_MAX_DEVICES) || (s->num_jobs > MEMSVC_STATS_JOBS_MAX) ||
+        (s->num_sessions > MEMSVC_STATS_SESSIONS_MAX)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
     buf->len      = 0;
@@ -1299,7 +1403,7 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
 
 #define PK_U64(f) msgpack_pack_uint64(pk, s->f);
 #define PK_DEV_U64(f) msgpack_pack_uint64(pk, ds->f);
-    msgpack_pack_array(pk, 7);
+    msgpack_pack_array(pk, 10);
     pk_str(pk, s->node);
     pk_str(pk, s->mode);
     pk_str(pk, s->policy);
@@ -1324,6 +1428,7 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
     msgpack_pack_uint64(pk, s->durable_bytes);
     msgpack_pack_uint64(pk, s->durable_recovered);
     msgpack_pack_uint64(pk, s->durable_corrupt);
+    encode_stats_limits(pk, s);
 #undef PK_U64
 #undef PK_DEV_U64
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;

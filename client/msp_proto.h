@@ -64,6 +64,7 @@ typedef enum msp_op {
     MSP_OP_PING    = 12,
     MSP_OP_AUTH    = 13, /* version 3: the client's proof of the shared secret */
     MSP_OP_PEERS   = 14, /* this daemon's cluster membership and peer table (paged) */
+    MSP_OP_EVICT   = 15, /* control sessions: close a session, release its pins (u.h.handle: id) */
     MSP_OP_COUNT
 } msp_op_t;
 
@@ -97,7 +98,7 @@ typedef struct msp_req {
         struct {
             uint64_t handle;
             uint32_t flags; /* ACQUIRE: MSP_ACQ_* (0 when absent) */
-        } h;                /* FREE, ACQUIRE, RELEASE */
+        } h;                /* FREE, ACQUIRE, RELEASE; EVICT: handle is the session id */
         struct {
             uint64_t handle, offset, len;
         } io; /* WRITE, READ */

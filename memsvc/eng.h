@@ -211,6 +211,24 @@ void            eng_print_stats(const eng_t *eng, FILE *out);
 void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tensor_info_t *info),
                  void *arg);
 
+/*
+ * Visit the tensors of one job (UINT32_MAX: all) from registry position *cursor_p on, at most
+ * `visit` positions (bounded work per call, whatever the job's share of the registry). On
+ * return *cursor_p is where to go on, or 0 when the registry was walked to its end. A tensor
+ * that lives through a whole walk is visited exactly once (positions do not move). Stops early
+ * (and *cursor_p points at the tensor fn declined) when fn returns false.
+ */
+void eng_foreach_from(eng_t *eng, uint32_t job, uint64_t *cursor_p, uint32_t visit,
+                      bool (*fn)(void *arg, const eng_tensor_info_t *info), void *arg);
+
+/*
+ * Told of every change in where tensors are: a tensor of `job` entered (tensors +1, bytes +size)
+ * or left (-1, -size) `state`. Creation enters, freeing leaves. One observer; NULL: none.
+ */
+typedef void (*eng_usage_cb_t)(void *arg, uint32_t job, memsvc_state_t state, int tensors,
+                               int64_t bytes);
+void eng_set_usage_observer(eng_t *eng, eng_usage_cb_t cb, void *arg);
+
 /* Bytes of engine metadata held per live tensor at the moment (registry + allocator). */
 double eng_metadata_per_tensor(const eng_t *eng);
 

@@ -27,6 +27,9 @@ static void eng_state_enter(eng_t *eng, eng_tensor_t *t, memsvc_state_t s)
     t->pub.state = (uint8_t)s;
     d->st.bytes_by_state[s] += t->pub.size;
     d->st.tensors_by_state[s]++;
+    if (eng->usage_cb != NULL) {
+        eng->usage_cb(eng->usage_arg, t->pub.job, s, 1, (int64_t)t->pub.size);
+    }
 }
 
 static void eng_state_leave(eng_t *eng, eng_tensor_t *t)
@@ -35,6 +38,10 @@ static void eng_state_leave(eng_t *eng, eng_tensor_t *t)
 
     d->st.bytes_by_state[t->pub.state] -= t->pub.size;
     d->st.tensors_by_state[t->pub.state]--;
+    if (eng->usage_cb != NULL) {
+        eng->usage_cb(eng->usage_arg, t->pub.job, (memsvc_state_t)t->pub.state, -1,
+                      -(int64_t)t->pub.size);
+    }
 }
 
 /* Apply a state-machine operation; MEMSVC_ERR_ILLEGAL_STATE leaves the tensor unchanged. */
@@ -1389,6 +1396,33 @@ void eng_foreach(eng_t *eng, uint32_t job, bool (*fn)(void *arg, const eng_tenso
             return;
         }
     }
+}
+
+void eng_foreach_from(eng_t *eng, uint32_t job, uint64_t *cursor_p, uint32_t visit,
+                      bool (*fn)(void *arg, const eng_tensor_info_t *info), void *arg)
+{
+    eng_tensor_info_t info;
+    uint64_t          i = *cursor_p, end = *cursor_p + visit;
+
+    for (; (i < eng->num_slots) && (i < end); i++) {
+        const eng_tensor_t *t = eng_reg_slot(eng, (uint32_t)i);
+
+        if (t == NULL || (job != UINT32_MAX && t->pub.job != job)) {
+            continue;
+        }
+        eng_fill_info(t, &info);
+        if (!fn(arg, &info)) {
+            *cursor_p = i;
+            return;
+        }
+    }
+    *cursor_p = (i < eng->num_slots) ? i : 0;
+}
+
+void eng_set_usage_observer(eng_t *eng, eng_usage_cb_t cb, void *arg)
+{
+    eng->usage_cb  = cb;
+    eng->usage_arg = arg;
 }
 
 memsvc_status_t eng_hint(eng_t *eng, const eng_hint_t *hint)

@@ -191,6 +191,9 @@ struct eng {
 
     const pol_graph_ops_t *graph;     /* the owner's operator graph, or NULL */
     void                  *graph_owner;
+
+    eng_usage_cb_t   usage_cb;        /* eng_set_usage_observer */
+    void            *usage_arg;
 };
 
 /* registry (eng_registry.c) */

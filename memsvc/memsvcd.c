@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define MSD_LOG_COMP "memsvcd"
@@ -75,6 +76,11 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"peer-timeout", required_argument, NULL, 't'},
                                                {"state-dir", required_argument, NULL, 'd'},
                                                {"durable-bytes", required_argument, NULL, 'D'},
+                                               {"job-quota", required_argument, NULL, 'Q'},
+                                               {"session-inflight", required_argument, NULL, 'I'},
+                                               {"session-queue", required_argument, NULL, 'q'},
+                                               {"max-sessions", required_argument, NULL, 'W'},
+                                               {"handshake-timeout", required_argument, NULL, 'H'},
                                                {"config", required_argument, NULL, 'C'},
                                                {"no-config", no_argument, NULL, 'X'},
                                                {"version", no_argument, NULL, 'V'},
@@ -147,6 +153,19 @@ static void usage(FILE *out)
             "                         (default /dev/shm: survives a crash or an upgrade, not a\n"
             "                         reboot; a disk directory survives both; 'none': off)\n"
             "  --durable-bytes SIZE   capacity of the durable arena (default 1GiB, sparse)\n"
+                        "  --job-quota SPEC       every job's quota, any of hbm=SIZE,host=SIZE,disk=SIZE,\n"
+            "                         tensors=N,inflight=SIZE (0 or none: unlimited; default\n"
+            "                         none); past one a request answers MEMSVC_ERR_QUOTA\n"
+            "  --session-inflight SIZE  bulk bytes in flight per session (READ replies not\n"
+            "                         taken yet, WRITEs being received); more wait (default\n"
+            "                         256MiB; 0: unbounded)\n"
+            "  --session-queue N      messages a session may have waiting; more are answered\n"
+            "                         MEMSVC_ERR_OVERLOAD (default 256)\n"
+            "  --max-sessions N       live sessions per door (tcp, unix socket), with or\n"
+            "                         without HELLO; past it a new connection closes the\n"
+            "                         oldest one without HELLO, or is refused (default 1024)\n"
+            "  --handshake-timeout SECS  close a session that sent no HELLO this long\n"
+            "                         (default 5)\n"
             "  --version              print the version and exit\n"
             "\n"
             "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
@@ -155,6 +174,30 @@ static void usage(FILE *out)
 
 /* The cluster, once its file is read (file scope: reachable until exit on every path). */
 static msd_peers_t *peers;
+
+/* Raise the soft limit of open files to the hard one: sessions cost descriptors (a tcp
+ * connection one or two, a local one its socket, worker event fd and shared-memory segments),
+ * and UCX logs every failed accept() once they run out. Warn when --max-sessions is likely to
+ * need more than that. */
+static void raise_nofile(unsigned max_sessions)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    if ((rl.rlim_cur != RLIM_INFINITY) && ((uint64_t)max_sessions * 4 + 64 > rl.rlim_cur)) {
+        LOG_WARN("--max-sessions %u may need about %u file descriptors; the limit is %llu: "
+                 "lower --max-sessions or raise the limit (LimitNOFILE=, ulimit -n)",
+                 max_sessions, max_sessions * 4 + 64, (unsigned long long)rl.rlim_cur);
+    }
+}
 
 /* Bytes this process may use: physical memory, capped by a cgroup v2/v1 limit. */
 static uint64_t machine_memory(void)
@@ -189,6 +232,10 @@ static void opts_init(daemon_opts_t *o)
     o->cfg.heartbeat_ns    = 500000000ull;
     o->cfg.peer_timeout_ns = 5000000000ull;
     o->cfg.durable_bytes   = MSD_DURABLE_BYTES;
+    o->cfg.session_inflight     = 256ull << 20;
+    o->cfg.session_queue        = 256;
+    o->cfg.max_sessions         = 1024;
+    o->cfg.handshake_timeout_ns = 5000000000ull;
     o->cfg.log_level       = MSD_LOG_INFO;
     o->cfg.log_target      = MSD_LOG_TO_STDERR;
     o->preset              = "ascend-910b";
@@ -342,6 +389,36 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
             return false;
         }
         o->cfg.state_dir = arg;
+        break;
+    case 'Q': {
+        char why[256] = "";
+
+        if (msd_jobs_parse_quota(arg, &o->cfg.quota, why, sizeof(why)) != MEMSVC_OK) {
+            LOG_ERR("%s: %s", where, why);
+            return false;
+        }
+        break;
+    }
+    case 'I':
+        if (sim_parse_size(arg, &o->cfg.session_inflight) != MEMSVC_OK) {
+            LOG_ERR("%s: '%s' is not a size (e.g. 256MiB)", where, arg);
+            return false;
+        }
+        break;
+    case 'q':
+    case 'W':
+        if (!opt_number(arg, 1, 1e6, &v) || (v != (unsigned)v)) {
+            LOG_ERR("%s: '%s' is not a count of 1..1000000", where, arg);
+            return false;
+        }
+        *((c == 'q') ? &o->cfg.session_queue : &o->cfg.max_sessions) = (unsigned)v;
+        break;
+    case 'H':
+        if (!opt_number(arg, 0, 1e6, &v) || !(v > 0)) {
+            LOG_ERR("%s: '%s' is not a positive number of seconds", where, arg);
+            return false;
+        }
+        o->cfg.handshake_timeout_ns = (uint64_t)(v * 1e9);
         break;
     case 'D':
         if ((sim_parse_size(arg, &o->cfg.durable_bytes) != MEMSVC_OK) ||
@@ -761,6 +838,13 @@ int main(int argc, char **argv)
     LOG("durable tensors of a dead client are kept %.0f s for re-attach",
         (double)o.cfg.keep_durable_ns / 1e9);
 
+    raise_nofile(o.cfg.max_sessions);
+    if (getenv("UCX_LISTENER_BACKLOG") == NULL) {
+        /* Connections the kernel queues for the listener: past --max-sessions they would be
+         * refused anyway; a burst then costs no more than this many descriptors at once. */
+        snprintf(sz1, sizeof(sz1), "%u", (o.cfg.max_sessions < 4096) ? o.cfg.max_sessions : 4096);
+        setenv("UCX_LISTENER_BACKLOG", sz1, 1);
+    }
     rc  = 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {

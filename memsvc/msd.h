@@ -7,6 +7,7 @@
 #include "memsvc/eng.h"
 #include "memsvc/msd_auth.h"
 #include "memsvc/msd_peer.h"
+#include "memsvc/msd_jobs.h"
 
 #include <ucp/api/ucp.h>
 
@@ -25,6 +26,30 @@
 /* An idle spinning loop reads the clock (to know when to stop spinning) every this many
  * turns: a clock read costs about as much as a turn's UCX progress on these VMs. */
 #define MSD_SPIN_CLOCK_TURNS 16u
+/* UCX progress calls per worker per loop turn: a worker that always has something (a client
+ * flooding requests) yields to the others' workers, the inbox and the timers in between. */
+#define MSD_PROGRESS_PER_TURN 8u
+/* A deferred message keeps a copy of an eager payload up to this size; past it (eager payloads
+ * are small: UCX sends large ones by rendezvous, which are left with the sender) the message is
+ * refused as an overload. */
+#define MSD_DEFER_EAGER_MAX (1ull << 20)
+/* At --max-sessions, a new connection closes the oldest session without HELLO if that one is
+ * at least this old (a client says HELLO within milliseconds of connecting), else it is
+ * refused. */
+#define MSD_SHED_AGE_NS 20000000ull
+/* Tensors of an ended session freed per slice (msd_ops_reclaim); the engine lock is let go
+ * between slices, so other sessions are served while a big session is torn down. */
+#define MSD_RECLAIM_SLICE 1024u
+/* Large transfer buffers (READ replies, WRITE receives, >= MSD_POOL_MIN bytes) kept for reuse,
+ * MSD_POOL_BYTES in all: on the development VM the first touch of a page costs ~65 us (530 ms
+ * for 32 MiB, against 3 ms to copy into memory already touched), and a READ paid it under the
+ * engine lock, stalling every other session. */
+#define MSD_POOL_MIN (1ull << 20)
+#define MSD_POOL_BYTES (64ull << 20)
+#define MSD_POOL_SLOTS 16u
+/* Registry positions one LIST request walks at most (a page may come back short, even empty,
+ * with a cursor to go on from: bounded work per request whatever the job's share). */
+#define MSD_LIST_VISIT 65536u
 
 /* On SIGTERM/SIGINT the daemon drains: it tells its clients at once, then waits for the moves
  * in flight to end, at least MSD_NOTICE_NS (the notices leave) and at most MSD_DRAIN_NS. */
@@ -65,6 +90,12 @@ typedef struct msd_config {
     uint64_t    peer_timeout_ns; /* --peer-timeout: no heartbeat this long: the peer is down */
     const char *state_dir;       /* durable state; NULL: MSD_STATE_DIR; "none": off */
     uint64_t    durable_bytes;   /* durable arena capacity */
+    /* -- limits (docs/daemon.md, "Limits") -- */
+    msd_quota_t quota;              /* every job's quota (--job-quota) */
+    uint64_t    session_inflight;   /* bulk bytes in flight per session; 0: unbounded */
+    unsigned    session_queue;      /* messages a session may have waiting for that budget */
+    unsigned    max_sessions;       /* live sessions (bound or not); more are refused */
+    uint64_t    handshake_timeout_ns; /* a session without HELLO this long is closed */
 } msd_config_t;
 
 typedef struct msd_durable msd_durable_t; /* durable state (msd_durable.c) */
@@ -135,6 +166,14 @@ typedef struct msd_session {
     struct msd_session *loop_next; /* the loop's own list */
     struct srv_send    *sends;     /* local: replies in flight on its worker */
     msd_inflight_t     *inflight;  /* receives in flight on its worker */
+    /* -- limits (msd_server.c "back-pressure", engine lock) -- */
+    uint64_t            created_ns, last_ns; /* connected; last request */
+    uint64_t            out_bytes;           /* bulk bytes in flight: READ replies, WRITE receives */
+    struct msd_defer   *dq_head, *dq_tail;   /* messages waiting for out_bytes to drop */
+    unsigned            ndefer;
+    bool                serving;             /* msd_defer_serve runs (no re-entry) */
+    bool                kick;                /* out_bytes dropped while serving was unsafe */
+    bool                evicted;             /* closed by an operator (EVICT) */
 } msd_session_t;
 
 /* Value of the ownership table. Key (handle, 0): the tensor's owner; (handle, sid): pins. */
@@ -145,7 +184,14 @@ typedef struct msd_own {
     uint32_t rank;     /* owner entries: rank that allocated it */
     uint32_t wpins;    /* pin entries: of those, pins that may write in place (MSP_ACQ_WRITE) */
     uint32_t job;      /* owner entries: the tensor's job (its owner's count in msd_auth_t) */
+    uint64_t since;    /* pin entries: msp_now_ns() of the oldest pin still held (about) */
 } msd_own_t;
+
+/* A tensor of an ended session, queued for msd_ops_reclaim (its owner entry keeps sid). */
+typedef struct msd_reclaim {
+    uint64_t handle, sid;
+    uint32_t job, rank;
+} msd_reclaim_t;
 
 typedef struct msd_map_slot {
     uint64_t  handle, sid;
@@ -205,6 +251,7 @@ typedef struct msd_server {
     uint64_t       start_ns;
     uint64_t       spin_ns;
     uint64_t       orphans, orphan_next; /* count, earliest deadline */
+    uint64_t       hs_next; /* earliest handshake deadline of a tcp session without HELLO */
     msd_map_t      own;
     msd_auth_t     auth;       /* job owners, secret, operators (msd_auth.c) */
     struct sockaddr_storage listen_addr; /* what the listener is bound to (ucp_listener_query) */
@@ -232,6 +279,20 @@ typedef struct msd_server {
     msp_req_t      reqs[MSP_BATCH_MAX];              /* decode scratch */
     msp_rep_t      reps[MSP_BATCH_MAX];
     msp_tensor_t   list[MSP_LIST_MAX];
+    msd_jobs_t     jobs; /* per-job usage and quotas */
+    struct {
+        void  *p;
+        size_t cap;
+    } pool[MSD_POOL_SLOTS]; /* msd_buf_get/put: touched buffers kept for reuse */
+    size_t         pool_bytes;
+    struct msd_reclaim *reclaim; /* tensors of ended sessions to deal with (msd_ops_reclaim) */
+    size_t         reclaim_head, reclaim_n, reclaim_cap;
+    uint64_t       reclaim_freed, reclaim_kept;
+    uint64_t       refused, hs_timeouts, overloads, deferred, evictions; /* limits counters */
+    unsigned       in_handle; /* msd_ops_handle runs (engine lock): srv->reqs/reps are in use */
+    unsigned       kicks;     /* sessions with kick set */
+    bool           kicking;
+    bool           rndv_taken; /* op_write handed the message's descriptor to UCX */
     memsvc_stats_t stats;
     uint8_t        body_data[MSP_BODY_MAX]; /* STATS/LIST bodies are encoded here */
     msp_buf_t      body;
@@ -264,9 +325,30 @@ void            msd_server_fini(msd_server_t *srv);
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen);
 
-/* Decode and serve one request message of session s (the caller holds the engine lock). */
-void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header, size_t header_length,
-                        void *data, size_t length, const ucp_am_recv_param_t *param);
+/*
+ * Decode and serve one request message of session s (the caller holds the engine lock), or keep
+ * it for later when its bulk bytes do not fit the session's budget (back-pressure). Returns what
+ * the AM callback returns: UCS_INPROGRESS when a rendezvous descriptor was kept.
+ */
+ucs_status_t msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                size_t header_length, void *data, size_t length,
+                                const ucp_am_recv_param_t *param);
+/* Bulk bytes of s in flight changed by delta (a send or receive started: > 0; ended: < 0);
+ * when they drop, serve what waits (the caller is s's loop thread, engine lock held). */
+void msd_out_bytes(msd_server_t *srv, msd_session_t *s, int64_t delta, bool serve);
+/* Drop the messages s kept (its end); release=true gives rendezvous descriptors back to UCX
+ * (s's worker still exists). */
+void msd_defer_drop(msd_server_t *srv, msd_session_t *s, bool release);
+/* Close session s by an operator's order (EVICT): its loop ends it as if it had died. */
+void msd_session_evict(msd_server_t *srv, msd_session_t *s);
+/* Live sessions, not counting those being closed (engine lock). */
+unsigned msd_sessions_live(msd_server_t *srv);
+/* A new connection (local: through the Unix socket, else tcp) when that door already admits
+ * cfg.max_sessions: close the oldest of its sessions that has not said HELLO (if old enough,
+ * MSD_SHED_AGE_NS) and return true, or return false (refuse it). Each door has its own count,
+ * so that a flood through one does not lock clients out of the other. Counts srv->refused.
+ * Engine lock. */
+bool msd_sessions_make_room(msd_server_t *srv, bool local);
 
 /* ---- msd_loop.c --------------------------------------------------------------------------- */
 
@@ -304,11 +386,19 @@ void msd_after_batch(msd_server_t *srv);
 typedef struct srv_send {
     struct srv_send    *next, *prev; /* on the list of sends in flight of its worker */
     struct srv_send   **head;        /* that list (s->sends, srv->tcp_sends); NULL: none */
+    msd_session_t      *acct;        /* payload counted in acct->out_bytes (holds a ref) */
     void               *payload;
     size_t              plen;
     size_t              hlen;
     uint8_t             hdr[];
 } srv_send_t;
+
+/* A buffer of at least len bytes for a transfer (a kept one when there is one that fits);
+ * NULL when out of memory. msd_buf_put keeps it for reuse (or frees it); free() is also
+ * fine. Engine lock held. */
+void *msd_buf_get(msd_server_t *srv, size_t len);
+void  msd_buf_put(msd_server_t *srv, void *buf, size_t len);
+void  msd_buf_fini(msd_server_t *srv);
 
 /* Start the send on s->ep (the caller is s's loop thread). Frees send when done or failed. */
 void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send);
@@ -361,6 +451,9 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s);
 /* Shutdown, sessions all dead: free every tensor, so that operations waiting in the engine
  * complete (CANCELED) and free what they hold. Durable state (msd_durable) is not touched. */
 void msd_ops_cancel_all(msd_server_t *srv);
+/* Deal with up to max tensors of ended sessions (free, keep for re-attach, hand to the rank's
+ * new session); returns how many were taken off the queue. Engine lock held. */
+size_t msd_ops_reclaim(msd_server_t *srv, size_t max);
 
 /* Free orphans whose deadline passed; recompute srv->orphan_next. */
 void msd_ops_expire_orphans(msd_server_t *srv, uint64_t now);

@@ -18,6 +18,7 @@
 #include "memsvc/msd_log.h"
 
 #define LOCAL_HANDSHAKE_MS 5000 /* a client that connects and says nothing is dropped */
+#define LOCAL_HANDSHAKES_MAX 64 /* socket handshakes (a thread each) at once; more are refused */
 
 /* ---- requests on a local worker ------------------------------------------------------------ */
 
@@ -26,13 +27,14 @@ static ucs_status_t local_am_cb(void *arg, const void *header, size_t header_len
 {
     msd_session_t *s   = arg;
     msd_server_t  *srv = s->loop->srv;
+    ucs_status_t   ret = UCS_OK;
 
     msd_lock(srv);
     if (!s->dead) {
-        msd_handle_message(srv, s, header, header_length, data, length, param);
+        ret = msd_handle_message(srv, s, header, header_length, data, length, param);
     }
     msd_unlock(srv);
-    return UCS_OK;
+    return ret;
 }
 
 /* ---- accepting ------------------------------------------------------------------------------- */
@@ -62,22 +64,33 @@ static void local_accept_one(msd_server_t *srv, int fd)
     uint64_t               t0 = msp_now_ns();
 
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
-        LOG("local client: SO_PEERCRED: %s: refused", strerror(errno));
+        LOG_RL(1000, "local client: SO_PEERCRED: %s: refused", strerror(errno));
         close(fd);
         return;
     }
     if ((msl_recv(fd, in, sizeof(in), &len, NULL, NULL, LOCAL_HANDSHAKE_MS) != MEMSVC_OK) ||
         (len < sizeof(hello))) {
-        LOG("local client pid %d: no handshake within %d ms: dropped", (int)cred.pid,
-            LOCAL_HANDSHAKE_MS);
+        LOG_RL(1000, "local client pid %d: no handshake within %d ms: dropped", (int)cred.pid,
+               LOCAL_HANDSHAKE_MS);
+        msd_lock(srv);
+        srv->hs_timeouts++;
+        msd_unlock(srv);
         close(fd);
         return;
     }
+    msd_lock(srv);
+    if (!msd_sessions_make_room(srv, true)) {
+        msd_unlock(srv);
+        local_refuse(fd, MEMSVC_ERR_OVERLOAD, "too many sessions (--max-sessions): retry later");
+        close(fd);
+        return;
+    }
+    msd_unlock(srv);
     memcpy(&hello, in, sizeof(hello));
     if ((hello.magic != MSL_MAGIC_HELLO) || (hello.version != MSL_VERSION) ||
         (hello.addr_len == 0) || (hello.addr_len > len - sizeof(hello))) {
-        LOG_WARN("local client pid %d: bad handshake (magic 0x%x version %u): refused",
-                 (int)cred.pid, hello.magic, hello.version);
+        LOG_WARN_RL(1000, "local client pid %d: bad handshake (magic 0x%x version %u): refused",
+                    (int)cred.pid, hello.magic, hello.version);
         local_refuse(fd, MEMSVC_ERR_VERSION, "unknown local handshake version");
         close(fd);
         return;
@@ -102,7 +115,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     wp.thread_mode = UCS_THREAD_MODE_SINGLE;
     us             = ucp_worker_create(srv->lctx, &wp, &s->worker);
     if (us != UCS_OK) {
-        LOG("local client pid %d: ucp_worker_create: %s: refused", (int)cred.pid,
+        LOG_RL(1000, "local client pid %d: ucp_worker_create: %s: refused", (int)cred.pid,
             ucs_status_string(us));
         goto err_refuse;
     }
@@ -118,7 +131,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     ep.address        = (const ucp_address_t *)(in + sizeof(hello));
     us                = ucp_ep_create(s->worker, &ep, &s->ep);
     if (us != UCS_OK) {
-        LOG("local client pid %d: cannot reach its worker: %s: refused", (int)cred.pid,
+        LOG_RL(1000, "local client pid %d: cannot reach its worker: %s: refused", (int)cred.pid,
             ucs_status_string(us));
         goto err_worker;
     }
@@ -135,7 +148,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     memcpy(out + sizeof(w), addr, alen);
     ucp_worker_release_address(s->worker, addr);
     if (msl_send(fd, out, sizeof(w) + alen, NULL, 0) != MEMSVC_OK) {
-        LOG("local client pid %d: gone during the handshake", (int)cred.pid);
+        LOG_RL(1000, "local client pid %d: gone during the handshake", (int)cred.pid);
         ucp_worker_destroy(s->worker);
         close(fd);
         free(s);
@@ -151,6 +164,7 @@ static void local_accept_one(msd_server_t *srv, int fd)
     }
     msd_lock(srv);
     s->id         = srv->next_sid++;
+    s->created_ns = s->last_ns = msp_now_ns();
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
@@ -223,9 +237,19 @@ static void *local_acceptor(void *arg)
                 break;
             }
             if ((errno != EINTR) && (errno != ECONNABORTED)) {
-                LOG("accept on %s: %s", srv->unix_path, strerror(errno));
+                LOG_RL(1000, "accept on %s: %s", srv->unix_path, strerror(errno));
                 usleep(10000); /* e.g. out of fds: do not spin */
             }
+            continue;
+        }
+        if (atomic_load(&srv->handshakes) >= LOCAL_HANDSHAKES_MAX) {
+            /* Silent connections each hold a thread for LOCAL_HANDSHAKE_MS: cap them. */
+            msd_lock(srv);
+            srv->refused++;
+            msd_unlock(srv);
+            LOG_RL(1000, "local client refused: %d handshakes in progress", LOCAL_HANDSHAKES_MAX);
+            local_refuse(fd, MEMSVC_ERR_OVERLOAD, "too many handshakes in progress: retry later");
+            close(fd);
             continue;
         }
         local_handshake_start(srv, fd);
@@ -391,11 +415,19 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
     atomic_fetch_sub(&loop->nsessions, 1);
 
     msd_lock(srv);
-    if (!s->dead) {
+    if (s->evicted) {
+        why = s->bound ? "evicted by an operator" : "closed to make room (no HELLO yet)";
+    }
+    if (!s->dead && !s->bound) {
+        /* what a flood of silent connections causes: rate-limited */
+        LOG_RL(1000, "session %llu (pid %d, no HELLO): disconnected: %s",
+               (unsigned long long)s->id, (int)s->pid, why);
+    } else if (!s->dead) {
         LOG("session %llu (job %u rank %u '%s', pid %d): disconnected: %s",
             (unsigned long long)s->id, s->job, s->rank, s->name, (int)s->pid, why);
-        s->dead = true;
     }
+    s->dead = true;
+    msd_defer_drop(srv, s, true); /* its worker still exists: descriptors go back to it */
     msd_ops_session_gone(srv, s);
     s->cleaned = true;
     msd_transport_summary(srv);
@@ -475,7 +507,9 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
         eng_release(srv->eng, h);
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    pin->pins++;
+    if (pin->pins++ == 0) {
+        pin->since = msp_now_ns();
+    }
     if (eng_info(srv->eng, h, &info) == MEMSVC_OK) {
         if ((status == MEMSVC_OK) && !info.valid) {
             status = MEMSVC_RECOMPUTE; /* uncommitted bytes: the owner writes them again */

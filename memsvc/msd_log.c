@@ -172,3 +172,35 @@ void msd_log_take_ucx(void)
 {
     ucs_log_push_handler(log_ucx_handler);
 }
+
+void msd_log_rl(msd_log_rl_t *rl, unsigned interval_ms, msd_log_level_t level, const char *comp,
+                const char *fmt, ...)
+{
+    struct timespec    ts;
+    unsigned long long now, next, dropped;
+    char               text[512];
+    va_list            ap;
+
+    if ((int)level > atomic_load(&log_level)) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now  = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+    next = atomic_load(&rl->next_ns);
+    /* One thread wins the slot of this interval; the others count themselves out. */
+    if ((now < next) ||
+        !atomic_compare_exchange_strong(&rl->next_ns, &next,
+                                        now + (unsigned long long)interval_ms * 1000000ull)) {
+        atomic_fetch_add(&rl->suppressed, 1);
+        return;
+    }
+    dropped = atomic_exchange(&rl->suppressed, 0);
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (dropped > 0) {
+        msd_log(level, comp, "%s (%llu similar lines suppressed)", text, dropped);
+    } else {
+        msd_log(level, comp, "%s", text);
+    }
+}

@@ -3,6 +3,7 @@
 #define MSD_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 typedef enum msd_log_level {
@@ -57,5 +58,28 @@ const char *msd_log_target_name(msd_log_target_t target);
 /* Route UCX's own log messages (ucs_log) through this logger, component "ucx", instead of
  * UCX printing them to stdout/stderr. Call once, before UCX is initialized. */
 void msd_log_take_ucx(void);
+
+/*
+ * Rate-limited lines, for what a client can cause at will (bad input, refused connections):
+ * each call site logs at most one line per interval; the lines it suppressed in between are
+ * counted and summed up ("N similar lines suppressed") on the next line it logs. State is
+ * per call site (a static msd_log_rl_t), shared by the threads that reach it.
+ */
+typedef struct msd_log_rl {
+    _Atomic unsigned long long next_ns;    /* monotonic time before which lines are dropped */
+    _Atomic unsigned long long suppressed; /* dropped since the last line */
+} msd_log_rl_t;
+
+void msd_log_rl(msd_log_rl_t *rl, unsigned interval_ms, msd_log_level_t level, const char *comp,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#define LOG_RL_LEVEL(level, interval_ms, ...)                                                      \
+    do {                                                                                           \
+        static msd_log_rl_t rl_site_;                                                              \
+        msd_log_rl(&rl_site_, (interval_ms), (level), MSD_LOG_COMP, __VA_ARGS__);                  \
+    } while (0)
+/* Info level, at most one line per interval_ms from this call site. */
+#define LOG_RL(interval_ms, ...) LOG_RL_LEVEL(MSD_LOG_INFO, interval_ms, __VA_ARGS__)
+#define LOG_WARN_RL(interval_ms, ...) LOG_RL_LEVEL(MSD_LOG_WARN, interval_ms, __VA_ARGS__)
 
 #endif /* MSD_LOG_H */

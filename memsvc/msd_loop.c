@@ -71,6 +71,12 @@ void msd_after_batch(msd_server_t *srv)
 
         when = (peers_at < when) ? peers_at : when;
     }
+    if (srv->hs_next < when) {
+        when = srv->hs_next;
+    }
+    if (srv->reclaim_head < srv->reclaim_n) {
+        when = now; /* loop 0 frees the next slice at once */
+    }
     atomic_store(&srv->timer_at, when);
     if ((when < atomic_load(&srv->timer_armed)) && (loop_current != &srv->loops[0]) &&
         (srv->loops != NULL)) {
@@ -220,13 +226,50 @@ static bool sock_ended(msd_session_t *s)
     return (rc == 0) || ((errno != EAGAIN) && (errno != EWOULDBLOCK) && (errno != EINTR));
 }
 
+/* Milliseconds until the first handshake deadline of the loop's sessions without HELLO (-1:
+ * none, sleep until something happens). */
+static int loop_handshake_wait(msd_loop_t *loop, uint64_t now)
+{
+    msd_server_t  *srv   = loop->srv;
+    uint64_t       first = UINT64_MAX;
+    msd_session_t *s;
+
+    for (s = loop->sessions; s != NULL; s = s->loop_next) {
+        if (!s->bound && (s->created_ns + srv->cfg.handshake_timeout_ns < first)) {
+            first = s->created_ns + srv->cfg.handshake_timeout_ns;
+        }
+    }
+    if (first == UINT64_MAX) {
+        return -1;
+    }
+    return (first <= now) ? 0 : (int)((first - now) / 1000000ull + 1);
+}
+
+/* Sessions of the loop past their handshake deadline (at most LOOP_EVENTS) into ended[]. */
+static unsigned loop_handshakes_expired(msd_loop_t *loop, uint64_t now, msd_session_t **ended)
+{
+    msd_server_t  *srv = loop->srv;
+    msd_session_t *s;
+    unsigned       n = 0;
+
+    for (s = loop->sessions; (s != NULL) && (n < LOOP_EVENTS / 2); s = s->loop_next) {
+        if (!s->bound && (s->created_ns + srv->cfg.handshake_timeout_ns <= now)) {
+            ended[n++] = s;
+            msd_lock(srv);
+            srv->hs_timeouts++;
+            msd_unlock(srv);
+        }
+    }
+    return n;
+}
+
 static void *loop_main(void *arg)
 {
     msd_loop_t        *loop = arg;
     msd_server_t      *srv  = loop->srv;
     struct epoll_event evs[LOOP_EVENTS];
-    msd_session_t     *ended[LOOP_EVENTS], *s;
-    unsigned           nended, k;
+    msd_session_t     *ended[LOOP_EVENTS + LOOP_EVENTS / 2], *s;
+    unsigned           nended, k, hs;
     uint64_t           ticks, now, fds_at = 0;
     unsigned           turns = 0;
     bool               busy, active;
@@ -235,8 +278,11 @@ static void *loop_main(void *arg)
     loop_current = loop;
     while (!atomic_load(&srv->stopping)) {
         active = false;
+        /* Round robin, a bounded number of progress calls each: one busy worker cannot keep
+         * the loop from the others. */
         for (s = loop->sessions; s != NULL; s = s->loop_next) {
-            while (ucp_worker_progress(s->worker) != 0) {
+            for (k = 0; (k < MSD_PROGRESS_PER_TURN) && (ucp_worker_progress(s->worker) != 0);
+                 k++) {
                 active = true;
             }
         }
@@ -256,12 +302,12 @@ static void *loop_main(void *arg)
         for (s = loop->sessions; !busy && (s != NULL); s = s->loop_next) {
             busy = (ucp_worker_arm(s->worker) == UCS_ERR_BUSY);
         }
-        n = epoll_wait(loop->epfd, evs, LOOP_EVENTS, busy ? 0 : -1);
+        n = epoll_wait(loop->epfd, evs, LOOP_EVENTS, busy ? 0 : loop_handshake_wait(loop, now));
         if ((n < 0) && (errno != EINTR)) {
             LOG("loop %u: epoll_wait: %s", loop->idx, strerror(errno));
             break;
         }
-        nended = 0;
+        nended = hs = loop_handshakes_expired(loop, msp_now_ns(), ended);
         for (i = 0; i < n; i++) {
             const msd_ev_t *ev = evs[i].data.ptr;
 
@@ -280,7 +326,9 @@ static void *loop_main(void *arg)
             }
         }
         for (k = 0; k < nended; k++) {
-            msd_local_session_end(srv, ended[k], "its socket closed (process ended)");
+            msd_local_session_end(srv, ended[k],
+                                  (k < hs) ? "no HELLO within the handshake timeout"
+                                           : "its socket closed (process ended)");
         }
     }
     /* Stopping: end the sessions still served here. */

@@ -68,7 +68,7 @@ static void pending_reply(ops_pending_t *p, memsvc_status_t status, const char *
 static void pending_done(ops_pending_t *p)
 {
     msd_session_put(p->srv, p->s);
-    free(p->buf);
+    msd_buf_put(p->srv, p->buf, p->len);
     free(p);
 }
 
@@ -152,8 +152,8 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     msd_lock(srv);
     msd_inflight_del(p->s, &p->inflight);
     if (ustatus != UCS_OK) {
-        LOG("session %llu: write payload lost: %s", (unsigned long long)p->s->id,
-            ucs_status_string(ustatus));
+        LOG_RL(1000, "session %llu: write payload lost: %s", (unsigned long long)p->s->id,
+               ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
     } else {
         status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
@@ -162,6 +162,7 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
         status = msd_durable_commit(srv, p->handle, msg, sizeof(msg));
     }
     pending_reply(p, status, (status < 0) ? msg : NULL);
+    msd_out_bytes(srv, p->s, -(int64_t)p->len, true);
     pending_done(p);
     ucp_request_free(request);
     msd_unlock(srv);
@@ -170,7 +171,10 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
 /* The session's worker was destroyed with this receive in flight: its callback never runs. */
 static void ops_write_recv_drop(msd_inflight_t *in)
 {
-    pending_done((ops_pending_t *)in); /* inflight is the first member */
+    ops_pending_t *p = (ops_pending_t *)in; /* inflight is the first member */
+
+    msd_out_bytes(p->srv, p->s, -(int64_t)p->len, false);
+    pending_done(p);
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -253,7 +257,7 @@ static memsvc_status_t op_hello(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg),
                  "client speaks protocol version %u; this daemon speaks versions %u to %u",
                  req->u.hello.version, MSP_VERSION_MIN, MSP_VERSION);
-        LOG_WARN("session %llu refused: %s", (unsigned long long)s->id, rep->msg);
+        LOG_WARN_RL(1000, "session %llu refused: %s", (unsigned long long)s->id, rep->msg);
         return MEMSVC_ERR_VERSION;
     }
     if (control != (req->u.hello.job == MSP_JOB_CONTROL)) {
@@ -350,6 +354,11 @@ static memsvc_status_t op_alloc(msd_server_t *srv, msd_session_t *s, const msp_r
         snprintf(rep->msg, sizeof(rep->msg), "a control session cannot allocate");
         return MEMSVC_ERR_ACCESS;
     }
+    status = msd_jobs_check_alloc(&srv->jobs, s->job, req->u.alloc.size, rep->msg,
+                                  sizeof(rep->msg));
+    if (status != MEMSVC_OK) {
+        return status;
+    }
     p = pending_new(srv, s, req, ENG_HANDLE_NULL);
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
@@ -437,6 +446,14 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
         if ((msd_local_locate(srv, s, &info, &offset) == MSP_REGION_NONE) ||
             (!info.valid && !(req->u.h.flags & MSP_ACQ_WRITE))) {
             return MEMSVC_OK; /* not pinned, region NONE: the client sends READ/WRITE */
+        }
+    }
+    if ((info.state == MEMSVC_STATE_ON_HOST) || (info.state == MEMSVC_STATE_ON_DISK) ||
+        (info.state == MEMSVC_STATE_DROPPED)) {
+        status = msd_jobs_check_resident(&srv->jobs, s->job, info.size, rep->msg,
+                                         sizeof(rep->msg));
+        if (status != MEMSVC_OK) {
+            return status;
         }
     }
     if (info.state == MEMSVC_STATE_ON_DEVICE) {
@@ -541,7 +558,7 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    p->buf    = malloc((length > 0) ? length : 1);
+    p->buf    = msd_buf_get(srv, length);
     p->offset = req->u.io.offset;
     p->len    = length;
     if (p->buf == NULL) {
@@ -553,9 +570,11 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
     sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
+    srv->rndv_taken = true; /* UCX owns the descriptor now, whatever came of it */
     if (UCS_PTR_IS_PTR(sp)) {
         p->inflight.drop = ops_write_recv_drop;
         msd_inflight_add(s, &p->inflight);
+        msd_out_bytes(srv, s, (int64_t)length, false); /* until received */
         return MEMSVC_INPROGRESS;
     }
     if (UCS_PTR_IS_ERR(sp)) {
@@ -587,7 +606,7 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
                  (unsigned long long)req->u.io.handle);
         return MEMSVC_ERR_ILLEGAL_STATE;
     }
-    buf = malloc((req->u.io.len > 0) ? req->u.io.len : 1);
+    buf = msd_buf_get(srv, req->u.io.len);
     if (buf == NULL) {
         snprintf(rep->msg, sizeof(rep->msg), "no memory to send %llu bytes",
                  (unsigned long long)req->u.io.len);
@@ -595,7 +614,7 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
     }
     status = eng_read(srv->eng, req->u.io.handle, req->u.io.offset, buf, req->u.io.len);
     if (status != MEMSVC_OK) {
-        free(buf);
+        msd_buf_put(srv, buf, req->u.io.len);
         return status;
     }
     rep->plen  = req->u.io.len;
@@ -773,6 +792,94 @@ static void stats_restrict(msd_server_t *srv, const msd_session_t *s, memsvc_sta
     eng_foreach(srv->eng, UINT32_MAX, stats_count_own, &c);
 }
 
+/* The limits part of STATS: counters, jobs holding anything, live sessions with their pins.
+ * A session that does not administer sees its own jobs and their sessions only, and the
+ * node-wide counters read 0 (docs/security.md). */
+static void stats_limits(msd_server_t *srv, const msd_session_t *me, memsvc_stats_t *st)
+{
+    msd_session_t *s, *listed[MEMSVC_STATS_SESSIONS_MAX];
+    uint64_t       now = msp_now_ns();
+    size_t         i;
+    unsigned       k;
+
+    st->sessions_refused   = srv->refused;
+    st->handshake_timeouts = srv->hs_timeouts;
+    st->overloads          = srv->overloads;
+    st->deferred           = srv->deferred;
+    st->evictions          = srv->evictions;
+    if (!me->admin) {
+        st->sessions_refused = st->handshake_timeouts = st->overloads = 0;
+        st->deferred = st->evictions = 0;
+    }
+    for (i = 0; (i < srv->jobs.cap) && (st->num_jobs < MEMSVC_STATS_JOBS_MAX); i++) {
+        const msd_job_t    *j = &srv->jobs.slots[i];
+        memsvc_job_stats_t *o;
+
+        if (!j->used || ((msd_job_tensors(j) == 0) && (j->inflight == 0) && (j->refused == 0)) ||
+            !msd_auth_sees_job(srv, me, j->job)) {
+            continue;
+        }
+        o                 = &st->job[st->num_jobs++];
+        o->job            = j->job;
+        o->tensors        = msd_job_tensors(j);
+        o->hbm_bytes      = msd_job_hbm(j);
+        o->host_bytes     = msd_job_host(j);
+        o->disk_bytes     = msd_job_disk(j);
+        o->inflight_bytes = j->inflight;
+        o->quota_refused  = j->refused;
+    }
+    /* The list is newest first: take the oldest (those most likely stuck). */
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->dead || (!me->admin && (s != me) &&
+                        (!s->bound || s->control || !msd_auth_sees_job(srv, me, s->job)))) {
+            continue;
+        }
+        if (st->num_sessions < MEMSVC_STATS_SESSIONS_MAX) {
+            st->num_sessions++;
+        }
+        memmove(&listed[1], &listed[0], (st->num_sessions - 1) * sizeof(listed[0]));
+        listed[0] = s;
+    }
+    for (k = 0; k < st->num_sessions; k++) {
+        memsvc_session_stats_t *o = &st->session[k];
+
+        s                 = listed[k];
+        o->id             = s->id;
+        o->job            = s->job;
+        o->rank           = s->rank;
+        o->device         = s->device;
+        o->pid            = (uint32_t)s->pid;
+        o->flags          = (s->bound ? MEMSVC_SESSION_BOUND : 0) |
+                            (s->control ? MEMSVC_SESSION_CONTROL : 0) |
+                            (s->local ? MEMSVC_SESSION_LOCAL : 0);
+        o->idle_ns        = now - s->last_ns;
+        o->inflight_bytes = s->out_bytes;
+        o->queued         = s->ndefer;
+        o->requests       = s->requests;
+        o->errors         = s->errors;
+    }
+    if (st->num_sessions == 0) {
+        return;
+    }
+    /* Pin entries (sid != 0) are few next to owner entries; one pass over the table. */
+    for (i = 0; i < srv->own.cap; i++) {
+        const msd_map_slot_t *slot = &srv->own.slots[i];
+
+        if (!slot->used || (slot->sid == 0) || (slot->v.pins == 0)) {
+            continue;
+        }
+        for (k = 0; (k < st->num_sessions) && (st->session[k].id != slot->sid); k++) {
+        }
+        if (k == st->num_sessions) {
+            continue;
+        }
+        st->session[k].pins += slot->v.pins;
+        if ((slot->v.since > 0) && (now - slot->v.since > st->session[k].oldest_pin_ns)) {
+            st->session[k].oldest_pin_ns = now - slot->v.since;
+        }
+    }
+}
+
 static memsvc_status_t op_stats(msd_server_t *srv, msd_session_t *s, msp_rep_t *rep,
                                 void **payload_p)
 {
@@ -845,14 +952,14 @@ static memsvc_status_t op_stats(msd_server_t *srv, msd_session_t *s, msp_rep_t *
         stats_restrict(srv, s, st);
     }
     msd_durable_stats(srv, st);
+    stats_limits(srv, s, st);
     return body_payload(rep, payload_p, msp_encode_stats(st, &srv->body), srv);
 }
 
 typedef struct list_ctx {
     msd_server_t        *srv;
     const msd_session_t *s; /* set: list only the jobs it may see */
-    uint32_t             start, max, seen, count;
-    bool                 more;
+    uint32_t             max, count;
 } list_ctx_t;
 
 static bool list_visit(void *arg, const eng_tensor_info_t *info)
@@ -862,12 +969,8 @@ static bool list_visit(void *arg, const eng_tensor_info_t *info)
     if ((lc->s != NULL) && !msd_auth_sees_job(lc->srv, lc->s, info->job)) {
         return true; /* another user's job: as if it did not exist */
     }
-    if (lc->seen++ < lc->start) {
-        return true;
-    }
     if (lc->count == lc->max) {
-        lc->more = true;
-        return false;
+        return false; /* the cursor stops on it: the next page starts with it */
     }
     info_to_wire(info, &lc->srv->list[lc->count++]);
     return true;
@@ -876,7 +979,8 @@ static bool list_visit(void *arg, const eng_tensor_info_t *info)
 static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                msp_rep_t *rep, void **payload_p)
 {
-    list_ctx_t lc = {.srv = srv, .start = req->u.list.start, .max = req->u.list.max};
+    list_ctx_t lc     = {.srv = srv, .max = req->u.list.max};
+    uint64_t   cursor = req->u.list.start;
 
     if (!s->control && (req->u.list.job != s->job)) {
         snprintf(rep->msg, sizeof(rep->msg), "a session may list only its own job (%u)", s->job);
@@ -885,10 +989,52 @@ static memsvc_status_t op_list(msd_server_t *srv, msd_session_t *s, const msp_re
     if (s->control && !s->admin) {
         lc.s = s; /* an ordinary user's control session: its own jobs only */
     }
-    eng_foreach(srv->eng, req->u.list.job, list_visit, &lc);
+    if (lc.max > MSP_LIST_MAX) {
+        lc.max = MSP_LIST_MAX;
+    }
+    /* `start` is a cursor into the registry (0: from the beginning), not an ordinal: each page
+     * costs a bounded walk (MSD_LIST_VISIT positions at most), never a walk from the start. */
+    eng_foreach_from(srv->eng, req->u.list.job, &cursor, MSD_LIST_VISIT, list_visit, &lc);
     rep->u.list.count = lc.count;
-    rep->u.list.next  = lc.more ? lc.start + lc.count : 0;
+    rep->u.list.next  = (uint32_t)cursor;
     return body_payload(rep, payload_p, msp_encode_list(srv->list, lc.count, &srv->body), srv);
+}
+
+static memsvc_status_t op_evict(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                msp_rep_t *rep)
+{
+    msd_session_t *victim;
+
+    if (!s->control) {
+        snprintf(rep->msg, sizeof(rep->msg), "only a control session may evict sessions");
+        return MEMSVC_ERR_ACCESS;
+    }
+    for (victim = srv->sessions; victim != NULL; victim = victim->next) {
+        if ((victim->id == req->u.h.handle) && !victim->dead && !victim->evicted) {
+            break;
+        }
+    }
+    /* An ordinary user may evict the trainer sessions of the jobs it owns; any other session
+     * is answered as one that does not exist (docs/security.md). */
+    if ((victim != NULL) && !s->admin &&
+        (!victim->bound || victim->control || !msd_auth_sees_job(srv, s, victim->job))) {
+        victim = NULL;
+    }
+    if (victim == NULL) {
+        snprintf(rep->msg, sizeof(rep->msg), "no live session %llu",
+                 (unsigned long long)req->u.h.handle);
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if (victim == s) {
+        snprintf(rep->msg, sizeof(rep->msg), "a session cannot evict itself");
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    LOG("session %llu (job %u rank %u '%s', pid %d) evicted by control session %llu",
+        (unsigned long long)victim->id, victim->job, victim->rank, victim->name,
+        (int)victim->pid, (unsigned long long)s->id);
+    srv->evictions++;
+    msd_session_evict(srv, victim);
+    return MEMSVC_OK;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -921,9 +1067,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             status = req->status;
             snprintf(rep->msg, sizeof(rep->msg), "malformed %s request: %s", msp_op_name(req->op),
                      memsvc_strerror(status));
-            LOG_WARN("session %llu (job %u rank %u): request id %llu refused: %s",
-                     (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
-                     rep->msg);
+            LOG_WARN_RL(1000, "session %llu (job %u rank %u): request id %llu refused: %s",
+                        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)req->id,
+                        rep->msg);
         } else if (atomic_load(&srv->draining)) {
             status = MEMSVC_ERR_SHUTDOWN;
             snprintf(rep->msg, sizeof(rep->msg), "the daemon is shutting down");
@@ -977,6 +1123,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             case MSP_OP_PEERS:
                 status = msd_peers_op(srv, req, rep, &payload);
                 break;
+            case MSP_OP_EVICT:
+                status = op_evict(srv, s, req, rep);
+                break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();
                 rep->u.ping.sessions = (uint32_t)srv->sessions_total;
@@ -1024,15 +1173,108 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
     eng_policy_defer(srv->eng, false); /* now the policy hears of them */
 }
 
+/* One tensor owned by session sid (job, rank) that ended: handed to a live session of the same
+ * job and rank (the process that replaced it) if durable, else kept for re-attach if durable,
+ * else freed. Nothing if it changed hands (freed, re-attached) since. */
+static void reclaim_one(msd_server_t *srv, eng_handle_t h, uint64_t sid, uint32_t job,
+                        uint32_t rank)
+{
+    msd_own_t        *own = msd_map_get(&srv->own, h, 0);
+    eng_tensor_info_t info;
+    msd_session_t    *heir;
+
+    if ((own == NULL) || (own->sid != sid)) {
+        return;
+    }
+    if (eng_info(srv->eng, h, &info) != MEMSVC_OK) {
+        own_forget(srv, h);
+        return;
+    }
+    if (info.durable) {
+        for (heir = srv->sessions; heir != NULL; heir = heir->next) {
+            if ((heir->id != sid) && !heir->dead && heir->bound && !heir->control &&
+                (heir->job == job) && (heir->rank == rank)) {
+                own->sid = heir->id; /* the rank came back before its old session ended */
+                srv->reclaim_kept++;
+                return;
+            }
+        }
+        if (srv->cfg.keep_durable_ns > 0) {
+            own->sid      = 0;
+            own->deadline = msp_now_ns() + srv->cfg.keep_durable_ns;
+            srv->orphans++;
+            if (own->deadline < srv->orphan_next) {
+                srv->orphan_next = own->deadline;
+            }
+            srv->reclaim_kept++;
+            return;
+        }
+    }
+    eng_free(srv->eng, h);
+    own_forget(srv, h);
+    srv->reclaim_freed++;
+}
+
+/* Queue the tensors an ended session s owned for msd_ops_reclaim. */
+static memsvc_status_t reclaim_add(msd_server_t *srv, const msd_session_t *s,
+                                   const eng_handle_t *h, size_t n)
+{
+    size_t           left = srv->reclaim_n - srv->reclaim_head, i;
+    msd_reclaim_t   *q;
+
+    if (srv->reclaim_head > 0) { /* compact what is left to the front */
+        memmove(srv->reclaim, srv->reclaim + srv->reclaim_head, left * sizeof(*q));
+        srv->reclaim_head = 0;
+        srv->reclaim_n    = left;
+    }
+    if (left + n > srv->reclaim_cap) {
+        q = realloc(srv->reclaim, (left + n) * sizeof(*q));
+        if (q == NULL) {
+            return MEMSVC_ERR_NO_RESOURCE;
+        }
+        srv->reclaim     = q;
+        srv->reclaim_cap = left + n;
+    }
+    for (i = 0; i < n; i++) {
+        srv->reclaim[left + i] =
+            (msd_reclaim_t){.handle = h[i], .sid = s->id, .job = s->job, .rank = s->rank};
+    }
+    srv->reclaim_n = left + n;
+    return MEMSVC_OK;
+}
+
+size_t msd_ops_reclaim(msd_server_t *srv, size_t max)
+{
+    size_t done = 0;
+
+    while ((done < max) && (srv->reclaim_head < srv->reclaim_n)) {
+        const msd_reclaim_t *r = &srv->reclaim[srv->reclaim_head++];
+
+        reclaim_one(srv, r->handle, r->sid, r->job, r->rank);
+        done++;
+    }
+    if ((done > 0) && (srv->reclaim_head == srv->reclaim_n)) {
+        LOG("ended sessions' tensors dealt with: %llu freed, %llu durable kept or handed over",
+            (unsigned long long)srv->reclaim_freed, (unsigned long long)srv->reclaim_kept);
+        srv->reclaim_head = srv->reclaim_n = 0;
+        srv->reclaim_freed = srv->reclaim_kept = 0;
+        if (srv->reclaim_cap > 65536) { /* a big teardown's queue is not kept */
+            free(srv->reclaim);
+            srv->reclaim     = NULL;
+            srv->reclaim_cap = 0;
+        }
+    }
+    return done;
+}
+
 /* ---- session end, orphans ------------------------------------------------------------------- */
 
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
 {
-    eng_handle_t  *pins = NULL, *owned = NULL;
-    msd_session_t *heir;
-    uint32_t      *counts = NULL;
-    size_t         npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t       now = msp_now_ns(), released = 0, freed = 0, kept = 0, uncommitted = 0;
+    eng_handle_t *pins = NULL, *owned = NULL;
+    uint32_t     *counts = NULL;
+    size_t        npins = 0, nowned = 0, i, cap = srv->own.count;
+    uint64_t      released = 0, uncommitted = 0;
 
     msd_auth_session_gone(srv, s); /* after this, its tensors alone keep the job owned */
     if (!s->bound || s->control || (cap == 0)) {
@@ -1063,12 +1305,6 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             owned[nowned++] = slot->handle;
         }
     }
-    for (heir = srv->sessions; heir != NULL; heir = heir->next) {
-        if ((heir != s) && !heir->dead && heir->bound && !heir->control && (heir->job == s->job) &&
-            (heir->rank == s->rank)) {
-            break;
-        }
-    }
     for (i = 0; i < npins; i++) {
         while (counts[i]-- > 0) {
             if (eng_release(srv->eng, pins[i]) == MEMSVC_OK) {
@@ -1077,37 +1313,19 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
         }
         msd_map_del(&srv->own, pins[i], s->id);
     }
-    for (i = 0; i < nowned; i++) {
-        eng_tensor_info_t info;
-        msd_own_t        *own;
-
-        if (eng_info(srv->eng, owned[i], &info) != MEMSVC_OK) {
-            own_forget(srv, owned[i]);
-            continue;
-        }
-        if (info.durable && (heir != NULL)) {
-            /* The rank already came back (before its old connection was declared dead). */
-            msd_map_get(&srv->own, owned[i], 0)->sid = heir->id;
-            kept++;
-        } else if (info.durable && (srv->cfg.keep_durable_ns > 0)) {
-            own           = msd_map_get(&srv->own, owned[i], 0);
-            own->sid      = 0;
-            own->deadline = now + srv->cfg.keep_durable_ns;
-            srv->orphans++;
-            if (own->deadline < srv->orphan_next) {
-                srv->orphan_next = own->deadline;
-            }
-            kept++;
-        } else {
-            eng_free(srv->eng, owned[i]);
-            own_forget(srv, owned[i]);
-            freed++;
+    /* What it owned is freed, kept or handed over in slices by loop 0 (msd_ops_reclaim): a
+     * session that owned a million tensors must not stop the daemon while they go. */
+    if ((nowned > 0) && (reclaim_add(srv, s, owned, nowned) != MEMSVC_OK)) {
+        LOG("session %llu: out of memory queueing %zu tensors: dealt with at once",
+            (unsigned long long)s->id, nowned);
+        for (i = 0; i < nowned; i++) {
+            reclaim_one(srv, owned[i], s->id, s->job, s->rank);
         }
     }
-    LOG("session %llu (job %u rank %u) ended: %llu pins released, %llu tensors freed, "
-        "%llu durable kept for re-attach, %llu left uncommitted (pinned for writing)",
-        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released,
-        (unsigned long long)freed, (unsigned long long)kept, (unsigned long long)uncommitted);
+    LOG("session %llu (job %u rank %u) ended: %llu pins released, %zu owned tensors to free or "
+        "keep, %llu left uncommitted (pinned for writing)",
+        (unsigned long long)s->id, s->job, s->rank, (unsigned long long)released, nowned,
+        (unsigned long long)uncommitted);
 out:
     free(pins);
     free(counts);

@@ -1,6 +1,7 @@
 /* msd_server.c - memsvcd's tcp loop (listener, worker, timerfd, signalfd), sessions, replies */
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
+#include "sim_npu/sim_desc.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -85,6 +86,7 @@ static void sessions_reap(msd_server_t *srv)
             continue; /* local sessions are ended by their loop (msd_local_session_end) */
         }
         msd_peers_session_gone(srv, s);
+        msd_defer_drop(srv, s, true);
         msd_ops_session_gone(srv, s);
         s->cleaned = true;
         session_close_ep(srv, s);
@@ -99,9 +101,14 @@ static void srv_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     msd_server_t  *srv = s->loop->srv;
 
     msd_lock(srv);
-    if (!s->dead) {
+    if (!s->dead && !s->bound) { /* what a flood of silent connections causes */
+        LOG_RL(1000, "session %llu (no HELLO): disconnected (%s)", (unsigned long long)s->id,
+               ucs_status_string(status));
+    } else if (!s->dead) {
         LOG("session %llu (job %u rank %u '%s'): disconnected (%s)", (unsigned long long)s->id,
             s->job, s->rank, s->name, ucs_status_string(status));
+    }
+    if (!s->dead) {
         s->dead = true;
         atomic_store(&srv->reap_tcp, true);
     }
@@ -130,7 +137,11 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     ucp_ep_params_t ep  = {0};
     msd_session_t  *s;
     ucs_status_t    status;
+    bool            admit;
 
+    msd_lock(srv);
+    admit = msd_sessions_make_room(srv, false);
+    msd_unlock(srv);
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
         LOG_ERR("out of memory for a new session: connection refused");
@@ -150,17 +161,67 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     ep.err_handler.arg = s;
     status             = ucp_ep_create(srv->worker, &ep, &s->ep);
     if (status != UCS_OK) {
-        LOG("cannot accept a connection: %s", ucs_status_string(status));
+        LOG_RL(1000, "cannot accept a connection: %s", ucs_status_string(status));
         free(s);
         return;
     }
     snprintf(s->name, sizeof(s->name), "?");
     msd_lock(srv);
     s->id         = srv->next_sid++;
+    s->created_ns = s->last_ns = msp_now_ns();
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
+    if (!admit) {
+        /* Refused: accepted and closed at once (loop 0 reaps it), rather than
+         * ucp_listener_reject, after which UCX 1.13's tcp_sockcm aborted the daemon once
+         * in a flood (an assertion in uct_tcp_sockcm_ep_progress_send). */
+        s->dead = true;
+        atomic_store(&srv->reap_tcp, true);
+    } else if (s->created_ns + srv->cfg.handshake_timeout_ns < srv->hs_next) {
+        srv->hs_next = s->created_ns + srv->cfg.handshake_timeout_ns;
+        msd_after_batch(srv); /* loop 0's timer covers the deadline */
+    }
     msd_unlock(srv);
+}
+
+void msd_session_evict(msd_server_t *srv, msd_session_t *s)
+{
+    s->evicted = true;
+    if (s->local) {
+        /* Its loop sees the socket end and ends the session as on the client's death (only
+         * that thread may destroy its worker). */
+        shutdown(s->sock, SHUT_RDWR);
+        return;
+    }
+    s->dead = true;
+    atomic_store(&srv->reap_tcp, true);
+    if (msd_loop_current() != &srv->loops[0]) {
+        msd_loop_wake(&srv->loops[0]);
+    }
+}
+
+/* Close tcp sessions that sent no HELLO within the handshake timeout; recompute hs_next. */
+static void sessions_expire_handshakes(msd_server_t *srv, uint64_t now)
+{
+    msd_session_t *s;
+    uint64_t       next = UINT64_MAX, deadline;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->bound || s->dead || s->local) {
+            continue;
+        }
+        deadline = s->created_ns + srv->cfg.handshake_timeout_ns;
+        if (deadline <= now) {
+            srv->hs_timeouts++;
+            LOG_RL(1000, "session %llu: no HELLO within %.1f s: closed", (unsigned long long)s->id,
+                   (double)srv->cfg.handshake_timeout_ns / 1e9);
+            s->dead = true; /* reaped (its endpoint closed) below */
+        } else if (deadline < next) {
+            next = deadline;
+        }
+    }
+    srv->hs_next = next;
 }
 
 /* ---- sending -------------------------------------------------------------------------------- */
@@ -181,13 +242,84 @@ static void send_untrack(srv_send_t *send)
     send->head = NULL;
 }
 
-static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
+void *msd_buf_get(msd_server_t *srv, size_t len)
 {
-    srv_send_t *send = user_data;
+    unsigned i, best = MSD_POOL_SLOTS;
+    void    *p;
+
+    if (len >= MSD_POOL_MIN) {
+        for (i = 0; i < MSD_POOL_SLOTS; i++) {
+            if ((srv->pool[i].p != NULL) && (srv->pool[i].cap >= len) &&
+                (srv->pool[i].cap / 2 <= len) &&
+                ((best == MSD_POOL_SLOTS) || (srv->pool[i].cap < srv->pool[best].cap))) {
+                best = i;
+            }
+        }
+        if (best < MSD_POOL_SLOTS) {
+            p                   = srv->pool[best].p;
+            srv->pool_bytes    -= srv->pool[best].cap;
+            srv->pool[best].p   = NULL;
+            srv->pool[best].cap = 0;
+            return p;
+        }
+    }
+    return malloc((len > 0) ? len : 1);
+}
+
+void msd_buf_put(msd_server_t *srv, void *buf, size_t len)
+{
+    unsigned i;
+
+    if ((buf == NULL) || (len < MSD_POOL_MIN) || (srv->pool_bytes + len > MSD_POOL_BYTES)) {
+        free(buf);
+        return;
+    }
+    for (i = 0; i < MSD_POOL_SLOTS; i++) {
+        if (srv->pool[i].p == NULL) {
+            srv->pool[i].p   = buf;
+            srv->pool[i].cap = len;
+            srv->pool_bytes += len;
+            return;
+        }
+    }
+    free(buf);
+}
+
+void msd_buf_fini(msd_server_t *srv)
+{
+    unsigned i;
+
+    for (i = 0; i < MSD_POOL_SLOTS; i++) {
+        free(srv->pool[i].p);
+        srv->pool[i].p = NULL;
+    }
+    srv->pool_bytes = 0;
+}
+
+/* A send is over (done, failed or abandoned with its worker): its payload no longer counts
+ * against its session's budget; serve = the session's loop thread may serve what waits. */
+static void send_free(srv_send_t *send, bool serve)
+{
+    msd_session_t *s = send->acct;
 
     send_untrack(send);
+    if (s != NULL) {
+        msd_server_t *srv = s->loop->srv;
+
+        msd_lock(srv);
+        msd_buf_put(srv, send->payload, send->plen); /* kept for the next READ */
+        send->payload = NULL;
+        msd_out_bytes(srv, s, -(int64_t)send->plen, serve);
+        msd_session_put(srv, s);
+        msd_unlock(srv);
+    }
     free(send->payload);
     free(send);
+}
+
+static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
+{
+    send_free(user_data, true);
     ucp_request_free(request);
 }
 
@@ -196,9 +328,7 @@ void msd_send_forget_all(srv_send_t **head)
     srv_send_t *send;
 
     while ((send = *head) != NULL) {
-        send_untrack(send);
-        free(send->payload);
-        free(send);
+        send_free(send, false);
     }
 }
 
@@ -241,8 +371,7 @@ void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
     ucs_status_ptr_t    sp;
 
     if (s->dead || (s->ep == NULL)) {
-        free(send->payload);
-        free(send);
+        send_free(send, false);
         return;
     }
     param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -263,11 +392,10 @@ void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
         return;
     }
     if (UCS_PTR_IS_ERR(sp)) {
-        LOG("session %llu: reply not sent: %s", (unsigned long long)s->id,
-            ucs_status_string(UCS_PTR_STATUS(sp)));
+        LOG_RL(1000, "session %llu: reply not sent: %s", (unsigned long long)s->id,
+               ucs_status_string(UCS_PTR_STATUS(sp)));
     }
-    free(send->payload);
-    free(send);
+    send_free(send, true);
 }
 
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
@@ -311,6 +439,12 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
     send->hlen    = buf.len;
     send->payload = payload;
     send->plen    = plen;
+    if (plen > 0) {
+        /* Counted until the send completes: bytes the client has not taken yet. */
+        send->acct = s;
+        s->refs++;
+        msd_out_bytes(srv, s, (int64_t)plen, false);
+    }
     if (s->loop == msd_loop_current()) {
         msd_send_now(srv, s, send);
     } else {
@@ -325,9 +459,10 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
 {
     msd_server_t  *srv = arg;
     msd_session_t *s;
+    ucs_status_t   ret;
 
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || (param->reply_ep == NULL)) {
-        LOG_WARN("request without a reply endpoint: dropped");
+        LOG_WARN_RL(1000, "request without a reply endpoint: dropped");
         msd_lock(srv);
         srv->errors++;
         msd_unlock(srv);
@@ -336,40 +471,328 @@ static ucs_status_t srv_am_request_cb(void *arg, const void *header, size_t head
     msd_lock(srv);
     s = session_find(srv, param->reply_ep);
     if (s == NULL) {
-        LOG_WARN("request from an unknown endpoint: dropped");
+        LOG_WARN_RL(1000, "request from an unknown endpoint: dropped");
         srv->errors++;
         msd_unlock(srv);
         return UCS_OK;
     }
-    msd_handle_message(srv, s, header, header_length, data, length, param);
+    ret = msd_handle_message(srv, s, header, header_length, data, length, param);
     msd_unlock(srv);
-    return UCS_OK;
+    return ret;
 }
 
-void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header, size_t header_length,
-                        void *data, size_t length, const ucp_am_recv_param_t *param)
+/* ---- back-pressure ---------------------------------------------------------------------------
+ *
+ * Each session may have cfg.session_inflight bulk bytes in flight: READ replies the client has
+ * not taken yet, WRITE payloads being received. A message whose bulk bytes do not fit waits, in
+ * arrival order, with every later message of the session (order is kept); the wait ends when
+ * the session's sends and receives complete. A rendezvous WRITE that waits leaves its bytes with
+ * the sender (UCX keeps the descriptor until ucp_am_recv_data_nbx), so neither direction grows
+ * the daemon. Past cfg.session_queue waiting messages the session is answered OVERLOAD. */
+
+/* A message kept for later. */
+typedef struct msd_defer {
+    struct msd_defer   *next;
+    ucp_am_recv_param_t param;
+    void               *data;   /* rendezvous descriptor, or an owned copy of eager bytes */
+    size_t              length;
+    bool                rndv;
+    uint64_t            need;   /* bulk bytes */
+    size_t              hlen;
+    uint8_t             hdr[];
+} msd_defer_t;
+
+static bool fits(uint64_t used, uint64_t need, uint64_t cap)
+{
+    return (cap == 0) || (used == 0) || (used + need <= cap);
+}
+
+/* Bulk bytes of a decoded message: READ lengths and a WRITE's payload. */
+static uint64_t msg_bulk(const msp_req_t *reqs, size_t n)
+{
+    uint64_t need = 0;
+    size_t   i;
+
+    for (i = 0; i < n; i++) {
+        if ((reqs[i].status == MEMSVC_OK) &&
+            ((reqs[i].op == MSP_OP_READ) || (reqs[i].op == MSP_OP_WRITE))) {
+            need += reqs[i].u.io.len;
+        }
+    }
+    return need;
+}
+
+unsigned msd_sessions_live(msd_server_t *srv)
+{
+    msd_session_t *s;
+    unsigned       n = 0;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        n += (s->dead || s->evicted) ? 0 : 1;
+    }
+    return n;
+}
+
+bool msd_sessions_make_room(msd_server_t *srv, bool local)
+{
+    msd_session_t *s, *oldest = NULL;
+    unsigned       live = 0;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->dead || s->evicted || (s->local != local)) {
+            continue;
+        }
+        live++;
+        if (!s->bound && ((oldest == NULL) || (s->created_ns < oldest->created_ns))) {
+            oldest = s;
+        }
+    }
+    if (live < srv->cfg.max_sessions) {
+        return true;
+    }
+    srv->refused++;
+    if ((oldest == NULL) || (msp_now_ns() - oldest->created_ns < MSD_SHED_AGE_NS)) {
+        /* A burst: refusing costs nothing, while accepting would open the new connection's
+         * sockets before the old one's are closed. */
+        LOG_RL(1000, "%s connection refused: %u sessions live (--max-sessions %u)%s",
+               local ? "local" : "tcp", live, srv->cfg.max_sessions,
+               (oldest == NULL) ? ", every one past its HELLO" : ", the silent ones young");
+        return false;
+    }
+    /* Silent connections make way for new ones: a flood of them cannot lock clients out. */
+    LOG_RL(1000, "%u %s sessions live (--max-sessions %u): the oldest without HELLO (session "
+                 "%llu) closed to make room",
+           live, local ? "local" : "tcp", srv->cfg.max_sessions, (unsigned long long)oldest->id);
+    msd_session_evict(srv, oldest);
+    return true;
+}
+
+/* Answer every request of the decoded message in srv->reqs with status. */
+static void answer_all(msd_server_t *srv, msd_session_t *s, size_t n, memsvc_status_t status,
+                       const char *msg)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        memset(&srv->reps[i], 0, sizeof(srv->reps[i]));
+        srv->reps[i].id     = srv->reqs[i].id;
+        srv->reps[i].op     = srv->reqs[i].op;
+        srv->reps[i].status = status;
+        snprintf(srv->reps[i].msg, sizeof(srv->reps[i].msg), "%s", msg);
+        srv->errors++;
+        s->errors++;
+    }
+    if (n > 0) {
+        msd_send_replies(srv, s, srv->reps, n, NULL, 0);
+    }
+}
+
+static ucs_status_t defer_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                  size_t hlen, void *data, size_t length,
+                                  const ucp_am_recv_param_t *param, size_t n, uint64_t need)
+{
+    bool         rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+    msd_defer_t *d    = NULL;
+    char         msg[MSP_MSG_MAX + 1];
+
+    if ((s->ndefer < srv->cfg.session_queue) && (rndv || (length <= MSD_DEFER_EAGER_MAX))) {
+        d = calloc(1, sizeof(*d) + hlen);
+    }
+    if ((d != NULL) && !rndv && (length > 0)) {
+        d->data = malloc(length);
+        if (d->data == NULL) {
+            free(d);
+            d = NULL;
+        } else {
+            memcpy(d->data, data, length);
+        }
+    }
+    if (d == NULL) {
+        srv->overloads++;
+        snprintf(msg, sizeof(msg),
+                 "overload: %u messages already wait for this session's %llu bytes in flight "
+                 "(--session-queue); retry later",
+                 s->ndefer, (unsigned long long)s->out_bytes);
+        LOG_RL(1000, "session %llu (job %u rank %u): %s", (unsigned long long)s->id, s->job,
+               s->rank, msg);
+        answer_all(srv, s, n, MEMSVC_ERR_OVERLOAD, msg);
+        return UCS_OK; /* a rendezvous payload is dropped (its sender completes) */
+    }
+    if (rndv) {
+        d->data = data;
+    }
+    d->param  = *param;
+    d->length = length;
+    d->rndv   = rndv;
+    d->need   = need;
+    d->hlen   = hlen;
+    memcpy(d->hdr, header, hlen);
+    if (s->dq_tail != NULL) {
+        s->dq_tail->next = d;
+    } else {
+        s->dq_head = d;
+    }
+    s->dq_tail = d;
+    s->ndefer++;
+    srv->deferred++;
+    return rndv ? UCS_INPROGRESS : UCS_OK;
+}
+
+void msd_defer_drop(msd_server_t *srv, msd_session_t *s, bool release)
+{
+    msd_defer_t *d;
+
+    while ((d = s->dq_head) != NULL) {
+        s->dq_head = d->next;
+        if (d->rndv) {
+            if (release && (s->worker != NULL)) {
+                ucp_am_data_release(s->worker, d->data);
+            }
+        } else {
+            free(d->data);
+        }
+        free(d);
+    }
+    s->dq_tail = NULL;
+    s->ndefer  = 0;
+    if (s->kick) {
+        s->kick = false;
+        srv->kicks--;
+    }
+}
+
+/* Serve what s kept, in order, while it fits (s's loop thread, engine lock). */
+static ucs_status_t handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                   size_t header_length, void *data, size_t length,
+                                   const ucp_am_recv_param_t *param, bool *taken_p);
+
+static void defer_serve(msd_server_t *srv, msd_session_t *s)
+{
+    msd_defer_t *d;
+    bool         taken;
+
+    if (s->serving) {
+        return;
+    }
+    s->serving = true;
+    while (((d = s->dq_head) != NULL) && !s->dead) {
+        bool job_ok = msd_jobs_inflight_fits(&srv->jobs, s->job, d->need);
+
+        if (!fits(s->out_bytes, d->need, srv->cfg.session_inflight) ||
+            (!job_ok && (s->out_bytes > 0))) {
+            break; /* its own completions will call again */
+        }
+        s->dq_head = d->next;
+        if (s->dq_head == NULL) {
+            s->dq_tail = NULL;
+        }
+        s->ndefer--;
+        /* Served as if it had just arrived; a descriptor nobody took is given back. */
+        if ((handle_message(srv, s, d->hdr, d->hlen, d->data, d->length, &d->param, &taken) !=
+             UCS_INPROGRESS) &&
+            d->rndv && !taken) {
+            ucp_am_data_release(s->worker, d->data);
+        }
+        if (!d->rndv) {
+            free(d->data);
+        }
+        free(d);
+    }
+    s->serving = false;
+}
+
+/* Serve sessions of this loop whose bytes dropped while serving was unsafe. */
+static void defer_kicked(msd_server_t *srv)
+{
+    msd_loop_t    *loop = msd_loop_current();
+    msd_session_t *s;
+
+    if ((srv->kicks == 0) || srv->kicking || (srv->in_handle > 0)) {
+        return;
+    }
+    srv->kicking = true;
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (s->kick && (s->loop == loop)) {
+            s->kick = false;
+            srv->kicks--;
+            defer_serve(srv, s);
+        }
+    }
+    srv->kicking = false;
+}
+
+void msd_out_bytes(msd_server_t *srv, msd_session_t *s, int64_t delta, bool serve)
+{
+    msd_job_t *j = msd_jobs_get(&srv->jobs, s->job, true);
+
+    s->out_bytes = (uint64_t)((int64_t)s->out_bytes + delta);
+    if (j != NULL) {
+        j->inflight = (uint64_t)((int64_t)j->inflight + delta);
+    }
+    if ((delta >= 0) || (s->dq_head == NULL) || s->dead) {
+        return;
+    }
+    if (serve && (srv->in_handle == 0) && (s->loop == msd_loop_current())) {
+        defer_serve(srv, s);
+    } else if (!s->kick) {
+        s->kick = true; /* served at the end of the message being handled */
+        srv->kicks++;
+    }
+}
+
+/* msd_handle_message; *taken_p: a rendezvous descriptor was handed to ucp_am_recv_data_nbx. */
+static ucs_status_t handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                   size_t header_length, void *data, size_t length,
+                                   const ucp_am_recv_param_t *param, bool *taken_p)
 {
     memsvc_status_t status;
     size_t          n;
+    uint64_t        need;
     bool            was_bound = s->bound;
 
-    srv->requests++;
-    s->requests++;
-    status = msp_decode_requests(header, header_length, srv->reqs, MSP_BATCH_MAX, &n);
+    *taken_p   = false;
+    s->last_ns = msp_now_ns();
+    status     = msp_decode_requests(header, header_length, srv->reqs, MSP_BATCH_MAX, &n);
     if (status != MEMSVC_OK) {
         msp_rep_t rep = {.id = 0, .op = 0, .status = status};
 
+        srv->requests++;
+        s->requests++;
         snprintf(rep.msg, sizeof(rep.msg), "undecodable request header (%zu bytes): %s",
                  header_length, memsvc_strerror(status));
-        LOG_WARN("session %llu (job %u rank %u): %s", (unsigned long long)s->id, s->job, s->rank,
-                 rep.msg);
+        LOG_WARN_RL(1000, "session %llu (job %u rank %u): %s", (unsigned long long)s->id, s->job,
+                    s->rank, rep.msg);
         srv->errors++;
         s->errors++;
         msd_metrics_error(srv, status);
         msd_send_replies(srv, s, &rep, 1, NULL, 0);
-        return; /* any rendezvous payload is dropped */
+        return UCS_OK; /* any rendezvous payload is dropped */
     }
+    need = msg_bulk(srv->reqs, n);
+    if ((s->dq_head != NULL) && !s->serving) {
+        return defer_message(srv, s, header, header_length, data, length, param, n, need);
+    }
+    if ((need > 0) && !fits(s->out_bytes, need, srv->cfg.session_inflight)) {
+        return defer_message(srv, s, header, header_length, data, length, param, n, need);
+    }
+    if ((need > 0) && !msd_jobs_inflight_fits(&srv->jobs, s->job, need)) {
+        char msg[MSP_MSG_MAX + 1];
+
+        if (s->out_bytes > 0) { /* its own completions make room */
+            return defer_message(srv, s, header, header_length, data, length, param, n, need);
+        }
+        snprintf(msg, sizeof(msg), "job %u: inflight quota: its other sessions have it in use",
+                 s->job);
+        answer_all(srv, s, n, MEMSVC_ERR_QUOTA, msg);
+        return UCS_OK;
+    }
+    srv->requests++;
+    s->requests++;
+    srv->in_handle++;
+    srv->rndv_taken = false;
     msd_ops_handle(srv, s, n, data, length, param);
+    *taken_p = srv->rndv_taken;
+    srv->in_handle--;
     if (s->bound && !was_bound) {
         srv->metrics.sessions[s->local ? 1 : 0]++;
         if (s->local) {
@@ -378,6 +801,17 @@ void msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
         msd_transport_summary(srv);
     }
     msd_after_batch(srv);
+    defer_kicked(srv);
+    return UCS_OK;
+}
+
+ucs_status_t msd_handle_message(msd_server_t *srv, msd_session_t *s, const void *header,
+                                size_t header_length, void *data, size_t length,
+                                const ucp_am_recv_param_t *param)
+{
+    bool taken;
+
+    return handle_message(srv, s, header, header_length, data, length, param, &taken);
 }
 
 void msd_transport_summary(msd_server_t *srv)
@@ -480,6 +914,24 @@ static memsvc_status_t srv_listener_check(msd_server_t *srv)
     return MEMSVC_OK;
 }
 
+static void log_limits(msd_server_t *srv)
+{
+    const msd_config_t *c = &srv->cfg;
+    const msd_quota_t  *q = &c->quota;
+    char                a[32], b[32], d[32], e[32];
+
+    LOG("limits: %u sessions per door (tcp, unix socket), HELLO within %.1f s, %s in flight per "
+        "session (then up to %u messages wait)",
+        c->max_sessions, (double)c->handshake_timeout_ns / 1e9,
+        (c->session_inflight > 0) ? sim_format_size(c->session_inflight, a, sizeof(a))
+                                  : "unbounded",
+        c->session_queue);
+    LOG("job quota: hbm %s, host %s, disk %s, tensors %llu, in flight %s (0: unlimited)",
+        sim_format_size(q->hbm, a, sizeof(a)), sim_format_size(q->host, b, sizeof(b)),
+        sim_format_size(q->disk, d, sizeof(d)), (unsigned long long)q->tensors,
+        sim_format_size(q->inflight, e, sizeof(e)));
+}
+
 memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_t *cfg)
 {
     ucp_params_t            ctx_params = {0};
@@ -499,6 +951,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     srv->eng         = eng;
     srv->next_sid    = 1;
     srv->orphan_next = UINT64_MAX;
+    srv->hs_next     = UINT64_MAX;
     srv->start_ns    = msp_now_ns();
     srv->epfd = srv->timerfd = srv->sigfd = -1;
     srv->usock                             = -1;
@@ -529,6 +982,13 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
      * only (given to ucp_config_modify, the worker warns "invalid configuration"), so it is
      * set there, before UCX reads it; a value the user set wins. */
     setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+    status = msd_jobs_init(&srv->jobs, &cfg->quota);
+    if (status != MEMSVC_OK) {
+        LOG_ERR("out of memory");
+        msd_map_fini(&srv->own);
+        goto err_auth;
+    }
+    eng_set_usage_observer(eng, msd_jobs_usage, &srv->jobs);
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     ctx_params.name       = "memsvcd";
@@ -610,6 +1070,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
     LOG("listening on %s%s; remote (tcp) sessions served by their own loop", cfg->listen,
         cfg->allow_remote ? " (remote clients allowed)" : " (loopback)");
     log_context_transports(srv);
+    log_limits(srv);
     if (!cfg->no_unix) {
         status = msd_local_init(srv);
         if (status != MEMSVC_OK) {
@@ -646,6 +1107,8 @@ err_worker:
 err_ctx:
     ucp_cleanup(srv->ctx);
 err_map:
+    eng_set_usage_observer(eng, NULL, NULL);
+    msd_jobs_fini(&srv->jobs);
     msd_map_fini(&srv->own);
 err_auth:
     msd_auth_fini(&srv->auth);
@@ -754,6 +1217,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
     msd_loop_t        *loop = &srv->loops[0];
     uint64_t           ticks, now, fds_at = 0;
     bool               busy;
+    unsigned           k;
     int                n, i;
 
     if (msd_loops_start(srv) != MEMSVC_OK) {
@@ -768,7 +1232,7 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s%s%s", srv->cfg.listen,
                srv->cfg.no_unix ? "" : " and ", srv->cfg.no_unix ? "" : srv->unix_path);
     while (!atomic_load(&srv->stopping)) {
-        while (ucp_worker_progress(srv->worker) != 0) {
+        for (k = 0; (k < MSD_PROGRESS_PER_TURN) && (ucp_worker_progress(srv->worker) != 0); k++) {
             loop->last_active = msp_now_ns();
         }
         msd_loop_drain(loop);
@@ -780,10 +1244,14 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
             if (msd_peers_next(srv) <= now) {
                 msd_peers_tick(srv);
             }
+            if (srv->hs_next <= msp_now_ns()) {
+                sessions_expire_handshakes(srv, msp_now_ns());
+            }
             sessions_reap(srv);
             if (srv->orphan_next <= msp_now_ns()) {
                 msd_ops_expire_orphans(srv, msp_now_ns());
             }
+            msd_ops_reclaim(srv, MSD_RECLAIM_SLICE); /* one slice per turn */
             msd_transport_summary(srv);
             msd_after_batch(srv);
             msd_unlock(srv);
@@ -867,6 +1335,7 @@ void msd_server_fini(msd_server_t *srv)
     }
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
+        msd_defer_drop(srv, s, !s->local); /* local workers are gone with their loops */
         session_close_ep(srv, s);
     }
     /* Let the closes and what completes with them (sends, receives: their callbacks see dead
@@ -905,6 +1374,12 @@ void msd_server_fini(msd_server_t *srv)
     msd_loops_fini(srv); /* closes loop 0's epoll (srv->epfd) */
     msd_map_fini(&srv->own);
     msd_auth_fini(&srv->auth);
+    /* The engine outlives the server (it is destroyed last): it must no longer report usage
+     * to the jobs table freed here. */
+    eng_set_usage_observer(srv->eng, NULL, NULL);
+    msd_jobs_fini(&srv->jobs);
+    free(srv->reclaim); /* the engine, destroyed, took their tensors */
+    msd_buf_fini(srv);
     pthread_mutex_destroy(&srv->lock);
     LOG("stopped: %llu sessions served, %llu requests, %llu errors",
         (unsigned long long)srv->sessions_total, (unsigned long long)srv->requests,

@@ -100,6 +100,9 @@ void integ_auth_child(integ_daemon_t *d, const char *role, int fd);
 /* Kill this process at exit if it is still running (a test left early). */
 void integ_track(pid_t pid);
 
+/* Roles "limits-*" of integ_spawn, acted by tests/integ/test_limits.c (never returns). */
+void integ_limits_child(integ_daemon_t *d, const char *role, int ready_fd);
+
 /* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
 
 typedef struct integ_raw integ_raw_t;
@@ -123,6 +126,16 @@ memsvc_status_t integ_raw_call(integ_raw_t *raw, const void *hdr, size_t hlen, c
  */
 memsvc_status_t integ_raw_am(integ_raw_t *raw, unsigned id, const void *hdr, size_t hlen,
                              unsigned wait_ms, void *reply, size_t cap, size_t *rlen_p);
+/* Send one request message without waiting for anything (no progress): a client that never
+ * takes its replies. MEMSVC_ERR_TOO_LARGE past 512 messages in flight. */
+memsvc_status_t integ_raw_post(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
+                               size_t plen);
+/* Progress the raw peer's worker for ns (replies are counted, sends move on). */
+void     integ_raw_progress(integ_raw_t *raw, uint64_t ns);
+unsigned integ_raw_replies(const integ_raw_t *raw);
+/* Progress (bounded by ns) until the reply to request `id` comes; its status and message. */
+memsvc_status_t integ_raw_wait_id(integ_raw_t *raw, uint64_t id, uint64_t ns,
+                                  memsvc_status_t *status_p, char *msg, size_t msglen);
 
 /* Build a HELLO header (version, job, rank) into buf; returns its length. */
 size_t integ_hello(void *buf, size_t cap, uint32_t version, uint32_t job, uint32_t rank);

@@ -464,6 +464,8 @@ memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p)
 
 /* ---- raw peer ------------------------------------------------------------------------------- */
 
+#define RAW_POSTED_MAX 512
+
 struct integ_raw {
     ucp_context_h ctx;
     ucp_worker_h  worker;
@@ -473,6 +475,13 @@ struct integ_raw {
     size_t        nrep;
     uint8_t       am[1024]; /* integ_raw_am: the last message back */
     size_t        am_len;
+    unsigned      replies;                 /* reply messages received */
+    uint64_t      want_id;                 /* integ_raw_wait_id: the reply looked for */
+    bool          got_wanted;
+    msp_rep_t     wanted;
+    void         *posted[RAW_POSTED_MAX]; /* integ_raw_post requests not freed yet */
+    void         *posted_hdr[RAW_POSTED_MAX]; /* their headers */
+    unsigned      nposted;
 };
 
 static ucs_status_t raw_reply_cb(void *arg, const void *header, size_t header_length, void *data,
@@ -481,13 +490,22 @@ static ucs_status_t raw_reply_cb(void *arg, const void *header, size_t header_le
     integ_raw_t *raw = arg;
     msp_rep_t    reps[MSP_BATCH_MAX];
 
+    size_t       i;
+
     if (msp_decode_replies(header, header_length, reps, MSP_BATCH_MAX, &raw->nrep) == MEMSVC_OK) {
         raw->rep = reps[0];
+        for (i = 0; i < raw->nrep; i++) {
+            if ((raw->want_id != 0) && (reps[i].id == raw->want_id)) {
+                raw->wanted    = reps[i];
+                raw->got_wanted = true;
+            }
+        }
     } else {
         raw->rep.status = MEMSVC_ERR_PROTOCOL;
         raw->nrep       = 0;
     }
     raw->got = true;
+    raw->replies++;
     return UCS_OK;
 }
 
@@ -538,12 +556,79 @@ memsvc_status_t integ_raw_connect(const integ_daemon_t *d, integ_raw_t **raw_p)
     return MEMSVC_OK;
 }
 
+memsvc_status_t integ_raw_post(integ_raw_t *raw, const void *hdr, size_t hlen, const void *payload,
+                               size_t plen)
+{
+    ucp_request_param_t param = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                 .flags        = UCP_AM_SEND_FLAG_REPLY};
+    ucs_status_ptr_t    sp;
+    void               *copy;
+
+    if (raw->nposted == RAW_POSTED_MAX) {
+        return MEMSVC_ERR_TOO_LARGE;
+    }
+    /* UCX reads the header until the send completes (1.13 has no flag to copy it) */
+    copy = malloc(hlen);
+    if (copy == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    memcpy(copy, hdr, hlen);
+    sp = ucp_am_send_nbx(raw->ep, MSP_AM_REQUEST, copy, hlen, payload, plen, &param);
+    if (UCS_PTR_IS_ERR(sp)) {
+        free(copy);
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    if (UCS_PTR_IS_PTR(sp)) {
+        raw->posted_hdr[raw->nposted] = copy;
+        raw->posted[raw->nposted++]   = sp;
+    } else {
+        free(copy);
+    }
+    return MEMSVC_OK;
+}
+
+void integ_raw_progress(integ_raw_t *raw, uint64_t ns)
+{
+    uint64_t deadline = msp_now_ns() + ns;
+
+    do {
+        ucp_worker_progress(raw->worker);
+    } while (msp_now_ns() < deadline);
+}
+
+memsvc_status_t integ_raw_wait_id(integ_raw_t *raw, uint64_t id, uint64_t ns,
+                                  memsvc_status_t *status_p, char *msg, size_t msglen)
+{
+    uint64_t deadline = msp_now_ns() + ns;
+
+    raw->want_id    = id;
+    raw->got_wanted = false;
+    while (!raw->got_wanted && !raw->failed && (msp_now_ns() < deadline)) {
+        ucp_worker_progress(raw->worker);
+    }
+    raw->want_id = 0;
+    if (!raw->got_wanted) {
+        return raw->failed ? MEMSVC_ERR_TRANSPORT : MEMSVC_ERR_TIMEOUT;
+    }
+    *status_p = raw->wanted.status;
+    if (msg != NULL) {
+        snprintf(msg, msglen, "%s", raw->wanted.msg);
+    }
+    return MEMSVC_OK;
+}
+
+unsigned integ_raw_replies(const integ_raw_t *raw)
+{
+    return raw->replies;
+}
+
 void integ_raw_close(integ_raw_t *raw)
 {
     ucp_request_param_t p        = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                     .flags        = UCP_EP_CLOSE_FLAG_FORCE};
     ucs_status_ptr_t    sp       = ucp_ep_close_nbx(raw->ep, &p);
     uint64_t            deadline = msp_now_ns() + 2000000000ull;
+    unsigned            i;
 
     if (UCS_PTR_IS_PTR(sp)) {
         while ((ucp_request_check_status(sp) == UCS_INPROGRESS) && (msp_now_ns() < deadline)) {
@@ -551,7 +636,18 @@ void integ_raw_close(integ_raw_t *raw)
         }
         ucp_request_free(sp);
     }
+    for (i = 0; i < raw->nposted; i++) {
+        /* closed by force: they complete (canceled) as the worker progresses */
+        while ((ucp_request_check_status(raw->posted[i]) == UCS_INPROGRESS) &&
+               (msp_now_ns() < deadline)) {
+            ucp_worker_progress(raw->worker);
+        }
+        ucp_request_free(raw->posted[i]);
+    }
     ucp_worker_destroy(raw->worker);
+    for (i = 0; i < raw->nposted; i++) {
+        free(raw->posted_hdr[i]); /* nothing reads them once the worker is gone */
+    }
     ucp_cleanup(raw->ctx);
     free(raw);
 }
@@ -723,6 +819,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         integ_auth_child(&d, role, atoi(fds));
     } else if (strncmp(role, "restart-", 8) == 0) {
         integ_restart_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "limits-", 7) == 0) {
+        integ_limits_child(&d, role, atoi(fds));
     }
     _exit(2);
 }

@@ -37,7 +37,10 @@ def test_struct_layout_matches_the_header(tmp_path):
         "memsvc_conn_attr_t": (_lib.ConnAttr, ["queued", "errors_lost", "protocol"]),
         "memsvc_dev_stats_t": (_lib.DevStats, ["fragmentation", "resident_by_kind", "drops",
                                                "fragmented_events"]),
-        "memsvc_stats_t": (_lib.Stats, ["uptime_ns", "num_devices", "dev", "durable_corrupt"]),
+        "memsvc_stats_t": (_lib.Stats, ["uptime_ns", "num_devices", "dev", "durable_corrupt",
+                                         "num_sessions", "job", "session"]),
+        "memsvc_job_stats_t": (_lib.JobStats, ["job", "tensors", "quota_refused"]),
+        "memsvc_session_stats_t": (_lib.SessionStats, ["id", "flags", "pins", "errors"]),
     }
     lines = []
     for ctype, (_, fields) in checks.items():

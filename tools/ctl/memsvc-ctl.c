@@ -1,5 +1,5 @@
-/* memsvc-ctl.c - look at a running memsvcd: ping, stats, jobs, list, watch (text or --json), as
- * a control session; or at every daemon of a cluster file at once (--cluster) */
+/* memsvc-ctl.c - look at a running memsvcd: ping, stats, jobs, list, watch (text or --json),
+ * evict, as a control session; or at every daemon of a cluster file at once (--cluster) */
 #include "client/memsvc.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd_peer.h"
@@ -44,6 +44,8 @@ static void usage(FILE *out)
             "                   N refreshes (default: until interrupted)\n"
             "  health           (--cluster) exit 0 when every node answers and sees every\n"
             "                   peer up, else 1 and the problems\n"
+            "  evict SESSION    close a session (an id from stats) as if its process had died:\n"
+            "                   its pins are released (a stopped or hung client)\n"
             "\n"
             "  --address HOST:PORT  the daemon (default $MEMSVC_ADDR, else 127.0.0.1:13337)\n"
             "  --timeout MS     give up on an answer after MS milliseconds (default 5000)\n"
@@ -151,6 +153,38 @@ static void stats_json(const memsvc_stats_t *st)
                (unsigned long long)ds->stalls, (unsigned long long)ds->oom_events,
                (unsigned long long)ds->fragmented_events);
     }
+    printf("\n  ],\n  \"limits\": {\"sessions_refused\": %llu, \"handshake_timeouts\": %llu, "
+           "\"overloads\": %llu, \"deferred\": %llu, \"evictions\": %llu},\n  \"jobs\": [",
+           (unsigned long long)st->sessions_refused, (unsigned long long)st->handshake_timeouts,
+           (unsigned long long)st->overloads, (unsigned long long)st->deferred,
+           (unsigned long long)st->evictions);
+    for (k = 0; k < st->num_jobs; k++) {
+        const memsvc_job_stats_t *j = &st->job[k];
+
+        printf("%s\n    {\"job\": %u, \"tensors\": %llu, \"hbm_bytes\": %llu, "
+               "\"host_bytes\": %llu, \"disk_bytes\": %llu, \"inflight_bytes\": %llu, "
+               "\"quota_refused\": %llu}",
+               (k > 0) ? "," : "", j->job, (unsigned long long)j->tensors,
+               (unsigned long long)j->hbm_bytes, (unsigned long long)j->host_bytes,
+               (unsigned long long)j->disk_bytes, (unsigned long long)j->inflight_bytes,
+               (unsigned long long)j->quota_refused);
+    }
+    printf("\n  ],\n  \"session_list\": [");
+    for (k = 0; k < st->num_sessions; k++) {
+        const memsvc_session_stats_t *x = &st->session[k];
+
+        printf("%s\n    {\"id\": %llu, \"job\": %u, \"rank\": %u, \"device\": %u, "
+               "\"pid\": %u, \"bound\": %s, \"control\": %s, \"local\": %s, \"pins\": %llu, "
+               "\"oldest_pin_ns\": %llu, \"idle_ns\": %llu, \"inflight_bytes\": %llu, "
+               "\"queued\": %llu, \"requests\": %llu, \"errors\": %llu}",
+               (k > 0) ? "," : "", (unsigned long long)x->id, x->job, x->rank, x->device, x->pid,
+               (x->flags & MEMSVC_SESSION_BOUND) ? "true" : "false",
+               (x->flags & MEMSVC_SESSION_CONTROL) ? "true" : "false",
+               (x->flags & MEMSVC_SESSION_LOCAL) ? "true" : "false", (unsigned long long)x->pins,
+               (unsigned long long)x->oldest_pin_ns, (unsigned long long)x->idle_ns,
+               (unsigned long long)x->inflight_bytes, (unsigned long long)x->queued,
+               (unsigned long long)x->requests, (unsigned long long)x->errors);
+    }
     printf("\n  ]\n}\n");
 }
 
@@ -208,6 +242,54 @@ static void stats_text(const memsvc_stats_t *st)
                (unsigned long long)ds->stalls, sim_format_time(ds->stall_ns, a, sizeof(a)),
                (unsigned long long)ds->oom_events, (unsigned long long)ds->fragmented_events);
     }
+    printf("limits: %llu connections refused, %llu handshake timeouts, %llu overloads, "
+           "%llu messages deferred, %llu evictions\n",
+           (unsigned long long)st->sessions_refused, (unsigned long long)st->handshake_timeouts,
+           (unsigned long long)st->overloads, (unsigned long long)st->deferred,
+           (unsigned long long)st->evictions);
+    for (k = 0; k < st->num_jobs; k++) {
+        const memsvc_job_stats_t *j = &st->job[k];
+
+        printf("job %u: %llu tensors, HBM %s, host %s, disk %s, in flight %s, %llu refused by "
+               "quota\n",
+               j->job, (unsigned long long)j->tensors, sim_format_size(j->hbm_bytes, a, sizeof(a)),
+               sim_format_size(j->host_bytes, b, sizeof(b)),
+               sim_format_size(j->disk_bytes, c, sizeof(c)),
+               sim_format_size(j->inflight_bytes, e, sizeof(e)), (unsigned long long)j->quota_refused);
+    }
+    for (k = 0; k < st->num_sessions; k++) {
+        const memsvc_session_stats_t *x = &st->session[k];
+
+        printf("session %llu: %s job %u rank %u device %u%s pid %u: %llu pins (oldest %s), idle "
+               "%s, %s in flight, %llu queued, %llu requests, %llu errors\n",
+               (unsigned long long)x->id,
+               !(x->flags & MEMSVC_SESSION_BOUND)     ? "(no HELLO yet)"
+               : (x->flags & MEMSVC_SESSION_CONTROL) ? "control"
+                                                     : "trainer",
+               x->job, x->rank, x->device, (x->flags & MEMSVC_SESSION_LOCAL) ? " local" : " tcp",
+               x->pid, (unsigned long long)x->pins, sim_format_time(x->oldest_pin_ns, a, sizeof(a)),
+               sim_format_time(x->idle_ns, b, sizeof(b)),
+               sim_format_size(x->inflight_bytes, c, sizeof(c)), (unsigned long long)x->queued,
+               (unsigned long long)x->requests, (unsigned long long)x->errors);
+    }
+}
+
+static int cmd_evict(ctl_t *ctl, uint64_t session)
+{
+    memsvc_status_t status = memsvc_evict(ctl->conn, session);
+
+    if (status != MEMSVC_OK) {
+        fprintf(stderr, "memsvc-ctl: evict %llu: %s\n", (unsigned long long)session,
+                (status == MEMSVC_ERR_NOT_FOUND) ? "no such live session (memsvc-ctl stats)"
+                                                 : memsvc_strerror(status));
+        return 1;
+    }
+    if (ctl->json) {
+        printf("{\"ok\": true, \"evicted\": %llu}\n", (unsigned long long)session);
+    } else {
+        printf("session %llu evicted: its pins are released\n", (unsigned long long)session);
+    }
+    return 0;
 }
 
 /* ---- jobs and ranks: aggregated from the tensor list ---------------------------------------- */
@@ -955,6 +1037,7 @@ int main(int argc, char **argv)
     uint32_t                   job = UINT32_MAX;
     unsigned long long         v;
     bool                       watch_opts = false;
+    uint64_t                   sid = 0;
     char                      *end;
     int                        c, rc, nargs;
 
@@ -1021,10 +1104,16 @@ int main(int argc, char **argv)
     nargs = argc - optind - 1;
     if ((strcmp(cmd, "ping") != 0) && (strcmp(cmd, "stats") != 0) && (strcmp(cmd, "list") != 0) &&
         (strcmp(cmd, "jobs") != 0) && (strcmp(cmd, "watch") != 0) &&
-        (strcmp(cmd, "health") != 0)) {
+        (strcmp(cmd, "health") != 0) && (strcmp(cmd, "evict") != 0)) {
         return usage_error("unknown command '%s'", cmd);
     }
-    if (nargs > ((strcmp(cmd, "list") == 0) ? 1 : 0)) {
+    if (strcmp(cmd, "evict") == 0) {
+        if ((nargs != 1) || !parse_uint(argv[optind + 1], 1, UINT64_MAX, &v)) {
+            return usage_error("evict: want one session id, not '%s' (memsvc-ctl stats lists them)",
+                               (nargs >= 1) ? argv[optind + 1] : "");
+        }
+        sid = v;
+    } else if (nargs > ((strcmp(cmd, "list") == 0) ? 1 : 0)) {
         fprintf(stderr, "memsvc-ctl: %s: unexpected argument '%s' (memsvc-ctl --help)\n", cmd,
                 argv[optind + 1 + ((strcmp(cmd, "list") == 0) ? 1 : 0)]);
         return 2;
@@ -1084,6 +1173,8 @@ int main(int argc, char **argv)
         rc = cmd_jobs(&ctl);
     } else if (strcmp(cmd, "watch") == 0) {
         rc = cmd_watch(&ctl);
+    } else if (strcmp(cmd, "evict") == 0) {
+        rc = cmd_evict(&ctl, sid);
     } else {
         rc = cmd_list(&ctl, job);
     }

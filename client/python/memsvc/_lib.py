@@ -118,6 +118,23 @@ class DevStats(ctypes.Structure):
                                      "fragmented_events")])
 
 
+class JobStats(ctypes.Structure):
+    _fields_ = ([("job", ctypes.c_uint32)] +
+                [(n, _U64) for n in ("tensors", "hbm_bytes", "host_bytes", "disk_bytes",
+                                     "inflight_bytes", "quota_refused")])
+
+
+class SessionStats(ctypes.Structure):
+    _fields_ = ([("id", _U64)] + [(n, ctypes.c_uint32) for n in ("job", "rank", "device", "pid",
+                                                                  "flags")] +
+                [(n, _U64) for n in ("pins", "oldest_pin_ns", "idle_ns", "inflight_bytes",
+                                     "queued", "requests", "errors")])
+
+
+STATS_JOBS_MAX = 32
+STATS_SESSIONS_MAX = 64
+
+
 class Stats(ctypes.Structure):
     _fields_ = ([("node", ctypes.c_char * 32), ("mode", ctypes.c_char * 16),
                  ("policy", ctypes.c_char * 64), ("transport", ctypes.c_char * 128)] +
@@ -127,7 +144,11 @@ class Stats(ctypes.Structure):
                                      "requests", "errors")] +
                 [("num_devices", ctypes.c_uint32), ("dev", DevStats * MAX_DEVICES)] +
                 [(n, _U64) for n in ("durable_tensors", "durable_bytes", "durable_recovered",
-                                     "durable_corrupt")])
+                                     "durable_corrupt", "sessions_refused", "handshake_timeouts",
+                                     "overloads", "deferred", "evictions")] +
+                [("num_jobs", ctypes.c_uint32), ("num_sessions", ctypes.c_uint32),
+                 ("job", JobStats * STATS_JOBS_MAX),
+                 ("session", SessionStats * STATS_SESSIONS_MAX)])
 
 
 _P = ctypes.POINTER

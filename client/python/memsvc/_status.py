@@ -23,7 +23,7 @@ _KNOWN = {
     -19: "MEMSVC_ERR_TRANSPORT", -20: "MEMSVC_ERR_TIMEOUT", -21: "MEMSVC_ERR_UNSUPPORTED",
     -22: "MEMSVC_ERR_BUSY", -23: "MEMSVC_ERR_CANCELED", -24: "MEMSVC_ERR_FORMAT",
     -25: "MEMSVC_ERR_DEFERRED", -26: "MEMSVC_ERR_PERMISSION", -27: "MEMSVC_ERR_AUTH",
-    -28: "MEMSVC_ERR_SHUTDOWN",
+    -28: "MEMSVC_ERR_SHUTDOWN", -29: "MEMSVC_ERR_QUOTA", -30: "MEMSVC_ERR_OVERLOAD",
 }
 _UNKNOWN_NAME = "MEMSVC_ERR_UNKNOWN"  # what memsvc_status_name gives for a code it does not know
 _SCAN = range(-1024, 64)              # codes asked of the library (the enum is far smaller)
