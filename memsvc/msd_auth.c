@@ -625,6 +625,38 @@ void msd_auth_tensor_del(msd_server_t *srv, uint32_t job)
     }
 }
 
+uint64_t msd_auth_job_owner(const msd_server_t *srv, uint32_t job)
+{
+    size_t i;
+
+    for (i = 0; i < srv->auth.njobs; i++) {
+        if (srv->auth.jobs[i].job == job) {
+            return srv->auth.jobs[i].principal;
+        }
+    }
+    return MSD_PRINCIPAL_NONE;
+}
+
+void msd_auth_tensor_restore(msd_server_t *srv, uint32_t job, uint64_t principal)
+{
+    msd_job_owner_t *o = owner_find(&srv->auth, job);
+    char             a[64], b[64];
+
+    if ((o == NULL) && (principal != MSD_PRINCIPAL_NONE)) {
+        o = owner_add(&srv->auth, job, principal);
+    }
+    if (o == NULL) {
+        return;
+    }
+    if ((principal != MSD_PRINCIPAL_NONE) && (o->principal != principal)) {
+        LOG_WARN("durable tensors of job %u were written by %s and by %s: the job stays %s's",
+                 job, msd_auth_principal_name(o->principal, a, sizeof(a)),
+                 msd_auth_principal_name(principal, b, sizeof(b)),
+                 msd_auth_principal_name(o->principal, a, sizeof(a)));
+    }
+    o->tensors++;
+}
+
 bool msd_auth_sees_job(const msd_server_t *srv, const msd_session_t *s, uint32_t job)
 {
     size_t i;

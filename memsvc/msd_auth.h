@@ -98,6 +98,12 @@ void msd_auth_session_gone(struct msd_server *srv, struct msd_session *s);
 /* A tensor of job was created / forgotten (engine lock held). */
 void msd_auth_tensor_add(struct msd_server *srv, uint32_t job);
 void msd_auth_tensor_del(struct msd_server *srv, uint32_t job);
+/* The owner of job (MSD_PRINCIPAL_NONE if it has none): what the durable journal keeps. */
+uint64_t msd_auth_job_owner(const struct msd_server *srv, uint32_t job);
+/* A durable tensor of job came back at start: the job is owned again by principal (as it was
+ * when the tensor was written) and counts the tensor. MSD_PRINCIPAL_NONE: only counted if the
+ * job has an owner. Engine lock held. */
+void msd_auth_tensor_restore(struct msd_server *srv, uint32_t job, uint64_t principal);
 
 /* May control session s see job's tensors and figures? Its own jobs, or all for operators. */
 bool msd_auth_sees_job(const struct msd_server *srv, const struct msd_session *s, uint32_t job);

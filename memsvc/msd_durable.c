@@ -52,11 +52,32 @@ typedef struct dur_rec {
     uint16_t key_len;
     uint16_t reserved;
     char     key[MEMSVC_KEY_MAX + 1];
-    uint8_t  pad[DUR_REC_SIZE - 56 - (MEMSVC_KEY_MAX + 1) - 4];
+    uint8_t  owner[8]; /* the job's owner when written (msd_auth principal, little endian) */
+    uint8_t  pad[DUR_REC_SIZE - 56 - (MEMSVC_KEY_MAX + 1) - 8 - 4];
     uint32_t rec_crc;  /* crc32 of every byte before it */
 } dur_rec_t;
 
 _Static_assert(sizeof(dur_rec_t) == DUR_REC_SIZE, "journal record size");
+
+static void rec_set_owner(dur_rec_t *r, uint64_t principal)
+{
+    unsigned i;
+
+    for (i = 0; i < 8; i++) {
+        r->owner[i] = (uint8_t)(principal >> (8 * i));
+    }
+}
+
+static uint64_t rec_owner(const dur_rec_t *r)
+{
+    uint64_t v = 0;
+    unsigned i;
+
+    for (i = 0; i < 8; i++) {
+        v |= (uint64_t)r->owner[i] << (8 * i);
+    }
+    return v;
+}
 
 /* A free range of the arena (sorted by offset, coalesced). */
 typedef struct dur_ext {
@@ -492,7 +513,10 @@ static void dur_restore(msd_server_t *srv, const dur_rec_t *r)
     d->recovered++;
     own->sid      = 0;
     own->rank     = r->rank;
+    own->job      = r->job;
     own->deadline = msp_now_ns() + srv->cfg.keep_durable_ns;
+    /* Its job is owned again by whom it was: not by the first uid to bind the job now. */
+    msd_auth_tensor_restore(srv, r->job, rec_owner(r));
     srv->orphans++;
     if (own->deadline < srv->orphan_next) {
         srv->orphan_next = own->deadline;
@@ -760,6 +784,7 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
     r.data_crc = (uint32_t)crc32_z(0, d->arena + off, info.size);
     r.key_len  = (uint16_t)strnlen(info.key, MEMSVC_KEY_MAX);
     memcpy(r.key, info.key, r.key_len);
+    rec_set_owner(&r, msd_auth_job_owner(srv, info.job));
     rec_seal(&r);
     /* The bytes reach the file before the record that names them. */
     if ((msync(d->arena + off, len, MS_SYNC) != 0) ||

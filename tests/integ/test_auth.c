@@ -377,6 +377,35 @@ static void test_takeover_refused(void)
     free(st);
 }
 
+/* A job's owner is kept with its durable tensors across a kill -9 of the daemon: after the
+ * restart another user still cannot bind the job, its owner can, root lists it. */
+static void test_owner_survives_restart(void)
+{
+    integ_daemon_t d, d2;
+    char           addr[64], line[256];
+    pid_t          hold;
+    int            fd;
+
+    START(&d, tiny_backed);
+    auth_open_run_dir();
+    hold = auth_spawn(&d, "auth-hold", nobody_local, 400, &fd);
+    CU_ASSERT_FATAL(hold > 0);
+    CU_ASSERT(auth_read(fd, line, sizeof(line)));
+    CU_ASSERT_STRING_EQUAL(line, "status=0 copied");
+    close(fd);
+    auth_reap(hold);
+    snprintf(addr, sizeof(addr), "%s", d.addr);
+    CU_ASSERT(integ_daemon_signal(&d, SIGKILL) != -1);
+    CU_ASSERT_FATAL(integ_daemon_start_at(&d2, addr, tiny_backed));
+    CU_ASSERT(integ_log_contains(&d2, "recovered"));
+    CU_ASSERT_EQUAL(auth_run(&d2, "auth-bind", other_local, 400, line, sizeof(line)),
+                    MEMSVC_ERR_PERMISSION);
+    CU_ASSERT_EQUAL(auth_run(&d2, "auth-bind", other_tcp, 400, line, sizeof(line)),
+                    MEMSVC_ERR_PERMISSION);
+    CU_ASSERT_EQUAL(auth_run(&d2, "auth-bind", nobody_local, 400, line, sizeof(line)), 0);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d2), 0);
+}
+
 /* An operator group's member administers every job: lists it, sees its figures. */
 static void test_operator_group(void)
 {
@@ -859,6 +888,8 @@ static void add_suite(void)
     CU_pSuite s = CU_add_suite("service_auth", NULL, NULL);
 
     CU_add_test(s, "job takeover by another uid refused; root administers", test_takeover_refused);
+    CU_add_test(s, "a job's owner survives a restart with its durable tensors",
+                test_owner_survives_restart);
     CU_add_test(s, "an operator group administers", test_operator_group);
     CU_add_test(s, "probes of another job's handles and keys indistinguishable",
                 test_probes_indistinguishable);
