@@ -168,8 +168,10 @@ static void usage(FILE *out)
             "                         (default 5)\n"
             "  --version              print the version and exit\n"
             "\n"
-            "SIGHUP re-reads the config file and reloads --log-level, --keep-durable and\n"
-            "--spin-us; other changes need a restart. See docs/operations.md.\n");
+            "SIGHUP re-reads the config file and reloads --log-level, --keep-durable,\n"
+            "--spin-us and the limits (--job-quota, --session-inflight, --session-queue,\n"
+            "--max-sessions, --handshake-timeout); other changes need a restart. See\n"
+            "docs/operations.md.\n");
 }
 
 /* The cluster, once its file is read (file scope: reachable until exit on every path). */

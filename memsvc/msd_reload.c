@@ -32,6 +32,30 @@ void msd_reload(msd_server_t *srv, const msd_config_t *cfg)
         srv->spin_ns     = cfg->spin_ns;
         changed++;
     }
+    /* The limits (docs/daemon.md, "Limits"): for what is asked from now on; a session already
+     * over a lowered bound drains to it, nothing is taken back. */
+    if (memcmp(&cfg->quota, &srv->jobs.quota, sizeof(cfg->quota)) != 0) {
+        LOG("job-quota: changed (hbm %llu, host %llu, disk %llu, tensors %llu, in flight %llu; "
+            "0: unlimited)",
+            (unsigned long long)cfg->quota.hbm, (unsigned long long)cfg->quota.host,
+            (unsigned long long)cfg->quota.disk, (unsigned long long)cfg->quota.tensors,
+            (unsigned long long)cfg->quota.inflight);
+        srv->jobs.quota = cfg->quota;
+        srv->cfg.quota  = cfg->quota;
+        changed++;
+    }
+#define RELOAD_LIMIT(field, name)                                                                  \
+    if (cfg->field != cur->field) {                                                                \
+        LOG("%s: %llu -> %llu", name, (unsigned long long)cur->field,                              \
+            (unsigned long long)cfg->field);                                                       \
+        srv->cfg.field = cfg->field;                                                               \
+        changed++;                                                                                 \
+    }
+    RELOAD_LIMIT(session_inflight, "session-inflight (bytes)")
+    RELOAD_LIMIT(session_queue, "session-queue")
+    RELOAD_LIMIT(max_sessions, "max-sessions")
+    RELOAD_LIMIT(handshake_timeout_ns, "handshake-timeout (ns)")
+#undef RELOAD_LIMIT
     srv->metrics.reloads++;
     msd_unlock(srv);
     if ((cfg->no_unix != cur->no_unix) || (cfg->no_map != cur->no_map) ||

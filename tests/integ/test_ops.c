@@ -137,11 +137,25 @@ static void test_config_and_reload(void)
 
     write_file(path, sizeof(path), "reload.conf",
                "node = tiny\nnode-param = hbm=32MiB\nkeep-durable = 9\nlog-level = debug\n"
-               "spin-us = 10\npolicy = lru:drop=on\nmetrics = 1\n");
+               "spin-us = 10\npolicy = lru:drop=on\nmetrics = 1\njob-quota = tensors=2\n"
+               "session-queue = 64\n");
     kill(d.pid, SIGHUP);
     CU_ASSERT(log_wait(&d, "log level: info -> debug"));
     CU_ASSERT(log_wait(&d, "spin-us: 50 -> 10"));
-    CU_ASSERT(log_wait(&d, "configuration reloaded: 2 setting(s) changed"));
+    CU_ASSERT(log_wait(&d, "job-quota: changed"));
+    CU_ASSERT(log_wait(&d, "session-queue: 256 -> 64"));
+    CU_ASSERT(log_wait(&d, "configuration reloaded: 4 setting(s) changed"));
+    {
+        /* the reloaded quota holds for the next allocations */
+        memsvc_conn_h   conn;
+        memsvc_handle_t h[3];
+
+        TEST_ASSERT_OK(integ_connect(&d, 5, 0, &conn));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "q.a", 4096, NULL, &h[0]));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "q.b", 4096, NULL, &h[1]));
+        CU_ASSERT_EQUAL(memsvc_alloc(conn, "q.c", 4096, NULL, &h[2]), MEMSVC_ERR_QUOTA);
+        memsvc_close(conn);
+    }
     CU_ASSERT(!integ_log_contains(&d, "keep-durable: 7 s")); /* the flag still wins */
     CU_ASSERT(integ_log_contains(&d, "the policy or the memory mode changed"));
     CU_ASSERT(integ_log_contains(&d, "--listen, --unix or --metrics changed"));
