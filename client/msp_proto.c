@@ -5,6 +5,15 @@
 
 #include <string.h>
 
+/* Decoders: return the status of a step that failed (each has a local `status`). */
+#define RD(call)                                                                                   \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != MEMSVC_OK) {                                                                 \
+            return status;                                                                         \
+        }                                                                                          \
+    } while (0)
+
 /*
  * Decoding uses a small cursor reader instead of msgpack-c's unpacker: the unpacker
  * allocates storage for the element count an array *declares*, so a 5-byte header could ask
@@ -652,13 +661,6 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
     memsvc_status_t status = MEMSVC_OK;
     uint32_t        i, n, known = req_nfields[r->op];
 
-#define RD(call)                                                                                   \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 
     if (nfields < req_nfields[r->op]) {
         return MEMSVC_ERR_PROTOCOL;
@@ -775,7 +777,6 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
-#undef RD
 }
 
 /*
@@ -906,13 +907,6 @@ static memsvc_status_t decode_tensor(msp_rd_t *rd, msp_tensor_t *t)
     memsvc_status_t status;
     uint32_t        n, i, kind, state;
 
-#define RD(call)                                                                                   \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 
     RD(rd_array(rd, &n));
     if (n < 16) {
@@ -943,7 +937,6 @@ static memsvc_status_t decode_tensor(msp_rd_t *rd, msp_tensor_t *t)
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
-#undef RD
 }
 
 /* Figures of one device, in this order (docs/protocol.md, "STATS"). */
@@ -1008,22 +1001,15 @@ static memsvc_status_t decode_stats_limits(msp_rd_t *rd, memsvc_stats_t *s)
     uint64_t        v[SESSION_N];
     uint32_t        n, i, k;
 
-#define RDL(call)                                                                                  \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 #define GET(f) x->f = v[k++];
-    RDL(decode_u64_array(rd, v, LIMITS_N));
+    RD(decode_u64_array(rd, v, LIMITS_N));
     k = 0;
     {
         memsvc_stats_t *x = s;
 
         LIMITS_U64_FIELDS(GET)
     }
-    RDL(rd_array(rd, &n));
+    RD(rd_array(rd, &n));
     if (n > MEMSVC_STATS_JOBS_MAX) {
         return MEMSVC_ERR_TOO_LARGE;
     }
@@ -1031,11 +1017,11 @@ static memsvc_status_t decode_stats_limits(msp_rd_t *rd, memsvc_stats_t *s)
     for (i = 0; i < n; i++) {
         memsvc_job_stats_t *x = &s->job[i];
 
-        RDL(decode_u64_array(rd, v, JOB_N));
+        RD(decode_u64_array(rd, v, JOB_N));
         k = 0;
         JOB_U64_FIELDS(GET)
     }
-    RDL(rd_array(rd, &n));
+    RD(rd_array(rd, &n));
     if (n > MEMSVC_STATS_SESSIONS_MAX) {
         return MEMSVC_ERR_TOO_LARGE;
     }
@@ -1043,13 +1029,12 @@ static memsvc_status_t decode_stats_limits(msp_rd_t *rd, memsvc_stats_t *s)
     for (i = 0; i < n; i++) {
         memsvc_session_stats_t *x = &s->session[i];
 
-        RDL(decode_u64_array(rd, v, SESSION_N));
+        RD(decode_u64_array(rd, v, SESSION_N));
         k = 0;
         SESSION_U64_FIELDS(GET)
     }
     return MEMSVC_OK;
 #undef GET
-#undef RDL
 }
 
 static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
@@ -1058,13 +1043,6 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
     uint32_t        n, nd, d, i;
     uint64_t        top[13];
 
-#define RD(call)                                                                                   \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 
     memset(s, 0, sizeof(*s));
     RD(rd_array(rd, &n));
@@ -1124,7 +1102,6 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
-#undef RD
 }
 
 /* Fields after [id, op, status] of a successful reply, per op. */
@@ -1215,13 +1192,6 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
     uint32_t        n, i, min;
     int32_t         st;
 
-#define RD(call)                                                                                   \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 
     memset(r, 0, sizeof(*r));
     RD(rd_array(rd, &n));
@@ -1313,7 +1283,6 @@ static memsvc_status_t decode_reply(msp_rd_t *rd, msp_rep_t *r)
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
-#undef RD
 }
 
 memsvc_status_t msp_decode_replies(const void *data, size_t len, msp_rep_t *reps, size_t max,
@@ -1550,13 +1519,6 @@ static memsvc_status_t decode_peer(msp_rd_t *rd, memsvc_peer_info_t *p)
     uint64_t        v[10];
     uint32_t        n, state, i = 0;
 
-#define RD(call)                                                                                   \
-    do {                                                                                           \
-        status = (call);                                                                           \
-        if (status != MEMSVC_OK) {                                                                 \
-            return status;                                                                         \
-        }                                                                                          \
-    } while (0)
 
     memset(p, 0, sizeof(*p));
     RD(rd_array(rd, &n));
@@ -1579,7 +1541,6 @@ static memsvc_status_t decode_peer(msp_rd_t *rd, memsvc_peer_info_t *p)
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
-#undef RD
 }
 
 memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_info_t *self_p,
