@@ -141,30 +141,22 @@ bool integ_daemon_start(integ_daemon_t *d, const char *const *args)
 
 bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *const *args)
 {
-    static unsigned seq;
-    const char     *argv[48];
-    char            path[512];
-    memsvc_conn_h   conn;
-    uint64_t        deadline;
-    int             argc = 0, port, fd, status;
+    const char   *argv[48];
+    char          own[64];
+    memsvc_conn_h conn;
+    uint64_t      deadline;
+    int           argc = 0, port, status;
 
-    memset(d, 0, sizeof(*d));
-    integ_run_dir_setup();
-    if (addr != NULL) {
-        snprintf(d->addr, sizeof(d->addr), "%s", addr);
-    } else {
+    if (addr == NULL) {
         port = integ_free_port();
         if (port < 0) {
             return false;
         }
-        snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
+        snprintf(own, sizeof(own), "127.0.0.1:%d", port);
+        addr = own;
     }
-    snprintf(d->log, sizeof(d->log), "%s/memsvcd-test-%d-%u.log", integ_log_dir(), (int)getpid(),
-             seq++);
-    snprintf(path, sizeof(path), "%s/memsvcd", test_bin_dir());
-    argv[argc++] = path;
     argv[argc++] = "--listen";
-    argv[argc++] = d->addr;
+    argv[argc++] = addr;
     if ((getenv("MEMSVC_RUN_DIR") != NULL) && !integ_args_have(args, "--state-dir")) {
         /* Durable state of test daemons goes with the run's directory, not to /dev/shm. */
         argv[argc++] = "--state-dir";
@@ -174,23 +166,9 @@ bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *cons
         argv[argc++] = *args++;
     }
     argv[argc] = NULL;
-    fflush(NULL);
-    d->pid = fork();
-    if (d->pid < 0) {
+    if (!integ_daemon_spawn(d, addr, NULL, argv)) {
         return false;
     }
-    if (d->pid == 0) {
-        fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-            close(fd);
-        }
-        execv(path, (char *const *)argv);
-        fprintf(stderr, "exec %s failed\n", path);
-        _exit(127);
-    }
-    integ_track(d->pid);
     deadline = msp_now_ns() + INTEG_START_TIMEOUT_NS;
     while (msp_now_ns() < deadline) {
         memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
