@@ -721,6 +721,12 @@ void msd_durable_close(msd_server_t *srv)
     if (d->jfd >= 0) {
         close(d->jfd);
     }
+    if ((d->tensors == 0) && (d->corrupt == 0) && (d->afd >= 0)) {
+        /* Nothing to bring back and nothing to look at: leave no files behind (still under
+         * the lock, so a new daemon on the port cannot have opened them). */
+        unlink(d->jpath);
+        unlink(d->arena_path);
+    }
     if (d->afd >= 0) {
         close(d->afd); /* drops the lock */
     }
@@ -833,12 +839,13 @@ void msd_durable_forget(msd_server_t *srv, eng_handle_t h)
         return;
     }
     *pp = e->next;
-    d->tensors--;
-    d->bytes -= e->size;
     if (atomic_load(&srv->draining)) {
-        ent_free(e); /* the daemon is stopping: the tensor stays for the next start */
+        ent_free(e); /* the daemon is stopping: the tensor stays for the next start (and counts
+                      * in d->tensors, so that close keeps the files) */
         return;
     }
+    d->tensors--;
+    d->bytes -= e->size;
     memset(&r, 0, sizeof(r));
     r.type    = DUR_DEL;
     r.seq     = d->next_seq++;

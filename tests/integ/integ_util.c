@@ -147,6 +147,7 @@ bool integ_daemon_start_at(integ_daemon_t *d, const char *addr, const char *cons
     uint64_t      deadline;
     int           argc = 0, port, status;
 
+    integ_run_dir_setup(); /* sets MEMSVC_RUN_DIR, read below */
     if (addr == NULL) {
         port = integ_free_port();
         if (port < 0) {

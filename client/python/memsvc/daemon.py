@@ -66,8 +66,10 @@ class Daemon:
         for _ in range(5):   # another process may take the port between the probe and bind
             self.address = "127.0.0.1:%d" % _free_port()
             with open(self.log, "wb") as log:
+                # its durable state (if any) in its own directory, removed with it
                 self.proc = subprocess.Popen([self.path, "--listen", self.address, "--unix",
-                                              self.unix_path] + self.args,
+                                              self.unix_path, "--state-dir", self.dir,
+                                              "--no-config"] + self.args,
                                              stdout=log, stderr=subprocess.STDOUT)
             err = self._wait_ready(timeout)
             if err is None:
