@@ -804,12 +804,12 @@ static void __attribute__((constructor)) integ_child_main(void)
     _exit(2);
 }
 
-pid_t integ_spawn(const integ_daemon_t *d, const char *role)
+pid_t integ_spawn_child(const integ_daemon_t *d, const char *role, const char *const *env,
+                        int *fd_p)
 {
-    struct pollfd pfd;
-    char          fdstr[16], c = 0;
-    int           p[2], status;
-    pid_t         pid;
+    char  fdstr[16];
+    int   p[2];
+    pid_t pid;
 
     if (pipe(p) != 0) {
         return -1;
@@ -827,18 +827,37 @@ pid_t integ_spawn(const integ_daemon_t *d, const char *role)
         setenv("MEMSVC_INTEG_CHILD", role, 1);
         setenv("MEMSVC_INTEG_ADDR", d->addr, 1);
         setenv("MEMSVC_INTEG_FD", fdstr, 1);
+        while ((env != NULL) && (env[0] != NULL) && (env[1] != NULL)) {
+            setenv(env[0], env[1], 1);
+            env += 2;
+        }
         execl("/proc/self/exe", "memsvc_tests-child", (char *)NULL);
         _exit(127);
     }
     close(p[1]);
-    pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
-    if ((poll(&pfd, 1, 20000) != 1) || (read(p[0], &c, 1) != 1) || (c != 'y')) {
-        close(p[0]);
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    integ_track(pid);
+    *fd_p = p[0];
+    return pid;
+}
+
+pid_t integ_spawn(const integ_daemon_t *d, const char *role)
+{
+    struct pollfd pfd;
+    char          c = 0;
+    int           fd, status;
+    pid_t         pid = integ_spawn_child(d, role, NULL, &fd);
+
+    if (pid < 0) {
         return -1;
     }
-    close(p[0]);
-    integ_track(pid);
+    pfd = (struct pollfd){.fd = fd, .events = POLLIN};
+    if ((poll(&pfd, 1, 20000) != 1) || (read(fd, &c, 1) != 1) || (c != 'y')) {
+        close(fd);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        integ_untrack(pid);
+        return -1;
+    }
+    close(fd);
     return pid;
 }

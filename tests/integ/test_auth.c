@@ -163,43 +163,15 @@ typedef struct auth_who {
 static pid_t auth_spawn(const integ_daemon_t *d, const char *role, auth_who_t who, uint32_t job,
                         int *fd_p)
 {
-    char  num[16];
-    int   p[2];
-    pid_t pid;
+    char        uid[16], gid[16], group[16], jobs[16];
+    const char *env[] = {"MEMSVC_AUTH_UID", uid, "MEMSVC_AUTH_GID", gid, "MEMSVC_AUTH_JOB", jobs,
+                         (who.group >= 0) ? "MEMSVC_AUTH_GROUP" : NULL, group, NULL};
 
-    if (pipe(p) != 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        close(p[0]);
-        snprintf(num, sizeof(num), "%d", p[1]);
-        setenv("MEMSVC_INTEG_FD", num, 1);
-        setenv("MEMSVC_INTEG_CHILD", role, 1);
-        setenv("MEMSVC_INTEG_ADDR", d->addr, 1);
-        snprintf(num, sizeof(num), "%u", who.uid);
-        setenv("MEMSVC_AUTH_UID", num, 1);
-        snprintf(num, sizeof(num), "%u", who.gid);
-        setenv("MEMSVC_AUTH_GID", num, 1);
-        if (who.group >= 0) {
-            snprintf(num, sizeof(num), "%d", who.group);
-            setenv("MEMSVC_AUTH_GROUP", num, 1);
-        }
-        snprintf(num, sizeof(num), "%u", job);
-        setenv("MEMSVC_AUTH_JOB", num, 1);
-        execl("/proc/self/exe", "memsvc_tests-child", (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    integ_track(pid);
-    *fd_p = p[0];
-    return pid;
+    snprintf(uid, sizeof(uid), "%u", who.uid);
+    snprintf(gid, sizeof(gid), "%u", who.gid);
+    snprintf(jobs, sizeof(jobs), "%u", job);
+    snprintf(group, sizeof(group), "%d", who.group);
+    return integ_spawn_child(d, role, env, fd_p);
 }
 
 /* Read the child's report line (bounded); false if none came. */
