@@ -539,6 +539,11 @@ typedef struct memsvc_peer_info {
     uint64_t hbm_used, hbm_total;   /* all devices, bytes */
     uint64_t host_used, host_total; /* host pool, bytes */
     uint64_t sessions, uptime_ns;
+    /* replication with it (docs/cluster.md, "Replication"), as this daemon counts it */
+    bool     target;                     /* it holds copies of this node's durable tensors */
+    uint64_t acked_tensors;              /* of those, current versions it acknowledged */
+    uint64_t owed_tensors, owed_bytes;   /* current versions it has not acknowledged yet */
+    uint64_t held_tensors, held_bytes;   /* copies of its durable tensors kept here */
 } memsvc_peer_info_t;
 
 typedef struct memsvc_cluster_info {
@@ -546,6 +551,19 @@ typedef struct memsvc_cluster_info {
     char     cluster_hash[65]; /* hex of its cluster file's hash */
     uint64_t boot_id;
     uint32_t num_peers;
+    /* replication (docs/cluster.md, "Replication"); 0 when off */
+    uint32_t replicas;                 /* copies of each durable tensor wanted (--replicas) */
+    uint32_t targets;                  /* peers placed to hold them now (fewer: not enough) */
+    uint64_t repl_rate;                /* bytes/s cap (--repl-rate; 0: unlimited) */
+    uint64_t owed_tensors, owed_bytes; /* (tensor, target) versions not yet acknowledged */
+    uint64_t lag_ns;                   /* since the oldest of them was committed (0: none) */
+    uint64_t sent_bytes;               /* replica bytes sent since start */
+    uint64_t held_tensors, held_bytes, held_capacity; /* other nodes' copies kept here */
+    /* recovery from peers (a daemon that started empty) */
+    uint64_t recovery_wanted;   /* copies asked for (an offer of a tensor this node lacks) */
+    uint64_t recovery_restored; /* of those, back in this node's durable state */
+    uint64_t recovery_bytes;    /* their bytes */
+    uint64_t recovery_failed;   /* lost on the way (link down, checksum, no room) */
 } memsvc_cluster_info_t;
 
 typedef bool (*memsvc_peer_cb_t)(void *arg, const memsvc_peer_info_t *peer);

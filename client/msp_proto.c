@@ -1479,6 +1479,17 @@ memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tens
     X(state_age_ns) X(boot_id) X(restarts) X(hbm_used) X(hbm_total) X(host_used) X(host_total)    \
         X(sessions) X(uptime_ns)
 
+/* Replication figures: a 6th element of each peer, a 6th of the reply (older peers of the
+ * protocol skip them; their absence reads as 0). */
+#define PEER_REPL_FIELDS(X)                                                                        \
+    X(target) X(acked_tensors) X(owed_tensors) X(owed_bytes) X(held_tensors) X(held_bytes)
+#define SELF_REPL_FIELDS(X)                                                                        \
+    X(replicas) X(targets) X(repl_rate) X(owed_tensors) X(owed_bytes) X(lag_ns) X(sent_bytes)      \
+        X(held_tensors) X(held_bytes) X(held_capacity) X(recovery_wanted) X(recovery_restored)     \
+            X(recovery_bytes) X(recovery_failed)
+#define PK_PEER_U64X(f) msgpack_pack_uint64(&pk, (uint64_t)p->f);
+#define PK_SELF_U64X(f) msgpack_pack_uint64(&pk, (uint64_t)self->f);
+
 memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc_peer_info_t *peers,
                                  uint32_t n, msp_buf_t *buf)
 {
@@ -1491,7 +1502,7 @@ memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc
     buf->len      = 0;
     buf->overflow = false;
     msgpack_packer_init(&pk, buf, buf_write);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     pk_str(&pk, self->node);
     pk_str(&pk, self->cluster_hash);
     msgpack_pack_uint64(&pk, self->boot_id);
@@ -1500,7 +1511,7 @@ memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc
     for (i = 0; i < n; i++) {
         const memsvc_peer_info_t *p = &peers[i];
 
-        msgpack_pack_array(&pk, 5);
+        msgpack_pack_array(&pk, 6);
         pk_str(&pk, p->name);
         pk_str(&pk, p->address);
         msgpack_pack_uint32(&pk, (uint32_t)p->state);
@@ -1509,7 +1520,11 @@ memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc
 #define PK_PEER_U64(f) msgpack_pack_uint64(&pk, p->f);
         PEER_U64_FIELDS(PK_PEER_U64)
 #undef PK_PEER_U64
+        msgpack_pack_array(&pk, 6);
+        PEER_REPL_FIELDS(PK_PEER_U64X)
     }
+    msgpack_pack_array(&pk, 14);
+    SELF_REPL_FIELDS(PK_SELF_U64X)
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
 }
 
@@ -1537,11 +1552,21 @@ static memsvc_status_t decode_peer(msp_rd_t *rd, memsvc_peer_info_t *p)
 #define GET_PEER_U64(f) p->f = v[i++];
     PEER_U64_FIELDS(GET_PEER_U64)
 #undef GET_PEER_U64
-    for (i = 5; i < n; i++) {
+    if (n >= 6) {
+        uint64_t r[6];
+
+        RD(decode_u64_array(rd, r, 6));
+        i = 0;
+#define GET_REPL(f) p->f = (__typeof__(p->f))r[i++];
+        PEER_REPL_FIELDS(GET_REPL)
+    }
+    for (i = 6; i < n; i++) {
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
 }
+
+#define GET_SELF_REPL(f) self_p->f = (__typeof__(self_p->f))r[i++];
 
 memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_info_t *self_p,
                                  memsvc_peer_info_t *peers, uint32_t max, uint32_t *n_p)
@@ -1574,7 +1599,16 @@ memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_in
             return (status == MEMSVC_ERR_TOO_LARGE) ? status : MEMSVC_ERR_PROTOCOL;
         }
     }
-    for (i = 5; i < m; i++) {
+    if (m >= 6) {
+        uint64_t r[14];
+
+        if (decode_u64_array(&rd, r, 14) != MEMSVC_OK) {
+            return MEMSVC_ERR_PROTOCOL;
+        }
+        i = 0;
+        SELF_REPL_FIELDS(GET_SELF_REPL)
+    }
+    for (i = 6; i < m; i++) {
         if (rd_skip(&rd, MSP_DEPTH_MAX) != MEMSVC_OK) {
             return MEMSVC_ERR_PROTOCOL;
         }

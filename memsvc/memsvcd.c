@@ -1,5 +1,7 @@
 /* memsvcd.c - the memsvc daemon: command line, node and engine set-up, then the server loop */
 #include "memsvc/msd.h"
+#include "memsvc/msd_durable.h"
+#include "memsvc/msd_repl.h"
 #include "sim_npu/sim_desc.h"
 
 #include "client/msp_ucx.h"
@@ -74,6 +76,10 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"cluster-secret", required_argument, NULL, 'Z'},
                                                {"heartbeat-ms", required_argument, NULL, 'B'},
                                                {"peer-timeout", required_argument, NULL, 't'},
+                                               {"replicas", required_argument, NULL, 'y'},
+                                               {"repl-rate", required_argument, NULL, 'e'},
+                                               {"replica-bytes", required_argument, NULL, 'b'},
+                                               {"peer-lost", required_argument, NULL, 'o'},
                                                {"state-dir", required_argument, NULL, 'd'},
                                                {"durable-bytes", required_argument, NULL, 'D'},
                                                {"job-quota", required_argument, NULL, 'Q'},
@@ -98,7 +104,8 @@ static void usage(FILE *out)
             "               [--secret-file FILE] [--job-secrets DIR] [--require-secret]\n"
             "               [--operator-group GROUP]\n"
             "               [--cluster FILE --node-name NAME --cluster-secret FILE\n"
-            "                [--heartbeat-ms MS] [--peer-timeout SECONDS]]\n"
+            "                [--heartbeat-ms MS] [--peer-timeout SECONDS] [--replicas R]\n"
+            "                [--repl-rate RATE] [--replica-bytes SIZE] [--peer-lost SECONDS]]\n"
             "               [--state-dir DIR|none] [--durable-bytes SIZE]\n"
             "\n"
             "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
@@ -148,6 +155,14 @@ static void usage(FILE *out)
             "                         by the daemon's user; required with --cluster)\n"
             "  --heartbeat-ms MS      heartbeat to each peer this often (default 500)\n"
             "  --peer-timeout SECS    a peer silent this long is down (default 5)\n"
+            "  --replicas R           copies of each durable tensor kept on peers, 0..7\n"
+            "                         (default 1; docs/cluster.md, \"Replication\")\n"
+            "  --repl-rate RATE       bytes/s replication may use, e.g. 2GB/s (default 10%%\n"
+            "                         of the node's links, from its description; 0: unlimited)\n"
+            "  --replica-bytes SIZE   room for other nodes' copies, taken from the host pool\n"
+            "                         (default a quarter of it)\n"
+            "  --peer-lost SECS       a peer down this long is lost: the copies it held are\n"
+            "                         made again on another node (default 60)\n"
             "  --state-dir DIR        where durable tensors outlive the daemon (backed memory):\n"
             "                         DIR/memsvc-PORT.durable (their bytes) and .journal\n"
             "                         (default /dev/shm: survives a crash or an upgrade, not a\n"
@@ -233,6 +248,10 @@ static void opts_init(daemon_opts_t *o)
     o->cfg.spin_ns         = 50000;
     o->cfg.heartbeat_ns    = 500000000ull;
     o->cfg.peer_timeout_ns = 5000000000ull;
+    o->cfg.replicas        = 1;
+    o->cfg.repl_rate       = -1;            /* 10% of the node's links */
+    o->cfg.replica_bytes   = UINT64_MAX;    /* a quarter of the host pool */
+    o->cfg.peer_lost_ns    = 60000000000ull;
     o->cfg.durable_bytes   = MSD_DURABLE_BYTES;
     o->cfg.session_inflight     = 256ull << 20;
     o->cfg.session_queue        = 256;
@@ -384,6 +403,42 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
             return false;
         }
         o->cfg.peer_timeout_ns = (uint64_t)(v * 1e9);
+        break;
+    case 'y':
+        if (!opt_number(arg, 0, MSD_REPL_MAX, &v) || (v != (unsigned)v)) {
+            LOG_ERR("%s: '%s' is not a count of copies in 0..%u", where, arg, MSD_REPL_MAX);
+            return false;
+        }
+        o->cfg.replicas = (unsigned)v;
+        break;
+    case 'e': {
+        uint64_t rate;
+        char     sz[64];
+        size_t   n = strlen(arg);
+
+        /* a size per second: "2GB/s", "500MiB/s", or plain bytes/s */
+        snprintf(sz, sizeof(sz), "%.*s", (int)((n > 2 && strcmp(arg + n - 2, "/s") == 0) ? n - 2
+                                                                                       : n),
+                 arg);
+        if ((n >= sizeof(sz)) || (sim_parse_size(sz, &rate) != MEMSVC_OK)) {
+            LOG_ERR("%s: '%s' is not a rate (e.g. 2GB/s, 500MiB/s; 0: unlimited)", where, arg);
+            return false;
+        }
+        o->cfg.repl_rate = (double)rate;
+        break;
+    }
+    case 'b':
+        if (sim_parse_size(arg, &o->cfg.replica_bytes) != MEMSVC_OK) {
+            LOG_ERR("%s: '%s' is not a size (e.g. 16GiB)", where, arg);
+            return false;
+        }
+        break;
+    case 'o':
+        if (!opt_number(arg, 0, 86400 * 7, &v) || !(v > 0)) {
+            LOG_ERR("%s: '%s' is not a number of seconds in (0, 604800]", where, arg);
+            return false;
+        }
+        o->cfg.peer_lost_ns = (uint64_t)(v * 1e9);
         break;
     case 'd':
         if (arg[0] == '\0') {
@@ -804,6 +859,28 @@ int main(int argc, char **argv)
         LOG_ERR("node description: %s", (err[0] != '\0') ? err : memsvc_strerror(status));
         goto out;
     }
+    if (o.cfg.cluster_file == NULL) {
+        o.cfg.replicas      = 0;
+        o.cfg.replica_bytes = 0;
+    } else {
+        /* Replication's share of the node's links, as memtrace cluster assumes (Gemini keeps
+         * its traffic out of training's way; docs/cluster.md). */
+        if (o.cfg.repl_rate < 0) {
+            o.cfg.repl_rate = 0.10 * desc.nic.bw * desc.num_npus;
+        }
+        /* Other nodes' copies live in host memory this node would otherwise swap to. */
+        if (o.cfg.replica_bytes == UINT64_MAX) {
+            o.cfg.replica_bytes = desc.host_bytes / 4;
+        }
+        if (o.cfg.replica_bytes >= desc.host_bytes) {
+            LOG_ERR("--replica-bytes %s leaves no host pool (%s in all): make it smaller or "
+                    "the host pool larger (host=SIZE)",
+                    sim_format_size(o.cfg.replica_bytes, sz1, sizeof(sz1)),
+                    sim_format_size(desc.host_bytes, sz2, sizeof(sz2)));
+            goto out;
+        }
+        desc.host_bytes -= o.cfg.replica_bytes;
+    }
     status = sim_mem_mode_parse(o.memory, &mode);
     if (status != MEMSVC_OK) {
         LOG_ERR("--memory: '%s' is neither 'backed' nor 'phantom'", o.memory);
@@ -869,6 +946,7 @@ int main(int argc, char **argv)
     /* The engine goes last: until the server is torn down, callbacks may still reach it. */
     msd_server_fini(srv);
     msd_durable_close(srv);
+    msd_repl_destroy(srv); /* the worker and the arena are gone: what it still held goes */
     free(srv);
     eng_destroy(eng);
     rc = (status == MEMSVC_OK) ? 0 : 1;

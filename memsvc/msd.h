@@ -88,6 +88,10 @@ typedef struct msd_config {
     const char *cluster_secret;  /* --cluster-secret: the file whose bytes authenticate peers */
     uint64_t    heartbeat_ns;    /* --heartbeat-ms */
     uint64_t    peer_timeout_ns; /* --peer-timeout: no heartbeat this long: the peer is down */
+    unsigned    replicas;        /* --replicas: peers holding a copy of each durable tensor */
+    double      repl_rate;       /* --repl-rate: bytes/s of replication (0: unlimited) */
+    uint64_t    replica_bytes;   /* --replica-bytes: room for other nodes' replicas */
+    uint64_t    peer_lost_ns;    /* --peer-lost: down this long: its replicas go elsewhere */
     const char *state_dir;       /* durable state; NULL: MSD_STATE_DIR; "none": off */
     uint64_t    durable_bytes;   /* durable arena capacity */
     /* -- limits (docs/daemon.md, "Limits") -- */
@@ -298,6 +302,7 @@ typedef struct msd_server {
     msp_buf_t      body;
     msd_metrics_t  metrics;
     struct msd_peers *peers; /* the cluster (msd_peer.c); NULL when standing alone */
+    struct msd_repl  *repl;  /* replication to peers (msd_repl.c); NULL when off */
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */

@@ -2,7 +2,8 @@
  * memory (or a state directory), their metadata in a checksummed write-ahead journal (io_uring),
  * replayed and verified at start */
 #include "client/msp_ucx.h"
-#include "memsvc/msd.h"
+#include "memsvc/msd_durable.h"
+#include "memsvc/msd_repl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +36,6 @@
 #define DUR_VERSION 1u
 #define DUR_REC_SIZE 512u
 #define DUR_ALIGN 4096ull
-#define DUR_BUCKETS 4096u
 
 enum { DUR_PUT = 1, DUR_DEL = 2 };
 
@@ -84,30 +84,6 @@ typedef struct dur_ext {
     struct dur_ext *next;
     uint64_t        off, len;
 } dur_ext_t;
-
-/* A durable tensor whose committed bytes are in the arena. */
-typedef struct dur_ent {
-    struct dur_ent *next;
-    eng_handle_t    h;
-    uint64_t        off, len, size;
-    uint32_t        job, rank;
-    char           *key;
-} dur_ent_t;
-
-struct msd_durable {
-    char            arena_path[512], jpath[512];
-    int             afd, jfd;
-    uint8_t        *arena;
-    uint64_t        arena_size;
-    uint64_t        jend;     /* journal bytes written */
-    uint64_t        next_seq;
-    struct io_uring ring;
-    bool            has_ring;
-    dur_ext_t      *free;
-    dur_ent_t      *ents[DUR_BUCKETS];
-    uint64_t        tensors, bytes, recovered, corrupt;
-    uint64_t        full_logged; /* "arena full" messages (rate-limited) */
-};
 
 /* ---- arena extents ------------------------------------------------------------------------ */
 
@@ -236,6 +212,55 @@ static void ent_free(dur_ent_t *e)
 {
     free(e->key);
     free(e);
+}
+
+static dur_xt_t *xt_new(uint64_t off, uint64_t len)
+{
+    dur_xt_t *xt = calloc(1, sizeof(*xt));
+
+    if (xt != NULL) {
+        xt->off  = off;
+        xt->len  = len;
+        xt->refs = 1;
+    }
+    return xt;
+}
+
+/* The entry lets go of its version without releasing the range: a record still names it (the
+ * daemon stops, or a restore failed and the journal keeps it for a later start). */
+static void xt_keep(dur_xt_t *xt)
+{
+    if (xt != NULL) {
+        xt->keep = true; /* a send that still reads it must not release it either */
+        if (--xt->refs == 0) {
+            free(xt);
+        }
+    }
+}
+
+void msd_durable_xt_put(msd_durable_t *d, dur_xt_t *xt)
+{
+    if (--xt->refs == 0) {
+        if ((d != NULL) && !xt->keep) {
+            ext_release(d, xt->off, xt->len);
+        }
+        free(xt);
+    }
+}
+
+const uint8_t *msd_durable_xt_bytes(const msd_durable_t *d, const dur_xt_t *xt)
+{
+    return d->arena + xt->off;
+}
+
+dur_ent_t *msd_durable_find(msd_server_t *srv, uint32_t job, const char *key)
+{
+    eng_handle_t h;
+
+    if ((srv->dur == NULL) || (eng_lookup(srv->eng, job, key, &h) != MEMSVC_OK)) {
+        return NULL;
+    }
+    return *ent_slot(srv->dur, h);
 }
 
 /* ---- the journal ----------------------------------------------------------------------------- */
@@ -448,7 +473,8 @@ static void dur_placed_cb(void *arg, eng_handle_t h, memsvc_status_t status)
         if (e != NULL) { /* its extent stays reserved: the journal still names it */
             *pp = e->next;
             d->tensors--;
-            d->bytes -= e->size;
+            d->bytes -= e->m.size;
+            xt_keep(e->xt);
             ent_free(e);
         }
         if (msd_map_get(&srv->own, h, 0) != NULL) {
@@ -462,8 +488,9 @@ static void dur_placed_cb(void *arg, eng_handle_t h, memsvc_status_t status)
     free(rs);
 }
 
-/* Bring one verified tensor back into the engine, as an orphan of its job and rank. */
-static void dur_restore(msd_server_t *srv, const dur_rec_t *r)
+/* Bring one verified tensor back into the engine, as an orphan of its job and rank. Its entry,
+ * or NULL (logged; the journal keeps it for a later start). */
+static dur_ent_t *dur_restore(msd_server_t *srv, const dur_rec_t *r)
 {
     msd_durable_t    *d    = srv->dur;
     eng_tensor_desc_t desc = {0};
@@ -501,13 +528,21 @@ static void dur_restore(msd_server_t *srv, const dur_rec_t *r)
                 "a later start)",
                 r->key, r->job, memsvc_strerror(status));
         free(rs);
-        return;
+        return NULL;
     }
-    e->off = r->offset;
-    e->len = dur_round(r->size);
-    e->size = r->size;
-    e->job  = r->job;
-    e->rank = r->rank;
+    e->xt = xt_new(r->offset, dur_round(r->size));
+    if (e->xt == NULL) {
+        LOG_ERR("out of memory tracking durable tensor '%s'", r->key); /* kept, not reused */
+    }
+    e->m.job          = r->job;
+    e->m.rank         = r->rank;
+    e->m.kind         = r->kind;
+    e->m.device       = r->device;
+    e->m.version      = r->seq;
+    e->m.size         = r->size;
+    e->m.crc          = r->data_crc;
+    e->m.owner        = rec_owner(r);
+    e->committed_ns   = msp_now_ns();
     d->tensors++;
     d->bytes += r->size;
     d->recovered++;
@@ -526,8 +561,10 @@ static void dur_restore(msd_server_t *srv, const dur_rec_t *r)
     rs->off  = r->offset;
     rs->size = r->size;
     if (status == MEMSVC_OK) {
-        dur_placed_cb(rs, h, MEMSVC_OK);
+        dur_placed_cb(rs, h, MEMSVC_OK); /* may drop e (logged) */
+        return *ent_slot(d, h);
     }
+    return e;
 }
 
 /* The last record of each key, if a PUT whose bytes are whole, is live: restored and kept. */
@@ -574,6 +611,7 @@ static memsvc_status_t dur_recover(msd_server_t *srv)
     }
     status = journal_rewrite(d, recs, nlive);
     free(recs);
+    d->started_empty = (nlive == 0);
     return status;
 }
 
@@ -704,6 +742,7 @@ void msd_durable_close(msd_server_t *srv)
         while (d->ents[i] != NULL) {
             dur_ent_t *n = d->ents[i]->next;
 
+            xt_keep(d->ents[i]->xt);
             ent_free(d->ents[i]);
             d->ents[i] = n;
         }
@@ -803,8 +842,7 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
     pp = ent_slot(d, h);
     e  = *pp;
     if (e != NULL) {
-        ext_release(d, e->off, e->len); /* the previous version */
-        d->bytes -= e->size;
+        d->bytes -= e->m.size;
     } else {
         e = ent_add(d, h, info.key);
         if (e == NULL) {
@@ -815,12 +853,77 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
         }
         d->tensors++;
     }
-    e->off  = off;
-    e->len  = len;
-    e->size = info.size;
-    e->job  = info.job;
-    e->rank = info.rank;
+    if (e->xt != NULL) {
+        msd_durable_xt_put(d, e->xt); /* the previous version */
+    }
+    e->xt = xt_new(off, len);
+    if (e->xt == NULL) {
+        LOG_ERR("out of memory tracking durable tensor '%s': kept, but its arena extent is not "
+                "reused after a free",
+                info.key);
+    }
+    e->m.job        = r.job;
+    e->m.rank       = r.rank;
+    e->m.kind       = r.kind;
+    e->m.device     = r.device;
+    e->m.version    = r.seq;
+    e->m.size       = r.size;
+    e->m.crc        = r.data_crc;
+    e->m.owner      = rec_owner(&r);
+    e->committed_ns = msp_now_ns();
+    e->restored     = false;
     d->bytes += info.size;
+    msd_repl_changed(srv);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t msd_durable_adopt(msd_server_t *srv, const char *key, const dur_meta_t *m,
+                                  const void *bytes)
+{
+    msd_durable_t *d   = srv->dur;
+    uint64_t       len = dur_round(m->size), off;
+    dur_rec_t      r;
+    dur_ent_t     *e;
+
+    if ((d == NULL) || (m->size == 0) || (strnlen(key, MEMSVC_KEY_MAX + 1) > MEMSVC_KEY_MAX)) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (!ext_alloc(d, len, &off)) {
+        return MEMSVC_ERR_HOST_MEMORY;
+    }
+    if (fallocate(d->afd, 0, (off_t)off, (off_t)len) != 0) {
+        ext_free(d, off, len);
+        return MEMSVC_ERR_HOST_MEMORY;
+    }
+    memcpy(d->arena + off, bytes, m->size);
+    memset(&r, 0, sizeof(r));
+    r.type     = DUR_PUT;
+    r.seq      = m->version;
+    r.job      = m->job;
+    r.rank     = m->rank;
+    r.kind     = m->kind;
+    r.device   = m->device;
+    r.size     = m->size;
+    r.offset   = off;
+    r.data_crc = m->crc;
+    r.key_len  = (uint16_t)strlen(key);
+    memcpy(r.key, key, r.key_len);
+    rec_set_owner(&r, m->owner);
+    rec_seal(&r);
+    if ((msync(d->arena + off, len, MS_SYNC) != 0) || (journal_append(d, &r) != MEMSVC_OK)) {
+        ext_release(d, off, len);
+        return MEMSVC_ERR_IO;
+    }
+    if (m->version >= d->next_seq) {
+        d->next_seq = m->version + 1; /* what is committed later is newer */
+    }
+    e = dur_restore(srv, &r);
+    if (e == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE; /* logged; the journal brings it back at the next start */
+    }
+    d->recovered--; /* dur_restore counts the node's own recoveries */
+    e->restored = true;
+    msd_repl_changed(srv);
     return MEMSVC_OK;
 }
 
@@ -840,26 +943,31 @@ void msd_durable_forget(msd_server_t *srv, eng_handle_t h)
     }
     *pp = e->next;
     if (atomic_load(&srv->draining)) {
+        xt_keep(e->xt);
         ent_free(e); /* the daemon is stopping: the tensor stays for the next start (and counts
                       * in d->tensors, so that close keeps the files) */
         return;
     }
     d->tensors--;
-    d->bytes -= e->size;
+    d->bytes -= e->m.size;
     memset(&r, 0, sizeof(r));
     r.type    = DUR_DEL;
     r.seq     = d->next_seq++;
-    r.job     = e->job;
-    r.rank    = e->rank;
+    r.job     = e->m.job;
+    r.rank    = e->m.rank;
     r.key_len = (uint16_t)strnlen(e->key, MEMSVC_KEY_MAX);
     memcpy(r.key, e->key, r.key_len);
     rec_seal(&r);
     if (journal_append(d, &r) == MEMSVC_OK) {
-        ext_release(d, e->off, e->len);
+        msd_repl_deleted(srv, e->key, &e->m, r.seq);
+        if (e->xt != NULL) {
+            msd_durable_xt_put(d, e->xt);
+        }
     } else {
         /* Its PUT still stands: it would come back at the next start; the extent stays. */
         LOG_ERR("durable tensor '%s' (job %u) freed, but the journal could not record it",
-                e->key, e->job);
+                e->key, e->m.job);
+        xt_keep(e->xt);
     }
     ent_free(e);
 }

@@ -2,6 +2,7 @@
 #include "client/msp_proto.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
+#include "memsvc/msd_repl.h"
 #include "sim_npu/sim_desc.h"
 
 #include <sodium.h>
@@ -396,6 +397,9 @@ static void link_drop(msd_peers_t *ps, peer_t *p, const char *why)
     if ((p->link == LINK_UP) && (p->state == MEMSVC_PEER_UP)) {
         peer_state(ps, p, MEMSVC_PEER_SUSPECT, "%s", why);
     }
+    if (p->link == LINK_UP) {
+        msd_repl_link(ps->srv, (unsigned)(p - ps->peers), false, false);
+    }
     p->ep        = NULL;
     p->sess      = NULL;
     p->link      = LINK_NONE;
@@ -412,6 +416,8 @@ static void link_up(msd_peers_t *ps, peer_t *p, uint64_t boot)
             (unsigned long long)p->boot_id, (unsigned long long)boot);
         snprintf(was, sizeof(was), "restarted");
     }
+    bool new_boot = (p->boot_id != boot);
+
     p->boot_id    = boot;
     p->heard_at   = msp_now_ns();
     p->link       = LINK_UP;
@@ -419,6 +425,7 @@ static void link_up(msd_peers_t *ps, peer_t *p, uint64_t boot)
     peer_state(ps, p, MEMSVC_PEER_UP, "%s%sboot id %016llx, link %s", was,
                (was[0] != '\0') ? ", " : "", (unsigned long long)boot,
                p->dialer ? "this node dialed" : "it dialed");
+    msd_repl_link(ps->srv, (unsigned)(p - ps->peers), true, new_boot);
 }
 
 /* ---- handshake ------------------------------------------------------------------------------- */
@@ -798,6 +805,7 @@ void msd_peers_tick(msd_server_t *srv)
             peer_tick(ps, &ps->peers[i], now);
         }
     }
+    msd_repl_tick(srv);
     if (now < ps->next_hb) {
         return;
     }
@@ -826,7 +834,10 @@ uint64_t msd_peers_next(msd_server_t *srv)
     if (ps->wake) {
         return 0;
     }
-    next = ps->next_hb;
+    next = msd_repl_next(srv);
+    if (ps->next_hb < next) {
+        next = ps->next_hb;
+    }
     for (i = 0; i < ps->cluster.n; i++) {
         const peer_t *p = &ps->peers[i];
 
@@ -971,6 +982,9 @@ memsvc_status_t msd_peers_attach(msd_server_t *srv)
         LOG_ERR("cannot receive peer messages: %s", ucs_status_string(st));
         return MEMSVC_ERR_TRANSPORT;
     }
+    if (msd_repl_attach(srv) != MEMSVC_OK) {
+        return MEMSVC_ERR_TRANSPORT;
+    }
     LOG("cluster %s: node '%s' of %u, hash %.16s..., boot id %016llx; heartbeat every %llu ms, "
         "a peer is down after %.1f s of silence",
         srv->cfg.cluster_file, self_name(ps), ps->cluster.n, ps->cluster.hash_hex,
@@ -1017,6 +1031,58 @@ void msd_peers_stop(msd_server_t *srv)
     msd_unlock(srv);
 }
 
+/* ---- for replication ------------------------------------------------------------------------ */
+
+unsigned msd_peers_count(const msd_peers_t *ps)
+{
+    return ps->cluster.n;
+}
+
+unsigned msd_peers_self(const msd_peers_t *ps)
+{
+    return ps->self;
+}
+
+const char *msd_peers_name(const msd_peers_t *ps, unsigned i)
+{
+    return ps->cluster.nodes[i].name;
+}
+
+ucp_ep_h msd_peers_ep(const msd_peers_t *ps, unsigned i)
+{
+    const peer_t *p = &ps->peers[i];
+
+    return ((i != ps->self) && (p->link == LINK_UP) && !p->ep_failed && !ps->stopped) ? p->ep
+                                                                                       : NULL;
+}
+
+bool msd_peers_lost(const msd_peers_t *ps, unsigned i, uint64_t lost_ns, uint64_t now)
+{
+    const peer_t *p     = &ps->peers[i];
+    uint64_t      since = (p->state_at != 0) ? p->state_at : ps->start_ns;
+
+    if ((p->state == MEMSVC_PEER_UP) || (p->state == MEMSVC_PEER_SUSPECT)) {
+        return false;
+    }
+    return now - since >= lost_ns;
+}
+
+int msd_peers_sender(const msd_peers_t *ps, const char *from, ucp_ep_h ep)
+{
+    int i = msd_cluster_find(&ps->cluster, from);
+
+    if ((i < 0) || ((unsigned)i == ps->self) || (ps->peers[i].link != LINK_UP) ||
+        (ps->peers[i].ep != ep)) {
+        return -1;
+    }
+    return i;
+}
+
+bool msd_peers_stopped(const msd_peers_t *ps)
+{
+    return ps->stopped;
+}
+
 /* ---- the PEERS request ----------------------------------------------------------------------- */
 
 memsvc_status_t msd_peers_op(msd_server_t *srv, const msp_req_t *req, msp_rep_t *rep,
@@ -1039,6 +1105,7 @@ memsvc_status_t msd_peers_op(msd_server_t *srv, const msp_req_t *req, msp_rep_t 
         snprintf(self.cluster_hash, sizeof(self.cluster_hash), "%s", ps->cluster.hash_hex);
         self.boot_id   = ps->boot_id;
         self.num_peers = ps->cluster.n - 1;
+        msd_repl_self_info(srv, &self);
         for (i = 0; (i < ps->cluster.n) && (n < MSP_PEERS_MAX); i++) {
             const peer_t       *p = &ps->peers[i];
             memsvc_peer_info_t *o = &out[n];
@@ -1060,6 +1127,7 @@ memsvc_status_t msd_peers_op(msd_server_t *srv, const msp_req_t *req, msp_rep_t 
             o->host_total   = p->figures.host_total;
             o->sessions     = p->figures.sessions;
             o->uptime_ns    = p->figures.uptime_ns;
+            msd_repl_peer_info(srv, i, o);
             n++;
         }
         rep->u.list.next = (req->u.peers.start + n < self.num_peers) ? req->u.peers.start + n : 0;

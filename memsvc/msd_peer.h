@@ -4,6 +4,8 @@
 
 #include "client/memsvc.h"
 
+#include <ucp/api/ucp.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,5 +89,18 @@ void msd_peers_stop(struct msd_server *srv);
 /* The PEERS request: this node and a page of its peer table as a reply body (engine lock). */
 memsvc_status_t msd_peers_op(struct msd_server *srv, const struct msp_req *req, struct msp_rep *rep,
                              void **payload_p);
+
+/* For replication (msd_repl.c), engine lock held: the cluster's size and this node's index. */
+unsigned    msd_peers_count(const msd_peers_t *peers);
+unsigned    msd_peers_self(const msd_peers_t *peers);
+const char *msd_peers_name(const msd_peers_t *peers, unsigned i);
+/* Node i's endpoint while its authenticated link is up, else NULL. */
+ucp_ep_h msd_peers_ep(const msd_peers_t *peers, unsigned i);
+/* Node i has been down (or never reached, or refused) for at least lost_ns. */
+bool msd_peers_lost(const msd_peers_t *peers, unsigned i, uint64_t lost_ns, uint64_t now);
+/* The node that sent a message named `from` on ep over its authenticated link, or -1. */
+int msd_peers_sender(const msd_peers_t *peers, const char *from, ucp_ep_h ep);
+/* This daemon is stopping: nothing more is sent to peers. */
+bool msd_peers_stopped(const msd_peers_t *peers);
 
 #endif /* MSD_PEER_H */

@@ -800,6 +800,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         integ_restart_child(&d, role, atoi(fds));
     } else if (strncmp(role, "limits-", 7) == 0) {
         integ_limits_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "cluster-", 8) == 0) {
+        integ_cluster_child(&d, role, atoi(fds));
     }
     _exit(2);
 }

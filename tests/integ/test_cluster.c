@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -124,9 +125,10 @@ static void fixture_fini(fixture_t *f)
     }
 }
 
-/* Start node i with a cluster file and secret (in a network namespace if netns). */
-static bool node_start(fixture_t *f, unsigned i, const char *file, const char *secret,
-                       const char *netns)
+/* Start node i with a cluster file and secret (in a network namespace if netns), and more
+ * arguments (NULL-terminated; may be NULL). */
+static bool node_start_ex(fixture_t *f, unsigned i, const char *file, const char *secret,
+                          const char *netns, const char *const *more)
 {
     const char *args[] = {"--node",
                           "tiny",
@@ -140,12 +142,27 @@ static bool node_start(fixture_t *f, unsigned i, const char *file, const char *s
                           HB_MS,
                           "--peer-timeout",
                           TIMEOUT_S,
-                          netns ? "--allow-remote" : NULL,
+                          netns ? "--allow-remote" : NULL, /* (in a namespace: tcp only) */
                           "--no-unix",
                           NULL};
+    const char *argv[40];
+    unsigned    n = 0, k;
 
+    for (k = 0; args[k] != NULL; k++) {
+        argv[n++] = args[k];
+    }
+    for (k = 0; (more != NULL) && (more[k] != NULL) && (n < 39); k++) {
+        argv[n++] = more[k];
+    }
+    argv[n] = NULL;
     log_done(f, &f->d[i]); /* of its previous life, if any */
-    return integ_daemon_spawn(&f->d[i], f->addr[i], netns, args);
+    return integ_daemon_spawn(&f->d[i], f->addr[i], netns, argv);
+}
+
+static bool node_start(fixture_t *f, unsigned i, const char *file, const char *secret,
+                       const char *netns)
+{
+    return node_start_ex(f, i, file, secret, netns, NULL);
 }
 
 typedef struct seen {
@@ -855,6 +872,335 @@ out:
     ns_teardown();
 }
 
+
+/* ---- replication of durable tensors ---------------------------------------------------------- */
+
+#define REP_N 6
+#define REP_JOB 5
+
+/* 4 KiB .. 64 KiB, not page multiples; the last 8 MiB (a rendezvous transfer) */
+static uint64_t rep_size(unsigned i)
+{
+    return (i == REP_N - 1) ? (8ull << 20) + 17 : (4096ull << i) + 7 * i;
+}
+
+/* Start node i backed, with its durable state in f->dir/state-NAME-GEN and replication on. */
+static bool repl_start(fixture_t *f, unsigned i, unsigned gen, const char *netns)
+{
+    char        dir[160];
+    const char *more[] = {"--memory", "backed", "--replicas", "1", "--peer-lost", "2",
+                          "--state-dir", dir, "--keep-durable", "600", NULL};
+
+    snprintf(dir, sizeof(dir), "%s/state-%s-%u", f->dir, names[i], gen);
+    if ((mkdir(dir, 0700) != 0) && (errno != EEXIST)) {
+        return false;
+    }
+    return node_start_ex(f, i, f->file, f->secret, netns, more);
+}
+
+static memsvc_status_t repl_connect(const integ_daemon_t *d, memsvc_conn_h *conn_p)
+{
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = d->addr,
+                              .job        = REP_JOB,
+                              .flags      = MEMSVC_CONN_TCP,
+                              .timeout_ms = 5000};
+
+    return memsvc_connect(&p, conn_p);
+}
+
+/* Write durable "r<i>" (contents test_fill(seed + i)), allocating it first if alloc. */
+static memsvc_status_t repl_write(memsvc_conn_h conn, unsigned i, uint64_t seed, bool alloc)
+{
+    memsvc_alloc_params_t ap = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS | MEMSVC_ALLOC_FIELD_KIND,
+                                .flags      = MEMSVC_ALLOC_DURABLE,
+                                .kind       = MEMSVC_KIND_OPTIM};
+    memsvc_tensor_info_t  info;
+    memsvc_handle_t       h;
+    memsvc_status_t       st;
+    uint8_t              *buf = malloc(rep_size(i));
+    char                  key[16];
+
+    if (buf == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    snprintf(key, sizeof(key), "r%u", i);
+    test_fill(buf, rep_size(i), seed + i);
+    st = alloc ? memsvc_alloc(conn, key, rep_size(i), &ap, &h) : memsvc_lookup(conn, key, &info);
+    if (!alloc) {
+        h = info.handle;
+    }
+    if (st == MEMSVC_OK) {
+        st = memsvc_write(conn, h, 0, buf, rep_size(i));
+    }
+    free(buf);
+    return st;
+}
+
+/* Is "r<i>" there with the contents of seed + i? MEMSVC_ERR_PROTOCOL for other bytes. */
+static memsvc_status_t repl_check(memsvc_conn_h conn, unsigned i, uint64_t seed)
+{
+    memsvc_tensor_info_t info;
+    memsvc_status_t      st;
+    uint8_t             *want = malloc(rep_size(i)), *got = malloc(rep_size(i));
+    char                 key[16];
+
+    snprintf(key, sizeof(key), "r%u", i);
+    st = ((want == NULL) || (got == NULL)) ? MEMSVC_ERR_NO_RESOURCE
+                                           : memsvc_lookup(conn, key, &info);
+    if (st == MEMSVC_OK) {
+        st = (info.size == rep_size(i)) ? memsvc_read(conn, info.handle, 0, got, rep_size(i))
+                                        : MEMSVC_ERR_PROTOCOL;
+    }
+    if (st == MEMSVC_OK) {
+        test_fill(want, rep_size(i), seed + i);
+        st = (memcmp(want, got, rep_size(i)) == 0) ? MEMSVC_OK : MEMSVC_ERR_PROTOCOL;
+    }
+    free(want);
+    free(got);
+    return st;
+}
+
+/* A node's cluster figures, and how it sees peer `name` (NULL: not wanted). */
+static bool repl_view(const integ_daemon_t *obs, memsvc_cluster_info_t *ci, const char *name,
+                      memsvc_peer_info_t *pi)
+{
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_FLAGS | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                              .address    = obs->addr,
+                              .flags      = MEMSVC_CONN_CONTROL | MEMSVC_CONN_TCP,
+                              .timeout_ms = 2000};
+    memsvc_conn_h        conn;
+    seen_t               s = {.want = (name != NULL) ? name : ""};
+    memsvc_status_t      status;
+
+    if (memsvc_connect(&p, &conn) != MEMSVC_OK) {
+        return false;
+    }
+    status = memsvc_peers(conn, ci, seen_cb, &s);
+    memsvc_close(conn);
+    if ((name != NULL) && s.found) {
+        *pi = s.info;
+    }
+    return (status == MEMSVC_OK) && ((name == NULL) || s.found);
+}
+
+/* Wait (bounded) until obs owes nothing and peer holder holds `held` tensors of obs's. */
+static bool repl_wait_synced(const integ_daemon_t *obs, const integ_daemon_t *holder,
+                             const char *obs_name, uint64_t held)
+{
+    uint64_t              deadline = now_ms() + WAIT_MS;
+    memsvc_cluster_info_t ci, hi;
+    memsvc_peer_info_t    pi;
+
+    while (now_ms() < deadline) {
+        if (repl_view(obs, &ci, NULL, NULL) && (ci.owed_tensors == 0) && (ci.targets == 1) &&
+            repl_view(holder, &hi, obs_name, &pi) && (pi.held_tensors == held)) {
+            return true;
+        }
+        usleep(50000);
+    }
+    fprintf(stderr, "replication: %s never owed nothing with %llu tensors held at %s (owed %llu, "
+            "targets %u)\n",
+            obs_name, (unsigned long long)held, holder->addr,
+            (unsigned long long)ci.owed_tensors, ci.targets);
+    return false;
+}
+
+/* Wait (bounded) until obs has restored `n` tensors from peers and asks for nothing more. */
+static bool repl_wait_recovered(const integ_daemon_t *obs, uint64_t n,
+                                memsvc_cluster_info_t *ci)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+
+    while (now_ms() < deadline) {
+        if (repl_view(obs, ci, NULL, NULL) && (ci->recovery_restored >= n) &&
+            (ci->recovery_wanted == ci->recovery_restored + ci->recovery_failed)) {
+            return true;
+        }
+        usleep(50000);
+    }
+    fprintf(stderr, "recovery at %s: %llu of %llu wanted restored, %llu failed (want %llu)\n",
+            obs->addr, (unsigned long long)ci->recovery_restored,
+            (unsigned long long)ci->recovery_wanted, (unsigned long long)ci->recovery_failed,
+            (unsigned long long)n);
+    return false;
+}
+
+/* Role "cluster-writer": writes durable "r0" of REP_JOB over and over (seed 1000 + k), and
+ * says "k\n" on its pipe after each write returned OK. Killed by the test. */
+void integ_cluster_child(integ_daemon_t *d, const char *role, int fd)
+{
+    memsvc_conn_h conn;
+    char          line[32];
+    uint64_t      k;
+
+    if ((strcmp(role, "cluster-writer") != 0) || (repl_connect(d, &conn) != MEMSVC_OK)) {
+        _exit(2);
+    }
+    for (k = 1; k < 1000000; k++) {
+        if (repl_write(conn, 0, 1000 + k, false) != MEMSVC_OK) {
+            _exit(3);
+        }
+        snprintf(line, sizeof(line), "%llu\n", (unsigned long long)k);
+        if (write(fd, line, strlen(line)) < 0) {
+            _exit(0);
+        }
+    }
+    _exit(0);
+}
+
+/* The last k a cluster-writer reported (0: none yet); reads what is there without blocking. */
+static uint64_t writer_last(int fd, uint64_t last)
+{
+    char    buf[4096], *p;
+    ssize_t n;
+    int     fl = fcntl(fd, F_GETFL);
+
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    while ((n = read(fd, buf, sizeof(buf) - 1)) > 0) {
+        buf[n] = '\0';
+        for (p = buf; (p = strchr(p, '\n')) != NULL; p++) {
+            char *s = p;
+
+            while ((s > buf) && (s[-1] != '\n')) {
+                s--;
+            }
+            last = strtoull(s, NULL, 10) > last ? strtoull(s, NULL, 10) : last;
+        }
+    }
+    return last;
+}
+
+/*
+ * kill -9 of node a while a client writes a durable tensor over and over; a started again empty
+ * (a replaced node: a new state directory) gets every durable tensor back from b, byte-exact: the
+ * quiet ones at their last version, the hot one at a version the client wrote; a client
+ * re-attaches by key. Then a free on a frees the copy on b.
+ */
+static void test_repl_recover(void)
+{
+    fixture_t             f;
+    memsvc_cluster_info_t ci;
+    memsvc_peer_info_t    pi;
+    memsvc_conn_h         conn;
+    memsvc_tensor_info_t  info;
+    pid_t                 w;
+    int                   fd = -1, status;
+    uint64_t              last = 0, k, deadline;
+    unsigned              i;
+    bool                  found = false;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(repl_start(&f, i, 0, NULL));
+    }
+    CU_ASSERT_FATAL(all_up(&f));
+    TEST_ASSERT_OK(repl_connect(&f.d[0], &conn));
+    for (i = 0; i < REP_N; i++) {
+        TEST_ASSERT_OK(repl_write(conn, i, 10, true));
+    }
+    TEST_ASSERT_OK(repl_write(conn, 2, 20, false)); /* a second version of r2 */
+    /* With three nodes and R = 1, a's copies go to b (the next node of its group). */
+    CU_ASSERT(repl_wait_synced(&f.d[0], &f.d[1], "a", REP_N));
+    CU_ASSERT(repl_view(&f.d[0], &ci, "b", &pi));
+    CU_ASSERT(pi.target);
+    CU_ASSERT_EQUAL(pi.acked_tensors, REP_N);
+    CU_ASSERT_EQUAL(ci.replicas, 1);
+    CU_ASSERT_TRUE(ci.sent_bytes >= rep_size(REP_N - 1));
+    CU_ASSERT(repl_view(&f.d[2], &ci, "a", &pi));
+    CU_ASSERT_EQUAL(pi.held_tensors, 0); /* c holds nothing of a's */
+    memsvc_close(conn);
+
+    /* A writer hammers r0; kill -9 of a in the middle of it. */
+    w = integ_spawn_child(&f.d[0], "cluster-writer", NULL, &fd);
+    CU_ASSERT_FATAL(w > 0);
+    deadline = now_ms() + WAIT_MS;
+    while ((last < 20) && (now_ms() < deadline)) {
+        usleep(20000);
+        last = writer_last(fd, last);
+    }
+    CU_ASSERT_TRUE(last >= 20);
+    status = integ_daemon_signal(&f.d[0], SIGKILL);
+    CU_ASSERT_TRUE(WIFSIGNALED(status));
+    usleep(100000);
+    last = writer_last(fd, last);
+    kill(w, SIGKILL);
+    waitpid(w, &status, 0);
+    close(fd);
+
+    /* a comes back empty (a new node in its place): everything from b */
+    CU_ASSERT_FATAL(repl_start(&f, 0, 1, NULL));
+    CU_ASSERT(wait_state(&f.d[1], "a", MEMSVC_PEER_UP, NULL, NULL));
+    CU_ASSERT(repl_wait_recovered(&f.d[0], REP_N, &ci));
+    CU_ASSERT_EQUAL(ci.recovery_restored, REP_N);
+    CU_ASSERT_EQUAL(ci.recovery_failed, 0);
+    TEST_ASSERT_OK(repl_connect(&f.d[0], &conn));
+    for (i = 1; i < REP_N; i++) {
+        CU_ASSERT_EQUAL(repl_check(conn, i, (i == 2) ? 20 : 10), MEMSVC_OK);
+    }
+    /* r0: the last acknowledged version: one the writer wrote (or the first) */
+    if (repl_check(conn, 0, 10) == MEMSVC_OK) {
+        found = true;
+    }
+    for (k = last + 1; (k > 0) && !found; k--) {
+        found = (repl_check(conn, 0, 1000 + k) == MEMSVC_OK);
+    }
+    CU_ASSERT_TRUE(found);
+    {
+        memsvc_stats_t st;
+
+        TEST_ASSERT_OK(integ_stats(&f.d[0], &st));
+        CU_ASSERT_EQUAL(st.durable_tensors, REP_N);
+    }
+    /* Its copies stay on b, acknowledged; a free reaches b. */
+    CU_ASSERT(repl_wait_synced(&f.d[0], &f.d[1], "a", REP_N));
+    TEST_ASSERT_OK(memsvc_lookup(conn, "r3", &info));
+    TEST_ASSERT_OK(memsvc_free(conn, info.handle));
+    TEST_ASSERT_OK(integ_deferred(conn, MEMSVC_OP_FREE, info.handle));
+    CU_ASSERT(repl_wait_synced(&f.d[0], &f.d[1], "a", REP_N - 1));
+    memsvc_close(conn);
+    fixture_fini(&f);
+}
+
+/*
+ * b, which holds a's copies, is killed for good: after --peer-lost a places them on c and
+ * sends them all there; c holds them, acknowledged.
+ */
+static void test_repl_lost_peer(void)
+{
+    fixture_t             f;
+    memsvc_cluster_info_t ci;
+    memsvc_peer_info_t    pi;
+    memsvc_conn_h         conn;
+    unsigned              i;
+    int                   status;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(repl_start(&f, i, 0, NULL));
+    }
+    CU_ASSERT_FATAL(all_up(&f));
+    TEST_ASSERT_OK(repl_connect(&f.d[0], &conn));
+    for (i = 0; i < REP_N; i++) {
+        TEST_ASSERT_OK(repl_write(conn, i, 30, true));
+    }
+    CU_ASSERT(repl_wait_synced(&f.d[0], &f.d[1], "a", REP_N));
+    status = integ_daemon_signal(&f.d[1], SIGKILL);
+    CU_ASSERT_TRUE(WIFSIGNALED(status));
+    log_done(&f, &f.d[1]);
+    /* written while b is down: owed until a placement holds it */
+    TEST_ASSERT_OK(repl_write(conn, 1, 40, false));
+    CU_ASSERT(repl_wait_synced(&f.d[0], &f.d[2], "a", REP_N));
+    CU_ASSERT(repl_view(&f.d[0], &ci, "c", &pi));
+    CU_ASSERT(pi.target);
+    CU_ASSERT_EQUAL(ci.targets, 1);
+    CU_ASSERT(integ_log_contains(&f.d[0], "peer b is lost"));
+    memsvc_close(conn);
+    fixture_fini(&f);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
@@ -867,6 +1213,10 @@ static void add_suite(void)
     CU_add_test(s, "garbage and impostors on the peer messages: dropped or refused, links kept",
                 test_impostors);
     CU_add_test(s, "network namespaces: a partition is seen down and heals", test_netns_partition);
+    CU_add_test(s, "replication: kill -9 under writes, an empty replacement recovers from a peer",
+                test_repl_recover);
+    CU_add_test(s, "replication: a peer lost for good: its copies are made again elsewhere",
+                test_repl_lost_peer);
 }
 
 TEST_REGISTER(service_cluster, add_suite)

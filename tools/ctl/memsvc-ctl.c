@@ -771,6 +771,15 @@ static void cl_query(cl_t *cl, cl_node_t *n)
     if (strcmp(n->info.cluster_hash, cl->file.hash_hex) != 0) {
         cl_problem(cl, "%s: its cluster file differs from %s", n->node->name, cl->ctl->cluster);
     }
+    if (n->info.targets < n->info.replicas) {
+        cl_problem(cl, "%s: %u of %u copies of its durable tensors placed (too few peers up)",
+                   n->node->name, n->info.targets, n->info.replicas);
+    }
+    if (n->info.recovery_wanted > n->info.recovery_restored + n->info.recovery_failed) {
+        cl_problem(cl, "%s: recovering from peers: %llu of %llu tensors back", n->node->name,
+                   (unsigned long long)n->info.recovery_restored,
+                   (unsigned long long)n->info.recovery_wanted);
+    }
     for (i = 0; i < n->npeers; i++) {
         const memsvc_peer_info_t *pi = &n->peers[i];
 
@@ -830,6 +839,30 @@ static void cl_text(cl_t *cl)
                n->node->addr, "yes", peers, hbm, host, (unsigned long long)n->st->sessions,
                sim_format_time(n->st->uptime_ns, f, sizeof(f)));
     }
+    printf("\nreplication of durable tensors (docs/cluster.md, \"Replication\"):\n");
+    printf("%-*s  %-8s %-20s %-10s %-24s %s\n", (int)w, "NODE", "COPIES", "OWED", "LAG",
+           "HELD FOR PEERS", "RECOVERED FROM PEERS");
+    for (i = 0; i < cl->file.n; i++) {
+        const cl_node_t *n = &cl->nodes[i];
+        char             copies[16], owed[48], held[48], rec[64];
+
+        if (!n->reachable) {
+            continue;
+        }
+        snprintf(copies, sizeof(copies), "%u/%u", n->info.targets, n->info.replicas);
+        snprintf(owed, sizeof(owed), "%llu (%s)", (unsigned long long)n->info.owed_tensors,
+                 sim_format_size(n->info.owed_bytes, a, sizeof(a)));
+        snprintf(held, sizeof(held), "%llu (%s / %s)", (unsigned long long)n->info.held_tensors,
+                 sim_format_size(n->info.held_bytes, b, sizeof(b)),
+                 sim_format_size(n->info.held_capacity, c, sizeof(c)));
+        snprintf(rec, sizeof(rec), "%llu of %llu asked (%s), %llu failed",
+                 (unsigned long long)n->info.recovery_restored,
+                 (unsigned long long)n->info.recovery_wanted,
+                 sim_format_size(n->info.recovery_bytes, e, sizeof(e)),
+                 (unsigned long long)n->info.recovery_failed);
+        printf("%-*s  %-8s %-20s %-10s %-24s %s\n", (int)w, n->node->name, copies, owed,
+               sim_format_time(n->info.lag_ns, f, sizeof(f)), held, rec);
+    }
     printf("\npeer states, as the node of each row sees the node of each column:\n%-*s ", (int)w,
            "");
     for (j = 0; j < cl->file.n; j++) {
@@ -871,12 +904,26 @@ static void cl_json(cl_t *cl)
         memsvc_json_string(n->info.node, stdout);
         printf(", \"cluster_hash\": \"%s\", \"boot_id\": \"%016llx\", \"hbm_used\": %llu, "
                "\"hbm_total\": %llu, \"host_used\": %llu, \"host_total\": %llu, "
-               "\"sessions\": %llu, \"uptime_ns\": %llu, \"live_tensors\": %llu,\n   \"peers\": [",
+               "\"sessions\": %llu, \"uptime_ns\": %llu, \"live_tensors\": %llu,",
                n->info.cluster_hash, (unsigned long long)n->info.boot_id,
                (unsigned long long)n->hbm_used, (unsigned long long)n->hbm_total,
                (unsigned long long)n->st->host_used, (unsigned long long)n->st->host_capacity,
                (unsigned long long)n->st->sessions, (unsigned long long)n->st->uptime_ns,
                (unsigned long long)n->st->live_tensors);
+        printf("\n   \"replication\": {\"replicas\": %u, \"targets\": %u, \"rate\": %llu, "
+               "\"owed_tensors\": %llu, \"owed_bytes\": %llu, \"lag_ns\": %llu, "
+               "\"sent_bytes\": %llu, \"held_tensors\": %llu, \"held_bytes\": %llu, "
+               "\"held_capacity\": %llu, \"recovery_wanted\": %llu, \"recovery_restored\": "
+               "%llu, \"recovery_bytes\": %llu, \"recovery_failed\": %llu},\n   \"peers\": [",
+               n->info.replicas, n->info.targets, (unsigned long long)n->info.repl_rate,
+               (unsigned long long)n->info.owed_tensors, (unsigned long long)n->info.owed_bytes,
+               (unsigned long long)n->info.lag_ns, (unsigned long long)n->info.sent_bytes,
+               (unsigned long long)n->info.held_tensors, (unsigned long long)n->info.held_bytes,
+               (unsigned long long)n->info.held_capacity,
+               (unsigned long long)n->info.recovery_wanted,
+               (unsigned long long)n->info.recovery_restored,
+               (unsigned long long)n->info.recovery_bytes,
+               (unsigned long long)n->info.recovery_failed);
         for (j = 0; j < n->npeers; j++) {
             const memsvc_peer_info_t *p = &n->peers[j];
 
@@ -891,12 +938,17 @@ static void cl_json(cl_t *cl)
             }
             printf(", \"state_age_ns\": %llu, \"boot_id\": \"%016llx\", \"restarts\": %llu, "
                    "\"hbm_used\": %llu, \"hbm_total\": %llu, \"host_used\": %llu, "
-                   "\"host_total\": %llu, \"sessions\": %llu, \"uptime_ns\": %llu}",
+                   "\"host_total\": %llu, \"sessions\": %llu, \"uptime_ns\": %llu, "
+                   "\"target\": %s, \"acked_tensors\": %llu, \"owed_tensors\": %llu, "
+                   "\"owed_bytes\": %llu, \"held_tensors\": %llu, \"held_bytes\": %llu}",
                    (unsigned long long)p->state_age_ns, (unsigned long long)p->boot_id,
                    (unsigned long long)p->restarts, (unsigned long long)p->hbm_used,
                    (unsigned long long)p->hbm_total, (unsigned long long)p->host_used,
                    (unsigned long long)p->host_total, (unsigned long long)p->sessions,
-                   (unsigned long long)p->uptime_ns);
+                   (unsigned long long)p->uptime_ns, p->target ? "true" : "false",
+                   (unsigned long long)p->acked_tensors, (unsigned long long)p->owed_tensors,
+                   (unsigned long long)p->owed_bytes, (unsigned long long)p->held_tensors,
+                   (unsigned long long)p->held_bytes);
         }
         printf("%s]}", (n->npeers > 0) ? "\n   " : "");
     }

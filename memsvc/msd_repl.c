@@ -1,0 +1,1415 @@
+/* msd_repl.c - durable tensors copied to R peer daemons after each commit (versioned,
+ * acknowledged, rate-capped), held for peers in this daemon's replica room, offered back to a
+ * node that starts empty, and re-placed when a peer is lost for good */
+#include "client/msp_ucx.h"
+#include "memsvc/msd_durable.h"
+#include "memsvc/msd_repl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define MSD_LOG_COMP "repl"
+#include "memsvc/msd_log.h"
+
+/*
+ * Messages are UCX active messages of id MSP_AM_REPL on the peer links (msd_peer.c), accepted
+ * only from the node whose authenticated link they arrive on. Each has a fixed header
+ * (REPL_HDR_LEN bytes, little-endian; docs/protocol.md, "Replication messages"); a PUT carries
+ * the tensor's bytes as the message's data (rendezvous above UCX's threshold):
+ *   owner  -> holder  PUT       a durable tensor's current version (RESTORE flag: the other way)
+ *   holder -> owner   ACK       it holds that version now (or a status why not)
+ *   owner  -> holder  DEL       the tensor is gone as of a version      (ACKed, DEL flag)
+ *   owner  -> holder  DROP_ALL  it holds nothing of the owner's any more (placement moved)
+ *   holder -> owner   OFFER     it holds a version of one of the owner's tensors  \ when a link
+ *   holder -> owner   OFFER_END that was all                                     / to a new boot
+ *   owner  -> holder  WANT      send that version back (the owner started empty)    comes up
+ */
+#define MSP_AM_REPL 20u
+#define REPL_MAGIC 0x5052534du /* "MSRP" */
+#define REPL_VERSION 1u
+#define REPL_HDR_LEN (4 + 2 + 2 + 32 + 32 + 8 + 4 * 4 + 8 + 8 + 4 + 4 + 8 + 4 + 2 + MEMSVC_KEY_MAX + 1)
+#define REPL_WINDOW 4u          /* PUTs in flight to one target */
+#define REPL_BUCKETS 4096u      /* replicas held, by (owner node, job, key) */
+#define REPL_BURST_MIN (4u << 20)
+
+typedef enum {
+    RM_PUT       = 1,
+    RM_ACK       = 2,
+    RM_DEL       = 3,
+    RM_DROP_ALL  = 4,
+    RM_OFFER     = 5,
+    RM_OFFER_END = 6,
+    RM_WANT      = 7,
+} rm_type_t;
+
+enum { RF_RESTORE = 1, RF_DEL = 2 };
+
+/* ACK statuses */
+typedef enum {
+    RA_OK      = 0, /* held: version */
+    RA_NO_ROOM = 1, /* --replica-bytes full */
+    RA_BAD     = 2, /* bytes do not match their checksum, or not the size announced */
+    RA_GONE    = 3, /* WANT: that version is not held here (any more) */
+} ra_status_t;
+
+typedef struct repl_msg {
+    uint32_t   type;
+    char       from[32], to[32];
+    uint64_t   boot; /* the sender's boot id */
+    dur_meta_t m;    /* job, rank, kind, device, version, size, crc, owner */
+    uint32_t   status, flags;
+    char       key[MEMSVC_KEY_MAX + 1];
+} repl_msg_t;
+
+/* A replica of another node's durable tensor, kept here. Its bytes are shared with sends of
+ * it (a RESTORE in flight) by reference. */
+typedef struct rbuf {
+    uint32_t refs;
+    uint8_t  bytes[];
+} rbuf_t;
+
+typedef struct replica {
+    struct replica *next;
+    unsigned        node; /* whose */
+    char           *key;
+    dur_meta_t      m;
+    rbuf_t         *buf;
+} replica_t;
+
+/* A send in flight: its header, and a reference to the bytes it carries. */
+typedef struct repl_send {
+    struct repl_send *next, *prev;
+    struct msd_repl  *r;
+    uint8_t           hdr[REPL_HDR_LEN];
+    dur_xt_t         *xt;  /* an arena version (owner side) */
+    rbuf_t           *buf; /* a replica (holder side, RESTORE) */
+    int               slot; /* a PUT to target slot (window), or -1 */
+    uint64_t          size;
+} repl_send_t;
+
+/* A PUT being received (rendezvous). */
+typedef struct repl_recv {
+    struct repl_recv *next, *prev;
+    struct msd_repl  *r;
+    unsigned          node;
+    repl_msg_t        msg;
+    rbuf_t           *buf;
+} repl_recv_t;
+
+/* A freed durable tensor whose DEL the targets have yet to acknowledge. */
+typedef struct tomb {
+    struct tomb *next;
+    uint32_t     job;
+    char        *key;
+    uint64_t     version;
+    uint32_t     pending, sent; /* target slots, bits */
+} tomb_t;
+
+/* What this node asked a holder to send back. */
+typedef struct want {
+    struct want *next;
+    uint32_t     job;
+    char        *key;
+    uint64_t     version;
+    unsigned     node;
+} want_t;
+
+typedef struct slot {
+    int      node; /* -1: none */
+    unsigned inflight;
+    bool     clean; /* a full scan found nothing owed since the last change */
+    unsigned cursor;
+} slot_t;
+
+typedef struct node_sync {
+    bool     synced;       /* its OFFER_END came since its link to its current boot came up */
+    uint64_t link_at;      /* when the link came up */
+    uint64_t held, held_bytes;
+} node_sync_t;
+
+struct msd_repl {
+    msd_server_t *srv;
+    unsigned      nslots; /* min(--replicas, nodes - 1) */
+    slot_t        slot[MSD_REPL_MAX];
+    node_sync_t  *node; /* per cluster node */
+    double        rate, tokens, burst;
+    uint64_t      refill_at;
+    uint64_t      capacity, held, held_bytes, reserved;
+    replica_t    *reps[REPL_BUCKETS];
+    repl_send_t  *sends;
+    repl_recv_t  *recvs;
+    tomb_t       *tombs;
+    want_t       *wants;
+    bool          wake, off_logged;
+    uint64_t      sent_bytes, wanted, restored, restored_bytes, failed;
+    uint64_t      noroom_logged;
+};
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+static uint8_t *put_n(uint8_t *p, uint64_t v, unsigned n)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+    return p + n;
+}
+
+static const uint8_t *get_n(const uint8_t *p, uint64_t *v, unsigned n)
+{
+    unsigned i;
+
+    *v = 0;
+    for (i = 0; i < n; i++) {
+        *v |= (uint64_t)p[i] << (8 * i);
+    }
+    return p + n;
+}
+
+static uint8_t *put_s(uint8_t *p, const char *s, size_t cap)
+{
+    memset(p, 0, cap);
+    memcpy(p, s, strnlen(s, cap - 1));
+    return p + cap;
+}
+
+static bool get_s(const uint8_t *p, char *dst, size_t cap)
+{
+    size_t n = strnlen((const char *)p, cap), i;
+
+    if (n == cap) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        if ((p[i] < 0x20) || (p[i] > 0x7e)) {
+            return false;
+        }
+    }
+    memcpy(dst, p, n + 1);
+    return true;
+}
+
+static void msg_pack(const repl_msg_t *m, uint8_t *out)
+{
+    uint8_t *p = out;
+
+    p = put_n(p, REPL_MAGIC, 4);
+    p = put_n(p, REPL_VERSION, 2);
+    p = put_n(p, m->type, 2);
+    p = put_s(p, m->from, sizeof(m->from));
+    p = put_s(p, m->to, sizeof(m->to));
+    p = put_n(p, m->boot, 8);
+    p = put_n(p, m->m.job, 4);
+    p = put_n(p, m->m.rank, 4);
+    p = put_n(p, m->m.kind, 4);
+    p = put_n(p, m->m.device, 4);
+    p = put_n(p, m->m.version, 8);
+    p = put_n(p, m->m.size, 8);
+    p = put_n(p, m->m.crc, 4);
+    p = put_n(p, m->status, 4);
+    p = put_n(p, m->m.owner, 8);
+    p = put_n(p, m->flags, 4);
+    p = put_n(p, strnlen(m->key, MEMSVC_KEY_MAX), 2);
+    put_s(p, m->key, sizeof(m->key));
+}
+
+/* false: not a replication message (size, magic, version, type, strings, key). */
+static bool msg_unpack(const void *data, size_t len, repl_msg_t *m)
+{
+    const uint8_t *p = data;
+    uint64_t       v, klen;
+
+    memset(m, 0, sizeof(*m));
+    if (len != REPL_HDR_LEN) {
+        return false;
+    }
+    p = get_n(p, &v, 4);
+    if (v != REPL_MAGIC) {
+        return false;
+    }
+    p = get_n(p, &v, 2);
+    if (v != REPL_VERSION) {
+        return false;
+    }
+    p       = get_n(p, &v, 2);
+    m->type = (uint32_t)v;
+    if ((m->type < RM_PUT) || (m->type > RM_WANT) || !get_s(p, m->from, sizeof(m->from)) ||
+        !get_s(p + sizeof(m->from), m->to, sizeof(m->to))) {
+        return false;
+    }
+    p += sizeof(m->from) + sizeof(m->to);
+    p           = get_n(p, &m->boot, 8);
+    p           = get_n(p, &v, 4);
+    m->m.job    = (uint32_t)v;
+    p           = get_n(p, &v, 4);
+    m->m.rank   = (uint32_t)v;
+    p           = get_n(p, &v, 4);
+    m->m.kind   = (uint32_t)v;
+    p           = get_n(p, &v, 4);
+    m->m.device = (uint32_t)v;
+    p           = get_n(p, &m->m.version, 8);
+    p           = get_n(p, &m->m.size, 8);
+    p           = get_n(p, &v, 4);
+    m->m.crc    = (uint32_t)v;
+    p           = get_n(p, &v, 4);
+    m->status   = (uint32_t)v;
+    p           = get_n(p, &m->m.owner, 8);
+    p           = get_n(p, &v, 4);
+    m->flags    = (uint32_t)v;
+    p           = get_n(p, &klen, 2);
+    if (!get_s(p, m->key, sizeof(m->key)) || (strlen(m->key) != klen)) {
+        return false;
+    }
+    /* every message names a tensor but OFFER_END and DROP_ALL */
+    return (m->key[0] != '\0') || (m->type == RM_OFFER_END) || (m->type == RM_DROP_ALL);
+}
+
+static void send_done(repl_send_t *sd)
+{
+    struct msd_repl *r = sd->r;
+
+    if (sd->next != NULL) {
+        sd->next->prev = sd->prev;
+    }
+    if (sd->prev != NULL) {
+        sd->prev->next = sd->next;
+    } else {
+        r->sends = sd->next;
+    }
+    if (sd->xt != NULL) {
+        msd_durable_xt_put(r->srv->dur, sd->xt);
+    }
+    if ((sd->buf != NULL) && (--sd->buf->refs == 0)) {
+        free(sd->buf);
+    }
+    if ((sd->slot >= 0) && (r->slot[sd->slot].inflight > 0)) {
+        r->slot[sd->slot].inflight--;
+        r->wake = true;
+    }
+    free(sd);
+}
+
+static void send_cb(void *request, ucs_status_t status, void *user_data)
+{
+    repl_send_t  *sd  = user_data;
+    msd_server_t *srv = sd->r->srv;
+
+    (void)status; /* a failed PUT is never acknowledged: the link's drop makes it owed again */
+    msd_lock(srv);
+    send_done(sd);
+    msd_after_batch(srv);
+    msd_unlock(srv);
+    ucp_request_free(request);
+}
+
+/*
+ * Send m to node i (its link must be up), with len bytes of data from xt or buf (a reference is
+ * taken). slot >= 0: a PUT counted in that slot's window. false if it could not go.
+ */
+static bool msg_send(struct msd_repl *r, unsigned i, repl_msg_t *m, const void *data,
+                     uint64_t len, dur_xt_t *xt, rbuf_t *buf, int slot)
+{
+    msd_peers_t        *ps = r->srv->peers;
+    ucp_ep_h            ep = msd_peers_ep(ps, i);
+    ucp_request_param_t param = {0};
+    ucs_status_ptr_t    sp;
+    repl_send_t        *sd;
+
+    if (ep == NULL) {
+        return false;
+    }
+    sd = calloc(1, sizeof(*sd));
+    if (sd == NULL) {
+        LOG_RL(1000, "out of memory for a replication message");
+        return false;
+    }
+    snprintf(m->from, sizeof(m->from), "%s", msd_peers_name(ps, msd_peers_self(ps)));
+    snprintf(m->to, sizeof(m->to), "%s", msd_peers_name(ps, i));
+    msg_pack(m, sd->hdr);
+    sd->r    = r;
+    sd->slot = slot;
+    sd->size = len;
+    if (xt != NULL) {
+        sd->xt = xt;
+        xt->refs++;
+    }
+    if (buf != NULL) {
+        sd->buf = buf;
+        buf->refs++;
+    }
+    sd->next = r->sends;
+    if (r->sends != NULL) {
+        r->sends->prev = sd;
+    }
+    r->sends = sd;
+    if (slot >= 0) {
+        r->slot[slot].inflight++;
+    }
+    param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    param.cb.send   = send_cb;
+    param.user_data = sd;
+    param.flags     = UCP_AM_SEND_FLAG_REPLY;
+    sp = ucp_am_send_nbx(ep, MSP_AM_REPL, sd->hdr, REPL_HDR_LEN, (len > 0) ? data : NULL,
+                         (size_t)len, &param);
+    if (UCS_PTR_IS_PTR(sp)) {
+        return true; /* send_cb finishes it */
+    }
+    send_done(sd);
+    if (UCS_PTR_IS_ERR(sp)) {
+        LOG_DEBUG("replication message to %s not sent: %s", msd_peers_name(ps, i),
+                  ucs_status_string(UCS_PTR_STATUS(sp)));
+        return false;
+    }
+    return true;
+}
+
+static void send_ack(struct msd_repl *r, unsigned i, const repl_msg_t *of, ra_status_t status,
+                     uint64_t version, uint32_t flags)
+{
+    repl_msg_t a = {.type = RM_ACK, .status = status, .flags = flags};
+
+    a.m         = of->m;
+    a.m.version = version;
+    snprintf(a.key, sizeof(a.key), "%s", of->key);
+    (void)msg_send(r, i, &a, NULL, 0, NULL, NULL, -1);
+}
+
+/* ---- placement --------------------------------------------------------------------------- */
+
+/*
+ * The nodes that hold node's replicas first (Gemini's group placement, as memtrace cluster
+ * computes it: groups of R + 1 consecutive nodes, the last takes the remainder, each node's
+ * copies on the next R nodes of its group), then every other node in ring order from it: the
+ * order substitutes are taken in when a target is lost.
+ */
+static unsigned candidates(unsigned n, unsigned replicas, unsigned self, unsigned *out)
+{
+    unsigned g = replicas + 1, groups = n / g, gi, start, size, k, c = 0, j;
+
+    if (groups == 0) {
+        groups = 1;
+    }
+    gi    = (self / g < groups) ? self / g : groups - 1;
+    start = gi * g;
+    size  = (gi == groups - 1) ? n - start : g;
+    for (k = 1; k < size; k++) {
+        out[c++] = start + (self - start + k) % size;
+    }
+    for (k = 1; k < n; k++) {
+        bool dup = false;
+
+        j = (self + k) % n;
+        for (unsigned x = 0; x < c; x++) {
+            dup = dup || (out[x] == j);
+        }
+        if (!dup) {
+            out[c++] = j;
+        }
+    }
+    return c;
+}
+
+/* Forget what slot k's node acknowledged or was sent (its node changes, or its link went). */
+static void slot_reset(struct msd_repl *r, unsigned k, bool acked_too)
+{
+    msd_durable_t *d = r->srv->dur;
+    tomb_t        *t;
+    unsigned       b;
+
+    if (d != NULL) {
+        for (b = 0; b < DUR_BUCKETS; b++) {
+            for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
+                e->sending[k] = 0;
+                if (acked_too) {
+                    e->acked[k] = 0;
+                }
+            }
+        }
+    }
+    for (t = r->tombs; t != NULL; t = t->next) {
+        t->sent &= ~(1u << k);
+        if (acked_too) {
+            t->pending &= ~(1u << k);
+        }
+    }
+    r->slot[k].clean  = false;
+    r->slot[k].cursor = 0;
+}
+
+/* Keep each slot's node while it is not lost; fill empty slots in candidate order. */
+static void place(struct msd_repl *r, uint64_t now)
+{
+    msd_peers_t *ps = r->srv->peers;
+    unsigned     n  = msd_peers_count(ps), self = msd_peers_self(ps), k, c, i;
+    unsigned    *cand;
+    uint64_t     lost = r->srv->cfg.peer_lost_ns;
+
+    cand = calloc(n, sizeof(*cand));
+    if (cand == NULL) {
+        return;
+    }
+    c = candidates(n, r->srv->cfg.replicas, self, cand);
+    for (k = 0; k < r->nslots; k++) {
+        slot_t *s = &r->slot[k];
+
+        if ((s->node >= 0) && msd_peers_lost(ps, (unsigned)s->node, lost, now)) {
+            LOG_WARN("peer %s is lost (down for %.0f s, --peer-lost): the copies it held go to "
+                     "another node",
+                     msd_peers_name(ps, (unsigned)s->node), (double)lost / 1e9);
+            s->node = -1;
+            slot_reset(r, k, true);
+        }
+    }
+    for (k = 0; k < r->nslots; k++) {
+        slot_t *s = &r->slot[k];
+
+        if (s->node >= 0) {
+            continue;
+        }
+        for (i = 0; i < c; i++) {
+            bool used = msd_peers_lost(ps, cand[i], lost, now);
+
+            for (unsigned x = 0; (x < r->nslots) && !used; x++) {
+                used = (r->slot[x].node == (int)cand[i]);
+            }
+            if (!used) {
+                break;
+            }
+        }
+        if (i < c) {
+            s->node = (int)cand[i];
+            slot_reset(r, k, true);
+            LOG("copies of this node's durable tensors: slot %u on %s", k,
+                msd_peers_name(ps, cand[i]));
+        }
+    }
+    free(cand);
+}
+
+static int slot_of(const struct msd_repl *r, unsigned node)
+{
+    unsigned k;
+
+    for (k = 0; k < r->nslots; k++) {
+        if (r->slot[k].node == (int)node) {
+            return (int)k;
+        }
+    }
+    return -1;
+}
+
+/* ---- replicas held here -------------------------------------------------------------------- */
+
+static unsigned rep_hash(unsigned node, uint32_t job, const char *key)
+{
+    uint64_t h = 1469598103934665603ull ^ ((uint64_t)node << 32) ^ job;
+
+    for (; *key != '\0'; key++) {
+        h = (h ^ (uint8_t)*key) * 1099511628211ull;
+    }
+    return (unsigned)(h % REPL_BUCKETS);
+}
+
+static replica_t **rep_slot(struct msd_repl *r, unsigned node, uint32_t job, const char *key)
+{
+    replica_t **pp = &r->reps[rep_hash(node, job, key)];
+
+    while ((*pp != NULL) &&
+           (((*pp)->node != node) || ((*pp)->m.job != job) || (strcmp((*pp)->key, key) != 0))) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+static void rep_free(struct msd_repl *r, replica_t **pp)
+{
+    replica_t *x = *pp;
+
+    *pp = x->next;
+    r->held--;
+    r->held_bytes -= x->m.size;
+    r->node[x->node].held--;
+    r->node[x->node].held_bytes -= x->m.size;
+    if (--x->buf->refs == 0) {
+        free(x->buf);
+    }
+    free(x->key);
+    free(x);
+}
+
+/* Keep buf as node's replica of m (replacing an older one). false: out of memory. */
+static bool rep_install(struct msd_repl *r, unsigned node, const repl_msg_t *msg, rbuf_t *buf)
+{
+    replica_t **pp = rep_slot(r, node, msg->m.job, msg->key), *x;
+
+    if (*pp != NULL) {
+        rep_free(r, pp);
+    }
+    x = calloc(1, sizeof(*x));
+    if ((x == NULL) || ((x->key = strdup(msg->key)) == NULL)) {
+        free(x);
+        return false;
+    }
+    x->node = node;
+    x->m    = msg->m;
+    x->buf  = buf;
+    buf->refs++;
+    x->next = *pp;
+    *pp     = x;
+    r->held++;
+    r->held_bytes += x->m.size;
+    r->node[node].held++;
+    r->node[node].held_bytes += x->m.size;
+    return true;
+}
+
+/* ---- the owner's side: what is owed, and sending it ---------------------------------------- */
+
+static bool owed(const dur_ent_t *e, unsigned k)
+{
+    return (e->acked[k] < e->m.version) && (e->xt != NULL);
+}
+
+/* Refill the token bucket. */
+static void refill(struct msd_repl *r, uint64_t now)
+{
+    if (r->rate <= 0) {
+        r->tokens = r->burst;
+        return;
+    }
+    r->tokens += r->rate * (double)(now - r->refill_at) / 1e9;
+    if (r->tokens > r->burst) {
+        r->tokens = r->burst;
+    }
+    r->refill_at = now;
+}
+
+/* Send slot k what it is owed, within its window and the rate. */
+static void send_slot(struct msd_repl *r, unsigned k)
+{
+    msd_durable_t *d = r->srv->dur;
+    slot_t        *s = &r->slot[k];
+    unsigned       b, scanned = 0;
+    bool           stopped = false;
+
+    if ((s->node < 0) || s->clean || !r->node[s->node].synced ||
+        (msd_peers_ep(r->srv->peers, (unsigned)s->node) == NULL)) {
+        return;
+    }
+    for (b = s->cursor; scanned < DUR_BUCKETS; b = (b + 1) % DUR_BUCKETS, scanned++) {
+        for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
+            repl_msg_t m = {.type = RM_PUT};
+
+            if (!owed(e, k) || (e->sending[k] != 0)) {
+                continue;
+            }
+            if ((s->inflight >= REPL_WINDOW) || (r->tokens < 0)) {
+                stopped = true;
+                break;
+            }
+            m.m = e->m;
+            snprintf(m.key, sizeof(m.key), "%s", e->key);
+            if (!msg_send(r, (unsigned)s->node, &m, msd_durable_xt_bytes(d, e->xt), e->m.size,
+                          e->xt, NULL, (int)k)) {
+                stopped = true;
+                break;
+            }
+            e->sending[k] = e->m.version;
+            r->tokens -= (double)e->m.size;
+            r->sent_bytes += e->m.size;
+        }
+        if (stopped) {
+            s->cursor = b;
+            return;
+        }
+    }
+    /* Nothing more to send until a commit, a refused copy or a lost link says otherwise. */
+    s->clean  = true;
+    s->cursor = 0;
+}
+
+static void send_tombs(struct msd_repl *r)
+{
+    tomb_t  *t;
+    unsigned k;
+
+    for (t = r->tombs; t != NULL; t = t->next) {
+        for (k = 0; k < r->nslots; k++) {
+            slot_t    *s = &r->slot[k];
+            repl_msg_t m = {.type = RM_DEL};
+
+            if (!(t->pending & (1u << k)) || (t->sent & (1u << k)) || (s->node < 0) ||
+                !r->node[s->node].synced) {
+                continue;
+            }
+            m.m.job     = t->job;
+            m.m.version = t->version;
+            snprintf(m.key, sizeof(m.key), "%s", t->key);
+            if (msg_send(r, (unsigned)s->node, &m, NULL, 0, NULL, NULL, -1)) {
+                t->sent |= 1u << k;
+            }
+        }
+    }
+}
+
+static void tombs_gc(struct msd_repl *r)
+{
+    tomb_t **pp = &r->tombs, *t;
+
+    while ((t = *pp) != NULL) {
+        if (t->pending == 0) {
+            *pp = t->next;
+            free(t->key);
+            free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+}
+
+/* ---- receiving ---------------------------------------------------------------------------- */
+
+static void recv_unlink(struct msd_repl *r, repl_recv_t *rv)
+{
+    if (rv->next != NULL) {
+        rv->next->prev = rv->prev;
+    }
+    if (rv->prev != NULL) {
+        rv->prev->next = rv->next;
+    } else {
+        r->recvs = rv->next;
+    }
+}
+
+static want_t **want_slot(struct msd_repl *r, uint32_t job, const char *key)
+{
+    want_t **pp = &r->wants;
+
+    while ((*pp != NULL) && (((*pp)->job != job) || (strcmp((*pp)->key, key) != 0))) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+static void want_drop(want_t **pp)
+{
+    want_t *w = *pp;
+
+    *pp = w->next;
+    free(w->key);
+    free(w);
+}
+
+/* A PUT's bytes are all here (buf, size bytes). */
+static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, rbuf_t *buf)
+{
+    msd_peers_t *ps  = r->srv->peers;
+    bool         bad = ((uint32_t)crc32_z(0, buf->bytes, m->m.size) != m->m.crc);
+
+    if (m->flags & RF_RESTORE) {
+        want_t        **wp = want_slot(r, m->m.job, m->key);
+        memsvc_status_t st;
+
+        if ((*wp == NULL) || ((*wp)->version != m->m.version) || ((*wp)->node != node)) {
+            return; /* not (or no longer) wanted */
+        }
+        want_drop(wp);
+        if (bad) {
+            r->failed++;
+            LOG_WARN("copy of durable tensor '%s' (job %u) from %s does not match its checksum: "
+                     "not restored",
+                     m->key, m->m.job, msd_peers_name(ps, node));
+            return;
+        }
+        if (msd_durable_find(r->srv, m->m.job, m->key) != NULL) {
+            return; /* written here meanwhile: that is newer */
+        }
+        st = msd_durable_adopt(r->srv, m->key, &m->m, buf->bytes);
+        if (st != MEMSVC_OK) {
+            r->failed++;
+            LOG_ERR("durable tensor '%s' (job %u) from %s: cannot restore it: %s", m->key,
+                    m->m.job, msd_peers_name(ps, node), memsvc_strerror(st));
+            return;
+        }
+        r->restored++;
+        r->restored_bytes += m->m.size;
+        {
+            dur_ent_t *e = msd_durable_find(r->srv, m->m.job, m->key);
+            int        k = slot_of(r, node);
+
+            if ((e != NULL) && (k >= 0)) {
+                e->acked[k] = m->m.version; /* it holds what it sent */
+            }
+        }
+        LOG_DEBUG("durable tensor '%s' (job %u) version %llu restored from %s", m->key, m->m.job,
+                  (unsigned long long)m->m.version, msd_peers_name(ps, node));
+        return;
+    }
+    if (bad) {
+        LOG_RL(1000, "a copy of '%s' (job %u) from %s does not match its checksum: refused",
+               m->key, m->m.job, msd_peers_name(ps, node));
+        send_ack(r, node, m, RA_BAD, m->m.version, 0);
+        return;
+    }
+    if (!rep_install(r, node, m, buf)) {
+        send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+        return;
+    }
+    send_ack(r, node, m, RA_OK, m->m.version, 0);
+}
+
+static void recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
+{
+    repl_recv_t     *rv  = user_data;
+    struct msd_repl *r   = rv->r;
+    msd_server_t    *srv = r->srv;
+
+    (void)length;
+    msd_lock(srv);
+    recv_unlink(r, rv);
+    if (!(rv->msg.flags & RF_RESTORE)) {
+        r->reserved -= rv->msg.m.size;
+    }
+    if (status == UCS_OK) {
+        put_arrived(r, rv->node, &rv->msg, rv->buf);
+    } else if (rv->msg.flags & RF_RESTORE) {
+        r->failed++;
+    }
+    if (--rv->buf->refs == 0) {
+        free(rv->buf);
+    }
+    free(rv);
+    r->wake = true;
+    msd_after_batch(srv);
+    msd_unlock(srv);
+    ucp_request_free(request);
+}
+
+static rbuf_t *rbuf_new(uint64_t size)
+{
+    rbuf_t *b = malloc(sizeof(*b) + size);
+
+    if (b != NULL) {
+        b->refs = 1;
+    }
+    return b;
+}
+
+/* A PUT from node (either direction). UCS_INPROGRESS when a rendezvous receive was started. */
+static ucs_status_t on_put(struct msd_repl *r, unsigned node, repl_msg_t *m, void *data,
+                           size_t length, const ucp_am_recv_param_t *param)
+{
+    msd_server_t       *srv = r->srv;
+    ucp_request_param_t rp  = {0};
+    ucs_status_ptr_t    sp;
+    repl_recv_t        *rv;
+    rbuf_t             *buf;
+
+    if ((length != m->m.size) || (m->m.size == 0)) {
+        LOG_RL(1000, "a replication PUT from %s says %llu bytes and carries %zu: dropped",
+               msd_peers_name(srv->peers, node), (unsigned long long)m->m.size, length);
+        return UCS_OK;
+    }
+    if (m->flags & RF_RESTORE) {
+        want_t *w = *want_slot(r, m->m.job, m->key);
+
+        if ((w == NULL) || (w->version != m->m.version) || (w->node != node)) {
+            return UCS_OK; /* not asked for: its data is dropped */
+        }
+    } else {
+        replica_t *x    = *rep_slot(r, node, m->m.job, m->key);
+        uint64_t   have = (x != NULL) ? x->m.size : 0;
+
+        if ((x != NULL) && (x->m.version == m->m.version)) {
+            send_ack(r, node, m, RA_OK, m->m.version, 0); /* already here (a resend) */
+            return UCS_OK;
+        }
+        if (r->held_bytes - have + r->reserved + m->m.size > r->capacity) {
+            if ((r->noroom_logged++ % 1000) == 0) {
+                LOG_WARN("no room for a copy of '%s' (job %u, %llu bytes) from %s: %llu of %llu "
+                         "bytes of --replica-bytes in use",
+                         m->key, m->m.job, (unsigned long long)m->m.size,
+                         msd_peers_name(srv->peers, node),
+                         (unsigned long long)(r->held_bytes + r->reserved),
+                         (unsigned long long)r->capacity);
+            }
+            send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+            return UCS_OK;
+        }
+    }
+    buf = rbuf_new(m->m.size);
+    if (buf == NULL) {
+        send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+        return UCS_OK;
+    }
+    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+        memcpy(buf->bytes, data, length);
+        put_arrived(r, node, m, buf);
+        if (--buf->refs == 0) {
+            free(buf);
+        }
+        return UCS_OK;
+    }
+    rv = calloc(1, sizeof(*rv));
+    if (rv == NULL) {
+        free(buf);
+        return UCS_OK;
+    }
+    rv->r    = r;
+    rv->node = node;
+    rv->msg  = *m;
+    rv->buf  = buf;
+    if (!(m->flags & RF_RESTORE)) {
+        r->reserved += m->m.size;
+    }
+    rv->next = r->recvs;
+    if (r->recvs != NULL) {
+        r->recvs->prev = rv;
+    }
+    r->recvs        = rv;
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp.cb.recv_am   = recv_cb;
+    rp.user_data    = rv;
+    sp              = ucp_am_recv_data_nbx(srv->worker, data, buf->bytes, length, &rp);
+    if (UCS_PTR_IS_PTR(sp)) {
+        return UCS_INPROGRESS; /* recv_cb finishes it */
+    }
+    recv_unlink(r, rv);
+    if (!(m->flags & RF_RESTORE)) {
+        r->reserved -= m->m.size;
+    }
+    if (!UCS_PTR_IS_ERR(sp)) {
+        put_arrived(r, node, m, buf);
+    }
+    if (--buf->refs == 0) {
+        free(buf);
+    }
+    free(rv);
+    return UCS_INPROGRESS; /* the descriptor was handed to UCX */
+}
+
+static void on_ack(struct msd_repl *r, unsigned node, const repl_msg_t *m)
+{
+    int        k = slot_of(r, node);
+    dur_ent_t *e;
+
+    if (m->flags & RF_DEL) {
+        for (tomb_t *t = r->tombs; (t != NULL) && (k >= 0); t = t->next) {
+            if ((t->job == m->m.job) && (t->version == m->m.version) &&
+                (strcmp(t->key, m->key) == 0)) {
+                t->pending &= ~(1u << k);
+            }
+        }
+        tombs_gc(r);
+        return;
+    }
+    if (m->status == RA_GONE) { /* a WANT it cannot answer */
+        want_t **wp = want_slot(r, m->m.job, m->key);
+
+        if ((*wp != NULL) && ((*wp)->node == node)) {
+            want_drop(wp);
+            r->failed++;
+        }
+        return;
+    }
+    e = msd_durable_find(r->srv, m->m.job, m->key);
+    if ((k < 0) || (e == NULL)) {
+        return;
+    }
+    if (e->sending[k] == m->m.version) {
+        e->sending[k] = 0;
+    }
+    if (m->status == RA_OK) {
+        if ((m->m.version <= e->m.version) && (m->m.version > e->acked[k])) {
+            e->acked[k] = m->m.version;
+        }
+    } else {
+        LOG_RL(1000, "%s did not keep a copy of '%s' (job %u): %s", msd_peers_name(r->srv->peers,
+               node), m->key, m->m.job, (m->status == RA_NO_ROOM) ? "no room (--replica-bytes)"
+                                                                  : "checksum mismatch");
+        r->slot[k].clean = false; /* tried again later */
+    }
+    r->wake = true;
+}
+
+/* The owner's side of an offer: take the version if this node started empty and lacks it. */
+static void on_offer(struct msd_repl *r, unsigned node, const repl_msg_t *m)
+{
+    dur_ent_t *e = msd_durable_find(r->srv, m->m.job, m->key);
+    int        k = slot_of(r, node);
+    want_t   **wp, *w;
+    repl_msg_t q = {.type = RM_WANT};
+
+    if (e != NULL) {
+        if ((k >= 0) && (m->m.version == e->m.version) && (e->acked[k] < e->m.version)) {
+            e->acked[k] = e->m.version; /* it already holds the current version */
+        }
+        return;
+    }
+    if ((r->srv->dur == NULL) || !r->srv->dur->started_empty) {
+        return; /* this node kept its own durable state: what it lacks was freed */
+    }
+    for (tomb_t *t = r->tombs; t != NULL; t = t->next) {
+        if ((t->job == m->m.job) && (strcmp(t->key, m->key) == 0)) {
+            return; /* freed since this node started */
+        }
+    }
+    wp = want_slot(r, m->m.job, m->key);
+    if ((*wp != NULL) && ((*wp)->version >= m->m.version)) {
+        return; /* asked for it, at least as new, elsewhere */
+    }
+    if (*wp == NULL) {
+        w = calloc(1, sizeof(*w));
+        if ((w == NULL) || ((w->key = strdup(m->key)) == NULL)) {
+            free(w);
+            return;
+        }
+        w->job = m->m.job;
+        w->next = r->wants;
+        r->wants = w;
+        r->wanted++;
+    } else {
+        w = *wp;
+    }
+    w->version = m->m.version;
+    w->node    = node;
+    q.m        = m->m;
+    snprintf(q.key, sizeof(q.key), "%s", m->key);
+    if (!msg_send(r, node, &q, NULL, 0, NULL, NULL, -1)) {
+        want_drop(want_slot(r, m->m.job, m->key));
+        r->failed++;
+    }
+}
+
+static void on_want(struct msd_repl *r, unsigned node, const repl_msg_t *m)
+{
+    replica_t *x = *rep_slot(r, node, m->m.job, m->key);
+    repl_msg_t p = {.type = RM_PUT, .flags = RF_RESTORE};
+
+    if ((x == NULL) || (x->m.version != m->m.version)) {
+        send_ack(r, node, m, RA_GONE, m->m.version, 0);
+        return;
+    }
+    p.m = x->m;
+    snprintf(p.key, sizeof(p.key), "%s", x->key);
+    (void)msg_send(r, node, &p, x->buf->bytes, x->m.size, NULL, x->buf, -1);
+}
+
+static void on_del(struct msd_repl *r, unsigned node, const repl_msg_t *m)
+{
+    replica_t **pp = rep_slot(r, node, m->m.job, m->key);
+
+    if ((*pp != NULL) && ((*pp)->m.version < m->m.version)) {
+        rep_free(r, pp);
+    }
+    send_ack(r, node, m, RA_OK, m->m.version, RF_DEL);
+}
+
+static void drop_all(struct msd_repl *r, unsigned node)
+{
+    unsigned b;
+
+    for (b = 0; b < REPL_BUCKETS; b++) {
+        replica_t **pp = &r->reps[b];
+
+        while (*pp != NULL) {
+            if ((*pp)->node == node) {
+                rep_free(r, pp);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+}
+
+static ucs_status_t repl_am_cb(void *arg, const void *header, size_t header_length, void *data,
+                               size_t length, const ucp_am_recv_param_t *param)
+{
+    msd_server_t    *srv = arg;
+    struct msd_repl *r   = srv->repl;
+    ucs_status_t     ret = UCS_OK;
+    repl_msg_t       m;
+    int              node;
+
+    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || (param->reply_ep == NULL) ||
+        !msg_unpack(header, header_length, &m)) {
+        LOG_DEBUG("a malformed replication message (%zu bytes): dropped", header_length);
+        return UCS_OK;
+    }
+    msd_lock(srv);
+    node = msd_peers_sender(srv->peers, m.from, param->reply_ep);
+    if ((node < 0) || (strcmp(m.to, msd_peers_name(srv->peers, msd_peers_self(srv->peers))) != 0)) {
+        LOG_RL(1000, "a replication message claiming to come from '%s' not on its link: dropped",
+               m.from);
+        goto out;
+    }
+    if ((m.type != RM_PUT) && (length != 0)) {
+        goto out;
+    }
+    switch (m.type) {
+    case RM_PUT:
+        ret = on_put(r, (unsigned)node, &m, data, length, param);
+        break;
+    case RM_ACK:
+        on_ack(r, (unsigned)node, &m);
+        break;
+    case RM_DEL:
+        on_del(r, (unsigned)node, &m);
+        break;
+    case RM_DROP_ALL:
+        drop_all(r, (unsigned)node);
+        break;
+    case RM_OFFER:
+        on_offer(r, (unsigned)node, &m);
+        break;
+    case RM_OFFER_END:
+        if (!r->node[node].synced) {
+            r->node[node].synced = true;
+            LOG_DEBUG("%s offered what it holds of this node's", m.from);
+        }
+        for (unsigned k = 0; k < r->nslots; k++) {
+            r->slot[k].clean = false;
+        }
+        r->wake = true;
+        break;
+    case RM_WANT:
+        on_want(r, (unsigned)node, &m);
+        break;
+    default:
+        break;
+    }
+out:
+    msd_after_batch(srv);
+    msd_unlock(srv);
+    return ret;
+}
+
+/* ---- hooks --------------------------------------------------------------------------------- */
+
+void msd_repl_changed(msd_server_t *srv)
+{
+    struct msd_repl *r = srv->repl;
+    unsigned         k;
+
+    if (r == NULL) {
+        return;
+    }
+    for (k = 0; k < r->nslots; k++) {
+        r->slot[k].clean = false;
+    }
+    r->wake = true;
+}
+
+void msd_repl_deleted(msd_server_t *srv, const char *key, const dur_meta_t *m, uint64_t seq)
+{
+    struct msd_repl *r = srv->repl;
+    tomb_t          *t;
+    unsigned         k;
+    uint32_t         pending = 0;
+
+    if (r == NULL) {
+        return;
+    }
+    for (k = 0; k < r->nslots; k++) {
+        pending |= (r->slot[k].node >= 0) ? (1u << k) : 0;
+    }
+    /* A want of it is moot now. */
+    if (*want_slot(r, m->job, key) != NULL) {
+        want_drop(want_slot(r, m->job, key));
+    }
+    t = calloc(1, sizeof(*t));
+    if ((t == NULL) || ((t->key = strdup(key)) == NULL)) {
+        free(t);
+        LOG_RL(1000, "out of memory: the copies of '%s' (job %u) stay on the peers", key, m->job);
+        return;
+    }
+    t->job     = m->job;
+    t->version = seq;
+    t->pending = pending;
+    t->next    = r->tombs;
+    r->tombs   = t;
+    r->wake    = true;
+    tombs_gc(r);
+}
+
+void msd_repl_link(msd_server_t *srv, unsigned i, bool up, bool new_boot)
+{
+    struct msd_repl *r = srv->repl;
+    int              k;
+
+    if (r == NULL) {
+        return;
+    }
+    k = slot_of(r, i);
+    if (!up) {
+        if (k >= 0) {
+            slot_reset(r, (unsigned)k, false); /* what was in flight is owed again */
+        }
+        /* restores asked of it will not come */
+        for (want_t **wp = &r->wants; *wp != NULL;) {
+            if ((*wp)->node == i) {
+                want_drop(wp);
+                r->failed++;
+            } else {
+                wp = &(*wp)->next;
+            }
+        }
+        return;
+    }
+    r->node[i].link_at = msp_now_ns();
+    if (new_boot) {
+        repl_msg_t end = {.type = RM_OFFER_END};
+        unsigned   b;
+
+        /* It may have lost what it held of ours: wait for its offers before sending. */
+        r->node[i].synced = false;
+        if (k >= 0) {
+            slot_reset(r, (unsigned)k, true);
+        }
+        /* Offer it what we hold of its: if it started empty, it takes them back. */
+        for (b = 0; b < REPL_BUCKETS; b++) {
+            for (replica_t *x = r->reps[b]; x != NULL; x = x->next) {
+                repl_msg_t o = {.type = RM_OFFER};
+
+                if (x->node != i) {
+                    continue;
+                }
+                o.m = x->m;
+                snprintf(o.key, sizeof(o.key), "%s", x->key);
+                (void)msg_send(r, i, &o, NULL, 0, NULL, NULL, -1);
+            }
+        }
+        (void)msg_send(r, i, &end, NULL, 0, NULL, NULL, -1);
+    }
+    if (k >= 0) {
+        r->slot[k].clean = false;
+    }
+    r->wake = true;
+}
+
+void msd_repl_tick(msd_server_t *srv)
+{
+    struct msd_repl *r = srv->repl;
+    uint64_t         now;
+    unsigned         k;
+
+    if ((r == NULL) || msd_peers_stopped(srv->peers)) {
+        return;
+    }
+    if (srv->dur == NULL) {
+        if (!r->off_logged) {
+            r->off_logged = true;
+            if (r->nslots > 0) {
+                LOG_WARN("--replicas %u: no durable state here (--state-dir none or phantom "
+                         "memory): nothing to replicate; copies of peers are still kept",
+                         srv->cfg.replicas);
+            }
+        }
+    }
+    now     = msp_now_ns();
+    r->wake = false;
+    refill(r, now);
+    for (k = 0; k < r->nslots; k++) {
+        /* a peer that never sends its offers (an older daemon) is taken as synced after the
+         * peer timeout */
+        int n = r->slot[k].node;
+
+        if ((n >= 0) && !r->node[n].synced && (msd_peers_ep(srv->peers, (unsigned)n) != NULL) &&
+            (now - r->node[n].link_at >= srv->cfg.peer_timeout_ns)) {
+            r->node[n].synced = true;
+        }
+    }
+    place(r, now);
+    if (srv->dur == NULL) {
+        return;
+    }
+    send_tombs(r);
+    for (k = 0; k < r->nslots; k++) {
+        send_slot(r, k);
+    }
+}
+
+uint64_t msd_repl_next(msd_server_t *srv)
+{
+    struct msd_repl *r = srv->repl;
+    unsigned         k;
+
+    if ((r == NULL) || (srv->dur == NULL)) {
+        return UINT64_MAX;
+    }
+    if (r->wake) {
+        return 0;
+    }
+    for (k = 0; k < r->nslots; k++) {
+        const slot_t *s = &r->slot[k];
+
+        if ((s->node >= 0) && !s->clean && (s->inflight < REPL_WINDOW) &&
+            r->node[s->node].synced && (msd_peers_ep(srv->peers, (unsigned)s->node) != NULL)) {
+            if ((r->tokens >= 0) || (r->rate <= 0)) {
+                return 0;
+            }
+            return r->refill_at + (uint64_t)(-r->tokens / r->rate * 1e9) + 1;
+        }
+    }
+    return UINT64_MAX; /* placement changes come with the peers' own tick */
+}
+
+/* ---- figures ------------------------------------------------------------------------------- */
+
+void msd_repl_self_info(msd_server_t *srv, memsvc_cluster_info_t *info)
+{
+    struct msd_repl *r = srv->repl;
+    msd_durable_t   *d = srv->dur;
+    uint64_t         now = msp_now_ns(), oldest = 0;
+    unsigned         k, b;
+
+    if (r == NULL) {
+        return;
+    }
+    info->replicas  = srv->cfg.replicas;
+    info->repl_rate = (uint64_t)r->rate;
+    for (k = 0; k < r->nslots; k++) {
+        info->targets += (r->slot[k].node >= 0) ? 1 : 0;
+    }
+    for (b = 0; (d != NULL) && (b < DUR_BUCKETS); b++) {
+        for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
+            bool any = false;
+
+            for (k = 0; k < r->nslots; k++) {
+                if ((r->slot[k].node >= 0) && owed(e, k)) {
+                    info->owed_tensors++;
+                    info->owed_bytes += e->m.size;
+                    any = true;
+                }
+            }
+            if (any && ((oldest == 0) || (e->committed_ns < oldest))) {
+                oldest = e->committed_ns;
+            }
+        }
+    }
+    info->lag_ns                = (oldest != 0) ? now - oldest : 0;
+    info->sent_bytes            = r->sent_bytes;
+    info->held_tensors          = r->held;
+    info->held_bytes            = r->held_bytes;
+    info->held_capacity         = r->capacity;
+    info->recovery_wanted       = r->wanted;
+    info->recovery_restored     = r->restored;
+    info->recovery_bytes        = r->restored_bytes;
+    info->recovery_failed       = r->failed;
+}
+
+void msd_repl_peer_info(msd_server_t *srv, unsigned i, memsvc_peer_info_t *info)
+{
+    struct msd_repl *r = srv->repl;
+    msd_durable_t   *d = srv->dur;
+    int              k;
+    unsigned         b;
+
+    if (r == NULL) {
+        return;
+    }
+    info->held_tensors = r->node[i].held;
+    info->held_bytes   = r->node[i].held_bytes;
+    k                  = slot_of(r, i);
+    info->target       = (k >= 0);
+    for (b = 0; (k >= 0) && (d != NULL) && (b < DUR_BUCKETS); b++) {
+        for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
+            if (owed(e, (unsigned)k)) {
+                info->owed_tensors++;
+                info->owed_bytes += e->m.size;
+            } else {
+                info->acked_tensors++;
+            }
+        }
+    }
+}
+
+/* ---- set-up ------------------------------------------------------------------------------- */
+
+memsvc_status_t msd_repl_attach(msd_server_t *srv)
+{
+    struct msd_repl *r;
+    unsigned         n;
+    ucs_status_t     st;
+
+    if ((srv->peers == NULL) || ((srv->cfg.replicas == 0) && (srv->cfg.replica_bytes == 0))) {
+        return MEMSVC_OK;
+    }
+    n = msd_peers_count(srv->peers);
+    r = calloc(1, sizeof(*r));
+    if ((r == NULL) || ((r->node = calloc(n, sizeof(*r->node))) == NULL)) {
+        free(r);
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    r->srv      = srv;
+    r->nslots   = (srv->cfg.replicas < n - 1) ? srv->cfg.replicas : n - 1;
+    r->rate     = srv->cfg.repl_rate;
+    r->burst    = (r->rate / 10 > REPL_BURST_MIN) ? r->rate / 10 : REPL_BURST_MIN;
+    r->tokens   = r->burst;
+    r->capacity = srv->cfg.replica_bytes;
+    r->refill_at = msp_now_ns();
+    for (unsigned k = 0; k < MSD_REPL_MAX; k++) {
+        r->slot[k].node = -1;
+    }
+    srv->repl = r;
+    st        = msp_ucx_am_handler(srv->worker, MSP_AM_REPL, repl_am_cb, srv);
+    if (st != UCS_OK) {
+        LOG_ERR("cannot receive replication messages: %s", ucs_status_string(st));
+        msd_repl_destroy(srv);
+        return MEMSVC_ERR_TRANSPORT;
+    }
+    if (r->nslots < srv->cfg.replicas) {
+        LOG_WARN("--replicas %u: the cluster has %u other nodes: %u copies", srv->cfg.replicas,
+                 n - 1, r->nslots);
+    }
+    LOG("replication: %u copies of each durable tensor on peers, at most %.0f MB/s%s; room for "
+        "%llu MiB of other nodes' copies; a peer down %.0f s is lost",
+        r->nslots, r->rate / 1e6, (r->rate > 0) ? "" : " (unlimited)",
+        (unsigned long long)(r->capacity >> 20), (double)srv->cfg.peer_lost_ns / 1e9);
+    return MEMSVC_OK;
+}
+
+void msd_repl_destroy(msd_server_t *srv)
+{
+    struct msd_repl *r = srv->repl;
+    unsigned         b;
+
+    if (r == NULL) {
+        return;
+    }
+    while (r->sends != NULL) {
+        send_done(r->sends); /* the worker is gone: their callbacks never run */
+    }
+    while (r->recvs != NULL) {
+        repl_recv_t *rv = r->recvs;
+
+        recv_unlink(r, rv);
+        if (--rv->buf->refs == 0) {
+            free(rv->buf);
+        }
+        free(rv);
+    }
+    for (b = 0; b < REPL_BUCKETS; b++) {
+        while (r->reps[b] != NULL) {
+            rep_free(r, &r->reps[b]);
+        }
+    }
+    while (r->tombs != NULL) {
+        tomb_t *t = r->tombs;
+
+        r->tombs = t->next;
+        free(t->key);
+        free(t);
+    }
+    while (r->wants != NULL) {
+        want_drop(&r->wants);
+    }
+    free(r->node);
+    free(r);
+    srv->repl = NULL;
+}
