@@ -87,7 +87,8 @@ memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p);
 pid_t integ_spawn(const integ_daemon_t *d, const char *role);
 /* The same without waiting for "ready": the child (this test binary, re-executed) gets role, the
  * daemon's address, its pipe and the NAME, VALUE pairs of env (NULL-terminated; may be NULL);
- * *fd_p reads what it says. Tracked (killed when the test binary exits). */
+ * *fd_p reads what it says. With MEMSVC_INTEG_NETNS in env, it runs in that network namespace
+ * ("ip netns exec"). Tracked (killed when the test binary exits). */
 pid_t integ_spawn_child(const integ_daemon_t *d, const char *role, const char *const *env,
                         int *fd_p);
 

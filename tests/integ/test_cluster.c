@@ -885,10 +885,11 @@ static uint64_t rep_size(unsigned i)
 }
 
 /* Start node i backed, with its durable state in f->dir/state-NAME-GEN and replication on. */
-static bool repl_start(fixture_t *f, unsigned i, unsigned gen, const char *netns)
+static bool repl_start_lost(fixture_t *f, unsigned i, unsigned gen, const char *netns,
+                            const char *lost)
 {
     char        dir[160];
-    const char *more[] = {"--memory", "backed", "--replicas", "1", "--peer-lost", "2",
+    const char *more[] = {"--memory", "backed", "--replicas", "1", "--peer-lost", lost,
                           "--state-dir", dir, "--keep-durable", "600", NULL};
 
     snprintf(dir, sizeof(dir), "%s/state-%s-%u", f->dir, names[i], gen);
@@ -896,6 +897,11 @@ static bool repl_start(fixture_t *f, unsigned i, unsigned gen, const char *netns
         return false;
     }
     return node_start_ex(f, i, f->file, f->secret, netns, more);
+}
+
+static bool repl_start(fixture_t *f, unsigned i, unsigned gen, const char *netns)
+{
+    return repl_start_lost(f, i, gen, netns, "2");
 }
 
 static memsvc_status_t repl_connect(const integ_daemon_t *d, memsvc_conn_h *conn_p)
@@ -1028,6 +1034,47 @@ static bool repl_wait_recovered(const integ_daemon_t *obs, uint64_t n,
     return false;
 }
 
+/*
+ * Role "cluster-ns": (run in network namespace $MEMSVC_INTEG_NETNS) for each i in $MEMSVC_INTEG_ONLY
+ * (a list of digits, e.g. "012345"), write "r<i>" with seed $MEMSVC_INTEG_SEED ($MEMSVC_INTEG_DO
+ * "alloc" or "write") or check it ("check"); says "ok\n" or "bad\n" on its pipe.
+ */
+static void __attribute__((noreturn)) ns_child(integ_daemon_t *d, int fd)
+{
+    const char   *ns = getenv("MEMSVC_INTEG_NETNS"), *only = getenv("MEMSVC_INTEG_ONLY");
+    const char   *todo = getenv("MEMSVC_INTEG_DO"), *seed = getenv("MEMSVC_INTEG_SEED");
+    memsvc_conn_h conn;
+    bool          ok = true;
+
+    if ((ns == NULL) || (only == NULL) || (todo == NULL) || (seed == NULL)) {
+        _exit(2);
+    }
+    if (repl_connect(d, &conn) != MEMSVC_OK) {
+        fprintf(stderr, "cluster-ns: cannot connect to %s from %s\n", d->addr, ns);
+        _exit(3);
+    }
+    for (; *only != '\0'; only++) {
+        unsigned i = (unsigned)(*only - '0');
+
+        if (strcmp(todo, "check") == 0) {
+            ok = ok && (repl_check(conn, i, strtoull(seed, NULL, 10)) == MEMSVC_OK);
+        } else {
+            memsvc_status_t st = repl_write(conn, i, strtoull(seed, NULL, 10),
+                                            strcmp(todo, "alloc") == 0);
+
+            if (st != MEMSVC_OK) {
+                fprintf(stderr, "cluster-ns: %s r%u: %s\n", todo, i, memsvc_strerror(st));
+                ok = false;
+            }
+        }
+    }
+    memsvc_close(conn);
+    if (write(fd, ok ? "ok\n" : "bad\n", ok ? 3 : 4) < 0) {
+        _exit(4);
+    }
+    _exit(0);
+}
+
 /* Role "cluster-writer": writes durable "r0" of REP_JOB over and over (seed 1000 + k), and
  * says "k\n" on its pipe after each write returned OK. Killed by the test. */
 void integ_cluster_child(integ_daemon_t *d, const char *role, int fd)
@@ -1036,6 +1083,9 @@ void integ_cluster_child(integ_daemon_t *d, const char *role, int fd)
     char          line[32];
     uint64_t      k;
 
+    if (strcmp(role, "cluster-ns") == 0) {
+        ns_child(d, fd);
+    }
     if ((strcmp(role, "cluster-writer") != 0) || (repl_connect(d, &conn) != MEMSVC_OK)) {
         _exit(2);
     }
@@ -1201,6 +1251,128 @@ static void test_repl_lost_peer(void)
     fixture_fini(&f);
 }
 
+/* Run a "cluster-ns" child against node i of the namespaces: true if it said ok. */
+static bool ns_client(fixture_t *f, unsigned i, const char *todo, const char *only,
+                      const char *seed)
+{
+    char        ns[48], buf[8] = "";
+    const char *env[] = {"MEMSVC_INTEG_NETNS", ns,   "MEMSVC_INTEG_DO",   todo,
+                         "MEMSVC_INTEG_ONLY",  only, "MEMSVC_INTEG_SEED", seed,
+                         NULL};
+    int         fd, status;
+    pid_t       pid;
+    ssize_t     n;
+
+    snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, names[i]);
+    pid = integ_spawn_child(&f->d[i], "cluster-ns", env, &fd);
+    if (pid < 0) {
+        return false;
+    }
+    n = read(fd, buf, sizeof(buf) - 1); /* the child ends within its connect timeouts */
+    close(fd);
+    waitpid(pid, &status, 0);
+    return (n > 0) && (strncmp(buf, "ok", 2) == 0);
+}
+
+/* A node's replication figure (e.g. "owed_tensors") in the cluster view from namespace obs. */
+static long long ns_repl(fixture_t *f, const char *obs, const char *node, const char *key)
+{
+    char      ns[48];
+    json_t   *j, *nodes, *n;
+    size_t    i;
+    int       rc;
+    long long v = -1;
+
+    snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, obs);
+    j = ctl_json(ns, f->file, &rc);
+    if (j == NULL) {
+        return -1;
+    }
+    nodes = json_object_get(j, "nodes");
+    json_array_foreach(nodes, i, n)
+    {
+        if (strcmp(json_string_value(json_object_get(n, "name")), node) == 0) {
+            v = json_integer_value(json_object_get(json_object_get(n, "replication"), key));
+        }
+    }
+    json_decref(j);
+    return v;
+}
+
+static bool ns_repl_wait(fixture_t *f, const char *node, const char *key, long long want)
+{
+    uint64_t  deadline = now_ms() + WAIT_MS;
+    long long v        = -1;
+
+    while (now_ms() < deadline) {
+        v = ns_repl(f, node, node, key);
+        if (v == want) {
+            return true;
+        }
+        usleep(100000);
+    }
+    fprintf(stderr, "netns: %s's %s stayed %lld, not %lld\n", node, key, v, want);
+    return false;
+}
+
+/*
+ * Replication across a real network stack: a's copies go to b; b is cut off (its veth down)
+ * while a client rewrites a tensor on a: it stays owed; the link heals: it arrives. Then a is
+ * killed and started empty: it recovers the latest versions from b.
+ */
+static void test_netns_repl_partition(void)
+{
+    fixture_t f;
+    char      ns[48];
+    unsigned  i, j;
+
+    if ((geteuid() != 0) || !sh("ip netns list")) {
+        fprintf(stderr, "\n  skipped: network namespaces need root and 'ip netns'\n");
+        CU_PASS("skipped: network namespaces need root and 'ip netns'");
+        return;
+    }
+    CU_ASSERT_FATAL(fixture_init(&f, "10.77.0"));
+    if (!ns_setup()) {
+        CU_FAIL("cannot create the namespaces and veth pairs");
+        goto out;
+    }
+    for (i = 0; i < NODES; i++) {
+        snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, names[i]);
+        CU_ASSERT(repl_start_lost(&f, i, 0, ns, "60"));
+    }
+    for (i = 0; i < NODES; i++) {
+        for (j = 0; j < NODES; j++) {
+            if (i != j) {
+                CU_ASSERT(ns_wait(&f, names[i], names[j], "up"));
+            }
+        }
+    }
+    CU_ASSERT(ns_client(&f, 0, "alloc", "012345", "10"));
+    CU_ASSERT(ns_repl_wait(&f, "a", "owed_tensors", 0));
+    CU_ASSERT(ns_repl_wait(&f, "b", "held_tensors", REP_N));
+    /* cut b off; rewrite r1 on a: owed while b is away */
+    CU_ASSERT(sh("ip -n %s-br link set m%dbb down", ns_prefix, (int)getpid()));
+    CU_ASSERT(ns_wait(&f, "a", "b", "down"));
+    CU_ASSERT(ns_client(&f, 0, "write", "1", "50"));
+    usleep(300000);
+    CU_ASSERT_EQUAL(ns_repl(&f, "a", "a", "owed_tensors"), 1);
+    CU_ASSERT_EQUAL(ns_repl(&f, "a", "a", "targets"), 1); /* still b: not lost yet */
+    /* heal: the new version reaches b */
+    CU_ASSERT(sh("ip -n %s-br link set m%dbb up", ns_prefix, (int)getpid()));
+    CU_ASSERT(ns_wait(&f, "a", "b", "up"));
+    CU_ASSERT(ns_repl_wait(&f, "a", "owed_tensors", 0));
+    /* a replaced by an empty node: the latest versions come back from b */
+    CU_ASSERT(integ_daemon_signal(&f.d[0], SIGKILL) != 0);
+    snprintf(ns, sizeof(ns), "%s-a", ns_prefix);
+    CU_ASSERT_FATAL(repl_start_lost(&f, 0, 1, ns, "60"));
+    CU_ASSERT(ns_repl_wait(&f, "a", "recovery_restored", REP_N));
+    CU_ASSERT(ns_client(&f, 0, "check", "02345", "10"));
+    CU_ASSERT(ns_client(&f, 0, "check", "1", "50"));
+out:
+    fixture_fini(&f);
+    ns_teardown();
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
@@ -1217,6 +1389,9 @@ static void add_suite(void)
                 test_repl_recover);
     CU_add_test(s, "replication: a peer lost for good: its copies are made again elsewhere",
                 test_repl_lost_peer);
+    CU_add_test(s, "replication in network namespaces: owed across a partition, delivered when it "
+                "heals, recovered",
+                test_netns_repl_partition);
 }
 
 TEST_REGISTER(service_cluster, add_suite)
