@@ -1,6 +1,7 @@
 /* msd_metrics.c - memsvcd's Prometheus endpoint (text exposition format 0.0.4, libmicrohttpd) */
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
+#include "memsvc/msd_repl.h"
 #include "sim_npu/sim_node.h"
 
 #include <arpa/inet.h>
@@ -63,6 +64,8 @@ typedef struct met_snap {
     msd_metrics_t   m;
     met_job_t      *jobs;
     size_t          njobs, capjobs;
+    bool                  repl; /* replication on (a cluster member) */
+    memsvc_cluster_info_t ci;
 } met_snap_t;
 
 static met_job_t *snap_job(met_snap_t *sn, uint32_t job)
@@ -123,6 +126,10 @@ static void snap_take(msd_server_t *srv, met_snap_t *sn)
     sn->messages  = srv->requests;
     sn->orphans   = srv->orphans;
     sn->m         = srv->metrics;
+    sn->repl      = (srv->repl != NULL);
+    if (sn->repl) {
+        msd_repl_self_info(srv, &sn->ci);
+    }
     for (s = srv->sessions; s != NULL; s = s->next) {
         met_job_t *j;
 
@@ -270,6 +277,43 @@ static void write_node(FILE *f, const met_snap_t *sn)
                 (double)sn->m.reloads);
 }
 
+/* Replication (docs/cluster.md, "Replication"): only on a cluster member. */
+static void write_repl(FILE *f, const met_snap_t *sn)
+{
+    const memsvc_cluster_info_t *c = &sn->ci;
+
+    if (!sn->repl) {
+        return;
+    }
+    write_gauge(f, "memsvc_repl_copies_wanted", "gauge",
+                "Copies of each durable tensor to keep on peers (--replicas).",
+                (double)c->replicas);
+    write_gauge(f, "memsvc_repl_copies_placed", "gauge", "Peers placed to hold them now.",
+                (double)c->targets);
+    write_gauge(f, "memsvc_repl_owed_tensors", "gauge",
+                "(tensor, holder) versions not yet acknowledged.", (double)c->owed_tensors);
+    write_gauge(f, "memsvc_repl_owed_bytes", "gauge", "Bytes of those versions.",
+                (double)c->owed_bytes);
+    write_gauge(f, "memsvc_repl_lag_seconds", "gauge",
+                "Age of the oldest version not yet acknowledged (0: none).",
+                (double)c->lag_ns / 1e9);
+    write_gauge(f, "memsvc_repl_sent_bytes_total", "counter", "Copy bytes sent to peers.",
+                (double)c->sent_bytes);
+    write_gauge(f, "memsvc_repl_held_tensors", "gauge", "Copies of peers' tensors kept here.",
+                (double)c->held_tensors);
+    write_gauge(f, "memsvc_repl_held_bytes", "gauge", "Their bytes.", (double)c->held_bytes);
+    write_gauge(f, "memsvc_repl_held_capacity_bytes", "gauge",
+                "Room for peers' copies (--replica-bytes).", (double)c->held_capacity);
+    write_gauge(f, "memsvc_repl_recovery_wanted_total", "counter",
+                "Copies asked back from peers (this node started empty).",
+                (double)c->recovery_wanted);
+    write_gauge(f, "memsvc_repl_recovery_restored_total", "counter",
+                "Of those, restored into the durable state.", (double)c->recovery_restored);
+    write_gauge(f, "memsvc_repl_recovery_failed_total", "counter",
+                "Of those, lost on the way (link down, checksum, no room).",
+                (double)c->recovery_failed);
+}
+
 static void write_requests(FILE *f, const met_snap_t *sn)
 {
     const char *name = "memsvc_request_duration_seconds";
@@ -352,6 +396,7 @@ static char *metrics_text(msd_server_t *srv, size_t *len_p)
     f = open_memstream(&text, len_p);
     if (f != NULL) {
         write_node(f, sn);
+        write_repl(f, sn);
         write_devices(f, sn);
         write_requests(f, sn);
         write_jobs(f, sn);

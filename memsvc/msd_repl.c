@@ -145,6 +145,7 @@ struct msd_repl {
     bool          wake, off_logged;
     uint64_t      sent_bytes, wanted, restored, restored_bytes, failed;
     uint64_t      noroom_logged;
+    uint64_t      noted; /* r->wanted when recovery_note last spoke */
 };
 
 /* ---- messages ---------------------------------------------------------------------------- */
@@ -705,6 +706,26 @@ static void want_drop(want_t **pp)
     free(w);
 }
 
+/* The last copy asked for came (or failed): say how the recovery went. */
+static void recovery_note(struct msd_repl *r)
+{
+    if ((r->wants != NULL) || (r->wanted == r->noted)) {
+        return;
+    }
+    r->noted = r->wanted;
+    if (r->failed > 0) {
+        LOG_WARN("recovery from peers: %llu of %llu durable tensors restored (%llu bytes), %llu "
+                 "failed (named above)",
+                 (unsigned long long)r->restored, (unsigned long long)r->wanted,
+                 (unsigned long long)r->restored_bytes, (unsigned long long)r->failed);
+    } else {
+        LOG("recovery from peers: %llu durable tensors restored (%llu bytes) in %.3f s since "
+            "the daemon started",
+            (unsigned long long)r->restored, (unsigned long long)r->restored_bytes,
+            (double)(msp_now_ns() - r->srv->start_ns) / 1e9);
+    }
+}
+
 /* A PUT's bytes are all here (buf, size bytes). */
 static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, rbuf_t *buf)
 {
@@ -778,13 +799,21 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
     if (status == UCS_OK) {
         put_arrived(r, rv->node, &rv->msg, rv->buf);
     } else if (rv->msg.flags & RF_RESTORE) {
-        r->failed++;
+        want_t **wp = want_slot(r, rv->msg.m.job, rv->msg.key);
+
+        /* (a link that went down already failed the want) */
+        if ((*wp != NULL) && ((*wp)->node == rv->node) &&
+            ((*wp)->version == rv->msg.m.version)) {
+            want_drop(wp);
+            r->failed++;
+        }
     }
     if (--rv->buf->refs == 0) {
         free(rv->buf);
     }
     free(rv);
     r->wake = true;
+    recovery_note(r);
     msd_after_batch(srv);
     msd_unlock(srv);
     ucp_request_free(request);
@@ -1054,9 +1083,11 @@ static ucs_status_t repl_am_cb(void *arg, const void *header, size_t header_leng
     switch (m.type) {
     case RM_PUT:
         ret = on_put(r, (unsigned)node, &m, data, length, param);
+        recovery_note(r);
         break;
     case RM_ACK:
         on_ack(r, (unsigned)node, &m);
+        recovery_note(r);
         break;
     case RM_DEL:
         on_del(r, (unsigned)node, &m);
@@ -1159,19 +1190,23 @@ void msd_repl_link(msd_server_t *srv, unsigned i, bool up, bool new_boot)
                 wp = &(*wp)->next;
             }
         }
+        recovery_note(r);
         return;
     }
     r->node[i].link_at = msp_now_ns();
     if (new_boot) {
-        repl_msg_t end = {.type = RM_OFFER_END};
-        unsigned   b;
-
         /* It may have lost what it held of ours: wait for its offers before sending. */
         r->node[i].synced = false;
         if (k >= 0) {
             slot_reset(r, (unsigned)k, true);
         }
-        /* Offer it what we hold of its: if it started empty, it takes them back. */
+    }
+    /* Offer it what we hold of its, at every link (a recovery cut short by a partition goes
+     * on when the link is back): if it started empty, it takes them back. */
+    {
+        repl_msg_t end = {.type = RM_OFFER_END};
+        unsigned   b;
+
         for (b = 0; b < REPL_BUCKETS; b++) {
             for (replica_t *x = r->reps[b]; x != NULL; x = x->next) {
                 repl_msg_t o = {.type = RM_OFFER};

@@ -606,6 +606,9 @@ static void test_bad_files(void)
 #define PEER_LEN 332u
 
 /* A peer message (docs/protocol.md, "Peer messages"): type, names, hash; the rest zero. */
+#define REPL_AM 20u
+#define REPL_LEN 390u /* a replication message's header (docs/protocol.md) */
+
 static void peer_msg(uint8_t *b, unsigned type, const char *from, const char *to,
                      const uint8_t *hash)
 {
@@ -638,6 +641,8 @@ static unsigned raw_peer(integ_raw_t *raw, const uint8_t *b, size_t len, char *t
     text[95] = '\0';
     return rep[6] | ((unsigned)rep[176] << 8); /* type, and the reason of a REFUSE */
 }
+
+static bool log_wait(const integ_daemon_t *d, const char *text);
 
 static void test_impostors(void)
 {
@@ -690,6 +695,34 @@ static void test_impostors(void)
     /* and a heartbeat on its endpoint is not taken for a's */
     peer_msg(b, 5, "a", "c", c.hash);
     CU_ASSERT_EQUAL(raw_peer(raw, b, PEER_LEN, text), 0);
+
+    /* replication messages (id 20) from an endpoint that is no peer's link: garbage is
+     * dropped; a well-formed DROP_ALL "from a" (it would drop what c keeps of a's) is refused */
+    {
+        uint8_t  rb[REPL_LEN], rep[REPL_LEN];
+        size_t   n = 0;
+        unsigned k;
+
+        for (k = 0; k < sizeof(rb); k++) {
+            rb[k] = (uint8_t)(k * 37 + 11);
+        }
+        CU_ASSERT_EQUAL(integ_raw_am(raw, REPL_AM, rb, sizeof(rb), 200, rep, sizeof(rep), &n),
+                        MEMSVC_OK);
+        CU_ASSERT_EQUAL(n, 0);
+        CU_ASSERT_EQUAL(integ_raw_am(raw, REPL_AM, rb, 17, 200, rep, sizeof(rep), &n), MEMSVC_OK);
+        CU_ASSERT_EQUAL(n, 0);
+        memset(rb, 0, sizeof(rb));
+        memcpy(rb, "MSRP", 4);
+        rb[4] = 1; /* version */
+        rb[6] = 4; /* DROP_ALL */
+        memcpy(rb + 8, "a", 1);
+        memcpy(rb + 40, "c", 1);
+        CU_ASSERT_EQUAL(integ_raw_am(raw, REPL_AM, rb, sizeof(rb), 200, rep, sizeof(rep), &n),
+                        MEMSVC_OK);
+        CU_ASSERT_EQUAL(n, 0);
+        CU_ASSERT(log_wait(&f.d[2], "a replication message claiming to come from 'a' not on "
+                                    "its link: dropped"));
+    }
 
     /* none of it touched the real link */
     CU_ASSERT(peer_view(&f.d[2], "a", &info) && (info.state == MEMSVC_PEER_UP));

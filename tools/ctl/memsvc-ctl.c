@@ -861,7 +861,8 @@ static void cl_text(cl_t *cl)
                  sim_format_size(n->info.recovery_bytes, e, sizeof(e)),
                  (unsigned long long)n->info.recovery_failed);
         printf("%-*s  %-8s %-20s %-10s %-24s %s\n", (int)w, n->node->name, copies, owed,
-               sim_format_time(n->info.lag_ns, f, sizeof(f)), held, rec);
+               (n->info.lag_ns > 0) ? sim_format_time(n->info.lag_ns, f, sizeof(f)) : "-", held,
+               rec);
     }
     printf("\npeer states, as the node of each row sees the node of each column:\n%-*s ", (int)w,
            "");
