@@ -41,6 +41,7 @@ typedef struct dur_ent {
     /* replication (msd_repl.c), per target slot: the highest version the slot's node has
      * acknowledged, and the version being sent to it (0: none) */
     uint64_t acked[MSD_REPL_MAX], sending[MSD_REPL_MAX];
+    uint64_t refused[MSD_REPL_MAX]; /* a version the slot's node refused (no room): retried later */
     uint64_t committed_ns; /* when this version was committed (or recovered) */
     bool     restored;     /* came back from a peer's replica and not written since */
 } dur_ent_t;

@@ -3,6 +3,7 @@
  * node that starts empty, and re-placed when a peer is lost for good */
 #include "client/msp_ucx.h"
 #include "memsvc/msd_durable.h"
+#include "memsvc/msd_place.h"
 #include "memsvc/msd_repl.h"
 
 #include <stdio.h>
@@ -116,8 +117,11 @@ typedef struct want {
     unsigned     node;
 } want_t;
 
+#define REPL_RETRY_NS 1000000000ull /* a refused copy is offered again after this */
+
 typedef struct slot {
     int      node; /* -1: none */
+    uint64_t retry_at; /* refused copies are sent again from then (0: none refused) */
     unsigned inflight;
     bool     clean; /* a full scan found nothing owed since the last change */
     unsigned cursor;
@@ -388,19 +392,10 @@ static void send_ack(struct msd_repl *r, unsigned i, const repl_msg_t *of, ra_st
  * copies on the next R nodes of its group), then every other node in ring order from it: the
  * order substitutes are taken in when a target is lost.
  */
-static unsigned candidates(unsigned n, unsigned replicas, unsigned self, unsigned *out)
+static unsigned candidates(uint32_t n, uint32_t replicas, uint32_t self, uint32_t *out)
 {
-    unsigned g = replicas + 1, groups = n / g, gi, start, size, k, c = 0, j;
+    unsigned c = msd_place_group(n, replicas, self, out), k, j;
 
-    if (groups == 0) {
-        groups = 1;
-    }
-    gi    = (self / g < groups) ? self / g : groups - 1;
-    start = gi * g;
-    size  = (gi == groups - 1) ? n - start : g;
-    for (k = 1; k < size; k++) {
-        out[c++] = start + (self - start + k) % size;
-    }
     for (k = 1; k < n; k++) {
         bool dup = false;
 
@@ -426,6 +421,7 @@ static void slot_reset(struct msd_repl *r, unsigned k, bool acked_too)
         for (b = 0; b < DUR_BUCKETS; b++) {
             for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
                 e->sending[k] = 0;
+                e->refused[k] = 0;
                 if (acked_too) {
                     e->acked[k] = 0;
                 }
@@ -438,8 +434,9 @@ static void slot_reset(struct msd_repl *r, unsigned k, bool acked_too)
             t->pending &= ~(1u << k);
         }
     }
-    r->slot[k].clean  = false;
-    r->slot[k].cursor = 0;
+    r->slot[k].clean    = false;
+    r->slot[k].cursor   = 0;
+    r->slot[k].retry_at = 0;
 }
 
 /* Keep each slot's node while it is not lost; fill empty slots in candidate order. */
@@ -447,7 +444,7 @@ static void place(struct msd_repl *r, uint64_t now)
 {
     msd_peers_t *ps = r->srv->peers;
     unsigned     n  = msd_peers_count(ps), self = msd_peers_self(ps), k, c, i;
-    unsigned    *cand;
+    uint32_t    *cand;
     uint64_t     lost = r->srv->cfg.peer_lost_ns;
 
     cand = calloc(n, sizeof(*cand));
@@ -606,7 +603,7 @@ static void send_slot(struct msd_repl *r, unsigned k)
         for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
             repl_msg_t m = {.type = RM_PUT};
 
-            if (!owed(e, k) || (e->sending[k] != 0)) {
+            if (!owed(e, k) || (e->sending[k] != 0) || (e->refused[k] == e->m.version)) {
                 continue;
             }
             if ((s->inflight >= REPL_WINDOW) || (r->tokens < 0)) {
@@ -958,10 +955,14 @@ static void on_ack(struct msd_repl *r, unsigned node, const repl_msg_t *m)
             e->acked[k] = m->m.version;
         }
     } else {
-        LOG_RL(1000, "%s did not keep a copy of '%s' (job %u): %s", msd_peers_name(r->srv->peers,
-               node), m->key, m->m.job, (m->status == RA_NO_ROOM) ? "no room (--replica-bytes)"
-                                                                  : "checksum mismatch");
-        r->slot[k].clean = false; /* tried again later */
+        LOG_RL(1000, "%s did not keep a copy of '%s' (job %u): %s; tried again in %.0f s",
+               msd_peers_name(r->srv->peers, node), m->key, m->m.job,
+               (m->status == RA_NO_ROOM) ? "no room (--replica-bytes)" : "checksum mismatch",
+               (double)REPL_RETRY_NS / 1e9);
+        e->refused[k] = m->m.version; /* owed still; not sent again before the retry */
+        if (r->slot[k].retry_at == 0) {
+            r->slot[k].retry_at = msp_now_ns() + REPL_RETRY_NS;
+        }
     }
     r->wake = true;
 }
@@ -1259,9 +1260,22 @@ void msd_repl_tick(msd_server_t *srv)
             r->node[n].synced = true;
         }
     }
-    place(r, now);
     if (srv->dur == NULL) {
         return;
+    }
+    place(r, now);
+    for (k = 0; k < r->nslots; k++) {
+        if ((r->slot[k].retry_at != 0) && (now >= r->slot[k].retry_at)) {
+            msd_durable_t *d = srv->dur;
+
+            for (unsigned b = 0; b < DUR_BUCKETS; b++) {
+                for (dur_ent_t *e = d->ents[b]; e != NULL; e = e->next) {
+                    e->refused[k] = 0;
+                }
+            }
+            r->slot[k].retry_at = 0;
+            r->slot[k].clean    = false;
+        }
     }
     send_tombs(r);
     for (k = 0; k < r->nslots; k++) {
@@ -1271,7 +1285,8 @@ void msd_repl_tick(msd_server_t *srv)
 
 uint64_t msd_repl_next(msd_server_t *srv)
 {
-    struct msd_repl *r = srv->repl;
+    struct msd_repl *r    = srv->repl;
+    uint64_t         next = UINT64_MAX;
     unsigned         k;
 
     if ((r == NULL) || (srv->dur == NULL)) {
@@ -1283,6 +1298,9 @@ uint64_t msd_repl_next(msd_server_t *srv)
     for (k = 0; k < r->nslots; k++) {
         const slot_t *s = &r->slot[k];
 
+        if ((s->retry_at != 0) && (s->retry_at < next)) {
+            next = s->retry_at;
+        }
         if ((s->node >= 0) && !s->clean && (s->inflight < REPL_WINDOW) &&
             r->node[s->node].synced && (msd_peers_ep(srv->peers, (unsigned)s->node) != NULL)) {
             if ((r->tokens >= 0) || (r->rate <= 0)) {
@@ -1291,7 +1309,7 @@ uint64_t msd_repl_next(msd_server_t *srv)
             return r->refill_at + (uint64_t)(-r->tokens / r->rate * 1e9) + 1;
         }
     }
-    return UINT64_MAX; /* placement changes come with the peers' own tick */
+    return next; /* placement changes come with the peers' own tick */
 }
 
 /* ---- figures ------------------------------------------------------------------------------- */
@@ -1306,7 +1324,7 @@ void msd_repl_self_info(msd_server_t *srv, memsvc_cluster_info_t *info)
     if (r == NULL) {
         return;
     }
-    info->replicas  = srv->cfg.replicas;
+    info->replicas  = (d != NULL) ? r->nslots : 0; /* without durable state: nothing to copy */
     info->repl_rate = (uint64_t)r->rate;
     for (k = 0; k < r->nslots; k++) {
         info->targets += (r->slot[k].node >= 0) ? 1 : 0;

@@ -918,18 +918,25 @@ static uint64_t rep_size(unsigned i)
 }
 
 /* Start node i backed, with its durable state in f->dir/state-NAME-GEN and replication on. */
-static bool repl_start_lost(fixture_t *f, unsigned i, unsigned gen, const char *netns,
-                            const char *lost)
+static bool repl_start_ex(fixture_t *f, unsigned i, unsigned gen, const char *netns,
+                          const char *lost, const char *room)
 {
     char        dir[160];
-    const char *more[] = {"--memory", "backed", "--replicas", "1", "--peer-lost", lost,
-                          "--state-dir", dir, "--keep-durable", "600", NULL};
+    const char *more[] = {"--memory",    "backed", "--replicas",     "1",   "--peer-lost",
+                          lost,          "--state-dir", dir,        "--keep-durable", "600",
+                          "--replica-bytes", room, NULL};
 
     snprintf(dir, sizeof(dir), "%s/state-%s-%u", f->dir, names[i], gen);
     if ((mkdir(dir, 0700) != 0) && (errno != EEXIST)) {
         return false;
     }
     return node_start_ex(f, i, f->file, f->secret, netns, more);
+}
+
+static bool repl_start_lost(fixture_t *f, unsigned i, unsigned gen, const char *netns,
+                            const char *lost)
+{
+    return repl_start_ex(f, i, gen, netns, lost, "32MiB");
 }
 
 static bool repl_start(fixture_t *f, unsigned i, unsigned gen, const char *netns)
@@ -1406,6 +1413,48 @@ out:
     ns_teardown();
 }
 
+/*
+ * A holder without room for a copy refuses it: the owner counts it owed, sends the others, and
+ * tries the refused one again about once a second rather than at once (no flood).
+ */
+static void test_repl_no_room(void)
+{
+    fixture_t             f;
+    memsvc_cluster_info_t ci;
+    memsvc_conn_h         conn;
+    uint64_t              sent0, deadline;
+    unsigned              i;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    CU_ASSERT(repl_start(&f, 0, 0, NULL));
+    CU_ASSERT(repl_start_ex(&f, 1, 0, NULL, "2", "1MiB")); /* b: room for 1 MiB of copies */
+    CU_ASSERT(repl_start(&f, 2, 0, NULL));
+    CU_ASSERT_FATAL(all_up(&f));
+    TEST_ASSERT_OK(repl_connect(&f.d[0], &conn));
+    for (i = 0; i < REP_N; i++) {
+        TEST_ASSERT_OK(repl_write(conn, i, 60, true)); /* r5 (8 MiB) cannot fit at b */
+    }
+    memsvc_close(conn);
+    CU_ASSERT(log_wait(&f.d[1], "no room for a copy of 'r5'"));
+    CU_ASSERT(log_wait(&f.d[0], "did not keep a copy of 'r5' (job 5): no room"));
+    /* the five that fit are held; r5 stays owed */
+    deadline = now_ms() + WAIT_MS;
+    while ((now_ms() < deadline) &&
+           !(repl_view(&f.d[0], &ci, NULL, NULL) && (ci.owed_tensors == 1))) {
+        usleep(50000);
+    }
+    CU_ASSERT_EQUAL(ci.owed_tensors, 1);
+    CU_ASSERT_EQUAL(ci.owed_bytes, rep_size(REP_N - 1));
+    sent0 = ci.sent_bytes;
+    usleep(2500000);
+    CU_ASSERT(repl_view(&f.d[0], &ci, NULL, NULL));
+    CU_ASSERT_EQUAL(ci.owed_tensors, 1);
+    /* 2.5 s: a few more tries, not thousands */
+    CU_ASSERT_TRUE(ci.sent_bytes - sent0 <= 5 * rep_size(REP_N - 1));
+    CU_ASSERT_TRUE(ci.sent_bytes - sent0 >= rep_size(REP_N - 1));
+    fixture_fini(&f);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
@@ -1422,6 +1471,8 @@ static void add_suite(void)
                 test_repl_recover);
     CU_add_test(s, "replication: a peer lost for good: its copies are made again elsewhere",
                 test_repl_lost_peer);
+    CU_add_test(s, "replication: a holder without room refuses a copy; it is retried, not flooded",
+                test_repl_no_room);
     CU_add_test(s, "replication in network namespaces: owed across a partition, delivered when it "
                 "heals, recovered",
                 test_netns_repl_partition);

@@ -1,5 +1,6 @@
 /* cluster.c - durable state per node, replication and recovery of a job at scale (cluster.h) */
 #include "tools/memtrace/cluster.h"
+#include "memsvc/msd_place.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -32,16 +33,7 @@ memsvc_status_t mt_cluster_params_init(mt_cluster_params_t *p, const mt_model_t 
 
 void mt_cluster_replica_nodes(uint32_t nodes, uint32_t replicas, uint32_t node, uint32_t *out)
 {
-    uint32_t g      = replicas + 1;
-    uint32_t groups = nodes / g;
-    uint32_t gi     = node / g < groups ? node / g : groups - 1;
-    uint32_t start  = gi * g;
-    uint32_t size   = (gi == groups - 1) ? nodes - start : g;
-    uint32_t k;
-
-    for (k = 1; k <= replicas; k++) {
-        out[k - 1] = start + (node - start + k) % size;
-    }
+    (void)msd_place_group(nodes, replicas, node, out); /* the plan checked R + 1 <= nodes */
 }
 
 /* Sums the stage's stream-0 operator time (compute, recompute-free, and pipeline waits). */
