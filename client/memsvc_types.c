@@ -7,7 +7,7 @@
 static const char *const kind_names[MEMSVC_KIND_COUNT] = {"param", "grad", "optim", "activation",
                                                           "workspace"};
 static const char *const state_names[MEMSVC_STATE_COUNT] = {
-    "on_device", "moving_out", "on_host", "moving_in", "dropped", "on_disk", "freed"};
+    "on_device", "moving_out", "on_host", "moving_in", "dropped", "on_disk", "freed", "on_peer"};
 static const char *const phase_names[MEMSVC_PHASE_COUNT] = {"none", "forward", "backward",
                                                             "optimizer"};
 

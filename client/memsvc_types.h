@@ -29,6 +29,7 @@ typedef enum memsvc_state {
     MEMSVC_STATE_DROPPED    = 4, /* freed on device; its owner recomputes it when needed */
     MEMSVC_STATE_ON_DISK    = 5, /* spilled to the disk tier */
     MEMSVC_STATE_FREED      = 6, /* ended */
+    MEMSVC_STATE_ON_PEER    = 7, /* in a peer daemon's host pool (the peer tier, docs/cluster.md) */
     MEMSVC_STATE_COUNT
 } memsvc_state_t;
 

@@ -995,6 +995,28 @@ static memsvc_status_t decode_u64_array(msp_rd_t *rd, uint64_t *v, unsigned want
     return MEMSVC_OK;
 }
 
+/* At least min and at most max of them are read (the rest of v is left as it is). */
+static memsvc_status_t decode_u64_array_min(msp_rd_t *rd, uint64_t *v, unsigned min, unsigned max)
+{
+    memsvc_status_t status;
+    uint32_t        n, i;
+
+    status = rd_array(rd, &n);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (n < min) {
+        return MEMSVC_ERR_PROTOCOL;
+    }
+    for (i = 0; i < n; i++) {
+        status = (i < max) ? rd_u64(rd, &v[i]) : rd_skip(rd, MSP_DEPTH_MAX);
+        if (status != MEMSVC_OK) {
+            return status;
+        }
+    }
+    return MEMSVC_OK;
+}
+
 static memsvc_status_t decode_stats_limits(msp_rd_t *rd, memsvc_stats_t *s)
 {
     memsvc_status_t status;
@@ -1078,8 +1100,9 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
         DEV_U64_FIELDS(GET_DEV_U64)
 #undef GET_DEV_U64
         RD(rd_double(rd, &ds->fragmentation));
-        RD(decode_u64_array(rd, ds->tensors_by_state, MEMSVC_STATE_COUNT));
-        RD(decode_u64_array(rd, ds->bytes_by_state, MEMSVC_STATE_COUNT));
+        /* (a daemon older than the peer tier sends one state fewer) */
+        RD(decode_u64_array_min(rd, ds->tensors_by_state, MEMSVC_STATE_ON_PEER, MEMSVC_STATE_COUNT));
+        RD(decode_u64_array_min(rd, ds->bytes_by_state, MEMSVC_STATE_ON_PEER, MEMSVC_STATE_COUNT));
         RD(decode_u64_array(rd, ds->tensors_by_kind, MEMSVC_KIND_COUNT));
         RD(decode_u64_array(rd, ds->resident_by_kind, MEMSVC_KIND_COUNT));
         for (i = 6; i < m; i++) {

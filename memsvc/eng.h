@@ -229,6 +229,36 @@ typedef void (*eng_usage_cb_t)(void *arg, uint32_t job, memsvc_state_t state, in
                                int64_t bytes);
 void eng_set_usage_observer(eng_t *eng, eng_usage_cb_t cb, void *arg);
 
+/*
+ * The peer tier (desc.peer_bytes > 0): room in other nodes' host pools, reached over the nic,
+ * below the host pool and ordered against the disk by their bandwidths (the faster first). In
+ * phantom memory its moves take their simulated time only. In backed memory its bytes are
+ * moved by the owner of the engine (memsvcd) through these operations, which complete later:
+ *   write: keep `len` bytes of src (copied before the call returns) on a peer as object h;
+ *   read:  fetch object h;
+ *   release: object h is not needed any more (a write or read of it may still be under way).
+ * Each write and read ends with one eng_far_done(h, move_id, ...), engine lock held, never
+ * from inside the call that started it. Without them, a backed engine has no peer tier.
+ */
+typedef struct eng_far_ops {
+    void *arg;
+    void (*write)(void *arg, eng_handle_t h, uint32_t move_id, const void *src, uint64_t len);
+    void (*read)(void *arg, eng_handle_t h, uint32_t move_id, uint64_t len);
+    void (*release)(void *arg, eng_handle_t h);
+} eng_far_ops_t;
+
+void eng_set_far_ops(eng_t *eng, const eng_far_ops_t *ops);
+
+/*
+ * A write or read of the peer tier ended: status, and for a read the object's bytes (len of
+ * them; copied before it returns). Stale ends (the move was canceled, the tensor freed) are
+ * ignored. A failed write leaves the tensor where it was (on its device or on host); a failed
+ * read loses it: its acquires answer MEMSVC_ERR_IO from then on (the peer holding its only
+ * copy is gone), and it can only be freed.
+ */
+void eng_far_done(eng_t *eng, eng_handle_t h, uint32_t move_id, memsvc_status_t status,
+                  const void *bytes, uint64_t len);
+
 /* Bytes of engine metadata held per live tensor at the moment (registry + allocator). */
 double eng_metadata_per_tensor(const eng_t *eng);
 
@@ -303,6 +333,8 @@ typedef enum eng_op {
     ENG_OP_RECOMPUTE,      /* dropped -> on_device (owner recomputes) */
     ENG_OP_RECOMPUTE_WAIT, /* dropped -> moving_in (waiting for room to recompute into) */
     ENG_OP_FREE,           /* any live state -> freed */
+    ENG_OP_PEER_DONE,      /* moving_out -> on_peer (a swap-out or spill to the peer tier done) */
+    ENG_OP_ABORT_TO_PEER,  /* moving_in -> on_peer (no room, or its bytes could not be fetched) */
     ENG_OP_COUNT
 } eng_op_t;
 

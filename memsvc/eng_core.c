@@ -114,6 +114,82 @@ static void eng_disk_put(eng_t *eng, eng_tensor_t *t)
     t->disk_block = NULL;
 }
 
+/* Bytes move to and from the peer tier for real (backed memory with far operations). */
+static bool eng_far_real(const eng_t *eng)
+{
+    return (sim_node_mode(eng->node) == SIM_MEM_BACKED) && eng->has_far;
+}
+
+/* Is there a peer tier? (in backed memory only with someone to move its bytes) */
+static bool eng_peer_tier(const eng_t *eng)
+{
+    return (sim_node_desc(eng->node)->peer_bytes > 0) &&
+           ((sim_node_mode(eng->node) != SIM_MEM_BACKED) || eng->has_far);
+}
+
+static void eng_peer_put(eng_t *eng, eng_tensor_t *t)
+{
+    if (t->flags & ENG_TF_PEER) {
+        sim_peer_free(eng->node, t->pub.size);
+        if (eng_far_real(eng)) {
+            eng->far.release(eng->far.arg, t->pub.handle);
+        }
+        t->flags &= (uint8_t)~(ENG_TF_PEER | ENG_TF_FAR | ENG_TF_LOST);
+    }
+}
+
+/* Give back whatever room below the host pool t holds (disk or peer). */
+static void eng_lower_put(eng_t *eng, eng_tensor_t *t)
+{
+    if (t->disk_block != NULL) {
+        eng_disk_put(eng, t);
+    }
+    eng_peer_put(eng, t);
+}
+
+/*
+ * Room below the host pool for t: the peer tier and the disk, the one with the faster link
+ * first (the node description's nic and disk rates). *peer_p tells which it got.
+ * MEMSVC_ERR_HOST_MEMORY when neither has room.
+ */
+static memsvc_status_t eng_lower_get(eng_t *eng, eng_tensor_t *t, bool *peer_p)
+{
+    const sim_desc_t *desc       = sim_node_desc(eng->node);
+    bool              peer_first = desc->nic.bw > desc->disk.bw;
+    sim_disk_buf_t    db;
+    unsigned          k;
+
+    for (k = 0; k < 2; k++) {
+        bool peer = (k == 0) ? peer_first : !peer_first;
+
+        if (peer) {
+            if (eng_peer_tier(eng) && (sim_peer_alloc(eng->node, t->pub.size) == MEMSVC_OK)) {
+                t->flags |= ENG_TF_PEER;
+                *peer_p = true;
+                return MEMSVC_OK;
+            }
+        } else if (sim_disk_alloc(eng->node, t->pub.size, &db) == MEMSVC_OK) {
+            t->disk_block = db.block;
+            *peer_p       = false;
+            return MEMSVC_OK;
+        }
+    }
+    return MEMSVC_ERR_HOST_MEMORY;
+}
+
+static bool eng_out_spills(const eng_tensor_t *t)
+{
+    return (t->out_kind == ENG_OUT_SPILL) || (t->out_kind == ENG_OUT_SPILL_PEER);
+}
+
+/* Where a swap-in that cannot go on leaves the tensor. */
+static eng_op_t eng_abort_op(const eng_tensor_t *t)
+{
+    return (t->in_kind == ENG_IN_DISK)   ? ENG_OP_ABORT_TO_DISK
+           : (t->in_kind == ENG_IN_PEER) ? ENG_OP_ABORT_TO_PEER
+                                         : ENG_OP_ABORT_TO_HOST;
+}
+
 static void *eng_dev_ptr(eng_t *eng, const eng_tensor_t *t)
 {
     return sim_device_ptr(eng_dev_of(eng, t)->sim, sim_alloc_block_offset(t->block));
@@ -389,6 +465,10 @@ static void eng_placed(eng_t *eng, eng_tensor_t *t)
         end = sim_link_submit(sim_node_disk_link(eng->node), eng_now(eng), t->pub.size);
         end = sim_link_submit(&d->sim->h2d, end, t->pub.size);
         break;
+    case ENG_IN_PEER:
+        end = sim_link_submit(sim_node_peer_link(eng->node), eng_now(eng), t->pub.size);
+        end = sim_link_submit(&d->sim->h2d, end, t->pub.size);
+        break;
     default:
         end = sim_link_submit(&d->sim->h2d, eng_now(eng), t->pub.size);
         break;
@@ -399,7 +479,7 @@ static void eng_placed(eng_t *eng, eng_tensor_t *t)
         /* cannot even queue the event: give the room back and fail the waiters */
         t->flags &= (uint8_t)~ENG_TF_IN_XFER;
         eng_block_put(eng, t);
-        eng_apply(eng, t, t->in_kind == ENG_IN_DISK ? ENG_OP_ABORT_TO_DISK : ENG_OP_ABORT_TO_HOST);
+        eng_apply(eng, t, eng_abort_op(t));
         eng_finish_waiters(eng, t, status);
     }
 }
@@ -435,6 +515,9 @@ static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status
         break;
     case ENG_IN_DISK:
         eng_apply(eng, t, ENG_OP_ABORT_TO_DISK);
+        break;
+    case ENG_IN_PEER:
+        eng_apply(eng, t, ENG_OP_ABORT_TO_PEER);
         break;
     default:
         eng_apply(eng, t, ENG_OP_ABORT_TO_HOST);
@@ -540,7 +623,6 @@ static memsvc_status_t eng_start_swap_out(eng_t *eng, eng_tensor_t *t)
     memsvc_state_t  next;
     memsvc_status_t status;
     sim_host_buf_t  hb;
-    sim_disk_buf_t  db;
     sim_time_t      end;
 
     status = eng_transition((memsvc_state_t)t->pub.state, ENG_OP_SWAP_OUT, &next);
@@ -557,22 +639,24 @@ static memsvc_status_t eng_start_swap_out(eng_t *eng, eng_tensor_t *t)
         t->out_kind = ENG_OUT_HOST;
         end         = sim_link_submit(&d->sim->d2h, eng_now(eng), t->pub.size);
     } else {
-        /* host pool full: spill straight through to disk rather than fail */
-        status = sim_disk_alloc(eng->node, t->pub.size, &db);
-        if (status != MEMSVC_OK) {
+        /* host pool full: straight through to the tier below rather than fail */
+        bool peer;
+
+        if (eng_lower_get(eng, t, &peer) != MEMSVC_OK) {
             return MEMSVC_ERR_HOST_MEMORY;
         }
-        t->disk_block = db.block;
-        t->out_kind   = ENG_OUT_DISK;
-        end = sim_link_submit(&d->sim->d2h, eng_now(eng), t->pub.size);
-        end = sim_link_submit(sim_node_disk_link(eng->node), end, t->pub.size);
+        t->out_kind = peer ? ENG_OUT_PEER : ENG_OUT_DISK;
+        end         = sim_link_submit(&d->sim->d2h, eng_now(eng), t->pub.size);
+        end         = sim_link_submit(peer ? sim_node_peer_link(eng->node)
+                                           : sim_node_disk_link(eng->node),
+                                      end, t->pub.size);
     }
     status = eng_schedule_move(eng, t, end);
     if (status != MEMSVC_OK) {
         if (t->out_kind == ENG_OUT_HOST) {
             eng_host_put(eng, t);
         } else {
-            eng_disk_put(eng, t);
+            eng_lower_put(eng, t);
         }
         return status;
     }
@@ -586,23 +670,23 @@ static memsvc_status_t eng_start_spill(eng_t *eng, eng_tensor_t *t)
 {
     memsvc_state_t  next;
     memsvc_status_t status;
-    sim_disk_buf_t  db;
     sim_time_t      end;
+    bool            peer;
 
     status = eng_transition((memsvc_state_t)t->pub.state, ENG_OP_SPILL, &next);
     if (status != MEMSVC_OK) {
         return status;
     }
-    status = sim_disk_alloc(eng->node, t->pub.size, &db);
+    status = eng_lower_get(eng, t, &peer);
     if (status != MEMSVC_OK) {
         return status;
     }
-    t->disk_block = db.block;
-    t->out_kind   = ENG_OUT_SPILL;
-    end    = sim_link_submit(sim_node_disk_link(eng->node), eng_now(eng), t->pub.size);
+    t->out_kind = peer ? ENG_OUT_SPILL_PEER : ENG_OUT_SPILL;
+    end = sim_link_submit(peer ? sim_node_peer_link(eng->node) : sim_node_disk_link(eng->node),
+                          eng_now(eng), t->pub.size);
     status = eng_schedule_move(eng, t, end);
     if (status != MEMSVC_OK) {
-        eng_disk_put(eng, t);
+        eng_lower_put(eng, t);
         return status;
     }
     eng_apply(eng, t, ENG_OP_SPILL);
@@ -614,7 +698,12 @@ static memsvc_status_t eng_start_swap_in(eng_t *eng, eng_tensor_t *t)
     memsvc_state_t  from = (memsvc_state_t)t->pub.state;
     memsvc_status_t status;
 
-    t->in_kind = (from == MEMSVC_STATE_ON_DISK) ? ENG_IN_DISK : ENG_IN_HOST;
+    if (t->flags & ENG_TF_LOST) {
+        return MEMSVC_ERR_IO; /* its only copy was on a peer that is gone */
+    }
+    t->in_kind = (from == MEMSVC_STATE_ON_DISK)   ? ENG_IN_DISK
+                 : (from == MEMSVC_STATE_ON_PEER) ? ENG_IN_PEER
+                                                  : ENG_IN_HOST;
     status     = eng_apply(eng, t, ENG_OP_SWAP_IN);
     if (status != MEMSVC_OK) {
         return status;
@@ -623,7 +712,7 @@ static memsvc_status_t eng_start_swap_in(eng_t *eng, eng_tensor_t *t)
     if (status == MEMSVC_OK || status == MEMSVC_INPROGRESS) {
         return MEMSVC_INPROGRESS;
     }
-    eng_apply(eng, t, from == MEMSVC_STATE_ON_DISK ? ENG_OP_ABORT_TO_DISK : ENG_OP_ABORT_TO_HOST);
+    eng_apply(eng, t, eng_abort_op(t));
     return status;
 }
 
@@ -635,7 +724,7 @@ static void eng_cancel_out(eng_t *eng, eng_tensor_t *t)
     if (t->out_kind == ENG_OUT_HOST) {
         eng_host_put(eng, t);
     } else {
-        eng_disk_put(eng, t);
+        eng_lower_put(eng, t); /* (a far write under way: its end finds the move over) */
     }
     d->outgoing -= t->pub.size;
     t->move_id = 0;
@@ -643,6 +732,137 @@ static void eng_cancel_out(eng_t *eng, eng_tensor_t *t)
     eng_apply(eng, t, ENG_OP_CANCEL_OUT);
     /* a queued request may have been waiting for this move to free room: it will not */
     eng_kick(eng, d);
+}
+
+/* Acquired while spilling: bring it back. */
+static void eng_spilled_wanted(eng_t *eng, eng_tensor_t *t)
+{
+    if (t->waiters != NULL) {
+        memsvc_status_t status = eng_start_swap_in(eng, t);
+
+        if (status != MEMSVC_INPROGRESS) {
+            eng_finish_waiters(eng, t, status);
+        }
+    }
+}
+
+/*
+ * The simulated time of a peer-tier move is over. With far operations (backed memory) the
+ * bytes go now, as a second part of the same move: a new move id that eng_far_done must name.
+ * false when there is nothing more to do (phantom memory).
+ */
+static bool eng_far_start(eng_t *eng, eng_tensor_t *t, bool out)
+{
+    if (!eng_far_real(eng)) {
+        return false;
+    }
+    if (++eng->next_move_id == 0) {
+        eng->next_move_id = 1;
+    }
+    t->move_id = eng->next_move_id;
+    eng->moves_in_flight++;
+    t->flags |= ENG_TF_FAR;
+    if (out) {
+        eng->far.write(eng->far.arg, t->pub.handle, t->move_id,
+                       (t->out_kind == ENG_OUT_PEER) ? eng_dev_ptr(eng, t) : t->host_ptr,
+                       t->pub.size);
+    } else {
+        eng->far.read(eng->far.arg, t->pub.handle, t->move_id, t->pub.size);
+    }
+    return true;
+}
+
+/* A move to the peer tier ended (the bytes are kept there, or status says why not). */
+static void eng_peer_out_end(eng_t *eng, eng_tensor_t *t, memsvc_status_t status)
+{
+    eng_dev_t *d = eng_dev_of(eng, t);
+
+    t->flags &= (uint8_t)~ENG_TF_FAR;
+    if (status != MEMSVC_OK) {
+        /* the peer did not keep it: it stays where it was */
+        eng_peer_put(eng, t);
+        if (t->out_kind == ENG_OUT_PEER) {
+            d->outgoing -= t->pub.size;
+            eng_apply(eng, t, ENG_OP_CANCEL_OUT);
+            if (t->pub.pins == 0) {
+                eng_lru_touch(eng, t);
+            }
+        } else {
+            eng_apply(eng, t, ENG_OP_OUT_DONE); /* back on host */
+            eng_spilled_wanted(eng, t);
+        }
+        eng_kick(eng, d);
+        return;
+    }
+    if (t->out_kind == ENG_OUT_PEER) {
+        eng_block_put(eng, t);
+        d->outgoing -= t->pub.size;
+        d->st.swap_out_bytes += t->pub.size;
+        d->st.swap_outs++;
+    } else {
+        eng_host_put(eng, t);
+    }
+    d->st.spill_bytes += t->pub.size;
+    d->st.spills++;
+    eng_apply(eng, t, ENG_OP_PEER_DONE);
+    eng_spilled_wanted(eng, t);
+    eng_kick(eng, d);
+}
+
+/* A swap-in from the peer tier ended (bytes: the tensor's, when status is OK). */
+static void eng_peer_in_end(eng_t *eng, eng_tensor_t *t, memsvc_status_t status,
+                            const void *bytes, uint64_t len)
+{
+    eng_dev_t *d = eng_dev_of(eng, t);
+
+    t->flags &= (uint8_t)~(ENG_TF_FAR | ENG_TF_IN_XFER);
+    if ((status == MEMSVC_OK) && (bytes != NULL) && (len != t->pub.size)) {
+        status = MEMSVC_ERR_IO;
+    }
+    if (status != MEMSVC_OK) {
+        /* its only copy is gone with the peer: it can only be freed now */
+        eng_peer_put(eng, t);
+        t->flags |= ENG_TF_PEER | ENG_TF_LOST;
+        sim_peer_alloc(eng->node, t->pub.size); /* counted on_peer until freed */
+        eng_block_put(eng, t);
+        eng_apply(eng, t, ENG_OP_ABORT_TO_PEER);
+        eng_finish_waiters(eng, t, MEMSVC_ERR_IO);
+        eng_kick(eng, d);
+        return;
+    }
+    if (bytes != NULL) {
+        memcpy(eng_dev_ptr(eng, t), bytes, t->pub.size);
+    }
+    eng_peer_put(eng, t);
+    d->st.swap_in_bytes += t->pub.size;
+    d->st.swap_ins++;
+    eng_apply(eng, t, ENG_OP_PLACED);
+    eng_finish_waiters(eng, t, MEMSVC_OK);
+}
+
+void eng_set_far_ops(eng_t *eng, const eng_far_ops_t *ops)
+{
+    eng->has_far = (ops != NULL);
+    if (ops != NULL) {
+        eng->far = *ops;
+    }
+}
+
+void eng_far_done(eng_t *eng, eng_handle_t h, uint32_t move_id, memsvc_status_t status,
+                  const void *bytes, uint64_t len)
+{
+    eng_tensor_t *t = eng_reg_get(eng, h);
+
+    if ((t == NULL) || (move_id == 0) || (t->move_id != move_id) || !(t->flags & ENG_TF_FAR)) {
+        return; /* canceled or freed meanwhile */
+    }
+    t->move_id = 0;
+    eng->moves_in_flight--;
+    if (t->pub.state == MEMSVC_STATE_MOVING_OUT) {
+        eng_peer_out_end(eng, t, status);
+    } else if (t->pub.state == MEMSVC_STATE_MOVING_IN) {
+        eng_peer_in_end(eng, t, status, bytes, len);
+    }
 }
 
 static void eng_out_done(eng_t *eng, eng_tensor_t *t)
@@ -675,6 +895,13 @@ static void eng_out_done(eng_t *eng, eng_tensor_t *t)
         d->st.spills++;
         eng_apply(eng, t, ENG_OP_SPILL_DONE);
         break;
+    case ENG_OUT_PEER:
+    case ENG_OUT_SPILL_PEER:
+        if (eng_far_start(eng, t, true)) {
+            return; /* the move ends when the bytes are kept (eng_far_done) */
+        }
+        eng_peer_out_end(eng, t, MEMSVC_OK);
+        return;
     default: /* spill from host */
         db = eng_disk_buf(t);
         if (backed) {
@@ -684,13 +911,7 @@ static void eng_out_done(eng_t *eng, eng_tensor_t *t)
         d->st.spill_bytes += t->pub.size;
         d->st.spills++;
         eng_apply(eng, t, ENG_OP_SPILL_DONE);
-        if (t->waiters != NULL) { /* acquired while spilling: bring it back */
-            memsvc_status_t status = eng_start_swap_in(eng, t);
-
-            if (status != MEMSVC_INPROGRESS) {
-                eng_finish_waiters(eng, t, status);
-            }
-        }
+        eng_spilled_wanted(eng, t);
         break;
     }
     eng_kick(eng, d);
@@ -702,6 +923,12 @@ static void eng_in_done(eng_t *eng, eng_tensor_t *t)
     bool           backed = sim_node_mode(eng->node) == SIM_MEM_BACKED;
     sim_disk_buf_t db;
 
+    if (t->in_kind == ENG_IN_PEER) {
+        if (!eng_far_start(eng, t, false)) {
+            eng_peer_in_end(eng, t, MEMSVC_OK, NULL, 0);
+        }
+        return;
+    }
     if (t->in_kind == ENG_IN_DISK) {
         db = eng_disk_buf(t);
         if (backed) {
@@ -838,6 +1065,7 @@ void eng_destroy(eng_t *eng)
     if (eng == NULL) {
         return;
     }
+    eng->has_far = false; /* whoever moved the peer tier's bytes is gone */
     for (i = 0; i < eng->num_devices; i++) {
         eng->devs[i].queue.head = eng->devs[i].queue.tail = NULL;
     }
@@ -858,9 +1086,7 @@ void eng_destroy(eng_t *eng)
         if (t->flags & ENG_TF_HOSTBUF) {
             eng_host_put(eng, t);
         }
-        if (t->disk_block != NULL) {
-            eng_disk_put(eng, t);
-        }
+        eng_lower_put(eng, t); /* (has_far is off: the daemon is gone) */
         free(t);
     }
     /* pending events are dropped with the clock; their records are freed here */
@@ -1008,7 +1234,7 @@ memsvc_status_t eng_acquire(eng_t *eng, eng_handle_t handle, eng_done_cb_t cb, v
         eng_pol_acquire_resident(eng, t);
         return MEMSVC_OK;
     case MEMSVC_STATE_MOVING_OUT:
-        if (t->out_kind != ENG_OUT_SPILL) {
+        if (!eng_out_spills(t)) {
             eng_cancel_out(eng, t);
             eng_pin(eng, t);
             eng_pol_access(eng, t, POL_ACCESS_ACQUIRE);
@@ -1021,6 +1247,7 @@ memsvc_status_t eng_acquire(eng_t *eng, eng_handle_t handle, eng_done_cb_t cb, v
         break;
     case MEMSVC_STATE_ON_HOST:
     case MEMSVC_STATE_ON_DISK:
+    case MEMSVC_STATE_ON_PEER:
         status = eng_start_swap_in(eng, t);
         if (status != MEMSVC_INPROGRESS) {
             return status;
@@ -1085,7 +1312,7 @@ static void eng_destroy_tensor(eng_t *eng, eng_tensor_t *t)
         eng_list_remove(&d->queue, t);
     }
     eng_lru_drop(eng, t);
-    if (t->pub.state == MEMSVC_STATE_MOVING_OUT && t->out_kind != ENG_OUT_SPILL) {
+    if (t->pub.state == MEMSVC_STATE_MOVING_OUT && !eng_out_spills(t)) {
         d->outgoing -= t->pub.size;
     }
     if (t->move_id != 0) {
@@ -1097,9 +1324,7 @@ static void eng_destroy_tensor(eng_t *eng, eng_tensor_t *t)
     if (t->flags & ENG_TF_HOSTBUF) {
         eng_host_put(eng, t);
     }
-    if (t->disk_block != NULL) {
-        eng_disk_put(eng, t);
-    }
+    eng_lower_put(eng, t);
     if (t->pub.pins > 0) {
         d->st.pinned_tensors--;
         d->st.pinned_bytes -= t->pub.size;
@@ -1184,14 +1409,15 @@ static memsvc_status_t eng_do_prefetch(eng_t *eng, eng_tensor_t *t)
     case MEMSVC_STATE_MOVING_IN:
         return MEMSVC_INPROGRESS;
     case MEMSVC_STATE_MOVING_OUT:
-        if (t->out_kind == ENG_OUT_SPILL) {
+        if (eng_out_spills(t)) {
             return MEMSVC_ERR_BUSY;
         }
         eng_cancel_out(eng, t);
         eng_lru_touch(eng, t);
         return MEMSVC_OK;
     case MEMSVC_STATE_ON_HOST:
-    case MEMSVC_STATE_ON_DISK: {
+    case MEMSVC_STATE_ON_DISK:
+    case MEMSVC_STATE_ON_PEER: {
         memsvc_status_t status = eng_start_swap_in(eng, t);
 
         if (status == MEMSVC_INPROGRESS) {
@@ -1238,7 +1464,7 @@ static memsvc_status_t eng_bytes_at(eng_t *eng, eng_tensor_t *t, uint64_t offset
         *ptr_p = (uint8_t *)t->host_ptr + offset;
         return MEMSVC_OK;
     case MEMSVC_STATE_MOVING_OUT:
-        if (!write && t->out_kind != ENG_OUT_SPILL) {
+        if (!write && !eng_out_spills(t)) {
             *ptr_p = (uint8_t *)eng_dev_ptr(eng, t) + offset;
             return MEMSVC_OK;
         }

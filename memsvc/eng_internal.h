@@ -12,6 +12,7 @@ enum eng_in_kind {
     ENG_IN_NEW,       /* a new allocation waiting for room */
     ENG_IN_HOST,      /* swap-in from the host pool */
     ENG_IN_DISK,      /* swap-in from the disk tier */
+    ENG_IN_PEER,      /* swap-in from the peer tier */
     ENG_IN_RECOMPUTE  /* room for the owner to recompute into */
 };
 
@@ -19,7 +20,9 @@ enum eng_in_kind {
 enum eng_out_kind {
     ENG_OUT_HOST,     /* device -> host */
     ENG_OUT_DISK,     /* device -> disk (host pool full) */
-    ENG_OUT_SPILL     /* host -> disk */
+    ENG_OUT_SPILL,    /* host -> disk */
+    ENG_OUT_PEER,     /* device -> peer tier (host pool full) */
+    ENG_OUT_SPILL_PEER /* host -> peer tier */
 };
 
 #define ENG_TF_VALID     0x01u /* content is valid (false after a recompute, until written) */
@@ -27,6 +30,9 @@ enum eng_out_kind {
 #define ENG_TF_QUEUED    0x04u /* linked on its device's wait-for-room queue */
 #define ENG_TF_IN_XFER   0x08u /* moving_in: room found, transfer running */
 #define ENG_TF_HOSTBUF   0x10u /* holds host-pool space (host_ptr is NULL in phantom mode) */
+#define ENG_TF_PEER      0x20u /* holds peer-tier room (on_peer, or the target of a move) */
+#define ENG_TF_LOST      0x40u /* on_peer, and its bytes could not be fetched back: gone */
+#define ENG_TF_FAR       0x80u /* a far write or read of it is under way (move_id names it) */
 
 typedef struct eng_waiter {
     eng_done_cb_t      cb;
@@ -194,6 +200,9 @@ struct eng {
 
     eng_usage_cb_t   usage_cb;        /* eng_set_usage_observer */
     void            *usage_arg;
+
+    eng_far_ops_t    far;             /* eng_set_far_ops (backed peer tier) */
+    bool             has_far;
 };
 
 /* registry (eng_registry.c) */

@@ -13,6 +13,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_SWAP_IN] = NONE, [ENG_OP_ABORT_TO_HOST] = NONE, [ENG_OP_ABORT_TO_DISK] = NONE,
             [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = S(DROPPED), [ENG_OP_RECOMPUTE] = NONE,
             [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
         },
     [S(MOVING_OUT)] =
         {
@@ -22,6 +23,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_ABORT_TO_HOST] = NONE, [ENG_OP_ABORT_TO_DISK] = NONE,
             [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE, [ENG_OP_RECOMPUTE] = NONE,
             [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = S(ON_PEER), [ENG_OP_ABORT_TO_PEER] = NONE,
         },
     [S(ON_HOST)] =
         {
@@ -30,6 +32,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_SWAP_IN] = S(MOVING_IN), [ENG_OP_ABORT_TO_HOST] = NONE,
             [ENG_OP_ABORT_TO_DISK] = NONE, [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE,
             [ENG_OP_RECOMPUTE] = NONE, [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
         },
     [S(MOVING_IN)] =
         {
@@ -39,6 +42,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_ABORT_TO_DISK] = S(ON_DISK), [ENG_OP_ABORT_TO_DROPPED] = S(DROPPED),
             [ENG_OP_DROP] = NONE, [ENG_OP_RECOMPUTE] = NONE, [ENG_OP_RECOMPUTE_WAIT] = NONE,
             [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = S(ON_PEER),
         },
     [S(DROPPED)] =
         {
@@ -48,6 +52,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE,
             [ENG_OP_RECOMPUTE] = S(ON_DEVICE), [ENG_OP_RECOMPUTE_WAIT] = S(MOVING_IN),
             [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
         },
     [S(ON_DISK)] =
         {
@@ -56,6 +61,7 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_SWAP_IN] = S(MOVING_IN), [ENG_OP_ABORT_TO_HOST] = NONE,
             [ENG_OP_ABORT_TO_DISK] = NONE, [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE,
             [ENG_OP_RECOMPUTE] = NONE, [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
         },
     [S(FREED)] =
         {
@@ -64,6 +70,16 @@ static const memsvc_state_t next_state[MEMSVC_STATE_COUNT][ENG_OP_COUNT] = {
             [ENG_OP_SWAP_IN] = NONE, [ENG_OP_ABORT_TO_HOST] = NONE, [ENG_OP_ABORT_TO_DISK] = NONE,
             [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE, [ENG_OP_RECOMPUTE] = NONE,
             [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = NONE,
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
+        },
+    [S(ON_PEER)] =
+        {
+            [ENG_OP_PLACED] = NONE, [ENG_OP_SWAP_OUT] = NONE, [ENG_OP_SPILL] = NONE,
+            [ENG_OP_OUT_DONE] = NONE, [ENG_OP_SPILL_DONE] = NONE, [ENG_OP_CANCEL_OUT] = NONE,
+            [ENG_OP_SWAP_IN] = S(MOVING_IN), [ENG_OP_ABORT_TO_HOST] = NONE,
+            [ENG_OP_ABORT_TO_DISK] = NONE, [ENG_OP_ABORT_TO_DROPPED] = NONE, [ENG_OP_DROP] = NONE,
+            [ENG_OP_RECOMPUTE] = NONE, [ENG_OP_RECOMPUTE_WAIT] = NONE, [ENG_OP_FREE] = S(FREED),
+            [ENG_OP_PEER_DONE] = NONE, [ENG_OP_ABORT_TO_PEER] = NONE,
         },
 };
 
@@ -82,6 +98,8 @@ static const char *const op_names[ENG_OP_COUNT] = {
     [ENG_OP_RECOMPUTE] = "recompute",
     [ENG_OP_RECOMPUTE_WAIT] = "recompute_wait",
     [ENG_OP_FREE] = "free",
+    [ENG_OP_PEER_DONE] = "peer_done",
+    [ENG_OP_ABORT_TO_PEER] = "abort_to_peer",
 };
 
 memsvc_status_t eng_transition(memsvc_state_t from, eng_op_t op, memsvc_state_t *next_p)

@@ -449,7 +449,7 @@ static memsvc_status_t op_acquire(msd_server_t *srv, msd_session_t *s, const msp
         }
     }
     if ((info.state == MEMSVC_STATE_ON_HOST) || (info.state == MEMSVC_STATE_ON_DISK) ||
-        (info.state == MEMSVC_STATE_DROPPED)) {
+        (info.state == MEMSVC_STATE_ON_PEER) || (info.state == MEMSVC_STATE_DROPPED)) {
         status = msd_jobs_check_resident(&srv->jobs, s->job, info.size, rep->msg,
                                          sizeof(rep->msg));
         if (status != MEMSVC_OK) {

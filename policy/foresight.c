@@ -81,7 +81,8 @@ static void fs_destroy(void *state)
 /* First step: bring back what an unplanned eviction sent to the host (forced). */
 static void fs_prefetch_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) {
+    if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK ||
+        t->state == MEMSVC_STATE_ON_PEER) {
         pol_prefetch(ctx, t);
     }
 }
@@ -89,7 +90,8 @@ static void fs_prefetch_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
 /* First step, one layer ahead: only into room that is free now. */
 static void fs_prefetch_free(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
 {
-    if ((t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) &&
+    if ((t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK ||
+         t->state == MEMSVC_STATE_ON_PEER) &&
         pol_device_largest_free(ctx, t->device) >= t->size + t->size / 8) {
         pol_prefetch(ctx, t);
     }

@@ -208,7 +208,7 @@ typedef struct fsp_lkey {
     uint32_t   key_id;
     sim_time_t tx; /* one-way transfer time of its size */
     uint64_t   size, rc;
-    bool     recomputable, durable, persistent, skip;
+    bool       recomputable, durable, persistent, skip;
 } fsp_lkey_t;
 
 typedef struct fsp_choice {
@@ -625,7 +625,7 @@ static void fsp_consider(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, uint32_t po
 /* foresight: the highest excess first; the covering candidate with the best score. */
 static void fsp_select_global(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev)
 {
-    uint32_t guard = d->nc + d->m + 16;
+    uint32_t guard   = d->nc + d->m + 16;
     bool     indexed = fsp_cov_build(d);
 
     while (guard-- > 0) {
@@ -738,8 +738,7 @@ static void fsp_select_capuchin(fsp_dev_t *d, pol_ctx_t *ctx, unsigned dev, uint
                 }
                 continue;
             }
-            if (!d->prm->swap ||
-                !fsp_eval_swap(d, c, d->keys[c->key].tx, &ev) ||
+            if (!d->prm->swap || !fsp_eval_swap(d, c, d->keys[c->key].tx, &ev) ||
                 (pass == 0 && ev.cost > 0) || !fsp_helps(d, &ev)) {
                 continue;
             }
@@ -1238,7 +1237,8 @@ static void fsp_fire(fsp_t *p, pol_ctx_t *ctx, const fsp_action_t *a, const pol_
         p->planned_in[a->target] = 1;
         /* not while still moving out: cancelling a move-out that a queued request counts on
          * can leave that request waiting for a completion that never comes */
-        if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) {
+        if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK ||
+            t->state == MEMSVC_STATE_ON_PEER) {
             pol_set_reason(ctx,
                            p->prm.select == FSP_SELECT_CAPUCHIN ? "capuchin planned prefetch"
                                                                 : "foresight planned prefetch",
@@ -1389,7 +1389,8 @@ static void fsp_watch_run(fsp_t *p, pol_ctx_t *ctx)
             continue;
         }
         /* only into room that is free now: an unplanned swap-in does not push others out */
-        if ((t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK) &&
+        if ((t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK ||
+             t->state == MEMSVC_STATE_ON_PEER) &&
             pol_device_largest_free(ctx, t->device) >= t->size + t->size / 8) {
             p->planned_in[w.key] = 1;
             pol_set_reason(ctx, "belady prefetch", "%s before its next use", pol_key(t));
@@ -1496,13 +1497,12 @@ typedef struct fsp_blks {
 } fsp_blks_t;
 
 #define FSP_STALE_NS 100000000ull /* 100 ms: the first step's range cost grows below it */
-#define FSP_COST_MAX (1ull << 50)  /* a block's cost at most (sums of them do not overflow) */
+#define FSP_COST_MAX (1ull << 50) /* a block's cost at most (sums of them do not overflow) */
 
 /* Does freeing a range drop the tensor (else swap it)? rt: its round trip. */
 static bool fsp_range_drops(const fsp_t *p, const pol_tensor_t *t, uint64_t rt)
 {
-    return p->prm.drop && t->recomputable && !t->durable &&
-           (!p->prm.swap || t->recompute_ns < rt);
+    return p->prm.drop && t->recomputable && !t->durable && (!p->prm.swap || t->recompute_ns < rt);
 }
 
 static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint64_t size)
@@ -1542,7 +1542,8 @@ static void fsp_blk_add(void *arg, const pol_tensor_t *t, uint64_t offset, uint6
         uint64_t   stale = (age < UINT64_MAX) ? age + 1 : age; /* never 0 */
         uint64_t   near  = (stale > UINT64_MAX - FSP_STALE_NS) ? 1 : (stale + FSP_STALE_NS) / stale;
         uint64_t   cost  = (fsp_range_drops(bs->p, t, rt) ? t->recompute_ns : rt) *
-                        (stale < 1000000 ? 8 : 1) * near + 1;
+                            (stale < 1000000 ? 8 : 1) * near +
+                        1;
 
         b->cost = (cost < FSP_COST_MAX) ? cost : FSP_COST_MAX;
         return;

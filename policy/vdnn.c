@@ -102,7 +102,7 @@ static void vdnn_prefetch_one(void *arg, pol_ctx_t *ctx, const pol_tensor_t *t)
 {
     pol_set_word(ctx, t, 0);
     if (t->state == MEMSVC_STATE_ON_HOST || t->state == MEMSVC_STATE_ON_DISK ||
-        t->state == MEMSVC_STATE_MOVING_OUT) {
+        t->state == MEMSVC_STATE_ON_PEER || t->state == MEMSVC_STATE_MOVING_OUT) {
         pol_prefetch(ctx, t);
     }
 }

@@ -308,6 +308,8 @@ static const sim_key_t sim_keys[] = {
     { "hbm_bw", SIM_KEY_RATE, SIM_OFF(hbm_bw), 0, 0, "HBM bandwidth, rate" },
     { "host", SIM_KEY_SIZE, SIM_OFF(host_bytes), 0, 1, "host pool, size" },
     { "disk", SIM_KEY_SIZE, SIM_OFF(disk_bytes), 0, 0, "disk tier, size (0: none)" },
+    { "peer", SIM_KEY_SIZE, SIM_OFF(peer_bytes), 0, 0,
+      "peer tier: room in peers' host pools over the nic, size (0: none)" },
     { "h2d_bw", SIM_KEY_RATE, SIM_OFF(h2d.bw), 0, 0, "host-to-device rate" },
     { "h2d_lat", SIM_KEY_DURATION, SIM_OFF(h2d.lat_ns), 0, 0, "host-to-device latency" },
     { "d2h_bw", SIM_KEY_RATE, SIM_OFF(d2h.bw), 0, 0, "device-to-host rate" },
@@ -654,6 +656,9 @@ void sim_desc_print(const sim_desc_t *desc, void *file)
     sim_print_rate(f, "hbm_bw", desc->hbm_bw, 0);
     sim_print_size(f, "host", desc->host_bytes);
     sim_print_size(f, "disk", desc->disk_bytes);
+    if (desc->peer_bytes != 0) {
+        sim_print_size(f, "peer", desc->peer_bytes); /* (absent: none, as before it existed) */
+    }
     for (i = 0; i < 5; i++) {
         snprintf(key, sizeof(key), "%s_bw", names[i]);
         sim_print_rate(f, key, links[i]->bw, 0);

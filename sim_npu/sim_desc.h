@@ -24,6 +24,8 @@ typedef struct sim_desc {
     double          hbm_bw;       /* HBM bandwidth per NPU, bytes/s (roofline only) */
     uint64_t        host_bytes;   /* host memory pool for swapped tensors */
     uint64_t        disk_bytes;   /* disk spill capacity (0: no disk tier) */
+    uint64_t        peer_bytes;   /* room this node may use in peers' host pools over the nic
+                                     (the peer tier; 0: none) */
     sim_link_desc_t h2d;          /* host to device, per NPU */
     sim_link_desc_t d2h;          /* device to host, per NPU */
     sim_link_desc_t d2d;          /* device to device (one shared fabric link per node) */

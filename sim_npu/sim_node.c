@@ -22,6 +22,8 @@ struct sim_node {
     sim_device_t  *devices;   /* desc.num_npus of them */
     sim_link_t     d2d;       /* the node's device-to-device fabric */
     sim_link_t     disk_link; /* host <-> disk queue */
+    sim_link_t     peer_link; /* host <-> peers' host pools (the nic), the peer tier's queue */
+    uint64_t       peer_used, peer_peak;
 
     uint64_t       host_used, host_peak;
     unsigned       arena;      /* backed: jemalloc arena of the host pool */
@@ -291,6 +293,7 @@ memsvc_status_t sim_node_create(const sim_desc_t *desc, sim_mem_mode_t mode, sim
     node->disk_fd = -1;
     sim_link_init(&node->d2d, &desc->d2d);
     sim_link_init(&node->disk_link, &desc->disk);
+    sim_link_init(&node->peer_link, &desc->nic);
 
     status = sim_devices_create(node);
     if (status != MEMSVC_OK) {
@@ -357,6 +360,31 @@ sim_device_t *sim_node_device(sim_node_t *node, unsigned id)
 sim_link_t *sim_node_d2d(sim_node_t *node)
 {
     return &node->d2d;
+}
+
+sim_link_t *sim_node_peer_link(sim_node_t *node)
+{
+    return &node->peer_link;
+}
+
+memsvc_status_t sim_peer_alloc(sim_node_t *node, uint64_t size)
+{
+    if (size == 0) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (size > node->desc.peer_bytes - node->peer_used) {
+        return MEMSVC_ERR_HOST_MEMORY;
+    }
+    node->peer_used += size;
+    if (node->peer_used > node->peer_peak) {
+        node->peer_peak = node->peer_used;
+    }
+    return MEMSVC_OK;
+}
+
+void sim_peer_free(sim_node_t *node, uint64_t size)
+{
+    node->peer_used -= (size <= node->peer_used) ? size : node->peer_used;
 }
 
 sim_link_t *sim_node_disk_link(sim_node_t *node)
@@ -639,6 +667,9 @@ void sim_node_host_stats(const sim_node_t *node, sim_host_stats_t *stats_p)
     stats_p->disk_capacity = (node->disk_alloc != NULL) ? sim_alloc_capacity(node->disk_alloc) : 0;
     stats_p->disk_used     = node->disk_used;
     stats_p->disk_peak     = node->disk_peak;
+    stats_p->peer_capacity = node->desc.peer_bytes;
+    stats_p->peer_used     = node->peer_used;
+    stats_p->peer_peak     = node->peer_peak;
 }
 
 sim_time_t sim_node_compute_ns(const sim_node_t *node, double flops)

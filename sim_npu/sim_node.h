@@ -58,6 +58,7 @@ typedef struct sim_disk_buf {
 typedef struct sim_host_stats {
     uint64_t capacity, used, peak;
     uint64_t disk_capacity, disk_used, disk_peak;
+    uint64_t peer_capacity, peer_used, peer_peak; /* the peer tier (desc.peer_bytes) */
 } sim_host_stats_t;
 
 /*
@@ -79,6 +80,7 @@ unsigned          sim_node_num_devices(const sim_node_t *node);
 sim_device_t     *sim_node_device(sim_node_t *node, unsigned id);
 sim_link_t       *sim_node_d2d(sim_node_t *node);
 sim_link_t       *sim_node_disk_link(sim_node_t *node);
+sim_link_t       *sim_node_peer_link(sim_node_t *node); /* the nic, for the peer tier */
 const char       *sim_mem_mode_name(sim_mem_mode_t mode);
 memsvc_status_t   sim_mem_mode_parse(const char *s, sim_mem_mode_t *mode_p);
 
@@ -101,6 +103,14 @@ void            sim_host_free(sim_node_t *node, sim_host_buf_t *buf);
 /* Disk tier. MEMSVC_ERR_HOST_MEMORY when full or absent; MEMSVC_ERR_IO on I/O failure. */
 memsvc_status_t sim_disk_alloc(sim_node_t *node, uint64_t size, sim_disk_buf_t *buf_p);
 void            sim_disk_free(sim_node_t *node, sim_disk_buf_t *buf);
+/*
+ * Peer tier (desc.peer_bytes of room in peers' host pools, reached over the nic): accounting
+ * only; the bytes are moved by the daemon (eng_far_ops_t). MEMSVC_ERR_HOST_MEMORY when full or
+ * absent.
+ */
+memsvc_status_t sim_peer_alloc(sim_node_t *node, uint64_t size);
+void            sim_peer_free(sim_node_t *node, uint64_t size);
+
 /* Backed mode: synchronous write/read of the spill file (no-ops in phantom mode). */
 memsvc_status_t sim_disk_write(sim_node_t *node, const sim_disk_buf_t *buf, const void *src, uint64_t len);
 memsvc_status_t sim_disk_read(sim_node_t *node, const sim_disk_buf_t *buf, void *dst, uint64_t len);

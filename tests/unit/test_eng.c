@@ -91,6 +91,10 @@ static void test_transition_table(void)
         {MEMSVC_STATE_DROPPED, ENG_OP_FREE, MEMSVC_STATE_FREED},
         {MEMSVC_STATE_ON_DISK, ENG_OP_SWAP_IN, MEMSVC_STATE_MOVING_IN},
         {MEMSVC_STATE_ON_DISK, ENG_OP_FREE, MEMSVC_STATE_FREED},
+        {MEMSVC_STATE_MOVING_OUT, ENG_OP_PEER_DONE, MEMSVC_STATE_ON_PEER},
+        {MEMSVC_STATE_MOVING_IN, ENG_OP_ABORT_TO_PEER, MEMSVC_STATE_ON_PEER},
+        {MEMSVC_STATE_ON_PEER, ENG_OP_SWAP_IN, MEMSVC_STATE_MOVING_IN},
+        {MEMSVC_STATE_ON_PEER, ENG_OP_FREE, MEMSVC_STATE_FREED},
     };
     int s, o, num_legal = 0;
 
@@ -597,6 +601,259 @@ static void test_backed_bytes_survive_swaps(void)
     eng_destroy(eng);
 }
 
+
+/* ---- the peer tier -------------------------------------------------------------------------- */
+
+/* Swap h out and spill it (host first; the tier below is the engine's choice). */
+static memsvc_state_t push_down(eng_t *eng, eng_handle_t h)
+{
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_HOST);
+    CU_ASSERT_EQUAL(eng_spill(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    return state_of(eng, h);
+}
+
+/*
+ * Below the host pool, the peer tier and the disk are ordered by their links: the faster first,
+ * the other when it is full; a tensor on the peer tier comes back on an acquire, after the nic's
+ * time. No peer room (peer=0): the disk, as before.
+ */
+static void test_peer_tier_order(void)
+{
+    static const char *const fast[] = {"peer=8MiB", "nic_bw=10GB/s", "disk_bw=1GB/s", NULL};
+    static const char *const slow[] = {"peer=8MiB", "nic_bw=0.1GB/s", "disk_bw=1GB/s", NULL};
+    static const char *const none[] = {"nic_bw=10GB/s", NULL};
+    eng_t            *eng = make_engine("none", SIM_MEM_PHANTOM, fast);
+    eng_tensor_desc_t d;
+    eng_handle_t      h[3];
+    done_t            done = {0};
+    sim_time_t        t0;
+    eng_stats_t       es;
+    unsigned          i;
+    char              key[16];
+
+    for (i = 0; i < 3; i++) {
+        snprintf(key, sizeof(key), "p%u", i);
+        d = tdesc(key, 4 * MiB, MEMSVC_KIND_GRAD);
+        CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h[i]), MEMSVC_OK);
+    }
+    /* nic faster than the disk: the peer tier first, the disk once its 8 MiB are taken */
+    CU_ASSERT_EQUAL(push_down(eng, h[0]), MEMSVC_STATE_ON_PEER);
+    CU_ASSERT_EQUAL(push_down(eng, h[1]), MEMSVC_STATE_ON_PEER);
+    CU_ASSERT_EQUAL(push_down(eng, h[2]), MEMSVC_STATE_ON_DISK);
+    eng_stats(eng, &es);
+    CU_ASSERT_EQUAL(es.host.peer_used, 8 * MiB);
+    CU_ASSERT_EQUAL(es.host.peer_capacity, 8 * MiB);
+    /* back from the peer: 4 MiB over 10 GB/s, then h2d at 1 GB/s */
+    eng_stats(eng, &es);
+    t0 = es.now;
+    CU_ASSERT_EQUAL(eng_acquire(eng, h[0], done_cb, &done), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(done.calls, 1);
+    CU_ASSERT_EQUAL(done.status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, h[0]), MEMSVC_STATE_ON_DEVICE);
+    eng_stats(eng, &es);
+    CU_ASSERT_TRUE(es.now - t0 >= (sim_time_t)(4 * MiB / 10e9 * 1e9 + 4 * MiB / 1e9 * 1e9));
+    CU_ASSERT_EQUAL(es.host.peer_used, 4 * MiB);
+    CU_ASSERT_EQUAL(eng_free(eng, h[1]), MEMSVC_OK); /* freed where it is */
+    eng_stats(eng, &es);
+    CU_ASSERT_EQUAL(es.host.peer_used, 0);
+    eng_destroy(eng);
+
+    /* nic slower than the disk: the disk first */
+    eng = make_engine("none", SIM_MEM_PHANTOM, slow);
+    d   = tdesc("q", 4 * MiB, MEMSVC_KIND_GRAD);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h[0]), MEMSVC_OK);
+    CU_ASSERT_EQUAL(push_down(eng, h[0]), MEMSVC_STATE_ON_DISK);
+    eng_destroy(eng);
+
+    /* no peer room: the disk */
+    eng = make_engine("none", SIM_MEM_PHANTOM, none);
+    d   = tdesc("r", 4 * MiB, MEMSVC_KIND_GRAD);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h[0]), MEMSVC_OK);
+    CU_ASSERT_EQUAL(push_down(eng, h[0]), MEMSVC_STATE_ON_DISK);
+    eng_destroy(eng);
+}
+
+/* A stand-in for the daemon's peer store: keeps objects in memory, ends operations when told. */
+typedef struct far_op {
+    eng_handle_t h;
+    uint32_t     move_id;
+    bool         write;
+    uint64_t     len;
+} far_op_t;
+
+typedef struct far_fake {
+    eng_t   *eng;
+    far_op_t ops[64];
+    unsigned nops;
+    struct {
+        eng_handle_t h;
+        uint8_t     *bytes;
+        uint64_t     len;
+    } obj[64];
+    unsigned nobj, releases;
+} far_fake_t;
+
+static void far_write(void *arg, eng_handle_t h, uint32_t move_id, const void *src, uint64_t len)
+{
+    far_fake_t *f = arg;
+
+    CU_ASSERT_FATAL(f->nops < 64 && f->nobj < 64);
+    f->obj[f->nobj].h     = h;
+    f->obj[f->nobj].bytes = malloc(len);
+    f->obj[f->nobj].len   = len;
+    memcpy(f->obj[f->nobj].bytes, src, len); /* copied before it returns, as promised */
+    f->nobj++;
+    f->ops[f->nops++] = (far_op_t){.h = h, .move_id = move_id, .write = true, .len = len};
+}
+
+static void far_read(void *arg, eng_handle_t h, uint32_t move_id, uint64_t len)
+{
+    far_fake_t *f = arg;
+
+    CU_ASSERT_FATAL(f->nops < 64);
+    f->ops[f->nops++] = (far_op_t){.h = h, .move_id = move_id, .write = false, .len = len};
+}
+
+static void far_release(void *arg, eng_handle_t h)
+{
+    far_fake_t *f = arg;
+    unsigned    i;
+
+    f->releases++;
+    for (i = 0; i < f->nobj; i++) {
+        if (f->obj[i].h == h) {
+            free(f->obj[i].bytes);
+            f->obj[i] = f->obj[--f->nobj];
+            return;
+        }
+    }
+}
+
+/* End every operation under way with status (reads get the object's bytes). */
+static void far_finish(far_fake_t *f, memsvc_status_t status)
+{
+    unsigned n = f->nops, i, k;
+
+    f->nops = 0;
+    for (i = 0; i < n; i++) {
+        const void *bytes = NULL;
+        uint64_t    len   = 0;
+
+        for (k = 0; !f->ops[i].write && (k < f->nobj); k++) {
+            if (f->obj[k].h == f->ops[i].h) {
+                bytes = f->obj[k].bytes;
+                len   = f->obj[k].len;
+            }
+        }
+        eng_far_done(f->eng, f->ops[i].h, f->ops[i].move_id, status, bytes, len);
+    }
+}
+
+/*
+ * Backed memory: the peer tier's bytes go through the far operations, and a move ends only when
+ * they say so. The bytes come back exact; a write the peer did not keep leaves the tensor on
+ * host; a read that fails loses the tensor (acquires answer MEMSVC_ERR_IO; it can be freed);
+ * a stale end (the tensor freed meanwhile) is ignored.
+ */
+static void test_peer_tier_backed(void)
+{
+    static const char *const ov[] = {"peer=16MiB", "nic_bw=10GB/s", "disk_bw=1GB/s", NULL};
+    eng_t            *eng  = make_engine("none", SIM_MEM_BACKED, ov);
+    far_fake_t        f    = {.eng = eng};
+    eng_far_ops_t     ops  = {.arg = &f, .write = far_write, .read = far_read,
+                              .release = far_release};
+    const uint64_t    size = 1 * MiB + 77;
+    uint8_t          *buf = malloc(size), *ref = malloc(size);
+    eng_tensor_desc_t d;
+    eng_handle_t      h, h2;
+    done_t            done = {0};
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ref);
+    eng_set_far_ops(eng, &ops);
+    d = tdesc("w", size, MEMSVC_KIND_GRAD);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h), MEMSVC_OK);
+    test_fill(ref, size, 5);
+    CU_ASSERT_EQUAL(eng_write(eng, h, 0, ref, size), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(eng_spill(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    /* the simulated time is over, the bytes are not kept yet */
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_MOVING_OUT);
+    CU_ASSERT_EQUAL(f.nops, 1);
+    far_finish(&f, MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_PEER);
+    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, 1), MEMSVC_ERR_ILLEGAL_STATE); /* acquire first */
+    /* back: exact */
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, done_cb, &done), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(done.calls, 0);
+    CU_ASSERT_EQUAL(f.nops, 1);
+    far_finish(&f, MEMSVC_OK);
+    CU_ASSERT_EQUAL(done.calls, 1);
+    CU_ASSERT_EQUAL(done.status, MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, size), MEMSVC_OK);
+    CU_ASSERT_EQUAL(memcmp(buf, ref, size), 0);
+    CU_ASSERT_EQUAL(f.nobj, 0); /* released once back */
+    CU_ASSERT_EQUAL(eng_release(eng, h), MEMSVC_OK);
+
+    /* a write the peer refuses: still on host, with its bytes */
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(eng_spill(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    far_finish(&f, MEMSVC_ERR_HOST_MEMORY);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_HOST);
+    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, size), MEMSVC_OK);
+    CU_ASSERT_EQUAL(memcmp(buf, ref, size), 0);
+
+    /* kept, then the read fails: lost */
+    CU_ASSERT_EQUAL(eng_spill(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    far_finish(&f, MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_PEER);
+    done.calls = 0;
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, done_cb, &done), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    far_finish(&f, MEMSVC_ERR_TRANSPORT);
+    CU_ASSERT_EQUAL(done.calls, 1);
+    CU_ASSERT_EQUAL(done.status, MEMSVC_ERR_IO);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_PEER);
+    CU_ASSERT_EQUAL(eng_acquire(eng, h, done_cb, &done), MEMSVC_ERR_IO);
+    CU_ASSERT_EQUAL(eng_free(eng, h), MEMSVC_OK);
+
+    /* freed while its write is under way: the late end is ignored */
+    d = tdesc("w2", size, MEMSVC_KIND_GRAD);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h2), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_write(eng, h2, 0, ref, size), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h2), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(eng_spill(eng, h2), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(f.nops, 1);
+    CU_ASSERT_EQUAL(eng_free(eng, h2), MEMSVC_OK);
+    far_finish(&f, MEMSVC_OK);
+    {
+        eng_stats_t es;
+
+        eng_stats(eng, &es);
+        CU_ASSERT_EQUAL(es.moves_in_flight, 0);
+        CU_ASSERT_EQUAL(es.host.peer_used, 0);
+        CU_ASSERT_EQUAL(es.live_tensors, 0);
+    }
+    while (f.nobj > 0) {
+        free(f.obj[--f.nobj].bytes);
+    }
+    free(buf);
+    free(ref);
+    eng_destroy(eng);
+}
+
 static void test_phantom_has_no_bytes(void)
 {
     eng_t            *eng = make_engine("lru", SIM_MEM_PHANTOM, NULL);
@@ -741,6 +998,10 @@ static void add_suite(void)
     CU_add_test(s, "a canceled move-out re-serves the queue", test_canceled_move_reserves_queue);
     CU_add_test(s, "moves: cancel, free while moving, stall time", test_moves_cancel_free_and_stall);
     CU_add_test(s, "backed: bytes survive swaps and spills", test_backed_bytes_survive_swaps);
+    CU_add_test(s, "peer tier: ordered against the disk by link rate, room, swap-in",
+                test_peer_tier_order);
+    CU_add_test(s, "peer tier, backed: far writes and reads end the moves; refusals, losses",
+                test_peer_tier_backed);
     CU_add_test(s, "phantom: no bytes", test_phantom_has_no_bytes);
     CU_add_test(s, "phantom: a million tensors at 910B scale", test_phantom_million_tensors);
 }

@@ -19,7 +19,8 @@ from ._status import Error, check, error
 
 KINDS = ("param", "grad", "optim", "activation", "workspace")
 PHASES = ("none", "forward", "backward", "optimizer")
-STATES = ("on_device", "moving_out", "on_host", "moving_in", "dropped", "on_disk", "freed")
+STATES = ("on_device", "moving_out", "on_host", "moving_in", "dropped", "on_disk", "freed",
+          "on_peer")
 
 _OK, _RECOMPUTE = 0, 2
 _HINT_STEP_BEGIN, _HINT_STEP_END, _HINT_LAYER_BEGIN, _HINT_LAYER_END = 0, 1, 2, 3
