@@ -564,6 +564,9 @@ typedef struct memsvc_cluster_info {
     uint64_t recovery_restored; /* of those, back in this node's durable state */
     uint64_t recovery_bytes;    /* their bytes */
     uint64_t recovery_failed;   /* lost on the way (link down, checksum, no room) */
+    /* the peer tier (docs/cluster.md, "The peer tier") */
+    uint64_t tier_out_tensors, tier_out_bytes;   /* this node's tensors kept on peers now */
+    uint64_t tier_held_tensors, tier_held_bytes; /* other nodes' tensors kept here (same room) */
 } memsvc_cluster_info_t;
 
 typedef bool (*memsvc_peer_cb_t)(void *arg, const memsvc_peer_info_t *peer);

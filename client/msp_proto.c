@@ -1509,7 +1509,8 @@ memsvc_status_t msp_decode_list(const void *data, size_t len, msp_tensor_t *tens
 #define SELF_REPL_FIELDS(X)                                                                        \
     X(replicas) X(targets) X(repl_rate) X(owed_tensors) X(owed_bytes) X(lag_ns) X(sent_bytes)      \
         X(held_tensors) X(held_bytes) X(held_capacity) X(recovery_wanted) X(recovery_restored)     \
-            X(recovery_bytes) X(recovery_failed)
+            X(recovery_bytes) X(recovery_failed) X(tier_out_tensors) X(tier_out_bytes)            \
+                X(tier_held_tensors) X(tier_held_bytes)
 #define PK_PEER_U64X(f) msgpack_pack_uint64(&pk, (uint64_t)p->f);
 #define PK_SELF_U64X(f) msgpack_pack_uint64(&pk, (uint64_t)self->f);
 
@@ -1546,7 +1547,7 @@ memsvc_status_t msp_encode_peers(const memsvc_cluster_info_t *self, const memsvc
         msgpack_pack_array(&pk, 6);
         PEER_REPL_FIELDS(PK_PEER_U64X)
     }
-    msgpack_pack_array(&pk, 14);
+    msgpack_pack_array(&pk, 18);
     SELF_REPL_FIELDS(PK_SELF_U64X)
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;
 }
@@ -1623,9 +1624,9 @@ memsvc_status_t msp_decode_peers(const void *data, size_t len, memsvc_cluster_in
         }
     }
     if (m >= 6) {
-        uint64_t r[14];
+        uint64_t r[18] = {0};
 
-        if (decode_u64_array(&rd, r, 14) != MEMSVC_OK) {
+        if (decode_u64_array_min(&rd, r, 14, 18) != MEMSVC_OK) {
             return MEMSVC_ERR_PROTOCOL;
         }
         i = 0;

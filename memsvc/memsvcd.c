@@ -2,6 +2,7 @@
 #include "memsvc/msd.h"
 #include "memsvc/msd_durable.h"
 #include "memsvc/msd_repl.h"
+#include "memsvc/msd_tier.h"
 #include "sim_npu/sim_desc.h"
 
 #include "client/msp_ucx.h"
@@ -80,6 +81,7 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"repl-rate", required_argument, NULL, 'e'},
                                                {"replica-bytes", required_argument, NULL, 'b'},
                                                {"peer-lost", required_argument, NULL, 'o'},
+                                               {"peer-tier", required_argument, NULL, 'O'},
                                                {"state-dir", required_argument, NULL, 'd'},
                                                {"durable-bytes", required_argument, NULL, 'D'},
                                                {"job-quota", required_argument, NULL, 'Q'},
@@ -105,7 +107,8 @@ static void usage(FILE *out)
             "               [--operator-group GROUP]\n"
             "               [--cluster FILE --node-name NAME --cluster-secret FILE\n"
             "                [--heartbeat-ms MS] [--peer-timeout SECONDS] [--replicas R]\n"
-            "                [--repl-rate RATE] [--replica-bytes SIZE] [--peer-lost SECONDS]]\n"
+            "                [--repl-rate RATE] [--replica-bytes SIZE] [--peer-lost SECONDS]\n"
+            "                [--peer-tier SIZE]]\n"
             "               [--state-dir DIR|none] [--durable-bytes SIZE]\n"
             "\n"
             "  --config FILE          read options from FILE (default " MEMSVCD_CONFIG_DEFAULT ",\n"
@@ -163,6 +166,9 @@ static void usage(FILE *out)
             "                         (default a quarter of it)\n"
             "  --peer-lost SECS       a peer down this long is lost: the copies it held are\n"
             "                         made again on another node (default 60)\n"
+            "  --peer-tier SIZE       swap up to SIZE of tensors to peers' rooms when the host\n"
+            "                         pool is full, before the disk if the nic is faster\n"
+            "                         (default 0: no peer tier; docs/cluster.md)\n"
             "  --state-dir DIR        where durable tensors outlive the daemon (backed memory):\n"
             "                         DIR/memsvc-PORT.durable (their bytes) and .journal\n"
             "                         (default /dev/shm: survives a crash or an upgrade, not a\n"
@@ -430,6 +436,12 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
     case 'b':
         if (sim_parse_size(arg, &o->cfg.replica_bytes) != MEMSVC_OK) {
             LOG_ERR("%s: '%s' is not a size (e.g. 16GiB)", where, arg);
+            return false;
+        }
+        break;
+    case 'O':
+        if (sim_parse_size(arg, &o->cfg.peer_tier_bytes) != MEMSVC_OK) {
+            LOG_ERR("%s: '%s' is not a size (e.g. 8GiB; 0: none)", where, arg);
             return false;
         }
         break;
@@ -860,9 +872,16 @@ int main(int argc, char **argv)
         goto out;
     }
     if (o.cfg.cluster_file == NULL) {
+        if (o.cfg.peer_tier_bytes != 0) {
+            LOG_ERR("--peer-tier needs --cluster FILE (its room is on the peers)");
+            goto out;
+        }
         o.cfg.replicas      = 0;
         o.cfg.replica_bytes = 0;
     } else {
+        if (o.cfg.peer_tier_bytes != 0) {
+            desc.peer_bytes = o.cfg.peer_tier_bytes;
+        }
         /* Replication's share of the node's links, as memtrace cluster assumes (Gemini keeps
          * its traffic out of training's way; docs/cluster.md). */
         if (o.cfg.repl_rate < 0) {
@@ -946,6 +965,7 @@ int main(int argc, char **argv)
     /* The engine goes last: until the server is torn down, callbacks may still reach it. */
     msd_server_fini(srv);
     msd_durable_close(srv);
+    msd_tier_destroy(srv); /* the worker is gone; the engine is still there */
     msd_repl_destroy(srv); /* the worker and the arena are gone: what it still held goes */
     free(srv);
     eng_destroy(eng);

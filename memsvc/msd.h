@@ -92,6 +92,7 @@ typedef struct msd_config {
     double      repl_rate;       /* --repl-rate: bytes/s of replication (0: unlimited) */
     uint64_t    replica_bytes;   /* --replica-bytes: room for other nodes' replicas */
     uint64_t    peer_lost_ns;    /* --peer-lost: down this long: its replicas go elsewhere */
+    uint64_t    peer_tier_bytes; /* --peer-tier: room this node may use in peers' rooms */
     const char *state_dir;       /* durable state; NULL: MSD_STATE_DIR; "none": off */
     uint64_t    durable_bytes;   /* durable arena capacity */
     /* -- limits (docs/daemon.md, "Limits") -- */
@@ -303,6 +304,7 @@ typedef struct msd_server {
     msd_metrics_t  metrics;
     struct msd_peers *peers; /* the cluster (msd_peer.c); NULL when standing alone */
     struct msd_repl  *repl;  /* replication to peers (msd_repl.c); NULL when off */
+    struct msd_tier  *tier;  /* the peer tier's objects (msd_tier.c); NULL when none */
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */

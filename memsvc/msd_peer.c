@@ -3,6 +3,7 @@
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
 #include "memsvc/msd_repl.h"
+#include "memsvc/msd_tier.h"
 #include "sim_npu/sim_desc.h"
 
 #include <sodium.h>
@@ -982,7 +983,7 @@ memsvc_status_t msd_peers_attach(msd_server_t *srv)
         LOG_ERR("cannot receive peer messages: %s", ucs_status_string(st));
         return MEMSVC_ERR_TRANSPORT;
     }
-    if (msd_repl_attach(srv) != MEMSVC_OK) {
+    if ((msd_repl_attach(srv) != MEMSVC_OK) || (msd_tier_attach(srv) != MEMSVC_OK)) {
         return MEMSVC_ERR_TRANSPORT;
     }
     LOG("cluster %s: node '%s' of %u, hash %.16s..., boot id %016llx; heartbeat every %llu ms, "

@@ -5,6 +5,7 @@
 #include "memsvc/msd_durable.h"
 #include "memsvc/msd_place.h"
 #include "memsvc/msd_repl.h"
+#include "memsvc/msd_tier.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +46,7 @@ typedef enum {
     RM_WANT      = 7,
 } rm_type_t;
 
-enum { RF_RESTORE = 1, RF_DEL = 2 };
+enum { RF_RESTORE = 1, RF_DEL = 2, RF_TIER = 4 }; /* RF_TIER: the peer tier's (msd_tier.c) */
 
 /* ACK statuses */
 typedef enum {
@@ -74,6 +75,7 @@ typedef struct rbuf {
 typedef struct replica {
     struct replica *next;
     unsigned        node; /* whose */
+    bool            tier; /* a peer-tier object (key "#HANDLE"), not a durable tensor's copy */
     char           *key;
     dur_meta_t      m;
     rbuf_t         *buf;
@@ -140,7 +142,8 @@ struct msd_repl {
     node_sync_t  *node; /* per cluster node */
     double        rate, tokens, burst;
     uint64_t      refill_at;
-    uint64_t      capacity, held, held_bytes, reserved;
+    uint64_t      capacity, held, held_bytes, reserved; /* held_bytes: copies and tier objects */
+    uint64_t      tier_held, tier_held_bytes;              /* peer-tier objects of other nodes */
     replica_t    *reps[REPL_BUCKETS];
     repl_send_t  *sends;
     repl_recv_t  *recvs;
@@ -513,15 +516,21 @@ static unsigned rep_hash(unsigned node, uint32_t job, const char *key)
     return (unsigned)(h % REPL_BUCKETS);
 }
 
-static replica_t **rep_slot(struct msd_repl *r, unsigned node, uint32_t job, const char *key)
+static replica_t **rep_slot_t(struct msd_repl *r, unsigned node, uint32_t job, const char *key,
+                              bool tier)
 {
     replica_t **pp = &r->reps[rep_hash(node, job, key)];
 
-    while ((*pp != NULL) &&
-           (((*pp)->node != node) || ((*pp)->m.job != job) || (strcmp((*pp)->key, key) != 0))) {
+    while ((*pp != NULL) && (((*pp)->node != node) || ((*pp)->m.job != job) ||
+                             ((*pp)->tier != tier) || (strcmp((*pp)->key, key) != 0))) {
         pp = &(*pp)->next;
     }
     return pp;
+}
+
+static replica_t **rep_slot(struct msd_repl *r, unsigned node, uint32_t job, const char *key)
+{
+    return rep_slot_t(r, node, job, key, false);
 }
 
 static void rep_free(struct msd_repl *r, replica_t **pp)
@@ -529,10 +538,15 @@ static void rep_free(struct msd_repl *r, replica_t **pp)
     replica_t *x = *pp;
 
     *pp = x->next;
-    r->held--;
-    r->held_bytes -= x->m.size;
-    r->node[x->node].held--;
-    r->node[x->node].held_bytes -= x->m.size;
+    r->held_bytes -= x->m.size; /* the room: copies and peer-tier objects */
+    if (x->tier) {
+        r->tier_held--;
+        r->tier_held_bytes -= x->m.size;
+    } else {
+        r->held--;
+        r->node[x->node].held--;
+        r->node[x->node].held_bytes -= x->m.size;
+    }
     if (--x->buf->refs == 0) {
         free(x->buf);
     }
@@ -543,7 +557,8 @@ static void rep_free(struct msd_repl *r, replica_t **pp)
 /* Keep buf as node's replica of m (replacing an older one). false: out of memory. */
 static bool rep_install(struct msd_repl *r, unsigned node, const repl_msg_t *msg, rbuf_t *buf)
 {
-    replica_t **pp = rep_slot(r, node, msg->m.job, msg->key), *x;
+    bool        tier = (msg->flags & RF_TIER) != 0;
+    replica_t **pp   = rep_slot_t(r, node, msg->m.job, msg->key, tier), *x;
 
     if (*pp != NULL) {
         rep_free(r, pp);
@@ -554,15 +569,21 @@ static bool rep_install(struct msd_repl *r, unsigned node, const repl_msg_t *msg
         return false;
     }
     x->node = node;
+    x->tier = tier;
     x->m    = msg->m;
     x->buf  = buf;
     buf->refs++;
     x->next = *pp;
     *pp     = x;
-    r->held++;
     r->held_bytes += x->m.size;
-    r->node[node].held++;
-    r->node[node].held_bytes += x->m.size;
+    if (tier) {
+        r->tier_held++;
+        r->tier_held_bytes += x->m.size;
+    } else {
+        r->held++;
+        r->node[node].held++;
+        r->node[node].held_bytes += x->m.size;
+    }
     return true;
 }
 
@@ -729,6 +750,11 @@ static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, 
     msd_peers_t *ps  = r->srv->peers;
     bool         bad = ((uint32_t)crc32_z(0, buf->bytes, m->m.size) != m->m.crc);
 
+    if ((m->flags & (RF_TIER | RF_RESTORE)) == (RF_TIER | RF_RESTORE)) {
+        /* a peer-tier object this node asked back */
+        msd_tier_data(r->srv, node, m->key, bad ? NULL : buf->bytes, m->m.size);
+        return;
+    }
     if (m->flags & RF_RESTORE) {
         want_t        **wp = want_slot(r, m->m.job, m->key);
         memsvc_status_t st;
@@ -771,14 +797,14 @@ static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, 
     if (bad) {
         LOG_RL(1000, "a copy of '%s' (job %u) from %s does not match its checksum: refused",
                m->key, m->m.job, msd_peers_name(ps, node));
-        send_ack(r, node, m, RA_BAD, m->m.version, 0);
+        send_ack(r, node, m, RA_BAD, m->m.version, m->flags & RF_TIER);
         return;
     }
     if (!rep_install(r, node, m, buf)) {
-        send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+        send_ack(r, node, m, RA_NO_ROOM, m->m.version, m->flags & RF_TIER);
         return;
     }
-    send_ack(r, node, m, RA_OK, m->m.version, 0);
+    send_ack(r, node, m, RA_OK, m->m.version, m->flags & RF_TIER);
 }
 
 static void recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
@@ -795,6 +821,8 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
     }
     if (status == UCS_OK) {
         put_arrived(r, rv->node, &rv->msg, rv->buf);
+    } else if ((rv->msg.flags & (RF_TIER | RF_RESTORE)) == (RF_TIER | RF_RESTORE)) {
+        msd_tier_data(srv, rv->node, rv->msg.key, NULL, rv->msg.m.size);
     } else if (rv->msg.flags & RF_RESTORE) {
         want_t **wp = want_slot(r, rv->msg.m.job, rv->msg.key);
 
@@ -841,17 +869,22 @@ static ucs_status_t on_put(struct msd_repl *r, unsigned node, repl_msg_t *m, voi
                msd_peers_name(srv->peers, node), (unsigned long long)m->m.size, length);
         return UCS_OK;
     }
-    if (m->flags & RF_RESTORE) {
+    if ((m->flags & (RF_TIER | RF_RESTORE)) == (RF_TIER | RF_RESTORE)) {
+        if (!msd_tier_expects(srv, node, m->key, m->m.size)) {
+            return UCS_OK; /* not asked for (any more): its data is dropped */
+        }
+    } else if (m->flags & RF_RESTORE) {
         want_t *w = *want_slot(r, m->m.job, m->key);
 
         if ((w == NULL) || (w->version != m->m.version) || (w->node != node)) {
             return UCS_OK; /* not asked for: its data is dropped */
         }
     } else {
-        replica_t *x    = *rep_slot(r, node, m->m.job, m->key);
+        bool       tier = (m->flags & RF_TIER) != 0;
+        replica_t *x    = *rep_slot_t(r, node, m->m.job, m->key, tier);
         uint64_t   have = (x != NULL) ? x->m.size : 0;
 
-        if ((x != NULL) && (x->m.version == m->m.version)) {
+        if (!tier && (x != NULL) && (x->m.version == m->m.version)) {
             send_ack(r, node, m, RA_OK, m->m.version, 0); /* already here (a resend) */
             return UCS_OK;
         }
@@ -864,13 +897,17 @@ static ucs_status_t on_put(struct msd_repl *r, unsigned node, repl_msg_t *m, voi
                          (unsigned long long)(r->held_bytes + r->reserved),
                          (unsigned long long)r->capacity);
             }
-            send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+            send_ack(r, node, m, RA_NO_ROOM, m->m.version, m->flags & RF_TIER);
             return UCS_OK;
         }
     }
     buf = rbuf_new(m->m.size);
     if (buf == NULL) {
-        send_ack(r, node, m, RA_NO_ROOM, m->m.version, 0);
+        if (!(m->flags & RF_RESTORE)) {
+            send_ack(r, node, m, RA_NO_ROOM, m->m.version, m->flags & RF_TIER);
+        } else if (m->flags & RF_TIER) {
+            msd_tier_data(srv, node, m->key, NULL, m->m.size);
+        }
         return UCS_OK;
     }
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
@@ -924,6 +961,12 @@ static void on_ack(struct msd_repl *r, unsigned node, const repl_msg_t *m)
     int        k = slot_of(r, node);
     dur_ent_t *e;
 
+    if (m->flags & RF_TIER) {
+        msd_tier_acked(r->srv, node, m->key, (m->status == RA_OK) ? MEMSVC_OK
+                                              : (m->status == RA_NO_ROOM) ? MEMSVC_ERR_HOST_MEMORY
+                                                                         : MEMSVC_ERR_IO);
+        return;
+    }
     if (m->flags & RF_DEL) {
         for (tomb_t *t = r->tombs; (t != NULL) && (k >= 0); t = t->next) {
             if ((t->job == m->m.job) && (t->version == m->m.version) &&
@@ -1018,11 +1061,12 @@ static void on_offer(struct msd_repl *r, unsigned node, const repl_msg_t *m)
 
 static void on_want(struct msd_repl *r, unsigned node, const repl_msg_t *m)
 {
-    replica_t *x = *rep_slot(r, node, m->m.job, m->key);
-    repl_msg_t p = {.type = RM_PUT, .flags = RF_RESTORE};
+    bool       tier = (m->flags & RF_TIER) != 0;
+    replica_t *x    = *rep_slot_t(r, node, m->m.job, m->key, tier);
+    repl_msg_t p    = {.type = RM_PUT, .flags = RF_RESTORE | (tier ? RF_TIER : 0)};
 
-    if ((x == NULL) || (x->m.version != m->m.version)) {
-        send_ack(r, node, m, RA_GONE, m->m.version, 0);
+    if ((x == NULL) || (!tier && (x->m.version != m->m.version))) {
+        send_ack(r, node, m, RA_GONE, m->m.version, tier ? RF_TIER : 0);
         return;
     }
     p.m = x->m;
@@ -1032,7 +1076,16 @@ static void on_want(struct msd_repl *r, unsigned node, const repl_msg_t *m)
 
 static void on_del(struct msd_repl *r, unsigned node, const repl_msg_t *m)
 {
-    replica_t **pp = rep_slot(r, node, m->m.job, m->key);
+    replica_t **pp;
+
+    if (m->flags & RF_TIER) { /* not acknowledged */
+        pp = rep_slot_t(r, node, m->m.job, m->key, true);
+        if (*pp != NULL) {
+            rep_free(r, pp);
+        }
+        return;
+    }
+    pp = rep_slot(r, node, m->m.job, m->key);
 
     if ((*pp != NULL) && ((*pp)->m.version < m->m.version)) {
         rep_free(r, pp);
@@ -1040,7 +1093,8 @@ static void on_del(struct msd_repl *r, unsigned node, const repl_msg_t *m)
     send_ack(r, node, m, RA_OK, m->m.version, RF_DEL);
 }
 
-static void drop_all(struct msd_repl *r, unsigned node)
+/* Drop what node has here: its copies, or its peer-tier objects. */
+static void drop_all(struct msd_repl *r, unsigned node, bool tier)
 {
     unsigned b;
 
@@ -1048,7 +1102,7 @@ static void drop_all(struct msd_repl *r, unsigned node)
         replica_t **pp = &r->reps[b];
 
         while (*pp != NULL) {
-            if ((*pp)->node == node) {
+            if (((*pp)->node == node) && ((*pp)->tier == tier)) {
                 rep_free(r, pp);
             } else {
                 pp = &(*pp)->next;
@@ -1094,7 +1148,7 @@ static ucs_status_t repl_am_cb(void *arg, const void *header, size_t header_leng
         on_del(r, (unsigned)node, &m);
         break;
     case RM_DROP_ALL:
-        drop_all(r, (unsigned)node);
+        drop_all(r, (unsigned)node, false);
         break;
     case RM_OFFER:
         on_offer(r, (unsigned)node, &m);
@@ -1177,6 +1231,7 @@ void msd_repl_link(msd_server_t *srv, unsigned i, bool up, bool new_boot)
     if (r == NULL) {
         return;
     }
+    msd_tier_link(srv, i, up);
     k = slot_of(r, i);
     if (!up) {
         if (k >= 0) {
@@ -1196,6 +1251,8 @@ void msd_repl_link(msd_server_t *srv, unsigned i, bool up, bool new_boot)
     }
     r->node[i].link_at = msp_now_ns();
     if (new_boot) {
+        /* Its peer-tier objects here belonged to its previous life. */
+        drop_all(r, i, true);
         /* It may have lost what it held of ours: wait for its offers before sending. */
         r->node[i].synced = false;
         if (k >= 0) {
@@ -1212,7 +1269,7 @@ void msd_repl_link(msd_server_t *srv, unsigned i, bool up, bool new_boot)
             for (replica_t *x = r->reps[b]; x != NULL; x = x->next) {
                 repl_msg_t o = {.type = RM_OFFER};
 
-                if (x->node != i) {
+                if ((x->node != i) || x->tier) {
                     continue;
                 }
                 o.m = x->m;
@@ -1237,6 +1294,7 @@ void msd_repl_tick(msd_server_t *srv)
     if ((r == NULL) || msd_peers_stopped(srv->peers)) {
         return;
     }
+    msd_tier_tick(srv);
     if (srv->dur == NULL) {
         if (!r->off_logged) {
             r->off_logged = true;
@@ -1289,11 +1347,14 @@ uint64_t msd_repl_next(msd_server_t *srv)
     uint64_t         next = UINT64_MAX;
     unsigned         k;
 
-    if ((r == NULL) || (srv->dur == NULL)) {
+    if (r == NULL) {
         return UINT64_MAX;
     }
-    if (r->wake) {
+    if (r->wake || msd_tier_pending(srv)) {
         return 0;
+    }
+    if (srv->dur == NULL) {
+        return UINT64_MAX;
     }
     for (k = 0; k < r->nslots; k++) {
         const slot_t *s = &r->slot[k];
@@ -1310,6 +1371,45 @@ uint64_t msd_repl_next(msd_server_t *srv)
         }
     }
     return next; /* placement changes come with the peers' own tick */
+}
+
+/* ---- for the peer tier (msd_tier.c) ---------------------------------------------------------- */
+
+bool msd_repl_tier_send(msd_server_t *srv, unsigned node, msd_tier_msg_t what, const char *key,
+                        const void *bytes, uint64_t len)
+{
+    struct msd_repl *r = srv->repl;
+    repl_msg_t       m = {.flags = RF_TIER};
+    rbuf_t          *buf;
+    bool             ok;
+
+    if (r == NULL) {
+        return false;
+    }
+    m.m.job  = UINT32_MAX;
+    m.m.size = len;
+    snprintf(m.key, sizeof(m.key), "%s", key);
+    switch (what) {
+    case MSD_TIER_PUT:
+        m.type = RM_PUT;
+        buf    = rbuf_new(len);
+        if (buf == NULL) {
+            return false;
+        }
+        memcpy(buf->bytes, bytes, len); /* the engine's bytes may move on: ours go */
+        m.m.crc = (uint32_t)crc32_z(0, buf->bytes, len);
+        ok      = msg_send(r, node, &m, buf->bytes, len, NULL, buf, -1);
+        if (--buf->refs == 0) {
+            free(buf);
+        }
+        return ok;
+    case MSD_TIER_GET:
+        m.type = RM_WANT;
+        return msg_send(r, node, &m, NULL, 0, NULL, NULL, -1);
+    default:
+        m.type = RM_DEL;
+        return msg_send(r, node, &m, NULL, 0, NULL, NULL, -1);
+    }
 }
 
 /* ---- figures ------------------------------------------------------------------------------- */
@@ -1348,8 +1448,11 @@ void msd_repl_self_info(msd_server_t *srv, memsvc_cluster_info_t *info)
     info->lag_ns                = (oldest != 0) ? now - oldest : 0;
     info->sent_bytes            = r->sent_bytes;
     info->held_tensors          = r->held;
-    info->held_bytes            = r->held_bytes;
+    info->held_bytes            = r->held_bytes - r->tier_held_bytes;
     info->held_capacity         = r->capacity;
+    info->tier_held_tensors     = r->tier_held;
+    info->tier_held_bytes       = r->tier_held_bytes;
+    msd_tier_info(srv, info);
     info->recovery_wanted       = r->wanted;
     info->recovery_restored     = r->restored;
     info->recovery_bytes        = r->restored_bytes;
@@ -1390,7 +1493,7 @@ memsvc_status_t msd_repl_attach(msd_server_t *srv)
     unsigned         n;
     ucs_status_t     st;
 
-    if ((srv->peers == NULL) || ((srv->cfg.replicas == 0) && (srv->cfg.replica_bytes == 0))) {
+    if (srv->peers == NULL) {
         return MEMSVC_OK;
     }
     n = msd_peers_count(srv->peers);

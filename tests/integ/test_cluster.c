@@ -1455,6 +1455,102 @@ static void test_repl_no_room(void)
     fixture_fini(&f);
 }
 
+
+/*
+ * The peer tier: a's HBM and host pool are small; tensors pushed out of its HBM with its host
+ * pool full go to b's room (the nic of the tiny node is faster than its disk) and come back
+ * byte-exact on acquire; b counts what it holds for a; frees delete them there. Then b is
+ * killed holding some: those answer MEMSVC_ERR_IO (lost), the others are fine.
+ */
+static fixture_t f_peer;
+
+static void test_peer_tier(void)
+{
+    static const char *const small[] = {"--memory", "backed", "hbm=6MiB", "host=6MiB",
+                                        "--replica-bytes", "1MiB", "--peer-tier", "48MiB",
+                                        "--policy", "lru", "--peer-lost", "2", NULL};
+    static const char *const plain[] = {"--memory", "backed", NULL};
+    enum { N = 12 };
+    const uint64_t        size = (1ull << 20) + 333;
+    memsvc_cluster_info_t ci, bi;
+    memsvc_conn_h         conn;
+    memsvc_handle_t       h[N];
+    memsvc_stats_t        st;
+    uint8_t              *buf = malloc(size), *ref = malloc(size);
+    unsigned              i, on_peer, lost = 0, fine = 0;
+    int                   status;
+    char                  key[16];
+
+    CU_ASSERT_FATAL((buf != NULL) && (ref != NULL));
+    CU_ASSERT_FATAL(fixture_init(&f_peer, NULL));
+    CU_ASSERT(node_start_ex(&f_peer, 0, f_peer.file, f_peer.secret, NULL, small));
+    CU_ASSERT(node_start_ex(&f_peer, 1, f_peer.file, f_peer.secret, NULL, plain));
+    CU_ASSERT(node_start_ex(&f_peer, 2, f_peer.file, f_peer.secret, NULL, plain));
+    CU_ASSERT_FATAL(all_up(&f_peer));
+    TEST_ASSERT_OK(repl_connect(&f_peer.d[0], &conn));
+    for (i = 0; i < N; i++) { /* 12 MiB through 6 MiB of HBM (device 0) and 5 MiB of host */
+        snprintf(key, sizeof(key), "t%u", i);
+        test_fill(ref, size, 500 + i);
+        TEST_ASSERT_OK(memsvc_alloc(conn, key, size, NULL, &h[i]));
+        TEST_ASSERT_OK(memsvc_write(conn, h[i], 0, ref, size));
+    }
+    TEST_ASSERT_OK(integ_stats(&f_peer.d[0], &st));
+    on_peer = (unsigned)st.dev[0].tensors_by_state[MEMSVC_STATE_ON_PEER];
+    CU_ASSERT_TRUE(on_peer > 0);
+    CU_ASSERT(repl_view(&f_peer.d[0], &ci, NULL, NULL));
+    CU_ASSERT_EQUAL(ci.tier_out_tensors, on_peer);
+    CU_ASSERT(repl_view(&f_peer.d[1], &bi, NULL, NULL));
+    CU_ASSERT_EQUAL(bi.tier_held_tensors, on_peer); /* b: first up after a */
+    /* every one comes back exact (acquire, read, release), twice round */
+    for (unsigned round = 0; round < 2; round++) {
+        for (i = 0; i < N; i++) {
+            TEST_ASSERT_OK(memsvc_acquire(conn, h[i]));
+            TEST_ASSERT_OK(memsvc_read(conn, h[i], 0, buf, size));
+            test_fill(ref, size, 500 + i);
+            CU_ASSERT_EQUAL(memcmp(buf, ref, size), 0);
+            TEST_ASSERT_OK(memsvc_release(conn, h[i]));
+        }
+    }
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    /* kill b: what a kept there is lost, the rest is fine */
+    TEST_ASSERT_OK(integ_stats(&f_peer.d[0], &st));
+    CU_ASSERT_TRUE(st.dev[0].tensors_by_state[MEMSVC_STATE_ON_PEER] > 0);
+    status = integ_daemon_signal(&f_peer.d[1], SIGKILL);
+    CU_ASSERT_TRUE(WIFSIGNALED(status));
+    log_done(&f_peer, &f_peer.d[1]);
+    for (i = 0; i < N; i++) {
+        memsvc_status_t s = memsvc_acquire(conn, h[i]);
+
+        if (s == MEMSVC_ERR_IO) {
+            lost++;
+            continue;
+        }
+        if (s != MEMSVC_OK) {
+            fprintf(stderr, "peer tier: acquire of t%u after the kill: %s\n", i,
+                    memsvc_strerror(s));
+        }
+        TEST_ASSERT_OK(s);
+        TEST_ASSERT_OK(memsvc_read(conn, h[i], 0, buf, size));
+        test_fill(ref, size, 500 + i);
+        CU_ASSERT_EQUAL(memcmp(buf, ref, size), 0);
+        TEST_ASSERT_OK(memsvc_release(conn, h[i]));
+        fine++;
+    }
+    CU_ASSERT_TRUE(lost > 0);
+    CU_ASSERT_EQUAL(lost + fine, N);
+    CU_ASSERT(log_wait(&f_peer.d[0], "a tensor of the peer tier kept there is lost"));
+    for (i = 0; i < N; i++) {
+        TEST_ASSERT_OK(memsvc_free(conn, h[i]));
+    }
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    CU_ASSERT(repl_view(&f_peer.d[0], &ci, NULL, NULL));
+    CU_ASSERT_EQUAL(ci.tier_out_tensors, 0);
+    memsvc_close(conn);
+    free(buf);
+    free(ref);
+    fixture_fini(&f_peer);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
@@ -1473,6 +1569,8 @@ static void add_suite(void)
                 test_repl_lost_peer);
     CU_add_test(s, "replication: a holder without room refuses a copy; it is retried, not flooded",
                 test_repl_no_room);
+    CU_add_test(s, "peer tier: swapped to a peer's room and back byte-exact; lost with the peer",
+                test_peer_tier);
     CU_add_test(s, "replication in network namespaces: owed across a partition, delivered when it "
                 "heals, recovered",
                 test_netns_repl_partition);
