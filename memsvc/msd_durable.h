@@ -27,8 +27,8 @@ typedef struct dur_meta {
     uint32_t job, rank, kind, device;
     uint64_t version; /* the journal's seq of its PUT: rises with every commit */
     uint64_t size;
-    uint32_t crc;     /* crc32 of its bytes */
-    uint64_t owner;   /* the job's owner (msd_auth principal) when committed */
+    uint32_t crc;   /* crc32 of its bytes */
+    uint64_t owner; /* the job's owner (msd_auth principal) when committed */
 } dur_meta_t;
 
 /* A durable tensor whose committed bytes are in the arena. */
@@ -42,8 +42,8 @@ typedef struct dur_ent {
      * acknowledged, and the version being sent to it (0: none) */
     uint64_t acked[MSD_REPL_MAX], sending[MSD_REPL_MAX];
     uint64_t refused[MSD_REPL_MAX]; /* a version the slot's node refused (no room): retried later */
-    uint64_t committed_ns; /* when this version was committed (or recovered) */
-    bool     restored;     /* came back from a peer's replica and not written since */
+    uint64_t committed_ns;          /* when this version was committed (or recovered) */
+    bool     restored;              /* came back from a peer's replica and not written since */
 } dur_ent_t;
 
 #define DUR_BUCKETS 4096u
@@ -60,7 +60,7 @@ struct msd_durable {
     struct dur_ext *free;
     dur_ent_t      *ents[DUR_BUCKETS];
     uint64_t        tensors, bytes, recovered, corrupt;
-    uint64_t        full_logged; /* "arena full" messages (rate-limited) */
+    uint64_t        full_logged;   /* "arena full" messages (rate-limited) */
     bool            started_empty; /* no durable tensor came back from this node's own files */
 };
 

@@ -2,6 +2,7 @@
 #include "client/msp_proto.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
+#include "memsvc/msd_wire.h"
 #include "memsvc/msd_repl.h"
 #include "memsvc/msd_tier.h"
 #include "sim_npu/sim_desc.h"
@@ -117,80 +118,34 @@ struct msd_peers {
 
 /* ---- messages ------------------------------------------------------------------------------ */
 
-static uint8_t *put_u64(uint8_t *p, uint64_t v, unsigned n)
-{
-    unsigned i;
-
-    for (i = 0; i < n; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-    return p + n;
-}
-
-static const uint8_t *get_u64(const uint8_t *p, uint64_t *v, unsigned n)
-{
-    unsigned i;
-
-    *v = 0;
-    for (i = 0; i < n; i++) {
-        *v |= (uint64_t)p[i] << (8 * i);
-    }
-    return p + n;
-}
-
 static uint8_t *put_bytes(uint8_t *p, const void *src, size_t n)
 {
     memcpy(p, src, n);
     return p + n;
 }
 
-/* A NUL-padded string field of cap bytes (the last always NUL). */
-static uint8_t *put_str(uint8_t *p, const char *s, size_t cap)
-{
-    memset(p, 0, cap);
-    memcpy(p, s, strnlen(s, cap - 1));
-    return p + cap;
-}
-
 static void msg_pack(const peer_msg_t *m, uint8_t out[PEER_MSG_LEN])
 {
     uint8_t *p = out;
 
-    p = put_u64(p, PEER_MAGIC, 4);
-    p = put_u64(p, PEER_VERSION, 2);
-    p = put_u64(p, m->type, 2);
-    p = put_str(p, m->from, sizeof(m->from));
-    p = put_str(p, m->to, sizeof(m->to));
+    p = msd_put_le(p, PEER_MAGIC, 4);
+    p = msd_put_le(p, PEER_VERSION, 2);
+    p = msd_put_le(p, m->type, 2);
+    p = msd_put_str(p, m->from, sizeof(m->from));
+    p = msd_put_str(p, m->to, sizeof(m->to));
     p = put_bytes(p, m->hash, sizeof(m->hash));
-    p = put_u64(p, m->boot_id, 8);
+    p = msd_put_le(p, m->boot_id, 8);
     p = put_bytes(p, m->nonce, sizeof(m->nonce));
     p = put_bytes(p, m->mac, sizeof(m->mac));
-    p = put_u64(p, m->reason, 4);
-    p = put_str(p, m->text, sizeof(m->text));
-    p = put_u64(p, m->seq, 8);
-    p = put_u64(p, m->uptime_ns, 8);
-    p = put_u64(p, m->hbm_used, 8);
-    p = put_u64(p, m->hbm_total, 8);
-    p = put_u64(p, m->host_used, 8);
-    p = put_u64(p, m->host_total, 8);
-    put_u64(p, m->sessions, 8);
-}
-
-/* A string field: NUL-terminated within cap, printable. */
-static bool get_str(const uint8_t *p, char *dst, size_t cap)
-{
-    size_t n = strnlen((const char *)p, cap), i;
-
-    if (n == cap) {
-        return false;
-    }
-    for (i = 0; i < n; i++) {
-        if ((p[i] < 0x20) || (p[i] > 0x7e)) {
-            return false;
-        }
-    }
-    memcpy(dst, p, n + 1);
-    return true;
+    p = msd_put_le(p, m->reason, 4);
+    p = msd_put_str(p, m->text, sizeof(m->text));
+    p = msd_put_le(p, m->seq, 8);
+    p = msd_put_le(p, m->uptime_ns, 8);
+    p = msd_put_le(p, m->hbm_used, 8);
+    p = msd_put_le(p, m->hbm_total, 8);
+    p = msd_put_le(p, m->host_used, 8);
+    p = msd_put_le(p, m->host_total, 8);
+    msd_put_le(p, m->sessions, 8);
 }
 
 /* Decode a peer message; false if it is not one (size, magic, version, type, strings). */
@@ -203,41 +158,41 @@ static bool msg_unpack(const void *data, size_t len, peer_msg_t *m)
     if (len != PEER_MSG_LEN) {
         return false;
     }
-    p = get_u64(p, &v, 4);
+    p = msd_get_le(p, &v, 4);
     if (v != PEER_MAGIC) {
         return false;
     }
-    p = get_u64(p, &v, 2);
+    p = msd_get_le(p, &v, 2);
     if (v != PEER_VERSION) {
         return false;
     }
-    p       = get_u64(p, &v, 2);
+    p       = msd_get_le(p, &v, 2);
     m->type = (uint32_t)v;
-    if ((m->type < PM_HELLO) || (m->type > PM_BYE) || !get_str(p, m->from, sizeof(m->from)) ||
-        !get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
+    if ((m->type < PM_HELLO) || (m->type > PM_BYE) || !msd_get_str(p, m->from, sizeof(m->from)) ||
+        !msd_get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
         return false;
     }
     p += sizeof(m->from) + sizeof(m->to);
     memcpy(m->hash, p, sizeof(m->hash));
     p += sizeof(m->hash);
-    p = get_u64(p, &m->boot_id, 8);
+    p = msd_get_le(p, &m->boot_id, 8);
     memcpy(m->nonce, p, sizeof(m->nonce));
     p += sizeof(m->nonce);
     memcpy(m->mac, p, sizeof(m->mac));
     p += sizeof(m->mac);
-    p         = get_u64(p, &v, 4);
+    p         = msd_get_le(p, &v, 4);
     m->reason = (uint32_t)v;
-    if (!get_str(p, m->text, sizeof(m->text))) {
+    if (!msd_get_str(p, m->text, sizeof(m->text))) {
         return false;
     }
     p += sizeof(m->text);
-    p = get_u64(p, &m->seq, 8);
-    p = get_u64(p, &m->uptime_ns, 8);
-    p = get_u64(p, &m->hbm_used, 8);
-    p = get_u64(p, &m->hbm_total, 8);
-    p = get_u64(p, &m->host_used, 8);
-    p = get_u64(p, &m->host_total, 8);
-    get_u64(p, &m->sessions, 8);
+    p = msd_get_le(p, &m->seq, 8);
+    p = msd_get_le(p, &m->uptime_ns, 8);
+    p = msd_get_le(p, &m->hbm_used, 8);
+    p = msd_get_le(p, &m->hbm_total, 8);
+    p = msd_get_le(p, &m->host_used, 8);
+    p = msd_get_le(p, &m->host_total, 8);
+    msd_get_le(p, &m->sessions, 8);
     return true;
 }
 
@@ -256,12 +211,12 @@ static void peer_mac(const msd_peers_t *ps, char role, const char *dialer, const
     p    = put_bytes(p, "memsvc-peer-v1\0", 16);
     *p++ = (uint8_t)role;
     p    = put_bytes(p, ps->cluster.hash, MSD_CLUSTER_HASH_LEN);
-    p    = put_str(p, dialer, MSD_NODE_NAME_MAX + 1);
-    p    = put_str(p, acceptor, MSD_NODE_NAME_MAX + 1);
+    p    = msd_put_str(p, dialer, MSD_NODE_NAME_MAX + 1);
+    p    = msd_put_str(p, acceptor, MSD_NODE_NAME_MAX + 1);
     p    = put_bytes(p, nonce_d, PEER_NONCE_LEN);
     p    = put_bytes(p, nonce_a, PEER_NONCE_LEN);
-    p    = put_u64(p, boot_d, 8);
-    p    = put_u64(p, boot_a, 8);
+    p    = msd_put_le(p, boot_d, 8);
+    p    = msd_put_le(p, boot_a, 8);
     crypto_auth(out, buf, (size_t)(p - buf), ps->key);
 }
 

@@ -1,11 +1,12 @@
 /* msd_repl.c - durable tensors copied to R peer daemons after each commit (versioned,
  * acknowledged, rate-capped), held for peers in this daemon's replica room, offered back to a
  * node that starts empty, and re-placed when a peer is lost for good */
+#include "memsvc/msd_repl.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd_durable.h"
 #include "memsvc/msd_place.h"
-#include "memsvc/msd_repl.h"
 #include "memsvc/msd_tier.h"
+#include "memsvc/msd_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +32,10 @@
 #define MSP_AM_REPL 20u
 #define REPL_MAGIC 0x5052534du /* "MSRP" */
 #define REPL_VERSION 1u
-#define REPL_HDR_LEN (4 + 2 + 2 + 32 + 32 + 8 + 4 * 4 + 8 + 8 + 4 + 4 + 8 + 4 + 2 + MEMSVC_KEY_MAX + 1)
-#define REPL_WINDOW 4u          /* PUTs in flight to one target */
-#define REPL_BUCKETS 4096u      /* replicas held, by (owner node, job, key) */
+#define REPL_HDR_LEN                                                                               \
+    (4 + 2 + 2 + 32 + 32 + 8 + 4 * 4 + 8 + 8 + 4 + 4 + 8 + 4 + 2 + MEMSVC_KEY_MAX + 1)
+#define REPL_WINDOW 4u     /* PUTs in flight to one target */
+#define REPL_BUCKETS 4096u /* replicas held, by (owner node, job, key) */
 #define REPL_BURST_MIN (4u << 20)
 
 typedef enum {
@@ -86,8 +88,8 @@ typedef struct repl_send {
     struct repl_send *next, *prev;
     struct msd_repl  *r;
     uint8_t           hdr[REPL_HDR_LEN];
-    dur_xt_t         *xt;  /* an arena version (owner side) */
-    rbuf_t           *buf; /* a replica (holder side, RESTORE) */
+    dur_xt_t         *xt;   /* an arena version (owner side) */
+    rbuf_t           *buf;  /* a replica (holder side, RESTORE) */
     int               slot; /* a PUT to target slot (window), or -1 */
     uint64_t          size;
 } repl_send_t;
@@ -122,7 +124,7 @@ typedef struct want {
 #define REPL_RETRY_NS 1000000000ull /* a refused copy is offered again after this */
 
 typedef struct slot {
-    int      node; /* -1: none */
+    int      node;     /* -1: none */
     uint64_t retry_at; /* refused copies are sent again from then (0: none refused) */
     unsigned inflight;
     bool     clean; /* a full scan found nothing owed since the last change */
@@ -130,8 +132,8 @@ typedef struct slot {
 } slot_t;
 
 typedef struct node_sync {
-    bool     synced;       /* its OFFER_END came since its link to its current boot came up */
-    uint64_t link_at;      /* when the link came up */
+    bool     synced;  /* its OFFER_END came since its link to its current boot came up */
+    uint64_t link_at; /* when the link came up */
     uint64_t held, held_bytes;
 } node_sync_t;
 
@@ -143,7 +145,7 @@ struct msd_repl {
     double        rate, tokens, burst;
     uint64_t      refill_at;
     uint64_t      capacity, held, held_bytes, reserved; /* held_bytes: copies and tier objects */
-    uint64_t      tier_held, tier_held_bytes;              /* peer-tier objects of other nodes */
+    uint64_t      tier_held, tier_held_bytes;           /* peer-tier objects of other nodes */
     replica_t    *reps[REPL_BUCKETS];
     repl_send_t  *sends;
     repl_recv_t  *recvs;
@@ -157,72 +159,28 @@ struct msd_repl {
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
-static uint8_t *put_n(uint8_t *p, uint64_t v, unsigned n)
-{
-    unsigned i;
-
-    for (i = 0; i < n; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-    return p + n;
-}
-
-static const uint8_t *get_n(const uint8_t *p, uint64_t *v, unsigned n)
-{
-    unsigned i;
-
-    *v = 0;
-    for (i = 0; i < n; i++) {
-        *v |= (uint64_t)p[i] << (8 * i);
-    }
-    return p + n;
-}
-
-static uint8_t *put_s(uint8_t *p, const char *s, size_t cap)
-{
-    memset(p, 0, cap);
-    memcpy(p, s, strnlen(s, cap - 1));
-    return p + cap;
-}
-
-static bool get_s(const uint8_t *p, char *dst, size_t cap)
-{
-    size_t n = strnlen((const char *)p, cap), i;
-
-    if (n == cap) {
-        return false;
-    }
-    for (i = 0; i < n; i++) {
-        if ((p[i] < 0x20) || (p[i] > 0x7e)) {
-            return false;
-        }
-    }
-    memcpy(dst, p, n + 1);
-    return true;
-}
-
 static void msg_pack(const repl_msg_t *m, uint8_t *out)
 {
     uint8_t *p = out;
 
-    p = put_n(p, REPL_MAGIC, 4);
-    p = put_n(p, REPL_VERSION, 2);
-    p = put_n(p, m->type, 2);
-    p = put_s(p, m->from, sizeof(m->from));
-    p = put_s(p, m->to, sizeof(m->to));
-    p = put_n(p, m->boot, 8);
-    p = put_n(p, m->m.job, 4);
-    p = put_n(p, m->m.rank, 4);
-    p = put_n(p, m->m.kind, 4);
-    p = put_n(p, m->m.device, 4);
-    p = put_n(p, m->m.version, 8);
-    p = put_n(p, m->m.size, 8);
-    p = put_n(p, m->m.crc, 4);
-    p = put_n(p, m->status, 4);
-    p = put_n(p, m->m.owner, 8);
-    p = put_n(p, m->flags, 4);
-    p = put_n(p, strnlen(m->key, MEMSVC_KEY_MAX), 2);
-    put_s(p, m->key, sizeof(m->key));
+    p = msd_put_le(p, REPL_MAGIC, 4);
+    p = msd_put_le(p, REPL_VERSION, 2);
+    p = msd_put_le(p, m->type, 2);
+    p = msd_put_str(p, m->from, sizeof(m->from));
+    p = msd_put_str(p, m->to, sizeof(m->to));
+    p = msd_put_le(p, m->boot, 8);
+    p = msd_put_le(p, m->m.job, 4);
+    p = msd_put_le(p, m->m.rank, 4);
+    p = msd_put_le(p, m->m.kind, 4);
+    p = msd_put_le(p, m->m.device, 4);
+    p = msd_put_le(p, m->m.version, 8);
+    p = msd_put_le(p, m->m.size, 8);
+    p = msd_put_le(p, m->m.crc, 4);
+    p = msd_put_le(p, m->status, 4);
+    p = msd_put_le(p, m->m.owner, 8);
+    p = msd_put_le(p, m->flags, 4);
+    p = msd_put_le(p, strnlen(m->key, MEMSVC_KEY_MAX), 2);
+    msd_put_str(p, m->key, sizeof(m->key));
 }
 
 /* false: not a replication message (size, magic, version, type, strings, key). */
@@ -235,41 +193,41 @@ static bool msg_unpack(const void *data, size_t len, repl_msg_t *m)
     if (len != REPL_HDR_LEN) {
         return false;
     }
-    p = get_n(p, &v, 4);
+    p = msd_get_le(p, &v, 4);
     if (v != REPL_MAGIC) {
         return false;
     }
-    p = get_n(p, &v, 2);
+    p = msd_get_le(p, &v, 2);
     if (v != REPL_VERSION) {
         return false;
     }
-    p       = get_n(p, &v, 2);
+    p       = msd_get_le(p, &v, 2);
     m->type = (uint32_t)v;
-    if ((m->type < RM_PUT) || (m->type > RM_WANT) || !get_s(p, m->from, sizeof(m->from)) ||
-        !get_s(p + sizeof(m->from), m->to, sizeof(m->to))) {
+    if ((m->type < RM_PUT) || (m->type > RM_WANT) || !msd_get_str(p, m->from, sizeof(m->from)) ||
+        !msd_get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
         return false;
     }
     p += sizeof(m->from) + sizeof(m->to);
-    p           = get_n(p, &m->boot, 8);
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &m->boot, 8);
+    p           = msd_get_le(p, &v, 4);
     m->m.job    = (uint32_t)v;
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &v, 4);
     m->m.rank   = (uint32_t)v;
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &v, 4);
     m->m.kind   = (uint32_t)v;
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &v, 4);
     m->m.device = (uint32_t)v;
-    p           = get_n(p, &m->m.version, 8);
-    p           = get_n(p, &m->m.size, 8);
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &m->m.version, 8);
+    p           = msd_get_le(p, &m->m.size, 8);
+    p           = msd_get_le(p, &v, 4);
     m->m.crc    = (uint32_t)v;
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &v, 4);
     m->status   = (uint32_t)v;
-    p           = get_n(p, &m->m.owner, 8);
-    p           = get_n(p, &v, 4);
+    p           = msd_get_le(p, &m->m.owner, 8);
+    p           = msd_get_le(p, &v, 4);
     m->flags    = (uint32_t)v;
-    p           = get_n(p, &klen, 2);
-    if (!get_s(p, m->key, sizeof(m->key)) || (strlen(m->key) != klen)) {
+    p           = msd_get_le(p, &klen, 2);
+    if (!msd_get_str(p, m->key, sizeof(m->key)) || (strlen(m->key) != klen)) {
         return false;
     }
     /* every message names a tensor but OFFER_END and DROP_ALL */
@@ -318,11 +276,11 @@ static void send_cb(void *request, ucs_status_t status, void *user_data)
  * Send m to node i (its link must be up), with len bytes of data from xt or buf (a reference is
  * taken). slot >= 0: a PUT counted in that slot's window. false if it could not go.
  */
-static bool msg_send(struct msd_repl *r, unsigned i, repl_msg_t *m, const void *data,
-                     uint64_t len, dur_xt_t *xt, rbuf_t *buf, int slot)
+static bool msg_send(struct msd_repl *r, unsigned i, repl_msg_t *m, const void *data, uint64_t len,
+                     dur_xt_t *xt, rbuf_t *buf, int slot)
 {
-    msd_peers_t        *ps = r->srv->peers;
-    ucp_ep_h            ep = msd_peers_ep(ps, i);
+    msd_peers_t        *ps    = r->srv->peers;
+    ucp_ep_h            ep    = msd_peers_ep(ps, i);
     ucp_request_param_t param = {0};
     ucs_status_ptr_t    sp;
     repl_send_t        *sd;
@@ -446,7 +404,7 @@ static void slot_reset(struct msd_repl *r, unsigned k, bool acked_too)
 static void place(struct msd_repl *r, uint64_t now)
 {
     msd_peers_t *ps = r->srv->peers;
-    unsigned     n  = msd_peers_count(ps), self = msd_peers_self(ps), k, c, i;
+    unsigned     n = msd_peers_count(ps), self = msd_peers_self(ps), k, c, i;
     uint32_t    *cand;
     uint64_t     lost = r->srv->cfg.peer_lost_ns;
 
@@ -776,8 +734,8 @@ static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, 
         st = msd_durable_adopt(r->srv, m->key, &m->m, buf->bytes);
         if (st != MEMSVC_OK) {
             r->failed++;
-            LOG_ERR("durable tensor '%s' (job %u) from %s: cannot restore it: %s", m->key,
-                    m->m.job, msd_peers_name(ps, node), memsvc_strerror(st));
+            LOG_ERR("durable tensor '%s' (job %u) from %s: cannot restore it: %s", m->key, m->m.job,
+                    msd_peers_name(ps, node), memsvc_strerror(st));
             return;
         }
         r->restored++;
@@ -795,8 +753,8 @@ static void put_arrived(struct msd_repl *r, unsigned node, const repl_msg_t *m, 
         return;
     }
     if (bad) {
-        LOG_RL(1000, "a copy of '%s' (job %u) from %s does not match its checksum: refused",
-               m->key, m->m.job, msd_peers_name(ps, node));
+        LOG_RL(1000, "a copy of '%s' (job %u) from %s does not match its checksum: refused", m->key,
+               m->m.job, msd_peers_name(ps, node));
         send_ack(r, node, m, RA_BAD, m->m.version, m->flags & RF_TIER);
         return;
     }
@@ -827,8 +785,7 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
         want_t **wp = want_slot(r, rv->msg.m.job, rv->msg.key);
 
         /* (a link that went down already failed the want) */
-        if ((*wp != NULL) && ((*wp)->node == rv->node) &&
-            ((*wp)->version == rv->msg.m.version)) {
+        if ((*wp != NULL) && ((*wp)->node == rv->node) && ((*wp)->version == rv->msg.m.version)) {
             want_drop(wp);
             r->failed++;
         }
@@ -962,9 +919,10 @@ static void on_ack(struct msd_repl *r, unsigned node, const repl_msg_t *m)
     dur_ent_t *e;
 
     if (m->flags & RF_TIER) {
-        msd_tier_acked(r->srv, node, m->key, (m->status == RA_OK) ? MEMSVC_OK
-                                              : (m->status == RA_NO_ROOM) ? MEMSVC_ERR_HOST_MEMORY
-                                                                         : MEMSVC_ERR_IO);
+        msd_tier_acked(r->srv, node, m->key,
+                       (m->status == RA_OK)        ? MEMSVC_OK
+                       : (m->status == RA_NO_ROOM) ? MEMSVC_ERR_HOST_MEMORY
+                                                   : MEMSVC_ERR_IO);
         return;
     }
     if (m->flags & RF_DEL) {
@@ -1042,8 +1000,8 @@ static void on_offer(struct msd_repl *r, unsigned node, const repl_msg_t *m)
             free(w);
             return;
         }
-        w->job = m->m.job;
-        w->next = r->wants;
+        w->job   = m->m.job;
+        w->next  = r->wants;
         r->wants = w;
         r->wanted++;
     } else {
@@ -1362,8 +1320,8 @@ uint64_t msd_repl_next(msd_server_t *srv)
         if ((s->retry_at != 0) && (s->retry_at < next)) {
             next = s->retry_at;
         }
-        if ((s->node >= 0) && !s->clean && (s->inflight < REPL_WINDOW) &&
-            r->node[s->node].synced && (msd_peers_ep(srv->peers, (unsigned)s->node) != NULL)) {
+        if ((s->node >= 0) && !s->clean && (s->inflight < REPL_WINDOW) && r->node[s->node].synced &&
+            (msd_peers_ep(srv->peers, (unsigned)s->node) != NULL)) {
             if ((r->tokens >= 0) || (r->rate <= 0)) {
                 return 0;
             }
@@ -1416,8 +1374,8 @@ bool msd_repl_tier_send(msd_server_t *srv, unsigned node, msd_tier_msg_t what, c
 
 void msd_repl_self_info(msd_server_t *srv, memsvc_cluster_info_t *info)
 {
-    struct msd_repl *r = srv->repl;
-    msd_durable_t   *d = srv->dur;
+    struct msd_repl *r   = srv->repl;
+    msd_durable_t   *d   = srv->dur;
     uint64_t         now = msp_now_ns(), oldest = 0;
     unsigned         k, b;
 
@@ -1445,18 +1403,18 @@ void msd_repl_self_info(msd_server_t *srv, memsvc_cluster_info_t *info)
             }
         }
     }
-    info->lag_ns                = (oldest != 0) ? now - oldest : 0;
-    info->sent_bytes            = r->sent_bytes;
-    info->held_tensors          = r->held;
-    info->held_bytes            = r->held_bytes - r->tier_held_bytes;
-    info->held_capacity         = r->capacity;
-    info->tier_held_tensors     = r->tier_held;
-    info->tier_held_bytes       = r->tier_held_bytes;
+    info->lag_ns            = (oldest != 0) ? now - oldest : 0;
+    info->sent_bytes        = r->sent_bytes;
+    info->held_tensors      = r->held;
+    info->held_bytes        = r->held_bytes - r->tier_held_bytes;
+    info->held_capacity     = r->capacity;
+    info->tier_held_tensors = r->tier_held;
+    info->tier_held_bytes   = r->tier_held_bytes;
     msd_tier_info(srv, info);
-    info->recovery_wanted       = r->wanted;
-    info->recovery_restored     = r->restored;
-    info->recovery_bytes        = r->restored_bytes;
-    info->recovery_failed       = r->failed;
+    info->recovery_wanted   = r->wanted;
+    info->recovery_restored = r->restored;
+    info->recovery_bytes    = r->restored_bytes;
+    info->recovery_failed   = r->failed;
 }
 
 void msd_repl_peer_info(msd_server_t *srv, unsigned i, memsvc_peer_info_t *info)
@@ -1502,12 +1460,12 @@ memsvc_status_t msd_repl_attach(msd_server_t *srv)
         free(r);
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    r->srv      = srv;
-    r->nslots   = (srv->cfg.replicas < n - 1) ? srv->cfg.replicas : n - 1;
-    r->rate     = srv->cfg.repl_rate;
-    r->burst    = (r->rate / 10 > REPL_BURST_MIN) ? r->rate / 10 : REPL_BURST_MIN;
-    r->tokens   = r->burst;
-    r->capacity = srv->cfg.replica_bytes;
+    r->srv       = srv;
+    r->nslots    = (srv->cfg.replicas < n - 1) ? srv->cfg.replicas : n - 1;
+    r->rate      = srv->cfg.repl_rate;
+    r->burst     = (r->rate / 10 > REPL_BURST_MIN) ? r->rate / 10 : REPL_BURST_MIN;
+    r->tokens    = r->burst;
+    r->capacity  = srv->cfg.replica_bytes;
     r->refill_at = msp_now_ns();
     for (unsigned k = 0; k < MSD_REPL_MAX; k++) {
         r->slot[k].node = -1;

@@ -1,8 +1,8 @@
 /* msd_tier.c - the peer tier's owner side: the engine's far operations (write, read, release) as
  * objects kept in peer daemons' rooms, over the replication messages (msd_repl.c) */
+#include "memsvc/msd_tier.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
-#include "memsvc/msd_tier.h"
 #include "sim_npu/sim_node.h"
 
 #include <stdio.h>
@@ -126,7 +126,7 @@ static void far_write(void *arg, eng_handle_t h, uint32_t move_id, const void *s
 {
     msd_server_t    *srv = arg;
     struct msd_tier *t   = srv->tier;
-    tobj_t         **pp  = tier_slot(t, h), *o = *pp;
+    tobj_t         **pp = tier_slot(t, h), *o = *pp;
     char             key[32];
 
     if (o == NULL) {
@@ -135,8 +135,8 @@ static void far_write(void *arg, eng_handle_t h, uint32_t move_id, const void *s
             LOG_RL(1000, "out of memory for a peer-tier object");
             return; /* the move stays under way until the tensor is freed or acquired */
         }
-        o->h    = h;
-        o->next = t->objs[tier_hash(h)];
+        o->h                  = h;
+        o->next               = t->objs[tier_hash(h)];
         t->objs[tier_hash(h)] = o;
     }
     tier_unkeep(t, o); /* (a new version of an object whose old one was not deleted yet) */
@@ -170,9 +170,9 @@ static void far_read(void *arg, eng_handle_t h, uint32_t move_id, uint64_t len)
             if (o == NULL) {
                 return;
             }
-            o->h    = h;
-            o->node = -1;
-            o->next = t->objs[tier_hash(h)];
+            o->h                  = h;
+            o->node               = -1;
+            o->next               = t->objs[tier_hash(h)];
             t->objs[tier_hash(h)] = o;
         }
         o->op      = T_READ;
@@ -192,7 +192,7 @@ static void far_release(void *arg, eng_handle_t h)
 {
     msd_server_t    *srv = arg;
     struct msd_tier *t   = srv->tier;
-    tobj_t         **pp  = tier_slot(t, h), *o = *pp;
+    tobj_t         **pp = tier_slot(t, h), *o = *pp;
     char             key[32];
 
     if (o == NULL) {
@@ -318,8 +318,8 @@ void msd_tier_tick(msd_server_t *srv)
 
         while (*pp != NULL) {
             tobj_t *o    = *pp;
-            bool    lost = (o->node >= 0) && msd_peers_lost(srv->peers, (unsigned)o->node,
-                                                            srv->cfg.peer_lost_ns, now);
+            bool    lost = (o->node >= 0) &&
+                        msd_peers_lost(srv->peers, (unsigned)o->node, srv->cfg.peer_lost_ns, now);
 
             tier_key(o->h, key, sizeof(key));
             if (o->end_due) {
@@ -329,13 +329,12 @@ void msd_tier_tick(msd_server_t *srv)
                 o->end_due = false;
                 o->op      = T_IDLE;
                 eng_far_done(srv->eng, o->h, move_id, end, NULL, 0); /* may release (free) o */
-                t->due = true; /* look again: o may be gone */
+                t->due = true;                                       /* look again: o may be gone */
                 break;
             }
             if (o->released) {
-                if (lost || ((o->node >= 0) &&
-                             msd_repl_tier_send(srv, (unsigned)o->node, MSD_TIER_DEL, key, NULL,
-                                                0))) {
+                if (lost || ((o->node >= 0) && msd_repl_tier_send(srv, (unsigned)o->node,
+                                                                  MSD_TIER_DEL, key, NULL, 0))) {
                     tier_free(t, pp);
                     continue;
                 }
@@ -349,9 +348,9 @@ void msd_tier_tick(msd_server_t *srv)
                     t->due = true;
                     break;
                 }
-                o->sent = msd_repl_tier_send(srv, (unsigned)o->node, MSD_TIER_GET, key, NULL,
-                                             o->len);
-                t->due  = t->due || !o->sent;
+                o->sent =
+                    msd_repl_tier_send(srv, (unsigned)o->node, MSD_TIER_GET, key, NULL, o->len);
+                t->due = t->due || !o->sent;
             }
             pp = &o->next;
         }
@@ -369,9 +368,9 @@ bool msd_tier_pending(msd_server_t *srv)
     /* only what can move now: ends owed, and messages whose link is up */
     for (b = 0; b < TIER_BUCKETS; b++) {
         for (tobj_t *o = t->objs[b]; o != NULL; o = o->next) {
-            if (o->end_due || (((o->released) || ((o->op == T_READ) && !o->sent)) &&
-                               (o->node >= 0) &&
-                               (msd_peers_ep(srv->peers, (unsigned)o->node) != NULL))) {
+            if (o->end_due ||
+                (((o->released) || ((o->op == T_READ) && !o->sent)) && (o->node >= 0) &&
+                 (msd_peers_ep(srv->peers, (unsigned)o->node) != NULL))) {
                 return true;
             }
         }
@@ -399,8 +398,7 @@ memsvc_status_t msd_tier_attach(msd_server_t *srv)
     eng_far_ops_t     ops  = ops_tmpl;
     struct msd_tier  *t;
 
-    if ((srv->peers == NULL) || (srv->repl == NULL) ||
-        (sim_node_desc(node)->peer_bytes == 0)) {
+    if ((srv->peers == NULL) || (srv->repl == NULL) || (sim_node_desc(node)->peer_bytes == 0)) {
         return MEMSVC_OK;
     }
     if (sim_node_mode(node) != SIM_MEM_BACKED) {

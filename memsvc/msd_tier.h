@@ -39,7 +39,7 @@ void msd_tier_info(struct msd_server *srv, memsvc_cluster_info_t *info);
 typedef enum { MSD_TIER_PUT, MSD_TIER_GET, MSD_TIER_DEL } msd_tier_msg_t;
 
 /* Send a peer-tier message about object key to node (PUT: len bytes, copied). false: not sent. */
-bool msd_repl_tier_send(struct msd_server *srv, unsigned node, msd_tier_msg_t what,
-                        const char *key, const void *bytes, uint64_t len);
+bool msd_repl_tier_send(struct msd_server *srv, unsigned node, msd_tier_msg_t what, const char *key,
+                        const void *bytes, uint64_t len);
 
 #endif /* MSD_TIER_H */

@@ -847,33 +847,57 @@ static bool log_wait(const integ_daemon_t *d, const char *text)
     return false;
 }
 
-static void test_netns_partition(void)
+/*
+ * Three daemons, each in its namespace (start(f, i, netns) starts node i), all seeing each other
+ * up. false when namespaces cannot be had here (the test is then skipped, said so) or could not
+ * be made (a failure, asserted); *made_p: the fixture and namespaces exist (to be removed).
+ */
+static bool ns_cluster(fixture_t *f, bool (*start)(fixture_t *, unsigned, const char *),
+                       bool *made_p)
 {
-    fixture_t f;
-    char      ns[48];
-    unsigned  i, j;
-    int       rc;
+    char     ns[48];
+    unsigned i, j;
 
+    *made_p = false;
     if ((geteuid() != 0) || !sh("ip netns list")) {
         fprintf(stderr, "\n  skipped: network namespaces need root and 'ip netns'\n");
         CU_PASS("skipped: network namespaces need root and 'ip netns'");
-        return;
+        return false;
     }
-    CU_ASSERT_FATAL(fixture_init(&f, "10.77.0"));
+    CU_ASSERT_FATAL(fixture_init(f, "10.77.0"));
+    *made_p = true;
     if (!ns_setup()) {
         CU_FAIL("cannot create the namespaces and veth pairs");
-        goto out;
+        return false;
     }
     for (i = 0; i < NODES; i++) {
         snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, names[i]);
-        CU_ASSERT(node_start(&f, i, f.file, f.secret, ns));
+        CU_ASSERT(start(f, i, ns));
     }
     for (i = 0; i < NODES; i++) {
         for (j = 0; j < NODES; j++) {
             if (i != j) {
-                CU_ASSERT(ns_wait(&f, names[i], names[j], "up"));
+                CU_ASSERT(ns_wait(f, names[i], names[j], "up"));
             }
         }
+    }
+    return true;
+}
+
+static bool ns_start_plain(fixture_t *f, unsigned i, const char *netns)
+{
+    return node_start(f, i, f->file, f->secret, netns);
+}
+
+static void test_netns_partition(void)
+{
+    fixture_t f;
+    char      ns[48];
+    bool      made;
+    int       rc;
+
+    if (!ns_cluster(&f, ns_start_plain, &made)) {
+        goto out;
     }
     /* c's link to the bridge down: c and the others see each other down */
     CU_ASSERT(sh("ip -n %s-br link set m%dbc down", ns_prefix, (int)getpid()));
@@ -901,8 +925,10 @@ static void test_netns_partition(void)
     CU_ASSERT(ns_wait(&f, "c", "b", "up"));
     CU_ASSERT(ns_wait(&f, "b", "c", "up"));
 out:
-    fixture_fini(&f);
-    ns_teardown();
+    if (made) {
+        fixture_fini(&f);
+        ns_teardown();
+    }
 }
 
 
@@ -1360,32 +1386,19 @@ static bool ns_repl_wait(fixture_t *f, const char *node, const char *key, long l
  * while a client rewrites a tensor on a: it stays owed; the link heals: it arrives. Then a is
  * killed and started empty: it recovers the latest versions from b.
  */
+static bool ns_start_repl(fixture_t *f, unsigned i, const char *netns)
+{
+    return repl_start_lost(f, i, 0, netns, "60");
+}
+
 static void test_netns_repl_partition(void)
 {
     fixture_t f;
     char      ns[48];
-    unsigned  i, j;
+    bool      made;
 
-    if ((geteuid() != 0) || !sh("ip netns list")) {
-        fprintf(stderr, "\n  skipped: network namespaces need root and 'ip netns'\n");
-        CU_PASS("skipped: network namespaces need root and 'ip netns'");
-        return;
-    }
-    CU_ASSERT_FATAL(fixture_init(&f, "10.77.0"));
-    if (!ns_setup()) {
-        CU_FAIL("cannot create the namespaces and veth pairs");
+    if (!ns_cluster(&f, ns_start_repl, &made)) {
         goto out;
-    }
-    for (i = 0; i < NODES; i++) {
-        snprintf(ns, sizeof(ns), "%s-%s", ns_prefix, names[i]);
-        CU_ASSERT(repl_start_lost(&f, i, 0, ns, "60"));
-    }
-    for (i = 0; i < NODES; i++) {
-        for (j = 0; j < NODES; j++) {
-            if (i != j) {
-                CU_ASSERT(ns_wait(&f, names[i], names[j], "up"));
-            }
-        }
     }
     CU_ASSERT(ns_client(&f, 0, "alloc", "012345", "10"));
     CU_ASSERT(ns_repl_wait(&f, "a", "owed_tensors", 0));
@@ -1409,8 +1422,10 @@ static void test_netns_repl_partition(void)
     CU_ASSERT(ns_client(&f, 0, "check", "02345", "10"));
     CU_ASSERT(ns_client(&f, 0, "check", "1", "50"));
 out:
-    fixture_fini(&f);
-    ns_teardown();
+    if (made) {
+        fixture_fini(&f);
+        ns_teardown();
+    }
 }
 
 /*

@@ -21,7 +21,7 @@ SONAME = "libmemsvc.so.0"
 KEY_MAX = 255
 MESSAGE_MAX = 127
 MAX_DEVICES = 64
-STATE_COUNT = 7
+STATE_COUNT = 8  # memsvc_state_t, on_peer included
 KIND_COUNT = 5
 TAG_NONE = -1
 
