@@ -1471,6 +1471,12 @@ static memsvc_status_t eng_bytes_at(eng_t *eng, eng_tensor_t *t, uint64_t offset
         return MEMSVC_ERR_BUSY;
     case MEMSVC_STATE_MOVING_IN:
         return MEMSVC_ERR_BUSY;
+    case MEMSVC_STATE_ON_PEER: {
+        /* its bytes are on a peer: on their way back now; the caller retries (BUSY) */
+        memsvc_status_t status = eng_do_prefetch(eng, t);
+
+        return (status == MEMSVC_INPROGRESS) ? MEMSVC_ERR_BUSY : status;
+    }
     default:
         return MEMSVC_ERR_ILLEGAL_STATE;
     }

@@ -788,8 +788,20 @@ static void test_peer_tier_backed(void)
     CU_ASSERT_EQUAL(f.nops, 1);
     far_finish(&f, MEMSVC_OK);
     CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_PEER);
-    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, 1), MEMSVC_ERR_ILLEGAL_STATE); /* acquire first */
-    /* back: exact */
+    /* a read of it brings it back (BUSY until it is: the client retries) */
+    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, 1), MEMSVC_ERR_BUSY);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_MOVING_IN);
+    run_idle(eng);
+    far_finish(&f, MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_read(eng, h, 0, buf, size), MEMSVC_OK);
+    CU_ASSERT_EQUAL(memcmp(buf, ref, size), 0);
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(eng_spill(eng, h), MEMSVC_INPROGRESS);
+    run_idle(eng);
+    far_finish(&f, MEMSVC_OK);
+    CU_ASSERT_EQUAL(state_of(eng, h), MEMSVC_STATE_ON_PEER);
+    /* back by an acquire: exact */
     CU_ASSERT_EQUAL(eng_acquire(eng, h, done_cb, &done), MEMSVC_INPROGRESS);
     run_idle(eng);
     CU_ASSERT_EQUAL(done.calls, 0);

@@ -373,25 +373,27 @@ static int ranks_get(ctl_t *ctl, uint32_t job, rank_table_t *tab)
 
 static void ranks_print(const rank_table_t *tab)
 {
-    char   a[32], b[32], c[32], d[32], e[32];
+    char   a[32], b[32], c[32], d[32], e[32], g[32];
     size_t i;
 
     if (tab->n == 0) {
         printf("no tensors\n");
         return;
     }
-    printf("%-6s %-5s %8s %10s %10s %10s %10s %10s %7s %7s\n", "JOB", "RANK", "TENSORS",
-           "ON_DEVICE", "MOVING", "ON_HOST", "ON_DISK", "DROPPED", "DURABLE", "PINNED");
+    printf("%-6s %-5s %8s %10s %10s %10s %10s %10s %10s %7s %7s\n", "JOB", "RANK", "TENSORS",
+           "ON_DEVICE", "MOVING", "ON_HOST", "ON_DISK", "ON_PEER", "DROPPED", "DURABLE",
+           "PINNED");
     for (i = 0; i < tab->n; i++) {
         const rank_use_t *r = &tab->rows[i];
 
-        printf("%-6u %-5u %8llu %10s %10s %10s %10s %10s %7llu %7llu\n", r->job, r->rank,
+        printf("%-6u %-5u %8llu %10s %10s %10s %10s %10s %10s %7llu %7llu\n", r->job, r->rank,
                (unsigned long long)r->tensors,
                sim_format_size(r->bytes[MEMSVC_STATE_ON_DEVICE], a, sizeof(a)),
                sim_format_size(r->bytes[MEMSVC_STATE_MOVING_OUT] + r->bytes[MEMSVC_STATE_MOVING_IN],
                                b, sizeof(b)),
                sim_format_size(r->bytes[MEMSVC_STATE_ON_HOST], c, sizeof(c)),
                sim_format_size(r->bytes[MEMSVC_STATE_ON_DISK], d, sizeof(d)),
+               sim_format_size(r->bytes[MEMSVC_STATE_ON_PEER], g, sizeof(g)),
                sim_format_size(r->bytes[MEMSVC_STATE_DROPPED], e, sizeof(e)),
                (unsigned long long)r->durable, (unsigned long long)r->pinned);
     }
@@ -840,11 +842,11 @@ static void cl_text(cl_t *cl)
                sim_format_time(n->st->uptime_ns, f, sizeof(f)));
     }
     printf("\nreplication of durable tensors (docs/cluster.md, \"Replication\"):\n");
-    printf("%-*s  %-8s %-20s %-10s %-24s %s\n", (int)w, "NODE", "COPIES", "OWED", "LAG",
-           "HELD FOR PEERS", "RECOVERED FROM PEERS");
+    printf("%-*s  %-8s %-20s %-10s %-24s %-22s %s\n", (int)w, "NODE", "COPIES", "OWED", "LAG",
+           "HELD FOR PEERS", "PEER TIER OUT / HELD", "RECOVERED FROM PEERS");
     for (i = 0; i < cl->file.n; i++) {
         const cl_node_t *n = &cl->nodes[i];
-        char             copies[16], owed[48], held[48], rec[64];
+        char             copies[16], owed[48], held[48], rec[64], tier[48], x[32], y[32];
 
         if (!n->reachable) {
             continue;
@@ -860,9 +862,12 @@ static void cl_text(cl_t *cl)
                  (unsigned long long)n->info.recovery_wanted,
                  sim_format_size(n->info.recovery_bytes, e, sizeof(e)),
                  (unsigned long long)n->info.recovery_failed);
-        printf("%-*s  %-8s %-20s %-10s %-24s %s\n", (int)w, n->node->name, copies, owed,
+        snprintf(tier, sizeof(tier), "%s / %s",
+                 sim_format_size(n->info.tier_out_bytes, x, sizeof(x)),
+                 sim_format_size(n->info.tier_held_bytes, y, sizeof(y)));
+        printf("%-*s  %-8s %-20s %-10s %-24s %-22s %s\n", (int)w, n->node->name, copies, owed,
                (n->info.lag_ns > 0) ? sim_format_time(n->info.lag_ns, f, sizeof(f)) : "-", held,
-               rec);
+               tier, rec);
     }
     printf("\npeer states, as the node of each row sees the node of each column:\n%-*s ", (int)w,
            "");
@@ -915,7 +920,9 @@ static void cl_json(cl_t *cl)
                "\"owed_tensors\": %llu, \"owed_bytes\": %llu, \"lag_ns\": %llu, "
                "\"sent_bytes\": %llu, \"held_tensors\": %llu, \"held_bytes\": %llu, "
                "\"held_capacity\": %llu, \"recovery_wanted\": %llu, \"recovery_restored\": "
-               "%llu, \"recovery_bytes\": %llu, \"recovery_failed\": %llu},\n   \"peers\": [",
+               "%llu, \"recovery_bytes\": %llu, \"recovery_failed\": %llu, \"tier_out_tensors\": "
+               "%llu, \"tier_out_bytes\": %llu, \"tier_held_tensors\": %llu, "
+               "\"tier_held_bytes\": %llu},\n   \"peers\": [",
                n->info.replicas, n->info.targets, (unsigned long long)n->info.repl_rate,
                (unsigned long long)n->info.owed_tensors, (unsigned long long)n->info.owed_bytes,
                (unsigned long long)n->info.lag_ns, (unsigned long long)n->info.sent_bytes,
@@ -924,7 +931,11 @@ static void cl_json(cl_t *cl)
                (unsigned long long)n->info.recovery_wanted,
                (unsigned long long)n->info.recovery_restored,
                (unsigned long long)n->info.recovery_bytes,
-               (unsigned long long)n->info.recovery_failed);
+               (unsigned long long)n->info.recovery_failed,
+               (unsigned long long)n->info.tier_out_tensors,
+               (unsigned long long)n->info.tier_out_bytes,
+               (unsigned long long)n->info.tier_held_tensors,
+               (unsigned long long)n->info.tier_held_bytes);
         for (j = 0; j < n->npeers; j++) {
             const memsvc_peer_info_t *p = &n->peers[j];
 
