@@ -1590,6 +1590,7 @@ static void rp_collect(rp_t *rp)
     eng_stats(rp->eng, &es);
     rep->host_peak = es.host.peak;
     rep->disk_peak = es.host.disk_peak;
+    rep->peer_peak = es.host.peer_peak;
     for (d = 0; d < rp->num_devices; d++) {
         mt_replay_dev_t *rd = &rep->devs[d];
         eng_dev_stats_t  st;

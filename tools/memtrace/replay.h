@@ -132,7 +132,7 @@ typedef struct mt_replay_report {
     mt_replay_dev_t devs[SIM_MAX_NPUS];
     unsigned        busiest;                       /* device with the highest peak allocated */
     uint64_t        peak_allocated, peak_reserved; /* max over devices */
-    uint64_t        host_peak, disk_peak;
+    uint64_t        host_peak, disk_peak, peer_peak; /* peer_peak: the peer tier (node peer=) */
     uint64_t        swap_out_bytes, swap_in_bytes, swap_outs, swap_ins, spill_bytes;
     uint64_t        drops, prefetches;
 

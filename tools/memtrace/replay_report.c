@@ -127,8 +127,16 @@ void mt_replay_print_text(const mt_replay_report_t *r, FILE *out)
         fprintf(out, "\n");
         rp_print_top(rd, out);
     }
-    fprintf(out, RP_LABEL "peak %s (disk %s)\n", "host memory",
-            rp_size(r->host_peak, b1, sizeof(b1)), rp_size(r->disk_peak, b2, sizeof(b2)));
+    if (r->peer_peak > 0) {
+        char bp[32];
+
+        fprintf(out, RP_LABEL "peak %s (disk %s, peer tier %s)\n", "host memory",
+                rp_size(r->host_peak, b1, sizeof(b1)), rp_size(r->disk_peak, b2, sizeof(b2)),
+                rp_size(r->peer_peak, bp, sizeof(bp)));
+    } else {
+        fprintf(out, RP_LABEL "peak %s (disk %s)\n", "host memory",
+                rp_size(r->host_peak, b1, sizeof(b1)), rp_size(r->disk_peak, b2, sizeof(b2)));
+    }
     fprintf(out, RP_LABEL "out %s in %" PRIu64 " moves, in %s in %" PRIu64 " moves, spilled %s\n",
             "swapped", rp_size(r->swap_out_bytes, b1, sizeof(b1)), r->swap_outs,
             rp_size(r->swap_in_bytes, b2, sizeof(b2)), r->swap_ins,
@@ -307,6 +315,7 @@ void mt_replay_print_json(const mt_replay_report_t *r, FILE *out)
     fprintf(out, "%s],\n", i ? "\n  " : "");
     fprintf(out, "  \"host_peak\": %" PRIu64 ",\n  \"disk_peak\": %" PRIu64 ",\n", r->host_peak,
             r->disk_peak);
+    fprintf(out, "  \"peer_peak\": %" PRIu64 ",\n", r->peer_peak);
     fprintf(out,
             "  \"swap_out_bytes\": %" PRIu64 ",\n  \"swap_in_bytes\": %" PRIu64
             ",\n  \"spill_bytes\": %" PRIu64 ",\n",
