@@ -140,6 +140,7 @@ typedef struct msd_session {
     bool                dead;    /* peer gone: cleanup done or pending */
     bool                cleaned; /* pins and tensors dealt with */
     bool                peer;    /* carries a link from a peer daemon (msd_peer.c) */
+    bool                peer_up; /* ... authenticated: no HELLO owed, never shed (msd_peer.c) */
     uint32_t            job, rank, device;
     unsigned            refs; /* pending callbacks holding this session */
     uint64_t            requests, errors;

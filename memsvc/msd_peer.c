@@ -583,6 +583,9 @@ static void on_response(msd_peers_t *ps, peer_t *p, const peer_msg_t *m, ucp_ep_
     }
     p->ep   = ep;
     p->sess = p->hs_sess;
+    if (p->sess != NULL) {
+        p->sess->peer_up = true; /* kept past the clients' handshake timeout */
+    }
     snprintf(w.to, sizeof(w.to), "%s", p->node->name);
     msg_send(ps, ep, &w);
     link_up(ps, p, p->hs_boot);

@@ -955,6 +955,11 @@ static void on_ack(struct msd_repl *r, unsigned node, const repl_msg_t *m)
         if ((m->m.version <= e->m.version) && (m->m.version > e->acked[k])) {
             e->acked[k] = m->m.version;
         }
+        if (owed(e, (unsigned)k)) {
+            /* committed again while this version travelled: the newer one goes next (the
+             * scan that ran meanwhile skipped it as in flight) */
+            r->slot[k].clean = false;
+        }
     } else {
         LOG_RL(1000, "%s did not keep a copy of '%s' (job %u): %s; tried again in %.0f s",
                msd_peers_name(r->srv->peers, node), m->key, m->m.job,

@@ -208,8 +208,8 @@ static void sessions_expire_handshakes(msd_server_t *srv, uint64_t now)
     uint64_t       next = UINT64_MAX, deadline;
 
     for (s = srv->sessions; s != NULL; s = s->next) {
-        if (s->bound || s->dead || s->local) {
-            continue;
+        if (s->bound || s->dead || s->local || s->peer_up) {
+            continue; /* (a peer daemon's authenticated link never says a client's HELLO) */
         }
         deadline = s->created_ns + srv->cfg.handshake_timeout_ns;
         if (deadline <= now) {
@@ -543,7 +543,8 @@ bool msd_sessions_make_room(msd_server_t *srv, bool local)
             continue;
         }
         live++;
-        if (!s->bound && ((oldest == NULL) || (s->created_ns < oldest->created_ns))) {
+        if (!s->bound && !s->peer_up &&
+            ((oldest == NULL) || (s->created_ns < oldest->created_ns))) {
             oldest = s;
         }
     }

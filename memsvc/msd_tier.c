@@ -184,8 +184,10 @@ static void far_read(void *arg, eng_handle_t h, uint32_t move_id, uint64_t len)
     o->move_id = move_id;
     tier_key(h, key, sizeof(key));
     o->sent = msd_repl_tier_send(srv, (unsigned)o->node, MSD_TIER_GET, key, NULL, len);
-    /* not sent: the link is down; the tick asks again when it is back, or fails it when the
-     * peer is lost (--peer-lost) */
+    if (!o->sent) {
+        t->due = true; /* the link is down: the tick asks again when it is back, or fails the
+                        * read when the peer is lost (--peer-lost) */
+    }
 }
 
 static void far_release(void *arg, eng_handle_t h)

@@ -977,7 +977,7 @@ static memsvc_status_t repl_connect(const integ_daemon_t *d, memsvc_conn_h *conn
                               .address    = d->addr,
                               .job        = REP_JOB,
                               .flags      = MEMSVC_CONN_TCP,
-                              .timeout_ms = 5000};
+                              .timeout_ms = 20000}; /* (a read waits for a lost peer) */
 
     return memsvc_connect(&p, conn_p);
 }
@@ -1481,10 +1481,13 @@ static fixture_t f_peer;
 
 static void test_peer_tier(void)
 {
-    static const char *const small[] = {"--memory", "backed", "hbm=6MiB", "host=6MiB",
-                                        "--replica-bytes", "1MiB", "--peer-tier", "48MiB",
-                                        "--policy", "lru", "--peer-lost", "2", NULL};
-    static const char *const plain[] = {"--memory", "backed", NULL};
+    char        dir[3][160];
+    const char *const small[] = {"--memory",        "backed", "hbm=6MiB",   "host=6MiB",
+                           "--replica-bytes", "1MiB",   "--peer-tier", "48MiB",
+                           "--policy",        "lru",    "--peer-lost", "2",
+                           "--state-dir",     dir[0],   NULL};
+    const char *const plain1[] = {"--memory", "backed", "--state-dir", dir[1], NULL};
+    const char *const plain2[] = {"--memory", "backed", "--state-dir", dir[2], NULL};
     enum { N = 12 };
     const uint64_t        size = (1ull << 20) + 333;
     memsvc_cluster_info_t ci, bi;
@@ -1498,9 +1501,13 @@ static void test_peer_tier(void)
 
     CU_ASSERT_FATAL((buf != NULL) && (ref != NULL));
     CU_ASSERT_FATAL(fixture_init(&f_peer, NULL));
+    for (i = 0; i < 3; i++) { /* durable state in the fixture's directory, not /dev/shm */
+        snprintf(dir[i], sizeof(dir[i]), "%s/state-%s", f_peer.dir, names[i]);
+        CU_ASSERT_FATAL(mkdir(dir[i], 0700) == 0);
+    }
     CU_ASSERT(node_start_ex(&f_peer, 0, f_peer.file, f_peer.secret, NULL, small));
-    CU_ASSERT(node_start_ex(&f_peer, 1, f_peer.file, f_peer.secret, NULL, plain));
-    CU_ASSERT(node_start_ex(&f_peer, 2, f_peer.file, f_peer.secret, NULL, plain));
+    CU_ASSERT(node_start_ex(&f_peer, 1, f_peer.file, f_peer.secret, NULL, plain1));
+    CU_ASSERT(node_start_ex(&f_peer, 2, f_peer.file, f_peer.secret, NULL, plain2));
     CU_ASSERT_FATAL(all_up(&f_peer));
     TEST_ASSERT_OK(repl_connect(&f_peer.d[0], &conn));
     for (i = 0; i < N; i++) { /* 12 MiB through 6 MiB of HBM (device 0) and 5 MiB of host */
@@ -1566,6 +1573,38 @@ static void test_peer_tier(void)
     fixture_fini(&f_peer);
 }
 
+
+/*
+ * An accepted peer link is not a client: it owes no HELLO, so the clients' handshake timeout
+ * must not close it (it did: every link was cut and redialed each --handshake-timeout).
+ */
+static void test_links_outlive_handshake_timeout(void)
+{
+    static const char *const more[] = {"--handshake-timeout", "0.5", NULL};
+    fixture_t          f;
+    memsvc_peer_info_t info;
+    unsigned           i, j;
+
+    CU_ASSERT_FATAL(fixture_init(&f, NULL));
+    for (i = 0; i < NODES; i++) {
+        CU_ASSERT(node_start_ex(&f, i, f.file, f.secret, NULL, more));
+    }
+    CU_ASSERT_FATAL(all_up(&f));
+    usleep(2000000); /* four handshake timeouts */
+    for (i = 0; i < NODES; i++) {
+        for (j = 0; j < NODES; j++) {
+            if (i == j) {
+                continue;
+            }
+            CU_ASSERT(peer_view(&f.d[i], names[j], &info) && (info.state == MEMSVC_PEER_UP));
+        }
+        CU_ASSERT(!integ_log_contains(&f.d[i], "no HELLO within"));
+        CU_ASSERT(!integ_log_contains(&f.d[i], "its link closed"));
+        CU_ASSERT(!integ_log_contains(&f.d[i], "up -> suspect"));
+    }
+    fixture_fini(&f);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_cluster", NULL, NULL);
@@ -1573,6 +1612,8 @@ static void add_suite(void)
     CU_add_test(s, "three daemons up; kill -9: suspect, down; restart: up, new boot id",
                 test_membership);
     CU_add_test(s, "another cluster file or secret is refused, named on both sides", test_refused);
+    CU_add_test(s, "peer links outlive the clients' handshake timeout",
+                test_links_outlive_handshake_timeout);
     CU_add_test(s, "memsvc-ctl --cluster: health exit codes, one JSON object", test_ctl_cluster);
     CU_add_test(s, "bad cluster files and secrets: named, exit 2", test_bad_files);
     CU_add_test(s, "garbage and impostors on the peer messages: dropped or refused, links kept",
