@@ -251,14 +251,16 @@ stop b
 stop a
 
 # ---- report --------------------------------------------------------------------------------
-get() { # KEY: the median over the runs KEY1..KEYn (or of the lines KEY)
-    v=$(grep -E "^$1[0-9]* " "$RES" | awk '{print $2}' | median)
-    [ "$v" != nan ] || die "no figure $1"
+# get KEY NAME: the median of NAME over the runs KEY1..KEYn (KEY.NAME lines when KEY has no
+# runs); exits when there is none (use it in an assignment: x=$(get ...) stops the script)
+get() {
+    v=$(grep -E "^$1[0-9]*\.$2 " "$RES" | awk '{print $2}' | median)
+    [ "$v" != nan ] || die "no figure $1.$2"
     echo "$v"
 }
 row() { # LABEL VALUE UNIT REF_LABEL REF UNIT
     awk -v l="$1" -v v="$2" -v u="$3" -v rl="$4" -v r="$5" -v ru="$6" 'BEGIN {
-        printf "  %-44s %8.3f %-4s  %-34s %8.3f %-4s %6.0f %%\n", l, v, u, rl, r, ru,
+        printf "  %-46s %8.3f %-4s  %-36s %8.3f %-4s %6.0f %%\n", l, v, u, rl, r, ru,
             (r > 0) ? 100 * v / r : 0
     }'
 }
@@ -266,35 +268,44 @@ row() { # LABEL VALUE UNIT REF_LABEL REF UNIT
 mib=$((BYTES >> 20))
 echo "## replication and recovery (2 daemons on loopback over tcp; $N durable tensors of $((SIZE >> 20)) MiB = $mib MiB; medians of $REPS runs; load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "the busy neighbour: one 'sh -c \"while :; do :; done\"' on the $(nproc) cores"
-printf '  %-44s %13s  %-34s %13s %8s\n' figure memsvc "reference (same run)" "" ratio
+printf '  %-46s %13s  %-36s %13s %8s\n' figure memsvc "reference (same run)" "" ratio
 for cond in quiet contended; do
-    ambw=$(get "$cond.ref.ambw" | awk '{print $1 / 1000}')
+    ambw=$(get "$cond" ref.ambw)
+    putbw=$(get "$cond" ref.putbw)
+    xfer=$(get "$cond" xfer_gbps)
+    setup=$(get "$cond" setup_s)
     label="replication, $cond"
     [ $cond = contended ] && label="replication, busy neighbour"
-    row "$label" "$(get "$cond.xfer_gbps")" GB/s "ucp_am_bw $((SIZE >> 20)) MiB x $N, tcp" "$ambw" GB/s
-    printf '  %-44s %13s  %-34s %8.3f GB/s  (tcp emulates RMA)\n' "" "" \
-        "ucp_put_bw $((SIZE >> 20)) MiB, tcp" "$(get "$cond.ref.putbw" | awk '{print $1 / 1000}')"
+    row "$label" "$xfer" GB/s "ucp_am_bw $((SIZE >> 20)) MiB x $N, tcp" "$(echo "$ambw" | awk '{print $1 / 1000}')" GB/s
+    awk -v p="$putbw" -v s="$setup" -v m="$((SIZE >> 20))" 'BEGIN {
+        printf "  %-46s %13s  %-36s %8.3f GB/s  (tcp emulates RMA)\n", "  (b started -> first byte sent: " sprintf("%.2f", s) " s)", "", "ucp_put_bw " m " MiB, tcp", p / 1000
+    }'
 done
-awk -v q="$(get quiet.setup_s)" -v c="$(get contended.setup_s)" 'BEGIN {
-    printf "  holder started -> first replica byte sent: %.3f s quiet, %.3f s busy (start, handshake, a redials)\n", q, c
-}'
 uring_mode=$(sed -n 's/^uring\.mode //p' "$RES")
-ug=$(get uring.read_gbps)
-us=$(get uring.read_s)
-awk -v ts="$(get recover.total_s)" -v tg="$(get recover.total_gbps)" -v xs="$(get recover.xfer_s)" \
-    -v xg="$(get recover.xfer_gbps)" -v ss="$(get recover.serving_s)" -v us="$us" -v ug="$ug" \
-    -v m="$uring_mode" -v mib="$mib" 'BEGIN {
-    printf "  %-44s %8.3f s     %-34s %8.3f s   %6.2fx time\n", "recovery of " mib " MiB, start to all restored", ts, "io_uring read " mib " MiB", us, (us > 0) ? ts / us : 0
-    printf "  %-44s %8.3f GB/s  %-34s %8.3f GB/s %6.0f %%\n", "  the same as a rate", tg, "  (" m ")", ug, (ug > 0) ? 100 * tg / ug : 0
-    printf "  %-44s %8.3f GB/s  %-34s %8.3f GB/s %6.0f %%\n", "  first copy asked -> last restored (" xs " s)", xg, "io_uring read", ug, (ug > 0) ? 100 * xg / ug : 0
-    printf "  (of the recovery: %.3f s until the empty daemon answered; recovery_failed 0 in every run)\n", ss
+ug=$(get uring read_gbps)
+us=$(get uring read_s)
+ts=$(get recover total_s)
+tg=$(get recover total_gbps)
+xs=$(get recover xfer_s)
+xg=$(get recover xfer_gbps)
+ss=$(get recover serving_s)
+am=$(get recover answer_max_s)
+awk -v ts="$ts" -v tg="$tg" -v xs="$xs" -v xg="$xg" -v ss="$ss" -v us="$us" -v ug="$ug" \
+    -v m="$uring_mode" -v mib="$mib" -v am="$am" 'BEGIN {
+    printf "  %-46s %8.3f s     %-36s %8.3f s   %6.2fx time\n", "recovery, a started -> " mib " MiB restored", ts, "io_uring read of " mib " MiB", us, (us > 0) ? ts / us : 0
+    printf "  %-46s %8.3f GB/s  %-36s %8.3f GB/s %6.0f %%\n", "  the same as a rate", tg, "  (" m ")", ug, (ug > 0) ? 100 * tg / ug : 0
+    printf "  %-46s %8.3f GB/s  %-36s %8.3f GB/s %6.0f %%\n", "  first copy asked -> last restored", xg, "io_uring read", ug, (ug > 0) ? 100 * xg / ug : 0
+    printf "  (of the recovery: %.2f s until the empty daemon answered, %.2f s asking and restoring; recovery_failed 0 in every run;\n   its longest answer to memsvc_peers meanwhile: %.2f s)\n", ss, xs, am
 }'
-awk -v m="$(get cap.xfer_gbps)" -v cap="$CAP_BPS" -v n="$CAP_N" -v s="$CAP_SIZE" \
-    -v link="$(get quiet.xfer_gbps)" -v rate="$CAP_RATE" 'BEGIN {
+cap=$(get cap xfer_gbps)
+link=$(get quiet xfer_gbps)
+awk -v m="$cap" -v cap="$CAP_BPS" -v n="$CAP_N" -v s="$CAP_SIZE" -v link="$link" \
+    -v rate="$CAP_RATE" 'BEGIN {
     burst = (cap / 10 > 4194304) ? cap / 10 : 4194304
-    # the bucket lets the first PUT go at once; each later one when the bucket is back to 0
+    # the first PUT goes at once; each later one when the bucket is back to 0; the last one
+    # then takes its own transfer time (at the unlimited rate measured above)
     t = ((n - 1) * s - burst) / cap + s / (link * 1e9)
-    printf "  %-44s %8.1f MB/s  %-34s %8.1f MB/s %6.0f %%\n", "--repl-rate " rate ", " n " x " s / 1048576 " MiB", m * 1000, "the cap", cap / 1e6, 100 * m * 1e9 / cap
-    printf "  %-44s %13s  %-34s %8.1f MB/s %6.0f %%\n", "", "", "the token bucket allows (burst, last)", n * s / t / 1e6, 100 * m * 1e9 / (n * s / t)
+    printf "  %-46s %8.1f MB/s  %-36s %8.1f MB/s %6.0f %%\n", "--repl-rate " rate ", " n " x " s / 1048576 " MiB", m * 1000, "the cap", cap / 1e6, 100 * m * 1e9 / cap
+    printf "  %-46s %13s  %-36s %8.1f MB/s %6.0f %%\n", "", "", "what the token bucket allows", n * s / t / 1e6, 100 * m * 1e9 / (n * s / t)
 }'
 echo "  ($(($(date +%s) - start)) s)"
