@@ -19,7 +19,8 @@
 #   2. recovery: kill -9 of a, a started again with an empty state dir: from its start to
 #      recovery_restored == N (recovery_failed must stay 0; recovery_bytes must be N x SIZE).
 #      Reference: bench_repl uring, the same bytes read from a file in the same directory with
-#      io_uring (O_DIRECT, or buffered after POSIX_FADV_DONTNEED where refused; it says which);
+#      io_uring (O_DIRECT, or buffered after POSIX_FADV_DONTNEED where refused; it says which),
+#      into memory touched before and into memory never touched (page faults paid);
 #   3. the rate cap: a with --repl-rate CAP_RATE replicating CAP_N x CAP_SIZE: measured against
 #      the cap and against what the token bucket allows (its burst and the last tensor's own
 #      transfer included).
@@ -284,6 +285,7 @@ done
 uring_mode=$(sed -n 's/^uring\.mode //p' "$RES")
 ug=$(get uring read_gbps)
 us=$(get uring read_s)
+fg=$(get uring fresh_gbps)
 ts=$(get recover total_s)
 tg=$(get recover total_gbps)
 xs=$(get recover xfer_s)
@@ -291,10 +293,11 @@ xg=$(get recover xfer_gbps)
 ss=$(get recover serving_s)
 am=$(get recover answer_max_s)
 awk -v ts="$ts" -v tg="$tg" -v xs="$xs" -v xg="$xg" -v ss="$ss" -v us="$us" -v ug="$ug" \
-    -v m="$uring_mode" -v mib="$mib" -v am="$am" 'BEGIN {
+    -v m="$uring_mode" -v mib="$mib" -v am="$am" -v fg="$fg" 'BEGIN {
     printf "  %-46s %8.3f s     %-36s %8.3f s   %6.2fx time\n", "recovery, a started -> " mib " MiB restored", ts, "io_uring read of " mib " MiB", us, (us > 0) ? ts / us : 0
     printf "  %-46s %8.3f GB/s  %-36s %8.3f GB/s %6.0f %%\n", "  the same as a rate", tg, "  (" m ")", ug, (ug > 0) ? 100 * tg / ug : 0
     printf "  %-46s %8.3f GB/s  %-36s %8.3f GB/s %6.0f %%\n", "  first copy asked -> last restored", xg, "io_uring read", ug, (ug > 0) ? 100 * xg / ug : 0
+    printf "  %-46s %13s  %-36s %8.3f GB/s %6.0f %%\n", "", "", "io_uring read into untouched memory", fg, (fg > 0) ? 100 * xg / fg : 0
     printf "  (of the recovery: %.2f s until the empty daemon answered, %.2f s asking and restoring; recovery_failed 0 in every run;\n   its longest answer to memsvc_peers meanwhile: %.2f s)\n", ss, xs, am
 }'
 cap=$(get cap xfer_gbps)
