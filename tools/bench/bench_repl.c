@@ -218,8 +218,7 @@ static int do_drain(const char *addr, uint64_t bytes, const char *ready, uint64_
     return 0;
 }
 
-static int do_recover(const char *addr, uint64_t n, uint64_t bytes, uint64_t t0,
-                      uint64_t timeout_s)
+static int do_recover(const char *addr, uint64_t n, uint64_t bytes, uint64_t t0, uint64_t timeout_s)
 {
     memsvc_cluster_info_t ci;
     memsvc_conn_h         conn;
@@ -227,7 +226,7 @@ static int do_recover(const char *addr, uint64_t n, uint64_t bytes, uint64_t t0,
     uint64_t deadline = t0 + timeout_s * 1000000000ull, now, t_serving, t_want = 0, worst = 0;
 
     for (;;) { /* the daemon replays its (empty) journal, then answers */
-        st = connect_to(addr, true, REPLY_MS, &conn);
+        st  = connect_to(addr, true, REPLY_MS, &conn);
         now = real_ns();
         if (st == MEMSVC_OK) {
             break;
@@ -264,8 +263,7 @@ static int do_recover(const char *addr, uint64_t n, uint64_t bytes, uint64_t t0,
         }
         usleep(POLL_US);
     }
-    if ((ci.recovery_restored != n) || (ci.recovery_wanted != n) ||
-        (ci.recovery_bytes != bytes)) {
+    if ((ci.recovery_restored != n) || (ci.recovery_wanted != n) || (ci.recovery_bytes != bytes)) {
         fprintf(stderr,
                 "bench_repl: recover: %llu restored of %llu asked, %llu bytes; expected %llu "
                 "tensors of %llu bytes in all\n",
@@ -397,7 +395,7 @@ static int do_uring(const char *file, uint64_t bytes, uint64_t reps)
             }
             sf = uring_read(&ring, fd, bytes, fresh);
             munmap(fresh, bytes);
-            s  = (sf < 0) ? sf : s;
+            s = (sf < 0) ? sf : s;
         }
         close(fd);
         if (s < 0) {
