@@ -145,6 +145,9 @@ static memsvc_status_t batch_handle_op(memsvc_batch_h b, uint32_t op, memsvc_han
     }
     m->op         = op;
     m->u.h.handle = handle;
+    if ((op == MSP_OP_RELEASE) && mcl_local_unpin(&b->conn->local, handle)) {
+        m->op = MSP_OP_PING; /* released in the pin table: the entry is only answered */
+    }
     return batch_added(b, index_p);
 }
 
