@@ -148,6 +148,9 @@ static memsvc_status_t batch_handle_op(memsvc_batch_h b, uint32_t op, memsvc_han
     if ((op == MSP_OP_RELEASE) && mcl_local_unpin(&b->conn->local, handle)) {
         m->op = MSP_OP_PING; /* released in the pin table: the entry is only answered */
     }
+    if (op == MSP_OP_FREE) {
+        mcl_local_forget(&b->conn->local, handle); /* never acquired in the table again */
+    }
     return batch_added(b, index_p);
 }
 
