@@ -65,6 +65,7 @@ bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p);
 void mcl_local_published(mcl_local_t *lo, uint64_t handle);
 void mcl_local_write_pin(mcl_local_t *lo, uint64_t handle);
 bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle);
+void mcl_local_drop(mcl_local_t *lo, uint64_t handle); /* undo a mcl_local_pin */
 void mcl_local_forget(mcl_local_t *lo, uint64_t handle);
 
 /* Close the socket and unmap. */

@@ -314,6 +314,16 @@ bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle)
     return true;
 }
 
+void mcl_local_drop(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if ((e != NULL) && (e->lpins > 0)) {
+        msl_pin_drop(lo->pins, e->slot);
+        e->lpins--;
+    }
+}
+
 void mcl_local_forget(mcl_local_t *lo, uint64_t handle)
 {
     mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;

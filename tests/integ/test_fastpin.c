@@ -235,6 +235,7 @@ static void test_local_hits(void)
     integ_daemon_t           d;
     memsvc_conn_h            conn;
     memsvc_handle_t          h;
+    memsvc_batch_h           b;
     unsigned                 i, pass;
     const void              *p, *q;
     void                    *w;
@@ -272,6 +273,21 @@ static void test_local_hits(void)
             CU_ASSERT(n >= req0 + 2000);
             CU_ASSERT_EQUAL(st->fast_acquires, 0);
         }
+        /* a batch: acquires of published tensors pinned in the table, nothing sent */
+        TEST_ASSERT_OK(memsvc_batch_create(conn, &b));
+        TEST_ASSERT_OK(memsvc_batch_acquire(b, h, NULL));
+        TEST_ASSERT_OK(memsvc_batch_acquire(b, h, NULL));
+        req0  = session_requests(&d, sid, st);
+        fast0 = st->fast_acquires;
+        CU_ASSERT_EQUAL(memsvc_batch_submit(b, NULL), MEMSVC_OK);
+        CU_ASSERT_EQUAL(memsvc_batch_result(b, 1, NULL), MEMSVC_OK);
+        CU_ASSERT_EQUAL(memsvc_release(conn, h), MEMSVC_OK);
+        CU_ASSERT_EQUAL(memsvc_release(conn, h), MEMSVC_OK);
+        TEST_ASSERT_OK(memsvc_flush(conn));
+        n = session_requests(&d, sid, st);
+        CU_ASSERT_EQUAL(n, req0 + ((pass == 0) ? 1 : 2)); /* the flush's PING (and the batch) */
+        CU_ASSERT_EQUAL(st->fast_acquires - fast0, (pass == 0) ? 2 : 0);
+        memsvc_batch_destroy(b);
         /* release_many of pins taken in the table: answered, nothing left pinned */
         CU_ASSERT_EQUAL(memsvc_acquire(conn, h), MEMSVC_OK);
         CU_ASSERT_EQUAL(memsvc_release_many(conn, &h, 1, NULL), MEMSVC_OK);
