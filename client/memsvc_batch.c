@@ -322,6 +322,10 @@ memsvc_status_t mcl_batch_collect(struct memsvc_batch *b)
             if ((c->op == MSP_OP_ALLOC) && (c->status == MEMSVC_OK)) {
                 b->handle[i] = c->rep.u.alloc.handle;
             }
+            if ((c->op == MSP_OP_ACQUIRE) && (c->status == MEMSVC_OK)) {
+                /* published: the next acquire of it may be pinned in the table */
+                mcl_local_published(&b->conn->local, b->msgs[i].u.h.handle);
+            }
             mcl_req_unlink_free(c);
             b->child[i] = NULL;
         }

@@ -1347,6 +1347,9 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         if (status_p != NULL) {
             status_p[i] = status;
         }
+        if ((op == MSP_OP_ACQUIRE) && (status == MEMSVC_OK)) {
+            mcl_local_published(&conn->local, handles[i]); /* the next one may need no message */
+        }
         if ((status < 0) && (first == MEMSVC_OK)) {
             first = status;
         }
