@@ -95,8 +95,9 @@ static void rec_free(msd_server_t *srv, msd_pintab_t *pt, msd_pinrec_t *r)
 }
 
 /* Revoke slot i (its tensor is about to move): true when no pin is held and none can be taken
- * any more (the slot is free then). */
-static bool slot_revoke(msd_server_t *srv, msd_pintab_t *pt, uint32_t i)
+ * any more (the slot is free then). When a pin is held and close is set, the slot is closed (no
+ * new local pin: the move can happen once the pins held are released). */
+static bool slot_revoke(msd_server_t *srv, msd_pintab_t *pt, uint32_t i, bool close)
 {
     msd_pinrec_t   *r  = &pt->rec[i];
     msl_pin_slot_t *sl = &pt->tab[i];
@@ -115,7 +116,7 @@ static bool slot_revoke(msd_server_t *srv, msd_pintab_t *pt, uint32_t i)
     }
     /* A pin is held, or the word is not what was stored (a client wrote it): pinned. Closed at
      * least, so that no new pin is taken on a generation the daemon knows. */
-    if ((r->state == PIN_OPEN) && (MSL_PIN_GEN(w) == r->gen)) {
+    if (close && (r->state == PIN_OPEN) && (MSL_PIN_GEN(w) == r->gen)) {
         atomic_fetch_and_explicit(&sl->ctl, ~MSL_PIN_OPEN, memory_order_acq_rel);
         r->state = PIN_CLOSED;
     }
@@ -131,7 +132,7 @@ static void slot_close(msd_server_t *srv, msd_pintab_t *pt, uint32_t i)
         atomic_fetch_and_explicit(&pt->tab[i].ctl, ~MSL_PIN_OPEN, memory_order_acq_rel);
         r->state = PIN_CLOSED;
     }
-    (void)slot_revoke(srv, pt, i); /* free at once when nothing is held */
+    (void)slot_revoke(srv, pt, i, true); /* free at once when nothing is held */
 }
 
 /* The slot of h in pt (any state but free), or UINT32_MAX. */
@@ -208,7 +209,7 @@ void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint3
     for (k = 0; (k < MSL_PIN_PROBE) && (pick == UINT32_MAX); k++) {
         /* all taken: the first open one nobody holds makes room (its tensor goes slow) */
         i = (base + k) & (MSL_PIN_SLOTS - 1);
-        if ((pt->rec[i].state != PIN_FREE) && slot_revoke(srv, pt, i)) {
+        if ((pt->rec[i].state != PIN_FREE) && slot_revoke(srv, pt, i, false)) {
             pick = i;
         }
     }
@@ -267,7 +268,7 @@ bool msd_fast_guard(void *arg, eng_handle_t h, bool freeing)
         }
         if (freeing) {
             slot_close(srv, s->pintab, i); /* a free goes ahead, pinned or not (as eng_free) */
-        } else if (slot_revoke(srv, s->pintab, i)) {
+        } else if (slot_revoke(srv, s->pintab, i, true)) {
             srv->fast_revoked++;
         } else {
             may = false; /* a client holds it: counts as pinned */
@@ -309,7 +310,7 @@ static bool fold_table(msd_server_t *srv, msd_pintab_t *pt)
             }
         }
         if (r->state == PIN_CLOSED) {
-            (void)slot_revoke(srv, pt, i); /* free once its pins are gone */
+            (void)slot_revoke(srv, pt, i, true); /* free once its pins are gone */
         }
     }
     return used;

@@ -312,6 +312,64 @@ static void test_local_hits(void)
     free(st);
 }
 
+#define MANY 5000 /* more tensors than a table has slots (4096) */
+
+/* More tensors than slots: every acquire answers right whether its tensor found a slot or not;
+ * tensors freed leave the client's records (the others still found), and are never acquired
+ * in the table again. */
+static void test_many_tensors(void)
+{
+    memsvc_stats_t  *st = calloc(1, sizeof(*st));
+    memsvc_handle_t *h  = calloc(MANY, sizeof(*h));
+    uint64_t         fast0, published;
+    integ_daemon_t   d;
+    memsvc_conn_h    conn;
+    unsigned         i, errors = 0;
+    char             key[16];
+
+    CU_ASSERT_FATAL((st != NULL) && (h != NULL));
+    START(&d, tiny_args);
+    TEST_ASSERT_OK(connect_as(&d, 2, 0, &conn));
+    for (i = 0; i < MANY; i++) {
+        snprintf(key, sizeof(key), "m%u", i);
+        errors += (memsvc_alloc(conn, key, 4096, NULL, &h[i]) != MEMSVC_OK);
+        errors += (memsvc_acquire(conn, h[i]) != MEMSVC_OK); /* a message: published */
+        errors += (memsvc_release(conn, h[i]) != MEMSVC_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(errors, 0);
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    TEST_ASSERT_OK(integ_stats(&d, st));
+    fast0     = st->fast_acquires;
+    published = st->fast_published;
+    CU_ASSERT((published > 1000) && (published <= MANY));
+    for (i = 0; i < MANY; i++) {
+        errors += (memsvc_acquire(conn, h[i]) != MEMSVC_OK);
+        errors += (memsvc_acquire(conn, h[i]) != MEMSVC_OK);
+        errors += (memsvc_release(conn, h[i]) != MEMSVC_OK);
+        errors += (memsvc_release(conn, h[i]) != MEMSVC_OK);
+    }
+    for (i = 0; i < MANY; i += 2) {
+        errors += (memsvc_free(conn, h[i]) != MEMSVC_OK);
+    }
+    for (i = 1; i < MANY; i += 2) {
+        errors += (memsvc_acquire(conn, h[i]) != MEMSVC_OK);
+        errors += (memsvc_release(conn, h[i]) != MEMSVC_OK);
+    }
+    CU_ASSERT_EQUAL(errors, 0);
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    for (i = 0; i < MANY; i += 250) {
+        CU_ASSERT_EQUAL(memsvc_acquire(conn, h[i]), MEMSVC_ERR_NOT_FOUND);
+    }
+    TEST_ASSERT_OK(integ_stats(&d, st));
+    CU_ASSERT(st->fast_acquires > fast0 + 1000); /* most of them in the table */
+    CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
+    CU_ASSERT_EQUAL(st->live_tensors, MANY / 2);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+    free(h);
+}
+
 typedef struct reader_arg {
     const integ_daemon_t *d;
     memsvc_handle_t       h;
@@ -554,6 +612,7 @@ static void add_suite(void)
     CU_pSuite s = CU_add_suite("service_fastpin", NULL, NULL);
 
     CU_add_test(s, "resident tensors acquired in the pin table, no message", test_local_hits);
+    CU_add_test(s, "more tensors than slots; freed ones leave the table", test_many_tensors);
     CU_add_test(s, "revocations racing with a client's pins of the same tensor",
                 test_revocation_race);
     CU_add_test(s, "held in a table counts as pinned; kill -9 drops it", test_kill_holder);
