@@ -505,6 +505,11 @@ typedef struct memsvc_stats {
     uint32_t num_jobs, num_sessions;
     memsvc_job_stats_t     job[MEMSVC_STATS_JOBS_MAX];
     memsvc_session_stats_t session[MEMSVC_STATS_SESSIONS_MAX];
+    /* Local clients' pin tables (docs/api.md, "Acquires without a message"): acquires they
+     * made in place (counted by the daemon some milliseconds later, and at each STATS), slots
+     * published to them, revoked before a move or free, and moves refused because a client
+     * held the tensor there. */
+    uint64_t fast_acquires, fast_published, fast_revoked, fast_held;
 } memsvc_stats_t;
 
 /* Figures of the daemon (any session may ask). A session of a user who does not administer the

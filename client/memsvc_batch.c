@@ -12,6 +12,9 @@ struct memsvc_batch {
     memsvc_handle_t *handle; /* ALLOC: the new handle */
     memsvc_req_h    *child;  /* in flight: each entry's request record (NULL once collected) */
     memsvc_req_h     req;    /* in flight: the batch's own request (never on the wire) */
+    bool            *local;  /* submitted: an ACQUIRE pinned in the pin table, not sent */
+    msp_req_t       *out;    /* submit: the entries sent, in order */
+    memsvc_req_h    *outreq; /* and their records */
 };
 
 memsvc_status_t memsvc_batch_create(memsvc_conn_h conn, memsvc_batch_h *batch_p)
@@ -42,6 +45,9 @@ void memsvc_batch_destroy(memsvc_batch_h b)
     free(b->status);
     free(b->handle);
     free(b->child);
+    free(b->local);
+    free(b->out);
+    free(b->outreq);
     free(b);
 }
 
@@ -87,7 +93,22 @@ static memsvc_status_t batch_grow(memsvc_batch_h b)
         return MEMSVC_ERR_NO_RESOURCE;
     }
     b->child = p;
-    b->cap   = cap;
+    p        = realloc(b->local, cap * sizeof(*b->local));
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    b->local = p;
+    p        = realloc(b->out, cap * sizeof(*b->out));
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    b->out = p;
+    p      = realloc(b->outreq, cap * sizeof(*b->outreq));
+    if (p == NULL) {
+        return MEMSVC_ERR_NO_RESOURCE;
+    }
+    b->outreq = p;
+    b->cap    = cap;
     return MEMSVC_OK;
 }
 
@@ -114,6 +135,7 @@ static memsvc_status_t batch_added(memsvc_batch_h b, size_t *index_p)
     b->status[b->n] = MEMSVC_INPROGRESS;
     b->handle[b->n] = 0;
     b->child[b->n]  = NULL;
+    b->local[b->n]  = false;
     if (index_p != NULL) {
         *index_p = b->n;
     }
@@ -145,6 +167,12 @@ static memsvc_status_t batch_handle_op(memsvc_batch_h b, uint32_t op, memsvc_han
     }
     m->op         = op;
     m->u.h.handle = handle;
+    if ((op == MSP_OP_RELEASE) && mcl_local_unpin(&b->conn->local, handle)) {
+        m->op = MSP_OP_PING; /* released in the pin table: the entry is only answered */
+    }
+    if (op == MSP_OP_FREE) {
+        mcl_local_forget(&b->conn->local, handle); /* never acquired in the table again */
+    }
     return batch_added(b, index_p);
 }
 
@@ -175,13 +203,18 @@ memsvc_status_t memsvc_batch_hint(memsvc_batch_h b, const memsvc_hint_t *hint, s
     return (status == MEMSVC_OK) ? batch_added(b, index_p) : status;
 }
 
-/* Entries [i, i+k) fail with status before they were sent. */
+/* Entries from i on fail with status before they were sent (pins taken in the table for them
+ * are given back). */
 static void batch_fail_from(memsvc_batch_h b, size_t i, memsvc_status_t status)
 {
     for (; i < b->n; i++) {
         if (b->child[i] != NULL) {
             mcl_req_unlink_free(b->child[i]);
             b->child[i] = NULL;
+        }
+        if (b->local[i]) {
+            mcl_local_drop(&b->conn->local, b->msgs[i].u.h.handle);
+            b->local[i] = false;
         }
         b->status[i] = status;
     }
@@ -191,7 +224,7 @@ memsvc_status_t memsvc_batch_submit(memsvc_batch_h b, memsvc_req_h *req_p)
 {
     memsvc_status_t status;
     memsvc_conn_h   conn;
-    size_t          i, j, bytes;
+    size_t          i, j, m = 0, bytes;
 
     if (b == NULL) {
         return MEMSVC_ERR_INVALID_PARAM;
@@ -206,8 +239,18 @@ memsvc_status_t memsvc_batch_submit(memsvc_batch_h b, memsvc_req_h *req_p)
     if (conn->broken) {
         return conn->broken_status;
     }
-    /* ids in entry order, so that replies retire the one-way requests queued before */
+    memset(b->local, 0, b->n * sizeof(*b->local));
+    /* ids in entry order, so that replies retire the one-way requests queued before; an
+     * acquire of a tensor published in the pin table is pinned there and answered at once */
     for (i = 0; i < b->n; i++) {
+        b->local[i] = (b->msgs[i].op == MSP_OP_ACQUIRE) &&
+                      mcl_local_pin(&conn->local, b->msgs[i].u.h.handle, NULL);
+        if (b->local[i]) {
+            b->child[i]  = NULL;
+            b->status[i] = MEMSVC_OK;
+            b->handle[i] = 0;
+            continue;
+        }
         b->child[i] = mcl_req_new(conn, b->msgs[i].op);
         if (b->child[i] == NULL) {
             batch_fail_from(b, 0, MEMSVC_ERR_NO_RESOURCE);
@@ -216,6 +259,9 @@ memsvc_status_t memsvc_batch_submit(memsvc_batch_h b, memsvc_req_h *req_p)
         b->msgs[i].id = b->child[i]->id;
         b->status[i]  = MEMSVC_INPROGRESS;
         b->handle[i]  = 0;
+        b->out[m]     = b->msgs[i];
+        b->outreq[m]  = b->child[i];
+        m++;
     }
     b->req = mcl_req_new(conn, 0);
     if (b->req == NULL) {
@@ -224,19 +270,23 @@ memsvc_status_t memsvc_batch_submit(memsvc_batch_h b, memsvc_req_h *req_p)
     }
     b->req->batch = b;
     /* as few messages as the limits allow: 64 requests, MSP_HEADER_MAX bytes */
-    for (i = 0; i < b->n; i = j) {
+    for (i = 0; i < m; i = j) {
         bytes = MSP_MSG_OVERHEAD;
-        for (j = i; (j < b->n) && (j - i < MSP_BATCH_MAX); j++) {
-            size_t r = msp_request_bound(&b->msgs[j]);
+        for (j = i; (j < m) && (j - i < MSP_BATCH_MAX); j++) {
+            size_t r = msp_request_bound(&b->out[j]);
 
             if ((j > i) && (bytes + r > MSP_HEADER_MAX)) {
                 break;
             }
             bytes += r;
         }
-        status = mcl_send(conn, &b->child[i], &b->msgs[i], j - i, NULL, 0);
+        status = mcl_send(conn, &b->outreq[i], &b->out[i], j - i, NULL, 0);
         if (status != MEMSVC_OK) {
-            batch_fail_from(b, i, status);
+            size_t k;
+
+            for (k = 0; b->child[k] != b->outreq[i]; k++) {
+            }
+            batch_fail_from(b, k, status); /* from the first entry not sent */
             break;
         }
     }
@@ -271,6 +321,10 @@ memsvc_status_t mcl_batch_collect(struct memsvc_batch *b)
             b->status[i] = c->status;
             if ((c->op == MSP_OP_ALLOC) && (c->status == MEMSVC_OK)) {
                 b->handle[i] = c->rep.u.alloc.handle;
+            }
+            if ((c->op == MSP_OP_ACQUIRE) && (c->status == MEMSVC_OK)) {
+                /* published: the next acquire of it may be pinned in the table */
+                mcl_local_published(&b->conn->local, b->msgs[i].u.h.handle);
             }
             mcl_req_unlink_free(c);
             b->child[i] = NULL;

@@ -1042,17 +1042,6 @@ memsvc_status_t memsvc_alloc(memsvc_conn_h conn, const char *key, uint64_t size,
     return status;
 }
 
-static memsvc_status_t handle_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle)
-{
-    msp_req_t msg = {.op = op};
-
-    if (conn == NULL) {
-        return MEMSVC_ERR_INVALID_PARAM;
-    }
-    msg.u.h.handle = handle;
-    return mcl_call(conn, &msg, NULL, 0, NULL);
-}
-
 memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
 {
     msp_req_t msg = {.op = MSP_OP_FREE};
@@ -1061,12 +1050,48 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
+    mcl_local_forget(&conn->local, handle);
     return mcl_oneway_call(conn, &msg, handle);
+}
+
+/* A local acquire in the pin table (docs/api.md, "Acquires without a message"): true when
+ * pinned there (*addr_p, when given, gets the address). Not on a broken connection, nor once
+ * the daemon's end of the socket closed (looked at every CONN_LOCAL_CHECK_NS). */
+static bool acquire_local(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p)
+{
+    uint64_t now;
+
+    if ((conn->local.pins == NULL) || conn->broken) {
+        return false;
+    }
+    now = msp_now_ns();
+    if (now >= conn->local.next_check_ns) {
+        conn->local.next_check_ns = now + CONN_LOCAL_CHECK_NS;
+        if (mcl_local_gone(&conn->local)) {
+            conn_fail(conn, MEMSVC_ERR_TRANSPORT);
+            return false;
+        }
+    }
+    return mcl_local_pin(&conn->local, handle, addr_p);
 }
 
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
 {
-    return handle_call(conn, MSP_OP_ACQUIRE, handle);
+    msp_req_t       msg = {.op = MSP_OP_ACQUIRE};
+    memsvc_status_t status;
+
+    if (conn == NULL) {
+        return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (acquire_local(conn, handle, NULL)) {
+        return MEMSVC_OK;
+    }
+    msg.u.h.handle = handle;
+    status         = mcl_call(conn, &msg, NULL, 0, NULL);
+    if (status == MEMSVC_OK) {
+        mcl_local_published(&conn->local, handle); /* the next one may need no message */
+    }
+    return status;
 }
 
 /* ACQUIRE asking for the tensor's location; *addr_p gets its address here or NULL. */
@@ -1081,6 +1106,9 @@ static memsvc_status_t acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, b
         return MEMSVC_ERR_INVALID_PARAM;
     }
     *addr_p        = NULL;
+    if (!write && acquire_local(conn, handle, addr_p)) {
+        return MEMSVC_OK;
+    }
     msg.u.h.handle = handle;
     if (conn->local.base != NULL) {
         msg.u.h.flags = MSP_ACQ_MAP | (write ? MSP_ACQ_WRITE : 0);
@@ -1089,6 +1117,11 @@ static memsvc_status_t acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, b
     if ((status == MEMSVC_OK) || (status == MEMSVC_RECOMPUTE)) {
         *addr_p = mcl_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
                                  rep.u.acquire.size);
+        if (write && (rep.u.acquire.region != MSP_REGION_NONE)) {
+            mcl_local_write_pin(&conn->local, handle); /* its release is a message */
+        } else if (!write && (status == MEMSVC_OK)) {
+            mcl_local_published(&conn->local, handle);
+        }
     }
     return status;
 }
@@ -1110,6 +1143,9 @@ memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle)
 
     if (conn == NULL) {
         return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if (mcl_local_unpin(&conn->local, handle)) {
+        return MEMSVC_OK; /* a pin taken in the pin table */
     }
     msg.u.h.handle = handle;
     return mcl_oneway_call(conn, &msg, handle);
@@ -1279,7 +1315,11 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         return MEMSVC_ERR_NO_RESOURCE;
     }
     for (i = 0; i < n; i++) {
-        reqs[i] = mcl_req_new(conn, op);
+        /* a release of a pin taken in the pin table is done here; a PING answers for it */
+        msgs[i].op = ((op == MSP_OP_RELEASE) && mcl_local_unpin(&conn->local, handles[i]))
+                         ? MSP_OP_PING
+                         : op;
+        reqs[i]    = mcl_req_new(conn, msgs[i].op);
         if (reqs[i] == NULL) {
             while (i-- > 0) {
                 mcl_req_unlink_free(reqs[i]);
@@ -1287,7 +1327,6 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
             free(msgs);
             return MEMSVC_ERR_NO_RESOURCE;
         }
-        msgs[i].op         = op;
         msgs[i].id         = reqs[i]->id;
         msgs[i].u.h.handle = handles[i];
     }
@@ -1307,6 +1346,9 @@ static memsvc_status_t handle_batch(memsvc_conn_h conn, uint32_t op, const memsv
         }
         if (status_p != NULL) {
             status_p[i] = status;
+        }
+        if ((op == MSP_OP_ACQUIRE) && (status == MEMSVC_OK)) {
+            mcl_local_published(&conn->local, handles[i]); /* the next one may need no message */
         }
         if ((status < 0) && (first == MEMSVC_OK)) {
             first = status;
@@ -1343,7 +1385,10 @@ static memsvc_status_t handle_nb(memsvc_conn_h conn, uint32_t op, memsvc_handle_
         return MEMSVC_ERR_INVALID_PARAM;
     }
     msg.u.h.handle = handle;
-    status         = conn_prepare(conn, &msg, &req);
+    if ((op == MSP_OP_RELEASE) && mcl_local_unpin(&conn->local, handle)) {
+        msg.op = MSP_OP_PING; /* released in the pin table: the request is only answered */
+    }
+    status = conn_prepare(conn, &msg, &req);
     if (status != MEMSVC_OK) {
         return status;
     }

@@ -121,6 +121,222 @@ memsvc_status_t mcl_local_handshake(mcl_local_t *lo, ucp_worker_h worker, int ti
     return MEMSVC_OK;
 }
 
+/* ---- the pin table ---------------------------------------------------------------------- */
+
+static void mcl_local_drop_pins(mcl_local_t *lo)
+{
+    if (lo->pins != NULL) {
+        munmap(lo->pins, MSL_PINTAB_BYTES);
+        lo->pins = NULL;
+    }
+    free(lo->fp);
+    lo->fp       = NULL;
+    lo->fp_cap   = 0;
+    lo->fp_count = 0;
+}
+
+static size_t fp_home(const mcl_local_t *lo, uint64_t handle)
+{
+    return (size_t)(handle * 0x9e3779b97f4a7c15ull >> 17) & (lo->fp_cap - 1);
+}
+
+static mcl_fpin_t *fp_get(mcl_local_t *lo, uint64_t handle)
+{
+    size_t i;
+
+    if (lo->fp_cap == 0) {
+        return NULL;
+    }
+    for (i = fp_home(lo, handle); lo->fp[i].handle != 0; i = (i + 1) & (lo->fp_cap - 1)) {
+        if (lo->fp[i].handle == handle) {
+            return &lo->fp[i];
+        }
+    }
+    return NULL;
+}
+
+/* Entries that hold nothing are dropped (a table of tensors freed by others stays bounded). */
+static bool fp_idle(const mcl_fpin_t *e)
+{
+    return (e->lpins == 0) && (e->wpins == 0) && !e->fast;
+}
+
+static bool fp_rehash(mcl_local_t *lo, size_t cap, bool keep_fast)
+{
+    mcl_fpin_t *old = lo->fp, *nf = calloc(cap, sizeof(*nf));
+    size_t      oldcap = lo->fp_cap, i, j;
+
+    if (nf == NULL) {
+        return false;
+    }
+    lo->fp       = nf;
+    lo->fp_cap   = cap;
+    lo->fp_count = 0;
+    for (i = 0; i < oldcap; i++) {
+        if ((old[i].handle == 0) || fp_idle(&old[i]) ||
+            (!keep_fast && (old[i].lpins == 0) && (old[i].wpins == 0))) {
+            continue;
+        }
+        for (j = fp_home(lo, old[i].handle); nf[j].handle != 0; j = (j + 1) & (cap - 1)) {
+        }
+        nf[j] = old[i];
+        lo->fp_count++;
+    }
+    free(old);
+    return true;
+}
+
+static mcl_fpin_t *fp_put(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = fp_get(lo, handle);
+    size_t      i;
+
+    if (e != NULL) {
+        return e;
+    }
+    if (2 * (lo->fp_count + 1) > lo->fp_cap) {
+        /* past 64 Ki entries, forget where unpinned tensors were rather than grow */
+        bool keep = lo->fp_cap < 65536;
+
+        if (!fp_rehash(lo, keep ? ((lo->fp_cap != 0) ? 2 * lo->fp_cap : 256) : lo->fp_cap,
+                       keep) ||
+            (2 * (lo->fp_count + 1) > lo->fp_cap)) {
+            return NULL;
+        }
+    }
+    for (i = fp_home(lo, handle); lo->fp[i].handle != 0; i = (i + 1) & (lo->fp_cap - 1)) {
+    }
+    lo->fp[i] = (mcl_fpin_t){.handle = handle, .slot = UINT32_MAX};
+    lo->fp_count++;
+    return &lo->fp[i];
+}
+
+/* Remove e if it holds nothing (backward-shift deletion keeps the probe chains whole). */
+static void fp_tidy(mcl_local_t *lo, mcl_fpin_t *e)
+{
+    size_t i, j, k;
+
+    if (!fp_idle(e)) {
+        return;
+    }
+    i = (size_t)(e - lo->fp);
+    for (j = (i + 1) & (lo->fp_cap - 1); lo->fp[j].handle != 0; j = (j + 1) & (lo->fp_cap - 1)) {
+        k = fp_home(lo, lo->fp[j].handle);
+        /* j's entry may fill the hole at i unless its home lies cyclically in (i, j] */
+        if ((i <= j) ? ((i < k) && (k <= j)) : ((i < k) || (k <= j))) {
+            continue;
+        }
+        lo->fp[i] = lo->fp[j];
+        i         = j;
+    }
+    lo->fp[i].handle = 0;
+    lo->fp_count--;
+}
+
+bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p)
+{
+    mcl_fpin_t     *e;
+    msl_pin_where_t w;
+    void           *p;
+
+    if ((lo->pins == NULL) || ((e = fp_get(lo, handle)) == NULL) || !e->fast ||
+        (e->slot == UINT32_MAX)) {
+        return false;
+    }
+    if (!msl_pin_try(lo->pins, e->slot, handle, &w)) {
+        if (e->lpins == 0) {
+            e->fast = false; /* revoked or moved: the next acquire by message looks again */
+            e->slot = UINT32_MAX;
+            fp_tidy(lo, e);
+        }
+        return false;
+    }
+    p = mcl_local_addr(lo, w.region, w.offset, w.size);
+    if (p == NULL) {
+        msl_pin_drop(lo->pins, e->slot); /* not where this process can see it: by message */
+        return false;
+    }
+    e->lpins++;
+    if (addr_p != NULL) {
+        *addr_p = p;
+    }
+    return true;
+}
+
+void mcl_local_published(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e;
+    uint32_t    idx;
+
+    if (lo->pins == NULL) {
+        return;
+    }
+    e = fp_get(lo, handle);
+    if ((e != NULL) && (e->lpins > 0)) {
+        e->fast = true; /* its slot stays the one its pins were taken in */
+        return;
+    }
+    idx = msl_pin_find(lo->pins, handle);
+    if ((idx == UINT32_MAX) || ((e == NULL) && ((e = fp_put(lo, handle)) == NULL))) {
+        return;
+    }
+    e->slot = idx;
+    e->fast = true;
+}
+
+void mcl_local_write_pin(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e;
+
+    if ((lo->pins != NULL) && ((e = fp_put(lo, handle)) != NULL)) {
+        e->wpins++;
+    }
+}
+
+bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if (e == NULL) {
+        return false;
+    }
+    if (e->wpins > 0) {
+        /* the daemon releases a write pin first (and commits with the last): so do we */
+        e->wpins--;
+        fp_tidy(lo, e);
+        return false;
+    }
+    if (e->lpins == 0) {
+        return false;
+    }
+    msl_pin_drop(lo->pins, e->slot);
+    e->lpins--;
+    return true;
+}
+
+void mcl_local_drop(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if ((e != NULL) && (e->lpins > 0)) {
+        msl_pin_drop(lo->pins, e->slot);
+        e->lpins--;
+    }
+}
+
+void mcl_local_forget(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if (e != NULL) {
+        e->fast = false;
+        if (e->lpins == 0) {
+            e->slot = UINT32_MAX;
+        }
+        fp_tidy(lo, e);
+    }
+}
+
 memsvc_status_t mcl_local_regions(mcl_local_t *lo, int timeout_ms)
 {
     msl_regions_t   msg;
@@ -138,18 +354,31 @@ memsvc_status_t mcl_local_regions(mcl_local_t *lo, int timeout_ms)
         status = MEMSVC_ERR_PROTOCOL;
         goto out;
     }
-    if (msg.count > 0) {
-        int flags = MAP_SHARED | ((msg.region[0].size <= MSC_PREFAULT_MAX) ? MAP_POPULATE : 0);
+    for (i = 0; i < msg.count; i++) {
+        const msl_region_t *r = &msg.region[i];
+        int flags = MAP_SHARED | ((r->size <= MSC_PREFAULT_MAX) ? MAP_POPULATE : 0);
 
-        p = mmap(NULL, msg.region[0].size, PROT_READ | PROT_WRITE, flags, fds[0], 0);
+        if ((r->kind == MSL_REGION_PINTAB) && (r->size == MSL_PINTAB_BYTES) &&
+            (lo->pins == NULL)) {
+            p = mmap(NULL, MSL_PINTAB_BYTES, PROT_READ | PROT_WRITE, flags, fds[i], 0);
+            lo->pins = (p == MAP_FAILED) ? NULL : p; /* none: acquires are messages */
+            continue;
+        }
+        if ((r->kind != 0) || (lo->base != NULL)) {
+            continue; /* a kind this library does not know: not mapped */
+        }
+        p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, flags, fds[i], 0);
         if (p == MAP_FAILED) {
             fprintf(stderr, "libmemsvc: cannot map the device memory (%s): bytes are copied\n",
                     strerror(errno));
         } else {
             lo->base   = p;
-            lo->size   = msg.region[0].size;
-            lo->region = msg.region[0].id;
+            lo->size   = r->size;
+            lo->region = r->id;
         }
+    }
+    if (lo->base == NULL) {
+        mcl_local_drop_pins(lo); /* a table without the memory it points into is no use */
     }
 out:
     for (i = 0; i < nfds; i++) {
@@ -181,6 +410,7 @@ void *mcl_local_addr(const mcl_local_t *lo, uint32_t region, uint64_t offset, ui
 
 void mcl_local_close(mcl_local_t *lo)
 {
+    mcl_local_drop_pins(lo);
     if (lo->sock >= 0) {
         close(lo->sock);
         lo->sock = -1;

@@ -1121,7 +1121,16 @@ static memsvc_status_t decode_stats(msp_rd_t *rd, memsvc_stats_t *s)
     if (n >= 10) {
         RD(decode_stats_limits(rd, s));
     }
-    for (i = (n >= 10) ? 10 : ((n > 6) ? 7 : 6); i < n; i++) {
+    if (n >= 11) { /* pin tables (absent before them: zeros) */
+        uint64_t fp[4];
+
+        RD(decode_u64_array(rd, fp, 4));
+        s->fast_acquires  = fp[0];
+        s->fast_published = fp[1];
+        s->fast_revoked   = fp[2];
+        s->fast_held      = fp[3];
+    }
+    for (i = (n >= 11) ? 11 : (n >= 10) ? 10 : ((n > 6) ? 7 : 6); i < n; i++) {
         RD(rd_skip(rd, MSP_DEPTH_MAX));
     }
     return MEMSVC_OK;
@@ -1395,7 +1404,7 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
 
 #define PK_U64(f) msgpack_pack_uint64(pk, s->f);
 #define PK_DEV_U64(f) msgpack_pack_uint64(pk, ds->f);
-    msgpack_pack_array(pk, 10);
+    msgpack_pack_array(pk, 11);
     pk_str(pk, s->node);
     pk_str(pk, s->mode);
     pk_str(pk, s->policy);
@@ -1421,6 +1430,11 @@ memsvc_status_t msp_encode_stats(const memsvc_stats_t *s, msp_buf_t *buf)
     msgpack_pack_uint64(pk, s->durable_recovered);
     msgpack_pack_uint64(pk, s->durable_corrupt);
     encode_stats_limits(pk, s);
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint64(pk, s->fast_acquires);
+    msgpack_pack_uint64(pk, s->fast_published);
+    msgpack_pack_uint64(pk, s->fast_revoked);
+    msgpack_pack_uint64(pk, s->fast_held);
 #undef PK_U64
 #undef PK_DEV_U64
     return buf->overflow ? MEMSVC_ERR_TOO_LARGE : MEMSVC_OK;

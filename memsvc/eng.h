@@ -259,6 +259,16 @@ void eng_set_far_ops(eng_t *eng, const eng_far_ops_t *ops);
 void eng_far_done(eng_t *eng, eng_handle_t h, uint32_t move_id, memsvc_status_t status,
                   const void *bytes, uint64_t len);
 
+/*
+ * Asked before a tensor that no engine pin holds leaves its device (a swap-out or a drop, the
+ * policy's or asked for): false keeps it there, and the move is refused with MEMSVC_ERR_PINNED
+ * as if it were pinned (something outside the engine holds it: memsvcd's pin tables, see
+ * docs/protocol.md, "Pin table"). Told before a tensor is freed (freeing = true: the answer is
+ * not heeded). The callback must not call back into the engine. One guard; NULL: none.
+ */
+typedef bool (*eng_guard_cb_t)(void *arg, eng_handle_t handle, bool freeing);
+void eng_set_guard(eng_t *eng, eng_guard_cb_t cb, void *arg);
+
 /* Bytes of engine metadata held per live tensor at the moment (registry + allocator). */
 double eng_metadata_per_tensor(const eng_t *eng);
 

@@ -632,6 +632,9 @@ static memsvc_status_t eng_start_swap_out(eng_t *eng, eng_tensor_t *t)
     if (t->pub.pins > 0) {
         return MEMSVC_ERR_PINNED;
     }
+    if ((eng->guard_cb != NULL) && !eng->guard_cb(eng->guard_arg, t->pub.handle, false)) {
+        return MEMSVC_ERR_PINNED; /* held outside the engine */
+    }
     status = sim_host_alloc(eng->node, t->pub.size, &hb);
     if (status == MEMSVC_OK) {
         t->host_ptr = hb.ptr;
@@ -1342,6 +1345,9 @@ memsvc_status_t eng_free(eng_t *eng, eng_handle_t handle)
     if (t == NULL) {
         return MEMSVC_ERR_NOT_FOUND;
     }
+    if (eng->guard_cb != NULL) {
+        eng->guard_cb(eng->guard_arg, handle, true);
+    }
     eng_pol_access(eng, t, POL_ACCESS_FREE);
     if (t->waiters != NULL) {
         eng_waiter_t *w = t->waiters;
@@ -1384,6 +1390,9 @@ static memsvc_status_t eng_do_drop(eng_t *eng, eng_tensor_t *t)
     }
     if (!t->pub.recomputable || t->pub.durable) {
         return MEMSVC_ERR_INVALID_PARAM;
+    }
+    if ((eng->guard_cb != NULL) && !eng->guard_cb(eng->guard_arg, t->pub.handle, false)) {
+        return MEMSVC_ERR_PINNED; /* held outside the engine */
     }
     eng_lru_drop(eng, t);
     eng_block_put(eng, t);
@@ -1649,6 +1658,12 @@ void eng_foreach_from(eng_t *eng, uint32_t job, uint64_t *cursor_p, uint32_t vis
         }
     }
     *cursor_p = (i < eng->num_slots) ? i : 0;
+}
+
+void eng_set_guard(eng_t *eng, eng_guard_cb_t cb, void *arg)
+{
+    eng->guard_cb  = cb;
+    eng->guard_arg = arg;
 }
 
 void eng_set_usage_observer(eng_t *eng, eng_usage_cb_t cb, void *arg)

@@ -203,6 +203,8 @@ struct eng {
 
     eng_far_ops_t    far;             /* eng_set_far_ops (backed peer tier) */
     bool             has_far;
+    eng_guard_cb_t   guard_cb;        /* eng_set_guard */
+    void            *guard_arg;
 };
 
 /* registry (eng_registry.c) */

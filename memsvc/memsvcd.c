@@ -63,6 +63,7 @@ static const struct option daemon_options[] = {{"listen", required_argument, NUL
                                                {"unix", required_argument, NULL, 'u'},
                                                {"no-unix", no_argument, NULL, 'U'},
                                                {"no-map", no_argument, NULL, 'M'},
+                                               {"no-fast-pin", no_argument, NULL, 'F'},
                                                {"loops", required_argument, NULL, 'L'},
                                                {"poll", no_argument, NULL, 'P'},
                                                {"log-level", required_argument, NULL, 'g'},
@@ -101,7 +102,8 @@ static void usage(FILE *out)
             "usage: memsvcd [--config FILE | --no-config] [--listen HOST:PORT] [--node PRESET]\n"
             "               [key=value ...] [--memory backed|phantom] [--policy NAME[:k=v,...]]\n"
             "               [--keep-durable SECONDS] [--allow-remote] [--spin-us US]\n"
-            "               [--unix PATH | --no-unix] [--no-map] [--loops N] [--poll]\n"
+            "               [--unix PATH | --no-unix] [--no-map] [--no-fast-pin] [--loops N]\n"
+            "               [--poll]\n"
             "               [--log-level LEVEL] [--log-target stderr|journal] [--metrics ADDR]\n"
             "               [--secret-file FILE] [--job-secrets DIR] [--require-secret]\n"
             "               [--operator-group GROUP]\n"
@@ -143,6 +145,8 @@ static void usage(FILE *out)
             "  --no-unix              no local socket: every client comes over tcp\n"
             "  --no-map               do not map HBM into local clients (isolation between\n"
             "                         jobs sharing a device; bytes are copied instead)\n"
+            "  --no-fast-pin          no pin tables: every acquire and release of a local\n"
+            "                         client is a message to the daemon\n"
             "  --loops N              threads serving local clients (default: cores/4, 1..8)\n"
             "  --poll                 loops never sleep: lowest latency, a core per loop\n"
             "  --log-level LEVEL      err, warn, info (default) or debug\n"
@@ -333,6 +337,9 @@ static bool opt_apply(daemon_opts_t *o, int c, const char *arg, const char *wher
         break;
     case 'M':
         o->cfg.no_map = true;
+        break;
+    case 'F':
+        o->cfg.no_fast_pin = true;
         break;
     case 'P':
         o->cfg.poll = true;

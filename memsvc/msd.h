@@ -69,6 +69,7 @@ typedef struct msd_config {
     const char *unix_path;       /* local socket; NULL: derived from listen (msl_default_path) */
     bool        no_unix;         /* serve tcp only */
     bool        no_map;          /* never hand memory regions to local clients */
+    bool        no_fast_pin;     /* no pin tables: every acquire and release is a message */
     bool        poll;            /* loops never sleep (a core each, lowest latency) */
     unsigned    local_loops;     /* threads serving local sessions (>= 1) */
     const char *secret_file;     /* cluster secret for tcp peers (--secret-file); NULL: none */
@@ -180,6 +181,7 @@ typedef struct msd_session {
     bool                serving;             /* msd_defer_serve runs (no re-entry) */
     bool                kick;                /* out_bytes dropped while serving was unsafe */
     bool                evicted;             /* closed by an operator (EVICT) */
+    struct msd_pintab  *pintab;              /* local, mapped: its pin table (msd_fast.c) */
 } msd_session_t;
 
 /* Value of the ownership table. Key (handle, 0): the tensor's owner; (handle, sid): pins. */
@@ -306,6 +308,15 @@ typedef struct msd_server {
     struct msd_peers *peers; /* the cluster (msd_peer.c); NULL when standing alone */
     struct msd_repl  *repl;  /* replication to peers (msd_repl.c); NULL when off */
     struct msd_tier  *tier;  /* the peer tier's objects (msd_tier.c); NULL when none */
+    /* -- pin tables of local sessions (msd_fast.c; engine lock) -- */
+    unsigned       fast_tables;    /* sessions with one */
+    uint64_t       fast_slots;     /* slots not free, all tables */
+    uint64_t       fast_fold_at;   /* when the clients' local acquires are next folded in */
+    uint64_t       fast_fold_ns;   /* the interval now (MSD_FAST_FOLD_NS..MAX) */
+    uint64_t       fast_acquires;  /* local acquires folded in so far */
+    uint64_t       fast_published; /* slots published */
+    uint64_t       fast_revoked;   /* slots revoked before a move or free */
+    uint64_t       fast_held;      /* moves refused: a client held the tensor in its table */
 } msd_server_t;
 
 /* ---- msd_map.c ---------------------------------------------------------------------------- */
@@ -444,6 +455,33 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
  * tensor's bytes are journaled then: msd_durable_commit's status and msg). */
 memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h, msd_own_t *pin,
                              char *msg, size_t msglen);
+
+/* ---- msd_fast.c: pin tables ---------------------------------------------------------------- */
+
+/* How often the clients' local acquires are folded into the engine's access records: every
+ * MSD_FAST_FOLD_NS while clients acquire locally, backing off (doubling) to MSD_FAST_FOLD_MAX_NS
+ * while they do not. */
+#define MSD_FAST_FOLD_NS 10000000ull
+#define MSD_FAST_FOLD_MAX_NS 160000000ull
+
+/* Give local session s a pin table (before its regions are sent). false: none (logged). */
+bool msd_fast_open(msd_server_t *srv, msd_session_t *s);
+/* The table's fd, to send with the regions (-1: none). */
+int msd_fast_fd(const msd_session_t *s);
+/* s ends: close every slot, unmap, forget the table. Engine lock. */
+void msd_fast_close(msd_server_t *srv, msd_session_t *s);
+/* s acquired h, resident at (region, offset, size) of its mapping: publish it. Engine lock. */
+void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t region,
+                      uint64_t offset, uint64_t size);
+/* h's bytes may no longer be trusted (uncommitted): no new local acquire of it. Engine lock. */
+void msd_fast_invalidate(msd_server_t *srv, eng_handle_t h);
+/* The engine's guard (eng_set_guard): revoke h's slots before it moves, close them before it
+ * is freed; false while a client holds it. Engine lock. */
+bool msd_fast_guard(void *arg, eng_handle_t h, bool freeing);
+/* Fold the local acquires into the engine (access records, policy) and reclaim closed slots
+ * whose pins are gone; now: whatever the time, else when MSD_FAST_FOLD_NS has passed. Returns
+ * when it wants to run next (UINT64_MAX: no slot in use). Engine lock. */
+uint64_t msd_fast_fold(msd_server_t *srv, bool now);
 
 /* ---- msd_ops.c ---------------------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
 /* msd_local.c - memsvcd's co-located path: Unix socket, a shared-memory UCX worker per client,
  * memory regions passed as fds, pins that write in place */
 #include "client/msl_local.h"
+#include "client/msl_pintab.h"
 #include "client/msp_ucx.h"
 #include "memsvc/msd.h"
 
@@ -427,6 +428,7 @@ void msd_local_session_end(msd_server_t *srv, msd_session_t *s, const char *why)
             (unsigned long long)s->id, s->job, s->rank, s->name, (int)s->pid, why);
     }
     s->dead = true;
+    msd_fast_close(srv, s); /* its local pins go with it */
     msd_defer_drop(srv, s, true); /* its worker still exists: descriptors go back to it */
     msd_ops_session_gone(srv, s);
     s->cleaned = true;
@@ -463,7 +465,7 @@ static bool local_may_map(msd_server_t *srv, const msd_session_t *s)
 void msd_local_send_regions(msd_server_t *srv, msd_session_t *s)
 {
     msl_regions_t msg = {.magic = MSL_MAGIC_REGIONS};
-    int           fd  = -1;
+    int           fds[2] = {-1, -1};
 
     if (local_may_map(srv, s)) {
         sim_device_t *dev = sim_node_device(eng_node(srv->eng), s->device);
@@ -472,10 +474,17 @@ void msd_local_send_regions(msd_server_t *srv, msd_session_t *s)
             msg.region[0] = (msl_region_t){.id = s->device, .kind = 0,
                                            .size = sim_node_desc(eng_node(srv->eng))->hbm_bytes};
             msg.count     = 1;
-            fd            = dev->fd;
+            fds[0]        = dev->fd;
+            if (msd_fast_open(srv, s)) {
+                /* its pin table: resident tensors acquired without a message */
+                msg.region[1] = (msl_region_t){.id = 0, .kind = MSL_REGION_PINTAB,
+                                               .size = MSL_PINTAB_BYTES};
+                fds[1]        = msd_fast_fd(s);
+                msg.count     = 2;
+            }
         }
     }
-    if (msl_send(s->sock, &msg, sizeof(msg), &fd, msg.count) != MEMSVC_OK) {
+    if (msl_send(s->sock, &msg, sizeof(msg), fds, msg.count) != MEMSVC_OK) {
         LOG("session %llu: cannot send its memory regions (client gone?)",
             (unsigned long long)s->id);
     }
@@ -520,6 +529,14 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
     }
     if ((flags & MSP_ACQ_WRITE) && (region != MSP_REGION_NONE)) {
         pin->wpins++;
+    }
+    if ((status == MEMSVC_OK) && (s->pintab != NULL)) {
+        uint64_t where;
+
+        /* resident, committed, in its mapping: its next acquires need no message */
+        if (msd_local_locate(srv, s, &info, &where) != MSP_REGION_NONE) {
+            msd_fast_publish(srv, s, h, info.device, where, info.size);
+        }
     }
     rep->u.acquire.region = region;
     rep->u.acquire.offset = offset;

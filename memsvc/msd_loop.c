@@ -77,6 +77,11 @@ void msd_after_batch(msd_server_t *srv)
     if (srv->reclaim_head < srv->reclaim_n) {
         when = now; /* loop 0 frees the next slice at once */
     }
+    if (srv->fast_slots > 0) {
+        uint64_t fold_at = msd_fast_fold(srv, false); /* clients' local acquires */
+
+        when = (fold_at < when) ? fold_at : when;
+    }
     atomic_store(&srv->timer_at, when);
     if ((when < atomic_load(&srv->timer_armed)) && (loop_current != &srv->loops[0]) &&
         (srv->loops != NULL)) {

@@ -60,6 +60,7 @@ typedef struct met_snap {
     eng_dev_stats_t dev[MEMSVC_MAX_DEVICES];
     unsigned        ndev;
     uint64_t        uptime_ns, messages, orphans;
+    uint64_t        fast[4]; /* pin tables: acquires, published, revoked, held */
     uint64_t        sessions[2]; /* live, bound: [0] tcp, [1] local */
     msd_metrics_t   m;
     met_job_t      *jobs;
@@ -125,6 +126,10 @@ static void snap_take(msd_server_t *srv, met_snap_t *sn)
     sn->uptime_ns = msp_now_ns() - srv->start_ns;
     sn->messages  = srv->requests;
     sn->orphans   = srv->orphans;
+    sn->fast[0]   = srv->fast_acquires; /* as of the last fold (every 10-160 ms) */
+    sn->fast[1]   = srv->fast_published;
+    sn->fast[2]   = srv->fast_revoked;
+    sn->fast[3]   = srv->fast_held;
     sn->m         = srv->metrics;
     sn->repl      = (srv->repl != NULL);
     if (sn->repl) {
@@ -275,6 +280,16 @@ static void write_node(FILE *f, const met_snap_t *sn)
                 (double)sn->messages);
     write_gauge(f, "memsvc_reloads_total", "counter", "Configuration reloads (SIGHUP).",
                 (double)sn->m.reloads);
+    write_gauge(f, "memsvc_pin_table_acquires_total", "counter",
+                "Acquires local clients made in their pin tables (no message).",
+                (double)sn->fast[0]);
+    write_gauge(f, "memsvc_pin_table_published_total", "counter",
+                "Tensors published in local clients' pin tables.", (double)sn->fast[1]);
+    write_gauge(f, "memsvc_pin_table_revoked_total", "counter",
+                "Pin table slots revoked before their tensor moved.", (double)sn->fast[2]);
+    write_gauge(f, "memsvc_pin_table_held_total", "counter",
+                "Moves refused because a client held the tensor in its pin table.",
+                (double)sn->fast[3]);
 }
 
 /* Replication (docs/cluster.md, "Replication"): only on a cluster member. */

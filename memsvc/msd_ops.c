@@ -807,6 +807,10 @@ static void stats_limits(msd_server_t *srv, const msd_session_t *me, memsvc_stat
     st->overloads          = srv->overloads;
     st->deferred           = srv->deferred;
     st->evictions          = srv->evictions;
+    st->fast_acquires      = srv->fast_acquires;
+    st->fast_published     = srv->fast_published;
+    st->fast_revoked       = srv->fast_revoked;
+    st->fast_held          = srv->fast_held;
     if (!me->admin) {
         st->sessions_refused = st->handshake_timeouts = st->overloads = 0;
         st->deferred = st->evictions = 0;
@@ -890,6 +894,7 @@ static memsvc_status_t op_stats(msd_server_t *srv, msd_session_t *s, msp_rep_t *
     msd_session_t  *x;
     unsigned        d, k;
 
+    msd_fast_fold(srv, true); /* local acquires counted up to now */
     memset(st, 0, sizeof(*st));
     snprintf(st->node, sizeof(st->node), "%s", sim_node_desc(node)->name);
     snprintf(st->mode, sizeof(st->mode), "%s", sim_mem_mode_name(sim_node_mode(node)));
@@ -1297,6 +1302,7 @@ void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
             if (slot->v.wpins > 0) {
                 /* It may have been writing in place: never serve half-written bytes. */
                 eng_set_valid(srv->eng, slot->handle, false);
+                msd_fast_invalidate(srv, slot->handle); /* nobody pins it locally either */
                 uncommitted++;
             }
             pins[npins]     = slot->handle;

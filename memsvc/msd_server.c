@@ -53,6 +53,7 @@ void msd_session_put(msd_server_t *srv, msd_session_t *s)
         if (*pp == s) {
             *pp = s->next;
             msp_auth_wipe(s->key, sizeof(s->key));
+            msd_fast_close(srv, s); /* (closed at its end already) */
             free(s);
             return;
         }
@@ -990,6 +991,7 @@ memsvc_status_t msd_server_init(msd_server_t *srv, eng_t *eng, const msd_config_
         goto err_auth;
     }
     eng_set_usage_observer(eng, msd_jobs_usage, &srv->jobs);
+    eng_set_guard(eng, msd_fast_guard, srv);
     ctx_params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     ctx_params.features   = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     ctx_params.name       = "memsvcd";
@@ -1109,6 +1111,7 @@ err_ctx:
     ucp_cleanup(srv->ctx);
 err_map:
     eng_set_usage_observer(eng, NULL, NULL);
+    eng_set_guard(eng, NULL, NULL);
     msd_jobs_fini(&srv->jobs);
     msd_map_fini(&srv->own);
 err_auth:
@@ -1363,6 +1366,7 @@ void msd_server_fini(msd_server_t *srv)
     } while (again);
     while ((s = srv->sessions) != NULL) {
         srv->sessions = s->next;
+        msd_fast_close(srv, s);
         free(s);
     }
     msd_unlock(srv);
@@ -1378,6 +1382,7 @@ void msd_server_fini(msd_server_t *srv)
     /* The engine outlives the server (it is destroyed last): it must no longer report usage
      * to the jobs table freed here. */
     eng_set_usage_observer(srv->eng, NULL, NULL);
+    eng_set_guard(srv->eng, NULL, NULL);
     msd_jobs_fini(&srv->jobs);
     free(srv->reclaim); /* the engine, destroyed, took their tensors */
     msd_buf_fini(srv);

@@ -109,6 +109,9 @@ void integ_track(pid_t pid);
 /* Role "cluster-writer", acted by tests/integ/test_cluster.c (never returns). */
 void integ_cluster_child(integ_daemon_t *d, const char *role, int fd);
 
+/* Roles "fastpin-*", acted by tests/integ/test_fastpin.c (never returns). */
+void integ_fastpin_child(integ_daemon_t *d, const char *role, int ready_fd);
+
 /* Roles "limits-*" of integ_spawn, acted by tests/integ/test_limits.c (never returns). */
 void integ_limits_child(integ_daemon_t *d, const char *role, int ready_fd);
 

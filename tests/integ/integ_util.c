@@ -798,6 +798,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         integ_auth_child(&d, role, atoi(fds));
     } else if (strncmp(role, "restart-", 8) == 0) {
         integ_restart_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "fastpin-", 8) == 0) {
+        integ_fastpin_child(&d, role, atoi(fds));
     } else if (strncmp(role, "limits-", 7) == 0) {
         integ_limits_child(&d, role, atoi(fds));
     } else if (strncmp(role, "cluster-", 8) == 0) {

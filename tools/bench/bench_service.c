@@ -16,7 +16,7 @@
  *        bench_service ADDR bw SIZE REPS       write and read of a SIZE-byte tensor (messages
  *                                              or mapped), through memsvc_acquire_map, and
  *                                              memcpy of SIZE bytes as the reference
- *        bench_service ADDR ops CLIENTS SECS [batch]
+ *        bench_service ADDR ops CLIENTS SECS [single|batch]
  *                                              acquires and releases from CLIENTS processes
  *        bench_service ADDR idle CLIENTS SECS PID  CPU of the daemon PID with idle clients
  * Prints "name value" lines (medians over the repetitions) for tools/bench/service.sh; exits
@@ -390,7 +390,7 @@ static void bench_idle(unsigned clients, double secs, pid_t daemon)
 }
 
 #define BENCH_USAGE                                                                                \
-    "usage: bench_service ADDR lat N | bw SIZE REPS | ops CLIENTS SECS [batch] | "                 \
+    "usage: bench_service ADDR lat N | bw SIZE REPS | ops CLIENTS SECS [single|batch] | "                 \
     "idle CLIENTS SECS DAEMON_PID\n"
 
 /* A whole positive number (or 0 < x for seconds); exits 2 naming the argument otherwise. */
@@ -439,8 +439,10 @@ int main(int argc, char **argv)
     } else if ((strcmp(argv[2], "bw") == 0) && (argc == 5)) {
         bench_bw(arg_count("SIZE", argv[3]), (unsigned)arg_count("REPS", argv[4]));
     } else if ((strcmp(argv[2], "ops") == 0) &&
-               ((argc == 5) || ((argc == 6) && (strcmp(argv[5], "batch") == 0)))) {
-        bench_ops((unsigned)arg_count("CLIENTS", argv[3]), arg_secs(argv[4]), argc == 6);
+               ((argc == 5) || ((argc == 6) && ((strcmp(argv[5], "batch") == 0) ||
+                                                  (strcmp(argv[5], "single") == 0))))) {
+        bench_ops((unsigned)arg_count("CLIENTS", argv[3]), arg_secs(argv[4]),
+                  (argc == 6) && (strcmp(argv[5], "batch") == 0));
     } else if ((strcmp(argv[2], "idle") == 0) && (argc == 6)) {
         bench_idle((unsigned)arg_count("CLIENTS", argv[3]), arg_secs(argv[4]),
                    (pid_t)arg_count("DAEMON_PID", argv[5]));

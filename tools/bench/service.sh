@@ -4,7 +4,9 @@
 #   sh tools/bench/service.sh BIN_DIR        (REPS=3, OPS_SECS=0.5, IDLE_SECS=2)
 #
 # Starts memsvcd (tiny node, 1 NPU with 256 MiB HBM, backed memory) on a free loopback port,
-# first as it runs by default (loops sleep in epoll after 50 us of spinning), then with --poll,
+# first as it runs by default (loops sleep in epoll after 50 us of spinning, local clients acquire
+# resident tensors in their pin tables), then with --no-fast-pin (every local acquire and release
+# a message: the local latency and 1-2 client throughput again), then with --poll,
 # and measures with bench_service, for a co-located client (the Unix socket: its own worker
 # over shared memory, sysv, and the device mapped) and for a remote one (tcp,
 # MEMSVC_BENCH_TCP=1):
@@ -146,6 +148,13 @@ measure_lat() { # COND MODE
         r=$((r + 1))
     done
 }
+measure_lat_local() { # COND MODE
+    r=0
+    while [ $r -lt "$REPS" ]; do
+        svc "$1.$2.local" local lat 20000
+        r=$((r + 1))
+    done
+}
 measure_bw() { # COND MODE
     svc "$1.$2.local" local bw $SIZE 5
     svc "$1.$2.tcp" tcp bw $SIZE 5
@@ -171,6 +180,23 @@ spinner_start
 measure_refs contended
 measure_lat contended default
 measure_bw contended default
+spinner_stop
+stop_daemon
+
+# every acquire and release a message (no pin tables): the reference for the local figures
+start_daemon nofast --no-fast-pin
+measure_lat_local quiet nofast
+for n in 1 2; do
+    for mode in single batch; do
+        r=0
+        while [ $r -lt "$REPS" ]; do
+            svc opsnf local ops $n "$OPS_SECS" $mode
+            r=$((r + 1))
+        done
+    done
+done
+spinner_start
+measure_lat_local contended nofast
 spinner_stop
 stop_daemon
 
@@ -227,6 +253,10 @@ for cond in quiet contended; do
         row "acquire p99, tcp, $ml" "$(get $cond.$mode.tcp.acquire_rtt_p99_us)" us \
             "ucp_am_lat rtt, tcp" "$tcp_rtt" us le 10
     done
+    row "acquire p50, local, --no-fast-pin" "$(get $cond.nofast.local.acquire_rtt_p50_us)" us \
+        "ucp_am_lat rtt, sysv" "$shm_rtt" us le 2
+    row "acquire p99, local, --no-fast-pin" "$(get $cond.nofast.local.acquire_rtt_p99_us)" us \
+        "ucp_am_lat rtt, sysv" "$shm_rtt" us le 10
     mc=$(get $cond.default.local.memcpy_gbps)
     row "64 MiB memsvc_write, local (mapped)" "$(get $cond.default.local.write_gbps)" GB/s \
         "memcpy 64 MiB" "$mc" GB/s ge 90
@@ -256,6 +286,12 @@ for n in 1 2 4 8; do
     s=$(get ops.ops_per_s_single_${n}c)
     b=$(get ops.ops_per_s_batch_${n}c)
     printf '  %-8s %14.0f %14.0f %15.2fx\n' $n "$s" "$b" "$(echo "$b $b1" | awk '{print $1 / $2}')"
+done
+for n in 1 2; do
+    s=$(get opsnf.ops_per_s_single_${n}c)
+    b=$(get opsnf.ops_per_s_batch_${n}c)
+    printf '  %-8s %14.0f %14.0f %15.2fx   (--no-fast-pin: every acquire and release a message)\n' \
+        $n "$s" "$b" "$(echo "$b $(get opsnf.ops_per_s_batch_1c)" | awk '{print $1 / $2}')"
 done
 s1=$(get ops.ops_per_s_single_1c) s2=$(get ops.ops_per_s_single_2c)
 b2=$(get ops.ops_per_s_batch_2c)

@@ -154,10 +154,14 @@ static void stats_json(const memsvc_stats_t *st)
                (unsigned long long)ds->fragmented_events);
     }
     printf("\n  ],\n  \"limits\": {\"sessions_refused\": %llu, \"handshake_timeouts\": %llu, "
-           "\"overloads\": %llu, \"deferred\": %llu, \"evictions\": %llu},\n  \"jobs\": [",
+           "\"overloads\": %llu, \"deferred\": %llu, \"evictions\": %llu},\n  \"pin_tables\": "
+           "{\"fast_acquires\": %llu, \"published\": %llu, \"revoked\": %llu, \"held\": %llu},"
+           "\n  \"jobs\": [",
            (unsigned long long)st->sessions_refused, (unsigned long long)st->handshake_timeouts,
            (unsigned long long)st->overloads, (unsigned long long)st->deferred,
-           (unsigned long long)st->evictions);
+           (unsigned long long)st->evictions, (unsigned long long)st->fast_acquires,
+           (unsigned long long)st->fast_published, (unsigned long long)st->fast_revoked,
+           (unsigned long long)st->fast_held);
     for (k = 0; k < st->num_jobs; k++) {
         const memsvc_job_stats_t *j = &st->job[k];
 
@@ -247,6 +251,10 @@ static void stats_text(const memsvc_stats_t *st)
            (unsigned long long)st->sessions_refused, (unsigned long long)st->handshake_timeouts,
            (unsigned long long)st->overloads, (unsigned long long)st->deferred,
            (unsigned long long)st->evictions);
+    printf("pin tables: %llu acquires without a message, %llu slots published, %llu revoked "
+           "before a move, %llu moves refused (held by a client)\n",
+           (unsigned long long)st->fast_acquires, (unsigned long long)st->fast_published,
+           (unsigned long long)st->fast_revoked, (unsigned long long)st->fast_held);
     for (k = 0; k < st->num_jobs; k++) {
         const memsvc_job_stats_t *j = &st->job[k];
 

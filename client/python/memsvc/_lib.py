@@ -148,7 +148,9 @@ class Stats(ctypes.Structure):
                                      "overloads", "deferred", "evictions")] +
                 [("num_jobs", ctypes.c_uint32), ("num_sessions", ctypes.c_uint32),
                  ("job", JobStats * STATS_JOBS_MAX),
-                 ("session", SessionStats * STATS_SESSIONS_MAX)])
+                 ("session", SessionStats * STATS_SESSIONS_MAX)] +
+                [(n, _U64) for n in ("fast_acquires", "fast_published", "fast_revoked",
+                                     "fast_held")])
 
 
 _P = ctypes.POINTER
