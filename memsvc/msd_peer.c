@@ -128,11 +128,7 @@ static void msg_pack(const peer_msg_t *m, uint8_t out[PEER_MSG_LEN])
 {
     uint8_t *p = out;
 
-    p = msd_put_le(p, PEER_MAGIC, 4);
-    p = msd_put_le(p, PEER_VERSION, 2);
-    p = msd_put_le(p, m->type, 2);
-    p = msd_put_str(p, m->from, sizeof(m->from));
-    p = msd_put_str(p, m->to, sizeof(m->to));
+    p = msd_put_head(p, PEER_MAGIC, PEER_VERSION, m->type, m->from, m->to, sizeof(m->from));
     p = put_bytes(p, m->hash, sizeof(m->hash));
     p = msd_put_le(p, m->boot_id, 8);
     p = put_bytes(p, m->nonce, sizeof(m->nonce));
@@ -158,21 +154,11 @@ static bool msg_unpack(const void *data, size_t len, peer_msg_t *m)
     if (len != PEER_MSG_LEN) {
         return false;
     }
-    p = msd_get_le(p, &v, 4);
-    if (v != PEER_MAGIC) {
+    p = msd_get_head(p, len, PEER_MAGIC, PEER_VERSION, PM_HELLO, PM_BYE, &m->type, m->from, m->to,
+                     sizeof(m->from));
+    if (p == NULL) {
         return false;
     }
-    p = msd_get_le(p, &v, 2);
-    if (v != PEER_VERSION) {
-        return false;
-    }
-    p       = msd_get_le(p, &v, 2);
-    m->type = (uint32_t)v;
-    if ((m->type < PM_HELLO) || (m->type > PM_BYE) || !msd_get_str(p, m->from, sizeof(m->from)) ||
-        !msd_get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
-        return false;
-    }
-    p += sizeof(m->from) + sizeof(m->to);
     memcpy(m->hash, p, sizeof(m->hash));
     p += sizeof(m->hash);
     p = msd_get_le(p, &m->boot_id, 8);

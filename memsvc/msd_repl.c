@@ -163,11 +163,7 @@ static void msg_pack(const repl_msg_t *m, uint8_t *out)
 {
     uint8_t *p = out;
 
-    p = msd_put_le(p, REPL_MAGIC, 4);
-    p = msd_put_le(p, REPL_VERSION, 2);
-    p = msd_put_le(p, m->type, 2);
-    p = msd_put_str(p, m->from, sizeof(m->from));
-    p = msd_put_str(p, m->to, sizeof(m->to));
+    p = msd_put_head(p, REPL_MAGIC, REPL_VERSION, m->type, m->from, m->to, sizeof(m->from));
     p = msd_put_le(p, m->boot, 8);
     p = msd_put_le(p, m->m.job, 4);
     p = msd_put_le(p, m->m.rank, 4);
@@ -193,21 +189,11 @@ static bool msg_unpack(const void *data, size_t len, repl_msg_t *m)
     if (len != REPL_HDR_LEN) {
         return false;
     }
-    p = msd_get_le(p, &v, 4);
-    if (v != REPL_MAGIC) {
+    p = msd_get_head(p, len, REPL_MAGIC, REPL_VERSION, RM_PUT, RM_WANT, &m->type, m->from, m->to,
+                     sizeof(m->from));
+    if (p == NULL) {
         return false;
     }
-    p = msd_get_le(p, &v, 2);
-    if (v != REPL_VERSION) {
-        return false;
-    }
-    p       = msd_get_le(p, &v, 2);
-    m->type = (uint32_t)v;
-    if ((m->type < RM_PUT) || (m->type > RM_WANT) || !msd_get_str(p, m->from, sizeof(m->from)) ||
-        !msd_get_str(p + sizeof(m->from), m->to, sizeof(m->to))) {
-        return false;
-    }
-    p += sizeof(m->from) + sizeof(m->to);
     p           = msd_get_le(p, &m->boot, 8);
     p           = msd_get_le(p, &v, 4);
     m->m.job    = (uint32_t)v;
