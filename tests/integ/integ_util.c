@@ -94,16 +94,59 @@ static void integ_run_dir_setup(void)
     atexit(integ_run_dir_remove);
 }
 
+/* Can port be bound on loopback now? */
+static bool port_bindable(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool               ok;
+
+    if (fd < 0) {
+        return false;
+    }
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port        = htons((uint16_t)port);
+    ok                 = (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    close(fd);
+    return ok;
+}
+
+/*
+ * A port below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 and up by
+ * default): a port the kernel handed out for bind(0) may be handed out again, before the
+ * daemon binds it, as the local port of some outgoing connection (daemons of a cluster dial
+ * each other as they start), and the daemon then finds it in use.
+ */
 int integ_free_port(void)
 {
+    static unsigned    seed, ngiven;
+    static int         given[64];
     struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
-    int                fd, port = -1;
+    int                fd, port = -1, k;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (seed == 0) {
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)msp_now_ns();
+    }
+    for (k = 0; k < 200; k++) {
+        bool recent = false;
+        int  j;
+
+        seed = seed * 1103515245u + 12345u;
+        port = 20000 + (int)((seed >> 8) % 12000); /* 20000..31999 */
+        for (j = 0; j < 64; j++) {
+            recent = recent || (given[j] == port); /* (given, not yet bound by its daemon) */
+        }
+        if (!recent && port_bindable(port)) {
+            given[ngiven++ % 64] = port;
+            return port;
+        }
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0); /* (all taken: any free one) */
     if (fd < 0) {
         return -1;
     }
+    port               = -1;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if ((bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) &&
         (getsockname(fd, (struct sockaddr *)&sa, &len) == 0)) {
