@@ -41,10 +41,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + ($$ + $(date +%N | sed 's/^0*//;s/^$/0/')) % 20000))
-}
+. "$(dirname "$0")/lib.sh" # free_port
 
 ADDR=127.0.0.1:$(free_port)
 "$BIN/memsvcd" --listen "$ADDR" --node tiny npus=2 hbm=256MiB host=512MiB --memory backed \

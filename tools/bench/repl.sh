@@ -69,12 +69,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + ($$ + $(date +%N | sed 's/^0*//;s/^$/0/')) % 20000))
-}
-
-median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else print v[int((NR + 1) / 2)]}'; }
+. "$(dirname "$0")/lib.sh" # free_port, median
 
 A_ADDR=127.0.0.1:$(free_port)
 B_ADDR=127.0.0.1:$(free_port)

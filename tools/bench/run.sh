@@ -15,7 +15,7 @@ echo "# UCX ${UCX:-unknown}; $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: 
 start=$(date +%s)
 "$BIN/bench_engine" || fail bench_engine $?
 for extra in "$(dirname "$0")"/*.sh; do
-    case "$extra" in */run.sh) continue ;; esac
+    case "$extra" in */run.sh | */lib.sh) continue ;; esac
     echo
     sh "$extra" "$BIN" || fail "$(basename "$extra")" $?
 done
