@@ -42,7 +42,8 @@ struct msd_tier {
     msd_server_t *srv;
     tobj_t       *objs[TIER_BUCKETS];
     uint64_t      out, out_bytes; /* kept on peers now */
-    bool          due;            /* something for the tick */
+    bool          due;            /* something for the tick (at the latest, the next heartbeat) */
+    bool          now;            /* ... that can be done at once: an end owed, a link back */
 };
 
 static unsigned tier_hash(eng_handle_t h)
@@ -101,6 +102,7 @@ static void tier_end_later(struct msd_tier *t, tobj_t *o, memsvc_status_t status
     o->end_due = true;
     o->end     = status;
     t->due     = true;
+    t->now     = true;
     msd_after_batch(t->srv);
 }
 
@@ -301,6 +303,7 @@ void msd_tier_link(msd_server_t *srv, unsigned i, bool up)
         }
     }
     t->due = true;
+    t->now = t->now || up; /* what waited for this link goes at once */
 }
 
 void msd_tier_tick(msd_server_t *srv)
@@ -314,6 +317,7 @@ void msd_tier_tick(msd_server_t *srv)
         return;
     }
     t->due = false;
+    t->now = false;
     now    = msp_now_ns();
     for (b = 0; b < TIER_BUCKETS; b++) {
         tobj_t **pp = &t->objs[b];
@@ -331,7 +335,8 @@ void msd_tier_tick(msd_server_t *srv)
                 o->end_due = false;
                 o->op      = T_IDLE;
                 eng_far_done(srv->eng, o->h, move_id, end, NULL, 0); /* may release (free) o */
-                t->due = true;                                       /* look again: o may be gone */
+                t->due = true;
+                t->now = true; /* o may be gone: the rest of this bucket at once */
                 break;
             }
             if (o->released) {
@@ -348,6 +353,7 @@ void msd_tier_tick(msd_server_t *srv)
                              msd_peers_name(srv->peers, (unsigned)o->node));
                     eng_far_done(srv->eng, o->h, o->move_id, MEMSVC_ERR_IO, NULL, 0);
                     t->due = true;
+                    t->now = true;
                     break;
                 }
                 o->sent =
@@ -359,25 +365,13 @@ void msd_tier_tick(msd_server_t *srv)
     }
 }
 
+/* (Asked after every batch of client messages: a flag, not a walk of the objects. What waits
+ * for a link that is down is looked at by the heartbeat's ticks.) */
 bool msd_tier_pending(msd_server_t *srv)
 {
-    struct msd_tier *t = srv->tier;
-    unsigned         b;
+    const struct msd_tier *t = srv->tier;
 
-    if ((t == NULL) || !t->due) {
-        return false;
-    }
-    /* only what can move now: ends owed, and messages whose link is up */
-    for (b = 0; b < TIER_BUCKETS; b++) {
-        for (tobj_t *o = t->objs[b]; o != NULL; o = o->next) {
-            if (o->end_due ||
-                (((o->released) || ((o->op == T_READ) && !o->sent)) && (o->node >= 0) &&
-                 (msd_peers_ep(srv->peers, (unsigned)o->node) != NULL))) {
-                return true;
-            }
-        }
-    }
-    return false;
+    return (t != NULL) && t->now;
 }
 
 void msd_tier_info(msd_server_t *srv, memsvc_cluster_info_t *info)
