@@ -55,16 +55,18 @@ void *mcl_local_addr(const mcl_local_t *lo, uint32_t region, uint64_t offset, ui
 
 /*
  * The pin table (docs/api.md, "Acquires without a message"). mcl_local_pin: pin handle in the
- * table and set *addr_p (NULL when the tensor is not in a mapped region); false: take the slow
- * path. mcl_local_published: an acquire by message of handle succeeded; look for its slot.
+ * table and set *addr_p and *size_p (either may be NULL); false: take the slow path.
+ * mcl_local_published: an acquire by message of handle succeeded; look for its slot.
  * mcl_local_write_pin: an acquire by message that the daemon counts as a write pin.
  * mcl_local_unpin: true when the release was done in the table (a pin taken there), false
- * when it must be a message. mcl_local_forget: this process freed handle.
+ * when it must be a message. mcl_local_writing: a pin taken by mcl_local_pin starts (+1) or
+ * ends (-1) writing in place (client/msl_pintab.h). mcl_local_forget: this process freed handle.
  */
-bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p);
+bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, uint64_t *size_p);
 void mcl_local_published(mcl_local_t *lo, uint64_t handle);
 void mcl_local_write_pin(mcl_local_t *lo, uint64_t handle);
 bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle);
+void mcl_local_writing(mcl_local_t *lo, uint64_t handle, int delta);
 void mcl_local_drop(mcl_local_t *lo, uint64_t handle); /* undo a mcl_local_pin */
 void mcl_local_forget(mcl_local_t *lo, uint64_t handle);
 

@@ -244,7 +244,7 @@ memsvc_status_t memsvc_batch_submit(memsvc_batch_h b, memsvc_req_h *req_p)
      * acquire of a tensor published in the pin table is pinned there and answered at once */
     for (i = 0; i < b->n; i++) {
         b->local[i] = (b->msgs[i].op == MSP_OP_ACQUIRE) &&
-                      mcl_local_pin(&conn->local, b->msgs[i].u.h.handle, NULL);
+                      mcl_local_pin(&conn->local, b->msgs[i].u.h.handle, NULL, NULL);
         if (b->local[i]) {
             b->child[i]  = NULL;
             b->status[i] = MEMSVC_OK;

@@ -20,6 +20,7 @@
  * daemon's loop does per message (other clients get their turn in between) and measured 2-3x
  * faster than 64 MiB messages, whose buffers are fresh mappings that page-fault each time. */
 #define CONN_CHUNK (4ull << 20)
+#define CONN_IO_WINDOW 3u /* chunks of a READ or WRITE in flight at once */
 /* Local mapped connections: transfers of at least this many bytes are copied through the
  * mapping (acquire, memcpy, release); smaller ones travel in one message. */
 #define CONN_MAP_MIN (64ull << 10)
@@ -1072,7 +1073,7 @@ static bool acquire_local(memsvc_conn_h conn, memsvc_handle_t handle, void **add
             return false;
         }
     }
-    return mcl_local_pin(&conn->local, handle, addr_p);
+    return mcl_local_pin(&conn->local, handle, addr_p, NULL);
 }
 
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
@@ -1151,54 +1152,90 @@ memsvc_status_t memsvc_release(memsvc_conn_h conn, memsvc_handle_t handle)
     return mcl_oneway_call(conn, &msg, handle);
 }
 
-/* WRITE or READ of one chunk; retries while the tensor is moving (MEMSVC_ERR_BUSY). */
-static memsvc_status_t io_chunk(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
-                                uint64_t offset, void *buf, uint64_t len, uint64_t deadline)
+/* Send a WRITE (with its bytes) or a READ (into buf) of one chunk; *req_p gets its request. */
+static memsvc_status_t io_send(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                               uint64_t offset, void *buf, uint64_t len, memsvc_req_h *req_p)
 {
     memsvc_status_t status;
     memsvc_req_h    req;
-    msp_req_t       msg;
+    msp_req_t       msg = {.op = op};
 
-    for (;;) {
-        memset(&msg, 0, sizeof(msg));
-        msg.op          = op;
-        msg.u.io.handle = handle;
-        msg.u.io.offset = offset;
-        msg.u.io.len    = len;
-        if (op == MSP_OP_WRITE) {
-            status = mcl_call(conn, &msg, buf, len, NULL);
-        } else {
-            status = conn_prepare(conn, &msg, &req);
-            if (status != MEMSVC_OK) {
-                return status;
-            }
-            req->rbuf = buf;
-            req->rlen = len;
-            status    = mcl_send(conn, &req, &msg, 1, NULL, 0);
-            if (status != MEMSVC_OK) {
-                mcl_req_unlink_free(req);
-                return status;
-            }
-            status = req_wait_keep(req, -1);
-            if (mcl_req_finished(req)) {
-                mcl_req_unlink_free(req);
-            } else {
-                req->rbuf = NULL;
-                mcl_req_abandon(req);
-            }
-        }
-        if ((status != MEMSVC_ERR_BUSY) || (msp_now_ns() >= deadline)) {
-            return status;
-        }
-        usleep(CONN_BUSY_RETRY_NS / 1000);
+    msg.u.io.handle = handle;
+    msg.u.io.offset = offset;
+    msg.u.io.len    = len;
+    status          = conn_prepare(conn, &msg, &req);
+    if (status != MEMSVC_OK) {
+        return status;
     }
+    if (op == MSP_OP_READ) {
+        req->rbuf = buf;
+        req->rlen = len;
+    }
+    status = mcl_send(conn, &req, &msg, 1, (op == MSP_OP_WRITE) ? buf : NULL,
+                      (op == MSP_OP_WRITE) ? len : 0);
+    if (status != MEMSVC_OK) {
+        mcl_req_unlink_free(req);
+        return status;
+    }
+    *req_p = req;
+    return MEMSVC_OK;
+}
+
+/* Wait for a chunk's request until deadline and let it go: its status. */
+static memsvc_status_t io_wait(memsvc_conn_h conn, memsvc_req_h req, uint64_t deadline)
+{
+    memsvc_status_t status;
+
+    status = conn_wait_until(conn, req_is_finished, req, deadline);
+    if (status == MEMSVC_OK) {
+        status = req->status;
+    }
+    if (mcl_req_finished(req)) {
+        mcl_req_unlink_free(req);
+        return status;
+    }
+    if (req->send_pending > 0) {
+        conn_force_close(conn); /* the transport still holds the caller's bytes */
+    }
+    req->rbuf = NULL;
+    mcl_req_abandon(req);
+    return status;
 }
 
 /*
- * A copy through the mapping: pin the tensor where it is (only if it is on its device and
- * mapped here; MSP_ACQ_IO), memcpy, unpin. A write pin that this process's death leaves
- * held makes the daemon mark the tensor uncommitted. *done_p is false when the tensor was not
- * pinned (not on its device, not mapped, uncommitted for a read): the caller sends messages.
+ * A copy through a pin taken in the pin table (no message to pin or unpin). A write is then
+ * committed by an answered COMMIT while the pin is still held, and counted in the slot's
+ * writers until then: this process's death mid-write leaves the tensor uncommitted.
+ */
+static memsvc_status_t io_table(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                                uint64_t offset, uint8_t *p, void *buf, uint64_t len,
+                                uint64_t size)
+{
+    msp_req_t       msg = {.op = MSP_OP_COMMIT};
+    memsvc_status_t status;
+
+    if ((offset > size) || (len > size - offset)) {
+        status = MEMSVC_ERR_OUT_OF_RANGE;
+    } else if (op == MSP_OP_READ) {
+        memcpy(buf, p + offset, len);
+        status = MEMSVC_OK;
+    } else {
+        mcl_local_writing(&conn->local, handle, 1);
+        memcpy(p + offset, buf, len);
+        msg.u.h.handle = handle;
+        status         = mcl_call(conn, &msg, NULL, 0, NULL);
+        mcl_local_writing(&conn->local, handle, -1);
+    }
+    mcl_local_drop(&conn->local, handle);
+    return status;
+}
+
+/*
+ * A copy through the mapping: pin the tensor where it is, in the pin table when it is
+ * published there, else by an ACQUIRE (only if it is on its device and mapped here;
+ * MSP_ACQ_IO), memcpy, unpin. A write pin that this process's death leaves held makes the
+ * daemon mark the tensor uncommitted. *done_p is false when the tensor was not pinned (not on
+ * its device, not mapped, uncommitted for a read): the caller sends messages.
  */
 static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
                                  uint64_t offset, void *buf, uint64_t len, bool *done_p)
@@ -1207,8 +1244,14 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     memsvc_status_t status, rstatus;
     msp_rep_t       rep;
     uint8_t        *p;
+    void           *tp;
+    uint64_t        size;
 
-    *done_p          = false;
+    *done_p = false;
+    if (mcl_local_pin(&conn->local, handle, &tp, &size)) {
+        *done_p = true;
+        return io_table(conn, op, handle, offset, tp, buf, len, size);
+    }
     msg.u.h.handle   = handle;
     msg.u.h.flags    = MSP_ACQ_IO | ((op == MSP_OP_WRITE) ? MSP_ACQ_WRITE : 0);
     status           = mcl_call(conn, &msg, NULL, 0, &rep);
@@ -1219,6 +1262,9 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
         return MEMSVC_OK; /* not pinned */
     }
     *done_p = true;
+    if (status == MEMSVC_OK) {
+        mcl_local_published(&conn->local, handle); /* the next copy may pin it in the table */
+    }
     p       = mcl_local_addr(&conn->local, rep.u.acquire.region, rep.u.acquire.offset,
                              rep.u.acquire.size);
     if ((offset > rep.u.acquire.size) || (len > rep.u.acquire.size - offset)) {
@@ -1250,11 +1296,60 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     return (status != MEMSVC_OK) ? status : rstatus;
 }
 
+/*
+ * Through messages: CONN_CHUNK bytes per request, CONN_IO_WINDOW requests in flight, so that
+ * the daemon's copy of one chunk overlaps the transfer of the next (docs/protocol.md, "Bulk
+ * bytes"). A chunk answered MEMSVC_ERR_BUSY (its tensor was moving) is sent again. After an
+ * error no chunk is sent; those in flight are waited for (they hold the caller's buffer).
+ */
+static memsvc_status_t io_messages(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
+                                   uint64_t offset, uint8_t *buf, uint64_t len)
+{
+    memsvc_req_h    win[CONN_IO_WINDOW];
+    uint64_t        off[CONN_IO_WINDOW], clen[CONN_IO_WINDOW];
+    uint64_t        deadline = conn_deadline(conn, -1), next = 0;
+    uint64_t        chunks = (len == 0) ? 1 : (len + CONN_CHUNK - 1) / CONN_CHUNK, sent = 0;
+    memsvc_status_t status, first = MEMSVC_OK;
+    unsigned        head = 0, n = 0, k;
+
+    for (;;) {
+        while ((first == MEMSVC_OK) && (n < CONN_IO_WINDOW) && (sent < chunks)) {
+            k       = (head + n) % CONN_IO_WINDOW;
+            off[k]  = next;
+            clen[k] = (len - next > CONN_CHUNK) ? CONN_CHUNK : len - next;
+            status  = io_send(conn, op, handle, offset + next, buf + next, clen[k], &win[k]);
+            if (status != MEMSVC_OK) {
+                first = status;
+                break;
+            }
+            n++;
+            sent++;
+            next += clen[k];
+        }
+        if (n == 0) {
+            return first;
+        }
+        status = io_wait(conn, win[head], deadline);
+        if ((status == MEMSVC_ERR_BUSY) && (first == MEMSVC_OK) && (msp_now_ns() < deadline)) {
+            usleep(CONN_BUSY_RETRY_NS / 1000); /* moving: this chunk again, in its place */
+            status = io_send(conn, op, handle, offset + off[head], buf + off[head], clen[head],
+                             &win[head]);
+            if (status == MEMSVC_OK) {
+                continue;
+            }
+        }
+        if ((status != MEMSVC_OK) && (first == MEMSVC_OK)) {
+            first = status;
+        }
+        head = (head + 1) % CONN_IO_WINDOW;
+        n--;
+    }
+}
+
 static memsvc_status_t io_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
                                uint64_t offset, void *buf, uint64_t len)
 {
     memsvc_status_t status;
-    uint64_t        deadline, done, chunk;
     bool            mapped;
 
     if ((conn == NULL) || ((buf == NULL) && (len > 0))) {
@@ -1269,17 +1364,7 @@ static memsvc_status_t io_call(memsvc_conn_h conn, uint32_t op, memsvc_handle_t 
             return status;
         }
     }
-    deadline = conn_deadline(conn, -1);
-    done     = 0;
-    do {
-        chunk  = (len - done > CONN_CHUNK) ? CONN_CHUNK : len - done;
-        status = io_chunk(conn, op, handle, offset + done, (uint8_t *)buf + done, chunk, deadline);
-        if (status != MEMSVC_OK) {
-            return status;
-        }
-        done += chunk;
-    } while (done < len);
-    return MEMSVC_OK;
+    return io_messages(conn, op, handle, offset, buf, len);
 }
 
 memsvc_status_t memsvc_write(memsvc_conn_h conn, memsvc_handle_t handle, uint64_t offset,

@@ -233,7 +233,7 @@ static void fp_tidy(mcl_local_t *lo, mcl_fpin_t *e)
     lo->fp_count--;
 }
 
-bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p)
+bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, uint64_t *size_p)
 {
     mcl_fpin_t     *e;
     msl_pin_where_t w;
@@ -259,6 +259,9 @@ bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p)
     e->lpins++;
     if (addr_p != NULL) {
         *addr_p = p;
+    }
+    if (size_p != NULL) {
+        *size_p = w.size;
     }
     return true;
 }
@@ -312,6 +315,15 @@ bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle)
     msl_pin_drop(lo->pins, e->slot);
     e->lpins--;
     return true;
+}
+
+void mcl_local_writing(mcl_local_t *lo, uint64_t handle, int delta)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if ((e != NULL) && (e->lpins > 0)) {
+        msl_pin_writing(lo->pins, e->slot, delta);
+    }
 }
 
 void mcl_local_drop(mcl_local_t *lo, uint64_t handle)

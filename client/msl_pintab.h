@@ -37,6 +37,12 @@
  * along with programming language memory models?", MSPC 2012: a release fence after the
  * daemon's revoke, an acquire fence before the client's CAS).
  *
+ * A pin may write in place (memsvc_write of a co-located client): the client adds 1 to writers
+ * after its CAS and before its first byte, asks the daemon to commit (MSP_OP_COMMIT, answered)
+ * after its last, and only then subtracts 1 from writers and drops the pin. A session that ends
+ * while a slot it holds has writers above 0 leaves that tensor uncommitted (never served as
+ * valid), as a write pin taken by message does.
+ *
  * The daemon trusts nothing it reads here: its own copy says what each slot holds; a count or
  * generation it did not expect counts as pinned (no worse than an acquire never released, and
  * only of tensors this session may pin); everything goes with the session.
@@ -57,8 +63,12 @@ typedef struct msl_pin_slot {
     _Atomic uint64_t size;   /* daemon: its size */
     _Atomic uint32_t region; /* daemon: the region id (as in ACQUIRE replies) */
     _Atomic uint32_t uses;   /* client: local acquires so far (the daemon folds the growth) */
-    uint64_t         pad[3];
+    _Atomic uint32_t writers; /* client: of its pins, those writing in place (see below) */
+    uint32_t         pad0;
+    uint64_t         pad[2];
 } msl_pin_slot_t;
+
+_Static_assert(sizeof(msl_pin_slot_t) == 64, "a slot is one cache line");
 
 #define MSL_PINTAB_BYTES ((uint64_t)MSL_PIN_SLOTS * sizeof(msl_pin_slot_t))
 
@@ -103,6 +113,18 @@ static inline bool msl_pin_try(msl_pin_slot_t *tab, uint32_t idx, uint64_t handl
         /* w now holds what is there: another thread's pin moved the count; look again */
     }
     return false;
+}
+
+/* Client: a pin taken by msl_pin_try on slot idx starts (+1) or ends (-1) writing in place. */
+static inline void msl_pin_writing(msl_pin_slot_t *tab, uint32_t idx, int delta)
+{
+    msl_pin_slot_t *sl = &tab[idx & (MSL_PIN_SLOTS - 1)];
+
+    if (delta > 0) {
+        atomic_fetch_add_explicit(&sl->writers, 1, memory_order_seq_cst); /* before the bytes */
+    } else {
+        atomic_fetch_sub_explicit(&sl->writers, 1, memory_order_release);
+    }
 }
 
 /* Client: drop a pin taken by msl_pin_try on slot idx. */

@@ -33,6 +33,7 @@ static const char *const op_names[MSP_OP_COUNT] = {
     [MSP_OP_AUTH] = "auth",
     [MSP_OP_PEERS] = "peers",
     [MSP_OP_EVICT] = "evict",
+    [MSP_OP_COMMIT] = "commit",
 };
 
 const char *msp_op_name(uint32_t op)
@@ -73,6 +74,7 @@ size_t msp_request_bound(const msp_req_t *r)
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
     case MSP_OP_EVICT:
+    case MSP_OP_COMMIT:
         return n + 9;
     case MSP_OP_ACQUIRE:
         return n + 9 + 5; /* handle, flags (version 2) */
@@ -518,6 +520,7 @@ static const uint8_t req_nfields[MSP_OP_COUNT] = {
     [MSP_OP_AUTH] = 1,
     [MSP_OP_PEERS] = 1,
     [MSP_OP_EVICT] = 1,
+    [MSP_OP_COMMIT] = 1,
 };
 
 /* Optional fields a request carries after the required ones. */
@@ -577,6 +580,7 @@ static memsvc_status_t encode_request(msgpack_packer *pk, const msp_req_t *r)
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
     case MSP_OP_EVICT:
+    case MSP_OP_COMMIT:
         msgpack_pack_uint64(pk, r->u.h.handle);
         break;
     case MSP_OP_ACQUIRE:
@@ -713,6 +717,7 @@ static memsvc_status_t decode_request_body(msp_rd_t *rd, msp_req_t *r, uint32_t 
     case MSP_OP_FREE:
     case MSP_OP_RELEASE:
     case MSP_OP_EVICT:
+    case MSP_OP_COMMIT:
         RD(rd_u64(rd, &r->u.h.handle));
         break;
     case MSP_OP_ACQUIRE:

@@ -65,6 +65,7 @@ typedef enum msp_op {
     MSP_OP_AUTH    = 13, /* version 3: the client's proof of the shared secret */
     MSP_OP_PEERS   = 14, /* this daemon's cluster membership and peer table (paged) */
     MSP_OP_EVICT   = 15, /* control sessions: close a session, release its pins (u.h.handle: id) */
+    MSP_OP_COMMIT  = 16, /* bytes written in place under a pin-table pin are committed */
     MSP_OP_COUNT
 } msp_op_t;
 

@@ -468,13 +468,17 @@ memsvc_status_t msd_released(msd_server_t *srv, msd_session_t *s, eng_handle_t h
 bool msd_fast_open(msd_server_t *srv, msd_session_t *s);
 /* The table's fd, to send with the regions (-1: none). */
 int msd_fast_fd(const msd_session_t *s);
-/* s ends: close every slot, unmap, forget the table. Engine lock. */
+/* s ends: close every slot, unmap, forget the table; a tensor it held while writing in place is
+ * left uncommitted. Engine lock. */
 void msd_fast_close(msd_server_t *srv, msd_session_t *s);
 /* s acquired h, resident at (region, offset, size) of its mapping: publish it. Engine lock. */
 void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t region,
                       uint64_t offset, uint64_t size);
 /* h's bytes may no longer be trusted (uncommitted): no new local acquire of it. Engine lock. */
 void msd_fast_invalidate(msd_server_t *srv, eng_handle_t h);
+
+/* Does session s hold a pin of h in its pin table? Engine lock. */
+bool msd_fast_holds(const msd_session_t *s, eng_handle_t h);
 /* The engine's guard (eng_set_guard): revoke h's slots before it moves, close them before it
  * is freed; false while a client holds it. Engine lock. */
 bool msd_fast_guard(void *arg, eng_handle_t h, bool freeing);

@@ -149,13 +149,45 @@ static uint32_t slot_of(const msd_pintab_t *pt, eng_handle_t h)
     return UINT32_MAX;
 }
 
+/* Does slot i hold pins of the generation the daemon published (the word as it stored it,
+ * plus a count)? What the client wrote beyond that is its own business. */
+static bool slot_held(const msd_pintab_t *pt, uint32_t i)
+{
+    uint64_t w = atomic_load_explicit(&pt->tab[i].ctl, memory_order_acquire);
+
+    return (pt->rec[i].state != PIN_FREE) && (MSL_PIN_GEN(w) == pt->rec[i].gen) &&
+           ((w & MSL_PIN_COUNT) > 0);
+}
+
+bool msd_fast_holds(const msd_session_t *s, eng_handle_t h)
+{
+    uint32_t i;
+
+    return (s->pintab != NULL) && ((i = slot_of(s->pintab, h)) != UINT32_MAX) &&
+           slot_held(s->pintab, i);
+}
+
 void msd_fast_close(msd_server_t *srv, msd_session_t *s)
 {
     msd_pintab_t *pt = s->pintab;
-    uint32_t      i;
+    uint32_t      i, torn = 0;
 
     if (pt == NULL) {
         return;
+    }
+    /* Pins it held while writing in place: the bytes may be half-written, never served as
+     * valid (as a write pin taken by message; msd_ops_session_gone). */
+    for (i = 0; i < MSL_PIN_SLOTS; i++) {
+        if (slot_held(pt, i) &&
+            (atomic_load_explicit(&pt->tab[i].writers, memory_order_acquire) != 0)) {
+            eng_set_valid(srv->eng, pt->rec[i].handle, false);
+            msd_fast_invalidate(srv, pt->rec[i].handle); /* nobody pins it locally either */
+            torn++;
+        }
+    }
+    if (torn > 0) {
+        LOG("session %llu: %u tensors it was writing in place are left uncommitted",
+            (unsigned long long)s->id, torn);
     }
     /* A live client (evicted) must not pin on: every slot closed before the table goes. */
     for (i = 0; i < MSL_PIN_SLOTS; i++) {

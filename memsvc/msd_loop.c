@@ -299,7 +299,9 @@ static void *loop_main(void *arg)
             continue; /* nothing happened: the clock need not be read every turn */
         }
         now  = msp_now_ns();
-        busy = srv->cfg.poll || (now - loop->last_active < srv->spin_ns);
+        /* --poll: a loop never sleeps while it serves sessions (one without any does) */
+        busy = (srv->cfg.poll && (loop->sessions != NULL)) ||
+               (now - loop->last_active < srv->spin_ns);
         if (busy && (now - fds_at < MSD_BUSY_FDS_NS)) {
             continue; /* spinning: the fds can wait (see MSD_BUSY_FDS_NS) */
         }
@@ -403,7 +405,8 @@ memsvc_status_t msd_loops_start(msd_server_t *srv)
     }
     LOG("%u loop%s: 1 for tcp sessions, %u for local sessions (%s)", srv->nloops,
         (srv->nloops > 1) ? "s" : "", srv->nloops - 1,
-        srv->cfg.poll ? "polling: never sleep" : "sleep in epoll when idle");
+        srv->cfg.poll ? "polling: never sleep while serving sessions"
+                      : "sleep in epoll when idle");
     return MEMSVC_OK;
 }
 

@@ -507,6 +507,33 @@ static memsvc_status_t op_release(msd_server_t *srv, msd_session_t *s, const msp
     return status;
 }
 
+/* COMMIT: the session wrote in place under a pin it holds in its pin table (client/msl_pintab.h,
+ * "writers"). A table pin exists only on a committed tensor, so nothing becomes valid here; a
+ * durable tensor's bytes are journaled, as at the release of a write pin. */
+static memsvc_status_t op_commit(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
+                                 msp_rep_t *rep)
+{
+    eng_tensor_info_t info;
+    memsvc_status_t   status;
+
+    status = ops_check(srv, s, req->u.h.handle, &info, rep);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (!msd_fast_holds(s, req->u.h.handle)) {
+        snprintf(rep->msg, sizeof(rep->msg), "commit of tensor 0x%llx without a pin of it in "
+                 "this session's pin table", (unsigned long long)req->u.h.handle);
+        return MEMSVC_ERR_NOT_PINNED;
+    }
+    if (!info.valid) {
+        snprintf(rep->msg, sizeof(rep->msg), "tensor 0x%llx became uncommitted while written in "
+                 "place (another writer ended mid-write): write all of it again",
+                 (unsigned long long)req->u.h.handle);
+        return MEMSVC_ERR_ILLEGAL_STATE;
+    }
+    return msd_durable_commit(srv, req->u.h.handle, rep->msg, sizeof(rep->msg));
+}
+
 static memsvc_status_t op_io_check(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
                                    msp_rep_t *rep)
 {
@@ -1130,6 +1157,9 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                 break;
             case MSP_OP_EVICT:
                 status = op_evict(srv, s, req, rep);
+                break;
+            case MSP_OP_COMMIT:
+                status = op_commit(srv, s, req, rep);
                 break;
             case MSP_OP_PING:
                 rep->u.ping.now_ns   = msp_now_ns();

@@ -54,6 +54,9 @@ void msd_session_put(msd_server_t *srv, msd_session_t *s)
             *pp = s->next;
             msp_auth_wipe(s->key, sizeof(s->key));
             msd_fast_close(srv, s); /* (closed at its end already) */
+            if (s->loop == &srv->loops[0]) {
+                atomic_fetch_sub(&srv->loops[0].nsessions, 1); /* a tcp session */
+            }
             free(s);
             return;
         }
@@ -173,6 +176,7 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
     s->next       = srv->sessions;
     srv->sessions = s;
     srv->sessions_total++;
+    atomic_fetch_add(&srv->loops[0].nsessions, 1);
     if (!admit) {
         /* Refused: accepted and closed at once (loop 0 reaps it), rather than
          * ucp_listener_reject, after which UCX 1.13's tcp_sockcm aborted the daemon once
@@ -1267,9 +1271,11 @@ memsvc_status_t msd_server_run(msd_server_t *srv)
         }
         /* Busy-poll briefly after activity (a reply is often followed by the next request),
          * then sleep until UCX, the timer, another loop or a signal has something. Draining
-         * spins: it is short. */
+         * spins: it is short. --poll: never sleep while tcp sessions or peers are served. */
         now = msp_now_ns();
-        if (srv->cfg.poll || atomic_load(&srv->draining) ||
+        if ((srv->cfg.poll &&
+             ((atomic_load(&loop->nsessions) > 0) || (srv->peers != NULL))) ||
+            atomic_load(&srv->draining) ||
             (now - loop->last_active < srv->spin_ns)) {
             busy = true;
             if (now - fds_at < MSD_BUSY_FDS_NS) {

@@ -43,6 +43,22 @@ static memsvc_status_t connect_as(const integ_daemon_t *d, uint32_t job, uint32_
     return memsvc_connect(&p, conn_p);
 }
 
+/* The same over tcp, as a remote client (no mapping, no pin table). */
+static memsvc_status_t connect_tcp(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                                   memsvc_conn_h *conn_p)
+{
+    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
+                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS |
+                                            MEMSVC_CONN_FIELD_FLAGS,
+                              .address    = d->addr,
+                              .job        = job,
+                              .rank       = rank,
+                              .timeout_ms = 10000,
+                              .flags      = MEMSVC_CONN_TCP};
+
+    return memsvc_connect(&p, conn_p);
+}
+
 static uint64_t session_id(memsvc_conn_h conn)
 {
     memsvc_conn_attr_t a = {.field_mask = MEMSVC_CONN_ATTR_FIELD_SESSION};
@@ -210,9 +226,38 @@ static void child_scribbler(integ_daemon_t *d, int fd)
     }
 }
 
+/* job 9 rank 1: pins the tensor MEMSVC_TEST_HANDLE of rank 0 in its pin table as a writer
+ * (as memsvc_write does), writes half of it in place, and is killed before it commits. With
+ * MEMSVC_TEST_READER set it pins it for reading only. */
+static void child_writer(integ_daemon_t *d, int fd)
+{
+    const char     *hs     = getenv("MEMSVC_TEST_HANDLE");
+    memsvc_handle_t h      = (hs != NULL) ? strtoull(hs, NULL, 16) : 0;
+    bool            reader = getenv("MEMSVC_TEST_READER") != NULL;
+    memsvc_conn_h   conn;
+    void           *p;
+    uint64_t        size;
+
+    if ((h == 0) || (connect_as(d, 9, 1, &conn) != MEMSVC_OK) ||
+        (memsvc_acquire(conn, h) != MEMSVC_OK) || (memsvc_release(conn, h) != MEMSVC_OK) ||
+        (memsvc_flush(conn) != MEMSVC_OK) || !mcl_local_pin(&conn->local, h, &p, &size)) {
+        _exit(1);
+    }
+    if (!reader) {
+        mcl_local_writing(&conn->local, h, 1);
+        memset(p, 0xee, size / 2);
+    }
+    integ_child_ready(fd);
+    for (;;) {
+        pause();
+    }
+}
+
 void integ_fastpin_child(integ_daemon_t *d, const char *role, int ready_fd)
 {
-    if (strcmp(role, "fastpin-holder") == 0) {
+    if (strcmp(role, "fastpin-writer") == 0) {
+        child_writer(d, ready_fd);
+    } else if (strcmp(role, "fastpin-holder") == 0) {
         child_holder(d, ready_fd);
     } else if (strcmp(role, "fastpin-scribbler") == 0) {
         child_scribbler(d, ready_fd);
@@ -607,6 +652,118 @@ static void test_scribbler(void)
     free(buf);
 }
 
+/* memsvc_write and memsvc_read of a published tensor: pinned in the table, so a write is one
+ * message (its COMMIT) and a read none; the bytes are the daemon's (read back by message and
+ * over tcp). A COMMIT without a table pin is refused. */
+static void test_table_io(void)
+{
+    memsvc_stats_t *st   = calloc(1, sizeof(*st));
+    uint8_t        *want = malloc(TARGET_SIZE), *got = malloc(TARGET_SIZE);
+    integ_daemon_t  d;
+    memsvc_conn_h   conn, tcp;
+    memsvc_handle_t h;
+    msp_req_t       msg = {.op = MSP_OP_COMMIT};
+    uint64_t        sid, req0;
+    unsigned        i;
+
+    CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
+    START(&d, tiny_args);
+    TEST_ASSERT_OK(connect_as(&d, 1, 0, &conn));
+    sid = session_id(conn);
+    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
+    test_fill(want, TARGET_SIZE, 5);
+    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* uncommitted before */
+    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* committed: published */
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    msg.u.h.handle = h;
+    CU_ASSERT_EQUAL(mcl_call(conn, &msg, NULL, 0, NULL), MEMSVC_ERR_NOT_PINNED);
+    for (i = 0; i < 4; i++) {
+        req0 = session_requests(&d, sid, st);
+        test_fill(want, TARGET_SIZE, 6 + i);
+        TEST_ASSERT_OK(memsvc_write(conn, h, (i % 2) * 4096, want, TARGET_SIZE - 4096 * (i % 2)));
+        CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + 1); /* the COMMIT */
+        memset(got, 0, TARGET_SIZE);
+        TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));
+        CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + 1); /* the read: none */
+        CU_ASSERT(memcmp(got + (i % 2) * 4096, want, TARGET_SIZE - 4096 * (i % 2)) == 0);
+        CU_ASSERT_EQUAL(memsvc_write(conn, h, 4096, want, TARGET_SIZE), MEMSVC_ERR_OUT_OF_RANGE);
+    }
+    CU_ASSERT(st->fast_acquires >= 8);
+    test_fill(want, TARGET_SIZE, 9);
+    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
+    memset(got, 0, TARGET_SIZE);
+    TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, 8192)); /* small: a READ message */
+    CU_ASSERT(memcmp(got, want, 8192) == 0);
+    TEST_ASSERT_OK(connect_tcp(&d, 1, 0, &tcp));
+    memset(got, 0, TARGET_SIZE);
+    TEST_ASSERT_OK(memsvc_read(tcp, h, 0, got, TARGET_SIZE));
+    CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
+    memsvc_close(tcp);
+    TEST_ASSERT_OK(integ_stats(&d, st));
+    CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+    free(want);
+    free(got);
+}
+
+/* A client killed while it writes in place under a table pin: the tensor is left uncommitted
+ * (acquires answer RECOMPUTE, reads are refused) until its owner writes it again. One killed
+ * while it only reads leaves it committed. */
+static void test_table_writer_killed(void)
+{
+    memsvc_stats_t *st   = calloc(1, sizeof(*st));
+    uint8_t        *want = malloc(TARGET_SIZE), *got = malloc(TARGET_SIZE);
+    integ_daemon_t  d;
+    memsvc_conn_h   conn;
+    memsvc_handle_t h;
+    char            hex[32];
+    const char     *env[5] = {"MEMSVC_TEST_HANDLE", hex, NULL, NULL, NULL};
+    unsigned        pass;
+    pid_t           pid;
+    int             fd;
+
+    CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
+    START(&d, tiny_args);
+    TEST_ASSERT_OK(connect_as(&d, 9, 0, &conn));
+    test_fill(want, TARGET_SIZE, 51);
+    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
+    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
+    snprintf(hex, sizeof(hex), "%" PRIx64, (uint64_t)h);
+    for (pass = 0; pass < 2; pass++) { /* a reader, then a writer */
+        env[2] = (pass == 0) ? "MEMSVC_TEST_READER" : NULL;
+        env[3] = (pass == 0) ? "1" : NULL;
+        pid    = integ_spawn_child(&d, "fastpin-writer", env, &fd);
+        CU_ASSERT_FATAL(pid > 0);
+        CU_ASSERT_FATAL(child_ready(fd));
+        close(fd);
+        kill_wait(pid);
+        CU_ASSERT(wait_sessions(&d, 2, st)); /* this one and the stats' */
+        if (pass == 0) {
+            TEST_ASSERT_OK(memsvc_acquire(conn, h));
+            TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));
+            CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
+        } else {
+            CU_ASSERT_EQUAL(memsvc_acquire(conn, h), MEMSVC_RECOMPUTE);
+            CU_ASSERT_EQUAL(memsvc_read(conn, h, 0, got, 8192), MEMSVC_ERR_ILLEGAL_STATE);
+            CU_ASSERT_EQUAL(memsvc_read(conn, h, 0, got, TARGET_SIZE), MEMSVC_ERR_ILLEGAL_STATE);
+            TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* the owner's again */
+            TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));
+            CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
+        }
+        TEST_ASSERT_OK(memsvc_release(conn, h));
+    }
+    TEST_ASSERT_OK(memsvc_flush(conn));
+    TEST_ASSERT_OK(integ_stats(&d, st));
+    CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+    free(want);
+    free(got);
+}
+
 static void add_suite(void)
 {
     CU_pSuite s = CU_add_suite("service_fastpin", NULL, NULL);
@@ -617,6 +774,10 @@ static void add_suite(void)
                 test_revocation_race);
     CU_add_test(s, "held in a table counts as pinned; kill -9 drops it", test_kill_holder);
     CU_add_test(s, "garbage in one client's table hurts no other client", test_scribbler);
+    CU_add_test(s, "memsvc_write/read through a table pin: one COMMIT, no message",
+                test_table_io);
+    CU_add_test(s, "a writer killed under a table pin leaves the tensor uncommitted",
+                test_table_writer_killed);
 }
 
 TEST_REGISTER(service_fastpin, add_suite)
