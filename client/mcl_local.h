@@ -15,6 +15,7 @@
 typedef struct mcl_fpin {
     uint64_t handle; /* 0: an empty entry */
     uint32_t lpins;  /* pins taken in the table (released there) */
+    uint32_t lwpins; /* of those, write pins (memsvc_acquire_map): counted in the slot's writers */
     uint32_t wpins;  /* write pins the daemon counts (memsvc_acquire_map): released by message */
     uint32_t slot;   /* table slot it was published in (UINT32_MAX: none known) */
     bool     fast;   /* acquires may be tried in the table (not after this process freed it) */
@@ -55,18 +56,20 @@ void *mcl_local_addr(const mcl_local_t *lo, uint32_t region, uint64_t offset, ui
 
 /*
  * The pin table (docs/api.md, "Acquires without a message"). mcl_local_pin: pin handle in the
- * table and set *addr_p and *size_p (either may be NULL); false: take the slow path.
+ * table and set *addr_p and *where_p (either may be NULL); false: take the slow path.
  * mcl_local_published: an acquire by message of handle succeeded; look for its slot.
  * mcl_local_write_pin: an acquire by message that the daemon counts as a write pin.
  * mcl_local_unpin: true when the release was done in the table (a pin taken there), false
  * when it must be a message. mcl_local_writing: a pin taken by mcl_local_pin starts (+1) or
  * ends (-1) writing in place (client/msl_pintab.h). mcl_local_forget: this process freed handle.
  */
-bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, uint64_t *size_p);
+bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, msl_pin_where_t *where_p);
 void mcl_local_published(mcl_local_t *lo, uint64_t handle);
 void mcl_local_write_pin(mcl_local_t *lo, uint64_t handle);
 bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle);
 void mcl_local_writing(mcl_local_t *lo, uint64_t handle, int delta);
+/* The pin just taken by mcl_local_pin is a write pin, counted as writing until its release. */
+void mcl_local_write_local(mcl_local_t *lo, uint64_t handle);
 void mcl_local_drop(mcl_local_t *lo, uint64_t handle); /* undo a mcl_local_pin */
 void mcl_local_forget(mcl_local_t *lo, uint64_t handle);
 

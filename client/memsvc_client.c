@@ -1056,9 +1056,11 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle)
 }
 
 /* A local acquire in the pin table (docs/api.md, "Acquires without a message"): true when
- * pinned there (*addr_p, when given, gets the address). Not on a broken connection, nor once
- * the daemon's end of the socket closed (looked at every CONN_LOCAL_CHECK_NS). */
-static bool acquire_local(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p)
+ * pinned there (*addr_p and *where_p, when given, get the address and the slot's fields). Not
+ * on a broken connection, nor once the daemon's end of the socket closed (looked at every
+ * CONN_LOCAL_CHECK_NS). */
+static bool acquire_local(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p,
+                          msl_pin_where_t *where_p)
 {
     uint64_t now;
 
@@ -1073,7 +1075,7 @@ static bool acquire_local(memsvc_conn_h conn, memsvc_handle_t handle, void **add
             return false;
         }
     }
-    return mcl_local_pin(&conn->local, handle, addr_p, NULL);
+    return mcl_local_pin(&conn->local, handle, addr_p, where_p);
 }
 
 memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
@@ -1084,7 +1086,7 @@ memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle)
     if (conn == NULL) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    if (acquire_local(conn, handle, NULL)) {
+    if (acquire_local(conn, handle, NULL, NULL)) {
         return MEMSVC_OK;
     }
     msg.u.h.handle = handle;
@@ -1102,13 +1104,24 @@ static memsvc_status_t acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, b
     msp_req_t       msg = {.op = MSP_OP_ACQUIRE};
     memsvc_status_t status;
     msp_rep_t       rep;
+    msl_pin_where_t w;
 
     if ((conn == NULL) || (addr_p == NULL)) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
     *addr_p        = NULL;
-    if (!write && acquire_local(conn, handle, addr_p)) {
-        return MEMSVC_OK;
+    if (acquire_local(conn, handle, addr_p, &w)) {
+        if (!write) {
+            return MEMSVC_OK;
+        }
+        if (!(w.flags & MSL_PIN_F_DURABLE)) {
+            /* a write pin in the table: marked writing until its release (no COMMIT: the
+             * bytes in place are the commit) */
+            mcl_local_write_local(&conn->local, handle);
+            return MEMSVC_OK;
+        }
+        mcl_local_drop(&conn->local, handle); /* durable: journaled at a release by message */
+        *addr_p = NULL;
     }
     msg.u.h.handle = handle;
     if (conn->local.base != NULL) {
@@ -1203,27 +1216,29 @@ static memsvc_status_t io_wait(memsvc_conn_h conn, memsvc_req_h req, uint64_t de
 }
 
 /*
- * A copy through a pin taken in the pin table (no message to pin or unpin). A write is then
- * committed by an answered COMMIT while the pin is still held, and counted in the slot's
- * writers until then: this process's death mid-write leaves the tensor uncommitted.
+ * A copy through a pin taken in the pin table (no message to pin or unpin). A write is counted
+ * in the slot's writers until it is done, so that this process's death mid-write leaves the
+ * tensor uncommitted; a durable tensor's write is committed by an answered COMMIT (its bytes
+ * journaled) while the pin is still held; another's needs no message.
  */
 static memsvc_status_t io_table(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
                                 uint64_t offset, uint8_t *p, void *buf, uint64_t len,
-                                uint64_t size)
+                                const msl_pin_where_t *w)
 {
     msp_req_t       msg = {.op = MSP_OP_COMMIT};
-    memsvc_status_t status;
+    memsvc_status_t status = MEMSVC_OK;
 
-    if ((offset > size) || (len > size - offset)) {
+    if ((offset > w->size) || (len > w->size - offset)) {
         status = MEMSVC_ERR_OUT_OF_RANGE;
     } else if (op == MSP_OP_READ) {
         memcpy(buf, p + offset, len);
-        status = MEMSVC_OK;
     } else {
         mcl_local_writing(&conn->local, handle, 1);
         memcpy(p + offset, buf, len);
-        msg.u.h.handle = handle;
-        status         = mcl_call(conn, &msg, NULL, 0, NULL);
+        if (w->flags & MSL_PIN_F_DURABLE) {
+            msg.u.h.handle = handle;
+            status         = mcl_call(conn, &msg, NULL, 0, NULL);
+        }
         mcl_local_writing(&conn->local, handle, -1);
     }
     mcl_local_drop(&conn->local, handle);
@@ -1245,12 +1260,12 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
     msp_rep_t       rep;
     uint8_t        *p;
     void           *tp;
-    uint64_t        size;
+    msl_pin_where_t w;
 
     *done_p = false;
-    if (mcl_local_pin(&conn->local, handle, &tp, &size)) {
+    if (acquire_local(conn, handle, &tp, &w)) {
         *done_p = true;
-        return io_table(conn, op, handle, offset, tp, buf, len, size);
+        return io_table(conn, op, handle, offset, tp, buf, len, &w);
     }
     msg.u.h.handle   = handle;
     msg.u.h.flags    = MSP_ACQ_IO | ((op == MSP_OP_WRITE) ? MSP_ACQ_WRITE : 0);

@@ -233,7 +233,7 @@ static void fp_tidy(mcl_local_t *lo, mcl_fpin_t *e)
     lo->fp_count--;
 }
 
-bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, uint64_t *size_p)
+bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, msl_pin_where_t *where_p)
 {
     mcl_fpin_t     *e;
     msl_pin_where_t w;
@@ -260,8 +260,8 @@ bool mcl_local_pin(mcl_local_t *lo, uint64_t handle, void **addr_p, uint64_t *si
     if (addr_p != NULL) {
         *addr_p = p;
     }
-    if (size_p != NULL) {
-        *size_p = w.size;
+    if (where_p != NULL) {
+        *where_p = w;
     }
     return true;
 }
@@ -312,9 +312,23 @@ bool mcl_local_unpin(mcl_local_t *lo, uint64_t handle)
     if (e->lpins == 0) {
         return false;
     }
+    if (e->lwpins > 0) {
+        msl_pin_writing(lo->pins, e->slot, -1); /* a write pin first, as the daemon does */
+        e->lwpins--;
+    }
     msl_pin_drop(lo->pins, e->slot);
     e->lpins--;
     return true;
+}
+
+void mcl_local_write_local(mcl_local_t *lo, uint64_t handle)
+{
+    mcl_fpin_t *e = (lo->pins != NULL) ? fp_get(lo, handle) : NULL;
+
+    if ((e != NULL) && (e->lpins > e->lwpins)) {
+        msl_pin_writing(lo->pins, e->slot, 1);
+        e->lwpins++;
+    }
 }
 
 void mcl_local_writing(mcl_local_t *lo, uint64_t handle, int delta)

@@ -38,10 +38,12 @@
  * daemon's revoke, an acquire fence before the client's CAS).
  *
  * A pin may write in place (memsvc_write of a co-located client): the client adds 1 to writers
- * after its CAS and before its first byte, asks the daemon to commit (MSP_OP_COMMIT, answered)
- * after its last, and only then subtracts 1 from writers and drops the pin. A session that ends
+ * after its CAS and before its first byte; after its last, for a durable tensor
+ * (MSL_PIN_F_DURABLE) it asks the daemon to commit (MSP_OP_COMMIT, answered: the bytes are
+ * journaled), and only then subtracts 1 from writers and drops the pin. A session that ends
  * while a slot it holds has writers above 0 leaves that tensor uncommitted (never served as
- * valid), as a write pin taken by message does.
+ * valid), as a write pin taken by message does. Other tensors need no message: the bytes in
+ * place are the commit.
  *
  * The daemon trusts nothing it reads here: its own copy says what each slot holds; a count or
  * generation it did not expect counts as pinned (no worse than an acquire never released, and
@@ -55,6 +57,7 @@
 #define MSL_PIN_COUNT 0x7fffffffull /* ctl: pins held by the client */
 #define MSL_PIN_MAX (1u << 20)      /* the client pins no more locally; beyond: absurd */
 #define MSL_PIN_GEN(w) ((uint32_t)((w) >> 32))
+#define MSL_PIN_F_DURABLE 0x1u      /* flags: a write in place is committed by COMMIT */
 
 typedef struct msl_pin_slot {
     _Atomic uint64_t ctl;    /* generation | OPEN | count (above) */
@@ -64,7 +67,7 @@ typedef struct msl_pin_slot {
     _Atomic uint32_t region; /* daemon: the region id (as in ACQUIRE replies) */
     _Atomic uint32_t uses;   /* client: local acquires so far (the daemon folds the growth) */
     _Atomic uint32_t writers; /* client: of its pins, those writing in place (see below) */
-    uint32_t         pad0;
+    _Atomic uint32_t flags;   /* daemon: MSL_PIN_F_* of the tensor published */
     uint64_t         pad[2];
 } msl_pin_slot_t;
 
@@ -82,7 +85,7 @@ static inline uint32_t msl_pin_hash(uint64_t handle)
 /* Where a pinned tensor is. */
 typedef struct msl_pin_where {
     uint64_t offset, size;
-    uint32_t region;
+    uint32_t region, flags;
 } msl_pin_where_t;
 
 /*
@@ -104,6 +107,7 @@ static inline bool msl_pin_try(msl_pin_slot_t *tab, uint32_t idx, uint64_t handl
         where->offset = atomic_load_explicit(&sl->offset, memory_order_relaxed);
         where->size   = atomic_load_explicit(&sl->size, memory_order_relaxed);
         where->region = atomic_load_explicit(&sl->region, memory_order_relaxed);
+        where->flags  = atomic_load_explicit(&sl->flags, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_compare_exchange_strong_explicit(&sl->ctl, &w, w + 1, memory_order_acq_rel,
                                                     memory_order_acquire)) {

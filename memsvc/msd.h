@@ -471,12 +471,15 @@ int msd_fast_fd(const msd_session_t *s);
 /* s ends: close every slot, unmap, forget the table; a tensor it held while writing in place is
  * left uncommitted. Engine lock. */
 void msd_fast_close(msd_server_t *srv, msd_session_t *s);
-/* s acquired h, resident at (region, offset, size) of its mapping: publish it. Engine lock. */
+/* s acquired h, resident at (region, offset, size) of its mapping: publish it (durable: its
+ * writes in place need COMMIT). Engine lock. */
 void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t region,
-                      uint64_t offset, uint64_t size);
+                      uint64_t offset, uint64_t size, bool durable);
 /* h's bytes may no longer be trusted (uncommitted): no new local acquire of it. Engine lock. */
 void msd_fast_invalidate(msd_server_t *srv, eng_handle_t h);
 
+/* Pins of h held in all sessions' pin tables (as LOOKUP and LIST report them). Engine lock. */
+uint32_t msd_fast_pins(msd_server_t *srv, eng_handle_t h);
 /* Does session s hold a pin of h in its pin table? Engine lock. */
 bool msd_fast_holds(const msd_session_t *s, eng_handle_t h);
 /* The engine's guard (eng_set_guard): revoke h's slots before it moves, close them before it

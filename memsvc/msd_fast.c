@@ -159,6 +159,28 @@ static bool slot_held(const msd_pintab_t *pt, uint32_t i)
            ((w & MSL_PIN_COUNT) > 0);
 }
 
+uint32_t msd_fast_pins(msd_server_t *srv, eng_handle_t h)
+{
+    const msd_session_t *s;
+    uint64_t             n = 0;
+    uint32_t             i;
+
+    if (srv->fast_slots == 0) {
+        return 0;
+    }
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if ((s->pintab != NULL) && ((i = slot_of(s->pintab, h)) != UINT32_MAX) &&
+            slot_held(s->pintab, i)) {
+            /* a client's word: bounded as the client's own acquires are */
+            uint64_t c = atomic_load_explicit(&s->pintab->tab[i].ctl, memory_order_relaxed) &
+                         MSL_PIN_COUNT;
+
+            n += (c < MSL_PIN_MAX) ? c : MSL_PIN_MAX;
+        }
+    }
+    return (n < UINT32_MAX / 2) ? (uint32_t)n : UINT32_MAX / 2;
+}
+
 bool msd_fast_holds(const msd_session_t *s, eng_handle_t h)
 {
     uint32_t i;
@@ -204,7 +226,7 @@ void msd_fast_close(msd_server_t *srv, msd_session_t *s)
 }
 
 void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint32_t region,
-                      uint64_t offset, uint64_t size)
+                      uint64_t offset, uint64_t size, bool durable)
 {
     msd_pintab_t   *pt = s->pintab;
     uint32_t        base, k, i, pick = UINT32_MAX;
@@ -256,6 +278,7 @@ void msd_fast_publish(msd_server_t *srv, msd_session_t *s, eng_handle_t h, uint3
     atomic_store_explicit(&sl->offset, offset, memory_order_relaxed);
     atomic_store_explicit(&sl->size, size, memory_order_relaxed);
     atomic_store_explicit(&sl->region, region, memory_order_relaxed);
+    atomic_store_explicit(&sl->flags, durable ? MSL_PIN_F_DURABLE : 0, memory_order_relaxed);
     r->handle    = h;
     r->gen       = pt->next_gen++;
     r->uses_seen = atomic_load_explicit(&sl->uses, memory_order_relaxed);

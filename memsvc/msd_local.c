@@ -535,7 +535,7 @@ memsvc_status_t msd_acquired(msd_server_t *srv, msd_session_t *s, eng_handle_t h
 
         /* resident, committed, in its mapping: its next acquires need no message */
         if (msd_local_locate(srv, s, &info, &where) != MSP_REGION_NONE) {
-            msd_fast_publish(srv, s, h, info.device, where, info.size);
+            msd_fast_publish(srv, s, h, info.device, where, info.size, info.durable);
         }
     }
     rep->u.acquire.region = region;

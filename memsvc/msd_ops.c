@@ -199,7 +199,8 @@ static memsvc_status_t ops_check(msd_server_t *srv, msd_session_t *s, eng_handle
     return MEMSVC_OK;
 }
 
-static void info_to_wire(const eng_tensor_info_t *info, msp_tensor_t *t)
+/* What LOOKUP and LIST say of a tensor: pins held in clients' pin tables count as pins. */
+static void info_to_wire(msd_server_t *srv, const eng_tensor_info_t *info, msp_tensor_t *t)
 {
     memset(t, 0, sizeof(*t));
     t->handle = info->handle;
@@ -210,7 +211,7 @@ static void info_to_wire(const eng_tensor_info_t *info, msp_tensor_t *t)
     t->device       = info->device;
     t->job          = info->job;
     t->rank         = info->rank;
-    t->pins         = info->pins;
+    t->pins         = info->pins + msd_fast_pins(srv, info->handle);
     t->durable      = info->durable;
     t->recomputable = info->recomputable;
     t->tags         = info->tags;
@@ -676,7 +677,7 @@ static memsvc_status_t op_lookup(msd_server_t *srv, msd_session_t *s, const msp_
         LOG("session %llu: re-attached '%s' (job %u rank %u)", (unsigned long long)s->id,
             req->u.lookup.key, s->job, s->rank);
     }
-    info_to_wire(&info, &rep->u.lookup);
+    info_to_wire(srv, &info, &rep->u.lookup);
     return MEMSVC_OK;
 }
 
@@ -1004,7 +1005,7 @@ static bool list_visit(void *arg, const eng_tensor_info_t *info)
     if (lc->count == lc->max) {
         return false; /* the cursor stops on it: the next page starts with it */
     }
-    info_to_wire(info, &lc->srv->list[lc->count++]);
+    info_to_wire(lc->srv, info, &lc->srv->list[lc->count++]);
     return true;
 }
 

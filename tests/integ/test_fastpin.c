@@ -226,26 +226,40 @@ static void child_scribbler(integ_daemon_t *d, int fd)
     }
 }
 
-/* job 9 rank 1: pins the tensor MEMSVC_TEST_HANDLE of rank 0 in its pin table as a writer
- * (as memsvc_write does), writes half of it in place, and is killed before it commits. With
- * MEMSVC_TEST_READER set it pins it for reading only. */
+/* job 9 rank 1: pins the tensor MEMSVC_TEST_HANDLE of rank 0 in its pin table and is killed
+ * holding it. MEMSVC_TEST_MODE: "reader" (memsvc_acquire_map_ro), "mapper" (memsvc_acquire_map,
+ * then half of it written in place), "writer" (as memsvc_write does, killed before it is done:
+ * half written). */
 static void child_writer(integ_daemon_t *d, int fd)
 {
-    const char     *hs     = getenv("MEMSVC_TEST_HANDLE");
-    memsvc_handle_t h      = (hs != NULL) ? strtoull(hs, NULL, 16) : 0;
-    bool            reader = getenv("MEMSVC_TEST_READER") != NULL;
+    const char     *hs   = getenv("MEMSVC_TEST_HANDLE");
+    const char     *mode = getenv("MEMSVC_TEST_MODE");
+    memsvc_handle_t h    = (hs != NULL) ? strtoull(hs, NULL, 16) : 0;
     memsvc_conn_h   conn;
+    const void     *rp;
     void           *p;
-    uint64_t        size;
+    msl_pin_where_t w;
 
-    if ((h == 0) || (connect_as(d, 9, 1, &conn) != MEMSVC_OK) ||
+    if ((h == 0) || (mode == NULL) || (connect_as(d, 9, 1, &conn) != MEMSVC_OK) ||
         (memsvc_acquire(conn, h) != MEMSVC_OK) || (memsvc_release(conn, h) != MEMSVC_OK) ||
-        (memsvc_flush(conn) != MEMSVC_OK) || !mcl_local_pin(&conn->local, h, &p, &size)) {
+        (memsvc_flush(conn) != MEMSVC_OK)) {
         _exit(1);
     }
-    if (!reader) {
+    if (strcmp(mode, "reader") == 0) {
+        if ((memsvc_acquire_map_ro(conn, h, &rp) != MEMSVC_OK) || (rp == NULL)) {
+            _exit(1);
+        }
+    } else if (strcmp(mode, "mapper") == 0) {
+        if ((memsvc_acquire_map(conn, h, &p) != MEMSVC_OK) || (p == NULL)) {
+            _exit(1);
+        }
+        memset(p, 0xee, TARGET_SIZE / 2);
+    } else {
+        if (!mcl_local_pin(&conn->local, h, &p, &w)) {
+            _exit(1);
+        }
         mcl_local_writing(&conn->local, h, 1);
-        memset(p, 0xee, size / 2);
+        memset(p, 0xee, w.size / 2);
     }
     integ_child_ready(fd);
     for (;;) {
@@ -268,8 +282,8 @@ void integ_fastpin_child(integ_daemon_t *d, const char *role, int ready_fd)
 /* ---- tests ---------------------------------------------------------------------------------- */
 
 /* Once acquired by message (published), a resident tensor is acquired and released in the pin
- * table: no request reaches the daemon, which counts the acquires; a write pin stays a message
- * (its release commits); a freed tensor is not acquired locally; --no-fast-pin turns it off. */
+ * table: no request reaches the daemon, which counts the acquires; a write pin of a tensor that
+ * is not durable too; a freed tensor is not acquired locally; --no-fast-pin turns it off. */
 static void test_local_hits(void)
 {
     static const char *const off_args[] = {"--node", "tiny",          "--memory",
@@ -336,15 +350,21 @@ static void test_local_hits(void)
         /* release_many of pins taken in the table: answered, nothing left pinned */
         CU_ASSERT_EQUAL(memsvc_acquire(conn, h), MEMSVC_OK);
         CU_ASSERT_EQUAL(memsvc_release_many(conn, &h, 1, NULL), MEMSVC_OK);
-        /* a write pin: acquired and released by message, committed at the release */
+        /* a write pin of a tensor that is not durable: in the table too (by message without
+         * tables) */
         req0 = session_requests(&d, sid, st);
         TEST_ASSERT_OK(memsvc_acquire_map(conn, h, &w));
         CU_ASSERT_FATAL(w != NULL);
+        CU_ASSERT(w == p);
         test_fill(want, sizeof(want), 4);
         memcpy(w, want, sizeof(want));
         TEST_ASSERT_OK(memsvc_release(conn, h));
         TEST_ASSERT_OK(memsvc_flush(conn));
-        CU_ASSERT(session_requests(&d, sid, st) >= req0 + 2);
+        if (pass == 0) {
+            CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + 1); /* the flush's PING */
+        } else {
+            CU_ASSERT(session_requests(&d, sid, st) >= req0 + 2);
+        }
         TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, sizeof(got)));
         CU_ASSERT(memcmp(got, want, sizeof(want)) == 0);
         CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
@@ -652,74 +672,98 @@ static void test_scribbler(void)
     free(buf);
 }
 
-/* memsvc_write and memsvc_read of a published tensor: pinned in the table, so a write is one
- * message (its COMMIT) and a read none; the bytes are the daemon's (read back by message and
- * over tcp). A COMMIT without a table pin is refused. */
+/* memsvc_write and memsvc_read of a published tensor: pinned in the table, so a read is no
+ * message and a write none either, or one COMMIT for a durable tensor (whose bytes are then
+ * journaled: they come back after kill -9 of the daemon); the bytes are the daemon's (read back
+ * by message and over tcp). A COMMIT without a table pin is refused. */
 static void test_table_io(void)
 {
-    memsvc_stats_t *st   = calloc(1, sizeof(*st));
-    uint8_t        *want = malloc(TARGET_SIZE), *got = malloc(TARGET_SIZE);
-    integ_daemon_t  d;
-    memsvc_conn_h   conn, tcp;
-    memsvc_handle_t h;
-    msp_req_t       msg = {.op = MSP_OP_COMMIT};
-    uint64_t        sid, req0;
-    unsigned        i;
+    memsvc_stats_t       *st   = calloc(1, sizeof(*st));
+    uint8_t              *want = malloc(TARGET_SIZE), *got = malloc(TARGET_SIZE);
+    memsvc_alloc_params_t dp   = {.field_mask = MEMSVC_ALLOC_FIELD_FLAGS,
+                                  .flags      = MEMSVC_ALLOC_DURABLE};
+    memsvc_tensor_info_t  info;
+    integ_daemon_t        d, d2;
+    memsvc_conn_h         conn, tcp;
+    memsvc_handle_t       h;
+    msp_req_t             msg = {.op = MSP_OP_COMMIT};
+    uint64_t              sid, req0;
+    unsigned              i, kind;
+    char                  addr[64];
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
     START(&d, tiny_args);
+    snprintf(addr, sizeof(addr), "%s", d.addr);
     TEST_ASSERT_OK(connect_as(&d, 1, 0, &conn));
     sid = session_id(conn);
-    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
-    test_fill(want, TARGET_SIZE, 5);
-    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* uncommitted before */
-    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* committed: published */
-    TEST_ASSERT_OK(memsvc_flush(conn));
-    msg.u.h.handle = h;
-    CU_ASSERT_EQUAL(mcl_call(conn, &msg, NULL, 0, NULL), MEMSVC_ERR_NOT_PINNED);
-    for (i = 0; i < 4; i++) {
-        req0 = session_requests(&d, sid, st);
-        test_fill(want, TARGET_SIZE, 6 + i);
-        TEST_ASSERT_OK(memsvc_write(conn, h, (i % 2) * 4096, want, TARGET_SIZE - 4096 * (i % 2)));
-        CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + 1); /* the COMMIT */
+    for (kind = 0; kind < 2; kind++) { /* plain, durable */
+        TEST_ASSERT_OK(memsvc_alloc(conn, kind ? "d" : "t", TARGET_SIZE, kind ? &dp : NULL, &h));
+        test_fill(want, TARGET_SIZE, 5);
+        TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* uncommitted before */
+        TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE)); /* committed: published */
+        TEST_ASSERT_OK(memsvc_flush(conn));
+        msg.u.h.handle = h;
+        msg.id         = 0;
+        CU_ASSERT_EQUAL(mcl_call(conn, &msg, NULL, 0, NULL), MEMSVC_ERR_NOT_PINNED);
+        for (i = 0; i < 4; i++) {
+            uint64_t off = (i % 2) * 4096;
+
+            req0 = session_requests(&d, sid, st);
+            test_fill(want, TARGET_SIZE, 6 + i);
+            TEST_ASSERT_OK(memsvc_write(conn, h, off, want, TARGET_SIZE - off));
+            CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + kind); /* durable: COMMIT */
+            memset(got, 0, TARGET_SIZE);
+            TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));
+            CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + kind); /* the read: none */
+            CU_ASSERT(memcmp(got + off, want, TARGET_SIZE - off) == 0);
+            CU_ASSERT_EQUAL(memsvc_write(conn, h, 4096, want, TARGET_SIZE),
+                            MEMSVC_ERR_OUT_OF_RANGE);
+        }
+        test_fill(want, TARGET_SIZE, 9 + kind);
+        TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
         memset(got, 0, TARGET_SIZE);
-        TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));
-        CU_ASSERT_EQUAL(session_requests(&d, sid, st), req0 + 1); /* the read: none */
-        CU_ASSERT(memcmp(got + (i % 2) * 4096, want, TARGET_SIZE - 4096 * (i % 2)) == 0);
-        CU_ASSERT_EQUAL(memsvc_write(conn, h, 4096, want, TARGET_SIZE), MEMSVC_ERR_OUT_OF_RANGE);
+        TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, 8192)); /* small: a READ message */
+        CU_ASSERT(memcmp(got, want, 8192) == 0);
+        TEST_ASSERT_OK(connect_tcp(&d, 1, 0, &tcp));
+        memset(got, 0, TARGET_SIZE);
+        TEST_ASSERT_OK(memsvc_read(tcp, h, 0, got, TARGET_SIZE));
+        CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
+        memsvc_close(tcp);
     }
-    CU_ASSERT(st->fast_acquires >= 8);
-    test_fill(want, TARGET_SIZE, 9);
-    TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
-    memset(got, 0, TARGET_SIZE);
-    TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, 8192)); /* small: a READ message */
-    CU_ASSERT(memcmp(got, want, 8192) == 0);
-    TEST_ASSERT_OK(connect_tcp(&d, 1, 0, &tcp));
-    memset(got, 0, TARGET_SIZE);
-    TEST_ASSERT_OK(memsvc_read(tcp, h, 0, got, TARGET_SIZE));
-    CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
-    memsvc_close(tcp);
     TEST_ASSERT_OK(integ_stats(&d, st));
+    CU_ASSERT(st->fast_acquires >= 16);
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
+    /* the durable one's last write was kept before memsvc_write returned */
+    CU_ASSERT(WIFSIGNALED(integ_daemon_signal(&d, SIGKILL)));
     memsvc_close(conn);
-    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    CU_ASSERT_TRUE_FATAL(integ_daemon_start_at(&d2, addr, tiny_args));
+    TEST_ASSERT_OK(connect_as(&d2, 1, 0, &conn));
+    TEST_ASSERT_OK(memsvc_lookup(conn, "d", &info));
+    memset(got, 0, TARGET_SIZE);
+    TEST_ASSERT_OK(memsvc_read(conn, info.handle, 0, got, TARGET_SIZE));
+    CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
+    CU_ASSERT_EQUAL(memsvc_lookup(conn, "t", &info), MEMSVC_ERR_NOT_FOUND);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d2), 0);
     free(st);
     free(want);
     free(got);
 }
 
-/* A client killed while it writes in place under a table pin: the tensor is left uncommitted
- * (acquires answer RECOMPUTE, reads are refused) until its owner writes it again. One killed
- * while it only reads leaves it committed. */
+/* A client killed while it writes in place under a table pin (memsvc_acquire_map, or
+ * memsvc_write's own pin): the tensor is left uncommitted (acquires answer RECOMPUTE, reads are
+ * refused) until its owner writes it again. One killed while it only reads leaves it
+ * committed. The daemon saw none of these pins: all were taken in the child's table. */
 static void test_table_writer_killed(void)
 {
+    static const char *const modes[] = {"reader", "mapper", "writer"};
     memsvc_stats_t *st   = calloc(1, sizeof(*st));
     uint8_t        *want = malloc(TARGET_SIZE), *got = malloc(TARGET_SIZE);
     integ_daemon_t  d;
     memsvc_conn_h   conn;
     memsvc_handle_t h;
     char            hex[32];
-    const char     *env[5] = {"MEMSVC_TEST_HANDLE", hex, NULL, NULL, NULL};
+    const char     *env[5] = {"MEMSVC_TEST_HANDLE", hex, "MEMSVC_TEST_MODE", NULL, NULL};
     unsigned        pass;
     pid_t           pid;
     int             fd;
@@ -731,13 +775,14 @@ static void test_table_writer_killed(void)
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
     TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
     snprintf(hex, sizeof(hex), "%" PRIx64, (uint64_t)h);
-    for (pass = 0; pass < 2; pass++) { /* a reader, then a writer */
-        env[2] = (pass == 0) ? "MEMSVC_TEST_READER" : NULL;
-        env[3] = (pass == 0) ? "1" : NULL;
+    for (pass = 0; pass < 3; pass++) {
+        env[3] = modes[pass];
         pid    = integ_spawn_child(&d, "fastpin-writer", env, &fd);
         CU_ASSERT_FATAL(pid > 0);
         CU_ASSERT_FATAL(child_ready(fd));
         close(fd);
+        TEST_ASSERT_OK(integ_stats(&d, st));
+        CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0); /* the child's pin is in its table */
         kill_wait(pid);
         CU_ASSERT(wait_sessions(&d, 2, st)); /* this one and the stats' */
         if (pass == 0) {
@@ -753,8 +798,8 @@ static void test_table_writer_killed(void)
             CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
         }
         TEST_ASSERT_OK(memsvc_release(conn, h));
+        TEST_ASSERT_OK(memsvc_flush(conn)); /* the release done before the next stats */
     }
-    TEST_ASSERT_OK(memsvc_flush(conn));
     TEST_ASSERT_OK(integ_stats(&d, st));
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
     memsvc_close(conn);
@@ -774,7 +819,7 @@ static void add_suite(void)
                 test_revocation_race);
     CU_add_test(s, "held in a table counts as pinned; kill -9 drops it", test_kill_holder);
     CU_add_test(s, "garbage in one client's table hurts no other client", test_scribbler);
-    CU_add_test(s, "memsvc_write/read through a table pin: one COMMIT, no message",
+    CU_add_test(s, "memsvc_write/read through a table pin: no message (durable: a COMMIT)",
                 test_table_io);
     CU_add_test(s, "a writer killed under a table pin leaves the tensor uncommitted",
                 test_table_writer_killed);
