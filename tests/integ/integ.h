@@ -61,9 +61,11 @@ int integ_run(const char *const *argv, const char *const *env, char *out, size_t
 /* Does the daemon's log contain `text`? */
 bool integ_log_contains(const integ_daemon_t *d, const char *text);
 
-/* Connect as (job, rank, device) with a bounded timeout. */
+/* Connect as (job, rank, device) with a bounded timeout; _flags: with MEMSVC_CONN_* flags. */
 memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
                               memsvc_conn_h *conn_p);
+memsvc_status_t integ_connect_flags(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                                    uint32_t flags, memsvc_conn_h *conn_p);
 
 /*
  * After one-way calls: memsvc_flush, then the oldest deferred error, checked to name op and

@@ -433,17 +433,25 @@ bool integ_log_contains(const integ_daemon_t *d, const char *text)
     return found;
 }
 
-memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
-                              memsvc_conn_h *conn_p)
+memsvc_status_t integ_connect_flags(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                                    uint32_t flags, memsvc_conn_h *conn_p)
 {
     memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS,
+                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS |
+                                            MEMSVC_CONN_FIELD_FLAGS,
                               .address    = d->addr,
                               .job        = job,
                               .rank       = rank,
+                              .flags      = flags,
                               .timeout_ms = 10000};
 
     return memsvc_connect(&p, conn_p);
+}
+
+memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
+                              memsvc_conn_h *conn_p)
+{
+    return integ_connect_flags(d, job, rank, 0, conn_p);
 }
 
 memsvc_status_t integ_deferred(memsvc_conn_h conn, memsvc_op_t op, memsvc_handle_t handle)

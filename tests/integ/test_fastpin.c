@@ -30,35 +30,6 @@
 
 static const char *const tiny_args[] = {"--node", "tiny", "--memory", "backed", NULL};
 
-static memsvc_status_t connect_as(const integ_daemon_t *d, uint32_t job, uint32_t rank,
-                                  memsvc_conn_h *conn_p)
-{
-    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS,
-                              .address    = d->addr,
-                              .job        = job,
-                              .rank       = rank,
-                              .timeout_ms = 10000};
-
-    return memsvc_connect(&p, conn_p);
-}
-
-/* The same over tcp, as a remote client (no mapping, no pin table). */
-static memsvc_status_t connect_tcp(const integ_daemon_t *d, uint32_t job, uint32_t rank,
-                                   memsvc_conn_h *conn_p)
-{
-    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS |
-                                            MEMSVC_CONN_FIELD_FLAGS,
-                              .address    = d->addr,
-                              .job        = job,
-                              .rank       = rank,
-                              .timeout_ms = 10000,
-                              .flags      = MEMSVC_CONN_TCP};
-
-    return memsvc_connect(&p, conn_p);
-}
-
 static uint64_t session_id(memsvc_conn_h conn)
 {
     memsvc_conn_attr_t a = {.field_mask = MEMSVC_CONN_ATTR_FIELD_SESSION};
@@ -152,7 +123,7 @@ static void child_holder(integ_daemon_t *d, int fd)
     memsvc_handle_t h  = (hs != NULL) ? strtoull(hs, NULL, 16) : 0;
     memsvc_conn_h   conn;
 
-    if ((h == 0) || (connect_as(d, 7, 1, &conn) != MEMSVC_OK) ||
+    if ((h == 0) || (integ_connect(d, 7, 1, &conn) != MEMSVC_OK) ||
         (memsvc_acquire(conn, h) != MEMSVC_OK) || (memsvc_release(conn, h) != MEMSVC_OK) ||
         (memsvc_flush(conn) != MEMSVC_OK) || (memsvc_acquire(conn, h) != MEMSVC_OK) ||
         (memsvc_acquire(conn, h) != MEMSVC_OK) || (memsvc_release(conn, h) != MEMSVC_OK)) {
@@ -175,7 +146,7 @@ static void child_scribbler(integ_daemon_t *d, int fd)
     unsigned        i, pass;
     char            key[16];
 
-    if (connect_as(d, 8, 0, &conn) != MEMSVC_OK) {
+    if (integ_connect(d, 8, 0, &conn) != MEMSVC_OK) {
         _exit(1);
     }
     for (i = 0; i < 4; i++) {
@@ -240,7 +211,7 @@ static void child_writer(integ_daemon_t *d, int fd)
     void           *p;
     msl_pin_where_t w;
 
-    if ((h == 0) || (mode == NULL) || (connect_as(d, 9, 1, &conn) != MEMSVC_OK) ||
+    if ((h == 0) || (mode == NULL) || (integ_connect(d, 9, 1, &conn) != MEMSVC_OK) ||
         (memsvc_acquire(conn, h) != MEMSVC_OK) || (memsvc_release(conn, h) != MEMSVC_OK) ||
         (memsvc_flush(conn) != MEMSVC_OK)) {
         _exit(1);
@@ -302,7 +273,7 @@ static void test_local_hits(void)
     CU_ASSERT_FATAL(st != NULL);
     for (pass = 0; pass < 2; pass++) {
         START(&d, (pass == 0) ? tiny_args : off_args);
-        TEST_ASSERT_OK(connect_as(&d, 1, 0, &conn));
+        TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
         sid = session_id(conn);
         test_fill(want, sizeof(want), 3);
         TEST_ASSERT_OK(memsvc_alloc(conn, "t", sizeof(want), NULL, &h));
@@ -394,7 +365,7 @@ static void test_many_tensors(void)
 
     CU_ASSERT_FATAL((st != NULL) && (h != NULL));
     START(&d, tiny_args);
-    TEST_ASSERT_OK(connect_as(&d, 2, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 2, 0, &conn));
     for (i = 0; i < MANY; i++) {
         snprintf(key, sizeof(key), "m%u", i);
         errors += (memsvc_alloc(conn, key, 4096, NULL, &h[i]) != MEMSVC_OK);
@@ -456,7 +427,7 @@ static void *reader_main(void *arg)
     const void     *p;
     uint64_t        sid;
 
-    if ((st == NULL) || (connect_as(a->d, 6, 1, &conn) != MEMSVC_OK)) {
+    if ((st == NULL) || (integ_connect(a->d, 6, 1, &conn) != MEMSVC_OK)) {
         a->errors++;
         free(st);
         return NULL;
@@ -514,7 +485,7 @@ static void test_revocation_race(void)
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (buf != NULL));
     memset(buf, 0, OTHER_SIZE);
     START(&d, tiny_args);
-    TEST_ASSERT_OK(connect_as(&d, 6, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 6, 0, &conn));
     test_fill(want, TARGET_SIZE, 21);
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &a.h));
     TEST_ASSERT_OK(memsvc_write(conn, a.h, 0, want, TARGET_SIZE));
@@ -572,7 +543,7 @@ static void test_kill_holder(void)
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (buf != NULL));
     memset(buf, 0, OTHER_SIZE);
     START(&d, tiny_args);
-    TEST_ASSERT_OK(connect_as(&d, 7, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 7, 0, &conn));
     test_fill(want, TARGET_SIZE, 31);
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
     TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
@@ -637,7 +608,7 @@ static void test_scribbler(void)
     CU_ASSERT_FATAL(pid > 0);
     CU_ASSERT_FATAL(child_ready(fd));
     close(fd);
-    TEST_ASSERT_OK(connect_as(&d, 6, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 6, 0, &conn));
     test_fill(want, TARGET_SIZE, 41);
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &a.h));
     TEST_ASSERT_OK(memsvc_write(conn, a.h, 0, want, TARGET_SIZE));
@@ -694,7 +665,7 @@ static void test_table_io(void)
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
     START(&d, tiny_args);
     snprintf(addr, sizeof(addr), "%s", d.addr);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
     sid = session_id(conn);
     for (kind = 0; kind < 2; kind++) { /* plain, durable */
         TEST_ASSERT_OK(memsvc_alloc(conn, kind ? "d" : "t", TARGET_SIZE, kind ? &dp : NULL, &h));
@@ -724,7 +695,7 @@ static void test_table_io(void)
         memset(got, 0, TARGET_SIZE);
         TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, 8192)); /* small: a READ message */
         CU_ASSERT(memcmp(got, want, 8192) == 0);
-        TEST_ASSERT_OK(connect_tcp(&d, 1, 0, &tcp));
+        TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, MEMSVC_CONN_TCP, &tcp));
         memset(got, 0, TARGET_SIZE);
         TEST_ASSERT_OK(memsvc_read(tcp, h, 0, got, TARGET_SIZE));
         CU_ASSERT(memcmp(got, want, TARGET_SIZE) == 0);
@@ -737,7 +708,7 @@ static void test_table_io(void)
     CU_ASSERT(WIFSIGNALED(integ_daemon_signal(&d, SIGKILL)));
     memsvc_close(conn);
     CU_ASSERT_TRUE_FATAL(integ_daemon_start_at(&d2, addr, tiny_args));
-    TEST_ASSERT_OK(connect_as(&d2, 1, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d2, 1, 0, &conn));
     TEST_ASSERT_OK(memsvc_lookup(conn, "d", &info));
     memset(got, 0, TARGET_SIZE);
     TEST_ASSERT_OK(memsvc_read(conn, info.handle, 0, got, TARGET_SIZE));
@@ -770,7 +741,7 @@ static void test_table_writer_killed(void)
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
     START(&d, tiny_args);
-    TEST_ASSERT_OK(connect_as(&d, 9, 0, &conn));
+    TEST_ASSERT_OK(integ_connect(&d, 9, 0, &conn));
     test_fill(want, TARGET_SIZE, 51);
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
     TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));

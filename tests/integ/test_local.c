@@ -30,21 +30,6 @@
 #define MAPS_SLACK 4
 #define TRAFFIC_BIG (64ull << 20)
 
-static memsvc_status_t connect_as(const integ_daemon_t *d, uint32_t job, uint32_t rank,
-                                  uint32_t flags, memsvc_conn_h *conn_p)
-{
-    memsvc_conn_params_t p = {.field_mask = MEMSVC_CONN_FIELD_ADDRESS | MEMSVC_CONN_FIELD_JOB |
-                                            MEMSVC_CONN_FIELD_RANK | MEMSVC_CONN_FIELD_TIMEOUT_MS |
-                                            MEMSVC_CONN_FIELD_FLAGS,
-                              .address    = d->addr,
-                              .job        = job,
-                              .rank       = rank,
-                              .flags      = flags,
-                              .timeout_ms = 10000};
-
-    return memsvc_connect(&p, conn_p);
-}
-
 /* ---- children ------------------------------------------------------------------------------- */
 
 static void ready(int fd)
@@ -69,7 +54,7 @@ static void child_reader(integ_daemon_t *d, int fd)
     const void           *p;
 
     test_fill(buf, sizeof(buf), 5);
-    if ((connect_as(d, 4, 2, 0, &conn) != MEMSVC_OK) ||
+    if ((integ_connect_flags(d, 4, 2, 0, &conn) != MEMSVC_OK) ||
         (memsvc_alloc(conn, "r", sizeof(buf), &ap, &h) != MEMSVC_OK) ||
         (memsvc_write(conn, h, 0, buf, sizeof(buf)) != MEMSVC_OK) ||
         (memsvc_acquire_map_ro(conn, h, &p) != MEMSVC_OK) || (p == NULL) ||
@@ -95,7 +80,7 @@ static void child_writer(integ_daemon_t *d, bool release, int fd)
     memsvc_conn_h         conn;
     void                 *p;
 
-    if ((buf == NULL) || (connect_as(d, 4, 1, 0, &conn) != MEMSVC_OK) ||
+    if ((buf == NULL) || (integ_connect_flags(d, 4, 1, 0, &conn) != MEMSVC_OK) ||
         (memsvc_alloc(conn, "w", size, &ap, &h) != MEMSVC_OK)) {
         _exit(1);
     }
@@ -125,7 +110,7 @@ static void child_traffic(integ_daemon_t *d, int fd)
     unsigned        i;
     void           *p;
 
-    if ((big == NULL) || (connect_as(d, 5, (uint32_t)getpid(), 0, &conn) != MEMSVC_OK) ||
+    if ((big == NULL) || (integ_connect_flags(d, 5, (uint32_t)getpid(), 0, &conn) != MEMSVC_OK) ||
         (memsvc_alloc(conn, "small", sizeof(small), NULL, &hs) != MEMSVC_OK) ||
         (memsvc_alloc(conn, "big", TRAFFIC_BIG, NULL, &hb) != MEMSVC_OK) ||
         (memsvc_alloc(conn, "held", 4096, NULL, &hh) != MEMSVC_OK) ||
@@ -259,8 +244,8 @@ static void test_local_and_tcp(void)
     void                    *p;
 
     START(&d, args);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &loc));
-    TEST_ASSERT_OK(connect_as(&d, 2, 0, MEMSVC_CONN_TCP, &tcp));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &loc));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 2, 0, MEMSVC_CONN_TCP, &tcp));
     CU_ASSERT(strncmp(memsvc_conn_transport(loc), "shm: ", 5) == 0);
     CU_ASSERT(strstr(memsvc_conn_transport(loc), "sysv") != NULL);
     CU_ASSERT(strstr(memsvc_conn_transport(loc), "mapped") != NULL);
@@ -325,7 +310,7 @@ static void test_silent_client(void)
     CU_ASSERT_FATAL(fd >= 0);
     CU_ASSERT_EQUAL_FATAL(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     t0 = msp_now_ns();
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &conn));
     CU_ASSERT(msp_now_ns() - t0 < 4000000000ull); /* the silent one is dropped after 5 s */
     CU_ASSERT(strncmp(memsvc_conn_transport(conn), "shm: ", 5) == 0);
     memsvc_close(conn);
@@ -344,14 +329,14 @@ static void test_fallback_and_phantom(void)
     void                    *p = &p;
 
     START(&d, nounix);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &conn));
     CU_ASSERT(strncmp(memsvc_conn_transport(conn), "tcp: ", 5) == 0);
     CU_ASSERT(strstr(memsvc_conn_transport(conn), "fallback") != NULL);
     memsvc_close(conn);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 
     START(&d, phantom);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &conn));
     CU_ASSERT(strncmp(memsvc_conn_transport(conn), "shm: ", 5) == 0);
     CU_ASSERT(strstr(memsvc_conn_transport(conn), "not mapped") != NULL);
     TEST_ASSERT_OK(memsvc_alloc(conn, "x", 4096, NULL, &h));
@@ -379,7 +364,7 @@ static void test_mapped_pointer_survives_swaps(void)
 
     CU_ASSERT_FATAL((want != NULL) && (got != NULL) && (other != NULL));
     START(&d, args);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &conn));
     TEST_ASSERT_OK(memsvc_alloc(conn, "pinned", size, NULL, &h));
     TEST_ASSERT_OK(memsvc_acquire_map(conn, h, &p));
     CU_ASSERT_FATAL(p != NULL);
@@ -447,7 +432,7 @@ static void test_writer_dies_mid_write(void)
     pid = integ_spawn(&d, "local-writer-dies");
     CU_ASSERT_FATAL(pid > 0);
     kill_wait(pid);
-    TEST_ASSERT_OK(connect_as(&d, 4, 1, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 4, 1, 0, &conn));
     {
         uint64_t deadline = msp_now_ns() + 10000000000ull;
         memsvc_status_t s;
@@ -476,7 +461,7 @@ static void test_writer_dies_mid_write(void)
     pid = integ_spawn(&d, "local-writer-done");
     CU_ASSERT_FATAL(pid > 0);
     kill_wait(pid);
-    TEST_ASSERT_OK(connect_as(&d, 4, 1, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 4, 1, 0, &conn));
     TEST_ASSERT_OK(memsvc_lookup(conn, "w", &info));
     /* committed at its release: half seed 2, half seed 1 */
     TEST_ASSERT_OK(memsvc_read(conn, info.handle, 0, got, size));
@@ -490,7 +475,7 @@ static void test_writer_dies_mid_write(void)
     pid = integ_spawn(&d, "local-reader-dies");
     CU_ASSERT_FATAL(pid > 0);
     kill_wait(pid);
-    TEST_ASSERT_OK(connect_as(&d, 4, 2, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 4, 2, 0, &conn));
     {
         uint64_t        deadline = msp_now_ns() + 10000000000ull;
         memsvc_status_t s;
@@ -524,7 +509,7 @@ static void test_daemon_death_seen_locally(void)
     void                    *p;
 
     START(&d, args);
-    TEST_ASSERT_OK(connect_as(&d, 1, 0, 0, &conn));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 1, 0, 0, &conn));
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", 4096, NULL, &h));
     TEST_ASSERT_OK(memsvc_acquire_map(conn, h, &p));
     CU_ASSERT_FATAL(p != NULL);
@@ -554,7 +539,7 @@ static void kill_loop(const char *const *args, unsigned kills)
     pid_t                    pid;
 
     START(&d, args);
-    TEST_ASSERT_OK(connect_as(&d, 6, 0, 0, &obs));
+    TEST_ASSERT_OK(integ_connect_flags(&d, 6, 0, 0, &obs));
     TEST_ASSERT_OK(memsvc_alloc(obs, "obs", sizeof(a), NULL, &h));
     /* warm-up: one client killed, so that what is created once exists in the baseline */
     pid = integ_spawn(&d, "local-traffic");
@@ -615,7 +600,7 @@ static void *busy_client(void *arg)
     unsigned        i;
     void           *p;
 
-    if ((want == NULL) || (got == NULL) || (connect_as(a->d, 20 + a->idx, 0, 0, &conn) != MEMSVC_OK)) {
+    if ((want == NULL) || (got == NULL) || (integ_connect_flags(a->d, 20 + a->idx, 0, 0, &conn) != MEMSVC_OK)) {
         a->errors++;
         goto out;
     }
