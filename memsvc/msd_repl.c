@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <zlib.h>
 
 #define MSD_LOG_COMP "repl"
@@ -71,8 +72,11 @@ typedef struct repl_msg {
  * it (a RESTORE in flight) by reference. */
 typedef struct rbuf {
     uint32_t refs;
-    uint8_t  bytes[];
+    uint64_t maplen; /* 0: bytes follow the header; else their own mapping of maplen bytes */
+    uint8_t *bytes;
 } rbuf_t;
+
+static void rbuf_free(rbuf_t *b);
 
 typedef struct replica {
     struct replica *next;
@@ -236,7 +240,7 @@ static void send_done(repl_send_t *sd)
         msd_durable_xt_put(r->srv->dur, sd->xt);
     }
     if ((sd->buf != NULL) && (--sd->buf->refs == 0)) {
-        free(sd->buf);
+        rbuf_free(sd->buf);
     }
     if ((sd->slot >= 0) && (r->slot[sd->slot].inflight > 0)) {
         r->slot[sd->slot].inflight--;
@@ -492,7 +496,7 @@ static void rep_free(struct msd_repl *r, replica_t **pp)
         r->node[x->node].held_bytes -= x->m.size;
     }
     if (--x->buf->refs == 0) {
-        free(x->buf);
+        rbuf_free(x->buf);
     }
     free(x->key);
     free(x);
@@ -777,7 +781,7 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
         }
     }
     if (--rv->buf->refs == 0) {
-        free(rv->buf);
+        rbuf_free(rv->buf);
     }
     free(rv);
     r->wake = true;
@@ -787,14 +791,58 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
     ucp_request_free(request);
 }
 
+/*
+ * A buffer for a copy's bytes (a replica, a restore, a peer-tier object). One of 2 MiB or more
+ * gets a mapping of its own, 2 MiB aligned, with transparent huge pages asked for
+ * (MADV_HUGEPAGE: Debian's default THP mode is "madvise"): a fresh 32 MiB copy then takes 16
+ * page faults instead of 8192. Measured on the development VM (a paravirtualized
+ * guest, where a fault is expensive), the holder spent over half its time in the faults and
+ * zeroing of 4 KiB pages while receiving (docs/benchmarks.md, "Replication and recovery").
+ */
+#define RBUF_HUGE (2ull << 20)
+
 static rbuf_t *rbuf_new(uint64_t size)
 {
-    rbuf_t *b = malloc(sizeof(*b) + size);
+    uint64_t maplen = (size + RBUF_HUGE - 1) & ~(RBUF_HUGE - 1);
+    uint8_t *p, *a;
+    rbuf_t  *b;
 
+    /* its own mapping when the rounding wastes at most an eighth */
+    if ((size >= RBUF_HUGE) && ((maplen - size) * 8 <= size) &&
+        ((b = malloc(sizeof(*b))) != NULL)) {
+        p = mmap(NULL, maplen + RBUF_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+        if (p != MAP_FAILED) {
+            a = (uint8_t *)(((uintptr_t)p + RBUF_HUGE - 1) & ~(uintptr_t)(RBUF_HUGE - 1));
+            if (a > p) {
+                munmap(p, (size_t)(a - p));
+            }
+            if (a + maplen < p + maplen + RBUF_HUGE) {
+                munmap(a + maplen, (size_t)((p + maplen + RBUF_HUGE) - (a + maplen)));
+            }
+            (void)madvise(a, maplen, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+            b->refs   = 1;
+            b->maplen = maplen;
+            b->bytes  = a;
+            return b;
+        }
+        free(b);
+    }
+    b = malloc(sizeof(*b) + size);
     if (b != NULL) {
-        b->refs = 1;
+        b->refs   = 1;
+        b->maplen = 0;
+        b->bytes  = (uint8_t *)(b + 1);
     }
     return b;
+}
+
+static void rbuf_free(rbuf_t *b)
+{
+    if (b->maplen != 0) {
+        munmap(b->bytes, b->maplen);
+    }
+    free(b);
 }
 
 /* A PUT from node (either direction). UCS_INPROGRESS when a rendezvous receive was started. */
@@ -857,13 +905,13 @@ static ucs_status_t on_put(struct msd_repl *r, unsigned node, repl_msg_t *m, voi
         memcpy(buf->bytes, data, length);
         put_arrived(r, node, m, buf);
         if (--buf->refs == 0) {
-            free(buf);
+            rbuf_free(buf);
         }
         return UCS_OK;
     }
     rv = calloc(1, sizeof(*rv));
     if (rv == NULL) {
-        free(buf);
+        rbuf_free(buf);
         return UCS_OK;
     }
     rv->r    = r;
@@ -893,7 +941,7 @@ static ucs_status_t on_put(struct msd_repl *r, unsigned node, repl_msg_t *m, voi
         put_arrived(r, node, m, buf);
     }
     if (--buf->refs == 0) {
-        free(buf);
+        rbuf_free(buf);
     }
     free(rv);
     return UCS_INPROGRESS; /* the descriptor was handed to UCX */
@@ -1349,7 +1397,7 @@ bool msd_repl_tier_send(msd_server_t *srv, unsigned node, msd_tier_msg_t what, c
         m.m.crc = (uint32_t)crc32_z(0, buf->bytes, len);
         ok      = msg_send(r, node, &m, buf->bytes, len, NULL, buf, -1);
         if (--buf->refs == 0) {
-            free(buf);
+            rbuf_free(buf);
         }
         return ok;
     case MSD_TIER_GET:
@@ -1495,7 +1543,7 @@ void msd_repl_destroy(msd_server_t *srv)
 
         recv_unlink(r, rv);
         if (--rv->buf->refs == 0) {
-            free(rv->buf);
+            rbuf_free(rv->buf);
         }
         free(rv);
     }
