@@ -1313,8 +1313,8 @@ static memsvc_status_t io_mapped(memsvc_conn_h conn, uint32_t op, memsvc_handle_
 
 /*
  * Through messages: CONN_CHUNK bytes per request, CONN_IO_WINDOW requests in flight, so that
- * the daemon's copy of one chunk overlaps the transfer of the next (docs/protocol.md, "Bulk
- * bytes"). A chunk answered MEMSVC_ERR_BUSY (its tensor was moving) is sent again. After an
+ * the daemon's copy of one chunk overlaps the transfer of the next (docs/protocol.md,
+ * "Messages"). A chunk answered MEMSVC_ERR_BUSY (its tensor was moving) is sent again. After an
  * error no chunk is sent; those in flight are waited for (they hold the caller's buffer).
  */
 static memsvc_status_t io_messages(memsvc_conn_h conn, uint32_t op, memsvc_handle_t handle,
