@@ -4,13 +4,18 @@
 #   sh tools/bench/flood.sh BIN_DIR        (SECS=3 per condition)
 #
 # Starts memsvcd (tiny node, 2 NPUs of 256 MiB HBM, backed memory, --session-inflight 64MiB,
-# --max-sessions 64, --handshake-timeout 1) on a free loopback port. The victim, bench_flood
+# --max-sessions 64, --handshake-timeout 1, --no-fast-pin) on a free loopback port. Without pin
+# tables the victim's every acquire and release is a message the daemon serves: what a flood
+# can delay (with them, an acquire of a resident tensor never reaches the daemon, and the
+# victim would measure its own memory). The victim, bench_flood
 # victim (job 2 on device 1, a local client), acquires and releases a resident tensor for SECS:
 # first with nobody else (the reference, same run), then while one client of job 1 on device 0
 # floods, started half a second into the victim's window, with each of:
 #   reads   48 READs of 32 MiB posted on a raw UCX (tcp) endpoint that never takes them
 #   writes  WRITEs of 8 MiB streamed over a raw UCX (tcp) endpoint, up to 64 in flight
 #   conns   300 UCX connections that never say HELLO, closed and opened again every second
+# A row "cpu" shows the victim next to a busy neighbour process instead (a shell spinning, no
+# flood): what CPU contention alone costs it on the machine (no target).
 # Prints the victim's acquire p50/p99 against its idle figures (target: p99 within 10x of the
 # idle p99) and the daemon's largest RSS against its bound: its RSS before the flood plus the
 # flooding session's --session-inflight, the daemon's pool of kept transfer buffers (64 MiB,
@@ -33,8 +38,10 @@ RUN=$(mktemp -d /tmp/memsvc-flood.XXXXXX)
 export MEMSVC_RUN_DIR="$RUN"
 DPID=""
 FPID=""
+SPID=""
 cleanup() {
     [ -z "$FPID" ] || kill "$FPID" 2>/dev/null || true
+    [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true
     [ -z "$DPID" ] || { kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; }
     rm -rf "$RUN"
 }
@@ -45,7 +52,7 @@ trap 'exit 1' INT TERM
 
 ADDR=127.0.0.1:$(free_port)
 "$BIN/memsvcd" --listen "$ADDR" --node tiny npus=2 hbm=256MiB host=512MiB --memory backed \
-    --session-inflight ${INFLIGHT_MIB}MiB --max-sessions 64 --handshake-timeout 1 \
+    --session-inflight ${INFLIGHT_MIB}MiB --max-sessions 64 --handshake-timeout 1 --no-fast-pin \
     2>"$RUN/memsvcd.log" &
 DPID=$!
 i=0
@@ -67,12 +74,24 @@ get() { awk -v k="$2" '$1 == k {print $2}' "$RUN/$1"; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$DPID/status"; }
 
 victim idle
-echo "## one client floods, another acquires (tiny node, 2 NPUs, backed; --session-inflight ${INFLIGHT_MIB}MiB; $SECS s each; load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "## one client floods, another acquires (tiny node, 2 NPUs, backed; --session-inflight ${INFLIGHT_MIB}MiB; --no-fast-pin; $SECS s each; load $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '  %-8s %12s %12s %12s %10s %9s  %-7s %12s %12s  %s\n' flood "p50 us" "p99 us" "max us" ops \
     "p99/idle" target "RSS max MiB" "bound MiB" result
 printf '  %-8s %12.1f %12.1f %12.1f %10d %9s  %-7s %12.0f %12s\n' none "$(get idle acquire_p50_us)" \
     "$(get idle acquire_p99_us)" "$(get idle acquire_max_us)" "$(get idle ops)" "1.00x" "" \
     "$(echo "$(get idle rss_max_kb)" | awk '{print $1 / 1024}')" ""
+# No flood but a busy neighbour (a shell spinning): what CPU contention alone does to the
+# victim on this machine, printed for comparison (no target)
+sh -c 'while :; do :; done' &
+SPID=$!
+victim cpu
+kill "$SPID"
+wait "$SPID" 2>/dev/null || true
+SPID=""
+printf '  %-8s %12.1f %12.1f %12.1f %10d %8.2fx  %-7s %12.0f %12s  %s\n' cpu "$(get cpu acquire_p50_us)" \
+    "$(get cpu acquire_p99_us)" "$(get cpu acquire_max_us)" "$(get cpu ops)" \
+    "$(echo "$(get cpu acquire_p99_us) $(get idle acquire_p99_us)" | awk '{print ($2 > 0) ? $1 / $2 : 0}')" \
+    "" "$(echo "$(get cpu rss_max_kb)" | awk '{print $1 / 1024}')" "" "(a busy neighbour, no flood)"
 for mode in reads writes conns; do
     base=$(rss)
     # the victim first, so that its window holds the flood's start (the first replies' copies)
