@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -268,7 +269,18 @@ void *msd_buf_get(msd_server_t *srv, size_t len)
             return p;
         }
     }
-    return malloc((len > 0) ? len : 1);
+    p = malloc((len > 0) ? len : 1);
+    if ((p != NULL) && (len >= 2 * MSD_HUGE)) {
+        /* Its whole 2 MiB pages in huge pages (Debian's THP mode is "madvise"): a fresh 32 MiB
+         * buffer takes 16 faults instead of 8192. Only a hint. */
+        uintptr_t lo = ((uintptr_t)p + MSD_HUGE - 1) & ~(uintptr_t)(MSD_HUGE - 1);
+        uintptr_t hi = ((uintptr_t)p + len) & ~(uintptr_t)(MSD_HUGE - 1);
+
+        if (hi > lo) {
+            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+        }
+    }
+    return p;
 }
 
 void msd_buf_put(msd_server_t *srv, void *buf, size_t len)
