@@ -173,9 +173,10 @@ memsvc_status_t memsvc_free(memsvc_conn_h conn, memsvc_handle_t handle);
  * the daemon (MEMSVC_ERR_HOST_MEMORY if the daemon's durable arena is full: written, but not
  * kept). On a local connection with mapped memory,
  * transfers of 64 KiB and more to a tensor on its device are one memcpy through the mapping,
- * with the tensor pinned around it (a write left unfinished by this process's death leaves
- * the tensor uncommitted). Otherwise transfers are split into 4 MiB messages; bytes go as UCX
- * active-message payloads (rendezvous when large). Errors:
+ * with the tensor pinned around it, in the pin table when it can be (then no message, or one
+ * for a durable tensor's write); a write left unfinished by this process's death leaves the
+ * tensor uncommitted. Otherwise transfers are split into 4 MiB messages, 3 in flight; bytes
+ * go as UCX active-message payloads (rendezvous when large). Errors:
  * MEMSVC_ERR_OUT_OF_RANGE (past the tensor's end), MEMSVC_ERR_NOT_FOUND (also another job's),
  * MEMSVC_ERR_UNSUPPORTED (daemon in phantom memory mode), MEMSVC_ERR_ILLEGAL_STATE (dropped,
  * or uncommitted for a read: acquire it first).
@@ -205,7 +206,9 @@ memsvc_status_t memsvc_acquire(memsvc_conn_h conn, memsvc_handle_t handle);
  * release: if this session ends (close, crash, kill) while holding the pin, the tensor is
  * marked uncommitted and its next acquire answers MEMSVC_RECOMPUTE (READ answers
  * MEMSVC_ERR_ILLEGAL_STATE) until it is written again (readers: memsvc_acquire_map_ro). A
- * mapping shows the whole device's memory (docs/api.md, "Mapped tensors").
+ * mapping shows the whole device's memory (docs/api.md, "Mapped tensors"). A tensor acquired
+ * before, resident and not durable, is pinned in the connection's pin table without a message
+ * (docs/api.md, "Acquires without a message"); the rules above hold all the same.
  */
 memsvc_status_t memsvc_acquire_map(memsvc_conn_h conn, memsvc_handle_t handle, void **addr_p);
 
