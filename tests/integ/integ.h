@@ -61,6 +61,21 @@ int integ_run(const char *const *argv, const char *const *env, char *out, size_t
 /* Does the daemon's log contain `text`? */
 bool integ_log_contains(const integ_daemon_t *d, const char *text);
 
+/* Start a daemon (integ_daemon_start) or fail the test at once. */
+#define START(d, args)                                                                             \
+    do {                                                                                           \
+        if (!integ_daemon_start((d), (args))) {                                                    \
+            CU_FAIL_FATAL("memsvcd did not start");                                                \
+        }                                                                                          \
+    } while (0)
+
+/* Wait (bounded, 10 s) until the daemon counts `want` live sessions (the stats session
+ * included); *st holds the last STATS. */
+bool integ_wait_sessions(const integ_daemon_t *d, uint64_t want, memsvc_stats_t *st);
+
+/* SIGKILL a child and reap it. */
+void integ_kill_wait(pid_t pid);
+
 /* Connect as (job, rank, device) with a bounded timeout; _flags: with MEMSVC_CONN_* flags. */
 memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t rank,
                               memsvc_conn_h *conn_p);

@@ -454,6 +454,27 @@ memsvc_status_t integ_connect(const integ_daemon_t *d, uint32_t job, uint32_t ra
     return integ_connect_flags(d, job, rank, 0, conn_p);
 }
 
+bool integ_wait_sessions(const integ_daemon_t *d, uint64_t want, memsvc_stats_t *st)
+{
+    uint64_t deadline = msp_now_ns() + 10000000000ull;
+
+    while (msp_now_ns() < deadline) {
+        if ((integ_stats(d, st) == MEMSVC_OK) && (st->sessions == want)) {
+            return true;
+        }
+        usleep(20000);
+    }
+    return false;
+}
+
+void integ_kill_wait(pid_t pid)
+{
+    int status;
+
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+}
+
 memsvc_status_t integ_deferred(memsvc_conn_h conn, memsvc_op_t op, memsvc_handle_t handle)
 {
     memsvc_deferred_error_t e;

@@ -32,13 +32,6 @@
 
 static const char *const tiny_backed[] = {"--node", "tiny", "--memory", "backed", NULL};
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 /* ---- the other users' side (a re-executed child) ------------------------------------------- */
 
 static void child_say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -17,13 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 #define OTHERS 8
 #define OTHER_SIZE (16ull << 20) /* 8 x 16 MiB on a 64 MiB device (tiny): swaps */
 #define TARGET_SIZE (1ull << 20)
@@ -51,19 +44,6 @@ static uint64_t session_requests(const integ_daemon_t *d, uint64_t sid, memsvc_s
         }
     }
     return UINT64_MAX;
-}
-
-static bool wait_sessions(const integ_daemon_t *d, uint64_t want, memsvc_stats_t *st)
-{
-    uint64_t deadline = msp_now_ns() + 10000000000ull;
-
-    while (msp_now_ns() < deadline) {
-        if ((integ_stats(d, st) == MEMSVC_OK) && (st->sessions == want)) {
-            return true;
-        }
-        usleep(20000);
-    }
-    return false;
 }
 
 /* Room-taking neighbours: OTHERS tensors of OTHER_SIZE allocated by conn (keys o0..). */
@@ -103,14 +83,6 @@ static bool child_ready(int fd)
     char          c   = 0;
 
     return (poll(&pfd, 1, 20000) == 1) && (read(fd, &c, 1) == 1) && (c == 'y');
-}
-
-static void kill_wait(pid_t pid)
-{
-    int status;
-
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
 }
 
 /* ---- children ------------------------------------------------------------------------------- */
@@ -516,7 +488,7 @@ static void test_revocation_race(void)
     TEST_ASSERT_OK(memsvc_read(conn, a.h, 0, buf, TARGET_SIZE));
     CU_ASSERT(memcmp(buf, want, TARGET_SIZE) == 0);
     memsvc_close(conn);
-    CU_ASSERT(wait_sessions(&d, 1, st));
+    CU_ASSERT(integ_wait_sessions(&d, 1, st));
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
@@ -567,8 +539,8 @@ static void test_kill_holder(void)
     CU_ASSERT(st->fast_held > 0);
     CU_ASSERT(st->dev[0].swap_outs > 0);
 
-    kill_wait(pid);
-    CU_ASSERT(wait_sessions(&d, 2, st));
+    integ_kill_wait(pid);
+    CU_ASSERT(integ_wait_sessions(&d, 2, st));
     for (round = 2; round < 4; round++) {
         errors += others_round(conn, o, buf, round * 16);
     }
@@ -629,13 +601,13 @@ static void test_scribbler(void)
     CU_ASSERT(st->dev[0].swap_outs > 0);
     CU_ASSERT(st->fast_revoked > 0); /* the reader's tensor, revoked and moved as usual */
     CU_ASSERT_EQUAL(waitpid(pid, NULL, WNOHANG), 0); /* still scribbling */
-    kill_wait(pid);
-    CU_ASSERT(wait_sessions(&d, 2, st));
+    integ_kill_wait(pid);
+    CU_ASSERT(integ_wait_sessions(&d, 2, st));
     TEST_ASSERT_OK(memsvc_read(conn, a.h, 0, buf, TARGET_SIZE));
     CU_ASSERT(memcmp(buf, want, TARGET_SIZE) == 0);
     TEST_ASSERT_OK(memsvc_ping(conn, NULL));
     memsvc_close(conn);
-    CU_ASSERT(wait_sessions(&d, 1, st));
+    CU_ASSERT(integ_wait_sessions(&d, 1, st));
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
@@ -754,8 +726,8 @@ static void test_table_writer_killed(void)
         close(fd);
         TEST_ASSERT_OK(integ_stats(&d, st));
         CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0); /* the child's pin is in its table */
-        kill_wait(pid);
-        CU_ASSERT(wait_sessions(&d, 2, st)); /* this one and the stats' */
+        integ_kill_wait(pid);
+        CU_ASSERT(integ_wait_sessions(&d, 2, st)); /* this one and the stats' */
         if (pass == 0) {
             TEST_ASSERT_OK(memsvc_acquire(conn, h));
             TEST_ASSERT_OK(memsvc_read(conn, h, 0, got, TARGET_SIZE));

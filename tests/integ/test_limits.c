@@ -22,13 +22,6 @@
 #define MIB (1ull << 20)
 #define OP_TIMEOUT_NS 2000000000ull /* no-stall bound of one small request (not a speed claim) */
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 

@@ -15,13 +15,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 /* Kills in the kill -9 loop. About 0.6 s each on 2 busy cores, so `make test` runs 20;
  * MEMSVC_TEST_KILLS=100 (make test KILLS=100) is the full run. */
 #define KILLS_DEFAULT 20
@@ -187,20 +180,6 @@ static unsigned count_maps(pid_t pid)
     return n;
 }
 
-/* Wait (bounded) until the daemon counts `want` live sessions (the stats session included). */
-static bool wait_sessions(const integ_daemon_t *d, uint64_t want, memsvc_stats_t *st)
-{
-    uint64_t deadline = msp_now_ns() + 10000000000ull;
-
-    while (msp_now_ns() < deadline) {
-        if ((integ_stats(d, st) == MEMSVC_OK) && (st->sessions == want)) {
-            return true;
-        }
-        usleep(20000);
-    }
-    return false;
-}
-
 /* The daemon's fd and mapping counts once they stop changing (a session that just ended is
  * torn down asynchronously). Bounded. */
 static void settled_counts(pid_t pid, unsigned *fds_p, unsigned *maps_p)
@@ -220,14 +199,6 @@ static void settled_counts(pid_t pid, unsigned *fds_p, unsigned *maps_p)
     }
     *fds_p  = fds;
     *maps_p = maps;
-}
-
-static void kill_wait(pid_t pid)
-{
-    int status;
-
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
 }
 
 /* ---- tests -------------------------------------------------------------------------------------- */
@@ -431,7 +402,7 @@ static void test_writer_dies_mid_write(void)
 
     pid = integ_spawn(&d, "local-writer-dies");
     CU_ASSERT_FATAL(pid > 0);
-    kill_wait(pid);
+    integ_kill_wait(pid);
     TEST_ASSERT_OK(integ_connect_flags(&d, 4, 1, 0, &conn));
     {
         uint64_t deadline = msp_now_ns() + 10000000000ull;
@@ -460,7 +431,7 @@ static void test_writer_dies_mid_write(void)
 
     pid = integ_spawn(&d, "local-writer-done");
     CU_ASSERT_FATAL(pid > 0);
-    kill_wait(pid);
+    integ_kill_wait(pid);
     TEST_ASSERT_OK(integ_connect_flags(&d, 4, 1, 0, &conn));
     TEST_ASSERT_OK(memsvc_lookup(conn, "w", &info));
     /* committed at its release: half seed 2, half seed 1 */
@@ -474,7 +445,7 @@ static void test_writer_dies_mid_write(void)
     /* a reader (memsvc_acquire_map_ro) that dies holding its pin leaves the tensor valid */
     pid = integ_spawn(&d, "local-reader-dies");
     CU_ASSERT_FATAL(pid > 0);
-    kill_wait(pid);
+    integ_kill_wait(pid);
     TEST_ASSERT_OK(integ_connect_flags(&d, 4, 2, 0, &conn));
     {
         uint64_t        deadline = msp_now_ns() + 10000000000ull;
@@ -545,8 +516,8 @@ static void kill_loop(const char *const *args, unsigned kills)
     pid = integ_spawn(&d, "local-traffic");
     CU_ASSERT_FATAL(pid > 0);
     usleep(20000);
-    kill_wait(pid);
-    CU_ASSERT_FATAL(wait_sessions(&d, 2, st));
+    integ_kill_wait(pid);
+    CU_ASSERT_FATAL(integ_wait_sessions(&d, 2, st));
     settled_counts(d.pid, &fds0, &maps0);
 
     srand(1234);
@@ -554,7 +525,7 @@ static void kill_loop(const char *const *args, unsigned kills)
         pid = integ_spawn(&d, "local-traffic");
         CU_ASSERT_FATAL(pid > 0);
         usleep((useconds_t)(rand() % 30000));
-        kill_wait(pid);
+        integ_kill_wait(pid);
         /* the other client makes progress throughout */
         test_fill(a, sizeof(a), i);
         if ((memsvc_ping(obs, NULL) == MEMSVC_OK) &&
@@ -565,7 +536,7 @@ static void kill_loop(const char *const *args, unsigned kills)
         }
     }
     CU_ASSERT_EQUAL(progress, kills);
-    CU_ASSERT_FATAL(wait_sessions(&d, 2, st));
+    CU_ASSERT_FATAL(integ_wait_sessions(&d, 2, st));
     CU_ASSERT_EQUAL(st->live_tensors, 1); /* the observer's; every killed client's are freed */
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0);
     settled_counts(d.pid, &fds1, &maps1);
@@ -651,7 +622,7 @@ static void test_clients_on_loops(void)
         CU_ASSERT(a[i].rounds > 0);
     }
     CU_ASSERT(integ_log_contains(&d, "2 for local sessions"));
-    CU_ASSERT(wait_sessions(&d, 1, st));
+    CU_ASSERT(integ_wait_sessions(&d, 1, st));
     CU_ASSERT_EQUAL(st->live_tensors, 0);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);

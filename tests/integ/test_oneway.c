@@ -11,13 +11,6 @@
 
 static const char *const tiny_phantom[] = {"--node", "tiny", NULL};
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 /* A trainer connection whose one-way requests stay queued until something sends them. */
 static memsvc_status_t connect_corked(const integ_daemon_t *d, uint32_t job, memsvc_conn_h *conn_p)
 {

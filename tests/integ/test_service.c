@@ -17,13 +17,6 @@
 static const char *const tiny_backed[] = {"--node",         "tiny", "--memory", "backed",
                                           "--keep-durable", "60",   NULL};
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 static void test_connect_ping_stats(void)
 {
     integ_daemon_t  d;

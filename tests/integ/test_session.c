@@ -10,13 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START(d, args)                                                                             \
-    do {                                                                                           \
-        if (!integ_daemon_start((d), (args))) {                                                    \
-            CU_FAIL_FATAL("memsvcd did not start");                                                \
-        }                                                                                          \
-    } while (0)
-
 /* Poll stats until pred holds (bounded). */
 static bool wait_stats(const integ_daemon_t *d, memsvc_stats_t       *st,
                        bool (*pred)(const memsvc_stats_t *), uint64_t timeout_ns)
