@@ -1,10 +1,10 @@
 /* eng_core.c - the engine: requests, the state machine in action, moves, room, accounting */
 #include "memsvc/eng_internal.h"
+#include "memsvc/mem_hint.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static void eng_service_event(void *arg, sim_time_t when);
 static void eng_move_event(void *arg, sim_time_t when);
@@ -1509,27 +1509,6 @@ static memsvc_status_t eng_disk_bytes(eng_t *eng, eng_tensor_t *t, uint64_t offs
                  : sim_disk_read_at(eng->node, &db, offset, p, len);
 }
 
-/*
- * Before a large write into backed memory: map the destination's pages in one system call
- * (MADV_POPULATE_WRITE, Linux 5.14) instead of one fault per 4 KiB page during the copy. The
- * simulated HBM is a memfd whose pages appear on first touch; on the development VM (a
- * paravirtualized guest) those faults cost more than the copy (a restore from a peer into a
- * daemon just started spent a quarter of its time in them). Only a hint.
- */
-static void eng_populate(uint8_t *p, uint64_t len)
-{
-#ifdef MADV_POPULATE_WRITE
-    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)4095, hi = ((uintptr_t)p + len) & ~(uintptr_t)4095;
-
-    if ((len >= (1u << 20)) && (hi > lo)) {
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
-    }
-#else
-    (void)p;
-    (void)len;
-#endif
-}
-
 memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, const void *src,
                           uint64_t len)
 {
@@ -1551,7 +1530,9 @@ memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, cons
     if (status != MEMSVC_OK) {
         return status;
     }
-    eng_populate(p, len);
+    if (len >= (1u << 20)) {
+        mem_hint_populate(p, len); /* the simulated HBM's pages appear on first touch */
+    }
     memcpy(p, src, len);
     t->flags |= ENG_TF_VALID;
     return MEMSVC_OK;

@@ -47,7 +47,6 @@
 #define MSD_POOL_MIN (1ull << 20)
 #define MSD_POOL_BYTES (64ull << 20)
 #define MSD_POOL_SLOTS 16u
-#define MSD_HUGE (2ull << 20) /* a transparent huge page */
 /* Registry positions one LIST request walks at most (a page may come back short, even empty,
  * with a cursor to go on from: bounded work per request whatever the job's share). */
 #define MSD_LIST_VISIT 65536u

@@ -2,6 +2,7 @@
  * memory (or a state directory), their metadata in a checksummed write-ahead journal (io_uring),
  * replayed and verified at start */
 #include "client/msp_ucx.h"
+#include "memsvc/mem_hint.h"
 #include "memsvc/msd_durable.h"
 #include "memsvc/msd_repl.h"
 
@@ -290,23 +291,6 @@ static const char *rec_check(dur_rec_t *r)
 
 /* Write one record at the journal's end and sync it (fdatasync) before returning: what the
  * record says holds from then on. io_uring: the write and the sync linked in one submission. */
-/*
- * Map an extent's pages in one system call before it is written (MADV_POPULATE_WRITE, Linux
- * 5.14) rather than one page fault per 4 KiB page while copying: on the development VM (a
- * paravirtualized guest) the faults took most of a restore's time (docs/benchmarks.md,
- * "Replication and recovery"). Only a hint: an older kernel refuses it and the copy faults.
- */
-static void arena_populate(msd_durable_t *d, uint64_t off, uint64_t len)
-{
-#ifdef MADV_POPULATE_WRITE
-    (void)madvise(d->arena + off, len, MADV_POPULATE_WRITE);
-#else
-    (void)d;
-    (void)off;
-    (void)len;
-#endif
-}
-
 static memsvc_status_t journal_append(msd_durable_t *d, const dur_rec_t *r)
 {
     struct io_uring_cqe *cqe;
@@ -827,7 +811,7 @@ memsvc_status_t msd_durable_commit(msd_server_t *srv, eng_handle_t h, char *msg,
         }
         return MEMSVC_ERR_HOST_MEMORY;
     }
-    arena_populate(d, off, len);
+    mem_hint_populate(d->arena + off, len); /* its pages are new */
     status = eng_read(srv->eng, h, 0, d->arena + off, info.size);
     if (status != MEMSVC_OK) {
         ext_free(d, off, len);
@@ -913,7 +897,7 @@ memsvc_status_t msd_durable_adopt(msd_server_t *srv, const char *key, const dur_
         ext_free(d, off, len);
         return MEMSVC_ERR_HOST_MEMORY;
     }
-    arena_populate(d, off, len);
+    mem_hint_populate(d->arena + off, len); /* its pages are new */
     memcpy(d->arena + off, bytes, m->size);
     memset(&r, 0, sizeof(r));
     r.type     = DUR_PUT;

@@ -3,6 +3,7 @@
  * node that starts empty, and re-placed when a peer is lost for good */
 #include "memsvc/msd_repl.h"
 #include "client/msp_ucx.h"
+#include "memsvc/mem_hint.h"
 #include "memsvc/msd_durable.h"
 #include "memsvc/msd_place.h"
 #include "memsvc/msd_tier.h"
@@ -799,7 +800,7 @@ static void recv_cb(void *request, ucs_status_t status, size_t length, void *use
  * guest, where a fault is expensive), the holder spent over half its time in the faults and
  * zeroing of 4 KiB pages while receiving (docs/benchmarks.md, "Replication and recovery").
  */
-#define RBUF_HUGE (2ull << 20)
+#define RBUF_HUGE MEM_HINT_HUGE
 
 static rbuf_t *rbuf_new(uint64_t size)
 {
@@ -820,7 +821,7 @@ static rbuf_t *rbuf_new(uint64_t size)
             if (a + maplen < p + maplen + RBUF_HUGE) {
                 munmap(a + maplen, (size_t)((p + maplen + RBUF_HUGE) - (a + maplen)));
             }
-            (void)madvise(a, maplen, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+            mem_hint_huge(a, maplen);
             b->refs   = 1;
             b->maplen = maplen;
             b->bytes  = a;

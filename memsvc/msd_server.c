@@ -1,5 +1,6 @@
 /* msd_server.c - memsvcd's tcp loop (listener, worker, timerfd, signalfd), sessions, replies */
 #include "client/msp_ucx.h"
+#include "memsvc/mem_hint.h"
 #include "memsvc/msd.h"
 #include "sim_npu/sim_desc.h"
 
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -270,15 +270,8 @@ void *msd_buf_get(msd_server_t *srv, size_t len)
         }
     }
     p = malloc((len > 0) ? len : 1);
-    if ((p != NULL) && (len >= 2 * MSD_HUGE)) {
-        /* Its whole 2 MiB pages in huge pages (Debian's THP mode is "madvise"): a fresh 32 MiB
-         * buffer takes 16 faults instead of 8192. Only a hint. */
-        uintptr_t lo = ((uintptr_t)p + MSD_HUGE - 1) & ~(uintptr_t)(MSD_HUGE - 1);
-        uintptr_t hi = ((uintptr_t)p + len) & ~(uintptr_t)(MSD_HUGE - 1);
-
-        if (hi > lo) {
-            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-        }
+    if ((p != NULL) && (len >= 2 * MEM_HINT_HUGE)) {
+        mem_hint_huge(p, len); /* a fresh buffer's pages fault in 2 MiB at a time */
     }
     return p;
 }
