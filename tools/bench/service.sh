@@ -150,6 +150,19 @@ measure_lat_local() { # COND MODE
         r=$((r + 1))
     done
 }
+measure_ops() { # PREFIX CLIENTS...: acquires + releases per second, one at a time and batched
+    prefix=$1
+    shift
+    for n in "$@"; do
+        for mode in single batch; do
+            r=0
+            while [ $r -lt "$REPS" ]; do
+                svc "$prefix" local ops "$n" "$OPS_SECS" "$mode"
+                r=$((r + 1))
+            done
+        done
+    done
+}
 measure_bw() { # COND MODE
     svc "$1.$2.local" local bw $SIZE 5
     svc "$1.$2.tcp" tcp bw $SIZE 5
@@ -161,15 +174,7 @@ start_daemon default
 measure_refs quiet
 measure_lat quiet default
 measure_bw quiet default
-for n in 1 2 4 8; do
-    for mode in single batch; do
-        r=0
-        while [ $r -lt "$REPS" ]; do
-            svc ops local ops $n "$OPS_SECS" $mode
-            r=$((r + 1))
-        done
-    done
-done
+measure_ops ops 1 2 4 8
 svc idle.default local idle 4 "$IDLE_SECS" "$DPID"
 spinner_start
 measure_refs contended
@@ -181,15 +186,7 @@ stop_daemon
 # every acquire and release a message (no pin tables): the reference for the local figures
 start_daemon nofast --no-fast-pin
 measure_lat_local quiet nofast
-for n in 1 2; do
-    for mode in single batch; do
-        r=0
-        while [ $r -lt "$REPS" ]; do
-            svc opsnf local ops $n "$OPS_SECS" $mode
-            r=$((r + 1))
-        done
-    done
-done
+measure_ops opsnf 1 2
 spinner_start
 measure_lat_local contended nofast
 spinner_stop
