@@ -440,6 +440,32 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* Job 6's tensor "t" (TARGET_SIZE bytes of seed) written, with OTHERS neighbours; a reader
+ * thread (reader_main, *a) acquires "t" in its table and checks its bytes while `rounds` rounds
+ * of the neighbours force swaps. Returns the neighbours' errors; *a has the reader's counts. */
+static unsigned race_reader(integ_daemon_t *d, memsvc_conn_h conn, uint8_t *want, unsigned seed,
+                            unsigned rounds, uint8_t *buf, reader_arg_t *a)
+{
+    memsvc_handle_t o[OTHERS];
+    pthread_t       th;
+    unsigned        round, errors = 0;
+
+    test_fill(want, TARGET_SIZE, seed);
+    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &a->h));
+    TEST_ASSERT_OK(memsvc_write(conn, a->h, 0, want, TARGET_SIZE));
+    CU_ASSERT_FATAL(others_alloc(conn, o));
+    a->d    = d;
+    a->want = want;
+    atomic_init(&a->stop, false);
+    pthread_create(&th, NULL, reader_main, a);
+    for (round = 0; round < rounds; round++) {
+        errors += others_round(conn, o, buf, round * 16);
+    }
+    atomic_store(&a->stop, true);
+    pthread_join(th, NULL);
+    return errors;
+}
+
 /* A client acquires and releases a tensor in its table while the daemon swaps that very tensor
  * out and in under pressure: every revocation finds the count, bytes never change under a pin,
  * and the acquires after a revocation go by message (and publish it again). */
@@ -449,29 +475,13 @@ static void test_revocation_race(void)
     uint8_t        *want = malloc(TARGET_SIZE), *buf = malloc(OTHER_SIZE);
     integ_daemon_t  d;
     memsvc_conn_h   conn;
-    memsvc_handle_t o[OTHERS];
     reader_arg_t    a = {0};
-    pthread_t       th;
-    unsigned        round, errors = 0;
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (buf != NULL));
     memset(buf, 0, OTHER_SIZE);
     START(&d, tiny_args);
     TEST_ASSERT_OK(integ_connect(&d, 6, 0, &conn));
-    test_fill(want, TARGET_SIZE, 21);
-    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &a.h));
-    TEST_ASSERT_OK(memsvc_write(conn, a.h, 0, want, TARGET_SIZE));
-    CU_ASSERT_FATAL(others_alloc(conn, o));
-    a.d    = &d;
-    a.want = want;
-    atomic_init(&a.stop, false);
-    pthread_create(&th, NULL, reader_main, &a);
-    for (round = 0; round < 6; round++) {
-        errors += others_round(conn, o, buf, round * 16);
-    }
-    atomic_store(&a.stop, true);
-    pthread_join(th, NULL);
-    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(race_reader(&d, conn, want, 21, 6, buf, &a), 0);
     CU_ASSERT_EQUAL(a.errors, 0);
     CU_ASSERT_EQUAL(a.bad, 0);
     CU_ASSERT(a.iters > 256);
@@ -566,10 +576,7 @@ static void test_scribbler(void)
     uint8_t        *want = malloc(TARGET_SIZE), *buf = malloc(OTHER_SIZE);
     integ_daemon_t  d;
     memsvc_conn_h   conn;
-    memsvc_handle_t o[OTHERS];
     reader_arg_t    a = {0};
-    pthread_t       th;
-    unsigned        round, errors = 0;
     pid_t           pid;
     int             fd;
 
@@ -581,20 +588,7 @@ static void test_scribbler(void)
     CU_ASSERT_FATAL(child_ready(fd));
     close(fd);
     TEST_ASSERT_OK(integ_connect(&d, 6, 0, &conn));
-    test_fill(want, TARGET_SIZE, 41);
-    TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &a.h));
-    TEST_ASSERT_OK(memsvc_write(conn, a.h, 0, want, TARGET_SIZE));
-    CU_ASSERT_FATAL(others_alloc(conn, o));
-    a.d    = &d;
-    a.want = want;
-    atomic_init(&a.stop, false);
-    pthread_create(&th, NULL, reader_main, &a);
-    for (round = 0; round < 4; round++) {
-        errors += others_round(conn, o, buf, round * 16);
-    }
-    atomic_store(&a.stop, true);
-    pthread_join(th, NULL);
-    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(race_reader(&d, conn, want, 41, 4, buf, &a), 0);
     CU_ASSERT_EQUAL(a.errors, 0);
     CU_ASSERT_EQUAL(a.bad, 0);
     TEST_ASSERT_OK(integ_stats(&d, st));
