@@ -165,6 +165,34 @@ memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, cons
 memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void *dst, uint64_t len);
 
 /*
+ * Lend a tensor's bytes [offset, offset + len) to a transfer outside the engine: memsvcd
+ * receives a remote WRITE straight into them and sends a READ straight from them, instead of
+ * copying through a buffer under its lock. MEMSVC_OK: loan->ptr stays valid until
+ * eng_lend_end, whatever happens to the tensor meanwhile. While lent, the tensor stays on its
+ * device (a swap-out or drop is refused with MEMSVC_ERR_PINNED, as for a pin, but it is not a
+ * pin: no acquire or release is seen, pins and stats do not count it); a free ends the
+ * handle at once (lookups fail, the key is free) and returns the space when the last loan
+ * ends. Only a tensor on its device, in backed mode: otherwise MEMSVC_ERR_BUSY (also at 255
+ * loans at once), and the caller copies with eng_write/eng_read. MEMSVC_ERR_NOT_FOUND,
+ * MEMSVC_ERR_OUT_OF_RANGE as for those.
+ */
+typedef struct eng_loan {
+    void               *ptr;   /* the bytes lent */
+    struct eng_tensor  *t;     /* (the engine's) */
+    bool                write;
+} eng_loan_t;
+
+memsvc_status_t eng_lend(eng_t *eng, eng_handle_t handle, uint64_t offset, uint64_t len,
+                         bool write, eng_loan_t *loan);
+/*
+ * The transfer is over. A write loan that succeeded (ok) marks the content valid, as
+ * eng_write does; one that failed leaves it uncommitted (eng_set_valid false: the bytes may
+ * be half old, half new). MEMSVC_ERR_NOT_FOUND when the tensor was freed meanwhile (its space
+ * is returned now if this was its last loan); MEMSVC_OK otherwise.
+ */
+memsvc_status_t eng_lend_end(eng_t *eng, eng_loan_t *loan, bool ok);
+
+/*
  * Mark a tensor's content valid (written in place and committed) or not (its writer died
  * mid-write: not to be served until written again). MEMSVC_ERR_NOT_FOUND for a stale handle.
  */

@@ -495,6 +495,7 @@ static void eng_count_failure(eng_dev_t *d, memsvc_status_t status)
 }
 
 static void eng_destroy_tensor(eng_t *eng, eng_tensor_t *t);
+static void eng_put_tensor(eng_t *eng, eng_tensor_t *t);
 
 /* A queued request cannot be served: revert the tensor and tell its waiters. */
 static void eng_fail_request(eng_t *eng, eng_tensor_t *t, memsvc_status_t status)
@@ -618,6 +619,14 @@ static void eng_service_event(void *arg, sim_time_t when)
 
 /* ---- moves -------------------------------------------------------------------------------- */
 
+/* Something outside the engine uses the tensor's bytes where they are: a loan (eng_lend) or
+ * what the guard answers for (memsvcd's pin tables). It stays on its device. */
+static bool eng_held_outside(eng_t *eng, eng_tensor_t *t)
+{
+    return (t->loans > 0) ||
+           ((eng->guard_cb != NULL) && !eng->guard_cb(eng->guard_arg, t->pub.handle, false));
+}
+
 static memsvc_status_t eng_start_swap_out(eng_t *eng, eng_tensor_t *t)
 {
     eng_dev_t      *d = eng_dev_of(eng, t);
@@ -633,8 +642,8 @@ static memsvc_status_t eng_start_swap_out(eng_t *eng, eng_tensor_t *t)
     if (t->pub.pins > 0) {
         return MEMSVC_ERR_PINNED;
     }
-    if ((eng->guard_cb != NULL) && !eng->guard_cb(eng->guard_arg, t->pub.handle, false)) {
-        return MEMSVC_ERR_PINNED; /* held outside the engine */
+    if (eng_held_outside(eng, t)) {
+        return MEMSVC_ERR_PINNED;
     }
     status = sim_host_alloc(eng->node, t->pub.size, &hb);
     if (status == MEMSVC_OK) {
@@ -1093,6 +1102,19 @@ void eng_destroy(eng_t *eng)
         eng_lower_put(eng, t); /* (has_far is off: the daemon is gone) */
         free(t);
     }
+    while (eng->lent_freed.head != NULL) { /* (loans the daemon never ended: it is gone) */
+        eng_tensor_t *t = eng->lent_freed.head;
+
+        eng_list_remove(&eng->lent_freed, t);
+        if (t->block != NULL) {
+            sim_alloc_free(eng_dev_of(eng, t)->sim->alloc, t->block);
+        }
+        if (t->flags & ENG_TF_HOSTBUF) {
+            eng_host_put(eng, t);
+        }
+        eng_lower_put(eng, t);
+        free(t);
+    }
     /* pending events are dropped with the clock; their records are freed here */
     while ((m = eng->moves) != NULL) {
         eng->moves = m->next;
@@ -1307,15 +1329,30 @@ memsvc_status_t eng_release(eng_t *eng, eng_handle_t handle)
     return MEMSVC_OK;
 }
 
-/* Return every resource a tensor holds and remove it from the registry. */
+/* Return every resource a tensor holds and remove it from the registry. A lent tensor
+ * (eng_lend) leaves the registry now and keeps its space until its last loan ends. */
 static void eng_destroy_tensor(eng_t *eng, eng_tensor_t *t)
 {
     eng_dev_t *d = eng_dev_of(eng, t);
 
     if (t->flags & ENG_TF_QUEUED) {
         eng_list_remove(&d->queue, t);
+        t->flags &= (uint8_t)~ENG_TF_QUEUED;
     }
     eng_lru_drop(eng, t);
+    eng_reg_remove(eng, t);
+    if (t->loans > 0) {
+        eng_list_append(&eng->lent_freed, t);
+        return;
+    }
+    eng_put_tensor(eng, t);
+}
+
+/* The second half of eng_destroy_tensor: the tensor is out of the registry and its lists. */
+static void eng_put_tensor(eng_t *eng, eng_tensor_t *t)
+{
+    eng_dev_t *d = eng_dev_of(eng, t);
+
     if (t->pub.state == MEMSVC_STATE_MOVING_OUT && !eng_out_spills(t)) {
         d->outgoing -= t->pub.size;
     }
@@ -1334,7 +1371,6 @@ static void eng_destroy_tensor(eng_t *eng, eng_tensor_t *t)
         d->st.pinned_bytes -= t->pub.size;
     }
     eng_state_leave(eng, t);
-    eng_reg_remove(eng, t);
     free(t);
     eng_kick(eng, d);
 }
@@ -1392,8 +1428,8 @@ static memsvc_status_t eng_do_drop(eng_t *eng, eng_tensor_t *t)
     if (!t->pub.recomputable || t->pub.durable) {
         return MEMSVC_ERR_INVALID_PARAM;
     }
-    if ((eng->guard_cb != NULL) && !eng->guard_cb(eng->guard_arg, t->pub.handle, false)) {
-        return MEMSVC_ERR_PINNED; /* held outside the engine */
+    if (eng_held_outside(eng, t)) {
+        return MEMSVC_ERR_PINNED;
     }
     eng_lru_drop(eng, t);
     eng_block_put(eng, t);
@@ -1555,6 +1591,61 @@ memsvc_status_t eng_read(eng_t *eng, eng_handle_t handle, uint64_t offset, void 
         return status;
     }
     memcpy(dst, p, len);
+    return MEMSVC_OK;
+}
+
+memsvc_status_t eng_lend(eng_t *eng, eng_handle_t handle, uint64_t offset, uint64_t len,
+                         bool write, eng_loan_t *loan)
+{
+    eng_tensor_t   *t = eng_reg_get(eng, handle);
+    uint8_t        *p;
+    memsvc_status_t status;
+
+    if (t == NULL) {
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if ((t->pub.state != MEMSVC_STATE_ON_DEVICE) || (t->loans == UINT8_MAX)) {
+        return (sim_node_mode(eng->node) != SIM_MEM_BACKED) ? MEMSVC_ERR_UNSUPPORTED
+                                                             : MEMSVC_ERR_BUSY;
+    }
+    status = eng_bytes_at(eng, t, offset, len, write, &p);
+    if (status != MEMSVC_OK) {
+        return status;
+    }
+    if (write && (len >= (1u << 20))) {
+        mem_hint_populate(p, len); /* as eng_write: no page fault per page in the receive */
+    }
+    t->loans++;
+    loan->ptr   = p;
+    loan->t     = t;
+    loan->write = write;
+    return MEMSVC_OK;
+}
+
+memsvc_status_t eng_lend_end(eng_t *eng, eng_loan_t *loan, bool ok)
+{
+    eng_tensor_t *t = loan->t;
+
+    loan->t   = NULL;
+    loan->ptr = NULL;
+    if ((t == NULL) || (t->loans == 0)) {
+        return MEMSVC_ERR_INVALID_PARAM; /* not a loan, or ended twice */
+    }
+    t->loans--;
+    if (eng_reg_get(eng, t->pub.handle) != t) { /* freed meanwhile */
+        if (t->loans == 0) {
+            eng_list_remove(&eng->lent_freed, t);
+            eng_put_tensor(eng, t);
+        }
+        return MEMSVC_ERR_NOT_FOUND;
+    }
+    if (loan->write) {
+        if (ok) {
+            t->flags |= ENG_TF_VALID;
+        } else {
+            t->flags &= (uint8_t)~ENG_TF_VALID;
+        }
+    }
     return MEMSVC_OK;
 }
 

@@ -55,6 +55,7 @@ typedef struct eng_tensor {
     uint8_t            flags;      /* ENG_TF_* */
     uint8_t            in_kind;    /* enum eng_in_kind while moving_in */
     uint8_t            out_kind;   /* enum eng_out_kind while moving_out */
+    uint8_t            loans;      /* eng_lend: transfers outside the engine using its bytes */
     uint32_t           hash;       /* of (job, key) */
     char               key[];      /* NUL-terminated */
 } eng_tensor_t;
@@ -205,6 +206,7 @@ struct eng {
     bool             has_far;
     eng_guard_cb_t   guard_cb;        /* eng_set_guard */
     void            *guard_arg;
+    eng_list_t       lent_freed;      /* freed while lent: kept until their last loan ends */
 };
 
 /* registry (eng_registry.c) */

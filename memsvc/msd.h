@@ -47,6 +47,9 @@
 #define MSD_POOL_MIN (1ull << 20)
 #define MSD_POOL_BYTES (64ull << 20)
 #define MSD_POOL_SLOTS 16u
+/* READs and WRITEs of at least this many bytes of a tensor on its device go straight from and
+ * into its memory (eng_lend), not through a buffer copied under the engine lock. */
+#define MSD_LEND_MIN (1ull << 20)
 /* Registry positions one LIST request walks at most (a page may come back short, even empty,
  * with a cursor to go on from: bounded work per request whatever the job's share). */
 #define MSD_LIST_VISIT 65536u
@@ -343,6 +346,10 @@ void            msd_server_fini(msd_server_t *srv);
  */
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen);
+/* The same for one reply whose payload is lent tensor bytes (eng_lend): the loan ends when the
+ * send does (or at once if it cannot start). */
+void msd_send_lent(msd_server_t *srv, msd_session_t *s, const msp_rep_t *rep, eng_loan_t *loan,
+                   size_t plen);
 
 /*
  * Decode and serve one request message of session s (the caller holds the engine lock), or keep
@@ -408,6 +415,7 @@ typedef struct srv_send {
     msd_session_t      *acct;        /* payload counted in acct->out_bytes (holds a ref) */
     void               *payload;
     size_t              plen;
+    eng_loan_t          loan;        /* payload is a tensor's bytes (loan.t != NULL) */
     size_t              hlen;
     uint8_t             hdr[];
 } srv_send_t;
@@ -421,6 +429,8 @@ void  msd_buf_fini(msd_server_t *srv);
 
 /* Start the send on s->ep (the caller is s's loop thread). Frees send when done or failed. */
 void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send);
+/* A send that will not be made: its payload freed (or loan ended), its accounting undone. */
+void msd_send_discard(srv_send_t *send);
 /* Free the sends still on a list whose worker was destroyed (s->sends, srv->tcp_sends). */
 void msd_send_forget_all(struct srv_send **head);
 /* Track an operation in flight on s's worker / forget it (its callback ran) / drop all those

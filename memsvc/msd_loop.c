@@ -126,8 +126,7 @@ void msd_loop_post_send(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
 
     if (item == NULL) {
         LOG("session %llu: out of memory queueing a reply", (unsigned long long)s->id);
-        free(send->payload);
-        free(send);
+        msd_send_discard(send);
         return;
     }
     item->kind = ITEM_SEND;
@@ -439,7 +438,10 @@ void msd_loops_fini(msd_server_t *srv)
         for (item = loop->qhead; item != NULL; item = next) {
             next = item->next;
             if (item->send != NULL) {
-                free(item->send->payload);
+                /* (sessions are gone: a loan's tensor goes with the engine, after this) */
+                if (item->send->loan.t == NULL) {
+                    free(item->send->payload);
+                }
                 free(item->send);
             }
             free(item);

@@ -18,7 +18,8 @@ typedef struct ops_pending {
     uint64_t       id;
     uint32_t       op;
     eng_handle_t   handle;
-    uint8_t       *buf; /* WRITE: the received bytes */
+    uint8_t       *buf;  /* WRITE: the received bytes (NULL: received into the tensor) */
+    eng_loan_t     loan; /* WRITE into the tensor: its bytes, lent */
     uint64_t       offset, len;
     bool           pin;    /* ALLOC with MSP_ALLOC_PIN: the tensor comes back pinned */
     uint32_t       flags;  /* ACQUIRE: MSP_ACQ_* */
@@ -155,13 +156,25 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
         LOG_RL(1000, "session %llu: write payload lost: %s", (unsigned long long)p->s->id,
                ucs_status_string(ustatus));
         status = MEMSVC_ERR_TRANSPORT;
-    } else {
+    }
+    if (p->loan.t != NULL) {
+        /* received in place: a half-received write leaves the tensor uncommitted */
+        memsvc_status_t lent = eng_lend_end(srv->eng, &p->loan, ustatus == UCS_OK);
+
+        if (ustatus == UCS_OK) {
+            status = lent;
+            if (status == MEMSVC_ERR_NOT_FOUND) {
+                snprintf(msg, sizeof(msg), "tensor 0x%llx was freed during the write",
+                         (unsigned long long)p->handle);
+            }
+        }
+    } else if (ustatus == UCS_OK) {
         status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
     }
     if (status == MEMSVC_OK) {
         status = msd_durable_commit(srv, p->handle, msg, sizeof(msg));
     }
-    pending_reply(p, status, (status < 0) ? msg : NULL);
+    pending_reply(p, status, ((status < 0) && (msg[0] != '\0')) ? msg : NULL);
     msd_out_bytes(srv, p->s, -(int64_t)p->len, true);
     pending_done(p);
     ucp_request_free(request);
@@ -173,6 +186,9 @@ static void ops_write_recv_drop(msd_inflight_t *in)
 {
     ops_pending_t *p = (ops_pending_t *)in; /* inflight is the first member */
 
+    if (p->loan.t != NULL) {
+        eng_lend_end(p->srv->eng, &p->loan, false); /* what arrived of it is not to be served */
+    }
     msd_out_bytes(p->srv, p->s, -(int64_t)p->len, false);
     pending_done(p);
 }
@@ -586,10 +602,13 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     if (p == NULL) {
         return MEMSVC_ERR_NO_RESOURCE;
     }
-    p->buf    = msd_buf_get(srv, length);
     p->offset = req->u.io.offset;
     p->len    = length;
-    if (p->buf == NULL) {
+    if ((length < MSD_LEND_MIN) ||
+        (eng_lend(srv->eng, p->handle, p->offset, length, true, &p->loan) != MEMSVC_OK)) {
+        p->buf = msd_buf_get(srv, length); /* (not on its device: copied in when received) */
+    }
+    if ((p->loan.t == NULL) && (p->buf == NULL)) {
         pending_done(p);
         snprintf(rep->msg, sizeof(rep->msg), "no memory to receive %zu bytes", length);
         return MEMSVC_ERR_NO_RESOURCE;
@@ -597,7 +616,8 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am   = ops_write_recv_cb;
     rp.user_data    = p;
-    sp              = ucp_am_recv_data_nbx(s->worker, data, p->buf, length, &rp);
+    sp = ucp_am_recv_data_nbx(s->worker, data, (p->loan.t != NULL) ? p->loan.ptr : p->buf,
+                              length, &rp);
     srv->rndv_taken = true; /* UCX owns the descriptor now, whatever came of it */
     if (UCS_PTR_IS_PTR(sp)) {
         p->inflight.drop = ops_write_recv_drop;
@@ -607,18 +627,23 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
     }
     if (UCS_PTR_IS_ERR(sp)) {
         status = msp_from_ucs(UCS_PTR_STATUS(sp));
-    } else {
+    } else if (p->loan.t == NULL) {
         status = eng_write(srv->eng, p->handle, p->offset, p->buf, p->len);
-        if (status == MEMSVC_OK) {
-            status = msd_durable_commit(srv, p->handle, rep->msg, sizeof(rep->msg));
-        }
+    }
+    if (p->loan.t != NULL) {
+        memsvc_status_t lent = eng_lend_end(srv->eng, &p->loan, !UCS_PTR_IS_ERR(sp));
+
+        status = UCS_PTR_IS_ERR(sp) ? status : lent;
+    }
+    if (status == MEMSVC_OK) {
+        status = msd_durable_commit(srv, p->handle, rep->msg, sizeof(rep->msg));
     }
     pending_done(p);
     return status;
 }
 
 static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_req_t *req,
-                               msp_rep_t *rep, void **payload_p)
+                               msp_rep_t *rep, void **payload_p, eng_loan_t *loan)
 {
     eng_tensor_info_t info;
     memsvc_status_t   status;
@@ -633,6 +658,14 @@ static memsvc_status_t op_read(msd_server_t *srv, msd_session_t *s, const msp_re
                  "writer ended mid-write): acquire it and write it first",
                  (unsigned long long)req->u.io.handle);
         return MEMSVC_ERR_ILLEGAL_STATE;
+    }
+    if ((req->u.io.len >= MSD_LEND_MIN) &&
+        (eng_lend(srv->eng, req->u.io.handle, req->u.io.offset, req->u.io.len, false, loan) ==
+         MEMSVC_OK)) {
+        /* sent from where it is (the send ends the loan) */
+        rep->plen  = req->u.io.len;
+        *payload_p = loan->ptr;
+        return MEMSVC_OK;
     }
     buf = msd_buf_get(srv, req->u.io.len);
     if (buf == NULL) {
@@ -1089,6 +1122,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
         const msp_req_t *req     = &srv->reqs[i];
         msp_rep_t       *rep     = &reps[nrep];
         void            *payload = NULL;
+        eng_loan_t       loan    = {0}; /* READ: payload is the tensor's bytes, lent */
         memsvc_status_t  status;
         uint64_t         t0      = msp_now_ns(); /* the request-duration histogram's start */
 
@@ -1139,7 +1173,7 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
                 status = op_write(srv, s, req, rep, data, length, param);
                 break;
             case MSP_OP_READ:
-                status = op_read(srv, s, req, rep, &payload);
+                status = op_read(srv, s, req, rep, &payload, &loan);
                 break;
             case MSP_OP_LOOKUP:
                 status = op_lookup(srv, s, req, rep);
@@ -1189,6 +1223,10 @@ void msd_ops_handle(msd_server_t *srv, msd_session_t *s, size_t n, void *data, s
             s->errors++;
             free(payload);
             payload = NULL;
+        }
+        if (loan.t != NULL) {
+            msd_send_lent(srv, s, rep, &loan, rep->plen); /* travels alone */
+            continue;
         }
         if (payload != NULL) {
             msd_send_replies(srv, s, rep, 1, payload, rep->plen); /* travels alone */

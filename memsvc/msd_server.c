@@ -317,7 +317,11 @@ static void send_free(srv_send_t *send, bool serve)
         msd_server_t *srv = s->loop->srv;
 
         msd_lock(srv);
-        msd_buf_put(srv, send->payload, send->plen); /* kept for the next READ */
+        if (send->loan.t != NULL) {
+            eng_lend_end(srv->eng, &send->loan, true); /* (a READ: NOT_FOUND if freed since) */
+        } else {
+            msd_buf_put(srv, send->payload, send->plen); /* kept for the next READ */
+        }
         send->payload = NULL;
         msd_out_bytes(srv, s, -(int64_t)send->plen, serve);
         msd_session_put(srv, s);
@@ -325,6 +329,11 @@ static void send_free(srv_send_t *send, bool serve)
     }
     free(send->payload);
     free(send);
+}
+
+void msd_send_discard(srv_send_t *send)
+{
+    send_free(send, false);
 }
 
 static void srv_send_cb(void *request, ucs_status_t status, void *user_data)
@@ -408,8 +417,33 @@ void msd_send_now(msd_server_t *srv, msd_session_t *s, srv_send_t *send)
     send_free(send, true);
 }
 
+/* A payload that will not be sent: freed, or its loan ended. Engine lock held. */
+static void payload_drop(msd_server_t *srv, void *payload, eng_loan_t *loan)
+{
+    if ((loan != NULL) && (loan->t != NULL)) {
+        eng_lend_end(srv->eng, loan, true);
+    } else {
+        free(payload);
+    }
+}
+
+static void send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
+                         void *payload, size_t plen, eng_loan_t *loan);
+
 void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
                       void *payload, size_t plen)
+{
+    send_replies(srv, s, reps, n, payload, plen, NULL);
+}
+
+void msd_send_lent(msd_server_t *srv, msd_session_t *s, const msp_rep_t *rep, eng_loan_t *loan,
+                   size_t plen)
+{
+    send_replies(srv, s, rep, 1, loan->ptr, plen, loan);
+}
+
+static void send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps, size_t n,
+                         void *payload, size_t plen, eng_loan_t *loan)
 {
     static uint8_t  tmp[MSP_HEADER_MAX]; /* under the engine lock */
     msp_buf_t       buf = {tmp, sizeof(tmp), 0, false};
@@ -417,14 +451,14 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
     srv_send_t     *send;
 
     if (s->dead || (s->ep == NULL)) {
-        free(payload);
+        payload_drop(srv, payload, loan);
         return;
     }
     status = msp_encode_replies(reps, n, &buf);
     if (status != MEMSVC_OK) {
         LOG("session %llu: cannot encode %zu replies: %s", (unsigned long long)s->id, n,
             memsvc_strerror(status));
-        free(payload);
+        payload_drop(srv, payload, loan);
         return;
     }
     if ((payload == NULL) && (s->loop == msd_loop_current())) {
@@ -442,13 +476,16 @@ void msd_send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *reps
     send = calloc(1, sizeof(*send) + buf.len);
     if (send == NULL) {
         LOG_ERR("session %llu: out of memory for a reply", (unsigned long long)s->id);
-        free(payload);
+        payload_drop(srv, payload, loan);
         return;
     }
     memcpy(send->hdr, tmp, buf.len);
     send->hlen    = buf.len;
     send->payload = payload;
     send->plen    = plen;
+    if (loan != NULL) {
+        send->loan = *loan; /* the send's now */
+    }
     if (plen > 0) {
         /* Counted until the send completes: bytes the client has not taken yet. */
         send->acct = s;

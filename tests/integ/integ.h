@@ -102,6 +102,8 @@ memsvc_status_t integ_stats(const integ_daemon_t *d, memsvc_stats_t *stats_p);
  * Returns the pid, or -1.
  */
 pid_t integ_spawn(const integ_daemon_t *d, const char *role);
+/* integ_spawn for any role, with environment entries as for integ_spawn_child. */
+pid_t integ_spawn_env(const integ_daemon_t *d, const char *role, const char *const *env);
 /* The same without waiting for "ready": the child (this test binary, re-executed) gets role, the
  * daemon's address, its pipe and the NAME, VALUE pairs of env (NULL-terminated; may be NULL);
  * *fd_p reads what it says. With MEMSVC_INTEG_NETNS in env, it runs in that network namespace
@@ -131,6 +133,8 @@ void integ_fastpin_child(integ_daemon_t *d, const char *role, int ready_fd);
 
 /* Roles "limits-*" of integ_spawn, acted by tests/integ/test_limits.c (never returns). */
 void integ_limits_child(integ_daemon_t *d, const char *role, int ready_fd);
+/* test_service.c's roles ("service-*"). */
+void integ_service_child(integ_daemon_t *d, const char *role, int ready_fd);
 
 /* ---- a raw peer: sends hand-made headers, collects replies -------------------------------- */
 

@@ -874,6 +874,8 @@ static void __attribute__((constructor)) integ_child_main(void)
         integ_fastpin_child(&d, role, atoi(fds));
     } else if (strncmp(role, "limits-", 7) == 0) {
         integ_limits_child(&d, role, atoi(fds));
+    } else if (strncmp(role, "service-", 8) == 0) {
+        integ_service_child(&d, role, atoi(fds));
     } else if (strncmp(role, "cluster-", 8) == 0) {
         integ_cluster_child(&d, role, atoi(fds));
     }
@@ -930,10 +932,15 @@ pid_t integ_spawn_child(const integ_daemon_t *d, const char *role, const char *c
 
 pid_t integ_spawn(const integ_daemon_t *d, const char *role)
 {
+    return integ_spawn_env(d, role, NULL);
+}
+
+pid_t integ_spawn_env(const integ_daemon_t *d, const char *role, const char *const *env)
+{
     struct pollfd pfd;
     char          c = 0;
     int           fd, status;
-    pid_t         pid = integ_spawn_child(d, role, NULL, &fd);
+    pid_t         pid = integ_spawn_child(d, role, env, &fd);
 
     if (pid < 0) {
         return -1;

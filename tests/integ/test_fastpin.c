@@ -7,7 +7,6 @@
 #include "tests/test_util.h"
 
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -77,14 +76,6 @@ static unsigned others_round(memsvc_conn_h conn, const memsvc_handle_t *o, uint8
 }
 
 /* Wait (bounded) for a child's "ready" byte. */
-static bool child_ready(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    char          c   = 0;
-
-    return (poll(&pfd, 1, 20000) == 1) && (read(fd, &c, 1) == 1) && (c == 'y');
-}
-
 /* ---- children ------------------------------------------------------------------------------- */
 
 /* job 7 rank 1: acquires the tensor MEMSVC_TEST_HANDLE of rank 0 (a message: published), then
@@ -520,7 +511,6 @@ static void test_kill_holder(void)
     const char          *env[3] = {"MEMSVC_TEST_HANDLE", hex, NULL};
     unsigned             round, errors = 0;
     pid_t                pid;
-    int                  fd;
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (buf != NULL));
     memset(buf, 0, OTHER_SIZE);
@@ -530,10 +520,8 @@ static void test_kill_holder(void)
     TEST_ASSERT_OK(memsvc_alloc(conn, "t", TARGET_SIZE, NULL, &h));
     TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, TARGET_SIZE));
     snprintf(hex, sizeof(hex), "%" PRIx64, (uint64_t)h);
-    pid = integ_spawn_child(&d, "fastpin-holder", env, &fd);
+    pid = integ_spawn_env(&d, "fastpin-holder", env);
     CU_ASSERT_FATAL(pid > 0);
-    CU_ASSERT_FATAL(child_ready(fd));
-    close(fd);
     TEST_ASSERT_OK(integ_stats(&d, st));
     CU_ASSERT_EQUAL(st->fast_acquires, 2);
     CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0); /* the engine does not see it pinned */
@@ -578,15 +566,12 @@ static void test_scribbler(void)
     memsvc_conn_h   conn;
     reader_arg_t    a = {0};
     pid_t           pid;
-    int             fd;
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (buf != NULL));
     memset(buf, 0, OTHER_SIZE);
     START(&d, tiny_args);
-    pid = integ_spawn_child(&d, "fastpin-scribbler", NULL, &fd);
+    pid = integ_spawn_env(&d, "fastpin-scribbler", NULL);
     CU_ASSERT_FATAL(pid > 0);
-    CU_ASSERT_FATAL(child_ready(fd));
-    close(fd);
     TEST_ASSERT_OK(integ_connect(&d, 6, 0, &conn));
     CU_ASSERT_EQUAL(race_reader(&d, conn, want, 41, 4, buf, &a), 0);
     CU_ASSERT_EQUAL(a.errors, 0);
@@ -703,7 +688,6 @@ static void test_table_writer_killed(void)
     const char     *env[5] = {"MEMSVC_TEST_HANDLE", hex, "MEMSVC_TEST_MODE", NULL, NULL};
     unsigned        pass;
     pid_t           pid;
-    int             fd;
 
     CU_ASSERT_FATAL((st != NULL) && (want != NULL) && (got != NULL));
     START(&d, tiny_args);
@@ -714,10 +698,8 @@ static void test_table_writer_killed(void)
     snprintf(hex, sizeof(hex), "%" PRIx64, (uint64_t)h);
     for (pass = 0; pass < 3; pass++) {
         env[3] = modes[pass];
-        pid    = integ_spawn_child(&d, "fastpin-writer", env, &fd);
+        pid    = integ_spawn_env(&d, "fastpin-writer", env);
         CU_ASSERT_FATAL(pid > 0);
-        CU_ASSERT_FATAL(child_ready(fd));
-        close(fd);
         TEST_ASSERT_OK(integ_stats(&d, st));
         CU_ASSERT_EQUAL(st->dev[0].pinned_tensors, 0); /* the child's pin is in its table */
         integ_kill_wait(pid);

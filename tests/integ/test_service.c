@@ -6,6 +6,7 @@
 #include "tests/test_util.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -322,6 +323,162 @@ static void test_client_vanishes_mid_transfer(void)
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
 }
 
+/* ---- writes received in place ------------------------------------------------------------- */
+
+#define INPLACE_UNIT (4ull << 20) /* one memsvc_write of the writer: one WRITE (libmemsvc sends
+                                   * up to 4 MiB in one), received in place */
+
+#define INPLACE_UNITS 4u
+
+/*
+ * "service-writer": job 1 rank 1 writes the tensor MEMSVC_TEST_HANDLE (hex) unit by unit, each
+ * unit all one byte value, a new value per pass (odd values from MEMSVC_TEST_SEED on, so that
+ * one writer's values differ from the last one's), over tcp (MEMSVC_TEST_MODE "tcp") or the
+ * local socket, until killed. A write that fails exits: 0 if it answered MEMSVC_ERR_NOT_FOUND (the
+ * tensor was freed), 3 otherwise.
+ */
+static void child_writer(integ_daemon_t *d, int fd)
+{
+    const char     *hs   = getenv("MEMSVC_TEST_HANDLE");
+    const char     *mode = getenv("MEMSVC_TEST_MODE");
+    const char     *base = getenv("MEMSVC_TEST_SEED");
+    memsvc_handle_t h    = (hs != NULL) ? strtoull(hs, NULL, 16) : 0;
+    uint8_t        *buf  = malloc(INPLACE_UNIT);
+    memsvc_conn_h   conn;
+    memsvc_status_t status;
+    unsigned        v, u;
+
+    if ((h == 0) || (mode == NULL) || (base == NULL) || (buf == NULL) ||
+        (integ_connect_flags(d, 1, 1, (strcmp(mode, "tcp") == 0) ? MEMSVC_CONN_TCP : 0,
+                             &conn) != MEMSVC_OK)) {
+        _exit(1);
+    }
+    integ_child_ready(fd);
+    for (v = (unsigned)atoi(base);; v += 2) {
+        memset(buf, (int)(v % 254) + 1, INPLACE_UNIT);
+        for (u = 0; u < INPLACE_UNITS; u++) {
+            status = memsvc_write(conn, h, u * INPLACE_UNIT, buf, INPLACE_UNIT);
+            if (status != MEMSVC_OK) {
+                _exit((status == MEMSVC_ERR_NOT_FOUND) ? 0 : 3);
+            }
+        }
+    }
+}
+
+void integ_service_child(integ_daemon_t *d, const char *role, int ready_fd)
+{
+    if (strcmp(role, "service-writer") == 0) {
+        child_writer(d, ready_fd);
+    }
+    _exit(2);
+}
+
+static pid_t spawn_writer(integ_daemon_t *d, memsvc_handle_t h, const char *mode, unsigned seed)
+{
+    char        hex[32], sd[16];
+    const char *env[] = {"MEMSVC_TEST_HANDLE", hex, "MEMSVC_TEST_MODE", mode,
+                         "MEMSVC_TEST_SEED",   sd,  NULL};
+
+    snprintf(hex, sizeof(hex), "%" PRIx64, (uint64_t)h);
+    snprintf(sd, sizeof(sd), "%u", seed);
+    return integ_spawn_env(d, "service-writer", env);
+}
+
+/* Each unit of the tensor all one value (what one write left), or -1 where one is mixed. */
+static int units_whole(memsvc_conn_h conn, memsvc_handle_t h, uint8_t *back)
+{
+    unsigned u;
+    uint64_t i;
+
+    if (memsvc_read(conn, h, 0, back, INPLACE_UNITS * INPLACE_UNIT) != MEMSVC_OK) {
+        return -2;
+    }
+    for (u = 0; u < INPLACE_UNITS; u++) {
+        for (i = 1; i < INPLACE_UNIT; i++) {
+            if (back[u * INPLACE_UNIT + i] != back[u * INPLACE_UNIT]) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * WRITEs of a MiB or more are received straight into the tensor. A writer killed mid-receive
+ * (over tcp and over the local socket) never leaves a half-written unit served as valid: a
+ * read shows whole units or answers that the tensor is uncommitted. A tensor freed while a
+ * write into it is under way: the writer is told NOT_FOUND, the bytes that were still coming
+ * land in no other tensor, and the space comes back once the receive is over.
+ */
+static void test_writes_received_in_place(void)
+{
+    static const char *const modes[]        = {"tcp", "local"};
+    static const char *const no_pin_table[] = {"--node", "tiny", "--memory", "backed",
+                                               "--no-fast-pin", NULL};
+    const uint64_t           size    = INPLACE_UNITS * INPLACE_UNIT;
+    uint8_t                 *want    = malloc(size), *back = malloc(size);
+    memsvc_status_t          status;
+    memsvc_stats_t          *st = calloc(1, sizeof(*st));
+    integ_daemon_t           d;
+    memsvc_conn_h            conn;
+    memsvc_handle_t          h, other, big;
+    unsigned                 pass, round, torn[2] = {0, 0}, whole[2] = {0, 0};
+    pid_t                    pid;
+    int                      wst;
+
+    CU_ASSERT_FATAL((want != NULL) && (back != NULL) && (st != NULL));
+    START(&d, no_pin_table); /* local writes are messages too, not copies into a mapping */
+    TEST_ASSERT_OK(integ_connect(&d, 1, 0, &conn));
+    memset(want, 0, size);
+    for (pass = 0; pass < 2; pass++) {
+        /* killed mid-write */
+        TEST_ASSERT_OK(memsvc_alloc(conn, "inplace", size, NULL, &h));
+        TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, size));
+        for (round = 0; round < 6; round++) {
+            pid = spawn_writer(&d, h, modes[pass], 1 + 40 * round);
+            CU_ASSERT_FATAL(pid > 0);
+            usleep(3000 + 7000 * round);
+            integ_kill_wait(pid);
+            CU_ASSERT(integ_wait_sessions(&d, 2, st)); /* this one and the stats' */
+            status = units_whole(conn, h, back);
+            if (status == -2) {
+                CU_ASSERT_EQUAL(memsvc_read(conn, h, 0, back, size), MEMSVC_ERR_ILLEGAL_STATE);
+                TEST_ASSERT_OK(memsvc_write(conn, h, 0, want, size)); /* the owner's again */
+                torn[pass]++;
+            } else {
+                CU_ASSERT_EQUAL(status, 0); /* never a mixed unit served */
+                whole[pass]++;
+            }
+        }
+        /* freed while a write into it is under way */
+        pid = spawn_writer(&d, h, modes[pass], 1);
+        CU_ASSERT_FATAL(pid > 0);
+        usleep(20000);
+        TEST_ASSERT_OK(memsvc_free(conn, h));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "other", size, NULL, &other));
+        test_fill(want, size, 61 + pass);
+        TEST_ASSERT_OK(memsvc_write(conn, other, 0, want, size));
+        CU_ASSERT_EQUAL(waitpid(pid, &wst, 0), pid);
+        CU_ASSERT(WIFEXITED(wst) && (WEXITSTATUS(wst) == 0)); /* told NOT_FOUND */
+        TEST_ASSERT_OK(memsvc_read(conn, other, 0, back, size));
+        CU_ASSERT(memcmp(back, want, size) == 0);
+        /* every receive into the freed tensor is over: its space is back */
+        TEST_ASSERT_OK(memsvc_free(conn, other));
+        TEST_ASSERT_OK(memsvc_flush(conn));
+        TEST_ASSERT_OK(memsvc_alloc(conn, "big", 60ull << 20, NULL, &big));
+        TEST_ASSERT_OK(memsvc_free(conn, big));
+        TEST_ASSERT_OK(memsvc_flush(conn));
+        memset(want, 0, size);
+    }
+    printf(" [writers killed: over tcp %u left it uncommitted, %u whole; local %u, %u] ",
+           torn[0], whole[0], torn[1], whole[1]);
+    memsvc_close(conn);
+    CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
+    free(st);
+    free(want);
+    free(back);
+}
+
 /* ---- many clients -----------------------------------------------------------------------------
  */
 
@@ -488,6 +645,8 @@ static void add_suite(void)
     CU_add_test(s, "kill -9 releases pins, keeps durable for re-attach",
                 test_kill9_releases_pins_keeps_durable);
     CU_add_test(s, "a client vanishing mid-transfer", test_client_vanishes_mid_transfer);
+    CU_add_test(s, "writes received in place: killed writers, frees mid-receive",
+                test_writes_received_in_place);
     CU_add_test(s, "eight concurrent clients", test_eight_clients);
     CU_add_test(s, "daemon refuses bad set-ups", test_daemon_refuses_bad_setups);
     CU_add_test(s, "memsvc-ctl ping, stats, list (text and json)", test_ctl);

@@ -866,6 +866,70 @@ static void test_peer_tier_backed(void)
     eng_destroy(eng);
 }
 
+/* A loan (eng_lend): the bytes where they are, held on the device, a free deferred. */
+static void test_lend(void)
+{
+    eng_t            *eng = make_engine("none", SIM_MEM_BACKED, NULL);
+    const uint64_t    size = 40 * MiB; /* two cannot fit on the 64 MiB device */
+    eng_tensor_desc_t d    = tdesc("a", size, MEMSVC_KIND_ACTIVATION);
+    eng_tensor_info_t info;
+    eng_loan_t        w, r, r2;
+    eng_handle_t      h, h2, h3;
+    uint8_t          *buf = malloc(size);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h), MEMSVC_OK);
+    /* a write loan: what goes into its pointer is the tensor's, valid when it ends well */
+    CU_ASSERT_EQUAL_FATAL(eng_set_valid(eng, h, false), MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_lend(eng, h, MiB, 2 * MiB, true, &w), MEMSVC_OK);
+    memset(w.ptr, 0xa5, 2 * MiB);
+    CU_ASSERT_EQUAL(eng_lend_end(eng, &w, true), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_lend_end(eng, &w, true), MEMSVC_ERR_INVALID_PARAM); /* ended twice */
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_OK);
+    CU_ASSERT_TRUE(info.valid);
+    CU_ASSERT_EQUAL(eng_read(eng, h, MiB, buf, 2 * MiB), MEMSVC_OK);
+    CU_ASSERT_EQUAL(buf[0], 0xa5);
+    CU_ASSERT_EQUAL(buf[2 * MiB - 1], 0xa5);
+    /* a write loan that failed leaves it uncommitted */
+    CU_ASSERT_EQUAL_FATAL(eng_lend(eng, h, 0, size, true, &w), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_lend_end(eng, &w, false), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_OK);
+    CU_ASSERT_FALSE(info.valid);
+    /* refusals: out of range; not on the device */
+    CU_ASSERT_EQUAL(eng_lend(eng, h, size - 1, 2, false, &r), MEMSVC_ERR_OUT_OF_RANGE);
+    CU_ASSERT_EQUAL(eng_lend(eng, h + 1, 0, 1, false, &r), MEMSVC_ERR_NOT_FOUND);
+    /* while lent it stays on its device, and it is not a pin */
+    CU_ASSERT_EQUAL_FATAL(eng_lend(eng, h, 0, size, false, &r), MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_lend(eng, h, 0, 4096, false, &r2), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_swap_out(eng, h), MEMSVC_ERR_PINNED);
+    CU_ASSERT_EQUAL(eng_drop(eng, h), MEMSVC_ERR_PINNED);
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_OK);
+    CU_ASSERT_EQUAL(info.pins, 0);
+    CU_ASSERT_EQUAL(info.state, MEMSVC_STATE_ON_DEVICE);
+    /* freed while lent: the handle and the key end now, the space with the last loan */
+    CU_ASSERT_EQUAL(eng_free(eng, h), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_info(eng, h, &info), MEMSVC_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(eng_lend(eng, h, 0, 1, false, &w), MEMSVC_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(eng_alloc(eng, &d, 0, NULL, NULL, &h2), MEMSVC_ERR_NO_MEMORY);
+    CU_ASSERT_EQUAL(eng_lend_end(eng, &r2, true), MEMSVC_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(eng_alloc(eng, &d, 0, NULL, NULL, &h2), MEMSVC_ERR_NO_MEMORY);
+    memset(r.ptr, 0x11, size); /* still its own: nobody else was given these bytes */
+    CU_ASSERT_EQUAL(eng_lend_end(eng, &r, true), MEMSVC_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h2), MEMSVC_OK); /* same key */
+    CU_ASSERT_NOT_EQUAL(h2, h);
+    /* not on its device: BUSY, the caller copies; the engine's end frees a loan left open */
+    CU_ASSERT_EQUAL_FATAL(eng_swap_out(eng, h2), MEMSVC_INPROGRESS);
+    CU_ASSERT_EQUAL(eng_lend(eng, h2, 0, 1, false, &w), MEMSVC_ERR_BUSY);
+    run_idle(eng);
+    CU_ASSERT_EQUAL(eng_lend(eng, h2, 0, 1, true, &w), MEMSVC_ERR_BUSY);
+    d = tdesc("b", MiB, MEMSVC_KIND_ACTIVATION);
+    CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h3), MEMSVC_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_lend(eng, h3, 0, MiB, true, &w), MEMSVC_OK);
+    CU_ASSERT_EQUAL(eng_free(eng, h3), MEMSVC_OK);
+    free(buf);
+    eng_destroy(eng); /* (LeakSanitizer: the lent, freed tensor goes too) */
+}
+
 static void test_phantom_has_no_bytes(void)
 {
     eng_t            *eng = make_engine("lru", SIM_MEM_PHANTOM, NULL);
@@ -876,6 +940,11 @@ static void test_phantom_has_no_bytes(void)
     CU_ASSERT_EQUAL_FATAL(eng_alloc(eng, &d, 0, NULL, NULL, &h), MEMSVC_OK);
     CU_ASSERT_EQUAL(eng_write(eng, h, 0, b, sizeof(b)), MEMSVC_ERR_UNSUPPORTED);
     CU_ASSERT_EQUAL(eng_read(eng, h, 0, b, sizeof(b)), MEMSVC_ERR_UNSUPPORTED);
+    {
+        eng_loan_t loan;
+
+        CU_ASSERT_EQUAL(eng_lend(eng, h, 0, sizeof(b), true, &loan), MEMSVC_ERR_UNSUPPORTED);
+    }
     eng_destroy(eng);
 }
 
@@ -1014,6 +1083,7 @@ static void add_suite(void)
                 test_peer_tier_order);
     CU_add_test(s, "peer tier, backed: far writes and reads end the moves; refusals, losses",
                 test_peer_tier_backed);
+    CU_add_test(s, "loans: bytes in place, held on the device, a free deferred", test_lend);
     CU_add_test(s, "phantom: no bytes", test_phantom_has_no_bytes);
     CU_add_test(s, "phantom: a million tensors at 910B scale", test_phantom_million_tensors);
 }
