@@ -145,6 +145,13 @@ const char *msd_log_target_name(msd_log_target_t target)
                : "?";
 }
 
+static _Thread_local bool ucx_expected; /* msd_log_ucx_expected */
+
+void msd_log_ucx_expected(bool on)
+{
+    ucx_expected = on;
+}
+
 /* A UCX log line: UCX has already filtered it by its own UCX_LOG_LEVEL (default warn). */
 static ucs_log_func_rc_t log_ucx_handler(const char *file, unsigned line, const char *function,
                                          ucs_log_level_t level,
@@ -161,6 +168,9 @@ static ucs_log_func_rc_t log_ucx_handler(const char *file, unsigned line, const 
     } else if (level <= UCS_LOG_LEVEL_INFO) {
         mine = MSD_LOG_INFO;
     } else {
+        mine = MSD_LOG_DEBUG;
+    }
+    if (ucx_expected) {
         mine = MSD_LOG_DEBUG;
     }
     vsnprintf(text, sizeof(text), message, ap);

@@ -58,6 +58,9 @@ const char *msd_log_target_name(msd_log_target_t target);
 /* Route UCX's own log messages (ucs_log) through this logger, component "ucx", instead of
  * UCX printing them to stdout/stderr. Call once, before UCX is initialized. */
 void msd_log_take_ucx(void);
+/* While on, UCX's lines logged by this thread are debug lines: what they report is expected
+ * (msd_server.c closes the listener's socket under UCX). */
+void msd_log_ucx_expected(bool on);
 
 /*
  * Rate-limited lines, for what a client can cause at will (bad input, refused connections):

@@ -4,6 +4,7 @@
 #include "memsvc/msd.h"
 #include "sim_npu/sim_desc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -189,6 +190,66 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
         msd_after_batch(srv); /* loop 0's timer covers the deadline */
     }
     msd_unlock(srv);
+}
+
+/*
+ * Destroy the listener. UCX 1.13's tcp_sockcm can hand a connection it accepted before
+ * ucp_listener_destroy to ucp_cm_server_conn_request_cb after it, on the freed listener
+ * (openucx/ucx#11087): a stopping daemon crashed so while peers kept dialling it. So the
+ * listening socket is closed first (nothing new is accepted), the worker is progressed for a
+ * moment so that connections already accepted arrive while the listener stands (they are
+ * refused: the daemon is draining, or it is past serving), and only then is it destroyed.
+ */
+static void srv_listener_close(msd_server_t *srv)
+{
+    const struct sockaddr_in *want = (const struct sockaddr_in *)&srv->listen_addr;
+    uint64_t                  deadline;
+    struct dirent            *de;
+    DIR                      *dir;
+
+    if (srv->listener == NULL) {
+        return;
+    }
+    dir = opendir("/proc/self/fd");
+    while ((dir != NULL) && ((de = readdir(dir)) != NULL)) {
+        struct sockaddr_storage ss;
+        socklen_t               len = sizeof(ss), olen = sizeof(int);
+        int                     fd  = atoi(de->d_name), on = 0;
+
+        if ((fd <= 2) || (fd == dirfd(dir)) ||
+            (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) != 0) || !on ||
+            (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) ||
+            (ss.ss_family != srv->listen_addr.ss_family)) {
+            continue;
+        }
+        if (((ss.ss_family == AF_INET) &&
+             (((struct sockaddr_in *)&ss)->sin_port == want->sin_port)) ||
+            ((ss.ss_family == AF_INET6) &&
+             (((struct sockaddr_in6 *)&ss)->sin6_port ==
+              ((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_port))) {
+            /* In its place, a socket that listens to nothing: the listening one is closed
+             * (and leaves the async thread's epoll set), the listener's fd stays valid. */
+            int dummy = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+            if (dummy >= 0) {
+                dup2(dummy, fd);
+                close(dummy);
+            }
+        }
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    deadline = msp_now_ns() + 20000000ull;
+    while (msp_now_ns() < deadline) {
+        if (ucp_worker_progress(srv->worker) == 0) {
+            usleep(1000);
+        }
+    }
+    msd_log_ucx_expected(true); /* UCX cannot take the closed socket out of its epoll set */
+    ucp_listener_destroy(srv->listener);
+    msd_log_ucx_expected(false);
+    srv->listener = NULL;
 }
 
 void msd_session_evict(msd_server_t *srv, msd_session_t *s)
@@ -1198,10 +1259,7 @@ static void srv_begin_shutdown(msd_server_t *srv, unsigned signo)
     /* Goodbye to the peer daemons while their links still stand: they see this node down at
      * once instead of after their peer timeout. */
     msd_peers_stop(srv);
-    if (srv->listener != NULL) {
-        ucp_listener_destroy(srv->listener);
-        srv->listener = NULL;
-    }
+    srv_listener_close(srv);
     if (!srv->cfg.no_unix) {
         msd_local_stop(srv); /* the acceptor is joined, handshakes done */
     }
@@ -1381,10 +1439,7 @@ void msd_server_fini(msd_server_t *srv)
 
     msd_metrics_stop(srv); /* its thread reads the server under the lock: first to go */
     msd_peers_stop(srv);
-    if (srv->listener != NULL) {
-        ucp_listener_destroy(srv->listener);
-        srv->listener = NULL;
-    }
+    srv_listener_close(srv);
     for (s = srv->sessions; s != NULL; s = s->next) {
         s->dead = true;
         msd_defer_drop(srv, s, !s->local); /* local workers are gone with their loops */
