@@ -14,9 +14,10 @@
 #     trips; median over REPS runs),
 #     against ucx_perftest ucp_am_lat over the same transport (UCX_TLS=sysv,self as the local
 #     path uses; tcp): round trip = 2 x its one-way p50;
-#   - write and read of a 64 MiB tensor (memsvc_write/read, and through memsvc_acquire_map),
-#     against memcpy of 64 MiB in the same process (local) or ucp_am_bw / ucp_put_bw of 64 MiB
-#     messages over tcp (remote);
+#   - write and read of a 64 MiB tensor (memsvc_write/read, and through memsvc_acquire_map;
+#     medians of 9 rounds), against memcpy of 64 MiB in the same process (local, twice per
+#     round) or ucp_am_bw of 10 messages of 64 MiB over tcp (remote; median over REPS runs)
+#     and ucp_put_bw;
 #   - both again while a busy neighbour (a shell spinning in a loop) competes for the cores,
 #     references included;
 #   - acquires and releases per second from 1, 2, 4, 8 client processes, one pair at a time
@@ -130,7 +131,7 @@ measure_refs() { # COND
     while [ $r -lt "$REPS" ]; do
         perf "$1.ref.amlat_shm" "$SHM_TLS" ucp_am_lat 8 20000 3
         perf "$1.ref.amlat_tcp" tcp ucp_am_lat 8 5000 3
-        perf "$1.ref.ambw_tcp" tcp ucp_am_bw $SIZE 3 6
+        perf "$1.ref.ambw_tcp" tcp ucp_am_bw $SIZE 10 6
         r=$((r + 1))
     done
     perf "$1.ref.putbw_tcp" tcp ucp_put_bw $SIZE 1 6 # tcp emulates RMA: seconds per message
@@ -164,8 +165,8 @@ measure_ops() { # PREFIX CLIENTS...: acquires + releases per second, one at a ti
     done
 }
 measure_bw() { # COND MODE
-    svc "$1.$2.local" local bw $SIZE 5
-    svc "$1.$2.tcp" tcp bw $SIZE 5
+    svc "$1.$2.local" local bw $SIZE 9
+    svc "$1.$2.tcp" tcp bw $SIZE 9
 }
 
 echo "## memsvcd service (tiny node, backed memory; medians of $REPS runs; $(cat /proc/loadavg | cut -d' ' -f1-3) load)"
