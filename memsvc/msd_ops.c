@@ -1345,12 +1345,22 @@ size_t msd_ops_reclaim(msd_server_t *srv, size_t max)
 
 void msd_ops_session_gone(msd_server_t *srv, msd_session_t *s)
 {
-    eng_handle_t *pins = NULL, *owned = NULL;
-    uint32_t     *counts = NULL;
-    size_t        npins = 0, nowned = 0, i, cap = srv->own.count;
-    uint64_t      released = 0, uncommitted = 0;
+    eng_handle_t   *pins = NULL, *owned = NULL;
+    uint32_t       *counts = NULL;
+    size_t          npins = 0, nowned = 0, i, cap = srv->own.count;
+    uint64_t        released = 0, uncommitted = 0;
+    msd_inflight_t *in;
 
     msd_auth_session_gone(srv, s); /* after this, its tensors alone keep the job owned */
+    for (in = s->inflight; in != NULL; in = in->next) {
+        ops_pending_t *p = (ops_pending_t *)in; /* inflight is the first member */
+
+        if ((in->drop == ops_write_recv_drop) && (p->loan.t != NULL)) {
+            /* Being received in place, maybe half: not to be served until the receive ends
+             * whole (its loan ends after the worker's destruction, outside this lock). */
+            eng_set_valid(srv->eng, p->handle, false);
+        }
+    }
     if (!s->bound || s->control || (cap == 0)) {
         return;
     }

@@ -196,9 +196,11 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
  * Destroy the listener. UCX 1.13's tcp_sockcm can hand a connection it accepted before
  * ucp_listener_destroy to ucp_cm_server_conn_request_cb after it, on the freed listener
  * (openucx/ucx#11087): a stopping daemon crashed so while peers kept dialling it. So the
- * listening socket is closed first (nothing new is accepted), the worker is progressed for a
- * moment so that connections already accepted arrive while the listener stands (they are
- * refused: the daemon is draining, or it is past serving), and only then is it destroyed.
+ * listening socket (the one bound to the listen address and port) is closed first: nothing
+ * new is accepted. The worker is progressed for a moment so that connections already accepted
+ * arrive while the listener stands (they become sessions that are answered SHUTDOWN and closed
+ * with the rest), and only then is it destroyed. This narrows the race to a connection whose
+ * request UCX delivers more than 20 ms after its accept; it does not close it.
  */
 static void srv_listener_close(msd_server_t *srv)
 {
@@ -223,16 +225,22 @@ static void srv_listener_close(msd_server_t *srv)
             continue;
         }
         if (((ss.ss_family == AF_INET) &&
-             (((struct sockaddr_in *)&ss)->sin_port == want->sin_port)) ||
+             (((struct sockaddr_in *)&ss)->sin_port == want->sin_port) &&
+             (((struct sockaddr_in *)&ss)->sin_addr.s_addr == want->sin_addr.s_addr)) ||
             ((ss.ss_family == AF_INET6) &&
              (((struct sockaddr_in6 *)&ss)->sin6_port ==
-              ((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_port))) {
+              ((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_port) &&
+             (memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr,
+                     &((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_addr,
+                     sizeof(struct in6_addr)) == 0))) {
             /* In its place, a socket that listens to nothing: the listening one is closed
              * (and leaves the async thread's epoll set), the listener's fd stays valid. */
             int dummy = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+            if ((dummy >= 0) && (dup2(dummy, fd) == fd)) {
+                LOG_DEBUG("listener: socket %d closed under UCX", fd);
+            }
             if (dummy >= 0) {
-                dup2(dummy, fd);
                 close(dummy);
             }
         }
@@ -546,6 +554,7 @@ static void send_replies(msd_server_t *srv, msd_session_t *s, const msp_rep_t *r
     send->plen    = plen;
     if (loan != NULL) {
         send->loan = *loan; /* the send's now */
+        loan->t    = NULL;
     }
     if (plen > 0) {
         /* Counted until the send completes: bytes the client has not taken yet. */

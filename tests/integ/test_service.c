@@ -472,6 +472,9 @@ static void test_writes_received_in_place(void)
     }
     printf(" [writers killed: over tcp %u left it uncommitted, %u whole; local %u, %u] ",
            torn[0], whole[0], torn[1], whole[1]);
+    /* Most tcp kills land during a receive (3-6 of 6 in the runs seen; 0 when a failed
+     * receive was let mark the tensor valid): the path of a loan that fails was taken. */
+    CU_ASSERT(torn[0] > 0);
     memsvc_close(conn);
     CU_ASSERT_EQUAL(integ_daemon_stop(&d), 0);
     free(st);
