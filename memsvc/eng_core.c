@@ -617,6 +617,10 @@ static void eng_service_event(void *arg, sim_time_t when)
     eng_service(d->eng, d);
 }
 
+/* Writes of at least this many bytes (eng_write, write loans) populate their destination's pages
+ * with one madvise first, instead of a page fault per 4 KiB page during the copy. */
+#define ENG_POPULATE_MIN (1ull << 20)
+
 /* ---- moves -------------------------------------------------------------------------------- */
 
 /* Something outside the engine uses the tensor's bytes where they are: a loan (eng_lend) or
@@ -1070,6 +1074,19 @@ err:
     return status;
 }
 
+/* eng_destroy's end of a tensor: its space back to the allocators, no accounting. */
+static void eng_teardown_tensor(eng_t *eng, eng_tensor_t *t)
+{
+    if (t->block != NULL) {
+        sim_alloc_free(eng_dev_of(eng, t)->sim->alloc, t->block);
+    }
+    if (t->flags & ENG_TF_HOSTBUF) {
+        eng_host_put(eng, t);
+    }
+    eng_lower_put(eng, t); /* (has_far is off: the daemon is gone) */
+    free(t);
+}
+
 void eng_destroy(eng_t *eng)
 {
     eng_move_t *m;
@@ -1093,27 +1110,13 @@ void eng_destroy(eng_t *eng)
             t->waiters = w->next;
             free(w);
         }
-        if (t->block != NULL) {
-            sim_alloc_free(eng_dev_of(eng, t)->sim->alloc, t->block);
-        }
-        if (t->flags & ENG_TF_HOSTBUF) {
-            eng_host_put(eng, t);
-        }
-        eng_lower_put(eng, t); /* (has_far is off: the daemon is gone) */
-        free(t);
+        eng_teardown_tensor(eng, t);
     }
     while (eng->lent_freed.head != NULL) { /* (loans the daemon never ended: it is gone) */
         eng_tensor_t *t = eng->lent_freed.head;
 
         eng_list_remove(&eng->lent_freed, t);
-        if (t->block != NULL) {
-            sim_alloc_free(eng_dev_of(eng, t)->sim->alloc, t->block);
-        }
-        if (t->flags & ENG_TF_HOSTBUF) {
-            eng_host_put(eng, t);
-        }
-        eng_lower_put(eng, t);
-        free(t);
+        eng_teardown_tensor(eng, t);
     }
     /* pending events are dropped with the clock; their records are freed here */
     while ((m = eng->moves) != NULL) {
@@ -1566,7 +1569,7 @@ memsvc_status_t eng_write(eng_t *eng, eng_handle_t handle, uint64_t offset, cons
     if (status != MEMSVC_OK) {
         return status;
     }
-    if (len >= (1u << 20)) {
+    if (len >= ENG_POPULATE_MIN) {
         mem_hint_populate(p, len); /* the simulated HBM's pages appear on first touch */
     }
     memcpy(p, src, len);
@@ -1612,7 +1615,7 @@ memsvc_status_t eng_lend(eng_t *eng, eng_handle_t handle, uint64_t offset, uint6
     if (status != MEMSVC_OK) {
         return status;
     }
-    if (write && (len >= (1u << 20))) {
+    if (write && (len >= ENG_POPULATE_MIN)) {
         mem_hint_populate(p, len); /* as eng_write: no page fault per page in the receive */
     }
     t->loans++;

@@ -33,7 +33,7 @@ static bool name_ok(const char *s)
 }
 
 /* Same endpoint: family, address and port (host names resolved by msp_parse_addr). */
-static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+bool msd_same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a->ss_family != b->ss_family) {
         return false;
@@ -125,7 +125,7 @@ static memsvc_status_t check_unique(const msd_cluster_t *c, unsigned i, struct s
                         c->nodes[j].line);
             return MEMSVC_ERR_FORMAT;
         }
-        if (same_sockaddr(&ss[j], &ss[i])) {
+        if (msd_same_sockaddr(&ss[j], &ss[i])) {
             memsvc_errf(err, errlen, "address '%s' of '%s' is that of '%s' (line %u)", nd->addr,
                         nd->name, c->nodes[j].name, c->nodes[j].line);
             return MEMSVC_ERR_FORMAT;

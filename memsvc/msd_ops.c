@@ -143,6 +143,33 @@ static void ops_engine_cb(void *arg, eng_handle_t handle, memsvc_status_t status
     pending_done(p);
 }
 
+/*
+ * A WRITE's payload is in (received = true) or lost: end its loan (a lost one leaves the
+ * tensor uncommitted) or copy its buffer into the tensor, then journal a durable tensor.
+ * Returns the status to answer; msg gets its message.
+ */
+static memsvc_status_t ops_write_done(msd_server_t *srv, ops_pending_t *p, bool received,
+                                      memsvc_status_t lost, char *msg, size_t msglen)
+{
+    memsvc_status_t status = received ? MEMSVC_OK : lost;
+
+    if (p->loan.t != NULL) {
+        memsvc_status_t lent = eng_lend_end(srv->eng, &p->loan, received);
+
+        if (received && (lent == MEMSVC_ERR_NOT_FOUND)) {
+            snprintf(msg, msglen, "tensor 0x%llx was freed during the write",
+                     (unsigned long long)p->handle);
+        }
+        status = received ? lent : status;
+    } else if (received) {
+        status = eng_write(srv->eng, p->handle, p->offset, p->buf, p->len);
+    }
+    if (status == MEMSVC_OK) {
+        status = msd_durable_commit(srv, p->handle, msg, msglen);
+    }
+    return status;
+}
+
 static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length, void *user_data)
 {
     ops_pending_t  *p = user_data;
@@ -155,25 +182,8 @@ static void ops_write_recv_cb(void *request, ucs_status_t ustatus, size_t length
     if (ustatus != UCS_OK) {
         LOG_RL(1000, "session %llu: write payload lost: %s", (unsigned long long)p->s->id,
                ucs_status_string(ustatus));
-        status = MEMSVC_ERR_TRANSPORT;
     }
-    if (p->loan.t != NULL) {
-        /* received in place: a half-received write leaves the tensor uncommitted */
-        memsvc_status_t lent = eng_lend_end(srv->eng, &p->loan, ustatus == UCS_OK);
-
-        if (ustatus == UCS_OK) {
-            status = lent;
-            if (status == MEMSVC_ERR_NOT_FOUND) {
-                snprintf(msg, sizeof(msg), "tensor 0x%llx was freed during the write",
-                         (unsigned long long)p->handle);
-            }
-        }
-    } else if (ustatus == UCS_OK) {
-        status = eng_write(p->srv->eng, p->handle, p->offset, p->buf, p->len);
-    }
-    if (status == MEMSVC_OK) {
-        status = msd_durable_commit(srv, p->handle, msg, sizeof(msg));
-    }
+    status = ops_write_done(srv, p, ustatus == UCS_OK, MEMSVC_ERR_TRANSPORT, msg, sizeof(msg));
     pending_reply(p, status, ((status < 0) && (msg[0] != '\0')) ? msg : NULL);
     msd_out_bytes(srv, p->s, -(int64_t)p->len, true);
     pending_done(p);
@@ -625,19 +635,9 @@ static memsvc_status_t op_write(msd_server_t *srv, msd_session_t *s, const msp_r
         msd_out_bytes(srv, s, (int64_t)length, false); /* until received */
         return MEMSVC_INPROGRESS;
     }
-    if (UCS_PTR_IS_ERR(sp)) {
-        status = msp_from_ucs(UCS_PTR_STATUS(sp));
-    } else if (p->loan.t == NULL) {
-        status = eng_write(srv->eng, p->handle, p->offset, p->buf, p->len);
-    }
-    if (p->loan.t != NULL) {
-        memsvc_status_t lent = eng_lend_end(srv->eng, &p->loan, !UCS_PTR_IS_ERR(sp));
-
-        status = UCS_PTR_IS_ERR(sp) ? status : lent;
-    }
-    if (status == MEMSVC_OK) {
-        status = msd_durable_commit(srv, p->handle, rep->msg, sizeof(rep->msg));
-    }
+    status = ops_write_done(srv, p, !UCS_PTR_IS_ERR(sp),
+                            UCS_PTR_IS_ERR(sp) ? msp_from_ucs(UCS_PTR_STATUS(sp)) : MEMSVC_OK,
+                            rep->msg, sizeof(rep->msg));
     pending_done(p);
     return status;
 }

@@ -43,6 +43,8 @@ typedef struct msd_cluster {
  */
 memsvc_status_t msd_cluster_load(const char *path, msd_cluster_t *c, char *err, size_t errlen);
 void            msd_cluster_free(msd_cluster_t *c);
+/* Same endpoint: family, address and port. */
+bool            msd_same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* Index of the node named name, or -1. */
 int msd_cluster_find(const msd_cluster_t *c, const char *name);
 

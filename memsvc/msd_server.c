@@ -204,10 +204,9 @@ static void srv_conn_cb(ucp_conn_request_h conn_request, void *arg)
  */
 static void srv_listener_close(msd_server_t *srv)
 {
-    const struct sockaddr_in *want = (const struct sockaddr_in *)&srv->listen_addr;
-    uint64_t                  deadline;
-    struct dirent            *de;
-    DIR                      *dir;
+    uint64_t       deadline;
+    struct dirent *de;
+    DIR           *dir;
 
     if (srv->listener == NULL) {
         return;
@@ -218,21 +217,10 @@ static void srv_listener_close(msd_server_t *srv)
         socklen_t               len = sizeof(ss), olen = sizeof(int);
         int                     fd  = atoi(de->d_name), on = 0;
 
-        if ((fd <= 2) || (fd == dirfd(dir)) ||
-            (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) != 0) || !on ||
-            (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) ||
-            (ss.ss_family != srv->listen_addr.ss_family)) {
-            continue;
-        }
-        if (((ss.ss_family == AF_INET) &&
-             (((struct sockaddr_in *)&ss)->sin_port == want->sin_port) &&
-             (((struct sockaddr_in *)&ss)->sin_addr.s_addr == want->sin_addr.s_addr)) ||
-            ((ss.ss_family == AF_INET6) &&
-             (((struct sockaddr_in6 *)&ss)->sin6_port ==
-              ((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_port) &&
-             (memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr,
-                     &((const struct sockaddr_in6 *)&srv->listen_addr)->sin6_addr,
-                     sizeof(struct in6_addr)) == 0))) {
+        if ((fd > 2) && (fd != dirfd(dir)) &&
+            (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == 0) && on &&
+            (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) &&
+            msd_same_sockaddr(&ss, &srv->listen_addr)) {
             /* In its place, a socket that listens to nothing: the listening one is closed
              * (and leaves the async thread's epoll set), the listener's fd stays valid. */
             int dummy = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
